@@ -1,0 +1,24 @@
+"""A four-block convnet: the smallest honest encoder, for tests and quick experiments."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ConvNet(nn.Module):
+    """conv-BN-ReLU blocks with stride-2 down-sampling: [B,C,H,W] -> [B, num_features]."""
+
+    def __init__(self, in_channels: int = 3, width: float = 1.0, small_stem: bool = True):
+        super().__init__()
+        w = [max(8, int(round(c * width))) for c in (32, 64, 128, 256)]
+        layers, prev = [], in_channels
+        for i, c in enumerate(w):
+            stride = 1 if (i == 0 and small_stem) else 2
+            layers += [nn.Conv2d(prev, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            prev = c
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = prev
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.pool(self.features(x)), 1)

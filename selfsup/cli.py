@@ -1,0 +1,207 @@
+"""The ``selfsup`` command: list, pretrain, eval, demo. Every error names its fix; no tracebacks
+for mistakes a user can make (pass --debug to see one anyway)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from selfsup.config import ConfigError, RunConfig, load_yaml, parse_override, recipe_path, resolve
+
+
+def _cmd_list(args) -> None:
+    from selfsup import list_backbones, list_datasets
+    from selfsup.registry import method_specs
+
+    if args.what == "methods":
+        specs = method_specs()
+        if args.json:
+            print(json.dumps([s.name for s in specs]))
+        else:
+            for s in specs:
+                print(s.name + ("  (uses labels)" if s.uses_labels and args.verbose else ""))
+        return
+    names = {"datasets": list_datasets, "backbones": list_backbones}[args.what]()
+    print(json.dumps(names) if args.json else "\n".join(names))
+
+
+def build_config(args) -> RunConfig:
+    """Defaults < recipe for (method, data) < --config < flags < key=value overrides."""
+    file_layer = load_yaml(args.config) if args.config else {}
+    flags: dict = {}
+    if args.method:
+        flags["method"] = {"name": args.method}
+    data = {}
+    if args.data:
+        data["name"] = args.data
+    if args.data_dir:
+        data["dir"] = args.data_dir
+    if data:
+        flags["data"] = data
+    if args.backbone:
+        flags["backbone"] = {"name": args.backbone}
+    train = {}
+    if args.epochs is not None:
+        train["epochs"] = args.epochs
+        train["budget"] = None
+    if args.budget:
+        train["budget"] = args.budget
+    if args.batch_size:
+        train["batch_size"] = args.batch_size
+    if train:
+        flags["train"] = train
+    overrides = [parse_override(o) for o in args.overrides]
+    probe = resolve_names([file_layer, flags, *overrides])
+    layers = []
+    recipe = recipe_path(*probe)
+    if recipe and not args.no_recipe:
+        print(f"recipe: {recipe}")
+        layers.append(load_yaml(recipe))
+    cfg = resolve(layers + [file_layer, flags, *overrides])
+    if args.out:
+        cfg.out = args.out
+    if not cfg.out:
+        cfg.out = f"runs/{cfg.method_name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return cfg
+
+
+def resolve_names(layers: list[dict]) -> tuple[str, str]:
+    """(method, data) names as the layers set them, to pick the recipe."""
+    method, data = "simclr", "fashion-mnist"
+    for layer in layers:
+        m = layer.get("method")
+        if isinstance(m, dict) and "name" in m:
+            method = m["name"]
+        elif isinstance(m, str):
+            method = m
+        d = layer.get("data")
+        if isinstance(d, dict) and "name" in d:
+            data = d["name"]
+    return method, data
+
+
+def _cmd_pretrain(args) -> None:
+    from selfsup.train import fit, resume
+
+    if args.resume:
+        summary = resume(args.resume)
+        run_dir = args.resume
+    else:
+        cfg = build_config(args)
+        run_dir = cfg.out
+        if (Path(run_dir) / "checkpoints" / "last").exists():
+            raise ConfigError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
+                              f"or choose another --out")
+        print(f"run directory: {run_dir}")
+        summary = fit(cfg, run_dir)
+    print(json.dumps({"run": str(run_dir), **{k: v for k, v in summary.items() if not k.startswith("diag/")}}))
+
+
+def _cmd_eval(args) -> None:
+    from selfsup.eval.run import evaluate
+
+    res = evaluate(args.run_dir, args.protocol, device=args.device)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        ks = [k for k in res if k.startswith("top1_k")]
+        detail = ", ".join(f"kNN-{k[6:]} {100 * res[k]:.2f} %" for k in ks) or f"l2 {res.get('l2')}"
+        print(f"{args.protocol} top-1 {100 * res['top1']:.2f} %  ({detail})")
+
+
+def _cmd_demo(args) -> None:
+    """Pretrain SimCLR on Fashion-MNIST, evaluate, print learned features next to raw pixels."""
+    from selfsup.eval.run import evaluate, evaluate_raw_pixels
+    from selfsup.train import fit
+
+    ns = argparse.Namespace(config=None, method=args.method, data=args.data, data_dir=args.data_dir, backbone=None,
+                            epochs=None, budget=args.budget, batch_size=None, overrides=[], out=args.out,
+                            no_recipe=False)
+    cfg = build_config(ns)
+    print(f"run directory: {cfg.out}\npretraining {cfg.method_name} on {cfg.data.name} for {cfg.train.budget or cfg.train.epochs}")
+    t0 = time.time()
+    summary = fit(cfg, cfg.out)
+    rows = []
+    for name, get in (("raw pixels", lambda p: evaluate_raw_pixels(cfg, p)),
+                      (f"{cfg.method_name} ({cfg.backbone.name})", lambda p: evaluate(cfg.out, p))):
+        knn, lin = get("knn"), get("linear")
+        rows.append((name, 100 * knn["top1_k200"], 100 * knn["top1_k20"], 100 * lin["top1"]))
+    print(f"\n{cfg.data.name}, test split — {summary['epochs']:.1f} epochs in {summary['train_seconds'] / 60:.1f} min "
+          f"of training ({(time.time() - t0) / 60:.1f} min in all)")
+    print(f"{'features':<28}{'kNN-200':>9}{'kNN-20':>9}{'linear':>9}")
+    for r in rows:
+        print(f"{r[0]:<28}{r[1]:>8.2f}%{r[2]:>8.2f}%{r[3]:>8.2f}%")
+    print(f"\nrun directory: {cfg.out}  (curves.png, metrics.jsonl, tb/, checkpoints/)")
+    Path(cfg.out, "demo_table.json").write_text(json.dumps(
+        [{"features": r[0], "knn200": r[1], "knn20": r[2], "linear": r[3]} for r in rows], indent=1))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="selfsup", description="Self-supervised representation learning.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    ls = sub.add_parser("list", help="list methods, datasets or backbones")
+    ls.add_argument("what", choices=["methods", "datasets", "backbones"])
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("-v", "--verbose", action="store_true")
+    ls.set_defaults(func=_cmd_list)
+
+    pt = sub.add_parser("pretrain", help="pretrain a method on a dataset")
+    pt.add_argument("--method")
+    pt.add_argument("--data")
+    pt.add_argument("--data-dir")
+    pt.add_argument("--backbone")
+    g = pt.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--budget", help="wall-clock training budget, e.g. 15m; schedules span the budget")
+    pt.add_argument("--batch-size", type=int)
+    pt.add_argument("--out", help="run directory (default runs/METHOD-DATA-TIME)")
+    pt.add_argument("--config", help="YAML file of overrides")
+    pt.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
+    pt.add_argument("--no-recipe", action="store_true", help="ignore configs/METHOD_DATA.yaml")
+    pt.add_argument("overrides", nargs="*", help="key=value, e.g. optim.lr=0.5 train.precision=bf16")
+    pt.set_defaults(func=_cmd_pretrain)
+
+    ev = sub.add_parser("eval", help="evaluate a run's encoder")
+    ev.add_argument("protocol", choices=["knn", "linear"])
+    ev.add_argument("run_dir")
+    ev.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
+    ev.add_argument("--device", default="cpu")
+    ev.set_defaults(func=_cmd_eval)
+
+    dm = sub.add_parser("demo", help="pretrain SimCLR on Fashion-MNIST and compare with raw pixels")
+    dm.add_argument("--method", default="simclr")
+    dm.add_argument("--data", default="fashion-mnist")
+    dm.add_argument("--data-dir")
+    dm.add_argument("--budget", default="15m")
+    dm.add_argument("--out")
+    dm.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    from selfsup.data import DatasetError
+    from selfsup.train.checkpoint import CheckpointError
+    from selfsup.train.loop import TrainingError
+
+    try:
+        args.func(args)
+    except (ConfigError, DatasetError, CheckpointError, TrainingError, ValueError, KeyError) as e:
+        if args.debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"selfsup: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume RUN_DIR`",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Run configuration: dataclasses with defaults, YAML recipes and dotted ``key=value`` overrides.
+
+Layers, later wins: dataclass defaults (the papers') < recipe ``configs/<method>_<data>.yaml``
+< ``--config FILE`` < command-line flags < ``key=value``. Unknown keys and wrong types are
+errors that name the closest valid key, because a typo that silently does nothing wastes a
+15-minute run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says which key and how to fix it."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"
+    dir: str | None = None  # --data-dir; else $SELFSUP_DATA, the Debian path, torchvision's download
+    image_size: int | None = None  # resize on load; None keeps the native size (28 for Fashion-MNIST)
+    mean: list[float] | None = None  # per-channel normalisation; None = computed from the training set
+    std: list[float] | None = None
+    limit: int | None = None  # use only the first N training images (quick experiments, tests)
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "resnet18"
+    width: float = 1.0  # channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
+    small_stem: bool = True  # 3x3 stride-1 stem, no max-pool: the CIFAR variant for images <= 64 px
+
+
+@dataclass
+class ViewConfig:
+    """Augmentation of each view; two-element tuples hold (view 1, view 2) for asymmetric recipes."""
+
+    size: int | None = None  # output side; None = the data's image size
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    gray_p: float = 0.2
+    blur_p: tuple[float, float] = (0.5, 0.5)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: tuple[float, float] = (0.0, 0.0)
+
+
+@dataclass
+class OptimConfig:
+    name: str = "lars"  # sgd | lars | adamw
+    lr: float = 0.3  # base learning rate for a batch of 256 (scaled linearly when scale_lr)
+    scale_lr: bool = True
+    weight_decay: float = 1e-6
+    momentum: float = 0.9
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup: float = 0.05  # fraction of training spent in linear warm-up (works for epochs and budgets)
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.0
+    clip_grad: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    budget: str | None = None  # wall-clock budget, e.g. "15m", "90s", "1h"; overrides epochs
+    batch_size: int = 256
+    accumulate: int = 1  # gradient accumulation steps
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    channels_last: bool = False
+    seed: int = 0
+    threads: int | None = None  # torch intra-op threads; None = torch's default
+    log_every: int = 20  # steps between metrics.jsonl rows
+    monitor_every: int = 1  # epochs between online kNN monitor evaluations (0 = only at the end)
+    monitor_train: int = 5000  # images of the training set forming the monitor's kNN bank
+    monitor_test: int = 1000  # images of the test set it classifies
+    checkpoint_every: int = 1  # epochs between checkpoints (last/ is always kept)
+    checkpoint_minutes: float = 5.0  # also checkpoint at least this often in long epochs
+    max_steps: int | None = None  # stop after N optimiser steps (tests, debugging)
+
+
+@dataclass
+class EvalConfig:
+    knn_k: tuple[int, ...] = (200, 20)
+    knn_temperature: float = 0.07
+    linear_val_fraction: float = 0.1
+    linear_l2: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    batch_size: int = 512
+
+
+@dataclass
+class RunConfig:
+    method: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})  # name + method config fields
+    data: DataConfig = field(default_factory=DataConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    views: dict[str, Any] = field(default_factory=dict)  # overrides of the method's view preset
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str | None = None
+
+    @property
+    def method_name(self) -> str:
+        return self.method["name"]
+
+
+# ----------------------------------------------------------------------------------- parsing
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1)
+    return f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(valid)}."
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples, ints to floats."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, path)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            value = [value] if origin is tuple and typing.get_args(tp)[-1:] == (Ellipsis,) else value
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)} ({value!r})")
+            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        inner = args[0] if args else Any
+        out = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and not isinstance(value, bool):
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if tp in (int, float) and isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{path}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict | Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys and wrong types."""
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or cls.__name__}: expected a mapping of keys, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        full = f"{path}.{key}" if path else key
+        if key not in fields:
+            raise ConfigError(f"unknown config key {full!r}.{_suggest(key, list(fields))}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass -> plain YAML-friendly dict (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_override(text: str) -> dict:
+    """``optim.lr=0.1`` -> {"optim": {"lr": 0.1}}; the value is parsed as YAML (numbers, lists, null)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (e.g. optim.lr=0.1)")
+    key, raw = text.split("=", 1)
+    if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"override key {key!r} is not a dotted name (e.g. train.batch_size=128)")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: cannot parse the value: {e}") from None
+    out: dict = {}
+    node = out
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return out
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist (check the --config path)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (method:, train:, ...)")
+    return data
+
+
+def recipes_dir() -> Path:
+    """``configs/`` beside the package (editable install, source checkout)."""
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def recipe_path(method: str, data: str) -> Path | None:
+    p = recipes_dir() / f"{method}_{data}.yaml"
+    return p if p.is_file() else None
+
+
+def resolve(layers: list[dict]) -> RunConfig:
+    """Merge dict layers (later wins) and validate everything, including the method's own fields."""
+    merged: dict = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer)
+    method = merged.get("method", {"name": "simclr"})
+    if isinstance(method, str):
+        merged["method"] = {"name": method}
+    cfg = from_dict(RunConfig, merged)
+    if "name" not in cfg.method:
+        raise ConfigError("method.name is missing (use --method NAME; `selfsup list methods`)")
+    from selfsup.registry import get_method_spec
+
+    try:
+        spec = get_method_spec(cfg.method["name"])
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    fields = {k: v for k, v in cfg.method.items() if k != "name"}
+    cfg.method = {"name": spec.name, **to_dict(from_dict(spec.config, fields, "method"))}
+    from selfsup.transforms.views import view_preset
+
+    cfg.views = to_dict(from_dict(ViewConfig, deep_merge(to_dict(view_preset(spec.views)), cfg.views), "views"))
+    if cfg.optim.name not in ("sgd", "lars", "adamw"):
+        raise ConfigError(f"optim.name {cfg.optim.name!r}: choose sgd, lars or adamw")
+    if cfg.train.precision not in ("fp32", "bf16"):
+        raise ConfigError(f"train.precision {cfg.train.precision!r}: choose fp32 or bf16")
+    if cfg.train.budget is not None:
+        parse_duration(cfg.train.budget)
+    return cfg
+
+
+def method_config(cfg: RunConfig) -> Any:
+    from selfsup.registry import get_method_spec
+
+    spec = get_method_spec(cfg.method_name)
+    return from_dict(spec.config, {k: v for k, v in cfg.method.items() if k != "name"}, "method")
+
+
+def view_config(cfg: RunConfig) -> ViewConfig:
+    return from_dict(ViewConfig, cfg.views, "views")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'15m' -> 900.0 seconds; accepts s, m, h suffixes or a bare number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"budget {text!r} is not a duration: use e.g. 90s, 15m or 1.5h")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (pass the --out of a pretrain run)")
+    return resolve([load_yaml(path)])

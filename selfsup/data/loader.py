@@ -1,0 +1,42 @@
+"""Batches from an in-memory uint8 dataset, in a seeded order that a resumed run reproduces.
+
+No DataLoader worker processes: indexing a uint8 tensor already in memory costs microseconds
+per batch, and the augmentation runs batched on the training device afterwards, so workers
+would only add inter-process copies.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from selfsup.data.batch import Batch
+
+
+class InMemoryLoader:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size > len(images) // world_size:
+            raise ValueError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
+                             f"use --batch-size {max(1, len(images) // world_size)} or smaller")
+        self.images, self.labels = images, labels
+        self.batch_size, self.seed = batch_size, seed
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        """Optimiser-visible steps per epoch (the last incomplete batch is dropped)."""
+        return len(self.images) // (self.batch_size * self.world_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        """The epoch's permutation depends only on (seed, epoch): the same after a resume."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.images), generator=g)
+        # each process takes a disjoint strided share, so no image is seen twice per epoch
+        return perm[self.rank::self.world_size]
+
+    def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        order = self.order(epoch)
+        for s in range(start_step, len(self)):
+            idx = order[s * self.batch_size:(s + 1) * self.batch_size]
+            labels = self.labels[idx] if self.labels is not None else None
+            yield Batch(self.images[idx], idx, labels)

@@ -1,0 +1,45 @@
+"""torch.distributed helpers that are no-ops in a single process."""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward returns this rank's slice of the summed gradient, so in-batch
+    negatives from other processes contribute gradients exactly as in one big batch."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = [torch.zeros_like(x) for _ in range(world_size())]
+        dist.all_gather(out, x.contiguous())
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        g = torch.stack(grads)
+        dist.all_reduce(g)
+        return g[rank()]
+
+
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """[B, D] per process -> [world*B, D], differentiable; identity in one process."""
+    if world_size() == 1:
+        return x
+    return torch.cat(_GatherWithGrad.apply(x), 0)

@@ -1,0 +1,36 @@
+"""InfoNCE-family losses (pure functions; negatives are always passed in, never hidden)."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from selfsup import dist
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
+    """SimCLR's normalised-temperature cross-entropy over 2N views (Chen et al. 2020, eq. 1).
+
+    z1, z2: [N, D] projections of two views of the same N images (any scale: normalised here).
+    For each of the 2N views, the positive is its partner view and the 2(N-1) other views are
+    negatives; the loss is the mean over all 2N anchors. Views from other processes are
+    gathered with gradient so a distributed batch behaves as one batch.
+    Returns (loss, number of candidates per anchor = 2N' - 1), the latter for the MI bound.
+    """
+    z = F.normalize(torch.cat([z1, z2]), dim=1).float()  # [2N, D]; float32 for a stable softmax
+    n = z1.shape[0]
+    z_all = dist.gather_with_grad(z)  # [2N * world, D] (identity in one process)
+    logits = z @ z_all.T / temperature  # [2N, 2N*world]
+    offset = dist.rank() * 2 * n  # where this process's views sit among the gathered ones
+    idx = torch.arange(2 * n, device=z.device)
+    self_mask = torch.zeros_like(logits, dtype=torch.bool)
+    self_mask[idx, idx + offset] = True
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    positive = (idx + n) % (2 * n) + offset
+    return F.cross_entropy(logits, positive), z_all.shape[0] - 1
+
+
+def infonce_bound(loss: torch.Tensor | float, num_candidates: int) -> float:
+    """The InfoNCE lower bound on mutual information, I(x; x+) >= log N - L (nats)."""
+    return math.log(num_candidates) - float(loss)

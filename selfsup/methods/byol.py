@@ -1,0 +1,63 @@
+"""BYOL — Grill et al. "Bootstrap Your Own Latent: A New Approach to Self-Supervised
+Learning", NeurIPS 2020.
+
+Idea: no negatives. An online network (encoder, projector, predictor q) predicts the
+projection that a slowly moving target network — an exponential moving average of the
+online encoder and projector — gives for another view. The predictor and the EMA keep it
+from collapsing. Loss: normalised MSE 2 - 2 cos(q(z1), z'2), symmetrised over the views.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup.losses import normalized_mse
+from selfsup.methods.base import Method, StepOutput
+from selfsup.nn import cosine_momentum, ema_update, frozen_copy, mlp
+from selfsup.registry import register
+
+
+@dataclass
+class BYOLConfig:
+    proj_hidden: int = 4096
+    proj_dim: int = 256
+    pred_hidden: int = 4096
+    tau_base: float = 0.996  # EMA momentum, raised to 1 along a cosine over training
+    head_bn: bool = True  # BatchNorm in projector/predictor; the paper's ablation turns it off
+
+
+@register("byol", config=BYOLConfig, views="byol")
+class BYOL(Method):
+    """BYOL: online network predicts an EMA target's projection of the other view."""
+
+    def __init__(self, encoder: nn.Module, cfg: BYOLConfig = BYOLConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, bn=cfg.head_bn)
+        self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, bn=cfg.head_bn)
+        self.target_encoder = frozen_copy(self.encoder)
+        self.target_projector = frozen_copy(self.projector)
+        self.momentum = cfg.tau_base
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+    def training_step(self, batch) -> StepOutput:
+        x1, x2 = batch.views
+        n = x1.shape[0]
+        x = torch.cat([x1, x2])  # [2N, C, H, W]
+        p = self.predictor(self.projector(self.encoder(x)))  # online predictions [2N, D]
+        with torch.no_grad():
+            z_t = self.target_projector(self.target_encoder(x))  # target projections [2N, D]
+        # symmetric: view 1 predicts the target of view 2 and vice versa
+        loss = normalized_mse(p[:n], z_t[n:]) + normalized_mse(p[n:], z_t[:n])
+        return StepOutput(loss, {"tau": self.momentum})
+
+    def on_step_end(self, progress: float) -> None:
+        # the momentum is a function of progress alone, so a resumed run needs no extra state
+        self.momentum = cosine_momentum(self.cfg.tau_base, progress)
+        ema_update(self.target_encoder, self.encoder, self.momentum)
+        ema_update(self.target_projector, self.projector, self.momentum)

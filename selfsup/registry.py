@@ -1,0 +1,63 @@
+"""Name -> method registry.
+
+A method registers itself with ``@register("simclr", config=SimCLRConfig, views="simclr")``.
+The registry is what ``selfsup list methods``, ``create_method`` and the registry-wide tests
+iterate over, so adding a method is: its file, its recipe in ``configs/``, nothing else.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    cls: type
+    config: type  # dataclass holding the method's hyper-parameters (paper defaults)
+    views: str  # name of the view preset in selfsup.transforms.views
+    uses_labels: bool = False  # supervised reference points are marked as such
+    summary: str = ""
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register(name: str, *, config: type, views: str, uses_labels: bool = False) -> Callable[[type], type]:
+    """Class decorator that registers a Method under ``name``; duplicate names fail."""
+
+    def wrap(cls: type) -> type:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].cls.__module__}")
+        doc = (cls.__doc__ or "").strip().splitlines()
+        _METHODS[name] = MethodSpec(name, cls, config, views, uses_labels, doc[0] if doc else "")
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
+    """'unknown method 'simclrr'; did you mean 'simclr'? Known: ...' — shared by every registry."""
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} Known {kind}s: {', '.join(sorted(known))}"
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    import selfsup.methods  # noqa: F401  (importing the package registers every method)
+
+    if name not in _METHODS:
+        raise KeyError(unknown_name_message("method", name, list(_METHODS)))
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    import selfsup.methods  # noqa: F401
+
+    return sorted(_METHODS)
+
+
+def method_specs() -> list[MethodSpec]:
+    return [get_method_spec(n) for n in list_methods()]

@@ -1,0 +1,4 @@
+"""Plots and reports of runs."""
+from selfsup.report.plots import plot_curves, read_metrics
+
+__all__ = ["plot_curves", "read_metrics"]

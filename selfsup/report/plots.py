@@ -1,0 +1,36 @@
+"""Pictures of a run."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """RUN_DIR/curves.png: training loss and the online kNN monitor's accuracy against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(run_dir)
+    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r]
+    knn = [(r["step"], r["monitor/knn20_top1"]) for r in rows if "monitor/knn20_top1" in r]
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
+    if loss:
+        ax[0].plot(*zip(*loss), lw=1)
+    ax[0].set(xlabel="step", ylabel="loss", title="training loss")
+    if knn:
+        ax[1].plot(*zip(*[(s, 100 * a) for s, a in knn]), marker="o")
+    ax[1].set(xlabel="step", ylabel="top-1 (%)", title="online kNN-20 monitor (held-out slice)")
+    for a in ax:
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(out or Path(run_dir) / "curves.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

@@ -1,0 +1,324 @@
+"""The one training loop: it knows the method contract and nothing about any method.
+
+fit(): data -> batched views on the device -> method.training_step -> backward (bf16 autocast
+optional, gradient accumulation, clipping) -> optimiser + schedule -> method.on_step_end.
+Writes metrics.jsonl, TensorBoard events and atomic checkpoints; resumes exactly (weights,
+optimiser, RNG streams, data order, position in the epoch).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from selfsup import dist
+from selfsup.config import RunConfig, load_run_config, method_config, parse_duration, save_config, view_config
+from selfsup.data.batch import Batch
+from selfsup.data.loader import InMemoryLoader
+from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
+from selfsup.train.checkpoint import load_state, load_weights, save_checkpoint
+from selfsup.train.optim import build_optimizer, lr_factor, set_lr
+from selfsup.transforms import Views
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what to change."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"train.device={name} but no CUDA device is visible; use train.device=cpu")
+    return dev
+
+
+def load_data(cfg: RunConfig):
+    """Train and (if any) test split, normalisation statistics written back into the config."""
+    from selfsup.data import DatasetError, load_dataset
+
+    train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    if cfg.data.limit:
+        train = train.subset(torch.arange(min(cfg.data.limit, len(train))))
+    try:
+        test = load_dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
+    except DatasetError:
+        test = None  # unlabelled folders have no test split: no kNN monitor then
+    if cfg.data.mean is None or cfg.data.std is None:
+        x = train.images[:10000].float() / 255
+        cfg.data.mean = [round(v, 4) for v in x.mean((0, 2, 3)).tolist()]
+        cfg.data.std = [round(max(v, 1e-3), 4) for v in x.std((0, 2, 3)).tolist()]
+    return train, test
+
+
+def build_method(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
+    from selfsup import create_backbone
+    from selfsup.registry import get_method_spec
+
+    spec = get_method_spec(cfg.method_name)
+    b = cfg.backbone
+    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem)
+    return spec.cls(encoder, method_config(cfg))
+
+
+def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
+    b = cfg.backbone
+    return {"method": cfg.method_name, "backbone": f"{b.name}(width={b.width}, small_stem={b.small_stem})", **extra}
+
+
+@dataclass
+class _Monitor:
+    """Online kNN accuracy on a fixed held-out slice plus collapse diagnostics."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    @classmethod
+    def build(cls, train, test, cfg: RunConfig):
+        if train.labels is None or test is None or test.labels is None or cfg.train.monitor_train <= 0:
+            return None
+        g = torch.Generator().manual_seed(12345)
+        i = torch.randperm(len(train), generator=g)[:cfg.train.monitor_train]
+        j = torch.randperm(len(test), generator=g)[:cfg.train.monitor_test]
+        return cls(train.images[i], train.labels[i], test.images[j], test.labels[j])
+
+    @torch.no_grad()
+    def __call__(self, method, cfg: RunConfig, device, size: int) -> dict:
+        kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
+                  precision=cfg.train.precision, channels_last=cfg.train.channels_last)
+        ftr = extract_features(method.encoder, self.train_images, **kw)
+        fte = extract_features(method.encoder, self.test_images, **kw)
+        res = knn_accuracy(ftr, self.train_labels, fte, self.test_labels, ks=(20,))
+        # diagnostics on what the loss acts on (the projection), in eval mode
+        was = method.training
+        method.eval()
+        from selfsup.transforms import eval_view
+
+        x = eval_view(self.test_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+            z = method.embedding(x).float().cpu()
+        method.train(was)
+        return {"monitor/knn20_top1": res["top1"], "diag/feature_std": embedding_std(fte),
+                "diag/feature_rank": effective_rank(fte[:512]), "diag/embedding_std": embedding_std(z),
+                "diag/embedding_rank": effective_rank(z), "diag/embedding_dim": z.shape[1]}
+
+
+class _Logger:
+    """metrics.jsonl + TensorBoard, written by the main process only."""
+
+    def __init__(self, run_dir: Path):
+        self.file = open(run_dir / "metrics.jsonl", "a") if dist.is_main() else None
+        self.tb = None
+        if dist.is_main():
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run_dir / "tb"))
+            except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
+                self.tb = None
+
+    def log(self, row: dict) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb:
+            self.tb.close()
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    s = {"torch": torch.get_rng_state(), "views": gen.get_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def _set_rng_state(s: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(s["torch"])
+    gen.set_state(s["views"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> dict:
+    """Pretrain ``cfg.method`` and return a summary (steps, epochs, last monitor values)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t_cfg = cfg.train
+    torch.manual_seed(t_cfg.seed)
+    if t_cfg.threads:
+        torch.set_num_threads(t_cfg.threads)
+    device = pick_device(t_cfg.device)
+
+    train, test = load_data(cfg)
+    if dist.is_main():
+        save_config(cfg, run_dir / "config.yaml")
+    method = build_method(cfg, train.channels).to(device)
+    if t_cfg.channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size)
+    loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(), dist.world_size())
+    if len(loader) < t_cfg.accumulate:
+        raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
+    optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
+    monitor = _Monitor.build(train, test, cfg)
+    gen = torch.Generator().manual_seed(t_cfg.seed + 1)
+
+    budget = parse_duration(t_cfg.budget) if t_cfg.budget else None
+    steps_per_epoch = len(loader) // t_cfg.accumulate
+    total_steps = t_cfg.epochs * steps_per_epoch
+    if t_cfg.max_steps:
+        total_steps = min(total_steps, t_cfg.max_steps)
+    st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "train_seconds": 0.0, "images_seen": 0}
+    ckpt_dir = run_dir / "checkpoints"
+    if resume:
+        meta = load_weights(ckpt_dir / "last", method, expect={"method": cfg.method_name})
+        saved = load_state(ckpt_dir / "last")
+        optimizer.load_state_dict(saved["optimizer"])
+        st = saved["state"]["loop"]
+        _set_rng_state(saved["state"]["rng"], gen)
+        print(f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} (checkpoint {meta.get('step')})")
+
+    def progress() -> float:
+        if budget:
+            return min(1.0, st["train_seconds"] / budget)
+        return st["step"] / max(1, total_steps)
+
+    def done() -> bool:
+        if t_cfg.max_steps and st["step"] >= t_cfg.max_steps:
+            return True
+        return progress() >= 1.0
+
+    def checkpoint() -> None:
+        if dist.is_main():
+            save_checkpoint(ckpt_dir / "last", method, optimizer,
+                            {"loop": dict(st), "rng": _rng_state(gen)},
+                            checkpoint_meta(cfg, step=st["step"], epoch=st["epoch"]))
+
+    logger = _Logger(run_dir)
+    bar = None
+    if progress_bar and dist.is_main():
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=1000 if budget else total_steps, initial=int(progress() * 1000) if budget else st["step"],
+                   unit="" if budget else "step", dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}" if budget else None,
+                   desc=f"{cfg.method_name}")
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=t_cfg.precision == "bf16")
+    method.train()
+    last_ckpt, rate_t, rate_n = time.time(), time.perf_counter(), 0
+    summary: dict = {}
+    try:
+        while not done():
+            if st["batch_in_epoch"] == 0:
+                method.on_epoch_start(st["epoch"], train)
+            micro = 0
+            t0 = time.perf_counter()
+            for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):
+                batch = batch.to(device)
+                batch.views = views(batch.images, gen)
+                if t_cfg.channels_last:
+                    batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
+                with torch.autocast(**autocast):
+                    out = method.training_step(batch)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. The last good "
+                        f"checkpoint is {ckpt_dir / 'last'}. Try a lower optim.lr (now {cfg.optim.lr}), "
+                        f"train.precision=fp32, or optim.clip_grad=1.0; resume with --resume {run_dir}")
+                (loss / t_cfg.accumulate).backward()
+                micro += 1
+                st["batch_in_epoch"] += 1
+                st["images_seen"] += batch.images.shape[0] * dist.world_size()
+                rate_n += batch.images.shape[0]
+                if micro % t_cfg.accumulate:
+                    continue
+                if cfg.optim.clip_grad:
+                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.clip_grad)
+                set_lr(optimizer, lr_factor(progress(), cfg.optim))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                now = time.perf_counter()
+                st["train_seconds"] += now - t0
+                t0 = now
+                st["step"] += 1
+                method.on_step_end(progress())
+                if st["step"] % t_cfg.log_every == 0 or done():
+                    ips = rate_n / max(1e-9, now - rate_t)
+                    rate_t, rate_n = now, 0
+                    row = {"step": st["step"], "epoch": st["epoch"], "loss": loss.item(),
+                           "lr": optimizer.param_groups[0]["lr"], "images_per_s": ips,
+                           "train_seconds": st["train_seconds"], "progress": progress()}
+                    row.update({k: float(v) for k, v in out.logs.items()})
+                    logger.log(row)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{ips:.0f}", ep=st["epoch"])
+                if bar is not None:
+                    bar.n = int(progress() * 1000) if budget else st["step"]
+                    bar.refresh() if st["step"] % 5 == 0 else None
+                if time.time() - last_ckpt > 60 * t_cfg.checkpoint_minutes:
+                    checkpoint()
+                    last_ckpt = time.time()
+                if done():
+                    break
+            else:  # the epoch ran to its end
+                st["epoch"] += 1
+                st["batch_in_epoch"] = 0
+                if monitor is not None and t_cfg.monitor_every and st["epoch"] % t_cfg.monitor_every == 0 and not done():
+                    summary = monitor(method, cfg, device, views.size)
+                    logger.log({"step": st["step"], "epoch": st["epoch"], **summary})
+                    method.train()
+                if t_cfg.checkpoint_every and st["epoch"] % t_cfg.checkpoint_every == 0:
+                    checkpoint()
+                    last_ckpt = time.time()
+        if monitor is not None:
+            summary = monitor(method, cfg, device, views.size)
+            logger.log({"step": st["step"], "epoch": st["epoch"], **summary})
+        checkpoint()
+    finally:
+        logger.close()
+        if bar is not None:
+            bar.close()
+    summary.update({"steps": st["step"], "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
+                    "train_seconds": st["train_seconds"], "images_seen": st["images_seen"]})
+    if dist.is_main():
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        _warn_collapse(summary)
+        try:
+            from selfsup.report.plots import plot_curves
+
+            plot_curves(run_dir)
+        except Exception as e:  # a missing plot must never lose a finished run
+            print(f"warning: could not draw curves.png: {e}")
+    return summary
+
+
+def _warn_collapse(summary: dict) -> None:
+    std, dim = summary.get("diag/embedding_std"), summary.get("diag/embedding_dim")
+    rank = summary.get("diag/embedding_rank")
+    if std is not None and dim and std < 0.2 / math.sqrt(dim):
+        print(f"warning: embeddings look collapsed (per-dimension std {std:.4f} vs ~{1 / math.sqrt(dim):.4f} "
+              f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts")
+    elif rank is not None and rank < 2:
+        print(f"warning: effective rank of the embeddings is {rank:.2f}: dimensional collapse")
+
+
+def resume(run_dir: str | Path, progress_bar: bool = True) -> dict:
+    cfg = load_run_config(run_dir)
+    return fit(cfg, run_dir, resume=True, progress_bar=progress_bar)
