@@ -54,7 +54,11 @@ def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None 
         tensors = load_file(path / "model.safetensors")
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
         raise CheckpointError(f"{path / 'model.safetensors'} is unreadable ({e}); the file is damaged") from None
-    missing, unexpected = method.load_state_dict(tensors, strict=False)
+    try:
+        missing, unexpected = method.load_state_dict(tensors, strict=False)
+    except RuntimeError as e:  # shape mismatches: another width or channel count
+        raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[-1].strip()}): it was "
+                              f"made with another backbone configuration ({meta.get('backbone')})") from None
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected "
                               f"{unexpected[:3]}): it was made with another method or backbone configuration")

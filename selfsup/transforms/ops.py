@@ -106,12 +106,11 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac
                   gen: torch.Generator | None = None) -> torch.Tensor:
     """Gaussian blur with a per-sample sigma, kernel side ~10 % of the image (SimCLR), applied
     with probability ``p``. Separable: two grouped 1-D convolutions with one kernel per image.
-    The sigma range is in pixels of a 224-px image scaled to this image's side, so that a
-    28-px image is not blurred into a smudge."""
+    ``sigma`` is in pixels, as in torchvision's GaussianBlur."""
     b, c, h, w = x.shape
     dev = x.device
     apply = _coin(b, p, gen, dev)
-    s = _rand(b, gen, dev, *sigma) * (h / 224.0) * 10  # SimCLR: sigma in [0.1, 2] with a 23-px kernel at 224 px
+    s = _rand(b, gen, dev, *sigma)
     if p <= 0:
         return x
     k = max(3, int(round(kernel_frac * h)) | 1)
