@@ -117,9 +117,28 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------------- parsing
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-6 as a float: PyYAML follows YAML 1.1, where a float needs a dot."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?$"
+               r"|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_Loader)
+
+
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1)
-    return f" Did you mean {close[0]!r}?" if close else f" Valid keys: {', '.join(valid)}."
+    # a valid key that is a word of the typo ('lr' in 'lr_rate') beats mere spelling closeness
+    words = [v for v in valid if v in key.split("_") or key.startswith(v + "_")]
+    close = words[:1] + [c for c in difflib.get_close_matches(key, valid, n=2) if c not in words]
+    if not close:
+        return f" Valid keys: {', '.join(valid)}."
+    return " Did you mean " + " or ".join(repr(c) for c in close[:2]) + "?"
 
 
 def _coerce(value: Any, tp: Any, path: str) -> Any:
@@ -216,7 +235,7 @@ def parse_override(text: str) -> dict:
     if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
         raise ConfigError(f"override key {key!r} is not a dotted name (e.g. train.batch_size=128)")
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        value = _yaml(raw) if raw != "" else None
     except yaml.YAMLError as e:
         raise ConfigError(f"override {text!r}: cannot parse the value: {e}") from None
     out: dict = {}
@@ -233,7 +252,7 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist (check the --config path)")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -253,12 +272,11 @@ def recipe_path(method: str, data: str) -> Path | None:
 
 def resolve(layers: list[dict]) -> RunConfig:
     """Merge dict layers (later wins) and validate everything, including the method's own fields."""
-    merged: dict = {}
+    merged: dict = {"method": {"name": "simclr"}}  # layers may set method fields without naming it
     for layer in layers:
+        if isinstance(layer.get("method"), str):
+            layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
-    method = merged.get("method", {"name": "simclr"})
-    if isinstance(method, str):
-        merged["method"] = {"name": method}
     cfg = from_dict(RunConfig, merged)
     if "name" not in cfg.method:
         raise ConfigError("method.name is missing (use --method NAME; `selfsup list methods`)")

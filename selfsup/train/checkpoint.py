@@ -67,4 +67,11 @@ def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None 
 
 def load_state(path: str | Path) -> dict:
     """Optimiser, RNG and loop state; weights_only=True refuses anything but tensors and plain data."""
-    return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+    file = Path(path) / "state.pt"
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file} is missing: the checkpoint is incomplete; start a new run") from None
+    except Exception as e:  # truncated zip, or a pickle asking for code weights_only refuses
+        raise CheckpointError(f"{file} is damaged or unsafe to load ({type(e).__name__}); it was refused. "
+                              f"Start a new run, or restore the file from a backup") from None

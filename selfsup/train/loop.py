@@ -113,16 +113,23 @@ class _Monitor:
 class _Logger:
     """metrics.jsonl + TensorBoard, written by the main process only."""
 
-    def __init__(self, run_dir: Path):
-        self.file = open(run_dir / "metrics.jsonl", "a") if dist.is_main() else None
-        self.tb = None
-        if dist.is_main():
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, run_dir: Path, resume_step: int | None = None):
+        self.file, self.tb = None, None
+        if not dist.is_main():
+            return
+        path = run_dir / "metrics.jsonl"
+        if resume_step is not None and path.is_file():
+            # steps logged after the checkpoint will be logged again: drop them so the file reads as one run
+            rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= resume_step]
+            path.write_text("".join(r + "\n" for r in rows))
+        self.file = open(path, "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
 
-                self.tb = SummaryWriter(str(run_dir / "tb"))
-            except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
-                self.tb = None
+            purge = None if resume_step is None else resume_step + 1
+            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
+        except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
+            self.tb = None
 
     def log(self, row: dict) -> None:
         if self.file is None:
@@ -181,9 +188,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
 
     budget = parse_duration(t_cfg.budget) if t_cfg.budget else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
-    total_steps = t_cfg.epochs * steps_per_epoch
-    if t_cfg.max_steps:
-        total_steps = min(total_steps, t_cfg.max_steps)
+    total_steps = t_cfg.epochs * steps_per_epoch  # max_steps stops a run early; it never reshapes the schedule
     st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "train_seconds": 0.0, "images_seen": 0}
     ckpt_dir = run_dir / "checkpoints"
     if resume:
@@ -210,7 +215,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                             {"loop": dict(st), "rng": _rng_state(gen)},
                             checkpoint_meta(cfg, step=st["step"], epoch=st["epoch"]))
 
-    logger = _Logger(run_dir)
+    logger = _Logger(run_dir, resume_step=st["step"] if resume else None)
     bar = None
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm
@@ -277,7 +282,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                     last_ckpt = time.time()
                 if done():
                     break
-            else:  # the epoch ran to its end
+            if st["batch_in_epoch"] >= len(loader):  # the epoch ran to its end (also when it ended the run)
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
                 if monitor is not None and t_cfg.monitor_every and st["epoch"] % t_cfg.monitor_every == 0 and not done():

@@ -1,0 +1,106 @@
+"""Losses against explicit, loop-by-loop reference implementations."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfsup.losses import infonce_bound, normalized_mse, nt_xent
+
+
+def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR eq. 1 written out: for each of the 2N anchors, -log softmax of its partner among all
+    2N - 1 other views (the anchor itself excluded), averaged over the anchors. float64, loops."""
+    views = [v for v in torch.cat([z1, z2]).double()]
+    n2 = len(views)
+    n = n2 // 2
+
+    def cos(a, b):
+        return (a * b).sum() / (a.norm() * b.norm())
+
+    total = 0.0
+    for i in range(n2):
+        partner = (i + n) % n2
+        denom = 0.0
+        for j in range(n2):
+            if j != i:
+                denom = denom + torch.exp(cos(views[i], views[j]) / temperature)
+        total = total - torch.log(torch.exp(cos(views[i], views[partner]) / temperature) / denom)
+    return total / n2
+
+
+@pytest.mark.parametrize("n,d,tau", [(1, 3, 0.5), (2, 4, 0.1), (5, 8, 0.5), (8, 16, 0.2), (6, 2, 1.0)])
+def test_nt_xent_matches_double_loop_values_and_gradients(n, d, tau):
+    g = torch.Generator().manual_seed(n * 100 + d)
+    # varied norms: the loss must normalise its inputs
+    z1 = (torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g).add(0.2) * 3).requires_grad_()
+    z2 = (torch.randn(n, d, generator=g) * 0.5).requires_grad_()
+    loss, candidates = nt_xent(z1, z2, tau)
+    assert candidates == 2 * n - 1
+    assert loss.ndim == 0
+    g1, g2 = torch.autograd.grad(loss, [z1, z2])
+
+    r1, r2 = z1.detach().double().requires_grad_(), z2.detach().double().requires_grad_()
+    ref = nt_xent_reference(r1, r2, tau)
+    e1, e2 = torch.autograd.grad(ref, [r1, r2])
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(g1.double(), e1, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(g2.double(), e2, rtol=1e-4, atol=1e-6)
+
+
+def test_nt_xent_is_symmetric_in_the_views_and_scale_invariant():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    a, _ = nt_xent(z1, z2, 0.3)
+    b, _ = nt_xent(z2, z1, 0.3)
+    c, _ = nt_xent(z1 * 7.0, z2 * 0.01, 0.3)
+    assert a.item() == pytest.approx(b.item(), rel=1e-6)
+    assert a.item() == pytest.approx(c.item(), rel=1e-5)
+
+
+def test_nt_xent_perfect_alignment_beats_random_and_has_known_value():
+    # identical views, orthogonal images: the positive has cos 1, every negative cos 0
+    n, tau = 4, 0.5
+    z = torch.eye(n, 8)
+    loss, _ = nt_xent(z, z.clone(), tau)
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + (2 * n - 2)))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    rand, _ = nt_xent(torch.randn(n, 8), torch.randn(n, 8), tau)
+    assert loss.item() < rand.item()
+
+
+def test_infonce_bound_is_log_n_minus_loss():
+    assert infonce_bound(1.25, 255) == pytest.approx(math.log(255) - 1.25)
+    assert infonce_bound(torch.tensor(0.5), 7) == pytest.approx(math.log(7) - 0.5)
+    # a perfect contrastive loss (0) gives the maximal bound log N
+    assert infonce_bound(0.0, 1023) == pytest.approx(math.log(1023))
+
+
+def normalized_mse_reference(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    rows = []
+    for pi, zi in zip(p.double(), z.double()):
+        cos = sum(a * b for a, b in zip(pi, zi)) / (torch.sqrt(sum(a * a for a in pi)) * torch.sqrt(sum(b * b for b in zi)))
+        rows.append(2 - 2 * cos)
+    return sum(rows) / len(rows)
+
+
+@pytest.mark.parametrize("n,d", [(1, 2), (4, 3), (7, 16)])
+def test_normalized_mse_is_two_minus_two_cos_and_target_gets_no_gradient(n, d):
+    g = torch.Generator().manual_seed(n + d)
+    p = (torch.randn(n, d, generator=g) * 4).requires_grad_()
+    z = torch.randn(n, d, generator=g).requires_grad_()
+    loss = normalized_mse(p, z)
+    p_ref = p.detach().double().requires_grad_()
+    ref = normalized_mse_reference(p_ref, z.detach())
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
+    loss.backward()
+    assert z.grad is None, "the target must be detached (stop-gradient)"
+    (ref_grad,) = torch.autograd.grad(ref, [p_ref])
+    torch.testing.assert_close(p.grad.double(), ref_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_normalized_mse_range():
+    x = torch.randn(5, 4)
+    assert normalized_mse(x, 3 * x).item() == pytest.approx(0.0, abs=1e-6)
+    assert normalized_mse(x, -x).item() == pytest.approx(4.0, abs=1e-5)

@@ -1,0 +1,144 @@
+"""Every registered method honours the contract the loop relies on (new methods are picked up
+automatically: the tests are parametrised over the registry)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import selfsup
+from selfsup import registry
+from selfsup.data.batch import Batch
+from selfsup.methods import Method, StepOutput
+from selfsup.nn import cosine_momentum
+from selfsup.registry import get_method_spec, register
+from selfsup.transforms import Views, view_preset
+
+METHODS = selfsup.list_methods()
+
+
+def make(name: str) -> Method:
+    torch.manual_seed(0)
+    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25)
+
+
+def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (b, 1, 8, 8), dtype=torch.uint8, generator=g)
+    batch = Batch(images, torch.arange(b), torch.randint(0, 10, (b,), generator=g))
+    views = Views(view_preset(get_method_spec(name).views), [0.3], [0.35], image_size=8)
+    batch.views = views(images, g)
+    return batch
+
+
+def test_registry_lists_the_core_methods():
+    assert {"simclr", "byol"} <= set(METHODS)
+    assert METHODS == sorted(METHODS)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_training_step_gives_finite_loss_and_gradients_reach_the_encoder(name):
+    method = make(name)
+    method.train()
+    out = method.training_step(digits_batch(name))
+    assert isinstance(out, StepOutput)
+    assert out.loss.ndim == 0 and torch.isfinite(out.loss)
+    for k, v in out.logs.items():
+        assert torch.isfinite(torch.as_tensor(v, dtype=torch.float64)).all(), k
+    out.loss.backward()
+    for pname, p in method.encoder.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{name}: encoder.{pname} got no gradient"
+            assert p.grad.abs().sum() > 0, f"{name}: encoder.{pname} got an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_encoder_and_embedding(name):
+    method = make(name).eval()
+    x = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        h = method.encoder(x)
+        e = method.embedding(x)
+    assert h.shape == (4, method.encoder.num_features)
+    assert e.shape[0] == 4 and e.ndim == 2 and torch.isfinite(e).all()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_param_groups_cover_trainable_parameters_once_without_decay_on_1d(name):
+    method = make(name)
+    groups = method.param_groups()
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert len(seen) == len(set(seen)), "a parameter appears in two groups"
+    trainable = {id(p) for p in method.parameters() if p.requires_grad}
+    assert set(seen) == trainable
+    for g in groups:
+        no_decay = g.get("weight_decay", None) == 0.0
+        for p in g["params"]:
+            if p.ndim <= 1:
+                assert no_decay, "biases and norm parameters must be in a no-weight-decay group"
+            else:
+                assert not no_decay, "weight matrices and kernels must get weight decay"
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_on_step_end_moves_frozen_targets(name):
+    method = make(name)
+    frozen = {n: p.detach().clone() for n, p in method.named_parameters() if not p.requires_grad}
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
+    method.train()
+    method.training_step(digits_batch(name)).loss.backward()
+    opt.step()
+    method.on_step_end(0.5)
+    if not frozen:
+        return  # no EMA target: on_step_end only had to run
+    after = dict(method.named_parameters())
+    moved = [n for n, old in frozen.items() if not torch.equal(after[n].detach(), old)]
+    assert moved, f"{name}: on_step_end left every frozen (target) parameter unchanged"
+
+
+def test_byol_target_is_the_ema_of_the_online_network():
+    method = make("byol")
+    t_old = method.target_encoder.features[0].weight.detach().clone()
+    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
+    method.train()
+    method.training_step(digits_batch("byol")).loss.backward()
+    opt.step()
+    online = method.encoder.features[0].weight.detach().clone()
+    assert not torch.equal(online, t_old)
+    method.on_step_end(0.5)
+    m = cosine_momentum(method.cfg.tau_base, 0.5)
+    assert m == pytest.approx(1 - (1 - 0.996) / 2)
+    assert method.momentum == pytest.approx(m)
+    torch.testing.assert_close(method.target_encoder.features[0].weight, m * t_old + (1 - m) * online,
+                               rtol=1e-6, atol=1e-8)
+    # the target projector moves too, and the target keeps receiving no gradient
+    assert all(not p.requires_grad for p in method.target_encoder.parameters())
+    assert all(not p.requires_grad for p in method.target_projector.parameters())
+
+
+def test_register_refuses_a_duplicate_name(monkeypatch):
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    spec = get_method_spec("simclr")
+
+    class Other(Method):
+        pass
+
+    with pytest.raises(ValueError, match="simclr"):
+        register("simclr", config=spec.config, views="simclr")(Other)
+    assert registry._METHODS["simclr"].cls is spec.cls
+
+
+def test_unknown_method_name_suggests():
+    with pytest.raises(KeyError) as e:
+        get_method_spec("simclrr")
+    assert "'simclr'" in e.value.args[0] and "byol" in e.value.args[0]
+
+
+def test_create_method_validates_its_config():
+    from selfsup.config import ConfigError
+
+    m = selfsup.create_method("simclr", backbone="convnet", in_channels=3, width=0.25, temperature=0.5)
+    assert m.cfg.temperature == 0.5 and m.encoder.features[0].in_channels == 3
+    with pytest.raises(ConfigError, match="Did you mean 'temperature'"):
+        selfsup.create_method("simclr", backbone="convnet", temprature=0.5)
+    encoder = selfsup.create_backbone("convnet", in_channels=1, width=0.25)
+    assert selfsup.create_method("byol", backbone=encoder).encoder is encoder

@@ -1,0 +1,138 @@
+"""The training loop's outputs and its failure modes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.config import load_run_config, to_dict
+from selfsup.methods.simclr import SimCLR
+from selfsup.train import TrainingError, fit
+from selfsup.train.optim import lr_factor
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_config):
+    """One tiny SimCLR run with the kNN monitor on: 256 images, batch 64, 2 epochs = 8 steps."""
+    run = tmp_path_factory.mktemp("loop") / "run"
+    cfg = tiny_config("simclr", "train.epochs=2", "train.monitor_train=200", "train.monitor_test=100",
+                      "optim.warmup=0.25")
+    summary = fit(cfg, run, progress_bar=False)
+    return cfg, run, summary
+
+
+def rows(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_metrics_rows(finished_run):
+    cfg, run, summary = finished_run
+    train_rows = [r for r in rows(run) if "loss" in r]
+    assert [r["step"] for r in train_rows] == list(range(1, 9))  # log_every=1
+    for r in train_rows:
+        for key in ("loss", "lr", "images_per_s", "epoch", "progress", "infonce_bound"):
+            assert key in r, key
+        assert r["images_per_s"] > 0 and r["loss"] > 0
+    # the logged lr is the schedule evaluated at the step's progress: warm-up, then cosine
+    for r in train_rows:
+        assert r["lr"] == pytest.approx(cfg.optim.lr * lr_factor((r["step"] - 1) / 8, cfg.optim))
+    assert train_rows[0]["lr"] == 0.0 and train_rows[2]["lr"] == pytest.approx(cfg.optim.lr)
+    monitor_rows = [r for r in rows(run) if "monitor/knn20_top1" in r]
+    assert [r["step"] for r in monitor_rows] == [4, 8]  # after epoch 1, and once at the end
+    assert 0.0 <= monitor_rows[-1]["monitor/knn20_top1"] <= 1.0
+    assert summary["steps"] == 8 and summary["epochs"] == 2
+    assert summary["images_seen"] == 8 * 64
+    assert json.loads((run / "summary.json").read_text())["steps"] == 8
+
+
+def test_config_yaml_round_trips(finished_run):
+    cfg, run, _ = finished_run
+    loaded = load_run_config(run)
+    assert to_dict(loaded) == to_dict(cfg)
+    assert loaded.data.mean is not None and loaded.data.std is not None  # statistics were stored
+
+
+def test_curves_png_and_tensorboard_events(finished_run):
+    _, run, _ = finished_run
+    with Image.open(run / "curves.png") as im:
+        im.load()
+        assert im.size[0] > 100 and im.size[1] > 100
+    events = list((run / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    assert "loss" in acc.Tags()["scalars"]
+    assert [e.step for e in acc.Scalars("loss")] == list(range(1, 9))
+
+
+def test_checkpoint_files(finished_run):
+    _, run, _ = finished_run
+    last = run / "checkpoints" / "last"
+    assert {p.name for p in last.iterdir()} >= {"model.safetensors", "state.pt", "meta.json"}
+    meta = json.loads((last / "meta.json").read_text())
+    assert meta["method"] == "simclr" and meta["step"] == 8
+    assert not list((run / "checkpoints").glob(".*"))  # no temporary directories left behind
+
+
+def test_nan_loss_names_the_step_and_suggests_a_lower_lr(tiny_config, tmp_path, monkeypatch):
+    real = SimCLR.training_step
+    calls = {"n": 0}
+
+    def step(self, batch):
+        out = real(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", step)
+    with pytest.raises(TrainingError) as e:
+        fit(tiny_config("simclr"), tmp_path / "run", progress_bar=False)
+    msg = str(e.value)
+    assert "step 2" in msg and "optim.lr" in msg and "--resume" in msg
+
+
+def test_exploding_learning_rate_is_a_training_error(tiny_config, tmp_path):
+    cfg = tiny_config("simclr", "optim.name=sgd", "optim.lr=1.0e+30", "optim.warmup=0.0", "train.epochs=3")
+    with pytest.raises(TrainingError, match="lower optim.lr"):
+        fit(cfg, tmp_path / "run", progress_bar=False)
+
+
+def test_batch_size_larger_than_dataset_is_explained(tiny_config, tmp_path):
+    with pytest.raises(ValueError, match="--batch-size"):
+        fit(tiny_config("simclr", "train.batch_size=512"), tmp_path / "run", progress_bar=False)
+
+
+def test_gradient_accumulation_counts_optimiser_steps(tiny_config, tmp_path):
+    summary = fit(tiny_config("simclr", "train.batch_size=32", "train.accumulate=2"), tmp_path / "run",
+                  progress_bar=False)
+    assert summary["steps"] == 4 and summary["images_seen"] == 256
+
+
+def test_budget_run_stops_on_time(tiny_config, tmp_path):
+    summary = fit(tiny_config("simclr", "train.budget=1s", "train.epochs=1000"), tmp_path / "run", progress_bar=False)
+    assert 0 < summary["train_seconds"] < 3.0
+    assert summary["steps"] > 0
+
+
+def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "rgb.npz"
+    np.savez(path, x=rng.integers(0, 256, (128, 8, 8, 3), dtype=np.uint8), y=rng.integers(0, 3, 128),
+             x_test=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 40))
+    for method in ("simclr", "byol"):
+        cfg = tiny_config(method, "train.precision=bf16", "train.channels_last=true", "train.monitor_train=64",
+                          "train.monitor_test=40", "train.batch_size=32", data={"name": "array", "dir": str(path),
+                                                                               "limit": None})
+        summary = fit(cfg, tmp_path / method, progress_bar=False)
+        assert summary["steps"] == 4
+        assert len(cfg.data.mean) == 3  # per-channel statistics of the RGB data
+        train_rows = [r for r in rows(tmp_path / method) if "loss" in r]
+        assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train_rows)
+        assert 0.0 <= summary["monitor/knn20_top1"] <= 1.0
