@@ -37,7 +37,8 @@ class DataConfig:
 class BackboneConfig:
     name: str = "resnet18"
     width: float = 1.0  # channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
-    small_stem: bool = True  # 3x3 stride-1 stem, no max-pool: the CIFAR variant for images <= 64 px
+    small_stem: bool = True  # 3x3 conv stem, no max-pool: the CIFAR variant for images <= 64 px
+    stem_stride: int = 1  # stride of the small stem; 2 makes layer1 4x cheaper on 28-px inputs
 
 
 @dataclass

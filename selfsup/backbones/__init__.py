@@ -19,7 +19,7 @@ def list_backbones() -> list[str]:
 
 
 def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float = 1.0,
-                    small_stem: bool = True) -> nn.Module:
+                    small_stem: bool = True, stem_stride: int = 1) -> nn.Module:
     """Build an encoder. Every backbone maps [B, in_channels, H, W] to [B, num_features].
 
     >>> create_backbone("resnet18", in_channels=1, width=0.5).num_features
@@ -27,7 +27,7 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
     """
     if name not in BACKBONES:
         raise KeyError(unknown_name_message("backbone", name, list(BACKBONES)))
-    return BACKBONES[name](in_channels=in_channels, width=width, small_stem=small_stem)
+    return BACKBONES[name](in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
 
 
 __all__ = ["BACKBONES", "ConvNet", "ResNet", "create_backbone", "list_backbones"]

@@ -8,12 +8,12 @@ from torch import nn
 class ConvNet(nn.Module):
     """conv-BN-ReLU blocks with stride-2 down-sampling: [B,C,H,W] -> [B, num_features]."""
 
-    def __init__(self, in_channels: int = 3, width: float = 1.0, small_stem: bool = True):
+    def __init__(self, in_channels: int = 3, width: float = 1.0, small_stem: bool = True, stem_stride: int = 1):
         super().__init__()
         w = [max(8, int(round(c * width))) for c in (32, 64, 128, 256)]
         layers, prev = [], in_channels
         for i, c in enumerate(w):
-            stride = 1 if (i == 0 and small_stem) else 2
+            stride = (stem_stride if small_stem else 2) if i == 0 else 2
             layers += [nn.Conv2d(prev, c, 3, stride, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             prev = c
         self.features = nn.Sequential(*layers)

@@ -1,6 +1,7 @@
 """The contract every method fulfils; the loop and the evaluation know nothing else."""
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 
 import torch
@@ -17,7 +18,7 @@ class StepOutput:
     logs: dict[str, torch.Tensor | float] = field(default_factory=dict)
 
 
-class Method(nn.Module):
+class Method(nn.Module, abc.ABC):
     """Base class: ``encoder`` is what evaluation and export see.
 
     Subclasses set ``self.encoder`` (a backbone with ``num_features``) and implement
@@ -28,8 +29,9 @@ class Method(nn.Module):
     name = "method"
     encoder: nn.Module
 
+    @abc.abstractmethod
     def training_step(self, batch: Batch) -> StepOutput:
-        raise NotImplementedError(f"{type(self).__name__} must implement training_step")
+        """One step's loss on ``batch.views`` (and logs)."""
 
     def on_step_end(self, progress: float) -> None:
         """After each optimiser step; ``progress`` in [0, 1] is the fraction of training done."""

@@ -62,13 +62,15 @@ def build_method(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
 
     spec = get_method_spec(cfg.method_name)
     b = cfg.backbone
-    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem)
+    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
+                              stem_stride=b.stem_stride)
     return spec.cls(encoder, method_config(cfg))
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
     b = cfg.backbone
-    return {"method": cfg.method_name, "backbone": f"{b.name}(width={b.width}, small_stem={b.small_stem})", **extra}
+    return {"method": cfg.method_name,
+            "backbone": f"{b.name}(width={b.width}, small_stem={b.small_stem}, stem_stride={b.stem_stride})", **extra}
 
 
 @dataclass
