@@ -279,8 +279,6 @@ def resolve(layers: list[dict]) -> RunConfig:
             layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
     cfg = from_dict(RunConfig, merged)
-    if "name" not in cfg.method:
-        raise ConfigError("method.name is missing (use --method NAME; `selfsup list methods`)")
     from selfsup.registry import get_method_spec
 
     try:
