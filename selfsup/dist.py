@@ -43,3 +43,22 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x
     return torch.cat(_GatherWithGrad.apply(x), 0)
+
+
+@torch.no_grad()
+def gather(x: torch.Tensor) -> torch.Tensor:
+    """[B, ...] per process -> [world*B, ...] in rank order, no gradient; identity in one process.
+    For what enters queues and memory banks: every process must store the same keys."""
+    if world_size() == 1:
+        return x
+    out = [torch.zeros_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x.contiguous())
+    return torch.cat(out, 0)
+
+
+def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """Mean over processes, in place (DINO's centre, SwAV's Sinkhorn sums); identity in one process."""
+    if world_size() > 1:
+        dist.all_reduce(x)
+        x /= world_size()
+    return x

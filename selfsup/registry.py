@@ -61,3 +61,13 @@ def list_methods() -> list[str]:
 
 def method_specs() -> list[MethodSpec]:
     return [get_method_spec(n) for n in list_methods()]
+
+
+def instantiate(cls: type, encoder, cfg, num_samples: int | None = None):
+    """``cls(encoder, cfg)``, plus ``num_samples=`` for methods whose __init__ asks for the
+    training-set size (memory banks)."""
+    import inspect
+
+    if "num_samples" in inspect.signature(cls.__init__).parameters:
+        return cls(encoder, cfg, num_samples=num_samples)
+    return cls(encoder, cfg)

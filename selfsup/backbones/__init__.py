@@ -27,7 +27,23 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
     """
     if name not in BACKBONES:
         raise KeyError(unknown_name_message("backbone", name, list(BACKBONES)))
-    return BACKBONES[name](in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
+    args = dict(in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
+    model = BACKBONES[name](**args)
+    model.backbone_args = {"name": name, **args}  # lets a method build a sibling (clone_backbone)
+    return model
 
 
-__all__ = ["BACKBONES", "ConvNet", "ResNet", "create_backbone", "list_backbones"]
+def clone_backbone(encoder: nn.Module, **changes) -> nn.Module:
+    """A freshly initialised backbone of the same kind as ``encoder``, with ``changes`` applied.
+
+    For methods with one encoder per view (CMC: L and ab of Lab need 1 and 2 input channels):
+    ``clone_backbone(encoder, in_channels=2)``.
+    """
+    args = getattr(encoder, "backbone_args", None)
+    if args is None:
+        raise TypeError(f"{type(encoder).__name__} was not built by create_backbone, so this method cannot build "
+                        f"a second encoder like it; pass a backbone name instead of a module")
+    return create_backbone(**{**args, **changes})
+
+
+__all__ = ["BACKBONES", "ConvNet", "ResNet", "clone_backbone", "create_backbone", "list_backbones"]

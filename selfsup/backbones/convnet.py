@@ -20,5 +20,8 @@ class ConvNet(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = prev
 
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # [B, F, H/16, W/16] (H/8 with stem_stride 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.pool(self.features(x)), 1)
+        return torch.flatten(self.pool(self.forward_maps(x)), 1)

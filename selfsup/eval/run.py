@@ -25,8 +25,9 @@ def load_run(run_dir: str | Path):
     cfg = load_run_config(run_dir)
     from selfsup.data import load_dataset
 
-    channels = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size).channels
-    method = build_method(cfg, channels)
+    train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
+    method = build_method(cfg, train.channels, n)
     meta = load_weights(Path(run_dir) / "checkpoints" / "last", method, expect={"method": cfg.method_name})
     return cfg, method, meta
 

@@ -1,5 +1,9 @@
-"""Loss functions by family: pure functions of tensors."""
-from selfsup.losses.contrastive import infonce_bound, nt_xent
+"""Loss functions by family: pure functions of tensors.
+
+Import a family's functions from its module (selfsup.losses.contrastive, .distillation,
+.redundancy, .clustering, .mutual_info, .reconstruction); the most used are re-exported here.
+"""
+from selfsup.losses.contrastive import info_nce, infonce_bound, nt_xent
 from selfsup.losses.distillation import normalized_mse
 
-__all__ = ["infonce_bound", "normalized_mse", "nt_xent"]
+__all__ = ["info_nce", "infonce_bound", "normalized_mse", "nt_xent"]

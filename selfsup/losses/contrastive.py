@@ -31,6 +31,30 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
     return F.cross_entropy(logits, positive), z_all.shape[0] - 1
 
 
+def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None, temperature: float,
+             normalize: bool = True) -> tuple[torch.Tensor, int]:
+    """InfoNCE with explicit negatives (MoCo, InstDisc's softmax variant, CMC, NNCLR's queue form).
+
+    q: [N, D] queries; k: [N, D] their positive keys (no gradient is stopped here: a method
+    detaches keys from a momentum encoder itself); negatives: [K, D] shared by every query
+    (a queue or bank sample), or None for none. For each query the logits are
+    [q.k+, q.n_1 .. q.n_K] / tau and the target is index 0 (He et al. 2020, eq. 1).
+    Returns (mean loss, candidates per query = K + 1).
+    """
+    if normalize:
+        q, k = F.normalize(q.float(), dim=1), F.normalize(k.float(), dim=1)
+    q, k = q.float(), k.float()
+    pos = (q * k).sum(1, keepdim=True)  # [N, 1]
+    if negatives is None or negatives.numel() == 0:
+        logits = pos
+    else:
+        n = F.normalize(negatives.float(), dim=1) if normalize else negatives.float()
+        logits = torch.cat([pos, q @ n.T], dim=1)  # [N, 1 + K]
+    logits = logits / temperature
+    target = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    return F.cross_entropy(logits, target), logits.shape[1]
+
+
 def infonce_bound(loss: torch.Tensor | float, num_candidates: int) -> float:
     """The InfoNCE lower bound on mutual information, I(x; x+) >= log N - L (nats)."""
     return math.log(num_candidates) - float(loss)

@@ -1,5 +1,15 @@
-"""Every method; importing this package registers them all."""
-from selfsup.methods.base import Method, StepOutput
-from selfsup.methods import byol, simclr  # noqa: F401  (registration side effect)
+"""Every method; importing this package registers them all.
 
-__all__ = ["Method", "StepOutput"]
+Each module in this package registers its method(s) when imported, so adding a method is
+adding its file: nothing here needs editing.
+"""
+import importlib
+import pkgutil
+
+from selfsup.methods.base import EpochContext, Method, StepOutput
+
+for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _m.name != "base" and not _m.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_m.name}")
+
+__all__ = ["EpochContext", "Method", "StepOutput"]

@@ -11,6 +11,30 @@ from selfsup.data.batch import Batch
 
 
 @dataclass
+class EpochContext:
+    """What ``on_epoch_start`` may use: the training set and how evaluation would view it.
+
+    DeepCluster extracts features of the whole set with it; a bank refresh could too.
+    ``features(module)`` runs ``module`` (in eval mode, no gradient) over every training image
+    through the deterministic evaluation view and returns float32 [N, F] on the CPU.
+    """
+
+    dataset: object  # selfsup.data.ImageDataset: .images uint8 [N,C,H,W], .labels (never for unsupervised use)
+    mean: list[float]
+    std: list[float]
+    size: int
+    device: torch.device
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def features(self, module: nn.Module, batch_size: int = 512) -> torch.Tensor:
+        from selfsup.eval.features import extract_features
+
+        return extract_features(module, self.dataset.images, self.mean, self.std, self.size, batch_size,
+                                self.device, self.precision, self.channels_last)
+
+
+@dataclass
 class StepOutput:
     loss: torch.Tensor
     # scalars to log; tensors are fine (the loop calls .item() only on logging steps, so the
@@ -27,6 +51,8 @@ class Method(nn.Module, abc.ABC):
     """
 
     name = "method"
+    # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
+    # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module
 
     @abc.abstractmethod
@@ -36,8 +62,9 @@ class Method(nn.Module, abc.ABC):
     def on_step_end(self, progress: float) -> None:
         """After each optimiser step; ``progress`` in [0, 1] is the fraction of training done."""
 
-    def on_epoch_start(self, epoch: int, data) -> None:
-        """Before each epoch (DeepCluster's k-means, bank refreshes)."""
+    def on_epoch_start(self, epoch: int, data: EpochContext) -> None:
+        """Before each epoch (DeepCluster's k-means, bank refreshes); not called again when a run
+        resumes mid-epoch, so whatever it computes must live in buffers (checkpointed)."""
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The vector the loss acts on, for collapse diagnostics; default: encoder features."""

@@ -19,6 +19,8 @@ from selfsup import dist
 from selfsup.config import RunConfig, load_run_config, method_config, parse_duration, save_config, view_config
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
+from selfsup.methods.base import EpochContext
+from selfsup.registry import instantiate
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
 from selfsup.train.checkpoint import load_state, load_weights, save_checkpoint
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
@@ -56,7 +58,7 @@ def load_data(cfg: RunConfig):
     return train, test
 
 
-def build_method(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
+def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None) -> torch.nn.Module:
     from selfsup import create_backbone
     from selfsup.registry import get_method_spec
 
@@ -64,7 +66,7 @@ def build_method(cfg: RunConfig, in_channels: int) -> torch.nn.Module:
     b = cfg.backbone
     encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
                               stem_stride=b.stem_stride)
-    return spec.cls(encoder, method_config(cfg))
+    return instantiate(spec.cls, encoder, method_config(cfg), num_samples)
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
@@ -177,7 +179,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     train, test = load_data(cfg)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
-    method = build_method(cfg, train.channels).to(device)
+    method = build_method(cfg, train.channels, len(train)).to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size)
@@ -186,6 +188,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
         raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
     optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
     monitor = _Monitor.build(train, test, cfg)
+    epoch_ctx = EpochContext(train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision,
+                             t_cfg.channels_last)
     gen = torch.Generator().manual_seed(t_cfg.seed + 1)
 
     budget = parse_duration(t_cfg.budget) if t_cfg.budget else None
@@ -233,7 +237,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     try:
         while not done():
             if st["batch_in_epoch"] == 0:
-                method.on_epoch_start(st["epoch"], train)
+                method.on_epoch_start(st["epoch"], epoch_ctx)
             micro = 0
             t0 = time.perf_counter()
             for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):

@@ -16,9 +16,12 @@ from selfsup.transforms import ops
 # SimCLR (Chen et al. 2020, appendix A): crop 0.08-1, flip, colour jitter 0.8 x (0.4,0.4,0.4,0.1),
 # grayscale 0.2, blur 0.5 on both views.
 # BYOL (Grill et al. 2020, table 6): the same, but asymmetric blur (1.0, 0.1) and solarize (0, 0.2).
+# MoCo v1 / InstDisc (Wu et al. 2018; He et al. 2020, sec. 4): crop 0.2-1, jitter 0.4 on all four
+# channels applied always, grayscale 0.2, flip; no blur.
 _PRESETS: dict[str, ViewConfig] = {
     "simclr": ViewConfig(),
     "byol": ViewConfig(blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
+    "mocov1": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=1.0, jitter=(0.4, 0.4, 0.4, 0.4), blur_p=(0.0, 0.0)),
 }
 
 

@@ -18,7 +18,7 @@ METHODS = selfsup.list_methods()
 
 def make(name: str) -> Method:
     torch.manual_seed(0)
-    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25)
+    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, num_samples=64)
 
 
 def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
