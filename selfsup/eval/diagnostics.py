@@ -17,3 +17,18 @@ def effective_rank(z: torch.Tensor, eps: float = 1e-7) -> float:
     s = torch.linalg.svdvals(z.float())
     p = s / s.sum().clamp_min(eps) + eps
     return torch.exp(-(p * p.log()).sum()).item()
+
+
+def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
+    """Wang & Isola 2020, eq. 4: E ||f(x) - f(x+)||^alpha over positive pairs of L2-normalised
+    features [N, D]. 0 when the two views of every image map to the same point (lower is better)."""
+    a, b = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
+    return (a - b).norm(dim=1).pow(alpha).mean().item()
+
+
+def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
+    """Wang & Isola 2020, eq. 5: log E exp(-t ||f(x) - f(y)||^2) over all pairs of distinct rows of
+    L2-normalised [N, D]. 0 when every feature is the same point; lower is more uniform on the sphere."""
+    x = F.normalize(z.float(), dim=1)
+    sq = torch.pdist(x).pow(2)  # the N(N-1)/2 distinct pairs
+    return torch.logsumexp(-t * sq, dim=0).sub(torch.log(torch.tensor(float(sq.numel())))).item()
