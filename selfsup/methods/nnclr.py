@@ -1,0 +1,86 @@
+"""NNCLR — Dwibedi, Aytar, Tompson, Sermanet, Zisserman. "With a Little Help from My Friends:
+Nearest-Neighbor Contrastive Learning of Visual Representations", ICCV 2021.
+
+Idea: SimCLR whose positive is not the other view of the same image but the nearest neighbour
+of the image's embedding in a support set Q — a FIFO queue of embeddings of recently seen
+images. A neighbour is another image, likely of the same kind, so the positive pairs carry more
+semantic variation than augmentations alone give. Loss (eq. 2, with the prediction head):
+
+    L_i = -log exp(NN(z_i, Q) . p_i^+ / tau) / sum_k exp(NN(z_i, Q) . p_k^+ / tau),
+
+z = h(f(x)) the projection of view 1, p^+ = g(z^+) the prediction of view 2, symmetrised (the
+transposed softmax, and the views swapped). The neighbour carries no gradient; the support set
+receives z of view 1 after each step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.losses import infonce_bound
+from selfsup.losses.moco import nearest_neighbour, nnclr_loss, two_views
+from selfsup.methods.base import Method, StepOutput
+from selfsup.nn.heads import mlp
+from selfsup.nn.queue import Queue
+from selfsup.registry import register
+
+
+@dataclass
+class NNCLRConfig:
+    temperature: float = 0.1
+    proj_hidden: int = 2048  # projector: 3 layers, 2048-2048-256, BN in every layer
+    proj_dim: int = 256  # d, the embedding the support set stores
+    pred_hidden: int = 4096  # predictor: 256 -> 4096 -> 256
+    queue_size: int = 98304  # the support set (paper: 98,304 at batch 4096; 100 MB of float32 at d 256)
+
+
+@register("nnclr", config=NNCLRConfig, views="byol")
+class NNCLR(Method):
+    """NNCLR: the positive is the nearest neighbour from a support queue of past embeddings."""
+
+    def __init__(self, encoder: nn.Module, cfg: NNCLRConfig = NNCLRConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder
+        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, num_layers=3, last_bn=True)
+        self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, num_layers=2)
+        self.support = Queue(cfg.queue_size, cfg.proj_dim)  # Q, in buffers (checkpointed)
+        self._pending: list[torch.Tensor] = []  # this step's z1, enqueued in on_step_end
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(self.encoder(x))
+
+    def _neighbours(self, z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(support):
+            return nearest_neighbour(z, support)  # [N, D] unit neighbours, [N] cosines
+        # first step only: the support set starts empty. In a set that held this batch, z's nearest
+        # neighbour would be z itself, so use that (the step is then plain SimCLR-with-predictor)
+        z = F.normalize(z.detach().float(), dim=1)
+        return z, torch.ones(z.shape[0], device=z.device)
+
+    def training_step(self, batch) -> StepOutput:
+        x1, x2 = two_views(batch.views, self.name)  # [N, C, H, W] each
+        n = x1.shape[0]
+        z = self.projector(self.encoder(torch.cat([x1, x2])))  # [2N, D]
+        p = self.predictor(z)  # [2N, D]
+        z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]
+        support = self.support.items()  # [M, D]: Q as of this step, before this step's z1
+        nn1, cos1 = self._neighbours(z1, support)  # NN(z_i, Q), no gradient
+        nn2, cos2 = self._neighbours(z2, support)
+        loss12, candidates = nnclr_loss(nn1, p2, self.cfg.temperature)  # NN of view 1 vs predictions of view 2
+        loss21, _ = nnclr_loss(nn2, p1, self.cfg.temperature)  # and the views swapped
+        loss = (loss12 + loss21) / 2
+        self._pending.append(F.normalize(z1.detach().float(), dim=1))
+        return StepOutput(loss, {"infonce_bound": infonce_bound(loss.detach(), candidates),
+                                 # how close the positives the loss uses are (1.0 = the image itself);
+                                 # with labels one would log the neighbours' class agreement instead
+                                 "nn_cosine": (cos1.mean() + cos2.mean()) / 2})
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        for z1 in self._pending:  # Q <- Q + {z1}: the oldest entries drop out
+            self.support.push(z1)
+        self._pending.clear()
