@@ -102,6 +102,12 @@ def _cmd_pretrain(args) -> None:
 def _cmd_eval(args) -> None:
     from selfsup.eval.run import evaluate
 
+    if args.protocol == "finetune":
+        return _cmd_finetune(args)
+    only_finetune = [f for f, v in (("--fraction", args.fraction), ("--epochs", args.epochs), ("--steps", args.steps),
+                                     ("--from-scratch", args.from_scratch or None)) if v is not None]
+    if only_finetune:
+        raise ConfigError(f"{', '.join(only_finetune)} only apply to `selfsup eval finetune`")
     res = evaluate(args.run_dir, args.protocol, device=args.device)
     if args.json:
         print(json.dumps(res))
@@ -109,6 +115,43 @@ def _cmd_eval(args) -> None:
         ks = [k for k in res if k.startswith("top1_k")]
         detail = ", ".join(f"kNN-{k[6:]} {100 * res[k]:.2f} %" for k in ks) or f"l2 {res.get('l2')}"
         print(f"{args.protocol} top-1 {100 * res['top1']:.2f} %  ({detail})")
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"--fraction {fraction} is not a fraction of the labels: use e.g. 0.01, 0.1 or 1.0")
+
+
+def _cmd_finetune(args) -> None:
+    """Fine-tune the run's encoder (SimCLR v2: from its head's middle layer) on a labelled fraction."""
+    from selfsup.eval.run import evaluate_finetune
+
+    fraction = 0.1 if args.fraction is None else args.fraction
+    _check_fraction(fraction)
+    res = evaluate_finetune(args.run_dir, fraction, epochs=args.epochs, steps=args.steps,
+                            from_scratch=args.from_scratch, device=args.device, progress=not args.json)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
+        print(f"finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * fraction:g} % of the labels = "
+              f"{res['num_labelled']} images, {res['steps']} steps)")
+
+
+def _cmd_distill(args) -> None:
+    """SimCLR v2's third step: fine-tuned teacher -> student trained on unlabelled images."""
+    from selfsup.eval.distill import distill_run
+
+    _check_fraction(args.fraction)
+    res = distill_run(args.run_dir, args.fraction, out=args.out, student=args.student, student_width=args.student_width,
+                      teacher_epochs=args.teacher_epochs, device=args.device, progress=not args.json,
+                      epochs=args.epochs, steps=args.steps, temperature=args.temperature)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"teacher top-1 {100 * res['teacher_top1']:.2f} % ({100 * args.fraction:g} % of the labels), "
+              f"student top-1 {100 * res['student_top1']:.2f} % ({res['student']['name']}, no labels), "
+              f"agreement {100 * res['agreement']:.2f} %\nstudent weights: {res['weights']}")
 
 
 def _cmd_demo(args) -> None:
@@ -166,11 +209,31 @@ def make_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_cmd_pretrain)
 
     ev = sub.add_parser("eval", help="evaluate a run's encoder")
-    ev.add_argument("protocol", choices=["knn", "linear"])
+    ev.add_argument("protocol", choices=["knn", "linear", "finetune"])
     ev.add_argument("run_dir")
     ev.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     ev.add_argument("--device", default="cpu")
+    ev.add_argument("--fraction", type=float, help="finetune: fraction of the training labels (default 0.1)")
+    ev.add_argument("--epochs", type=int, help="finetune: epochs over the labelled subset (default 60 at 1 %%, else 30)")
+    ev.add_argument("--steps", type=int, help="finetune: a fixed number of steps instead of epochs")
+    ev.add_argument("--from-scratch", action="store_true", help="finetune: random init, the supervised baseline")
     ev.set_defaults(func=_cmd_eval)
+
+    ds = sub.add_parser("distill", help="SimCLR v2 distillation: fine-tune a teacher on a fraction of the labels, "
+                                        "train a student on all images without labels")
+    ds.add_argument("run_dir")
+    ds.add_argument("--fraction", type=float, default=0.1, help="labels the teacher is fine-tuned on (default 0.1)")
+    ds.add_argument("--out", help="where the student goes (default RUN_DIR/distill_<pct>pct)")
+    g = ds.add_mutually_exclusive_group()
+    g.add_argument("--epochs", type=int, help="student epochs over all training images (default 10)")
+    g.add_argument("--steps", type=int, help="student steps instead of epochs")
+    ds.add_argument("--temperature", type=float, help="tau of the softened predictions (default 1)")
+    ds.add_argument("--student", default="same", help="'same' (the run's backbone) or a backbone name, e.g. resnet10")
+    ds.add_argument("--student-width", type=float, help="the student's width multiplier (default: the run's)")
+    ds.add_argument("--teacher-epochs", type=int, help="teacher fine-tuning epochs (default 60 at 1 %%, else 30)")
+    ds.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
+    ds.add_argument("--device", default="cpu")
+    ds.set_defaults(func=_cmd_distill)
 
     dm = sub.add_parser("demo", help="pretrain SimCLR on Fashion-MNIST and compare with raw pixels")
     dm.add_argument("--method", default="simclr")

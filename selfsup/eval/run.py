@@ -86,3 +86,25 @@ def _protocol(protocol: str, ftr, ytr, fte, yte, cfg: RunConfig) -> dict:
     if protocol == "linear":
         return linear_probe(ftr, ytr, fte, yte, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
     raise ValueError(f"unknown evaluation protocol {protocol!r}: choose knn or linear")
+
+
+def evaluate_finetune(run_dir: str | Path, fraction: float = 0.1, epochs: int | None = None,
+                      steps: int | None = None, from_scratch: bool = False, device: str = "cpu",
+                      progress: bool = False, **changes) -> dict:
+    """Fine-tune the run's ``finetune_encoder`` (or ``encoder``) + a linear head on ``fraction`` of
+    the training labels (selfsup.eval.finetune); ``changes``: other FinetuneConfig fields. The
+    result is also written to RUN_DIR/eval_finetune_<pct>pct.json (eval_scratch_... from scratch)."""
+    from selfsup.eval.finetune import finetune, run_finetune_config
+
+    cfg, method, meta = load_run(run_dir)
+    train, test = _splits(cfg)
+    ft = run_finetune_config(cfg, fraction=fraction, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes)
+    encoder = getattr(method, "finetune_encoder", method.encoder)
+    size = cfg.views.get("size") or train.image_size
+    result = finetune(encoder, train, test, cfg.data.mean, cfg.data.std, size, ft, device, progress)
+    result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name,
+                   "encoder": "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder",
+                   "checkpoint_step": meta.get("step")})
+    name = f"eval_{'scratch' if from_scratch else 'finetune'}_{100 * fraction:g}pct.json"
+    (Path(run_dir) / name).write_text(json.dumps(result, indent=1))
+    return result

@@ -1,0 +1,233 @@
+"""Fine-tuning protocol: the encoder plus a new linear head, trained end to end on a labelled
+subset of the training split (1 %, 10 % or 100 % of the labels, class-balanced and seeded).
+
+This is the semi-supervised evaluation of SimCLR (Chen et al. 2020, section 6 and appendix B.5)
+and SimCLR v2 (Chen et al. 2020b, section 2): unlike the linear probe, the encoder's weights
+move too, so it measures how good a starting point the pretraining is when a few labels exist.
+
+What it sees: one module mapping normalised images [B,C,H,W] to [B, num_features], which the
+caller picks as ``getattr(method, "finetune_encoder", method.encoder)`` (SimCLR v2 fine-tunes
+from the middle of its projection head; every other method from its encoder). It trains a deep
+copy, so the method is never touched. ``from_scratch=True`` re-initialises the copy: the same
+architecture trained on the same labels from random weights, the supervised baseline.
+
+Recipe: SGD with Nesterov momentum, a lower learning rate for the encoder than for the new head
+(the head starts from nothing, the encoder from something worth keeping), cosine decay over a
+fixed number of steps, no warm-up; light augmentation only (random resized crop + flip, batched
+on the device, as SimCLR's fine-tuning), optional bf16 autocast.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.transforms import eval_view, ops
+
+
+@dataclass
+class FinetuneConfig:
+    fraction: float = 0.1  # of the training labels, class-balanced (ImageDataset.labelled_subset)
+    epochs: int | None = None  # None: 60 at <= 1 % of the labels, else 30 (SimCLR v2's ImageNet schedule)
+    steps: int | None = None  # a fixed number of optimiser steps instead of epochs
+    batch_size: int = 64  # small: 1 % of a 60k set is 600 images, and few labels want many steps (capped at n)
+    lr: float = 0.1  # the new linear head
+    encoder_lr: float = 0.01  # the pretrained encoder: 10x lower, so a noisy new head cannot wreck it
+    # (from_scratch trains the encoder at ``lr``: a random encoder has nothing to protect, and a
+    # handicapped baseline would flatter the pretraining)
+    momentum: float = 0.9
+    weight_decay: float = 0.0  # few steps on few labels; the cosine schedule and crops regularise enough
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # light: the object stays mostly in view
+    flip_p: float = 0.5  # run-level callers take the pretraining's views.flip_p (0 for digits)
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    seed: int = 0  # picks the labelled subset, the head's initialisation and the augmentation draws
+    from_scratch: bool = False  # re-initialise the encoder: the supervised baseline
+    eval_batch_size: int = 512
+
+    def num_epochs(self) -> int:
+        if self.epochs is not None:
+            return self.epochs
+        return 60 if self.fraction <= 0.01 else 30
+
+
+class Classifier(nn.Module):
+    """encoder -> linear head: [B,C,H,W] -> logits [B, num_classes]."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.num_features, num_classes)
+        nn.init.normal_(self.head.weight, std=0.01)  # SimCLR's supervised head: N(0, 0.01^2), zero bias
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Random weights for ``module`` in place (and its BN statistics reset), deterministically.
+
+    Every layer gets PyTorch's default initialisation (``reset_parameters``); then every backbone
+    built by ``create_backbone`` gets exactly the weights a fresh one of its kind would have
+    (its own scheme: Kaiming, zero-initialised last BN of each residual block).
+    """
+    from selfsup.backbones import create_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        for m in module.modules():
+            args = getattr(m, "backbone_args", None)
+            if args is not None:
+                fresh = create_backbone(**args)
+                m.load_state_dict({k: v.to(p.device) for (k, v), p in
+                                   zip(fresh.state_dict().items(), m.state_dict().values())})
+    return module
+
+
+def light_augment(images: torch.Tensor, mean, std, size: int, crop_scale=(0.5, 1.0), flip_p: float = 0.5,
+                  gen: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 [B,C,H,W] -> normalised float [B,C,size,size]: random resized crop + flip, per image."""
+    x = ops.random_resized_crop(ops.to_float(images), size, tuple(crop_scale), flip_p=flip_p, gen=gen)
+    return ops.normalize(x, mean, std)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, mean, std, size: int, batch_size: int = 512,
+            device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
+    """Logits (float32, CPU) [N, K] of ``model`` in eval mode on the deterministic evaluation view."""
+    device = torch.device(device)
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(images), batch_size):
+            x = eval_view(images[i:i + batch_size].to(device), mean, std, size)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                out.append(model(x).float().cpu())
+    finally:
+        model.train(was)
+    return torch.cat(out)
+
+
+def cosine(step: int, total: int) -> float:
+    """Learning-rate factor: cosine from 1 to 0 over ``total`` steps, no warm-up."""
+    return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
+
+
+def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, cfg: FinetuneConfig = FinetuneConfig(),
+                        device: str | torch.device = "cpu", progress: bool = False) -> tuple[Classifier, dict]:
+    """Fine-tune a copy of ``encoder`` + a linear head on ``cfg.fraction`` of ``train``'s labels.
+
+    train, test: ImageDataset with labels (uint8 images [N,C,H,W]); mean, std, size: the
+    normalisation and input side the encoder was trained with. Returns (the trained classifier,
+    a result dict: test "top1" as a fraction, and every setting that produced it).
+    """
+    if train.labels is None or test.labels is None:
+        raise ValueError("fine-tuning needs labelled train and test splits")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {cfg.precision!r}: choose fp32 or bf16")
+    if not 0.0 < cfg.fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {cfg.fraction}")
+    t0 = time.time()
+    device = torch.device(device)
+    labelled = train.labelled_subset(cfg.fraction, cfg.seed)
+    n = len(labelled)
+    if n < 2:
+        raise ValueError(f"{cfg.fraction} of the labels is {n} image(s): batch norm needs at least 2; raise --fraction")
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
+
+    enc = copy.deepcopy(encoder)  # the caller's encoder is never touched
+    if cfg.from_scratch:
+        reinitialise(enc, cfg.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = Classifier(enc, num_classes)
+    model = model.to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
+        p.requires_grad_(True)
+    encoder_lr = cfg.lr if cfg.from_scratch else cfg.encoder_lr
+    groups = [{"params": list(model.encoder.parameters()), "lr": encoder_lr},
+              {"params": list(model.head.parameters()), "lr": cfg.lr}]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                          weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in opt.param_groups]
+
+    bs = min(cfg.batch_size, n)
+    steps_per_epoch = math.ceil(n / bs)
+    epochs = cfg.num_epochs()
+    total = cfg.steps if cfg.steps is not None else epochs * steps_per_epoch
+    gen = torch.Generator().manual_seed(cfg.seed + 1)  # subset order and augmentation draws
+    images, labels = labelled.images.to(device), labelled.labels.to(device)
+    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc="fine-tune" + (" (from scratch)" if cfg.from_scratch else ""), disable=not progress,
+               unit="step", dynamic_ncols=True)
+    model.train()
+    step, loss = 0, torch.tensor(float("nan"))
+    while step < total:
+        # nearly equal batches (tensor_split) so that no batch is a lone image batch norm cannot use
+        for idx in torch.randperm(n, generator=gen).to(device).tensor_split(steps_per_epoch):
+            if step >= total:
+                break
+            x = light_augment(images[idx], mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * cosine(step, total)
+            with torch.autocast(**autocast):
+                logits = model(x)  # [B, K]
+            loss = F.cross_entropy(logits.float(), labels[idx])
+            if not torch.isfinite(loss):
+                raise ValueError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower --lr/--encoder-lr "
+                                 f"(now {cfg.lr}/{cfg.encoder_lr}) or use fp32")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            bar.update(1)
+    bar.close()
+
+    kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
+              precision=cfg.precision, channels_last=cfg.channels_last)
+    top1 = (predict(model, test.images, **kw).argmax(1) == test.labels).float().mean().item()
+    train_top1 = (predict(model, labelled.images, **kw).argmax(1) == labelled.labels).float().mean().item()
+    per_class = torch.bincount(labelled.labels, minlength=num_classes)
+    settings = asdict(cfg)
+    settings.update(epochs=epochs if cfg.steps is None else total / steps_per_epoch, steps=total,
+                    batch_size=bs, crop_scale=list(cfg.crop_scale), encoder_lr=encoder_lr)
+    result = {"protocol": "finetune", "top1": top1, "train_top1": train_top1, **settings,
+              "num_labelled": n, "labelled_per_class": [int(c) for c in per_class],
+              "num_features": int(enc.num_features), "final_loss": loss.item(), "optimizer": "sgd(nesterov)",
+              "schedule": "cosine, no warm-up", "augmentation": "random resized crop + flip",
+              "seconds": time.time() - t0}
+    return model, result
+
+
+def finetune(encoder: nn.Module, train, test, mean, std, size: int, cfg: FinetuneConfig = FinetuneConfig(),
+             device: str | torch.device = "cpu", progress: bool = False) -> dict:
+    """Fine-tune a copy of ``encoder`` with a new linear head; returns {"top1": ..., settings}."""
+    return finetune_classifier(encoder, train, test, mean, std, size, cfg, device, progress)[1]
+
+
+def run_finetune_config(cfg, **changes) -> FinetuneConfig:
+    """The protocol's settings for a pretraining run (a RunConfig): its flip probability (0 where
+    mirror images are other classes, like digits), precision and memory format; ``changes``
+    (None values ignored) override any field."""
+    base = FinetuneConfig(flip_p=float(cfg.views.get("flip_p", 0.5)), precision=cfg.train.precision,
+                          channels_last=cfg.train.channels_last)
+    return FinetuneConfig(**{**asdict(base), **{k: v for k, v in changes.items() if v is not None}})

@@ -1,0 +1,108 @@
+"""The fine-tuning protocol on its own (selfsup.eval.finetune), with a small random-init convnet on
+digits; fine-tuning a pretrained encoder is tested in tests/methods/test_simclrv2.py."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfsup import create_backbone
+from selfsup.data import load_dataset
+from selfsup.eval.finetune import (Classifier, FinetuneConfig, finetune, finetune_classifier, light_augment,
+                                   reinitialise)
+
+MEAN, STD = [0.3], [0.35]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", "train"), load_dataset("digits", "test")
+
+
+def encoder(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_backbone("convnet", in_channels=1, width=0.25)
+
+
+def test_subset_is_class_balanced_and_seeded(digits):
+    train, _ = digits
+    sub = train.labelled_subset(0.1, seed=0)
+    counts = torch.bincount(sub.labels, minlength=10)
+    assert len(sub) == round(0.1 * len(train)) == 144
+    assert counts.max() - counts.min() <= 1 and counts.min() >= 14
+    assert torch.equal(sub.images, train.labelled_subset(0.1, seed=0).images)
+    assert not torch.equal(sub.images, train.labelled_subset(0.1, seed=1).images)
+
+
+def test_finetune_learns_reports_settings_and_only_touches_a_copy(digits):
+    train, test = digits
+    enc = encoder()
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    cfg = FinetuneConfig(fraction=0.1, epochs=10, flip_p=0.0)
+    model, res = finetune_classifier(enc, train, test, MEAN, STD, 8, cfg)
+    assert all(torch.equal(before[k], v) for k, v in enc.state_dict().items())  # incl. BN running stats
+    assert model.encoder is not enc
+    assert any(not torch.equal(before[k], v) for k, v in model.encoder.state_dict().items())  # the copy moved
+    print(f"random-init convnet fine-tuned on 144 labels for 30 steps: {res['top1']:.3f}")
+    assert res["top1"] > 0.5  # seen ~0.8; chance is 0.1
+    assert res["protocol"] == "finetune" and res["fraction"] == 0.1 and res["num_labelled"] == 144
+    assert res["labelled_per_class"] == torch.bincount(train.labelled_subset(0.1, 0).labels).tolist()
+    assert res["steps"] == 10 * 3 and res["batch_size"] == 64  # 144 images in 3 batches of 48
+    assert res["encoder_lr"] < res["lr"] and not res["from_scratch"]
+    assert res["num_features"] == enc.num_features and 0 <= res["train_top1"] <= 1
+
+
+def test_fixed_steps_small_fraction_and_bf16(digits):
+    train, test = digits
+    res = finetune(encoder(), train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.01, steps=4, precision="bf16"))
+    assert res["steps"] == 4 and res["num_labelled"] == 14 and res["batch_size"] == 14
+    assert 0.0 <= res["top1"] <= 1.0 and res["precision"] == "bf16"
+    assert FinetuneConfig(fraction=0.01).num_epochs() == 60 and FinetuneConfig(fraction=0.1).num_epochs() == 30
+    with pytest.raises(ValueError, match="fraction"):
+        finetune(encoder(), train, test, MEAN, STD, 8, FinetuneConfig(fraction=1.5))
+
+
+def test_same_seed_same_result(digits):
+    train, test = digits
+    cfg = FinetuneConfig(fraction=0.05, steps=5, flip_p=0.0)
+    a = finetune(encoder(), train, test, MEAN, STD, 8, cfg)
+    b = finetune(encoder(), train, test, MEAN, STD, 8, cfg)
+    assert a["top1"] == b["top1"] and a["final_loss"] == b["final_loss"]
+
+
+def test_from_scratch_reinitialises_the_same_architecture(digits):
+    train, test = digits
+    enc = encoder(seed=0)
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(1.0)  # stands in for pretrained weights
+    shifted = {k: v.clone() for k, v in enc.state_dict().items()}
+    fresh = reinitialise(encoder(seed=3), seed=7)
+    # every layer back to the backbone's own initialisation, deterministically per seed
+    expected = create_backbone("convnet", in_channels=1, width=0.25)
+    again = reinitialise(encoder(seed=5), seed=7)
+    assert all(torch.equal(fresh.state_dict()[k], again.state_dict()[k]) for k in fresh.state_dict())
+    assert fresh.state_dict().keys() == expected.state_dict().keys()
+    bn_w = [k for k in fresh.state_dict() if k.endswith("1.weight")]  # BN gammas: 1 at initialisation
+    assert bn_w and all(torch.equal(fresh.state_dict()[k], torch.ones_like(fresh.state_dict()[k])) for k in bn_w)
+    untrained, _ = finetune_classifier(enc, train, test, MEAN, STD, 8, FinetuneConfig(steps=0, from_scratch=True, seed=7))
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in untrained.encoder.state_dict().items())
+    res = finetune(enc, train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, steps=20, flip_p=0.0,
+                                                                   from_scratch=True))
+    assert res["from_scratch"] and res["encoder_lr"] == res["lr"]  # nothing to protect in a random encoder
+    assert res["top1"] > 0.3
+    assert all(torch.equal(shifted[k], v) for k, v in enc.state_dict().items())  # the caller's weights are intact
+
+
+def test_light_augment_is_batched_with_per_image_crops():
+    x = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8).repeat(16, 1, 1, 1) * 3
+    g = torch.Generator().manual_seed(0)
+    out = light_augment(x, MEAN, STD, 8, (0.5, 1.0), 0.5, g)
+    assert out.shape == (16, 1, 8, 8) and out.dtype == torch.float32
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 8  # crops differ across the batch
+
+
+def test_classifier_head_init():
+    c = Classifier(encoder(), 10)
+    assert c.head.in_features == 64 and c.head.out_features == 10
+    assert c.head.weight.std() < 0.05 and torch.all(c.head.bias == 0)
+    assert c(torch.randn(3, 1, 8, 8)).shape == (3, 10)
