@@ -6,7 +6,7 @@ would only add inter-process copies.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -15,22 +15,32 @@ from selfsup.data.batch import Batch
 
 class InMemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1,
+                 order_fn: Callable[[int, torch.Generator], torch.Tensor | None] | None = None):
+        """``order_fn(epoch, generator)`` may replace the epoch's permutation with any N indices
+        (a method's ``epoch_order``: DeepCluster's uniform sampling over clusters); None = permute."""
         if batch_size > len(images) // world_size:
             raise ValueError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
                              f"use --batch-size {max(1, len(images) // world_size)} or smaller")
         self.images, self.labels = images, labels
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
+        self.order_fn = order_fn
 
     def __len__(self) -> int:
         """Optimiser-visible steps per epoch (the last incomplete batch is dropped)."""
         return len(self.images) // (self.batch_size * self.world_size)
 
     def order(self, epoch: int) -> torch.Tensor:
-        """The epoch's permutation depends only on (seed, epoch): the same after a resume."""
+        """The epoch's permutation depends only on (seed, epoch) (and on what ``order_fn`` reads,
+        which must be checkpointed): the same after a resume."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        perm = torch.randperm(len(self.images), generator=g)
+        perm = self.order_fn(epoch, g) if self.order_fn is not None else None
+        if perm is None:
+            perm = torch.randperm(len(self.images), generator=g)
+        elif perm.shape != (len(self.images),):
+            raise ValueError(f"order_fn gave {tuple(perm.shape)} indices for epoch {epoch}; an epoch has "
+                             f"{len(self.images)} (one per training image, repeats allowed)")
         # each process takes a disjoint strided share, so no image is seen twice per epoch
         return perm[self.rank::self.world_size]
 

@@ -62,9 +62,19 @@ class Method(nn.Module, abc.ABC):
     def on_step_end(self, progress: float) -> None:
         """After each optimiser step; ``progress`` in [0, 1] is the fraction of training done."""
 
-    def on_epoch_start(self, epoch: int, data: EpochContext) -> None:
+    def on_epoch_start(self, epoch: int, data: EpochContext) -> dict[str, float] | None:
         """Before each epoch (DeepCluster's k-means, bank refreshes); not called again when a run
-        resumes mid-epoch, so whatever it computes must live in buffers (checkpointed)."""
+        resumes mid-epoch, so whatever it computes must live in buffers (checkpointed).
+        May return scalars (e.g. DeepCluster's NMI between consecutive clusterings) that the loop
+        logs to metrics.jsonl as a row of their own."""
+
+    def epoch_order(self, epoch: int, generator: torch.Generator) -> torch.Tensor | None:
+        """The training-set indices of epoch ``epoch``, in order (int64 [N], repeats allowed: e.g.
+        DeepCluster samples uniformly over its clusters); None = the loader's seeded permutation.
+        Called after ``on_epoch_start`` and again when a run resumes mid-epoch, so it must depend
+        only on ``generator`` (seeded by the loader from the run's seed and the epoch) and on the
+        method's buffers."""
+        return None
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The vector the loss acts on, for collapse diagnostics; default: encoder features."""

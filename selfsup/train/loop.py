@@ -183,7 +183,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size)
-    loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(), dist.world_size())
+    loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(), dist.world_size(),
+                            order_fn=method.epoch_order)
     if len(loader) < t_cfg.accumulate:
         raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
     optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
@@ -236,10 +237,15 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     summary: dict = {}
     try:
         while not done():
+            t0 = time.perf_counter()  # before on_epoch_start: its work (k-means, ...) counts as training time
             if st["batch_in_epoch"] == 0:
-                method.on_epoch_start(st["epoch"], epoch_ctx)
+                epoch_logs = method.on_epoch_start(st["epoch"], epoch_ctx)
+                if epoch_logs:
+                    # logged at the epoch's first step (step + 1): a resume from this epoch's start then
+                    # drops the row with the steps after the checkpoint and logs it again, never twice
+                    logger.log({"step": st["step"] + 1, "epoch": st["epoch"],
+                                **{k: float(v) for k, v in epoch_logs.items()}})
             micro = 0
-            t0 = time.perf_counter()
             for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):
                 batch = batch.to(device)
                 batch.views = views(batch.images, gen)
