@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import dist
+from selfsup.losses.precision import float32_loss
 
 
+@float32_loss
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
     """SimCLR's normalised-temperature cross-entropy over 2N views (Chen et al. 2020, eq. 1).
 
@@ -31,6 +33,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
     return F.cross_entropy(logits, positive), z_all.shape[0] - 1
 
 
+@float32_loss
 def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None, temperature: float,
              normalize: bool = True) -> tuple[torch.Tensor, int]:
     """InfoNCE with explicit negatives (MoCo, InstDisc's softmax variant, CMC, NNCLR's queue form).
@@ -55,6 +58,11 @@ def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None, t
     return F.cross_entropy(logits, target), logits.shape[1]
 
 
-def infonce_bound(loss: torch.Tensor | float, num_candidates: int) -> float:
-    """The InfoNCE lower bound on mutual information, I(x; x+) >= log N - L (nats)."""
+def infonce_bound(loss: torch.Tensor | float, num_candidates: int) -> torch.Tensor | float:
+    """The InfoNCE lower bound on mutual information, I(x; x+) >= log N - L (nats).
+
+    A tensor loss gives a 0-d tensor (detached): no .item() here, so logging it every step never
+    forces a device synchronisation; the loop reads it only on logging steps."""
+    if isinstance(loss, torch.Tensor):
+        return math.log(num_candidates) - loss.detach().float()
     return math.log(num_candidates) - float(loss)

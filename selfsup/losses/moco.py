@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import dist
+from selfsup.losses.precision import float32_loss
 
 
 def two_views(views: list[torch.Tensor], method: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,6 +21,7 @@ def two_views(views: list[torch.Tensor], method: str) -> tuple[torch.Tensor, tor
     return views[0], views[1]
 
 
+@float32_loss
 def in_batch_info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
     """InfoNCE of each query against every key of the (global) batch: positive k_i, negatives k_j, j != i.
 
@@ -36,6 +38,7 @@ def in_batch_info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float) -> t
     return F.cross_entropy(logits, labels), k_all.shape[0]
 
 
+@float32_loss
 def mocov3_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor,
                 temperature: float) -> tuple[torch.Tensor, torch.Tensor, int]:
     """MoCo v3 (Chen, Xie, He 2021, Alg. 1): ctr(q1, k2) + ctr(q2, k1), ctr = 2 tau * CE.
@@ -50,6 +53,7 @@ def mocov3_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.
 
 
 @torch.no_grad()
+@float32_loss
 def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """NNCLR's NN(z, Q) (Dwibedi et al. 2021, eq. 2): the support vector closest to each z in cosine.
 
@@ -63,6 +67,7 @@ def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Ten
     return s[idx], cos
 
 
+@float32_loss
 def nnclr_loss(nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
     """NNCLR's loss for one ordered view pair (Dwibedi et al. 2021, eq. 2 with the prediction head).
 

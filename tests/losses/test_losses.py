@@ -142,3 +142,20 @@ def test_info_nce_gradient_reaches_only_what_is_not_detached():
     loss.backward()
     assert q.grad is not None and q.grad.abs().sum() > 0
     assert k.grad is None and neg.grad is None
+
+
+def test_contrastive_losses_stay_float32_inside_bf16_autocast():
+    """Under CPU autocast a float32 matmul runs in bf16 unless the loss leaves autocast: the loss
+    must equal its float32 value, not a bf16-rounded one (here they differ by ~2e-3)."""
+    from selfsup.losses import info_nce
+
+    g = torch.Generator().manual_seed(0)
+    z1, z2, neg = torch.randn(64, 32, generator=g), torch.randn(64, 32, generator=g), torch.randn(256, 32, generator=g)
+    ref_nt, _ = nt_xent(z1, z2, 0.1)
+    ref_in, _ = info_nce(z1, z2, neg, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nt, _ = nt_xent(z1, z2, 0.1)
+        inn, _ = info_nce(z1, z2, neg, 0.1)
+    assert nt.dtype == torch.float32 and inn.dtype == torch.float32
+    assert nt.item() == pytest.approx(ref_nt.item(), rel=1e-6)
+    assert inn.item() == pytest.approx(ref_in.item(), rel=1e-6)
