@@ -55,6 +55,15 @@ class ViewConfig:
     blur_p: tuple[float, float] = (0.5, 0.5)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: tuple[float, float] = (0.0, 0.0)
+    # multi-crop (Caron et al. 2020, SwAV sec. 3.2): ``num_global`` crops at ``size`` with ``crop_scale``
+    # (global crop i, counted from 0, uses blur_p[i % 2] and solarize_p[i % 2]), then ``num_local`` smaller crops.
+    # The defaults (2 global, 0 local) are the classic two views.
+    num_global: int = 2
+    num_local: int = 0
+    local_size: int | None = None  # side of a local crop; None = 96/224 of the global side, the papers' ratio
+    local_scale: tuple[float, float] = (0.05, 0.14)  # SwAV's; DINO uses (0.05, 0.4)
+    local_blur_p: float = 0.5
+    local_solarize_p: float = 0.0
 
 
 @dataclass

@@ -5,6 +5,11 @@ Idea: no negatives. An online network (encoder, projector, predictor q) predicts
 projection that a slowly moving target network — an exponential moving average of the
 online encoder and projector — gives for another view. The predictor and the EMA keep it
 from collapsing. Loss: normalised MSE 2 - 2 cos(q(z1), z'2), symmetrised over the views.
+
+Multi-crop (an option): with ``views.num_local > 0`` the target network sees only the global
+crops, and every other crop (the other globals and all locals) predicts each global's target.
+The loss is 2 x the mean over those (target i, online j != i) pairs, so that the classic two
+views give exactly BYOL's symmetrised sum of two terms.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from torch import nn
 from selfsup.losses import normalized_mse
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn import cosine_momentum, ema_update, frozen_copy, mlp
+from selfsup.nn.multicrop import encode_crops, num_global_crops
 from selfsup.registry import register
 
 
@@ -46,14 +52,15 @@ class BYOL(Method):
         return self.projector(self.encoder(x))
 
     def training_step(self, batch) -> StepOutput:
-        x1, x2 = batch.views
-        n = x1.shape[0]
-        x = torch.cat([x1, x2])  # [2N, C, H, W]
-        p = self.predictor(self.projector(self.encoder(x)))  # online predictions [2N, D]
+        views = batch.views  # 2 x [N, C, H, W] (or G globals + smaller locals)
+        n, g = views[0].shape[0], num_global_crops(views)
+        p = self.predictor(self.projector(encode_crops(self.encoder, views)))  # online predictions [V*N, D]
         with torch.no_grad():
-            z_t = self.target_projector(self.target_encoder(x))  # target projections [2N, D]
-        # symmetric: view 1 predicts the target of view 2 and vice versa
-        loss = normalized_mse(p[:n], z_t[n:]) + normalized_mse(p[n:], z_t[:n])
+            z_t = self.target_projector(self.target_encoder(torch.cat(views[:g])))  # target projections [G*N, D]
+        # symmetric: view j predicts the target of every global view i != j (two views: 1 -> 2 and 2 -> 1)
+        pairs = [(i, j) for i in range(g) for j in range(len(views)) if j != i]
+        terms = [normalized_mse(p[j * n:(j + 1) * n], z_t[i * n:(i + 1) * n]) for i, j in pairs]
+        loss = sum(terms) * (2 / len(terms))
         return StepOutput(loss, {"tau": self.momentum})
 
     def on_step_end(self, progress: float) -> None:

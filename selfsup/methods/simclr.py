@@ -4,6 +4,11 @@ Visual Representations", ICML 2020.
 Idea: two strong augmentations of each image should map close together and away from the
 other 2(N-1) views in the batch. h = f(x) is the representation kept; z = g(h) a small MLP
 projection on which the NT-Xent loss acts, dropped after training.
+
+Multi-crop (an option, as in SwAV's appendix, Caron et al. 2020): with ``views.num_local > 0`` the
+extra small crops are extra positives. The loss is the mean of NT-Xent over the pairs
+(global i, view j > i): global-global pairs and every local crop with every global crop (locals
+are not paired with each other). With the classic two views that is the single pair (1, 2): SimCLR.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from torch import nn
 from selfsup.losses import infonce_bound, nt_xent
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn import mlp
+from selfsup.nn.multicrop import encode_crops, num_global_crops
 from selfsup.registry import register
 
 
@@ -41,9 +47,12 @@ class SimCLR(Method):
         return self.projector(self.encoder(x))
 
     def training_step(self, batch) -> StepOutput:
-        x1, x2 = batch.views  # [N, C, H, W] each
-        n = x1.shape[0]
-        h = self.encoder(torch.cat([x1, x2]))  # one pass over 2N views: [2N, F]
-        z = self.projector(h)  # [2N, D]
-        loss, candidates = nt_xent(z[:n], z[n:], self.cfg.temperature)
+        views = batch.views  # [N, C, H, W] each: 2 views (or G globals + smaller locals)
+        n, g = views[0].shape[0], num_global_crops(views)
+        h = encode_crops(self.encoder, views)  # one pass per crop size: [V*N, F] (two views: one pass)
+        z = self.projector(h).view(len(views), n, -1)  # [V, N, D]
+        pairs = [(i, j) for i in range(g) for j in range(i + 1, len(views))]  # two views: [(0, 1)]
+        losses = [nt_xent(z[i], z[j], self.cfg.temperature) for i, j in pairs]
+        loss = sum(l for l, _ in losses) / len(pairs)
+        candidates = losses[0][1]
         return StepOutput(loss, {"infonce_bound": infonce_bound(loss.detach(), candidates)})

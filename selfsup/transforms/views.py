@@ -18,11 +18,24 @@ from selfsup.transforms import ops
 # BYOL (Grill et al. 2020, table 6): the same, but asymmetric blur (1.0, 0.1) and solarize (0, 0.2).
 # MoCo v1 / InstDisc (Wu et al. 2018; He et al. 2020, sec. 4): crop 0.2-1, jitter 0.4 on all four
 # channels applied always, grayscale 0.2, flip; no blur.
+# SwAV multi-crop (Caron et al. 2020, sec. 3.2 and the official code): 2 x 224 px with scale 0.14-1 and
+# 6 x 96 px with scale 0.05-0.14; colour distortion of strength 1 (jitter 0.8 x (0.8,0.8,0.8,0.2)),
+# grayscale 0.2, blur 0.5 on every crop.
+# DINO (Caron et al. 2021, appendix / official main_dino.py defaults): 2 x 224 px with scale 0.4-1 and
+# 8 x 96 px with scale 0.05-0.4 (their ResNet-50 run: 0.14-1 and 0.05-0.14); jitter 0.8 x (0.4,0.4,0.2,0.1),
+# grayscale 0.2; BYOL's asymmetry on the globals (blur 1.0 / 0.1, solarize 0 / 0.2), blur 0.5 on locals.
 _PRESETS: dict[str, ViewConfig] = {
     "simclr": ViewConfig(),
     "byol": ViewConfig(blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
     "mocov1": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=1.0, jitter=(0.4, 0.4, 0.4, 0.4), blur_p=(0.0, 0.0)),
+    "swav": ViewConfig(crop_scale=(0.14, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur_p=(0.5, 0.5),
+                       num_global=2, num_local=6, local_scale=(0.05, 0.14), local_blur_p=0.5),
+    "dino": ViewConfig(crop_scale=(0.4, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2),
+                       num_global=2, num_local=8, local_scale=(0.05, 0.4), local_blur_p=0.5, local_solarize_p=0.0),
 }
+
+# the papers' local/global side ratio (96 px of 224), used when ``local_size`` is not given
+LOCAL_SIZE_RATIO = 96 / 224
 
 
 def view_preset(name: str) -> ViewConfig:
@@ -36,30 +49,55 @@ def list_view_presets() -> list[str]:
 
 
 class Views:
-    """Makes two augmented, normalised views of a uint8 batch.
+    """Makes the augmented, normalised views of a uint8 batch.
 
-    images [B,C,H,W] uint8 -> [view1, view2], each float [B,C,S,S] normalised by the
-    dataset's mean/std (S = cfg.size or H).
+    images [B,C,H,W] uint8 -> [global_1, ..., global_G, local_1, ..., local_L]: G = cfg.num_global
+    crops, each float [B,C,S,S] (S = cfg.size or H), then L = cfg.num_local multi-crop views
+    [B,C,s,s] with s < S (cfg.local_size, default 96/224 of S). Every view of every image draws its
+    own crop, flip, jitter, grayscale, blur and solarize parameters (selfsup.transforms.ops); all
+    draws come from ``gen`` in a fixed order (globals, then locals), so a seed fixes every view.
+    With the defaults (2 globals, no locals) this is the classic pair [view1, view2].
+    Methods tell global from local crops by size: the leading views of the first view's size.
     """
 
     def __init__(self, cfg: ViewConfig, mean, std, image_size: int):
         self.cfg = cfg
         self.mean, self.std = list(mean), list(std)
         self.size = cfg.size or image_size
+        self.local_size = cfg.local_size or max(1, round(self.size * LOCAL_SIZE_RATIO))
+        if cfg.num_global < 1 or cfg.num_local < 0 or cfg.num_global + cfg.num_local < 2:
+            raise ValueError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: a method needs at "
+                             "least two views and at least one global crop (e.g. views.num_global=2)")
+        if cfg.num_local and self.local_size >= self.size:
+            # methods tell the crops apart by size, so local crops must be the smaller ones
+            raise ValueError(f"views.local_size={self.local_size} must be smaller than the global crop side "
+                             f"{self.size} (multi-crop's local crops are the small ones)")
 
-    def view(self, x: torch.Tensor, i: int, gen: torch.Generator | None) -> torch.Tensor:
+    def _crop(self, x: torch.Tensor, size: int, scale, blur_p: float, solarize_p: float,
+              gen: torch.Generator | None) -> torch.Tensor:
         c = self.cfg
-        v = ops.random_resized_crop(x, self.size, c.crop_scale, c.crop_ratio, c.flip_p, gen)
+        v = ops.random_resized_crop(x, size, scale, c.crop_ratio, c.flip_p, gen)
         v = ops.color_jitter(v, c.jitter, c.jitter_p, gen)
         v = ops.random_grayscale(v, c.gray_p, gen)
-        v = ops.gaussian_blur(v, c.blur_p[i], c.blur_sigma, gen=gen)
-        if c.solarize_p[i] > 0:
-            v = ops.solarize(v, c.solarize_p[i], gen=gen)
+        v = ops.gaussian_blur(v, blur_p, c.blur_sigma, gen=gen)
+        if solarize_p > 0:
+            v = ops.solarize(v, solarize_p, gen=gen)
         return ops.normalize(v, self.mean, self.std)
+
+    def view(self, x: torch.Tensor, i: int, gen: torch.Generator | None) -> torch.Tensor:
+        """Global crop ``i`` of float images ``x`` (asymmetric recipes alternate blur/solarize by i % 2)."""
+        c = self.cfg
+        return self._crop(x, self.size, c.crop_scale, c.blur_p[i % 2], c.solarize_p[i % 2], gen)
+
+    def local_view(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """One small multi-crop view: [B,C,local_size,local_size]."""
+        c = self.cfg
+        return self._crop(x, self.local_size, c.local_scale, c.local_blur_p, c.local_solarize_p, gen)
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None) -> list[torch.Tensor]:
         x = ops.to_float(images)
-        return [self.view(x, i, gen) for i in range(2)]
+        views = [self.view(x, i, gen) for i in range(self.cfg.num_global)]
+        return views + [self.local_view(x, gen) for _ in range(self.cfg.num_local)]
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:
         """The deterministic view evaluation uses: resize to the training size, normalise."""

@@ -1,0 +1,72 @@
+"""Clustering losses (SwAV): balanced soft codes by Sinkhorn-Knopp and the swapped prediction.
+
+Pure functions: the prototype scores, the queue rows and the codes are all passed in.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfsup import dist
+
+
+def _sum_over_processes(local: torch.Tensor) -> torch.Tensor:
+    """Sum of a per-process tensor over processes (a copy; identity in one process)."""
+    return dist.all_reduce_mean(local.clone()) * dist.world_size()
+
+
+@torch.no_grad()
+def sinkhorn(scores: torch.Tensor, epsilon: float = 0.05, iterations: int = 3, num_shared: int = 0) -> torch.Tensor:
+    """SwAV's codes: a soft assignment of samples to prototypes with equal partition
+    (Caron et al. 2020, sec. 3.1, eq. 3-5; the official ``distributed_sinkhorn``).
+
+    scores: [N, K] = z . c_k (cosines of samples with prototypes); the first ``num_shared`` rows are
+    the same on every process (a queue that gathers all processes' keys), the other rows are this
+    process's own. Q = exp(scores / epsilon) in the paper's K x B layout, then ``iterations``
+    rounds of Sinkhorn-Knopp: rows (prototypes) rescaled to 1/K each, columns (samples) to 1/B
+    each, over the B samples of all processes (sums are all-reduced, shared rows counted once).
+    Returns [N, K] codes: each sample's row sums to 1 (the paper's Q scaled by B); each
+    prototype receives ~B/K of them (exactly after enough iterations).
+    float32, no gradient: the codes are targets.
+    """
+    s = scores.detach().float()
+    world = dist.world_size()
+    # exp(s / eps) overflows float32 for s / eps > 88; shifting all scores by one constant (the
+    # largest over every process) changes nothing, as the first step divides by the total anyway.
+    # (A sample whose best score is > 87 eps below the overall best would underflow to a zero code:
+    # impossible for cosines in [-1, 1] with eps >= 0.025; the paper uses 0.05, at times 0.03.)
+    shift = s.max() if s.numel() else s.new_zeros(())
+    if world > 1:
+        torch.distributed.all_reduce(shift, op=torch.distributed.ReduceOp.MAX)
+    q = torch.exp((s - shift) / epsilon).T  # [K, N]
+    k, n = q.shape
+    b = num_shared + (n - num_shared) * world  # samples to assign over all processes
+    tiny = torch.finfo(q.dtype).tiny  # a prototype whose scores all underflow stays 0 instead of NaN
+
+    def per_prototype(x: torch.Tensor) -> torch.Tensor:  # [K, N] -> [K, 1] summed over all samples
+        return _sum_over_processes(x[:, num_shared:].sum(1, keepdim=True)) + x[:, :num_shared].sum(1, keepdim=True)
+
+    q /= per_prototype(q).sum().clamp_min(tiny)  # the whole matrix sums to 1
+    for _ in range(iterations):
+        q /= per_prototype(q).clamp_min(tiny) * k  # each prototype: 1/K of the mass (the equal partition)
+        q /= q.sum(0, keepdim=True).clamp_min(tiny) * b  # each sample: 1/B
+    return (q * b).T  # [N, K], rows sum to 1
+
+
+def swapped_prediction(scores: torch.Tensor, codes: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """SwAV's swapped prediction loss (Caron et al. 2020, eq. 1-2, with multi-crop eq. 6).
+
+    scores: [V, B, K] prototype scores z_v . C of every crop (with gradient); codes: [G, B, K] the
+    codes q_i of the first G crops (the globals; no gradient). Crop v predicts the codes of global
+    crop i != v through p_v = softmax(z_v . C / tau); the loss is the cross-entropy
+    -sum_k q_i log p_v, averaged over the batch and over all (i, v != i) pairs, which is the
+    official code's mean over i of the mean over v != i.
+    """
+    v, b, _ = scores.shape
+    g = codes.shape[0]
+    # float32 throughout: under autocast the einsum (a batched matmul) would otherwise run in bf16
+    with torch.autocast(scores.device.type, enabled=False):
+        log_p = F.log_softmax(scores.float() / temperature, dim=-1)  # [V, B, K]
+        ce = -torch.einsum("ibk,vbk->iv", codes.detach().float(), log_p) / b  # [G, V]: mean over the batch
+    off_diagonal = ~torch.eye(g, v, dtype=torch.bool, device=ce.device)  # a crop never predicts its own codes
+    return ce[off_diagonal].mean()

@@ -1,0 +1,106 @@
+"""DINO — Caron, Touvron, Misra, Jégou, Mairal, Bojanowski, Joulin. "Emerging Properties in
+Self-Supervised Vision Transformers", ICCV 2021.
+
+Idea: self-distillation with no labels. A student network (encoder + DINO head, K outputs)
+matches the output distribution of a teacher — an exponential moving average of the student —
+across crops: the teacher sees the 2 global crops, the student every crop (multi-crop, views
+preset "dino"), and the loss is the cross-entropy -P_t(x_i) log P_s(x_j) over pairs of different
+crops (eq. 3). Collapse is avoided by centering and sharpening the teacher's output only:
+P_t = softmax((g_t(x) - c) / tau_t), with a centre c tracked as an EMA (momentum 0.9) of the
+teacher's batch mean and a low teacher temperature (0.04, warmed up to 0.07 over the first 30 %
+of training) against the student's 0.1. Centering alone collapses to a uniform output,
+sharpening alone to one dimension; together they balance (sec. 5.3, fig. 7).
+
+Ablations (config): ``center: false`` removes centering (c stays 0); ``teacher_temp`` and
+``warmup_teacher_temp`` equal to ``student_temp`` remove sharpening. Nothing here is specific to
+a backbone: any encoder with ``num_features`` (ResNet now, ViT when it lands) works.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup import dist
+from selfsup.losses.distillation import dino_loss
+from selfsup.methods.base import Method, StepOutput
+from selfsup.nn.dino_head import DINOHead
+from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
+from selfsup.nn.multicrop import encode_crops, num_global_crops
+from selfsup.registry import register
+
+
+@dataclass
+class DINOConfig:
+    out_dim: int = 65536  # K, ImageNet; the recipes scale it to the data (10-class sets: a few thousand)
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    head_bn: bool = False  # the official default (use_bn_in_head)
+    norm_last_layer: bool = True  # weight norm g fixed to 1
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07  # after the warm-up (the paper's tau_t 0.04 -> 0.07)
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_frac: float = 0.3  # 30 of 100 epochs
+    center: bool = True  # False: the no-centering ablation
+    center_momentum: float = 0.9
+    momentum_base: float = 0.996  # teacher EMA, raised to 1 along a cosine
+    freeze_last_layer: float = 0.01  # fraction of training with no gradient to the last layer (1 of 100 epochs)
+
+
+@register("dino", config=DINOConfig, views="dino")
+class DINO(Method):
+    """DINO: a student matches a centred, sharpened EMA teacher across multi-crop views."""
+
+    def __init__(self, encoder: nn.Module, cfg: DINOConfig = DINOConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = encoder  # the student backbone: what evaluation sees
+        self.head = DINOHead(encoder.num_features, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim,
+                             bn=cfg.head_bn, norm_last_layer=cfg.norm_last_layer)
+        self.teacher_encoder = frozen_copy(self.encoder)
+        self.teacher_head = frozen_copy(self.head)
+        self.register_buffer("center", torch.zeros(cfg.out_dim))  # c: [K]
+        self.register_buffer("progress", torch.zeros(()))  # fraction of training done: the schedules' input
+        self.momentum = cfg.momentum_base
+        self._pending: list[torch.Tensor] = []  # teacher batch means [K] waiting for the centre update
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        # the normalised bottleneck: the K logits are its cosines with K unit vectors, so it carries
+        # the same collapse information in 256 rather than K dimensions
+        return self.head.bottleneck(self.encoder(x))
+
+    def teacher_temp(self) -> float:
+        c, t = self.cfg, float(self.progress)
+        if c.warmup_teacher_temp_frac > 0 and t < c.warmup_teacher_temp_frac:  # linear warm-up
+            return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * t / c.warmup_teacher_temp_frac
+        return c.teacher_temp
+
+    def training_step(self, batch) -> StepOutput:
+        views = batch.views  # G global crops [B, C, S, S], then L local crops [B, C, s, s]
+        v, b, g = len(views), views[0].shape[0], num_global_crops(views)
+        frozen = float(self.progress) < self.cfg.freeze_last_layer
+        s = self.head(encode_crops(self.encoder, views), freeze_last_layer=frozen).view(v, b, -1)  # [V, B, K]
+        with torch.no_grad():
+            t = self.teacher_head(self.teacher_encoder(torch.cat(views[:g]))).view(g, b, -1)  # [G, B, K]
+        tau_t = self.teacher_temp()
+        loss = dino_loss(s, t, self.center, self.cfg.student_temp, tau_t)
+        if self.cfg.center:
+            self._pending.append(t.float().mean((0, 1)))  # this micro-batch's teacher mean [K]
+        with torch.no_grad():  # entropy of the teacher's distribution: ~0 when sharpening wins, log K when centering does
+            p_t = torch.softmax((t.float() - self.center) / tau_t, dim=-1)
+            entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
+        return StepOutput(loss, {"teacher_temp": tau_t, "momentum": cosine_momentum(self.cfg.momentum_base, float(self.progress)),
+                                 "teacher_entropy": entropy})
+
+    @torch.no_grad()
+    def on_step_end(self, progress: float) -> None:
+        self.progress.fill_(progress)
+        self.momentum = cosine_momentum(self.cfg.momentum_base, progress)
+        ema_update(self.teacher_encoder, self.encoder, self.momentum)
+        ema_update(self.teacher_head, self.head, self.momentum)
+        pending, self._pending = self._pending, []
+        if pending:
+            # c <- m c + (1 - m) mean of the teacher outputs of this step over all processes (eq. 4)
+            batch_center = dist.all_reduce_mean(torch.stack(pending).mean(0))
+            self.center.mul_(self.cfg.center_momentum).add_(batch_center, alpha=1 - self.cfg.center_momentum)
