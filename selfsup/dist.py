@@ -62,3 +62,30 @@ def all_reduce_mean(x: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(x)
         x /= world_size()
     return x
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    """Sum over processes whose backward sums the incoming gradients too (the adjoint of a sum
+    that every process computes). Every process then holds W x the one-big-batch gradient of a
+    loss it computes identically, and DDP's average over processes makes it exact — the same
+    convention as ``gather_with_grad``."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def all_reduce_sum_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over processes (Barlow Twins' cross-correlation and batch statistics,
+    summed so that a distributed batch behaves as one batch); identity in one process."""
+    if world_size() == 1:
+        return x
+    return _AllReduceWithGrad.apply(x)

@@ -73,5 +73,7 @@ def lr_factor(progress: float, cfg: OptimConfig) -> float:
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
+    """Scale every group's base lr by the schedule ``factor``, except groups flagged ``fixed_lr``
+    (SimSiam's predictor keeps a constant lr, no warm-up, no decay: Chen & He 2021, sec. 4.2)."""
     for g in opt.param_groups:
-        g["lr"] = g["base_lr"] * factor
+        g["lr"] = g["base_lr"] * (1.0 if g.get("fixed_lr") else factor)
