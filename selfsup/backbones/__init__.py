@@ -6,12 +6,14 @@ from typing import Callable
 
 from torch import nn
 
+from selfsup.backbones.conv1d import Conv1dEncoder
 from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.resnet import _LAYERS, ResNet
 from selfsup.registry import unknown_name_message
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {name: partial(ResNet, name) for name in _LAYERS}
 BACKBONES["convnet"] = ConvNet
+BACKBONES["conv1d"] = Conv1dEncoder  # 1-D sequences (CPC audio encoder), input read as x.flatten(2)
 
 
 def list_backbones() -> list[str]:

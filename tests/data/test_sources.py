@@ -106,7 +106,7 @@ class Evil:
 
 
 def test_registry_names() -> None:
-    assert list_datasets() == ["fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder", "array"]
+    assert list_datasets() == ["fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder", "array", "signals"]
     assert set(DATASETS) == set(list_datasets())
 
 
