@@ -12,7 +12,7 @@ import torch
 from selfsup.cli import main
 from selfsup.data import load_dataset
 from selfsup.eval.distill import load_student
-from selfsup.eval.finetune import predict
+from selfsup.eval.features import extract_features
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
@@ -71,7 +71,7 @@ def test_distill_json_and_the_saved_student(tiny_run, tmp_path):
     student, spec = load_student(out_dir)
     assert spec["num_classes"] == 10 and spec["size"] == 8
     test = load_dataset("digits", "test")
-    pred = predict(student, test.images, spec["mean"], spec["std"], spec["size"]).argmax(1)
+    pred = extract_features(student, test.images, spec["mean"], spec["std"], spec["size"]).argmax(1)
     assert (pred == test.labels).float().mean().item() == pytest.approx(res["student_top1"])
     assert json.loads((out_dir / "result.json").read_text())["agreement"] == res["agreement"]
 

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.eval.finetune import Classifier, cosine, light_augment, predict
+from selfsup.eval.features import extract_features
+from selfsup.eval.finetune import Classifier, cosine, light_augment
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -126,8 +127,8 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
 
     kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
               precision=cfg.precision, channels_last=cfg.channels_last)
-    t_pred = predict(teacher, test.images, **kw).argmax(1)
-    s_pred = predict(student, test.images, **kw).argmax(1)
+    t_pred = extract_features(teacher, test.images, **kw).argmax(1)
+    s_pred = extract_features(student, test.images, **kw).argmax(1)
     settings = asdict(cfg)
     settings.update(steps=total, batch_size=bs, crop_scale=list(cfg.crop_scale),
                     epochs=total / max(1, steps_per_epoch))

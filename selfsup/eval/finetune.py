@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.transforms import eval_view, ops
+from selfsup.eval.features import extract_features
+from selfsup.transforms import ops
 
 
 @dataclass
@@ -98,26 +99,6 @@ def light_augment(images: torch.Tensor, mean, std, size: int, crop_scale=(0.5, 1
     """uint8 [B,C,H,W] -> normalised float [B,C,size,size]: random resized crop + flip, per image."""
     x = ops.random_resized_crop(ops.to_float(images), size, tuple(crop_scale), flip_p=flip_p, gen=gen)
     return ops.normalize(x, mean, std)
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, mean, std, size: int, batch_size: int = 512,
-            device: str | torch.device = "cpu", precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
-    """Logits (float32, CPU) [N, K] of ``model`` in eval mode on the deterministic evaluation view."""
-    device = torch.device(device)
-    was = model.training
-    model.eval()
-    out = []
-    try:
-        for i in range(0, len(images), batch_size):
-            x = eval_view(images[i:i + batch_size].to(device), mean, std, size)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out.append(model(x).float().cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out)
 
 
 def cosine(step: int, total: int) -> float:
@@ -204,8 +185,8 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
 
     kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
               precision=cfg.precision, channels_last=cfg.channels_last)
-    top1 = (predict(model, test.images, **kw).argmax(1) == test.labels).float().mean().item()
-    train_top1 = (predict(model, labelled.images, **kw).argmax(1) == labelled.labels).float().mean().item()
+    top1 = (extract_features(model, test.images, **kw).argmax(1) == test.labels).float().mean().item()
+    train_top1 = (extract_features(model, labelled.images, **kw).argmax(1) == labelled.labels).float().mean().item()
     per_class = torch.bincount(labelled.labels, minlength=num_classes)
     settings = asdict(cfg)
     settings.update(epochs=epochs if cfg.steps is None else total / steps_per_epoch, steps=total,

@@ -11,7 +11,8 @@ from selfsup import create_backbone
 from selfsup.data import load_dataset
 from selfsup.eval.distill import (DistillConfig, build_student, distill, distillation_loss, load_student,
                                   save_student)
-from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, predict
+from selfsup.eval.features import extract_features
+from selfsup.eval.finetune import FinetuneConfig, finetune_classifier
 
 MEAN, STD = [0.3], [0.35]
 
@@ -71,7 +72,7 @@ def test_student_learns_the_teachers_predictions_without_labels(tmp_path):
     loaded, loaded_spec = load_student(tmp_path / "out")
     assert loaded_spec == spec
     kw = dict(mean=MEAN, std=STD, size=8)
-    torch.testing.assert_close(predict(loaded, test.images, **kw), predict(student, test.images, **kw))
+    torch.testing.assert_close(extract_features(loaded, test.images, **kw), extract_features(student, test.images, **kw))
     assert path.is_file()
 
 
