@@ -89,8 +89,6 @@ def shuffled_forward(fn: Forward, x: torch.Tensor, groups: int, perm: torch.Tens
     within its own batch, which still keeps every key chunk's composition different from every
     query chunk's as long as ``groups >= 2`` per process.
     """
-    # TODO(distributed) hook: with dist.world_size() > 1, gather x here, shuffle the global batch with a
-    # permutation broadcast from rank 0, and un-shuffle the gathered outputs below (see the docstring).
     n = x.shape[0]
     if perm is None:
         perm = shuffle_permutation(n, groups, generator)
