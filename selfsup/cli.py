@@ -99,22 +99,111 @@ def _cmd_pretrain(args) -> None:
     print(json.dumps({"run": str(run_dir), **{k: v for k, v in summary.items() if not k.startswith("diag/")}}))
 
 
-def _cmd_eval(args) -> None:
-    from selfsup.eval.run import evaluate
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 0.01,0.1,1") from None
 
+
+def _str_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+# which options each protocol takes (CLI flag -> evaluate() keyword); any other flag is an error
+_EVAL_OPTIONS = {"finetune": {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
+                              "from_scratch": "from_scratch", "seed": "seed"},
+                 "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed"},
+                 "cluster": {"clusters": "num_clusters", "seed": "seed"},
+                 "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed"},
+                 "diagnostics": {"seed": "seed"}, "robustness": {"corruptions": "kinds", "seed": "seed"},
+                 "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed"}}
+
+
+def _cmd_eval(args) -> None:
+    from selfsup.eval.run import evaluate, pretext_correlation
+
+    allowed = _EVAL_OPTIONS.get(args.protocol, {})
+    flags = {k for opts in _EVAL_OPTIONS.values() for k in opts}
+    given = {k: v for k, v in vars(args).items() if k in flags and v not in (None, False)}
+    for k in given:
+        if k not in allowed:
+            owners = " / ".join(f"`selfsup eval {p}`" for p, opts in _EVAL_OPTIONS.items() if k in opts)
+            raise ConfigError(f"--{k.replace('_', '-')} does not apply to `selfsup eval {args.protocol}`: "
+                              f"it is an option of {owners}")
     if args.protocol == "finetune":
         return _cmd_finetune(args)
-    only_finetune = [f for f, v in (("--fraction", args.fraction), ("--epochs", args.epochs), ("--steps", args.steps),
-                                     ("--from-scratch", args.from_scratch or None)) if v is not None]
-    if only_finetune:
-        raise ConfigError(f"{', '.join(only_finetune)} only apply to `selfsup eval finetune`")
-    res = evaluate(args.run_dir, args.protocol, device=args.device)
-    if args.json:
-        print(json.dumps(res))
-    else:
-        ks = [k for k in res if k.startswith("top1_k")]
-        detail = ", ".join(f"kNN-{k[6:]} {100 * res[k]:.2f} %" for k in ks) or f"l2 {res.get('l2')}"
-        print(f"{args.protocol} top-1 {100 * res['top1']:.2f} %  ({detail})")
+    options = {allowed[k]: v for k, v in given.items()}
+    if args.protocol == "pretext" and len(args.run_dirs) > 1:
+        res = pretext_correlation(args.run_dirs, device=args.device)
+        print(json.dumps(res) if args.json else _format_pretext(res))
+        return
+    for run_dir in args.run_dirs:
+        res = evaluate(run_dir, args.protocol, device=args.device, **options)
+        print(json.dumps(res) if args.json else f"{run_dir}: {_format_result(args.protocol, res)}")
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f} %"
+
+
+def _format_result(protocol: str, res: dict) -> str:
+    """One human line (or a few) per protocol result."""
+    if protocol == "knn":
+        return "kNN " + ", ".join(f"k={k[6:]} {_pct(res[k])}" for k in res if k.startswith("top1_k"))
+    if protocol == "linear":
+        return f"linear top-1 {_pct(res['top1'])} (l2 {res['l2']:g})"
+    if protocol == "cluster":
+        return f"k-means (k={res['k']}): NMI {res['nmi']:.3f}, ARI {res['ari']:.3f}, accuracy {_pct(res['accuracy'])}"
+    if protocol == "embed2d":
+        return "pictures: " + ", ".join(res["pictures"].values())
+    if protocol == "diagnostics":
+        f, z = res["features"], res["embedding"]
+        lines = [f"features  (d={f['dim']}): effective rank {f['effective_rank']:.1f}, alignment {f['alignment']:.3f}, "
+                 f"uniformity {f['uniformity']:.3f}, dead dims {_pct(f['std']['dead_fraction'])}",
+                 f"embedding (d={z['dim']}): effective rank {z['effective_rank']:.1f}, alignment {z['alignment']:.3f}, "
+                 f"uniformity {z['uniformity']:.3f}, mean std {z['mean_std']:.4f} (ideal {z['std']['ideal']:.4f})"]
+        if "infonce_bound" in res:
+            b = res["infonce_bound"]
+            lines.append("InfoNCE bound log N - L: " + ", ".join(
+                f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items()))
+        return "\n  " + "\n  ".join(lines)
+    if protocol == "semi":
+        return "\n  " + "\n  ".join(f"{100 * r['fraction']:g} % of labels ({r['num_labelled']}): linear {_pct(r['linear'])}, "
+                                      f"fine-tune {_pct(r['finetune'])}, from scratch {_pct(r['scratch'])}"
+                                      for r in res["rows"]) + f"\n  picture: {res['picture']}"
+    if protocol == "robustness":
+        e, r = res["encoder"], res["raw_pixels"]
+        kinds = [k for k in res["severities"]]
+        return (f"clean {_pct(e['clean'])}, mean over corruptions {_pct(e['mean_corrupted'])} "
+                f"(raw pixels {_pct(r['clean'])} -> {_pct(r['mean_corrupted'])})\n  "
+                + "\n  ".join(f"{k:<10} " + " ".join(f"{100 * a:5.1f}" for a in e[k]) for k in kinds)
+                + f"\n  picture: {res['picture']}")
+    if protocol == "transfer":
+        def row(name):
+            knn = res[name]["knn"]
+            k = next(iter(knn))
+            return f"{name.replace('_', ' ')}: kNN-{k[6:]} {_pct(knn[k])}, linear {_pct(res[name]['linear'])}"
+
+        return f"{res['source']} -> {res['target']}: " + "; ".join(row(n) for n in ("pretrained", "random_init", "raw_pixels"))
+    if protocol == "efficiency":
+        t = ", ".join(f"{100 * float(k):g} % at {v / 60:.1f} min" for k, v in res["time_to_knn20"].items() if v is not None)
+        mem = f", peak memory {res['peak_rss_mb']:.0f} MiB" if res.get("peak_rss_mb") else ""
+        return (f"{res['images_per_s']:.0f} img/s, {res['train_seconds'] / 60:.1f} min of training{mem}; "
+                f"kNN-20 monitor reached {t or 'no level'}")
+    if protocol == "pretext":
+        return ", ".join(f"{k} {v:.4g}" for k, v in res["pretext"].items()) + f"; linear top-1 {_pct(res['linear_top1'])}"
+    return json.dumps(res)
+
+
+def _format_pretext(res: dict) -> str:
+    def num(x):
+        return "—" if x is None else f"{x:.3f}"
+
+    lines = [f"{r['run']}: linear {_pct(r['linear_top1'])}" for r in res["runs"]]
+    lines += [f"{name} vs linear top-1 over {c['n']} runs: Pearson {num(c['pearson'])}, Spearman {num(c['spearman'])}"
+              for name, c in res["correlation"].items()]
+    return "\n".join(lines)
 
 
 def _check_fraction(fraction: float) -> None:
@@ -128,14 +217,16 @@ def _cmd_finetune(args) -> None:
 
     fraction = 0.1 if args.fraction is None else args.fraction
     _check_fraction(fraction)
-    res = evaluate_finetune(args.run_dir, fraction, epochs=args.epochs, steps=args.steps,
-                            from_scratch=args.from_scratch, device=args.device, progress=not args.json)
-    if args.json:
-        print(json.dumps(res))
-    else:
-        what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
-        print(f"finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * fraction:g} % of the labels = "
-              f"{res['num_labelled']} images, {res['steps']} steps)")
+    for run_dir in args.run_dirs:
+        res = evaluate_finetune(run_dir, fraction, epochs=args.epochs, steps=args.steps, from_scratch=args.from_scratch,
+                                device=args.device, progress=not args.json,
+                                **({"seed": args.seed} if args.seed is not None else {}))
+        if args.json:
+            print(json.dumps(res))
+        else:
+            what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
+            print(f"{run_dir}: finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * fraction:g} % of the labels = "
+                  f"{res['num_labelled']} images, {res['steps']} steps)")
 
 
 def _cmd_distill(args) -> None:
@@ -152,6 +243,33 @@ def _cmd_distill(args) -> None:
         print(f"teacher top-1 {100 * res['teacher_top1']:.2f} % ({100 * args.fraction:g} % of the labels), "
               f"student top-1 {100 * res['student_top1']:.2f} % ({res['student']['name']}, no labels), "
               f"agreement {100 * res['agreement']:.2f} %\nstudent weights: {res['weights']}")
+
+
+def _cmd_bench(args) -> None:
+    """Train and evaluate each method (and seed) not done yet; print and write the leaderboard."""
+    from selfsup.bench import bench, parse_entries
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: give at least 1")
+    from selfsup.eval.run import PROTOCOLS
+
+    unknown = [p for p in args.protocols if p not in PROTOCOLS or p in ("finetune", "semi", "transfer", "pretext")]
+    if unknown:
+        raise ConfigError(f"--protocols {','.join(unknown)}: bench runs knn, linear, cluster, diagnostics, robustness, "
+                          f"embed2d (finetune, semi and transfer take their own options: run `selfsup eval` on the runs)")
+    budget = args.budget or (None if args.epochs else "15m")
+    entries = parse_entries(args.methods)
+    board = bench(entries, args.data, budget, args.seeds, args.out, args.protocols, args.backbone, args.data_dir,
+                  tuple(args.overrides), args.epochs, args.device)
+    out = Path(board["out"])
+    print((out / "leaderboard.md").read_text())
+    print(f"leaderboard: {out}/leaderboard.md, .json, .csv")
+
+
+def _cmd_report(args) -> None:
+    from selfsup.report.html import write_report
+
+    print(f"report: {write_report(args.run_dirs, args.out, args.title)}")
 
 
 def _cmd_demo(args) -> None:
@@ -209,14 +327,27 @@ def make_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_cmd_pretrain)
 
     ev = sub.add_parser("eval", help="evaluate a run's encoder")
-    ev.add_argument("protocol", choices=["knn", "linear", "finetune"])
-    ev.add_argument("run_dir")
-    ev.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
+    from selfsup.eval.robustness import CORRUPTIONS
+    from selfsup.eval.run import PROTOCOLS
+
+    ev.add_argument("protocol", choices=list(PROTOCOLS))
+    ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run directories (pretext: several "
+                                                                     "runs also give the correlation across them)")
+    ev.add_argument("--json", action="store_true", help="print each result as one JSON object (one line per run)")
     ev.add_argument("--device", default="cpu")
     ev.add_argument("--fraction", type=float, help="finetune: fraction of the training labels (default 0.1)")
-    ev.add_argument("--epochs", type=int, help="finetune: epochs over the labelled subset (default 60 at 1 %%, else 30)")
-    ev.add_argument("--steps", type=int, help="finetune: a fixed number of steps instead of epochs")
+    ev.add_argument("--epochs", type=int, help="finetune, semi: fine-tuning epochs over the labelled subset "
+                                                "(default 60 at 1 %%, else 30)")
+    ev.add_argument("--steps", type=int, help="finetune, semi: a fixed number of fine-tuning steps instead of epochs")
     ev.add_argument("--from-scratch", action="store_true", help="finetune: random init, the supervised baseline")
+    ev.add_argument("--fractions", type=_float_list, help="semi: label fractions (default 0.01,0.1,1)")
+    ev.add_argument("--clusters", type=int, help="cluster: k of k-means (default: the number of classes)")
+    ev.add_argument("--embed", type=_str_list, help="embed2d: tsne and/or umap (default tsne, and umap if installed)")
+    ev.add_argument("--max-points", type=int, help="embed2d: test images embedded (default 3000, class-balanced)")
+    ev.add_argument("--corruptions", type=_str_list, help=f"robustness: any of {','.join(CORRUPTIONS)} (default all)")
+    ev.add_argument("--target", help="transfer: the labelled dataset to probe on (default digits)")
+    ev.add_argument("--target-dir", help="transfer: where the target dataset is (as --data-dir)")
+    ev.add_argument("--seed", type=int, help="subset / k-means / corruption seed (default 0)")
     ev.set_defaults(func=_cmd_eval)
 
     ds = sub.add_parser("distill", help="SimCLR v2 distillation: fine-tune a teacher on a fraction of the labels, "
@@ -234,6 +365,30 @@ def make_parser() -> argparse.ArgumentParser:
     ds.add_argument("--json", action="store_true", help="print the result as one JSON object (last line)")
     ds.add_argument("--device", default="cpu")
     ds.set_defaults(func=_cmd_distill)
+
+    bn = sub.add_parser("bench", help="train several methods under one budget, evaluate them alike, write a leaderboard")
+    bn.add_argument("--methods", default="all", help="comma-separated method names, or NAME=METHOD:CONFIG for a "
+                                                      "variant (e.g. byol_no_bn=byol:configs/ablations/byol_no_bn.yaml); "
+                                                      "default: all registered methods")
+    bn.add_argument("--data", default="fashion-mnist")
+    bn.add_argument("--data-dir")
+    bn.add_argument("--backbone", help="force one backbone on every method (default: each recipe's)")
+    g = bn.add_mutually_exclusive_group()
+    g.add_argument("--budget", default=None, help="wall-clock training budget per run (default 15m)")
+    g.add_argument("--epochs", type=int, help="epochs per run instead of a budget")
+    bn.add_argument("--seeds", type=int, default=1, help="runs per method; the leaderboard shows mean +- std")
+    bn.add_argument("--protocols", type=_str_list, default=["knn", "linear"],
+                    help="evaluations per run (default knn,linear; efficiency is always read)")
+    bn.add_argument("--out", help="bench directory (default runs/bench-DATA-BUDGET); re-run to resume")
+    bn.add_argument("--device", default="cpu")
+    bn.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.batch_size=128")
+    bn.set_defaults(func=_cmd_bench)
+
+    rp = sub.add_parser("report", help="one self-contained HTML page of one or more runs")
+    rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", default="report.html")
+    rp.add_argument("--title")
+    rp.set_defaults(func=_cmd_report)
 
     dm = sub.add_parser("demo", help="pretrain SimCLR on Fashion-MNIST and compare with raw pixels")
     dm.add_argument("--method", default="simclr")

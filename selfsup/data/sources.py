@@ -677,7 +677,7 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
 # ---------------------------------------------------------------------------
 
 _ARRAY_KEYS = {
-    "train": (("images", "x", "X"), ("labels", "y", "Y")),
+    "train": (("images", "x", "X", "x_train", "X_train"), ("labels", "y", "Y", "y_train", "Y_train")),  # x_train: Keras
     "test": (("test_images", "x_test", "X_test"), ("test_labels", "y_test", "Y_test")),
 }
 _ACCEPTED_SHAPES = "[N, H, W], [N, H, W, C] or [N, C, H, W] with C in {1, 3}"

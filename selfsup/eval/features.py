@@ -31,3 +31,23 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: 
 def raw_pixel_features(images: torch.Tensor) -> torch.Tensor:
     """The reference row: flattened pixels in [0, 1], [N, C*H*W]."""
     return images.flatten(1).float() / 255.0
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(encoder: nn.Module, images: torch.Tensor, mean, std, size: int,
+                          batch_size: int = 256, device: str | torch.device = "cpu") -> nn.Module:
+    """Set every BatchNorm's running statistics of ``encoder`` (in place) to the exact averages over
+    ``images`` (uint8 [N,C,H,W]); no weight changes. A random-init encoder evaluated with BN's
+    initial statistics (0 and 1) is a handicapped baseline: any training, even at learning rate 0,
+    replaces them with the data's. Returns the encoder in eval mode."""
+    bns = [m for m in encoder.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    encoder.train()
+    for i in range(0, len(images), batch_size):
+        encoder(eval_view(images[i:i + batch_size].to(device), mean, std, size))
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    return encoder.eval()

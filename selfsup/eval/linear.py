@@ -36,14 +36,30 @@ def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tens
     return perm[n_val:], perm[:n_val]
 
 
-def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
-                 max_iter: int = 300) -> dict:
-    """Returns {"top1": test accuracy (fraction), "l2": chosen strength, "val": {l2: val acc}, ...}."""
-    train_f, test_f = train_f.float(), test_f.float()
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
+class Probe:
+    """A fitted linear probe: standardisation with the training features' statistics + logistic regression."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, lin: torch.nn.Linear, l2: float, val: dict):
+        self.mean, self.std, self.lin, self.l2, self.val = mean, std, lin, l2, val
+
+    @torch.no_grad()
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, D] features -> [N] predicted classes."""
+        return self.lin((features.float() - self.mean) / self.std).argmax(1)
+
+    def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
+        return (self.predict(features) == labels).float().mean().item()
+
+
+def fit_probe(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int | None = None,
+              l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
+              max_iter: int = 300) -> Probe:
+    """Standardise, choose the L2 strength on a held-out ``val_fraction`` of the training features,
+    refit on all of them."""
+    train_f = train_f.float()
+    num_classes = num_classes or int(train_y.max()) + 1
     mean, std = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
-    xs, xt = (train_f - mean) / std, (test_f - mean) / std
+    xs = (train_f - mean) / std
     tr, va = _split(len(xs), val_fraction, seed)
     val = {}
     with torch.enable_grad():
@@ -53,9 +69,15 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
                 val[l2] = (lin(xs[va]).argmax(1) == train_y[va]).float().mean().item()
         best = max(val, key=lambda k: (val[k], k))  # ties -> the stronger regularisation
         lin = fit_logistic(xs, train_y, num_classes, best, max_iter)
-    with torch.no_grad():
-        top1 = (lin(xt).argmax(1) == test_y).float().mean().item()
-        train_acc = (lin(xs).argmax(1) == train_y).float().mean().item()
-    return {"protocol": "linear", "top1": top1, "l2": best, "val": {str(k): v for k, v in val.items()},
-            "train_top1": train_acc, "val_fraction": val_fraction, "standardised": True,
-            "solver": f"lbfgs(max_iter={max_iter})"}
+    return Probe(mean, std, lin, best, val)
+
+
+def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+                 l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
+                 max_iter: int = 300) -> dict:
+    """Returns {"top1": test accuracy (fraction), "l2": chosen strength, "val": {l2: val acc}, ...}."""
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    probe = fit_probe(train_f, train_y, num_classes, l2_grid, val_fraction, seed, max_iter)
+    return {"protocol": "linear", "top1": probe.accuracy(test_f, test_y), "l2": probe.l2,
+            "val": {str(k): v for k, v in probe.val.items()}, "train_top1": probe.accuracy(train_f, train_y),
+            "val_fraction": val_fraction, "standardised": True, "solver": f"lbfgs(max_iter={max_iter})"}

@@ -1,11 +1,15 @@
 """Evaluate a run directory: rebuild the method, load its weights, evaluate ``method.encoder``.
 
-Features of the train and test splits are extracted once per checkpoint and cached in
-RUN_DIR/features/ (keyed by the checkpoint's step), so knn and linear share one extraction.
+Every protocol (``PROTOCOLS``) is one function here taking the run directory; each writes its
+result to RUN_DIR/eval_<protocol>[_<variant>].json and its pictures next to it. Features of the
+train and test splits are extracted once per checkpoint and cached in RUN_DIR/features/ (keyed
+by the checkpoint's step and file time, so a continued run gets fresh features), so knn, linear,
+cluster, embed2d, semi and robustness share one extraction.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -47,28 +51,46 @@ def run_features(run_dir: str | Path, device: str = "cpu") -> tuple[torch.Tensor
     """(train features, train labels, test features, test labels, config), cached per checkpoint."""
     cfg, method, meta = load_run(run_dir)
     train, test = _splits(cfg)
-    cache = Path(run_dir) / "features" / f"step{meta.get('step')}.safetensors"
+    stamp = (Path(run_dir) / "checkpoints" / "last" / "model.safetensors").stat().st_mtime_ns
+    cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}.safetensors"
     if cache.is_file():
         f = load_file(cache)
         return f["train"], train.labels, f["test"], test.labels, cfg
-    size = cfg.views.get("size") or train.image_size
+    size = _size(cfg, train)
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
               precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
     ftr = extract_features(method.encoder, train.images, **kw)
     fte = extract_features(method.encoder, test.images, **kw)
     cache.parent.mkdir(exist_ok=True)
+    for old in cache.parent.glob("step*.safetensors"):  # an older checkpoint's features
+        old.unlink()
     save_file({"train": ftr.contiguous(), "test": fte.contiguous()}, cache)
     return ftr, train.labels, fte, test.labels, cfg
 
 
-def evaluate(run_dir: str | Path, protocol: str, device: str = "cpu") -> dict:
-    """Run ``protocol`` ('knn' or 'linear') on a run's encoder; the result is also written to
-    RUN_DIR/eval_<protocol>.json."""
-    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
-    result = _protocol(protocol, ftr, ytr, fte, yte, cfg)
-    result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name})
-    (Path(run_dir) / f"eval_{protocol}.json").write_text(json.dumps(result, indent=1))
+def evaluate(run_dir: str | Path, protocol: str, device: str = "cpu", **options) -> dict:
+    """Run ``protocol`` (one of ``PROTOCOLS``) on a run's encoder with the protocol's ``options``;
+    the result is also written to RUN_DIR/eval_<protocol>[_<variant>].json."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[protocol](run_dir, device=device, **options)
+
+
+def _save(run_dir, name: str, result: dict, cfg: RunConfig | None = None) -> dict:
+    if cfg is not None:
+        result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name})
+    (Path(run_dir) / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def evaluate_knn(run_dir, device: str = "cpu") -> dict:
+    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
+    return _save(run_dir, "knn", _protocol("knn", ftr, ytr, fte, yte, cfg), cfg)
+
+
+def evaluate_linear(run_dir, device: str = "cpu") -> dict:
+    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
+    return _save(run_dir, "linear", _protocol("linear", ftr, ytr, fte, yte, cfg), cfg)
 
 
 def evaluate_raw_pixels(cfg: RunConfig, protocol: str) -> dict:
@@ -100,7 +122,7 @@ def evaluate_finetune(run_dir: str | Path, fraction: float = 0.1, epochs: int | 
     train, test = _splits(cfg)
     ft = run_finetune_config(cfg, fraction=fraction, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes)
     encoder = getattr(method, "finetune_encoder", method.encoder)
-    size = cfg.views.get("size") or train.image_size
+    size = _size(cfg, train)
     result = finetune(encoder, train, test, cfg.data.mean, cfg.data.std, size, ft, device, progress)
     result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name,
                    "encoder": "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder",
@@ -108,3 +130,180 @@ def evaluate_finetune(run_dir: str | Path, fraction: float = 0.1, epochs: int | 
     name = f"eval_{'scratch' if from_scratch else 'finetune'}_{100 * fraction:g}pct.json"
     (Path(run_dir) / name).write_text(json.dumps(result, indent=1))
     return result
+
+
+def _size(cfg: RunConfig, train) -> int:
+    return cfg.views.get("size") or train.image_size
+
+
+def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0) -> dict:
+    """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian accuracy."""
+    from selfsup.eval.cluster import cluster_scores
+
+    _, _, fte, yte, cfg = run_features(run_dir, device)
+    return _save(run_dir, "cluster", cluster_scores(fte, yte, num_clusters, seed), cfg)
+
+
+def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0) -> dict:
+    """t-SNE (and UMAP when umap-learn is installed) of up to ``max_points`` test features, a
+    class-balanced seeded sample, coloured by label: RUN_DIR/embed2d_<kind>.png."""
+    from selfsup.data.sources import balanced_indices
+    from selfsup.eval.embed import embed_2d, plot_embedding
+
+    _, _, fte, yte, cfg = run_features(run_dir, device)
+    if kinds is None:
+        import importlib.util
+
+        kinds = ["tsne"] + (["umap"] if importlib.util.find_spec("umap") else [])
+    idx = balanced_indices(yte, min(1.0, max_points / len(yte)), seed)
+    test = _splits(cfg)[1]
+    pictures = {}
+    for kind in kinds:
+        xy = embed_2d(fte[idx], kind, seed)
+        title = f"{cfg.method_name} on {cfg.data.name}: {kind.upper() if kind == 'umap' else 't-SNE'} of {len(idx)} test images"
+        pictures[kind] = str(plot_embedding(xy, yte[idx].numpy(), Path(run_dir) / f"embed2d_{kind}.png", title,
+                                            getattr(test, "classes", None)))
+    return _save(run_dir, "embed2d", {"protocol": "embed2d", "points": len(idx), "pictures": pictures}, cfg)
+
+
+def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, seed: int = 0) -> dict:
+    """Representation diagnostics: effective rank (RankMe), per-dimension std, alignment and uniformity
+    (Wang & Isola 2020) of the encoder's features and of the method's embedding (what its loss sees);
+    for InfoNCE methods, the bound log N - L at several N on pairs of augmented test views."""
+    from selfsup.config import view_config
+    from selfsup.eval.diagnostics import (alignment, effective_rank, embedding_std, infonce_bound_curve,
+                                          per_dimension_std, uniformity)
+    from selfsup.report.plots import read_metrics
+    from selfsup.transforms import Views, eval_view
+
+    _, _, fte, _, cfg = run_features(run_dir, device)
+    _, method, _ = load_run(run_dir)
+    train, test = _splits(cfg)
+    size = _size(cfg, train)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(test), generator=g)[:num_images]
+    images = test.images[idx]
+    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size)
+    v1, v2 = views(images, g)[:2]  # two augmented (global) views of each image, as in training
+    method.eval()
+    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
+                                         enabled=cfg.train.precision == "bf16"):
+        method.to(device)
+        h1, h2 = (method.encoder(v.to(device)).float().cpu() for v in (v1, v2))
+        z = method.embedding(eval_view(images, cfg.data.mean, cfg.data.std, size).to(device)).float().cpu()
+        z1, z2 = (method.embedding(v.to(device)).float().cpu() for v in (v1, v2))
+    sub = fte[idx]
+    result = {"protocol": "diagnostics", "num_images": len(idx),
+              "features": {"dim": fte.shape[1], "effective_rank": effective_rank(sub), "std": per_dimension_std(sub),
+                           "alignment": alignment(h1, h2), "uniformity": uniformity(sub)},
+              "embedding": {"dim": z.shape[1], "effective_rank": effective_rank(z), "std": per_dimension_std(z),
+                            "mean_std": embedding_std(z), "alignment": alignment(z1, z2), "uniformity": uniformity(z)}}
+    temperature = getattr(getattr(method, "cfg", None), "temperature", None)
+    if temperature is not None and any("infonce_bound" in r for r in read_metrics(run_dir)):
+        curve = infonce_bound_curve(z1, z2, temperature, ns=tuple(n for n in (2, 8, 32, 128, 512, 2048) if n <= len(idx)))
+        result["infonce_bound"] = {"temperature": temperature, "nats": {str(n): b for n, b in curve.items()},
+                                   "log_n": {str(n): math.log(n) for n in curve}}
+    return _save(run_dir, "diagnostics", result, cfg)
+
+
+def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
+                  steps: int | None = None, seed: int = 0, progress: bool = False) -> dict:
+    """Label efficiency: linear probe, fine-tuning and supervised-from-scratch at each fraction of the
+    labels (selfsup.eval.semi); RUN_DIR/semi.png plots them."""
+    from selfsup.eval.finetune import run_finetune_config
+    from selfsup.eval.semi import plot_semi, semi_supervised
+
+    ftr, _, fte, _, cfg = run_features(run_dir, device)
+    _, method, _ = load_run(run_dir)
+    train, test = _splits(cfg)
+    ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
+    res = semi_supervised(method.encoder, train, test, ftr, fte, cfg.data.mean, cfg.data.std, _size(cfg, train),
+                          fractions, ft, device, progress, finetune_encoder=getattr(method, "finetune_encoder", None))
+    res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / "semi.png",
+                                   f"{cfg.method_name} on {cfg.data.name}: label efficiency"))
+    return _save(run_dir, "semi", res, cfg)
+
+
+def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0) -> dict:
+    """Linear probe fitted on clean features, accuracy under each corruption at severities 1-5, for
+    the encoder and for raw pixels; RUN_DIR/robustness.png plots both with example images."""
+    from selfsup.eval.linear import fit_probe
+    from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
+
+    kinds = tuple(kinds or CORRUPTIONS)
+    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
+    _, method, _ = load_run(run_dir)
+    train, test = _splits(cfg)
+    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=_size(cfg, train), device=device,
+              precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
+    probe = fit_probe(ftr, ytr, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction, seed=seed)
+    raw_probe = fit_probe(raw_pixel_features(train.images), ytr, l2_grid=cfg.eval.linear_l2,
+                          val_fraction=cfg.eval.linear_val_fraction, seed=seed)
+    curves = {cfg.method_name: robustness_curves(probe, lambda x: extract_features(method.encoder, x, **kw),
+                                                 test.images, yte, kinds, seed),
+              "raw pixels": robustness_curves(raw_probe, raw_pixel_features, test.images, yte, kinds, seed)}
+    picture = plot_robustness(curves, test.images[0], Path(run_dir) / "robustness.png",
+                              f"{cfg.method_name} on {cfg.data.name}: linear probe under corruptions")
+    res = {"protocol": "robustness", "encoder": curves[cfg.method_name], "raw_pixels": curves["raw pixels"],
+           "severities": {k: SEVERITIES[k] for k in kinds}, "seed": seed, "picture": str(picture)}
+    return _save(run_dir, "robustness", res, cfg)
+
+
+def evaluate_transfer(run_dir, target: str = "digits", target_dir: str | None = None, device: str = "cpu",
+                      seed: int = 0) -> dict:
+    """The run's encoder probed on another labelled dataset ``target`` (resized to the run's image
+    side), next to a random-init encoder and the target's raw pixels: RUN_DIR/eval_transfer_<target>.json."""
+    from selfsup.data import load_dataset
+    from selfsup.eval.transfer import transfer_scores
+
+    cfg, method, _ = load_run(run_dir)
+    train = _splits(cfg)[0]
+    size = _size(cfg, train)
+    tgt_train = load_dataset(target, "train", target_dir, train.image_size)
+    tgt_test = load_dataset(target, "test", target_dir, train.image_size)
+    res = transfer_scores(method.encoder.to(device), tgt_train, tgt_test, train.channels, cfg.data.mean, cfg.data.std,
+                          size, ks=cfg.eval.knn_k, knn_temperature=cfg.eval.knn_temperature, device=device,
+                          precision=cfg.train.precision, batch_size=cfg.eval.batch_size, seed=seed)
+    res.update({"protocol": "transfer", "source": cfg.data.name, "target": target, "image_size": size})
+    return _save(run_dir, f"transfer_{target}", res, cfg)
+
+
+def evaluate_efficiency(run_dir, device: str = "cpu") -> dict:
+    """images/s, training time, peak memory and time to each kNN-monitor accuracy, from the run's logs."""
+    from selfsup.eval.efficiency import efficiency
+
+    cfg = load_run_config(run_dir)
+    return _save(run_dir, "efficiency", efficiency(run_dir), cfg)
+
+
+def evaluate_pretext(run_dir, device: str = "cpu") -> dict:
+    """The run's last pretext metrics (``pretext/*`` in metrics.jsonl) next to its linear-probe top-1
+    (computed if missing). Across runs: ``pretext_correlation``."""
+    from selfsup.eval.pretext import pretext_metrics
+
+    cfg = load_run_config(run_dir)
+    metrics = pretext_metrics(run_dir)
+    if not metrics:
+        raise ValueError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
+                         f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
+    lin = Path(run_dir) / "eval_linear.json"
+    linear = json.loads(lin.read_text())["top1"] if lin.is_file() else evaluate_linear(run_dir, device)["top1"]
+    return _save(run_dir, "pretext", {"protocol": "pretext", "pretext": metrics, "linear_top1": linear}, cfg)
+
+
+def pretext_correlation(run_dirs, device: str = "cpu") -> dict:
+    """Per pretext metric shared by the runs, its correlation with linear-probe top-1 across them."""
+    from selfsup.eval.pretext import correlation
+
+    results = [evaluate_pretext(r, device) for r in run_dirs]
+    names = sorted(set.intersection(*(set(r["pretext"]) for r in results)))
+    return {"protocol": "pretext", "runs": [{"run": r["run"], "method": r["method"], **r["pretext"],
+                                             "linear_top1": r["linear_top1"]} for r in results],
+            "correlation": {n: correlation([r["pretext"][n] for r in results], [r["linear_top1"] for r in results])
+                            for n in names}}
+
+
+PROTOCOLS = {"knn": evaluate_knn, "linear": evaluate_linear, "finetune": evaluate_finetune,
+             "semi": evaluate_semi, "cluster": evaluate_cluster, "embed2d": evaluate_embed2d,
+             "diagnostics": evaluate_diagnostics, "robustness": evaluate_robustness,
+             "transfer": evaluate_transfer, "pretext": evaluate_pretext, "efficiency": evaluate_efficiency}

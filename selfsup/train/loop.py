@@ -299,21 +299,21 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                 st["batch_in_epoch"] = 0
                 if monitor is not None and t_cfg.monitor_every and st["epoch"] % t_cfg.monitor_every == 0 and not done():
                     summary = monitor(method, cfg, device, views.size)
-                    logger.log({"step": st["step"], "epoch": st["epoch"], **summary})
+                    logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
                     method.train()
                 if t_cfg.checkpoint_every and st["epoch"] % t_cfg.checkpoint_every == 0:
                     checkpoint()
                     last_ckpt = time.time()
         if monitor is not None:
             summary = monitor(method, cfg, device, views.size)
-            logger.log({"step": st["step"], "epoch": st["epoch"], **summary})
+            logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
         checkpoint()
     finally:
         logger.close()
         if bar is not None:
             bar.close()
     summary.update({"steps": st["step"], "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
-                    "train_seconds": st["train_seconds"], "images_seen": st["images_seen"]})
+                    "train_seconds": st["train_seconds"], "images_seen": st["images_seen"], **_peak_memory(device)})
     if dist.is_main():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         _warn_collapse(summary)
@@ -324,6 +324,19 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
         except Exception as e:  # a missing plot must never lose a finished run
             print(f"warning: could not draw curves.png: {e}")
     return summary
+
+
+def _peak_memory(device: torch.device) -> dict:
+    """Peak resident memory of this process (MiB; since it started, so a resumed run reports its last
+    part) and, on CUDA, the peak memory allocated by tensors."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return {}
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # Linux reports KiB
+    if device.type == "cuda":
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
 
 
 def _warn_collapse(summary: dict) -> None:

@@ -22,23 +22,16 @@ from safetensors.torch import load_file
 
 from selfsup.config import resolve
 from selfsup.eval import extract_features, knn_accuracy
+from selfsup.eval.features import recalibrate_batchnorm
 from selfsup.train import fit
 from selfsup.train.loop import build_method, load_data
 from selfsup.transforms import ops
-from selfsup.transforms.views import eval_view
 
 
 def bn_recalibrated(method: torch.nn.Module, images: torch.Tensor, cfg, size: int) -> torch.nn.Module:
     """A copy of ``method`` whose encoder BN running statistics are the exact averages over ``images``."""
     m = copy.deepcopy(method)
-    for mod in m.encoder.modules():
-        if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-            mod.reset_running_stats()
-            mod.momentum = None  # cumulative average over all batches
-    m.encoder.train()
-    with torch.no_grad():
-        for chunk in eval_view(images, cfg.data.mean, cfg.data.std, size).split(128):
-            m.encoder(chunk)
+    recalibrate_batchnorm(m.encoder, images, cfg.data.mean, cfg.data.std, size, batch_size=128)
     return m.eval()
 
 

@@ -1,0 +1,183 @@
+"""`selfsup bench`: train several methods under one budget, evaluate them the same way, and write a
+leaderboard (markdown, JSON, CSV) with mean ± std over seeds.
+
+Fair by construction: every method trains on the same data for the same wall-clock budget with its
+recipe (configs/<method>_<data>.yaml; all recipes for a dataset share one backbone, and ``--backbone``
+forces one), and every encoder is measured by the same protocols on the same cached features.
+Re-running the same command resumes: finished runs and evaluations are skipped, a run stopped mid-way
+continues from its last checkpoint, and a run that fails is recorded as failed without stopping the
+others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leaderboard.{md,json,csv}.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+# (column, result file, key, scale) of the leaderboard; accuracies are shown in %
+COLUMNS = [("kNN-200", "eval_knn.json", "top1_k200", 100), ("kNN-20", "eval_knn.json", "top1_k20", 100),
+           ("linear", "eval_linear.json", "top1", 100), ("cluster NMI", "eval_cluster.json", "nmi", 1),
+           ("epochs", "summary.json", "epochs", 1), ("img/s", "eval_efficiency.json", "images_per_s", 1),
+           ("emb. rank", "summary.json", "diag/embedding_rank", 1)]
+
+
+@dataclass
+class Entry:
+    """One leaderboard row: ``name`` trains ``method`` with its recipe, then ``config`` (a YAML file) on top."""
+    name: str
+    method: str
+    config: str | None = None
+
+
+def parse_entries(text: str) -> list[Entry]:
+    """"simclr,byol,byol_no_bn=byol:configs/ablations/byol_no_bn.yaml" -> entries; "all" -> every method."""
+    from selfsup.registry import get_method_spec, list_methods
+
+    if text.strip() == "all":
+        return [Entry(m, m) for m in list_methods()]
+    entries = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, _, spec = item.partition("=")
+        method, _, config = (spec or name).partition(":")
+        get_method_spec(method)  # an unknown name fails here, before hours of training
+        if config and not Path(config).is_file():
+            raise ValueError(f"{item}: config file {config} not found")
+        entries.append(Entry(name, method, config or None))
+    if len({e.name for e in entries}) != len(entries):
+        raise ValueError(f"--methods {text!r} names a row twice; give repeated methods distinct NAME=METHOD:CONFIG names")
+    return entries
+
+
+def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: int = 1, out: str | Path | None = None,
+          protocols=("knn", "linear"), backbone: str | None = None, data_dir: str | None = None,
+          overrides: tuple[str, ...] = (), epochs: int | None = None, device: str = "cpu",
+          progress_bar: bool = True) -> dict:
+    """Train and evaluate every (entry, seed) not done yet; returns the leaderboard (also written to OUT)."""
+    from selfsup.cli import build_config
+    from selfsup.eval.run import evaluate, evaluate_raw_pixels
+    from selfsup.train import fit
+
+    out = Path(out or f"runs/bench-{data}-{budget or f'{epochs}ep'}")
+    out.mkdir(parents=True, exist_ok=True)
+    protocols = list(dict.fromkeys(["efficiency", *protocols]))  # reading the logs costs nothing
+    for e in entries:
+        for seed in range(seeds):
+            run = out / e.name / f"seed{seed}"
+            status = run / "failed.txt"
+            if status.is_file():
+                print(f"{e.name} seed {seed}: failed before (see {status}); delete that file to retry")
+                continue
+            try:
+                if not (run / "summary.json").is_file():
+                    resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
+                    print(f"== {e.name} seed {seed}: {'resuming' if resuming else 'training'} -> {run}")
+                    if resuming:
+                        from selfsup.config import load_run_config
+
+                        fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
+                    else:
+                        ns = _namespace(e, data, data_dir, backbone, budget, epochs, run,
+                                        [*overrides, f"train.seed={seed}", f"train.device={device}"])
+                        fit(build_config(ns), run, progress_bar=progress_bar)
+                for p in protocols:
+                    if not (run / f"eval_{p}.json").is_file():
+                        evaluate(run, p, device=device)
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:  # one bad method must not stop the others: record it, go on
+                run.mkdir(parents=True, exist_ok=True)
+                status.write_text(traceback.format_exc())
+                print(f"{e.name} seed {seed}: FAILED ({type(err).__name__}: {err}); details in {status}")
+            _write_leaderboard(out, entries, seeds)
+    raw = out / "raw_pixels.json"
+    if not raw.is_file() and any((out / e.name).is_dir() for e in entries):
+        from selfsup.config import load_run_config
+
+        first = next(r for e in entries for r in sorted((out / e.name).glob("seed*")) if (r / "config.yaml").is_file())
+        cfg = load_run_config(first)
+        raw.write_text(json.dumps({p: evaluate_raw_pixels(cfg, p) for p in ("knn", "linear")}, indent=1))
+    return _write_leaderboard(out, entries, seeds)
+
+
+def _namespace(e: Entry, data, data_dir, backbone, budget, epochs, run, overrides):
+    import argparse
+
+    return argparse.Namespace(config=e.config, method=e.method, data=data, data_dir=data_dir, backbone=backbone,
+                              epochs=epochs if not budget else None, budget=budget, batch_size=None,
+                              overrides=list(overrides), out=str(run), no_recipe=False)
+
+
+def _value(run: Path, file: str, key: str):
+    p = run / file
+    if not p.is_file():
+        return None
+    v = json.loads(p.read_text()).get(key)
+    return v if isinstance(v, (int, float)) else None
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
+    from selfsup.registry import get_method_spec
+
+    rows = []
+    for e in entries:
+        runs = [out / e.name / f"seed{s}" for s in range(seeds)]
+        done = [r for r in runs if (r / "summary.json").is_file() and not (r / "failed.txt").is_file()]
+        row = {"name": e.name, "method": e.method, "config": e.config, "seeds_done": len(done), "seeds": seeds,
+               "failed": sum((r / "failed.txt").is_file() for r in runs),
+               "uses_labels": get_method_spec(e.method).uses_labels}
+        for col, file, key, scale in COLUMNS:
+            vals = [v * scale for v in (_value(r, file, key) for r in done) if v is not None]
+            row[col], row[col + " std"] = _mean_std(vals)
+        if done:
+            from selfsup.config import load_run_config
+
+            cfg = load_run_config(done[0])
+            row["backbone"] = f"{cfg.backbone.name} x{cfg.backbone.width:g}"
+        rows.append(row)
+    rows.sort(key=lambda r: -(r["linear"] if r["linear"] is not None else -1))
+    raw = json.loads((out / "raw_pixels.json").read_text()) if (out / "raw_pixels.json").is_file() else None
+    board = {"rows": rows, "seeds": seeds, "raw_pixels": raw and {
+        "kNN-200": 100 * raw["knn"]["top1_k200"], "kNN-20": 100 * raw["knn"]["top1_k20"],
+        "linear": 100 * raw["linear"]["top1"]}}
+    (out / "leaderboard.json").write_text(json.dumps(board, indent=1))
+    names = [c for c, *_ in COLUMNS]
+    with open(out / "leaderboard.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "method", "backbone", "seeds_done", "failed", "uses_labels", *[x for c in names for x in (c, c + " std")]])
+        for r in rows:
+            w.writerow([r["name"], r["method"], r.get("backbone", ""), r["seeds_done"], r["failed"], r["uses_labels"],
+                        *[("" if r[x] is None else f"{r[x]:.4g}") for c in names for x in (c, c + " std")]])
+    (out / "leaderboard.md").write_text(_markdown(board, names))
+    board["out"] = str(out)
+    return board
+
+
+def _markdown(board: dict, names: list[str]) -> str:
+    def cell(r, c):
+        m, s = r.get(c), r.get(c + " std")
+        if m is None:
+            return "—"
+        digits = 3 if c == "cluster NMI" else (0 if c == "img/s" else (1 if c in ("epochs", "emb. rank") else 2))
+        return f"{m:.{digits}f}" + (f" ± {s:.{digits}f}" if s is not None else "")
+
+    lines = ["| method | backbone | seeds | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
+    for r in board["rows"]:
+        name = r["name"] + (" (uses labels)" if r["uses_labels"] else "") + (f" ({r['failed']} failed)" if r["failed"] else "")
+        lines.append(f"| {name} | {r.get('backbone', '—')} | {r['seeds_done']}/{r['seeds']} | "
+                     + " | ".join(cell(r, c) for c in names) + " |")
+    if board["raw_pixels"]:
+        raw = board["raw_pixels"]
+        lines.append("| raw pixels | — | — | " + " | ".join(f"{raw[c]:.2f}" if c in raw else "—" for c in names) + " |")
+    std = "mean ± std over seeds" if board["seeds"] > 1 else "one seed: no spread"
+    return f"Accuracies in % on the test split ({std}).\n\n" + "\n".join(lines) + "\n"

@@ -1,0 +1,61 @@
+"""`selfsup bench`: trains each entry and seed, evaluates them alike, aggregates mean +- std, resumes
+without retraining, and records a failing entry without stopping the others."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+
+import pytest
+
+from selfsup.bench import Entry, bench, parse_entries
+from selfsup.cli import main
+
+TINY = ("backbone.width=0.25", "train.max_steps=3", "train.monitor_train=256", "train.batch_size=64")
+
+
+def test_parse_entries_checks_names_and_files(tmp_path):
+    cfg = tmp_path / "v.yaml"
+    cfg.write_text("method:\n  head_bn: false\n")
+    assert parse_entries(f"simclr, byol_nobn=byol:{cfg}") == [Entry("simclr", "simclr"), Entry("byol_nobn", "byol", str(cfg))]
+    with pytest.raises(KeyError, match="simclrr"):
+        parse_entries("simclrr")
+    with pytest.raises(ValueError, match="not found"):
+        parse_entries("x=byol:missing.yaml")
+    with pytest.raises(ValueError, match="twice"):
+        parse_entries("simclr,simclr")
+
+
+def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method:\n  no_such_field: 1\n")
+    out = tmp_path / "bench"
+    entries = [Entry("simclr", "simclr"), Entry("broken", "simclr", str(bad))]
+    board = bench(entries, "digits", None, seeds=2, out=out, protocols=("knn", "linear"), backbone="convnet",
+                  overrides=TINY, epochs=1, progress_bar=False)
+    rows = {r["name"]: r for r in board["rows"]}
+    assert rows["simclr"]["seeds_done"] == 2 and rows["broken"]["failed"] == 2
+    assert "no_such_field" in (out / "broken" / "seed0" / "failed.txt").read_text()
+    lin = [json.loads((out / "simclr" / f"seed{s}" / "eval_linear.json").read_text())["top1"] * 100 for s in (0, 1)]
+    assert rows["simclr"]["linear"] == pytest.approx(statistics.fmean(lin))
+    assert rows["simclr"]["linear std"] == pytest.approx(statistics.stdev(lin))
+    assert lin[0] != lin[1]  # the seeds really differ
+    assert board["raw_pixels"]["linear"] > 80  # raw digits pixels are linearly separable
+    md = (out / "leaderboard.md").read_text()
+    assert "| simclr |" in md and " ± " in md and "raw pixels" in md and "2 failed" in md
+    with open(out / "leaderboard.csv") as f:
+        assert [r["name"] for r in csv.DictReader(f)] == [r["name"] for r in board["rows"]]
+    # a second call trains nothing: summaries and evaluations stay as they were
+    stamp = (out / "simclr" / "seed1" / "summary.json").stat().st_mtime_ns
+    (out / "simclr" / "seed1" / "eval_knn.json").unlink()  # a missing evaluation is redone
+    rc = main(["bench", "--methods", "simclr", "--data", "digits", "--epochs", "1", "--seeds", "2",
+               "--backbone", "convnet", "--out", str(out), *TINY])
+    assert rc == 0
+    assert (out / "simclr" / "seed1" / "summary.json").stat().st_mtime_ns == stamp
+    assert (out / "simclr" / "seed1" / "eval_knn.json").is_file()
+    assert "leaderboard" in capsys.readouterr().out
+    # and the runs render into one report page from the CLI
+    page = tmp_path / "report.html"
+    assert main(["report", str(out / "simclr" / "seed0"), str(out / "simclr" / "seed1"), "--out", str(page)]) == 0
+    html = page.read_text()
+    assert html.count("data:image/png;base64,") >= 3 and "seed1" in html
