@@ -85,7 +85,7 @@ def test_eval_knn_json(pretrained):
     assert res["method"] == "simclr"
     assert json.loads((pretrained / "eval_knn.json").read_text())["top1"] == res["top1"]
     rc, out, _ = run_cli(["eval", "knn", str(pretrained)])
-    assert rc == 0 and out.strip().splitlines()[-1].startswith("knn top-1 ")
+    assert rc == 0 and out.strip().splitlines()[-1] == f"{pretrained}: kNN k=200 {100 * res['top1_k200']:.2f} %, k=20 {100 * res['top1_k20']:.2f} %"
 
 
 def test_eval_linear_json(pretrained):

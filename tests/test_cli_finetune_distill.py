@@ -51,7 +51,7 @@ def test_eval_finetune_json(tiny_run):
 
     rc, out, err = run_cli(["eval", "finetune", str(tiny_run), "--fraction", "0.01", "--steps", "3", "--from-scratch"])
     assert rc == 0, err
-    assert out.strip().splitlines()[-1].startswith("finetune top-1 ") and "from scratch" in out
+    assert out.strip().splitlines()[-1].startswith(f"{tiny_run}: finetune top-1 ") and "from scratch" in out
     assert json.loads((tiny_run / "eval_scratch_1pct.json").read_text())["steps"] == 3
 
 
