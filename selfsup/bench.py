@@ -81,6 +81,7 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
 
                         fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
                     else:
+                        _clear_unfinished(run)  # started, killed before its first checkpoint: start clean
                         ns = _namespace(e, data, data_dir, backbone, budget, epochs, run,
                                         [*overrides, f"train.seed={seed}", f"train.device={device}"])
                         fit(build_config(ns), run, progress_bar=progress_bar)
@@ -102,6 +103,15 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
         cfg = load_run_config(first)
         raw.write_text(json.dumps({p: evaluate_raw_pixels(cfg, p) for p in ("knn", "linear")}, indent=1))
     return _write_leaderboard(out, entries, seeds)
+
+
+def _clear_unfinished(run: Path) -> None:
+    """Logs of a run killed before its first checkpoint: nothing to resume, and appending to them
+    would make one metrics.jsonl tell two runs."""
+    import shutil
+
+    (run / "metrics.jsonl").unlink(missing_ok=True)
+    shutil.rmtree(run / "tb", ignore_errors=True)
 
 
 def _namespace(e: Entry, data, data_dir, backbone, budget, epochs, run, overrides):

@@ -63,11 +63,16 @@ def method_specs() -> list[MethodSpec]:
     return [get_method_spec(n) for n in list_methods()]
 
 
-def instantiate(cls: type, encoder, cfg, num_samples: int | None = None):
+def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_shape: tuple | None = None):
     """``cls(encoder, cfg)``, plus ``num_samples=`` for methods whose __init__ asks for the
-    training-set size (memory banks)."""
+    training-set size (memory banks) and ``image_shape=(C, H, W)`` of the views for methods that
+    build a decoder or a pixel head (autoencoders, generators)."""
     import inspect
 
-    if "num_samples" in inspect.signature(cls.__init__).parameters:
-        return cls(encoder, cfg, num_samples=num_samples)
-    return cls(encoder, cfg)
+    params = inspect.signature(cls.__init__).parameters
+    extra = {}
+    if "num_samples" in params:
+        extra["num_samples"] = num_samples
+    if "image_shape" in params:
+        extra["image_shape"] = image_shape
+    return cls(encoder, cfg, **extra)

@@ -8,6 +8,7 @@ cluster, embed2d, semi and robustness share one extraction.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -31,7 +32,7 @@ def load_run(run_dir: str | Path):
 
     train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
     n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
-    method = build_method(cfg, train.channels, n)
+    method = build_method(cfg, train.channels, n, _size(cfg, train))
     meta = load_weights(Path(run_dir) / "checkpoints" / "last", method, expect={"method": cfg.method_name})
     return cfg, method, meta
 
@@ -183,7 +184,10 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(test), generator=g)[:num_images]
     images = test.images[idx]
-    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size)
+    # two global views even for single-view methods: alignment compares two views of each image
+    vcfg = view_config(cfg)
+    views = Views(dataclasses.replace(vcfg, num_global=max(2, vcfg.num_global)), cfg.data.mean, cfg.data.std,
+                  train.image_size)
     v1, v2 = views(images, g)[:2]  # two augmented (global) views of each image, as in training
     method.eval()
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,

@@ -51,6 +51,9 @@ class Method(nn.Module, abc.ABC):
     """
 
     name = "method"
+    # views training_step reads from batch.views; the single-view pretext tasks (rotation, jigsaw,
+    # autoencoders, ...) set 1 so the loop does not augment a second view for nothing
+    min_views = 2
     # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
     # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module
@@ -79,6 +82,12 @@ class Method(nn.Module, abc.ABC):
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The vector the loss acts on, for collapse diagnostics; default: encoder features."""
         return self.encoder(x)
+
+    def pictures(self, images: torch.Tensor, data: EpochContext) -> dict:
+        """What the task sees and produces, for people: {name: matplotlib Figure}, saved by the loop as
+        RUN_DIR/pictures/<name>.png at the end of training. ``images``: a few fixed uint8 [B,C,H,W]
+        test images; ``data`` gives the normalisation (mean, std, size) and the device. Default: none."""
+        return {}
 
     def param_groups(self) -> list[dict]:
         """Trainable parameters; norms and biases get no weight decay (and no LARS adaptation)."""

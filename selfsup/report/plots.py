@@ -34,3 +34,32 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def image_grid(rows: list[tuple[str, "torch.Tensor"]], captions: list[list[str]] | None = None, title: str = "",
+               cell: float = 0.9):
+    """A matplotlib Figure of image rows: ``rows`` = [(row name, float images [B,C,H,W] in [0, 1])],
+    ``captions[r][b]`` an optional text under image b of row r (a predicted label, an error)."""
+    from matplotlib.figure import Figure
+
+    cols = max(len(x) for _, x in rows)
+    fig = Figure(figsize=(cell * cols + 1.2, (cell + 0.25) * len(rows) + 0.4))
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, (name, x) in enumerate(rows):
+        for b in range(cols):
+            ax = axes[r][b]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if b >= len(x):  # a shorter row
+                ax.axis("off")
+                continue
+            img = x[b].detach().float().clamp(0, 1).cpu().permute(1, 2, 0)
+            ax.imshow(img.squeeze(-1).numpy() if img.shape[-1] == 1 else img.numpy(), cmap="gray", vmin=0, vmax=1)
+            if captions and captions[r] and b < len(captions[r]):
+                ax.set_xlabel(captions[r][b], fontsize=6, labelpad=1)
+            if b == 0:
+                ax.set_ylabel(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -58,7 +58,10 @@ def load_data(cfg: RunConfig):
     return train, test
 
 
-def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None) -> torch.nn.Module:
+def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None,
+                 image_size: int | None = None) -> torch.nn.Module:
+    """The configured method around a fresh backbone. ``num_samples``: the training-set size (memory
+    banks); ``image_size``: the side of the views (decoders); default: views.size or data.image_size."""
     from selfsup import create_backbone
     from selfsup.registry import get_method_spec
 
@@ -66,7 +69,8 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
     b = cfg.backbone
     encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
                               stem_stride=b.stem_stride)
-    return instantiate(spec.cls, encoder, method_config(cfg), num_samples)
+    size = image_size or cfg.views.get("size") or cfg.data.image_size
+    return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None)
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
@@ -179,10 +183,10 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     train, test = load_data(cfg)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
-    method = build_method(cfg, train.channels, len(train)).to(device)
+    method = build_method(cfg, train.channels, len(train), cfg.views.get("size") or train.image_size).to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
-    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size)
+    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
     loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(), dist.world_size(),
                             order_fn=method.epoch_order)
     if len(loader) < t_cfg.accumulate:
@@ -308,6 +312,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
             summary = monitor(method, cfg, device, views.size)
             logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
         checkpoint()
+        if dist.is_main():
+            _save_pictures(method, (test if test is not None else train).images[:16], epoch_ctx, run_dir / "pictures")
     finally:
         logger.close()
         if bar is not None:
@@ -324,6 +330,21 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
         except Exception as e:  # a missing plot must never lose a finished run
             print(f"warning: could not draw curves.png: {e}")
     return summary
+
+
+def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path) -> None:
+    """RUN_DIR/pictures/<name>.png for each picture the method draws; a failure only warns."""
+    try:
+        was = method.training
+        method.eval()
+        with torch.no_grad():
+            figures = method.pictures(images.to(ctx.device), ctx)
+        method.train(was)
+        for name, fig in figures.items():
+            out.mkdir(parents=True, exist_ok=True)
+            fig.savefig(out / f"{name}.png", dpi=110)
+    except Exception as e:  # a picture must never lose a finished run
+        print(f"warning: could not draw the method's pictures: {e}")
 
 
 def _peak_memory(device: torch.device) -> dict:

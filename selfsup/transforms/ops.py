@@ -137,6 +137,13 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
+def denormalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """The inverse of ``normalize``, clamped to [0, 1]: for showing views and reconstructions."""
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return (x * s + m).clamp(0, 1)
+
+
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B,C,H,W] -> float32 in [0, 1]."""
     return images.float().div_(255.0)

@@ -24,8 +24,11 @@ from selfsup.transforms import ops
 # DINO (Caron et al. 2021, appendix / official main_dino.py defaults): 2 x 224 px with scale 0.4-1 and
 # 8 x 96 px with scale 0.05-0.4 (their ResNet-50 run: 0.14-1 and 0.05-0.14); jitter 0.8 x (0.4,0.4,0.2,0.1),
 # grayscale 0.2; BYOL's asymmetry on the globals (blur 1.0 / 0.1, solarize 0 / 0.2), blur 0.5 on locals.
+# Pretext tasks (rotation, relative position, jigsaw, autoencoders): one lightly augmented view; the
+# task makes its own labels from it (RotNet's CIFAR runs: random crop and flip only).
 _PRESETS: dict[str, ViewConfig] = {
     "simclr": ViewConfig(),
+    "pretext": ViewConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0), num_global=1),
     "byol": ViewConfig(blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
     "mocov1": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=1.0, jitter=(0.4, 0.4, 0.4, 0.4), blur_p=(0.0, 0.0)),
     "swav": ViewConfig(crop_scale=(0.14, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur_p=(0.5, 0.5),
@@ -60,14 +63,14 @@ class Views:
     Methods tell global from local crops by size: the leading views of the first view's size.
     """
 
-    def __init__(self, cfg: ViewConfig, mean, std, image_size: int):
+    def __init__(self, cfg: ViewConfig, mean, std, image_size: int, min_views: int = 2):
         self.cfg = cfg
         self.mean, self.std = list(mean), list(std)
         self.size = cfg.size or image_size
         self.local_size = cfg.local_size or max(1, round(self.size * LOCAL_SIZE_RATIO))
-        if cfg.num_global < 1 or cfg.num_local < 0 or cfg.num_global + cfg.num_local < 2:
-            raise ValueError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: a method needs at "
-                             "least two views and at least one global crop (e.g. views.num_global=2)")
+        if cfg.num_global < 1 or cfg.num_local < 0 or cfg.num_global + cfg.num_local < min_views:
+            raise ValueError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: this method needs at "
+                             f"least {min_views} views and at least one global crop (e.g. views.num_global={max(2, min_views)})")
         if cfg.num_local and self.local_size >= self.size:
             # methods tell the crops apart by size, so local crops must be the smaller ones
             raise ValueError(f"views.local_size={self.local_size} must be smaller than the global crop side "

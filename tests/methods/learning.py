@@ -41,7 +41,7 @@ def trained_vs_random(tmp_path, layers) -> tuple[dict, dict]:
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     torch.manual_seed(cfg.train.seed)  # the very initialisation the run started from
     n = min(cfg.data.limit or len(train), len(train))
-    random_init = build_method(cfg, train.channels, n)
-    trained = build_method(cfg, train.channels, n)
+    random_init = build_method(cfg, train.channels, n, train.image_size)
+    trained = build_method(cfg, train.channels, n, train.image_size)
     trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
     return knn(trained, cfg, train, test), knn(random_init, cfg, train, test)

@@ -18,14 +18,15 @@ METHODS = selfsup.list_methods()
 
 def make(name: str) -> Method:
     torch.manual_seed(0)
-    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, num_samples=64)
+    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, num_samples=64, image_size=8)
 
 
 def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (b, 1, 8, 8), dtype=torch.uint8, generator=g)
     batch = Batch(images, torch.arange(b), torch.randint(0, 10, (b,), generator=g))
-    views = Views(view_preset(get_method_spec(name).views), [0.3], [0.35], image_size=8)
+    spec = get_method_spec(name)
+    views = Views(view_preset(spec.views), [0.3], [0.35], image_size=8, min_views=spec.cls.min_views)
     batch.views = views(images, g)
     return batch
 

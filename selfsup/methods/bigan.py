@@ -1,0 +1,88 @@
+"""BiGAN — Donahue, Krähenbühl, Darrell. "Adversarial Feature Learning", ICLR 2017 (and ALI, Dumoulin
+et al. 2017, the same model found at the same time).
+
+Idea: a GAN whose generator G: z -> x gets a partner, an encoder E: x -> z, and whose
+discriminator judges *pairs*: real (x, E(x)) against generated (G(z), z). The only way for E and G
+to fool D is to invert each other, so E learns to map images to the latent space that explains
+them — features learned without any pixel loss. Details (sec. 3): D(x, z) sees the image and the
+code jointly; E and G are trained with the labels flipped (they want D to call (x, E(x)) fake and
+(G(z), z) real); z ~ U(-1, 1)^d in the paper (here N(0, I), as in ALI).
+
+E is the backbone plus a linear layer to z (the backbone's pooled features are evaluated), G a
+DCGAN-style decoder, D selfsup.nn.gan.Discriminator with a code branch. One optimiser trains all
+three (see selfsup.nn.gan.frozen_call). Logged: ``loss_d``, ``loss_eg``, D's accuracy on the pairs
+(``d_acc``: 0.5 is an equilibrium), and ``pretext/recon_mse`` = ||G(E(x)) - x||^2 per pixel, how well
+the two have learned to invert each other (never trained directly).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup.losses.adversarial import discriminator_loss
+from selfsup.methods.base import Method, StepOutput
+from selfsup.nn.decoder import ConvDecoder
+from selfsup.nn.gan import Discriminator, frozen_call
+from selfsup.registry import register
+
+
+@dataclass
+class BiGANConfig:
+    latent_dim: int = 64  # the paper: 200 for ImageNet, 50 for MNIST
+    generator_width: int = 128
+    disc_width: int = 64
+    disc_hidden: int = 256
+
+
+@register("bigan", config=BiGANConfig, views="pretext")
+class BiGAN(Method):
+    """Encoder and generator trained against a joint discriminator D(x, z)."""
+
+    min_views = 1
+
+    def __init__(self, encoder: nn.Module, cfg: BiGANConfig = BiGANConfig(), image_shape: tuple | None = None):
+        super().__init__()
+        if image_shape is None:
+            raise ValueError("bigan builds a generator and needs the views' image_shape=(C, H, W) "
+                             "(create_method(..., in_channels=C, image_size=H))")
+        self.cfg = cfg
+        self.encoder = encoder
+        c, h, _ = image_shape
+        self.to_z = nn.Linear(encoder.num_features, cfg.latent_dim)
+        self.generator = ConvDecoder(cfg.latent_dim, c, h, cfg.generator_width)
+        self.discriminator = Discriminator(c, h, cfg.disc_width, code_dim=cfg.latent_dim, hidden=cfg.disc_hidden)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_z(self.encoder(x))
+
+    def embedding(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encode(x)
+
+    def training_step(self, batch) -> StepOutput:
+        x = batch.views[0]  # [N, C, H, W], normalised
+        z = torch.randn(len(x), self.cfg.latent_dim, device=x.device)  # the prior (global RNG: checkpointed)
+        ex, gz = self.encode(x), self.generator(z)  # [N, d], [N, C, H, W]
+        real, fake = self.discriminator(x, ex.detach()), self.discriminator(gz.detach(), z)
+        loss_d = discriminator_loss(real, fake)
+        # E and G: the same loss with the labels swapped, through a D that does not move
+        loss_eg = discriminator_loss(frozen_call(self.discriminator, gz, z), frozen_call(self.discriminator, x, ex))
+        d_acc = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
+        with torch.no_grad():
+            recon = (self.generator(ex) - x).float().pow(2).mean()
+        return StepOutput(loss_d + loss_eg, {"loss_d": loss_d.detach(), "loss_eg": loss_eg.detach(),
+                                             "d_acc": d_acc.detach(), "pretext/recon_mse": recon})
+
+    def pictures(self, images, data) -> dict:
+        from selfsup.report.plots import image_grid
+        from selfsup.transforms import eval_view
+        from selfsup.transforms.ops import denormalize
+
+        x = eval_view(images[:12], data.mean, data.std, data.size)
+        z = torch.randn(24, self.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(x.device)
+        samples = denormalize(self.generator(z), data.mean, data.std)
+        rows = [("original", denormalize(x, data.mean, data.std)),
+                ("G(E(x))", denormalize(self.generator(self.encode(x)), data.mean, data.std)),
+                ("samples G(z)", samples[:12]), ("", samples[12:])]
+        return {"bigan": image_grid(rows, None, "BiGAN: G(E(x)) inverts the encoder; samples from the prior")}

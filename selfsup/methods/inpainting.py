@@ -1,0 +1,116 @@
+"""Context Encoder — Pathak, Krähenbühl, Donahue, Darrell, Efros. "Context Encoders: Feature Learning
+by Inpainting", CVPR 2016.
+
+Idea: remove a region of the image and make the network paint it back from the context around it.
+Filling in the missing half of a shoe needs to know what shoes look like. Details (sec. 3):
+the joint loss L = lambda_rec * L_rec + lambda_adv * L_adv with lambda_rec 0.999, lambda_adv 0.001;
+L_rec = ||M * (x - F((1 - M) * x))||^2 over the removed region only (losses.masked_mse); L_adv a
+GAN loss from a discriminator that sees real images and images with the prediction pasted into the
+hole, without which the fills are blurry averages. Masks (sec. 3.3): the central block (a quarter
+of the area: half the side) or random blocks placed anywhere.
+
+The encoder is the backbone (pooled features), the decoder selfsup.nn.decoder.ConvDecoder (the
+paper's channel-wise fully connected layer becomes one linear layer: the images are small), the
+discriminator selfsup.nn.gan.Discriminator. One optimiser trains all three: the generator's
+adversarial term goes through a frozen copy of D (``frozen_call``) and D's own loss sees detached
+fills. The hole is filled with 0, the dataset mean after normalisation. Logged:
+``pretext/inpaint_mse`` (per-pixel error inside the hole), ``loss_rec``, ``loss_adv``, ``loss_d``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup.losses.adversarial import discriminator_loss, generator_loss
+from selfsup.losses.reconstruction import masked_mse
+from selfsup.methods.base import Method, StepOutput
+from selfsup.nn.decoder import ConvDecoder
+from selfsup.nn.gan import Discriminator, frozen_call
+from selfsup.registry import register
+
+
+@dataclass
+class InpaintingConfig:
+    mask: str = "center"  # center (the central block) | random (random blocks anywhere)
+    hole: float = 0.5  # side of the central block / of each random block, as a fraction of the image side
+    random_blocks: int = 2  # random masks: this many blocks (they may overlap)
+    lambda_rec: float = 0.999
+    lambda_adv: float = 0.001
+    code_dim: int = 256  # the bottleneck between encoder and decoder
+    decoder_width: int = 128
+    disc_width: int = 64
+
+
+def block_masks(n: int, side: int, kind: str, hole: float, blocks: int = 1,
+                gen: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Masks [N, 1, side, side], 1 inside the region to inpaint. ``center``: the central square of
+    ``hole * side`` px; ``random``: ``blocks`` squares of that side at random places."""
+    k = max(1, round(hole * side))
+    m = torch.zeros(n, 1, side, side, device=device)
+    if kind == "center":
+        a = (side - k) // 2
+        m[:, :, a:a + k, a:a + k] = 1
+        return m
+    if kind != "random":
+        raise ValueError(f"mask {kind!r}: choose center or random")
+    r = torch.arange(side, device=device)
+    for _ in range(blocks):
+        top = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
+        left = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
+        inside = ((r.view(1, side, 1) >= top) & (r.view(1, side, 1) < top + k)
+                  & (r.view(1, 1, side) >= left) & (r.view(1, 1, side) < left + k))  # [N, side, side]
+        m = torch.maximum(m, inside.unsqueeze(1).float())
+    return m
+
+
+@register("inpainting", config=InpaintingConfig, views="pretext")
+class ContextEncoder(Method):
+    """Inpaint a removed region from its context; reconstruction + adversarial loss."""
+
+    min_views = 1
+
+    def __init__(self, encoder: nn.Module, cfg: InpaintingConfig = InpaintingConfig(),
+                 image_shape: tuple | None = None):
+        super().__init__()
+        if image_shape is None:
+            raise ValueError("inpainting builds a decoder and needs the views' image_shape=(C, H, W) "
+                             "(create_method(..., in_channels=C, image_size=H))")
+        block_masks(1, 8, cfg.mask, cfg.hole)  # an unknown mask kind fails here, not mid-run
+        self.cfg = cfg
+        self.encoder = encoder
+        c, h, _ = image_shape
+        self.code = nn.Linear(encoder.num_features, cfg.code_dim)
+        self.decoder = ConvDecoder(cfg.code_dim, c, h, cfg.decoder_width)
+        self.discriminator = Discriminator(c, h, cfg.disc_width)
+
+    def inpaint(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the prediction F((1 - M) x) of the whole image, x with the hole filled from it)."""
+        pred = self.decoder(self.code(self.encoder(x * (1 - m))))  # [N, C, H, W]
+        return pred, x * (1 - m) + pred * m
+
+    def training_step(self, batch) -> StepOutput:
+        x = batch.views[0]  # [N, C, H, W], normalised
+        c = self.cfg
+        m = block_masks(len(x), x.shape[-1], c.mask, c.hole, c.random_blocks, device=x.device)
+        pred, filled = self.inpaint(x, m)
+        loss_rec = masked_mse(pred, x, m)  # inside the hole only
+        loss_adv = generator_loss(frozen_call(self.discriminator, filled))  # moves the generator, not D
+        loss_d = discriminator_loss(self.discriminator(x), self.discriminator(filled.detach()))
+        loss = c.lambda_rec * loss_rec + c.lambda_adv * loss_adv + loss_d
+        return StepOutput(loss, {"pretext/inpaint_mse": loss_rec.detach(), "loss_rec": loss_rec.detach(),
+                                 "loss_adv": loss_adv.detach(), "loss_d": loss_d.detach()})
+
+    def pictures(self, images, data) -> dict:
+        from selfsup.report.plots import image_grid
+        from selfsup.transforms import eval_view
+        from selfsup.transforms.ops import denormalize
+
+        x = eval_view(images[:12], data.mean, data.std, data.size)
+        c = self.cfg
+        m = block_masks(len(x), x.shape[-1], c.mask, c.hole, c.random_blocks, torch.Generator().manual_seed(0), x.device)
+        _, filled = self.inpaint(x, m)
+        rows = [(n, denormalize(v, data.mean, data.std)) for n, v in
+                (("original", x), ("input (hole)", x * (1 - m)), ("inpainted", filled))]
+        return {"inpainting": image_grid(rows, None, "Context encoder: the hole, and the network's fill")}
