@@ -15,12 +15,13 @@ from selfsup.registry import list_methods
 
 def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: float = 1.0,
                   small_stem: bool = True, num_samples: int | None = None, image_size: int | None = None,
-                  **config):
+                  normalization: tuple | None = None, **config):
     """Build a registered method around a backbone (a name or an ``nn.Module`` with ``num_features``).
 
     ``config`` overrides fields of the method's config dataclass, e.g. ``temperature=0.5``.
     ``num_samples`` is the training-set size, for methods with a memory bank (InstDisc, CMC);
-    ``image_size`` the side of the training views, for methods with a decoder (autoencoders).
+    ``image_size`` the side of the training views, for methods with a decoder (autoencoders);
+    ``normalization`` the views' (mean, std), for methods that need absolute colours (colorization).
     """
     from selfsup.config import from_dict
     from selfsup.registry import get_method_spec, instantiate
@@ -30,7 +31,7 @@ def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: f
     if isinstance(backbone, str):
         backbone = create_backbone(backbone, in_channels=in_channels, width=width, small_stem=small_stem)
     return instantiate(spec.cls, backbone, cfg, num_samples,
-                       (in_channels, image_size, image_size) if image_size else None)
+                       (in_channels, image_size, image_size) if image_size else None, normalization)
 
 
 def list_datasets() -> list[str]:

@@ -63,10 +63,11 @@ def method_specs() -> list[MethodSpec]:
     return [get_method_spec(n) for n in list_methods()]
 
 
-def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_shape: tuple | None = None):
-    """``cls(encoder, cfg)``, plus ``num_samples=`` for methods whose __init__ asks for the
-    training-set size (memory banks) and ``image_shape=(C, H, W)`` of the views for methods that
-    build a decoder or a pixel head (autoencoders, generators)."""
+def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_shape: tuple | None = None,
+                normalization: tuple | None = None):
+    """``cls(encoder, cfg)``, plus, for methods whose __init__ asks for them: ``num_samples=`` the
+    training-set size (memory banks), ``image_shape=(C, H, W)`` of the views (decoders, pixel
+    heads) and ``normalization=(mean, std)`` of the views (methods that need absolute colours: Lab)."""
     import inspect
 
     params = inspect.signature(cls.__init__).parameters
@@ -75,4 +76,6 @@ def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_s
         extra["num_samples"] = num_samples
     if "image_shape" in params:
         extra["image_shape"] = image_shape
+    if "normalization" in params:
+        extra["normalization"] = normalization
     return cls(encoder, cfg, **extra)

@@ -54,6 +54,8 @@ class Method(nn.Module, abc.ABC):
     # views training_step reads from batch.views; the single-view pretext tasks (rotation, jigsaw,
     # autoencoders, ...) set 1 so the loop does not augment a second view for nothing
     min_views = 2
+    # True for methods that need colour images (colorization, split-brain: Lab); tests and docs read it
+    needs_color = False
     # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
     # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module

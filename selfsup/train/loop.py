@@ -70,7 +70,9 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
     encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
                               stem_stride=b.stem_stride)
     size = image_size or cfg.views.get("size") or cfg.data.image_size
-    return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None)
+    norm = (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else None
+    return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None,
+                       norm)
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:

@@ -16,17 +16,24 @@ from selfsup.transforms import Views, view_preset
 METHODS = selfsup.list_methods()
 
 
+def channels(name: str) -> int:
+    return 3 if get_method_spec(name).cls.needs_color else 1
+
+
 def make(name: str) -> Method:
     torch.manual_seed(0)
-    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, num_samples=64, image_size=8)
+    c = channels(name)
+    return selfsup.create_method(name, backbone="convnet", in_channels=c, width=0.25, num_samples=64, image_size=8,
+                                 normalization=([0.3] * c, [0.35] * c))
 
 
 def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (b, 1, 8, 8), dtype=torch.uint8, generator=g)
+    c = channels(name)
+    images = torch.randint(0, 256, (b, c, 8, 8), dtype=torch.uint8, generator=g)
     batch = Batch(images, torch.arange(b), torch.randint(0, 10, (b,), generator=g))
     spec = get_method_spec(name)
-    views = Views(view_preset(spec.views), [0.3], [0.35], image_size=8, min_views=spec.cls.min_views)
+    views = Views(view_preset(spec.views), [0.3] * c, [0.35] * c, image_size=8, min_views=spec.cls.min_views)
     batch.views = views(images, g)
     return batch
 
@@ -55,7 +62,7 @@ def test_training_step_gives_finite_loss_and_gradients_reach_the_encoder(name):
 @pytest.mark.parametrize("name", METHODS)
 def test_encoder_and_embedding(name):
     method = make(name).eval()
-    x = torch.randn(4, 1, 8, 8)
+    x = torch.randn(4, channels(name), 8, 8)
     with torch.no_grad():
         h = method.encoder(x)
         e = method.embedding(x)

@@ -15,7 +15,7 @@ import torch
 from learning import digits_recipe, trained_vs_random
 from safetensors.torch import load_file
 
-from selfsup.config import load_run_config
+from selfsup.config import load_run_config, resolve
 from selfsup.data import load_dataset
 from selfsup.losses.reconstruction import gaussian_kl, masked_mse
 from selfsup.train.loop import build_method
@@ -190,3 +190,98 @@ def test_bigan_trains_all_three_networks(tmp_path):
         after = torch.cat([p.flatten() for p in getattr(m, part).parameters()])
         assert not torch.allclose(before, after), f"{part} did not train"
     assert (run / "pictures" / "bigan.png").is_file()
+
+
+def test_lab_round_trip_and_known_colours():
+    from selfsup.transforms.color import gamut_ab_bins, lab_to_rgb, rgb_to_lab
+
+    x = torch.rand(2, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(lab_to_rgb(rgb_to_lab(x)), x, atol=1e-4)
+    red = rgb_to_lab(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1)).flatten()
+    assert torch.allclose(red, torch.tensor([53.24, 80.09, 67.20]), atol=0.05)  # the standard sRGB red
+    white = rgb_to_lab(torch.ones(1, 3, 1, 1)).flatten()
+    assert torch.allclose(white, torch.tensor([100.0, 0.0, 0.0]), atol=0.01)
+    bins = gamut_ab_bins(10.0)
+    assert 200 < len(bins) < 330 and (bins % 10 == 0).all()  # the paper counts 313 in-gamut bins
+
+
+def test_rebalancing_weights_favour_rare_colours():
+    from selfsup.methods.colorization import rebalancing_weights
+
+    centres = torch.tensor([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]])
+    ab = torch.cat([torch.zeros(900, 2), torch.tensor([[50.0, 0.0]]).expand(90, 2), torch.tensor([[0.0, 50.0]]).expand(10, 2)])
+    w = rebalancing_weights(ab, centres, lam=0.5, sigma=1.0)  # sigma 1: no smoothing across these far bins
+    p = torch.tensor([0.9, 0.09, 0.01])
+    expected = 1 / (0.5 * p + 0.5 / 3)
+    expected = expected / (p * expected).sum()
+    assert torch.allclose(w, expected, atol=1e-4) and w[2] > w[1] > w[0]
+
+
+def test_colour_dataset_is_synthetic_and_hue_follows_the_class():
+    from selfsup.data import load_dataset
+    from selfsup.transforms.color import rgb_to_lab
+
+    grey, col = load_dataset("digits", "train"), load_dataset("color-digits", "train")
+    assert col.images.shape[1] == 3 and torch.equal(col.labels, grey.labels)
+    assert torch.equal(col.images.max(1).values, grey.images[:, 0])  # the grey intensity is the HSV value
+    lab = rgb_to_lab(col.images.float() / 255)
+    bright = (lab[:, 0] > 30).unsqueeze(1)  # [N, 1, H, W]
+    ab = (lab[:, 1:] * bright).sum((2, 3)) / bright.sum((2, 3)).clamp_min(1)  # mean colour of each item
+    ab = torch.nn.functional.normalize(ab, dim=1)  # its hue as a direction in the ab plane
+    centroids = torch.nn.functional.normalize(torch.stack([ab[col.labels == k].mean(0) for k in range(10)]), dim=1)
+    acc = ((ab @ centroids.T).argmax(1) == col.labels).float().mean()
+    assert acc > 0.95  # the colour is predictable from the class (i.e. from the shape); chance is 0.1
+
+
+@pytest.mark.parametrize("name", ["colorization", "splitbrain"])
+def test_colour_tasks_learn(tmp_path, name):
+    layers = digits_recipe(name, 25, {})
+    layers[0]["data"] = {"name": "color-digits"}
+    layers[0]["optim"] = {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "scale_lr": False}
+    layers[0]["train"].update(log_every=5)
+    from selfsup.train import fit
+
+    fit(resolve(layers), tmp_path / "run", progress_bar=False)
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    acc = [r["pretext/color_acc"] for r in rows if "pretext/color_acc" in r]
+    print(f"{name}: ab-bin accuracy {acc[0]:.3f} -> {acc[-1]:.3f}")
+    assert acc[-1] > acc[0] + 0.05
+    if name == "splitbrain":
+        light = [r["pretext/lightness_acc"] for r in rows if "pretext/lightness_acc" in r]
+        assert light[-1] > light[0] + 0.05
+    assert any("color/max_weight" in r for r in rows)  # the rebalancing weights were estimated
+    assert (tmp_path / "run" / "pictures" / "colorization.png").is_file()
+
+
+def test_counting_loss_against_the_paper_equation():
+    import selfsup
+    from selfsup.data.batch import Batch
+
+    m = selfsup.create_method("counting", backbone="convnet", in_channels=1, width=0.25, num_counts=16, margin=10.0)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    b = Batch(torch.zeros(3, 1, 8, 8, dtype=torch.uint8), torch.arange(3), None)
+    b.views = [x]
+    m.eval()  # BatchNorm with fixed statistics: phi of an image does not depend on the rest of the batch
+    with torch.no_grad():
+        loss = m.training_step(b).loss
+        down = torch.nn.functional.interpolate(x, size=(4, 4), mode="bilinear", align_corners=False, antialias=True)
+        phi = lambda t: m.counts(m.encoder(t))  # noqa: E731
+        tiles = [x[..., :4, :4], x[..., :4, 4:], x[..., 4:, :4], x[..., 4:, 4:]]
+        parts = sum(phi(t) for t in tiles)
+        expected = 0.0
+        for i in range(3):
+            fit = ((phi(down[i:i + 1]) - parts[i]) ** 2).sum()
+            other = ((phi(down[(i - 1) % 3:(i - 1) % 3 + 1]) - parts[i]) ** 2).sum()  # y = the previous image
+            expected += fit + torch.relu(10.0 - other)
+    assert loss.item() == pytest.approx(expected.item() / 3, rel=1e-4)
+
+
+def test_counting_learns_to_add_up(tmp_path):
+    trained, random, rows, m, x, run = _train(tmp_path, "counting", 30, {"num_counts": 256})
+    ratio = [r["pretext/count_ratio"] for r in rows if "pretext/count_ratio" in r]
+    con = [r["count_contrast"] for r in rows if "count_contrast" in r]
+    print(f"counting: fit / contrast {ratio[0]:.3f} -> {ratio[-1]:.3f}, contrast {con[-1]:.2f} (margin 10); "
+          f"kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}")
+    assert ratio[-1] < 0.5 * ratio[0] and ratio[-1] < 0.5  # an image's tiles add up to its own counts
+    assert con[-1] > 5  # and not by collapsing to zero counts
+    assert trained["top1"] > 0.6

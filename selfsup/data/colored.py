@@ -1,0 +1,53 @@
+"""Synthetic colour datasets for the colour pretext tasks (colorization, split-brain): grey images
+coloured so that the colour is predictable from the shape.
+
+SYNTHETIC — say so wherever a number from them is reported. Fashion-MNIST and the digits have no
+colour, and nothing may be downloaded here, so each item is tinted with a hue chosen by its class
+(class k of K: hue k / K) plus a little per-image noise (hue +- 0.03, saturation 0.6-1): its grey
+intensity becomes the brightness (HSV value), the black background stays black. A network that
+recognises a sneaker can then predict its colour, which is the premise of colorization on natural
+images (the sky is blue, grass is green). Colours are drawn from a seed per split, so every load
+gives the same images.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from selfsup.data.sources import ImageDataset, load_digits, load_fashion_mnist
+
+HUE_NOISE = 0.03
+SATURATION = (0.6, 1.0)
+
+
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Hue, saturation, value in [0, 1] (broadcastable) -> RGB [..., 3] (the standard hexcone formula)."""
+    k = (torch.tensor([5.0, 3.0, 1.0]) + h.unsqueeze(-1) * 6) % 6
+    return v.unsqueeze(-1) - v.unsqueeze(-1) * s.unsqueeze(-1) * (torch.minimum(k, 4 - k).clamp(0, 1))
+
+
+def colorize(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """uint8 [N, 1, H, W] grey + labels [N] -> uint8 [N, 3, H, W] tinted by class."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(images)
+    hue = (labels.float() / num_classes + HUE_NOISE * (2 * torch.rand(n, generator=g) - 1)) % 1.0
+    sat = SATURATION[0] + (SATURATION[1] - SATURATION[0]) * torch.rand(n, generator=g)
+    v = images[:, 0].float() / 255  # [N, H, W]
+    rgb = hsv_to_rgb(hue.view(n, 1, 1), sat.view(n, 1, 1), v)  # [N, H, W, 3]
+    return (rgb.permute(0, 3, 1, 2) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def _colored(base, name: str):
+    def load(split: str, root: Optional[Path], image_size: Optional[int]) -> ImageDataset:
+        ds = base(split, root, image_size)
+        seed = {"train": 0, "test": 1}.get(split, 2)
+        return ImageDataset(colorize(ds.images, ds.labels, len(ds.classes), seed), ds.labels, ds.classes, name)
+
+    load.__doc__ = f"SYNTHETIC colour version of {base.__name__[5:]}: hue by class (selfsup.data.colored)."
+    return load
+
+
+load_color_fashion_mnist = _colored(load_fashion_mnist, "color-fashion-mnist")
+load_color_digits = _colored(load_digits, "color-digits")
