@@ -29,7 +29,8 @@ def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: f
     spec = get_method_spec(name)
     cfg = from_dict(spec.config, config, "method")
     if isinstance(backbone, str):
-        backbone = create_backbone(backbone, in_channels=in_channels, width=width, small_stem=small_stem)
+        backbone = create_backbone(backbone, in_channels=in_channels, width=width, small_stem=small_stem,
+                                   image_size=image_size)
     return instantiate(spec.cls, backbone, cfg, num_samples,
                        (in_channels, image_size, image_size) if image_size else None, normalization)
 

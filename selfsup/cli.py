@@ -117,7 +117,8 @@ _EVAL_OPTIONS = {"finetune": {"fraction": "fraction", "epochs": "epochs", "steps
                  "cluster": {"clusters": "num_clusters", "seed": "seed"},
                  "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed"},
                  "diagnostics": {"seed": "seed"}, "robustness": {"corruptions": "kinds", "seed": "seed"},
-                 "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed"}}
+                 "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed"},
+                 "zeroshot": {"prompts": "prompts"}}
 
 
 def _cmd_eval(args) -> None:
@@ -191,6 +192,10 @@ def _format_result(protocol: str, res: dict) -> str:
         mem = f", peak memory {res['peak_rss_mb']:.0f} MiB" if res.get("peak_rss_mb") else ""
         return (f"{res['images_per_s']:.0f} img/s, {res['train_seconds'] / 60:.1f} min of training{mem}; "
                 f"kNN-20 monitor reached {t or 'no level'}")
+    if protocol == "zeroshot":
+        return f"zero-shot top-1 {_pct(res['top1'])}, top-5 {_pct(res['top5'])} (chance {_pct(res['chance'])}) on {res['test_set']}"
+    if protocol == "retrieval":
+        return ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in res.items() if "_r" in k) + f" ({res['pairs']} pairs)"
     if protocol == "pretext":
         return ", ".join(f"{k} {v:.4g}" for k, v in res["pretext"].items()) + f"; linear top-1 {_pct(res['linear_top1'])}"
     return json.dumps(res)
@@ -264,6 +269,20 @@ def _cmd_bench(args) -> None:
     out = Path(board["out"])
     print((out / "leaderboard.md").read_text())
     print(f"leaderboard: {out}/leaderboard.md, .json, .csv")
+
+
+def _cmd_viz(args) -> None:
+    from selfsup.eval.attention import attention_report
+
+    res = attention_report(args.run_dir, args.images, args.show, device=args.device)
+    if args.json:
+        print(json.dumps(res))
+        return
+    t, r = res["trained"], res["random_init"]
+    print(f"[CLS] attention vs foreground, IoU over {res['images']} test images ({100 * res['mass']:g} % mass):\n"
+          f"  trained     best head {t['best_head']:.3f}, mean head {t['mean_head']:.3f}, union {t['union_of_heads']:.3f}\n"
+          f"  random init best head {r['best_head']:.3f}, mean head {r['mean_head']:.3f}, union {r['union_of_heads']:.3f}\n"
+          f"picture: {res['picture']}")
 
 
 def _cmd_report(args) -> None:
@@ -348,6 +367,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--target", help="transfer: the labelled dataset to probe on (default digits)")
     ev.add_argument("--target-dir", help="transfer: where the target dataset is (as --data-dir)")
     ev.add_argument("--seed", type=int, help="subset / k-means / corruption seed (default 0)")
+    ev.add_argument("--prompts", type=lambda t: [p.strip() for p in t.split("|") if p.strip()],
+                    help="zeroshot: prompt templates with {label}, several separated by | and averaged "
+                         "(default 'a photo of a {label}')")
     ev.set_defaults(func=_cmd_eval)
 
     ds = sub.add_parser("distill", help="SimCLR v2 distillation: fine-tune a teacher on a fraction of the labels, "
@@ -383,6 +405,16 @@ def make_parser() -> argparse.ArgumentParser:
     bn.add_argument("--device", default="cpu")
     bn.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.batch_size=128")
     bn.set_defaults(func=_cmd_bench)
+
+    vz = sub.add_parser("viz", help="pictures of a trained encoder")
+    vz.add_argument("what", choices=["attention"], help="attention: a ViT's last-block [CLS] attention per head "
+                                                         "(DINO's emergent segmentation), with its IoU vs the foreground")
+    vz.add_argument("run_dir")
+    vz.add_argument("--images", type=int, default=500, help="test images the IoU is averaged over")
+    vz.add_argument("--show", type=int, default=6, help="images drawn in attention.png")
+    vz.add_argument("--json", action="store_true")
+    vz.add_argument("--device", default="cpu")
+    vz.set_defaults(func=_cmd_viz)
 
     rp = sub.add_parser("report", help="one self-contained HTML page of one or more runs")
     rp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -39,6 +39,10 @@ class BackboneConfig:
     width: float = 1.0  # channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
     small_stem: bool = True  # 3x3 conv stem, no max-pool: the CIFAR variant for images <= 64 px
     stem_stride: int = 1  # stride of the small stem; 2 makes layer1 4x cheaper on 28-px inputs
+    # ViTs (vit_micro / vit_tiny / vit_small / vit_base); their image side is the views' size
+    patch_size: int = 4  # 28-32 px images: a 7x7 or 8x8 grid of tokens
+    pos_embed: str = "sincos"  # sincos (fixed, MAE / MoCo v3) | learned (the original ViT)
+    drop_path: float = 0.0  # stochastic depth rate of the last block
 
 
 @dataclass

@@ -9,11 +9,13 @@ from torch import nn
 from selfsup.backbones.conv1d import Conv1dEncoder
 from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.resnet import _LAYERS, ResNet
+from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.registry import unknown_name_message
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {name: partial(ResNet, name) for name in _LAYERS}
 BACKBONES["convnet"] = ConvNet
 BACKBONES["conv1d"] = Conv1dEncoder  # 1-D sequences (CPC audio encoder), input read as x.flatten(2)
+BACKBONES.update({name: partial(ViT, name) for name in VIT_SIZES})
 
 
 def list_backbones() -> list[str]:
@@ -21,14 +23,30 @@ def list_backbones() -> list[str]:
 
 
 def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float = 1.0,
-                    small_stem: bool = True, stem_stride: int = 1) -> nn.Module:
+                    small_stem: bool = True, stem_stride: int = 1, image_size: int | None = None,
+                    patch_size: int = 4, pos_embed: str = "sincos", drop_path: float = 0.0) -> nn.Module:
     """Build an encoder. Every backbone maps [B, in_channels, H, W] to [B, num_features].
+
+    CNNs take ``width`` (a channel multiplier), ``small_stem`` and ``stem_stride``; ViTs (vit_micro,
+    vit_tiny, vit_small, vit_base) take ``image_size`` (required: their position embeddings are per
+    patch), ``patch_size``, ``pos_embed`` (sincos | learned) and ``drop_path``.
 
     >>> create_backbone("resnet18", in_channels=1, width=0.5).num_features
     256
     """
     if name not in BACKBONES:
         raise KeyError(unknown_name_message("backbone", name, list(BACKBONES)))
+    if name in VIT_SIZES:
+        if image_size is None:
+            raise ValueError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")
+        if width != 1.0:
+            raise ValueError(f"{name}: width={width} applies to CNNs; pick a ViT size instead "
+                             f"({', '.join(VIT_SIZES)})")
+        args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
+                    drop_path=drop_path)
+        model = BACKBONES[name](**args)
+        model.backbone_args = {"name": name, **args}
+        return model
     args = dict(in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
     model = BACKBONES[name](**args)
     model.backbone_args = {"name": name, **args}  # lets a method build a sibling (clone_backbone)
@@ -48,4 +66,4 @@ def clone_backbone(encoder: nn.Module, **changes) -> nn.Module:
     return create_backbone(**{**args, **changes})
 
 
-__all__ = ["BACKBONES", "ConvNet", "ResNet", "clone_backbone", "create_backbone", "list_backbones"]
+__all__ = ["BACKBONES", "ConvNet", "ResNet", "ViT", "clone_backbone", "create_backbone", "list_backbones"]

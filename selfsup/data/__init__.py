@@ -9,9 +9,14 @@ from selfsup.data.sources import (
 )
 
 from selfsup.data.colored import load_color_digits, load_color_fashion_mnist
+from selfsup.data.captions import load_captioned_digits, load_captioned_fashion_mnist
+from selfsup.data.video import load_moving_shapes
 
 # synthetic colour sets (hue by class) for the colour pretext tasks: colorization, split-brain
 DATASETS["color-fashion-mnist"] = load_color_fashion_mnist
 DATASETS["color-digits"] = load_color_digits
+DATASETS["captioned-fashion-mnist"] = load_captioned_fashion_mnist  # SYNTHETIC templated captions (CLIP)
+DATASETS["captioned-digits"] = load_captioned_digits
+DATASETS["moving-shapes"] = load_moving_shapes  # SYNTHETIC videos as 2x2 frame mosaics (video colorization)
 
 __all__ = ["DATASETS", "DatasetError", "ImageDataset", "list_datasets", "load_dataset"]

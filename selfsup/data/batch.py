@@ -12,7 +12,9 @@ class Batch:
     index: torch.Tensor  # int64 [B], positions in the training set (memory banks, DeepCluster)
     labels: torch.Tensor | None = None  # int64 [B]; only supervised reference methods may read them
     views: list[torch.Tensor] = field(default_factory=list)  # augmented float views, filled by the loop
+    texts: torch.Tensor | None = None  # int64 [B, L] caption tokens (selfsup.data.text), for image-text methods
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.images), move(self.index), move(self.labels), [move(v) for v in self.views])
+        return Batch(move(self.images), move(self.index), move(self.labels), [move(v) for v in self.views],
+                     move(self.texts))

@@ -16,9 +16,11 @@ from selfsup.data.batch import Batch
 class InMemoryLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int = 0,
                  rank: int = 0, world_size: int = 1,
-                 order_fn: Callable[[int, torch.Generator], torch.Tensor | None] | None = None):
+                 order_fn: Callable[[int, torch.Generator], torch.Tensor | None] | None = None,
+                 texts: torch.Tensor | None = None):
         """``order_fn(epoch, generator)`` may replace the epoch's permutation with any N indices
-        (a method's ``epoch_order``: DeepCluster's uniform sampling over clusters); None = permute."""
+        (a method's ``epoch_order``: DeepCluster's uniform sampling over clusters); None = permute.
+        ``texts``: caption tokens [N, L] handed out with their images (CLIP)."""
         if batch_size > len(images) // world_size:
             raise ValueError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
                              f"use --batch-size {max(1, len(images) // world_size)} or smaller")
@@ -26,6 +28,7 @@ class InMemoryLoader:
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.order_fn = order_fn
+        self.texts = texts
 
     def __len__(self) -> int:
         """Optimiser-visible steps per epoch (the last incomplete batch is dropped)."""
@@ -49,4 +52,4 @@ class InMemoryLoader:
         for s in range(start_step, len(self)):
             idx = order[s * self.batch_size:(s + 1) * self.batch_size]
             labels = self.labels[idx] if self.labels is not None else None
-            yield Batch(self.images[idx], idx, labels)
+            yield Batch(self.images[idx], idx, labels, texts=self.texts[idx] if self.texts is not None else None)

@@ -58,7 +58,8 @@ class ImageDataset:
 
     ``images`` is ``uint8 [N, C, H, W]`` (C is 1 or 3), ``labels`` is
     ``int64 [N]`` or ``None`` for unlabelled data, ``classes[i]`` names label
-    ``i``.  The shapes are validated on construction so that downstream code
+    ``i``, ``captions[i]`` describes image ``i`` in words (image-text methods: CLIP).
+    The shapes are validated on construction so that downstream code
     can rely on them without re-checking.
     """
 
@@ -66,6 +67,7 @@ class ImageDataset:
     labels: Optional[torch.Tensor]
     classes: Optional[list[str]]
     name: str
+    captions: Optional[list[str]] = None
 
     def __post_init__(self) -> None:
         """Check dtypes and shapes; make the tensors contiguous."""
@@ -83,6 +85,8 @@ class ImageDataset:
                     f"labels must be [N={len(self.images)}], got {tuple(self.labels.shape)}"
                 )
             self.labels = self.labels.to(torch.int64).contiguous()
+        if self.captions is not None and len(self.captions) != len(self.images):
+            raise ValueError(f"{len(self.captions)} captions for {len(self.images)} images")
 
     def __len__(self) -> int:
         """Number of images."""
@@ -105,7 +109,11 @@ class ImageDataset:
         """A new dataset with the rows selected by ``idx`` (indices or bool mask)."""
         idx = torch.as_tensor(idx)
         labels = None if self.labels is None else self.labels[idx]
-        return ImageDataset(self.images[idx], labels, self.classes, self.name)
+        captions = None
+        if self.captions is not None:
+            rows = idx.nonzero().flatten() if idx.dtype == torch.bool else idx.reshape(-1)
+            captions = [self.captions[int(i)] for i in rows]
+        return ImageDataset(self.images[idx], labels, self.classes, self.name, captions)
 
     def labelled_subset(self, fraction: float, seed: int = 0) -> ImageDataset:
         """Deterministic, class-balanced subset holding ``fraction`` of the labels.
@@ -648,7 +656,8 @@ def _stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
 def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]) -> ImageDataset:
     """Images from ``root/<class>/*`` (labelled) or any other layout (unlabelled).
 
-    ``root/train`` and ``root/test`` select the split when present.  Images
+    ``root/train`` and ``root/test`` select the split when present; a ``captions.tsv`` in the
+    split's folder (file name relative to it, a tab, the caption) adds captions (CLIP).  Images
     are decoded once, resized to ``image_size`` (default 32) and kept as uint8.
     """
     root = _require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
@@ -669,7 +678,12 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
         raise DatasetError(f"imagefolder: none of the {len(files)} image files in {folder} could be decoded")
     images = _stack_images([a for a in decoded if a is not None])
     label_tensor = None if labels is None else torch.from_numpy(labels[ok])
-    return ImageDataset(images, label_tensor, classes, "imagefolder")
+    ds = ImageDataset(images, label_tensor, classes, "imagefolder")
+    if (folder / "captions.tsv").is_file():  # image-text pairs for CLIP: file name <TAB> caption
+        from selfsup.data.captions import load_captions_file
+
+        ds = load_captions_file(folder, ds, [str(Path(f).relative_to(folder)) for f, good in zip(files, ok) if good])
+    return ds
 
 
 # ---------------------------------------------------------------------------

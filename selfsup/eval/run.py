@@ -311,3 +311,47 @@ PROTOCOLS = {"knn": evaluate_knn, "linear": evaluate_linear, "finetune": evaluat
              "semi": evaluate_semi, "cluster": evaluate_cluster, "embed2d": evaluate_embed2d,
              "diagnostics": evaluate_diagnostics, "robustness": evaluate_robustness,
              "transfer": evaluate_transfer, "pretext": evaluate_pretext, "efficiency": evaluate_efficiency}
+
+
+def _clip_run(run_dir, device):
+    cfg, method, _ = load_run(run_dir)
+    if not hasattr(method, "encode_text"):
+        raise ValueError(f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
+                         f"image-text methods (--method clip)")
+    return cfg, method.to(device)
+
+
+def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {label}",), dataset: str | None = None,
+                      data_dir: str | None = None) -> dict:
+    """Classify the test split by text prompts alone (CLIP): top-1 / top-5 against chance."""
+    from selfsup.data import load_dataset
+    from selfsup.eval.clip import class_prompts, encode_images, encode_texts, zero_shot
+
+    cfg, method = _clip_run(run_dir, device)
+    test = load_dataset(dataset, "test", data_dir) if dataset else _splits(cfg)[1]
+    if not test.classes:
+        raise ValueError(f"{test.name} has no class names to put into prompts")
+    names = [c.lower().replace("/", " or ") for c in test.classes]  # "T-shirt/top" -> "t-shirt or top"
+    per_class = class_prompts(names, list(prompts))
+    text = encode_texts(method, [p for ps in per_class for p in ps], device).view(len(names), len(prompts), -1)
+    img = encode_images(method, test.images, cfg.data.mean, cfg.data.std, _size(cfg, test), device)
+    res = {"protocol": "zeroshot", "prompts": list(prompts), "classes": names, "test_set": test.name,
+           **zero_shot(img, test.labels, text)}
+    return _save(run_dir, "zeroshot", res, cfg)
+
+
+def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> dict:
+    """Recall@1/5 image -> text and text -> image on test images and their own captions."""
+    from selfsup.eval.clip import encode_images, encode_texts, retrieval
+
+    cfg, method = _clip_run(run_dir, device)
+    _, test = _splits(cfg)
+    if test.captions is None:
+        raise ValueError(f"{test.name}'s test split has no captions to retrieve")
+    n = min(max_pairs, len(test))
+    img = encode_images(method, test.images[:n], cfg.data.mean, cfg.data.std, _size(cfg, test), device)
+    txt = encode_texts(method, test.captions[:n], device)
+    return _save(run_dir, "retrieval", {"protocol": "retrieval", "pairs": n, **retrieval(img, txt)}, cfg)
+
+
+PROTOCOLS.update({"zeroshot": evaluate_zeroshot, "retrieval": evaluate_retrieval})

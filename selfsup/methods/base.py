@@ -56,6 +56,10 @@ class Method(nn.Module, abc.ABC):
     min_views = 2
     # True for methods that need colour images (colorization, split-brain: Lab); tests and docs read it
     needs_color = False
+    # True for methods that need a ViT backbone (MAE, SimMIM: patches and tokens)
+    needs_vit = False
+    # True for image-text methods (CLIP): the loop hands them caption tokens as batch.texts
+    uses_text = False
     # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
     # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module

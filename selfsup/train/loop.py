@@ -67,9 +67,10 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
 
     spec = get_method_spec(cfg.method_name)
     b = cfg.backbone
-    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
-                              stem_stride=b.stem_stride)
     size = image_size or cfg.views.get("size") or cfg.data.image_size
+    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
+                              stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
+                              pos_embed=b.pos_embed, drop_path=b.drop_path)
     norm = (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else None
     return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None,
                        norm)
@@ -189,8 +190,17 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
+    texts = None
+    if method.uses_text:  # image-text methods (CLIP) get the captions as tokens
+        from selfsup.data.text import tokenize
+
+        if train.captions is None:
+            raise TrainingError(f"{cfg.method_name} trains on image-caption pairs, and {cfg.data.name} has no captions: "
+                                f"use --data captioned-fashion-mnist (or captioned-digits), or an image folder with "
+                                f"a captions.tsv (file name, a tab, the caption)")
+        texts = tokenize(train.captions, method.cfg.context)
     loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(), dist.world_size(),
-                            order_fn=method.epoch_order)
+                            order_fn=method.epoch_order, texts=texts)
     if len(loader) < t_cfg.accumulate:
         raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
     optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())

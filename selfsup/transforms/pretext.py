@@ -115,7 +115,8 @@ def jigsaw_tiles(x: torch.Tensor, perms: torch.Tensor, tile: int, gen: torch.Gen
     tiles = tiles[torch.arange(n, device=x.device)[:, None], order]
     if normalise:
         mean = tiles.mean(dim=(2, 3, 4), keepdim=True)
-        std = tiles.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-3)
+        # a floor on the std: a blank tile (background) stays blank instead of amplified rounding noise
+        std = tiles.std(dim=(2, 3, 4), keepdim=True).clamp_min(0.05)
         tiles = (tiles - mean) / std
     return tiles, label.to(x.device)
 

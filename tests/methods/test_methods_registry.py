@@ -23,7 +23,9 @@ def channels(name: str) -> int:
 def make(name: str) -> Method:
     torch.manual_seed(0)
     c = channels(name)
-    return selfsup.create_method(name, backbone="convnet", in_channels=c, width=0.25, num_samples=64, image_size=8,
+    vit = get_method_spec(name).cls.needs_vit
+    return selfsup.create_method(name, backbone="vit_micro" if vit else "convnet", in_channels=c,
+                                 width=1.0 if vit else 0.25, num_samples=64, image_size=8,
                                  normalization=([0.3] * c, [0.35] * c))
 
 
@@ -35,6 +37,10 @@ def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
     spec = get_method_spec(name)
     views = Views(view_preset(spec.views), [0.3] * c, [0.35] * c, image_size=8, min_views=spec.cls.min_views)
     batch.views = views(images, g)
+    if spec.cls.uses_text:  # image-text methods get captions
+        from selfsup.data.text import tokenize
+
+        batch.texts = tokenize([f"a photo of a {int(y)}" for y in batch.labels], 16)
     return batch
 
 

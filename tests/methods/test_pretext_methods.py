@@ -285,3 +285,41 @@ def test_counting_learns_to_add_up(tmp_path):
     assert ratio[-1] < 0.5 * ratio[0] and ratio[-1] < 0.5  # an image's tiles add up to its own counts
     assert con[-1] > 5  # and not by collapsing to zero counts
     assert trained["top1"] > 0.6
+
+
+def test_videos_mosaics_and_propagation():
+    from selfsup.data.video import make_videos, split_frames, to_mosaic
+    from selfsup.methods.video_colorization import _mean_iou, propagate
+
+    videos, masks = make_videos(5, seed=0)
+    assert videos.shape == (5, 4, 3, 32, 32) and masks.shape == (5, 4, 32, 32)
+    assert torch.equal(split_frames(to_mosaic(videos)), videos)
+    assert torch.equal(make_videos(5, seed=0)[0], videos)  # seeded
+    moved = [(masks[i, 0] > 0).float().sum() > 0 and not torch.equal(masks[i, 0], masks[i, 3]) for i in range(5)]
+    assert sum(moved) >= 4  # objects are there, and move
+    # identical embeddings at the same places copy values exactly: propagation is a convex combination
+    f = torch.nn.functional.one_hot(torch.arange(6), 6).float().unsqueeze(0) * 50  # six distinct pixels
+    vals = torch.rand(1, 6, 3)
+    assert torch.allclose(propagate(f, f, vals, 1.0), vals, atol=1e-4)
+    true = torch.tensor([[[0, 1, 1, 2]]])
+    assert _mean_iou(true, true) == 1.0
+    assert _mean_iou(torch.tensor([[[0, 1, 0, 2]]]), true) == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_video_colorization_learns_to_copy_colours_and_track(tmp_path):
+    from selfsup.train import fit
+
+    layers = digits_recipe("video_colorization", 3, {"map_size": 8, "embed_dim": 32, "eval_videos": 40})
+    layers[0]["data"] = {"name": "moving-shapes", "limit": 600}
+    layers[0]["backbone"] = {"name": "convnet", "width": 0.5}
+    layers[0]["optim"] = {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "scale_lr": False}
+    layers[0]["train"].update(log_every=5, batch_size=32, monitor_train=0)
+    fit(resolve(layers), tmp_path / "run", progress_bar=False)
+    rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    acc = [r["pretext/color_acc"] for r in rows if "pretext/color_acc" in r]
+    track = [(r["pretext/track_iou"], r["track_iou_static"]) for r in rows if "pretext/track_iou" in r]
+    print(f"video colorization: colour accuracy {acc[0]:.3f} -> {acc[-1]:.3f}; tracking IoU by epoch {track}")
+    # most pixels are background (one colour): accuracy starts high, the errors are what must shrink
+    assert 1 - acc[-1] < 0.6 * (1 - acc[0])
+    assert track[-1][0] > track[0][0] + 0.1  # tracking emerges as the colouring is learned
+    assert (tmp_path / "run" / "pictures" / "tracking.png").is_file()
