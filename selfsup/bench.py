@@ -33,11 +33,17 @@ class Entry:
 
 
 def parse_entries(text: str) -> list[Entry]:
-    """"simclr,byol,byol_no_bn=byol:configs/ablations/byol_no_bn.yaml" -> entries; "all" -> every method."""
+    """"simclr,byol,byol_no_bn=byol:configs/ablations/byol_no_bn.yaml" -> entries; "all" -> every method
+    that trains on a plain image set (those needing colour images, captions or videos are named
+    explicitly, with their data: e.g. colorization on color-fashion-mnist)."""
     from selfsup.registry import get_method_spec, list_methods
 
     if text.strip() == "all":
-        return [Entry(m, m) for m in list_methods()]
+        special = [m for m in list_methods() if get_method_spec(m).cls.needs_color or get_method_spec(m).cls.uses_text]
+        if special:
+            print(f"bench: 'all' leaves out {', '.join(special)} (they need colour images, captions or videos: "
+                  f"bench them on their own data set)")
+        return [Entry(m, m) for m in list_methods() if m not in special]
     entries = []
     for item in (t.strip() for t in text.split(",")):
         if not item:
@@ -96,12 +102,13 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                 print(f"{e.name} seed {seed}: FAILED ({type(err).__name__}: {err}); details in {status}")
             _write_leaderboard(out, entries, seeds)
     raw = out / "raw_pixels.json"
-    if not raw.is_file() and any((out / e.name).is_dir() for e in entries):
+    first = next((r for e in entries for r in sorted((out / e.name).glob("seed*")) if (r / "config.yaml").is_file()),
+                 None)
+    if not raw.is_file() and first is not None:  # the reference row, on the runs' data
         from selfsup.config import load_run_config
 
-        first = next(r for e in entries for r in sorted((out / e.name).glob("seed*")) if (r / "config.yaml").is_file())
-        cfg = load_run_config(first)
-        raw.write_text(json.dumps({p: evaluate_raw_pixels(cfg, p) for p in ("knn", "linear")}, indent=1))
+        raw.write_text(json.dumps({p: evaluate_raw_pixels(load_run_config(first), p) for p in ("knn", "linear")},
+                                  indent=1))
     return _write_leaderboard(out, entries, seeds)
 
 
@@ -137,21 +144,28 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
-    from selfsup.registry import get_method_spec
+    from selfsup.config import load_run_config
+    from selfsup.registry import get_method_spec, list_methods
 
+    # rows of earlier calls with other method lists stay on the board (their runs are in OUT too)
+    named = {e.name for e in entries}
+    for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in named):
+        cfgs = sorted(d.glob("seed*/config.yaml"))
+        if cfgs or any(d.glob("seed*/failed.txt")):
+            entries = [*entries, Entry(d.name, load_run_config(cfgs[0].parent).method_name if cfgs else d.name)]
     rows = []
     for e in entries:
         runs = [out / e.name / f"seed{s}" for s in range(seeds)]
+        if e.name not in named:  # an earlier call's row: however many seeds it ran
+            runs = sorted((out / e.name).glob("seed*"))
         done = [r for r in runs if (r / "summary.json").is_file() and not (r / "failed.txt").is_file()]
-        row = {"name": e.name, "method": e.method, "config": e.config, "seeds_done": len(done), "seeds": seeds,
+        row = {"name": e.name, "method": e.method, "config": e.config, "seeds_done": len(done), "seeds": len(runs),
                "failed": sum((r / "failed.txt").is_file() for r in runs),
-               "uses_labels": get_method_spec(e.method).uses_labels}
+               "uses_labels": e.method in list_methods() and get_method_spec(e.method).uses_labels}
         for col, file, key, scale in COLUMNS:
             vals = [v * scale for v in (_value(r, file, key) for r in done) if v is not None]
             row[col], row[col + " std"] = _mean_std(vals)
         if done:
-            from selfsup.config import load_run_config
-
             cfg = load_run_config(done[0])
             row["backbone"] = f"{cfg.backbone.name} x{cfg.backbone.width:g}"
         rows.append(row)

@@ -271,6 +271,20 @@ def _cmd_bench(args) -> None:
     print(f"leaderboard: {out}/leaderboard.md, .json, .csv")
 
 
+def _cmd_claims(args) -> None:
+    from selfsup.claims import claims_by_name, run_claims
+
+    claims = claims_by_name(args.only)
+    if args.list:
+        print("\n".join(f"{c.name}: {c.statement}" for c in claims))
+        return
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds {args.seeds}: give at least 1")
+    res = run_claims(claims, args.out, args.data, args.budget_per_run, args.seeds, args.device, doc=args.doc,
+                     extra_overrides=tuple(args.overrides))
+    print(f"\n{args.doc}: " + ", ".join(f"{k} {v['verdict']}" for k, v in res.items()))
+
+
 def _cmd_viz(args) -> None:
     from selfsup.eval.attention import attention_report
 
@@ -405,6 +419,18 @@ def make_parser() -> argparse.ArgumentParser:
     bn.add_argument("--device", default="cpu")
     bn.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.batch_size=128")
     bn.set_defaults(func=_cmd_bench)
+
+    cl = sub.add_parser("claims", help="run the experiments behind the field's claims; write docs/claims.md")
+    cl.add_argument("--only", type=_str_list, help="claim names, comma-separated (default: all fifteen)")
+    cl.add_argument("--list", action="store_true", help="list the claims and exit")
+    cl.add_argument("--budget-per-run", default="5m", help="wall-clock training budget of each run (default 5m)")
+    cl.add_argument("--seeds", type=int, default=1, help="seeds per arm; the spread decides 'inconclusive'")
+    cl.add_argument("--data", default="fashion-mnist")
+    cl.add_argument("--out", default="runs/claims", help="where the runs go (re-run to resume)")
+    cl.add_argument("--doc", default="docs/claims.md", help="the page written from the results")
+    cl.add_argument("--device", default="cpu")
+    cl.add_argument("overrides", nargs="*", help="key=value for every run (e.g. train.epochs on tiny tests)")
+    cl.set_defaults(func=_cmd_claims)
 
     vz = sub.add_parser("viz", help="pictures of a trained encoder")
     vz.add_argument("what", choices=["attention"], help="attention: a ViT's last-block [CLS] attention per head "

@@ -53,6 +53,7 @@ def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
     assert rc == 0
     assert (out / "simclr" / "seed1" / "summary.json").stat().st_mtime_ns == stamp
     assert (out / "simclr" / "seed1" / "eval_knn.json").is_file()
+    assert "| broken" in (out / "leaderboard.md").read_text()  # rows of an earlier call with other methods stay
     assert "leaderboard" in capsys.readouterr().out
     # and the runs render into one report page from the CLI
     page = tmp_path / "report.html"

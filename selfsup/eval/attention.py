@@ -103,13 +103,14 @@ def _plot(vit, x, images, mass, path, title):
     fig, axes = plt.subplots(n, h + 2, figsize=(1.3 * (h + 2), 1.35 * n), squeeze=False)
     for i in range(n):
         img = images[i].float().permute(1, 2, 0).squeeze(-1).numpy() / 255
-        panels = [("image", img, None)] + [(f"head {j}", img, attn[i, j]) for j in range(h)]
-        panels.append((f"{100 * mass:g} % mass", img, keep[i, 0]))
+        norm = lambda a: (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)  # noqa: E731  each head's own range
+        panels = [("image", img, None)] + [(f"head {j}", img, norm(attn[i, j])) for j in range(h)]
+        panels.append((f"{100 * mass:g} % mass", img, keep[i, 0]))  # 1 inside the mask, 0 outside
         for ax, (name, im, overlay) in zip(axes[i], panels):
             ax.imshow(im, cmap="gray", vmin=0, vmax=1)
             if overlay is not None:
                 ov = F.interpolate(overlay[None, None], size=im.shape[:2], mode="nearest")[0, 0].numpy()
-                ax.imshow(ov, cmap="inferno", alpha=0.6)
+                ax.imshow(ov, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

@@ -27,6 +27,9 @@ def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch
     of 1). ``train_features``/``test_features``: the frozen encoder's features of all of ``train`` and
     ``test`` (cached by the caller); the probe sees only the labelled subset's rows.
     ``ft`` sets the fine-tuning recipe (its ``fraction`` and ``from_scratch`` are set here)."""
+    bad = [f for f in fractions if not 0.0 < f <= 1.0]
+    if bad:
+        raise ValueError(f"label fractions must be in (0, 1], e.g. 0.01,0.1,1; got {bad[0]}")
     rows = []
     for f in fractions:
         idx = balanced_indices(train.labels, f, ft.seed)

@@ -32,6 +32,7 @@ class BYOLConfig:
     pred_hidden: int = 4096
     tau_base: float = 0.996  # EMA momentum, raised to 1 along a cosine over training
     head_bn: bool = True  # BatchNorm in projector/predictor; the paper's ablation turns it off
+    head_gn_ws: bool = False  # with head_bn false: GroupNorm + weight standardisation (Richemond et al. 2020)
 
 
 @register("byol", config=BYOLConfig, views="byol")
@@ -42,8 +43,8 @@ class BYOL(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, bn=cfg.head_bn)
-        self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, bn=cfg.head_bn)
+        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, bn=cfg.head_bn, gn_ws=cfg.head_gn_ws)
+        self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, bn=cfg.head_bn, gn_ws=cfg.head_gn_ws)
         self.target_encoder = frozen_copy(self.encoder)
         self.target_projector = frozen_copy(self.projector)
         self.momentum = cfg.tau_base

@@ -34,8 +34,10 @@ def test_large_stem_and_other_sizes(name):
 
 def test_every_listed_backbone_builds():
     assert {"convnet", "resnet10", "resnet18", "resnet34", "resnet50"} <= set(list_backbones())
+    assert {"vit_micro", "vit_tiny", "vit_small", "vit_base"} <= set(list_backbones())
     for name in list_backbones():
-        net = create_backbone(name, in_channels=1, width=0.125)
+        vit = name.startswith("vit")  # ViTs take an image side and a patch size, not a width
+        net = create_backbone(name, in_channels=1, **({"image_size": 8} if vit else {"width": 0.125}))
         assert net(torch.randn(2, 1, 8, 8)).shape == (2, net.num_features)
 
 

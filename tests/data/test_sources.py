@@ -106,7 +106,9 @@ class Evil:
 
 
 def test_registry_names() -> None:
-    assert list_datasets() == ["fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder", "array", "signals"]
+    assert list_datasets() == ["fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder", "array", "signals",
+                               "color-fashion-mnist", "color-digits", "captioned-fashion-mnist", "captioned-digits",
+                               "moving-shapes"]
     assert set(DATASETS) == set(list_datasets())
 
 

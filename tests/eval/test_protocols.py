@@ -247,7 +247,7 @@ def test_protocol_options_are_checked(run, capsys):
     with pytest.raises(ValueError, match="choose from"):
         evaluate(run, "nope")
     assert {"knn", "linear", "finetune", "semi", "cluster", "embed2d", "diagnostics", "robustness", "transfer",
-            "pretext", "efficiency"} == set(PROTOCOLS)
+            "pretext", "efficiency", "zeroshot", "retrieval"} == set(PROTOCOLS)
 
 
 def test_feature_cache_follows_the_checkpoint(run):

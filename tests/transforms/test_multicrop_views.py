@@ -97,7 +97,7 @@ def test_local_crops_cover_small_areas():
 def test_config_validation():
     with pytest.raises(ValueError, match="smaller"):
         Views(dataclasses.replace(ViewConfig(), num_local=2, local_size=8), MEAN, STD, image_size=8)
-    with pytest.raises(ValueError, match="two views"):
+    with pytest.raises(ValueError, match="at least 2 views"):
         Views(dataclasses.replace(ViewConfig(), num_global=1), MEAN, STD, image_size=8)
     # the fields are ordinary recipe keys: a run config overrides them
     cfg = resolve([{"method": "simclr", "views": {"num_local": 4, "local_size": 5, "local_scale": [0.1, 0.3]}}])

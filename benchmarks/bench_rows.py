@@ -1,0 +1,31 @@
+"""Markdown rows for docs/benchmarks.md from a `selfsup bench` directory: one row per finished run.
+
+    python benchmarks/bench_rows.py runs/bench-methods [SESSION]
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def row(run: Path, session: str) -> str | None:
+    files = {n: run / f"{n}.json" for n in ("summary", "eval_knn", "eval_linear", "eval_cluster", "eval_efficiency")}
+    if not all(p.is_file() for p in files.values()):
+        return None
+    s, k, lin, c, e = (json.loads(p.read_text()) for p in files.values())
+    name = run.parent.name if run.name.startswith("seed") else run.name
+    return (f"| {name} | {s['epochs']:.1f} | {100 * k['top1_k200']:.2f} % | {100 * k['top1_k20']:.2f} % | "
+            f"{100 * lin['top1']:.2f} % | {s.get('diag/embedding_rank', float('nan')):.1f} / "
+            f"{s.get('diag/embedding_dim', '?')} | {s.get('diag/feature_rank', float('nan')):.1f} | {c['nmi']:.3f} | "
+            f"{e['images_per_s']:.0f} | {session} |")
+
+
+if __name__ == "__main__":
+    root, session = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "—"
+    print("| method | epochs | kNN-200 | kNN-20 | linear | embedding rank | feature rank | cluster NMI | img/s | session |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for run in sorted(root.glob("*/seed*")):
+        r = row(run, session)
+        if r:
+            print(r)
