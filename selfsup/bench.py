@@ -137,7 +137,8 @@ def _value(run: Path, file: str, key: str):
     return v if isinstance(v, (int, float)) else None
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """(mean, sample std) of a list; std None for one value, both None for none."""
     if not values:
         return None, None
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
@@ -164,7 +165,7 @@ def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
                "uses_labels": e.method in list_methods() and get_method_spec(e.method).uses_labels}
         for col, file, key, scale in COLUMNS:
             vals = [v * scale for v in (_value(r, file, key) for r in done) if v is not None]
-            row[col], row[col + " std"] = _mean_std(vals)
+            row[col], row[col + " std"] = mean_std(vals)
         if done:
             cfg = load_run_config(done[0])
             row["backbone"] = f"{cfg.backbone.name} x{cfg.backbone.width:g}"

@@ -74,8 +74,10 @@ def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_s
     extra = {}
     if "num_samples" in params:
         extra["num_samples"] = num_samples
-    if "image_shape" in params:
-        extra["image_shape"] = image_shape
-    if "normalization" in params:
-        extra["normalization"] = normalization
+    for name, value, how in (("image_shape", image_shape, "image_size=H (the views' side)"),
+                             ("normalization", normalization, "normalization=(mean, std) of the views")):
+        if name in params:
+            if value is None:  # every method that asks needs it: say so here, once, not in each method
+                raise ValueError(f"{cls.__name__} needs the views' {name}: create_method(..., {how})")
+            extra[name] = value
     return cls(encoder, cfg, **extra)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfsup.claims.harness import Arm, Claim, compare, mean_spread, verdict_from
+from selfsup.bench import mean_std
+from selfsup.claims.harness import Arm, Claim, compare, verdict_from
 
 MARGIN = 1.0  # accuracy points that count as a difference with one seed
 
@@ -20,8 +21,7 @@ def _eval(run: Path, protocol: str, **opts) -> dict:
 
     from selfsup.eval.run import evaluate
 
-    name = {"transfer": f"transfer_{opts.get('target', 'digits')}"}.get(protocol, protocol)
-    cached = run / f"eval_{name}.json"
+    cached = run / f"eval_{protocol}.json"
     if cached.is_file() and not opts:
         return json.loads(cached.read_text())
     return evaluate(run, protocol, **opts)
@@ -43,27 +43,15 @@ def collapse(run: Path) -> dict:
 
 
 def head_vs_features(run: Path) -> dict:
-    """Linear probe on the encoder's features h and on the projection head's output z."""
-    import torch
-
+    """Linear probe on the encoder's features h and on the projection head's output z = g(h)."""
     from selfsup.eval.features import extract_features
     from selfsup.eval.linear import linear_probe
     from selfsup.eval.run import _size, _splits, load_run
 
     cfg, method, _ = load_run(run)
     train, test = _splits(cfg)
-
-    class Z(torch.nn.Module):  # what the loss sees: the projection z = g(h)
-        def __init__(self):
-            super().__init__()
-            self.method = method
-
-        def forward(self, x):
-            return self.method.embedding(x)
-
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=_size(cfg, train))
-    z = Z()
-    ztr, zte = extract_features(z, train.images, **kw), extract_features(z, test.images, **kw)
+    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=_size(cfg, train), forward=method.embedding)
+    ztr, zte = extract_features(method, train.images, **kw), extract_features(method, test.images, **kw)
     return {"linear_h": 100 * _eval(run, "linear")["top1"],
             "linear_z": 100 * linear_probe(ztr, train.labels, zte, test.labels)["top1"]}
 
@@ -135,10 +123,10 @@ def higher(arm_a: str, arm_b: str, key: str, margin: float = MARGIN, what: str =
 def collapses(normal: str, ablated: list[str], key: str = "embedding_rank", factor: float = 0.25):
     """Holds when each ablated arm's effective rank falls below ``factor`` x the normal arm's."""
     def decide(per_arm):
-        base = mean_spread(_vals(per_arm, normal, key))[0]
+        base = mean_std(_vals(per_arm, normal, key))[0]
         parts, ok = [], True
         for a in ablated:
-            v = mean_spread(_vals(per_arm, a, key))[0]
+            v = mean_std(_vals(per_arm, a, key))[0]
             parts.append(f"{a} {key} {v:.1f} vs {base:.1f}")
             ok &= v < factor * base
         return ("holds" if ok else "does not hold"), "; ".join(parts) + f" (collapse: below {factor:g}x)"
@@ -149,14 +137,14 @@ def increasing(arms: list[str], key: str, margin: float = MARGIN):
     def decide(per_arm):
         first, last = arms[0], arms[-1]
         outcome, d = compare(_vals(per_arm, last, key), _vals(per_arm, first, key), margin)
-        means = ", ".join(f"{a} {mean_spread(_vals(per_arm, a, key))[0]:.2f}" for a in arms)
+        means = ", ".join(f"{a} {mean_std(_vals(per_arm, a, key))[0]:.2f}" for a in arms)
         return verdict_from(outcome), f"{key} across arms: {means}"
     return decide
 
 
 def _label_efficiency_rule(per_arm):
     (arm,) = per_arm
-    gap = {p: mean_spread(_vals(per_arm, arm, f"pretrained_{p}"))[0] - mean_spread(_vals(per_arm, arm, f"scratch_{p}"))[0]
+    gap = {p: mean_std(_vals(per_arm, arm, f"pretrained_{p}"))[0] - mean_std(_vals(per_arm, arm, f"scratch_{p}"))[0]
            for p in ("1pct", "10pct", "100pct")}
     holds = gap["1pct"] > MARGIN and gap["1pct"] > gap["100pct"]
     why = ", ".join(f"{p}: pretrained − scratch {g:+.2f}" for p, g in gap.items())
@@ -164,7 +152,7 @@ def _label_efficiency_rule(per_arm):
 
 
 def _finetune_rule(per_arm):
-    gaps = {a: mean_spread(_vals(per_arm, a, "finetune"))[0] - mean_spread(_vals(per_arm, a, "linear"))[0]
+    gaps = {a: mean_std(_vals(per_arm, a, "finetune"))[0] - mean_std(_vals(per_arm, a, "linear"))[0]
             for a in per_arm}
     holds = all(g > 0 for g in gaps.values()) and max(gaps, key=gaps.get) == "mae"
     return ("holds" if holds else "does not hold"), ", ".join(f"{a}: fine-tune − linear {g:+.2f}" for a, g in gaps.items())
@@ -179,16 +167,16 @@ def _queue_rule(per_arm):
 
 
 def _augmentation_rule(per_arm):
-    full = mean_spread(_vals(per_arm, "all", "linear"))[0]
-    drop = {a: full - mean_spread(_vals(per_arm, a, "linear"))[0] for a in ("no_crop", "no_colour", "no_blur")}
+    full = mean_std(_vals(per_arm, "all", "linear"))[0]
+    drop = {a: full - mean_std(_vals(per_arm, a, "linear"))[0] for a in ("no_crop", "no_colour", "no_blur")}
     holds = min(drop["no_crop"], drop["no_colour"]) > drop["no_blur"] and drop["no_blur"] >= -MARGIN
     return ("holds" if holds else "does not hold"), ", ".join(f"{a}: −{d:.2f}" for a, d in drop.items())
 
 
 def _byol_rule(per_arm):
     verdict, why = collapses("byol", ["byol_no_bn"])(per_arm)
-    base = mean_spread(_vals(per_arm, "byol", "embedding_rank"))[0]
-    gn = mean_spread(_vals(per_arm, "byol_gn_ws", "embedding_rank"))[0]
+    base = mean_std(_vals(per_arm, "byol", "embedding_rank"))[0]
+    gn = mean_std(_vals(per_arm, "byol_gn_ws", "embedding_rank"))[0]
     trains = gn >= 0.5 * base
     holds = verdict == "holds" and trains
     return ("holds" if holds else "does not hold"), f"{why}; byol_gn_ws embedding_rank {gn:.1f} " \
@@ -201,7 +189,7 @@ def _dino_rule(per_arm):
 
 def _few_shot_rule(per_arm):
     (arm,) = per_arm
-    m = {k: mean_spread(_vals(per_arm, arm, k))[0] for k in ("zero_shot", "1_shot", "2_shot", "4_shot", "16_shot")}
+    m = {k: mean_std(_vals(per_arm, arm, k))[0] for k in ("zero_shot", "1_shot", "2_shot", "4_shot", "16_shot")}
     holds = m["zero_shot"] > m["1_shot"] and m["zero_shot"] < m["16_shot"]
     return ("holds" if holds else "does not hold"), ", ".join(f"{k} {v:.1f}" for k, v in m.items())
 

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import json
 import platform
-import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from selfsup.bench import mean_std
 
 
 @dataclass
@@ -52,14 +53,10 @@ def arm_key(arm: Arm, data: str) -> str:
     return f"{arm.method}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
 
 
-def mean_spread(values: list[float]) -> tuple[float, float | None]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
-
-
 def compare(a: list[float], b: list[float], margin: float) -> tuple[str, float]:
     """Is a above b? ("higher" | "lower" | "tie", the difference of means). With seeds, a difference
     must exceed max(margin, 2 x the larger std); with one seed, the margin."""
-    (ma, sa), (mb, sb) = mean_spread(a), mean_spread(b)
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     spread = max(s for s in (sa, sb, 0.0) if s is not None)
     need = max(margin, 2 * spread)
     d = ma - mb
@@ -151,7 +148,7 @@ def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: in
                 if not vals:
                     cells.append("—")
                     continue
-                mu, sd = mean_spread(vals)
+                mu, sd = mean_std(vals)
                 cells.append(f"{mu:.3g}" + (f" ± {sd:.2g}" if sd is not None else ""))
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines += ["", "<details><summary>commands</summary>", "", "```bash", *r["commands"], "```", "", "</details>", ""]

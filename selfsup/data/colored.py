@@ -22,20 +22,17 @@ HUE_NOISE = 0.03
 SATURATION = (0.6, 1.0)
 
 
-def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Hue, saturation, value in [0, 1] (broadcastable) -> RGB [..., 3] (the standard hexcone formula)."""
-    k = (torch.tensor([5.0, 3.0, 1.0]) + h.unsqueeze(-1) * 6) % 6
-    return v.unsqueeze(-1) - v.unsqueeze(-1) * s.unsqueeze(-1) * (torch.minimum(k, 4 - k).clamp(0, 1))
-
-
 def colorize(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
     """uint8 [N, 1, H, W] grey + labels [N] -> uint8 [N, 3, H, W] tinted by class."""
     g = torch.Generator().manual_seed(seed)
     n = len(images)
     hue = (labels.float() / num_classes + HUE_NOISE * (2 * torch.rand(n, generator=g) - 1)) % 1.0
     sat = SATURATION[0] + (SATURATION[1] - SATURATION[0]) * torch.rand(n, generator=g)
+    from matplotlib.colors import hsv_to_rgb
+
     v = images[:, 0].float() / 255  # [N, H, W]
-    rgb = hsv_to_rgb(hue.view(n, 1, 1), sat.view(n, 1, 1), v)  # [N, H, W, 3]
+    hsv = torch.stack([hue.view(n, 1, 1).expand_as(v), sat.view(n, 1, 1).expand_as(v), v], dim=-1)
+    rgb = torch.from_numpy(hsv_to_rgb(hsv.numpy()))  # [N, H, W, 3]
     return (rgb.permute(0, 3, 1, 2) * 255).round().clamp(0, 255).to(torch.uint8)
 
 

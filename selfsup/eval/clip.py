@@ -14,13 +14,11 @@ import torch
 from selfsup.data.text import tokenize
 
 
-@torch.no_grad()
 def encode_images(method, images: torch.Tensor, mean, std, size: int, device="cpu", batch_size: int = 512):
-    from selfsup.transforms import eval_view
+    """Normalised image embeddings [N, D] of uint8 images."""
+    from selfsup.eval.features import extract_features
 
-    method.eval()
-    return torch.cat([method.encode_image(eval_view(images[i:i + batch_size].to(device), mean, std, size)).cpu()
-                      for i in range(0, len(images), batch_size)])
+    return extract_features(method, images, mean, std, size, batch_size, device, forward=method.encode_image)
 
 
 @torch.no_grad()

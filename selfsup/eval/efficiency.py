@@ -10,27 +10,16 @@ import json
 import statistics
 from pathlib import Path
 
-from selfsup.report.plots import read_metrics
+from selfsup.report.plots import read_metrics, row_seconds
 
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def time_to_accuracy(rows: list[dict], levels=LEVELS, key: str = "monitor/knn20_top1") -> dict[str, float | None]:
-    """{"0.7": training seconds when ``key`` first reached 0.7, or None if it never did}. Monitor rows
-    carry train_seconds; older runs' monitor rows are placed at the last training row at their step."""
-    clock, t = {}, 0.0
-    for r in rows:  # the training clock at each step
-        if "train_seconds" in r and "loss" in r:
-            clock[r["step"]] = r["train_seconds"]
-    points = []
-    for r in rows:
-        if key in r:
-            if "train_seconds" in r:
-                t = r["train_seconds"]
-            else:
-                t = max((s for s in clock if s <= r["step"]), default=None)
-                t = clock[t] if t is not None else 0.0
-            points.append((t, r[key]))
+    """{"0.7": training seconds when ``key`` first reached 0.7, or None if it never did}; each row's
+    time from selfsup.report.plots.row_seconds."""
+    seconds = row_seconds(rows) or [0.0] * len(rows)
+    points = [(t, r[key]) for t, r in zip(seconds, rows) if key in r]
     return {f"{lvl:g}": next((t for t, acc in points if acc >= lvl), None) for lvl in levels}
 
 

@@ -10,8 +10,11 @@ from selfsup.transforms import eval_view
 @torch.no_grad()
 def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: int,
                      batch_size: int = 512, device: str | torch.device = "cpu",
-                     precision: str = "fp32", channels_last: bool = False) -> torch.Tensor:
-    """uint8 images [N,C,H,W] -> float32 features [N, F] from the encoder in eval mode."""
+                     precision: str = "fp32", channels_last: bool = False, forward=None) -> torch.Tensor:
+    """uint8 images [N,C,H,W] -> float32 features [N, F] from the encoder in eval mode.
+    ``forward``: another function of the normalised views to read instead of ``encoder(x)`` (a
+    method's projection ``method.embedding``, CLIP's ``encode_image``), with ``encoder`` the module
+    it belongs to (put in eval mode for the extraction)."""
     was_training = encoder.training
     encoder.eval()
     device = torch.device(device)
@@ -22,7 +25,7 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: 
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out.append(encoder(x).float().cpu())
+                out.append((forward or encoder)(x).float().cpu())
     finally:
         encoder.train(was_training)
     return torch.cat(out)

@@ -16,6 +16,8 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from selfsup.transforms.pretext import block_masks
+
 # per severity 1..5; noise std and contrast factor in [0, 1] intensity units, blur sigma in pixels
 # of a 28-px image, occlusion as the fraction of the image area covered, rotation in degrees
 SEVERITIES = {
@@ -49,14 +51,9 @@ def corrupt(images: torch.Tensor, kind: str, severity: int, seed: int = 0) -> to
     elif kind == "contrast":
         mean = x.mean(dim=(1, 2, 3), keepdim=True)  # per image, as ImageNet-C
         x = (x - mean) * p + mean
-    elif kind == "occlusion":
-        side = max(1, round(math.sqrt(p * h * w)))
-        top = torch.randint(0, h - side + 1, (n,), generator=gen)
-        left = torch.randint(0, w - side + 1, (n,), generator=gen)
-        rows, cols = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-        inside = ((rows >= top.view(n, 1, 1)) & (rows < (top + side).view(n, 1, 1))
-                  & (cols >= left.view(n, 1, 1)) & (cols < (left + side).view(n, 1, 1)))  # [N, H, W]
-        x = torch.where(inside.unsqueeze(1), torch.full_like(x, 0.5), x)
+    elif kind == "occlusion":  # one grey square of area p, anywhere inside the image
+        m = block_masks(n, h, "random", round(math.sqrt(p * h * w)) / h, 1, gen)
+        x = torch.where(m.bool(), torch.full_like(x, 0.5), x)
     else:  # rotation by +-p degrees (random sign per image), black corners
         sign = torch.randint(0, 2, (n,), generator=gen).bool()
         out = x.clone()

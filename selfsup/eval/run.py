@@ -9,6 +9,7 @@ cluster, embed2d, semi and robustness share one extraction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
@@ -22,15 +23,22 @@ from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
 
 
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, split: str, root, image_size):
+    """A split, loaded once per process: one evaluation reads the same split several times (building
+    the method, its features, the protocol), and the synthetic sets are generated, not just read."""
+    from selfsup.data import load_dataset
+
+    return load_dataset(name, split, root, image_size)
+
+
 def load_run(run_dir: str | Path):
     """(config, method with the last checkpoint's weights, checkpoint meta)."""
     from selfsup.train.checkpoint import load_weights
     from selfsup.train.loop import build_method
 
     cfg = load_run_config(run_dir)
-    from selfsup.data import load_dataset
-
-    train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    train = _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
     n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
     method = build_method(cfg, train.channels, n, _size(cfg, train))
     meta = load_weights(Path(run_dir) / "checkpoints" / "last", method, expect={"method": cfg.method_name})
@@ -38,19 +46,19 @@ def load_run(run_dir: str | Path):
 
 
 def _splits(cfg: RunConfig):
-    from selfsup.data import load_dataset
-
-    train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
-    test = load_dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
+    train = _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    test = _dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
     if train.labels is None or test.labels is None:
         raise ValueError(f"dataset {cfg.data.name!r} has no labels: kNN and linear evaluation need a labelled "
                          f"train and test split (an image folder with class sub-folders under train/ and test/)")
     return train, test
 
 
-def run_features(run_dir: str | Path, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RunConfig]:
-    """(train features, train labels, test features, test labels, config), cached per checkpoint."""
-    cfg, method, meta = load_run(run_dir)
+def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RunConfig]:
+    """(train features, train labels, test features, test labels, config), cached per checkpoint.
+    ``loaded``: the run's ``load_run`` result when the caller has it already (not built twice)."""
+    cfg, method, meta = loaded or load_run(run_dir)
     train, test = _splits(cfg)
     stamp = (Path(run_dir) / "checkpoints" / "last" / "model.safetensors").stat().st_mtime_ns
     cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}.safetensors"
@@ -177,8 +185,9 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     from selfsup.report.plots import read_metrics
     from selfsup.transforms import Views, eval_view
 
-    _, _, fte, _, cfg = run_features(run_dir, device)
-    _, method, _ = load_run(run_dir)
+    loaded = load_run(run_dir)
+    _, _, fte, _, cfg = run_features(run_dir, device, loaded)
+    method = loaded[1]
     train, test = _splits(cfg)
     size = _size(cfg, train)
     g = torch.Generator().manual_seed(seed)
@@ -217,8 +226,9 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     from selfsup.eval.finetune import run_finetune_config
     from selfsup.eval.semi import plot_semi, semi_supervised
 
-    ftr, _, fte, _, cfg = run_features(run_dir, device)
-    _, method, _ = load_run(run_dir)
+    loaded = load_run(run_dir)
+    ftr, _, fte, _, cfg = run_features(run_dir, device, loaded)
+    method = loaded[1]
     train, test = _splits(cfg)
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
     res = semi_supervised(method.encoder, train, test, ftr, fte, cfg.data.mean, cfg.data.std, _size(cfg, train),
@@ -235,8 +245,9 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0)
     from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
 
     kinds = tuple(kinds or CORRUPTIONS)
-    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
-    _, method, _ = load_run(run_dir)
+    loaded = load_run(run_dir)
+    ftr, ytr, fte, yte, cfg = run_features(run_dir, device, loaded)
+    method = loaded[1]
     train, test = _splits(cfg)
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=_size(cfg, train), device=device,
               precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
@@ -307,12 +318,6 @@ def pretext_correlation(run_dirs, device: str = "cpu") -> dict:
                             for n in names}}
 
 
-PROTOCOLS = {"knn": evaluate_knn, "linear": evaluate_linear, "finetune": evaluate_finetune,
-             "semi": evaluate_semi, "cluster": evaluate_cluster, "embed2d": evaluate_embed2d,
-             "diagnostics": evaluate_diagnostics, "robustness": evaluate_robustness,
-             "transfer": evaluate_transfer, "pretext": evaluate_pretext, "efficiency": evaluate_efficiency}
-
-
 def _clip_run(run_dir, device):
     cfg, method, _ = load_run(run_dir)
     if not hasattr(method, "encode_text"):
@@ -354,4 +359,8 @@ def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> d
     return _save(run_dir, "retrieval", {"protocol": "retrieval", "pairs": n, **retrieval(img, txt)}, cfg)
 
 
-PROTOCOLS.update({"zeroshot": evaluate_zeroshot, "retrieval": evaluate_retrieval})
+PROTOCOLS = {"knn": evaluate_knn, "linear": evaluate_linear, "finetune": evaluate_finetune,
+             "semi": evaluate_semi, "cluster": evaluate_cluster, "embed2d": evaluate_embed2d,
+             "diagnostics": evaluate_diagnostics, "robustness": evaluate_robustness,
+             "transfer": evaluate_transfer, "pretext": evaluate_pretext, "efficiency": evaluate_efficiency,
+             "zeroshot": evaluate_zeroshot, "retrieval": evaluate_retrieval}

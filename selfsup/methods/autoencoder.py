@@ -61,9 +61,6 @@ class Autoencoder(Method):
     def __init__(self, encoder: nn.Module, cfg: AutoencoderConfig = AutoencoderConfig(),
                  image_shape: tuple | None = None):
         super().__init__()
-        if image_shape is None:
-            raise ValueError(f"{type(self).__name__} builds a decoder and needs the views' image_shape=(C, H, W) "
-                             "(create_method(..., in_channels=C, image_size=H))")
         if cfg.noise not in ("none", "mask", "gaussian"):
             raise ValueError(f"method.noise={cfg.noise!r}: choose none, mask or gaussian")
         self.cfg = cfg

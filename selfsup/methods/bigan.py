@@ -11,8 +11,8 @@ code jointly; E and G are trained with the labels flipped (they want D to call (
 E is the backbone plus a linear layer to z (the backbone's pooled features are evaluated), G a
 DCGAN-style decoder, D selfsup.nn.gan.Discriminator with a code branch. One optimiser trains all
 three (see selfsup.nn.gan.frozen_call). Logged: ``loss_d``, ``loss_eg``, D's accuracy on the pairs
-(``d_acc``: 0.5 is an equilibrium), and ``pretext/recon_mse`` = ||G(E(x)) - x||^2 per pixel, how well
-the two have learned to invert each other (never trained directly).
+(``d_acc``: 0.5 is an equilibrium), and, each epoch, ``pretext/recon_mse`` = ||G(E(x)) - x||^2 per
+pixel, how well the two have learned to invert each other (never trained directly).
 """
 from __future__ import annotations
 
@@ -44,9 +44,6 @@ class BiGAN(Method):
 
     def __init__(self, encoder: nn.Module, cfg: BiGANConfig = BiGANConfig(), image_shape: tuple | None = None):
         super().__init__()
-        if image_shape is None:
-            raise ValueError("bigan builds a generator and needs the views' image_shape=(C, H, W) "
-                             "(create_method(..., in_channels=C, image_size=H))")
         self.cfg = cfg
         self.encoder = encoder
         c, h, _ = image_shape
@@ -69,10 +66,21 @@ class BiGAN(Method):
         # E and G: the same loss with the labels swapped, through a D that does not move
         loss_eg = discriminator_loss(frozen_call(self.discriminator, gz, z), frozen_call(self.discriminator, x, ex))
         d_acc = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
-        with torch.no_grad():
-            recon = (self.generator(ex) - x).float().pow(2).mean()
         return StepOutput(loss_d + loss_eg, {"loss_d": loss_d.detach(), "loss_eg": loss_eg.detach(),
-                                             "d_acc": d_acc.detach(), "pretext/recon_mse": recon})
+                                             "d_acc": d_acc.detach()})
+
+    @torch.no_grad()
+    def on_epoch_start(self, epoch, data):
+        """``pretext/recon_mse`` of G(E(x)) on 512 fixed training images, once an epoch (not in the
+        step: it is a measurement, and a generator pass per step would cost ~10 % of training)."""
+        from selfsup.transforms import eval_view
+
+        was = self.training
+        self.eval()
+        x = eval_view(data.dataset.images[:512].to(data.device), data.mean, data.std, data.size)
+        recon = (self.generator(self.encode(x)) - x).float().pow(2).mean().item()
+        self.train(was)
+        return {"pretext/recon_mse": recon}
 
     def pictures(self, images, data) -> dict:
         from selfsup.report.plots import image_grid

@@ -62,8 +62,6 @@ class LabEncoder(nn.Module):
 
 
 def _check_inputs(name: str, image_shape, normalization):
-    if normalization is None or image_shape is None:
-        raise ValueError(f"{name} needs the views' normalization=(mean, std) and image_shape (absolute colours)")
     if image_shape[0] != 3 or len(normalization[0]) != 3:
         raise ValueError(f"{name} needs colour (3-channel) images; for Fashion-MNIST use the synthetic colour set "
                          f"--data color-fashion-mnist (or color-digits)")

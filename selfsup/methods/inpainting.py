@@ -29,6 +29,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
 from selfsup.registry import register
+from selfsup.transforms.pretext import block_masks
 
 
 @dataclass
@@ -43,28 +44,6 @@ class InpaintingConfig:
     disc_width: int = 64
 
 
-def block_masks(n: int, side: int, kind: str, hole: float, blocks: int = 1,
-                gen: torch.Generator | None = None, device=None) -> torch.Tensor:
-    """Masks [N, 1, side, side], 1 inside the region to inpaint. ``center``: the central square of
-    ``hole * side`` px; ``random``: ``blocks`` squares of that side at random places."""
-    k = max(1, round(hole * side))
-    m = torch.zeros(n, 1, side, side, device=device)
-    if kind == "center":
-        a = (side - k) // 2
-        m[:, :, a:a + k, a:a + k] = 1
-        return m
-    if kind != "random":
-        raise ValueError(f"mask {kind!r}: choose center or random")
-    r = torch.arange(side, device=device)
-    for _ in range(blocks):
-        top = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
-        left = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
-        inside = ((r.view(1, side, 1) >= top) & (r.view(1, side, 1) < top + k)
-                  & (r.view(1, 1, side) >= left) & (r.view(1, 1, side) < left + k))  # [N, side, side]
-        m = torch.maximum(m, inside.unsqueeze(1).float())
-    return m
-
-
 @register("inpainting", config=InpaintingConfig, views="pretext")
 class ContextEncoder(Method):
     """Inpaint a removed region from its context; reconstruction + adversarial loss."""
@@ -74,9 +53,6 @@ class ContextEncoder(Method):
     def __init__(self, encoder: nn.Module, cfg: InpaintingConfig = InpaintingConfig(),
                  image_shape: tuple | None = None):
         super().__init__()
-        if image_shape is None:
-            raise ValueError("inpainting builds a decoder and needs the views' image_shape=(C, H, W) "
-                             "(create_method(..., in_channels=C, image_size=H))")
         block_masks(1, 8, cfg.mask, cfg.hole)  # an unknown mask kind fails here, not mid-run
         self.cfg = cfg
         self.encoder = encoder

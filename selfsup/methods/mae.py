@@ -59,8 +59,8 @@ class MAE(Method):
         super().__init__()
         from timm.models.vision_transformer import Block
 
-        if not hasattr(encoder, "tokens") or image_shape is None:
-            raise ValueError("mae needs a ViT backbone (e.g. --backbone vit_tiny) and the views' image_shape")
+        if not hasattr(encoder, "tokens"):
+            raise ValueError("mae needs a ViT backbone (e.g. --backbone vit_tiny)")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise ValueError(f"method.mask_ratio={cfg.mask_ratio}: must be in [0, 1)")
         self.cfg = cfg

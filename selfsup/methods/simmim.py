@@ -55,8 +55,8 @@ class SimMIM(Method):
 
     def __init__(self, encoder: nn.Module, cfg: SimMIMConfig = SimMIMConfig(), image_shape: tuple | None = None):
         super().__init__()
-        if not hasattr(encoder, "tokens") or image_shape is None:
-            raise ValueError("simmim needs a ViT backbone (e.g. --backbone vit_tiny) and the views' image_shape")
+        if not hasattr(encoder, "tokens"):
+            raise ValueError("simmim needs a ViT backbone (e.g. --backbone vit_tiny)")
         self.cfg = cfg
         self.encoder = encoder
         d, p, c = encoder.num_features, encoder.patch_size, image_shape[0]

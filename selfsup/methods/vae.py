@@ -41,9 +41,6 @@ class VAE(Method):
 
     def __init__(self, encoder: nn.Module, cfg: VAEConfig = VAEConfig(), image_shape: tuple | None = None):
         super().__init__()
-        if image_shape is None:
-            raise ValueError("vae builds a decoder and needs the views' image_shape=(C, H, W) "
-                             "(create_method(..., in_channels=C, image_size=H))")
         self.cfg = cfg
         self.encoder = encoder
         self.to_q = nn.Linear(encoder.num_features, 2 * cfg.latent_dim)  # -> (mu, log sigma^2)

@@ -64,9 +64,8 @@ class VideoColorization(Method):
     def __init__(self, encoder: nn.Module, cfg: VideoColorizationConfig = VideoColorizationConfig(),
                  image_shape: tuple | None = None, normalization: tuple | None = None):
         super().__init__()
-        if normalization is None or image_shape is None or image_shape[0] != 3:
-            raise ValueError("video_colorization needs colour videos (--data moving-shapes) with their "
-                             "normalization=(mean, std) and image_shape")
+        if image_shape[0] != 3:
+            raise ValueError("video_colorization needs colour videos: --data moving-shapes")
         self.cfg = cfg
         net = clone_backbone(encoder, in_channels=1)
         self.encoder = LabEncoder(*normalization, {"L": net})  # evaluation: grey mosaic -> pooled features

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from selfsup.report.plots import read_metrics
+from selfsup.report.plots import read_metrics, row_seconds
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -231,16 +231,11 @@ def _run_section(i: int, r: dict) -> str:
 
 
 def _minutes(rows: list[dict]) -> tuple[list[float], str]:
-    """Training minutes of every row, or its step where the run logged no time. Monitor rows carry
-    no time of their own: they get the time of the training steps around them."""
-    import numpy as np
-
-    timed = sorted((r["step"], r["train_seconds"]) for r in rows if "train_seconds" in r and "step" in r)
-    if not timed:
+    """Training minutes of every row (selfsup.report.plots.row_seconds), or its step where the run
+    logged no time."""
+    seconds = row_seconds(rows)
+    if seconds is None:
         return [r.get("step", i) for i, r in enumerate(rows)], "step"
-    steps, secs = zip(*timed)
-    seconds = [r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs))
-               for r in rows]
     return [s / 60 for s in seconds], "training minutes"
 
 

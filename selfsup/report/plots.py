@@ -10,6 +10,20 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
 
 
+def row_seconds(rows: list[dict]) -> list[float] | None:
+    """The training time (s) of every metrics row: its own ``train_seconds``, or — monitor rows of
+    runs from before they carried one — interpolated from the training rows' steps around it.
+    None when the run logged no time at all."""
+    import numpy as np
+
+    timed = sorted((r["step"], r["train_seconds"]) for r in rows if "train_seconds" in r and "step" in r)
+    if not timed:
+        return None
+    steps, secs = zip(*timed)
+    return [r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs))
+            for r in rows]
+
+
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """RUN_DIR/curves.png: training loss and the online kNN monitor's accuracy against steps."""
     import matplotlib

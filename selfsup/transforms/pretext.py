@@ -121,6 +121,28 @@ def jigsaw_tiles(x: torch.Tensor, perms: torch.Tensor, tile: int, gen: torch.Gen
     return tiles, label.to(x.device)
 
 
+def block_masks(n: int, side: int, kind: str, hole: float, blocks: int = 1,
+                gen: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """Masks [N, 1, side, side], 1 inside the region to inpaint. ``center``: the central square of
+    ``hole * side`` px; ``random``: ``blocks`` squares of that side at random places."""
+    k = max(1, round(hole * side))
+    m = torch.zeros(n, 1, side, side, device=device)
+    if kind == "center":
+        a = (side - k) // 2
+        m[:, :, a:a + k, a:a + k] = 1
+        return m
+    if kind != "random":
+        raise ValueError(f"mask {kind!r}: choose center or random")
+    r = torch.arange(side, device=device)
+    for _ in range(blocks):
+        top = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
+        left = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
+        inside = ((r.view(1, side, 1) >= top) & (r.view(1, side, 1) < top + k)
+                  & (r.view(1, 1, side) >= left) & (r.view(1, 1, side) < left + k))  # [N, side, side]
+        m = torch.maximum(m, inside.unsqueeze(1).float())
+    return m
+
+
 def resize(x: torch.Tensor, size: int | None) -> torch.Tensor:
     """Bilinear resize of [N,C,H,W] to size x size (None: unchanged). Small images are enlarged so
     that a 3x3 grid of patches still leaves each patch enough pixels for the encoder."""

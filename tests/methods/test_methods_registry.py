@@ -156,3 +156,10 @@ def test_create_method_validates_its_config():
         selfsup.create_method("simclr", backbone="convnet", temprature=0.5)
     encoder = selfsup.create_backbone("convnet", in_channels=1, width=0.25)
     assert selfsup.create_method("byol", backbone=encoder).encoder is encoder
+
+
+def test_methods_that_need_the_image_shape_say_so():
+    with pytest.raises(ValueError, match="image_shape"):
+        selfsup.create_method("ae", backbone="convnet", in_channels=1)  # no image_size: no decoder can be built
+    with pytest.raises(ValueError, match="normalization"):
+        selfsup.create_method("colorization", backbone="convnet", in_channels=3, image_size=8)
