@@ -83,6 +83,7 @@ def resolve_names(layers: list[dict]) -> tuple[str, str]:
 
 
 def _cmd_pretrain(args) -> None:
+    from selfsup import dist
     from selfsup.train import fit, resume
 
     if args.resume:
@@ -91,12 +92,16 @@ def _cmd_pretrain(args) -> None:
     else:
         cfg = build_config(args)
         run_dir = cfg.out
+        dist.init_from_env(cfg.train.device)  # under torchrun: join the group before anyone writes
         if (Path(run_dir) / "checkpoints" / "last").exists():
             raise ConfigError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
                               f"or choose another --out")
-        print(f"run directory: {run_dir}")
+        dist.barrier()  # every process has checked before rank 0 writes into the run directory
+        if dist.is_main():
+            print(f"run directory: {run_dir}")
         summary = fit(cfg, run_dir)
-    print(json.dumps({"run": str(run_dir), **{k: v for k, v in summary.items() if not k.startswith("diag/")}}))
+    if dist.is_main():
+        print(json.dumps({"run": str(run_dir), **{k: v for k, v in summary.items() if not k.startswith("diag/")}}))
 
 
 def _float_list(text: str) -> list[float]:
@@ -135,13 +140,19 @@ def _cmd_eval(args) -> None:
     if args.protocol == "finetune":
         return _cmd_finetune(args)
     options = {allowed[k]: v for k, v in given.items()}
+    from selfsup import dist
+
+    if dist.init_from_env(args.device) and args.protocol not in ("knn", "linear"):
+        raise ConfigError(f"under torchrun, `selfsup eval` shards the feature extraction of knn and linear; run "
+                          f"`selfsup eval {args.protocol}` as one process (python -m selfsup / selfsup)")
     if args.protocol == "pretext" and len(args.run_dirs) > 1:
         res = pretext_correlation(args.run_dirs, device=args.device)
         print(json.dumps(res) if args.json else _format_pretext(res))
         return
     for run_dir in args.run_dirs:
         res = evaluate(run_dir, args.protocol, device=args.device, **options)
-        print(json.dumps(res) if args.json else f"{run_dir}: {_format_result(args.protocol, res)}")
+        if dist.is_main():
+            print(json.dumps(res) if args.json else f"{run_dir}: {_format_result(args.protocol, res)}")
 
 
 def _pct(x) -> str:
@@ -305,6 +316,24 @@ def _cmd_report(args) -> None:
     print(f"report: {write_report(args.run_dirs, args.out, args.title)}")
 
 
+def _cmd_export(args) -> None:
+    from selfsup.export import export_encoder
+
+    path, meta = export_encoder(args.run_dir, args.format, args.out)
+    side = "" if args.format == "safetensors" else f" (normalisation and this code in {path.with_suffix('.json')})"
+    print(f"wrote {meta['backbone']['name']} encoder of {args.run_dir} ({meta['num_features']} features) to {path}"
+          f"{side}\nload it with:\n\n{meta['snippet']}")
+
+
+def _cmd_embed(args) -> None:
+    from selfsup.export import embed_images
+
+    res = embed_images(args.run_dir, args.images, args.out, args.batch_size, args.device)
+    listing = f", file list in {res['files']}" if res["files"] else ""
+    print(f"wrote {res['rows']} x {res['features']} float32 features to {res['out']}{listing}"
+          + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""))
+
+
 def _cmd_demo(args) -> None:
     """Pretrain SimCLR on Fashion-MNIST, evaluate, print learned features next to raw pixels."""
     from selfsup.eval.run import evaluate, evaluate_raw_pixels
@@ -448,6 +477,22 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--title")
     rp.set_defaults(func=_cmd_report)
 
+    ex = sub.add_parser("export", help="write a run's encoder alone, loadable by torchvision, timm or selfsup")
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--format", required=True, choices=["torchvision", "timm", "safetensors"],
+                    help="torchvision (ResNets), timm (ViTs, ResNets), safetensors (any backbone; "
+                         "selfsup.export.load_encoder)")
+    ex.add_argument("--out", help="file to write (default RUN_DIR/export/encoder_FORMAT.pth or .safetensors)")
+    ex.set_defaults(func=_cmd_export)
+
+    em = sub.add_parser("embed", help="features of a folder of images (or one image) from a run's encoder")
+    em.add_argument("run_dir", metavar="RUN_DIR")
+    em.add_argument("images", metavar="IMAGES", help="a folder (searched recursively) or one image file")
+    em.add_argument("--out", required=True, help="features.npy (+ features.files.txt) or features.parquet")
+    em.add_argument("--batch-size", type=int, default=256)
+    em.add_argument("--device", default="cpu")
+    em.set_defaults(func=_cmd_embed)
+
     dm = sub.add_parser("demo", help="pretrain SimCLR on Fashion-MNIST and compare with raw pixels")
     dm.add_argument("--method", default="simclr")
     dm.add_argument("--data", default="fashion-mnist")
@@ -476,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume RUN_DIR`",
               file=sys.stderr)
         return 130
+    finally:
+        from selfsup import dist
+
+        dist.destroy()  # a process group that torchrun's run joined
     return 0
 
 

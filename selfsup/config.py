@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -102,6 +103,8 @@ class TrainConfig:
     checkpoint_every: int = 1  # epochs between checkpoints (last/ is always kept)
     checkpoint_minutes: float = 5.0  # also checkpoint at least this often in long epochs
     max_steps: int | None = None  # stop after N optimiser steps (tests, debugging)
+    checkpoint_steps: int = 0  # also checkpoint every N optimiser steps (0 = off)
+    sync_bn: bool = False  # distributed: BatchNorm statistics over the global batch (SyncBatchNorm)
 
 
 @dataclass
@@ -155,8 +158,34 @@ def _suggest(key: str, valid: list[str]) -> str:
     return " Did you mean " + " or ".join(repr(c) for c in close[:2]) + "?"
 
 
+def _describe(tp: Any) -> str:
+    """The annotation ``tp`` in words, for error messages: ``int | None`` -> 'an integer or null'."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        words = " or ".join(_describe(a) for a in args if a is not type(None))
+        return words + (" or null" if type(None) in args else "")
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} {_PLURAL.get(args[0], 'values')}"
+        return f"a list of {_PLURAL.get(args[0], 'values') if args else 'values'}"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping of keys"
+    return _WORDS.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Any: "any value"}
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "true/false values"}
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; convert lists to tuples, ints to floats."""
+    """Check ``value`` against the annotation ``tp``; convert lists to tuples, ints to floats.
+
+    Every refusal is a ConfigError ``"<key>: expected <type in words>, got <value>"``.
+    """
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
@@ -172,16 +201,18 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
                 return _coerce(value, a, path)
             except ConfigError as e:
                 errors.append(str(e))
-        raise ConfigError(errors[0] if errors else f"{path}: bad value {value!r}")
+        # an element's own error ('data.mean[0]: ...') is the precise one; else name every accepted type
+        inner = [e for e in errors if not e.startswith(f"{path}: expected")]
+        raise ConfigError(inner[0] if inner else f"{path}: expected {_describe(tp)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             value = [value] if origin is tuple and typing.get_args(tp)[-1:] == (Ellipsis,) else value
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
-                raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)} ({value!r})")
+                raise ConfigError(f"{path}: expected {_describe(tp)}, got {len(value)} ({list(value)!r})")
             return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
         out = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
@@ -194,12 +225,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return from_dict(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if tp is bool and not isinstance(value, bool):
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
-    if tp in (int, float) and isinstance(value, bool):
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp in (int, float, bool) and isinstance(value, bool) != (tp is bool):
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{path}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{path}: expected a finite number, got {value!r}")
     return value
 
 
@@ -213,9 +244,9 @@ def from_dict(cls: type, data: dict | Any, path: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        full = f"{path}.{key}" if path else key
-        if key not in fields:
-            raise ConfigError(f"unknown config key {full!r}.{_suggest(key, list(fields))}")
+        full = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str) or key not in fields:
+            raise ConfigError(f"unknown config key {full!r}.{_suggest(str(key), list(fields))}")
         kwargs[key] = _coerce(value, hints[key], full)
     return cls(**kwargs)
 
@@ -271,6 +302,10 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (method:, train:, ...)")
+    try:  # unknown keys and wrong types of the file alone, so that the message can name the file
+        from_dict(RunConfig, {**data, "method": {"name": data["method"]}} if isinstance(data.get("method"), str) else data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return data
 
 
@@ -294,6 +329,9 @@ def resolve(layers: list[dict]) -> RunConfig:
     cfg = from_dict(RunConfig, merged)
     from selfsup.registry import get_method_spec
 
+    if not isinstance(cfg.method.get("name"), str):
+        raise ConfigError(f"method.name: expected a method name (a string; `selfsup list methods`), "
+                          f"got {cfg.method.get('name')!r}")
     try:
         spec = get_method_spec(cfg.method["name"])
     except KeyError as e:
@@ -309,7 +347,80 @@ def resolve(layers: list[dict]) -> RunConfig:
         raise ConfigError(f"train.precision {cfg.train.precision!r}: choose fp32 or bf16")
     if cfg.train.budget is not None:
         parse_duration(cfg.train.budget)
+    _check_bounds(cfg, to_dict(view_preset(spec.views)))
     return cfg
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """Allowed values of a number: lo <= v <= hi (strict where ``*_open``); None = no limit."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def admits(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return self.hi is None or (v < self.hi or (not self.hi_open and v == self.hi))
+
+    def words(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+_POSITIVE, _COUNT, _NONNEG = _Bound(0, lo_open=True), _Bound(1), _Bound(0)
+_PROB, _FRACTION = _Bound(0, 1), _Bound(0, 1, lo_open=True)
+# Values the types admit but a run cannot use (train.batch_size=-3 would fail minutes later, deep in the
+# loader, or silently train nothing); a list or tuple is checked element by element.
+_BOUNDS: dict[str, _Bound] = {
+    "data.image_size": _COUNT, "data.limit": _COUNT, "data.std": _POSITIVE,
+    "backbone.width": _POSITIVE, "backbone.stem_stride": _COUNT, "backbone.patch_size": _COUNT,
+    "backbone.drop_path": _Bound(0, 1, hi_open=True),
+    "optim.lr": _NONNEG, "optim.weight_decay": _NONNEG, "optim.momentum": _PROB,
+    "optim.betas": _Bound(0, 1, hi_open=True), "optim.warmup": _PROB, "optim.min_lr_ratio": _PROB,
+    "optim.clip_grad": _POSITIVE,
+    "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.accumulate": _COUNT, "train.threads": _COUNT,
+    "train.log_every": _COUNT, "train.monitor_every": _NONNEG, "train.monitor_train": _NONNEG,
+    "train.monitor_test": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
+    "train.max_steps": _COUNT,
+    "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
+    "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT,
+    "views.size": _COUNT, "views.crop_scale": _FRACTION, "views.crop_ratio": _POSITIVE, "views.flip_p": _PROB,
+    "views.jitter_p": _PROB, "views.jitter": _NONNEG, "views.gray_p": _PROB, "views.blur_p": _PROB,
+    "views.blur_sigma": _POSITIVE, "views.solarize_p": _PROB, "views.num_global": _COUNT, "views.num_local": _NONNEG,
+    "views.local_size": _COUNT, "views.local_scale": _FRACTION, "views.local_blur_p": _PROB,
+    "views.local_solarize_p": _PROB,
+}
+_ORDERED_PAIRS = ("views.crop_scale", "views.crop_ratio", "views.blur_sigma", "views.local_scale")  # (low, high)
+
+
+def _check_bounds(cfg: RunConfig, view_defaults: dict) -> None:
+    """Refuse out-of-range values with the key, the allowed range, the value and the default."""
+    defaults = to_dict(RunConfig())
+    defaults["views"] = view_defaults
+    for key, bound in _BOUNDS.items():
+        section, name = key.split(".")
+        value = cfg.views.get(name) if section == "views" else getattr(getattr(cfg, section), name)
+        if value is None:
+            continue
+        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+        for i, v in items:
+            if not bound.admits(v):
+                where, given = (key, "") if i is None else (f"{key}[{i}]", f" in {key}={_flow(value)}")
+                kind = "an integer" if isinstance(v, int) else "a number"
+                raise ConfigError(f"{where}: expected {kind} {bound.words()}, got {v!r}{given} "
+                                  f"(the default is {key}={_flow(defaults[section][name])})")
+        if key in _ORDERED_PAIRS and value[0] > value[1]:
+            raise ConfigError(f"{key}: expected [low, high] with low <= high, got {_flow(value)}; "
+                              f"write {key}={_flow(sorted(value))}")
+
+
+def _flow(value: Any) -> str:
+    """A value as it is written on the command line: [0.2, 1.0], 256, null."""
+    return yaml.safe_dump(to_dict(value), default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
 def method_config(cfg: RunConfig) -> Any:
@@ -338,7 +449,48 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
+    """A run's ``config.yaml``, checked against what its checkpoint was trained with (see
+    :func:`_check_against_checkpoint`), so that resuming or evaluating an edited run fails here,
+    naming the key to restore, instead of deep inside weight loading."""
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (pass the --out of a pretrain run)")
-    return resolve([load_yaml(path)])
+    cfg = resolve([load_yaml(path)])
+    _check_against_checkpoint(cfg, Path(run_dir), path)
+    return cfg
+
+
+def _check_against_checkpoint(cfg: RunConfig, run_dir: Path, path: Path) -> None:
+    """Refuse a config.yaml whose method or backbone differs from its checkpoint's meta.json
+    (``checkpoints/last``, else ``checkpoints/previous``; no checkpoint or an unreadable meta: no check)."""
+    import json
+
+    for ckpt in (run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "previous"):
+        try:
+            meta = json.loads((ckpt / "meta.json").read_text())
+        except (OSError, ValueError):
+            continue
+        break
+    else:
+        return
+    trained = {}
+    if isinstance(meta.get("method"), str):
+        trained["method.name"] = meta["method"]
+    # meta["backbone"] reads "convnet(width=0.25, small_stem=True, stem_stride=1)"
+    m = re.fullmatch(r"\s*([^()\s]+)\((.*)\)\s*", str(meta.get("backbone", "")))
+    if m:
+        trained["backbone.name"] = m.group(1)
+        for pair in m.group(2).split(","):
+            key, _, value = pair.strip().partition("=")
+            if key in {f.name for f in dataclasses.fields(BackboneConfig)}:
+                trained[f"backbone.{key}"] = value
+    now = {"method.name": cfg.method_name, **{f"backbone.{f.name}": str(getattr(cfg.backbone, f.name))
+                                              for f in dataclasses.fields(BackboneConfig)}}
+    changed = [k for k, v in trained.items() if str(now[k]) != v]
+    if changed:
+        said = ", ".join(f"{k}={now[k]}" for k in changed)
+        was = ", ".join(f"{k}={trained[k]}" for k in changed)
+        restore = "; ".join(f"{k.split('.')[0]}: {{{k.split('.')[1]}: {trained[k]}}}" for k in changed)
+        raise ConfigError(f"{path} says {said}, but the checkpoint in {ckpt} was trained with {was}: the config was "
+                          f"edited after training. Restore it ({restore}) to resume or evaluate this run; to try "
+                          f"the new settings, start a new run with another --out")

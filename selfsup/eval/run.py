@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from selfsup import dist
+
 from selfsup.config import RunConfig, load_run_config
 from selfsup.eval.features import extract_features, raw_pixel_features
 from selfsup.eval.knn import knn_accuracy
@@ -34,15 +36,16 @@ def _dataset(name: str, split: str, root, image_size):
 
 def load_run(run_dir: str | Path):
     """(config, method with the last checkpoint's weights, checkpoint meta)."""
-    from selfsup.train.checkpoint import load_weights
+    from selfsup.train.checkpoint import load_checkpoint
     from selfsup.train.loop import build_method
 
     cfg = load_run_config(run_dir)
     train = _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
     n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
     method = build_method(cfg, train.channels, n, _size(cfg, train))
-    meta = load_weights(Path(run_dir) / "checkpoints" / "last", method, expect={"method": cfg.method_name})
-    return cfg, method, meta
+    meta, _, used = load_checkpoint(Path(run_dir) / "checkpoints" / "last", method, {"method": cfg.method_name},
+                                    with_state=False)  # checkpoints/previous when last is damaged
+    return cfg, method, {**meta, "checkpoint_dir": str(used)}
 
 
 def _splits(cfg: RunConfig):
@@ -60,7 +63,7 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
     ``loaded``: the run's ``load_run`` result when the caller has it already (not built twice)."""
     cfg, method, meta = loaded or load_run(run_dir)
     train, test = _splits(cfg)
-    stamp = (Path(run_dir) / "checkpoints" / "last" / "model.safetensors").stat().st_mtime_ns
+    stamp = (Path(meta["checkpoint_dir"]) / "model.safetensors").stat().st_mtime_ns
     cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}.safetensors"
     if cache.is_file():
         f = load_file(cache)
@@ -70,10 +73,11 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
               precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
     ftr = extract_features(method.encoder, train.images, **kw)
     fte = extract_features(method.encoder, test.images, **kw)
-    cache.parent.mkdir(exist_ok=True)
-    for old in cache.parent.glob("step*.safetensors"):  # an older checkpoint's features
-        old.unlink()
-    save_file({"train": ftr.contiguous(), "test": fte.contiguous()}, cache)
+    if dist.is_main():  # under torchrun every process extracted its shard and holds all rows; one writes
+        cache.parent.mkdir(exist_ok=True)
+        for old in cache.parent.glob("step*.safetensors"):  # an older checkpoint's features
+            old.unlink()
+        save_file({"train": ftr.contiguous(), "test": fte.contiguous()}, cache)
     return ftr, train.labels, fte, test.labels, cfg
 
 
@@ -88,7 +92,8 @@ def evaluate(run_dir: str | Path, protocol: str, device: str = "cpu", **options)
 def _save(run_dir, name: str, result: dict, cfg: RunConfig | None = None) -> dict:
     if cfg is not None:
         result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name})
-    (Path(run_dir) / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
+    if dist.is_main():
+        (Path(run_dir) / f"eval_{name}.json").write_text(json.dumps(result, indent=1))
     return result
 
 

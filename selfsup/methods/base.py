@@ -68,6 +68,11 @@ class Method(nn.Module, abc.ABC):
     def training_step(self, batch: Batch) -> StepOutput:
         """One step's loss on ``batch.views`` (and logs)."""
 
+    def forward(self, batch: Batch) -> StepOutput:
+        """``training_step``: the loop calls the module (so DistributedDataParallel, which hooks
+        ``forward``, sees the step) rather than the method."""
+        return self.training_step(batch)
+
     def on_step_end(self, progress: float) -> None:
         """After each optimiser step; ``progress`` in [0, 1] is the fraction of training done."""
 

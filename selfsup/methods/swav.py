@@ -112,4 +112,6 @@ class SwAV(Method):
         if self.queues and progress >= self.cfg.queue_start:
             for z in pending:  # [G, B, D] per micro-batch
                 for queue, z_i in zip(self.queues, z):
-                    queue.push(z_i)
+                    # per process, as the official code keeps it: distributed Sinkhorn sums the
+                    # processes' scores, so a gathered (shared) queue would count every row W times
+                    queue.push(z_i, gather=False)

@@ -1,4 +1,4 @@
-"""Shuffling BatchNorm in one process (He et al. 2020, MoCo, sec. 3.3).
+"""Shuffling BatchNorm, in one process and across processes (He et al. 2020, MoCo, sec. 3.3).
 
 Why: with BatchNorm, the samples of a BN batch communicate through its mean and variance. If the
 query q_i and its key k_i are normalised with statistics of the same set of images, the network
@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+
+from selfsup import dist
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -82,13 +84,13 @@ def shuffled_forward(fn: Forward, x: torch.Tensor, groups: int, perm: torch.Tens
     Output row i belongs to input row i, exactly as ``fn(x)`` would order it; only the BN batches
     differ. ``perm`` (a permutation of range(B)) may be given, else one is drawn.
 
-    Distributed hook: the paper shuffles across processes — gather x from every process
-    (``dist.gather``), draw one permutation on rank 0 and broadcast it, forward this process's slice
-    of the shuffled global batch, gather the outputs and keep this process's rows of the
-    un-shuffled result. That is not implemented yet: in a multi-process run each process shuffles
-    within its own batch, which still keeps every key chunk's composition different from every
-    query chunk's as long as ``groups >= 2`` per process.
+    In a process group it shuffles across processes as the paper does: x is gathered from every
+    process, rank 0 draws one permutation of the global batch and broadcasts it, each process
+    forwards its slice of the shuffled batch (in ``groups`` BN chunks), and the outputs are gathered,
+    un-shuffled, and this process's rows kept. No gradient flows (the keys need none).
     """
+    if dist.world_size() > 1:
+        return _shuffled_forward_across_processes(fn, x, groups, generator)
     n = x.shape[0]
     if perm is None:
         perm = shuffle_permutation(n, groups, generator)
@@ -96,3 +98,16 @@ def shuffled_forward(fn: Forward, x: torch.Tensor, groups: int, perm: torch.Tens
     inverse = torch.argsort(perm)  # y[inverse] undoes y = f(x[perm]) row-wise
     y = grouped_forward(fn, x[perm], groups)
     return y[inverse]
+
+
+@torch.no_grad()
+def _shuffled_forward_across_processes(fn: Forward, x: torch.Tensor, groups: int,
+                                       generator: torch.Generator | None) -> torch.Tensor:
+    b, w, r = x.shape[0], dist.world_size(), dist.rank()
+    x_all = dist.gather(x)  # [W*B, ...] in rank order
+    # chunks of the global batch as the processes' BN groups cut it: W * groups of them
+    perm = dist.broadcast_object(shuffle_permutation(w * b, w * effective_groups(b, groups), generator)
+                                 if dist.is_main() else None).to(x.device)
+    y = grouped_forward(fn, x_all[perm[r * b:(r + 1) * b]], groups)  # this process's shuffled slice
+    y_all = dist.gather(y)  # [W*B, D], row j is f(x_all[perm[j]])
+    return y_all[torch.argsort(perm)][r * b:(r + 1) * b]  # back to image order; this process's rows

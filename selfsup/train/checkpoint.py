@@ -1,13 +1,16 @@
 """Checkpoints: weights in safetensors, optimiser/RNG/loop state loaded with weights_only=True.
 
 A checkpoint is a directory written under a temporary name and renamed into place, so a
-crash mid-write leaves the previous one intact.
+crash or a full disk mid-write leaves the earlier one intact. The checkpoint it replaces is kept
+as ``previous`` beside it; ``load_checkpoint`` falls back to it when ``last`` is damaged (a
+truncated file, or a kill between the two renames) and says so.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
@@ -18,27 +21,46 @@ class CheckpointError(RuntimeError):
     pass
 
 
+class CheckpointDamaged(CheckpointError):
+    """The files are missing, truncated or unsafe (as opposed to a checkpoint of another model)."""
+
+
+def previous_of(path: str | Path) -> Path:
+    """Where ``save_checkpoint(path)`` keeps the checkpoint it replaced: checkpoints/previous."""
+    return Path(path).parent / "previous"
+
+
 def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     state: dict, meta: dict) -> None:
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    tensors = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
-    save_file(tensors, tmp / "model.safetensors", metadata={k: str(v) for k, v in meta.items()})
-    torch.save({"optimizer": optimizer.state_dict() if optimizer else None, "state": state}, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-    old = path.parent / f".{path.name}.old{os.getpid()}"
+    try:
+        tmp.mkdir(parents=True)
+        tensors = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
+        save_file(tensors, tmp / "model.safetensors", metadata={k: str(v) for k, v in meta.items()})
+        torch.save({"optimizer": optimizer.state_dict() if optimizer else None, "state": state}, tmp / "state.pt")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+        for f in tmp.iterdir():  # on disk before the rename makes it the checkpoint (a power cut loses nothing)
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    except OSError as e:  # disk full, quota, permissions: the earlier checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write the checkpoint {path} ({e.strerror or e}); the earlier checkpoint "
+                              f"in {path.parent} is intact. Free disk space, then continue with "
+                              f"`selfsup pretrain --resume {path.parent.parent}`") from None
+    prev = previous_of(path)
     if path.exists():
-        path.rename(old)
+        # last -> previous, then tmp -> last: a kill between the renames leaves previous to resume from
+        shutil.rmtree(prev, ignore_errors=True)
+        path.rename(prev)
     tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(path: str | Path) -> dict:
     p = Path(path) / "meta.json"
     if not p.is_file():
-        raise CheckpointError(f"{path} holds no checkpoint (meta.json missing); was the run started?")
+        raise CheckpointDamaged(f"{path} holds no checkpoint (meta.json missing); was the run started?")
     return json.loads(p.read_text())
 
 
@@ -53,7 +75,7 @@ def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None 
     try:
         tensors = load_file(path / "model.safetensors")
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-        raise CheckpointError(f"{path / 'model.safetensors'} is unreadable ({e}); the file is damaged") from None
+        raise CheckpointDamaged(f"{path / 'model.safetensors'} is unreadable ({e}); the file is damaged") from None
     try:
         missing, unexpected = method.load_state_dict(tensors, strict=False)
     except RuntimeError as e:  # shape mismatches: another width or channel count
@@ -71,7 +93,32 @@ def load_state(path: str | Path) -> dict:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointError(f"{file} is missing: the checkpoint is incomplete; start a new run") from None
+        raise CheckpointDamaged(f"{file} is missing: the checkpoint is incomplete; start a new run") from None
     except Exception as e:  # truncated zip, or a pickle asking for code weights_only refuses
-        raise CheckpointError(f"{file} is damaged or unsafe to load ({type(e).__name__}); it was refused. "
+        raise CheckpointDamaged(f"{file} is damaged or unsafe to load ({type(e).__name__}); it was refused. "
                               f"Start a new run, or restore the file from a backup") from None
+
+
+def load_checkpoint(path: str | Path, method: torch.nn.Module, expect: dict | None = None,
+                    with_state: bool = True) -> tuple[dict, dict | None, Path]:
+    """Weights (and, with ``with_state``, optimiser/RNG/loop state) from ``path`` (checkpoints/last),
+    or from the previous checkpoint when ``path`` is damaged or missing, with a warning that names
+    both. Returns (meta, state or None, the directory used). A checkpoint of another method or
+    backbone is an error, never a reason to fall back."""
+    path = Path(path)
+    errors = []
+    for cand in (path, previous_of(path)):
+        try:
+            meta = load_weights(cand, method, expect)
+            state = load_state(cand) if with_state else None
+        except CheckpointDamaged as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            print(f"warning: {errors[0]}\nwarning: using the previous checkpoint {cand} (step {meta.get('step')})",
+                  file=sys.stderr)
+        return meta, state, cand
+    if not path.exists() and not previous_of(path).exists():
+        raise CheckpointDamaged(f"{path.parent} holds no checkpoint: was the run started? (a run killed before its "
+                                f"first checkpoint has nothing to resume: start it again)")
+    raise CheckpointDamaged(f"no usable checkpoint in {path.parent}: " + "; ".join(errors))

@@ -7,6 +7,7 @@ optimiser, RNG streams, data order, position in the epoch).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -19,10 +20,10 @@ from selfsup import dist
 from selfsup.config import RunConfig, load_run_config, method_config, parse_duration, save_config, view_config
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
-from selfsup.methods.base import EpochContext
+from selfsup.methods.base import EpochContext, Method
 from selfsup.registry import instantiate
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
-from selfsup.train.checkpoint import load_state, load_weights, save_checkpoint
+from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
 
@@ -33,11 +34,36 @@ class TrainingError(RuntimeError):
 
 def pick_device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"train.device={name} but no CUDA device is visible; use train.device=cpu")
+    if dev.type == "cuda" and dev.index is None and dist.is_dist():
+        dev = torch.device("cuda", dist.local_rank())  # one GPU per process, as torchrun assigns them
     return dev
+
+
+def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> torch.nn.Module:
+    """What the loop calls for a step: the method itself in one process; in a process group, the
+    method (BatchNorm synchronised if train.sync_bn) inside DistributedDataParallel, which averages
+    the gradients over processes while the backward pass runs.
+
+    ``broadcast_buffers=False``: queues and memory banks are filled with keys gathered from every
+    process, so they are already equal everywhere, and broadcasting a 65536-key queue every step
+    would cost more than the step; BatchNorm running statistics stay per process (rank 0's are
+    saved), or global with sync_bn. ``find_unused_parameters``: some steps leave parameters out
+    (SwAV's frozen prototypes, a GAN's alternating halves, DeepCluster's reset classifier)."""
+    if not dist.is_dist():
+        return method
+    if sync_bn:
+        from selfsup.nn.sync_bn import convert_sync_batchnorm
+
+        convert_sync_batchnorm(method, device)
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, find_unused_parameters=True,
+                                   gradient_as_bucket_view=True)
 
 
 def load_data(cfg: RunConfig):
@@ -131,7 +157,7 @@ class _Logger:
         path = run_dir / "metrics.jsonl"
         if resume_step is not None and path.is_file():
             # steps logged after the checkpoint will be logged again: drop them so the file reads as one run
-            rows = [r for r in path.read_text().splitlines() if r.strip() and json.loads(r)["step"] <= resume_step]
+            rows = [r for r in path.read_text().splitlines() if _step_of(r) <= resume_step]
             path.write_text("".join(r + "\n" for r in rows))
         self.file = open(path, "a")
         try:
@@ -159,6 +185,14 @@ class _Logger:
             self.tb.close()
 
 
+def _step_of(row: str) -> float:
+    """The step of a metrics.jsonl row; inf for a row a kill cut short (dropped on resume)."""
+    try:
+        return json.loads(row)["step"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     s = {"torch": torch.get_rng_state(), "views": gen.get_state()}
     if torch.cuda.is_available():
@@ -178,6 +212,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     t_cfg = cfg.train
+    dist.init_from_env(t_cfg.device)  # a no-op unless torchrun started this process
     torch.manual_seed(t_cfg.seed)
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
@@ -189,6 +224,9 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     method = build_method(cfg, train.channels, len(train), cfg.views.get("size") or train.image_size).to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
+    model = distribute(method, device, t_cfg.sync_bn)  # before the optimiser: SyncBatchNorm keeps the same parameters
+    if dist.world_size() > 1:  # other augmentations, masks and shuffles on every process (the weights stay equal)
+        torch.manual_seed(t_cfg.seed + 1_000_003 * dist.rank())
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
     texts = None
     if method.uses_text:  # image-text methods (CLIP) get the captions as tokens
@@ -207,7 +245,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     monitor = _Monitor.build(train, test, cfg)
     epoch_ctx = EpochContext(train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision,
                              t_cfg.channels_last)
-    gen = torch.Generator().manual_seed(t_cfg.seed + 1)
+    gen = torch.Generator().manual_seed(t_cfg.seed + 1 + 1_000_003 * dist.rank())
 
     budget = parse_duration(t_cfg.budget) if t_cfg.budget else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
@@ -215,12 +253,19 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "train_seconds": 0.0, "images_seen": 0}
     ckpt_dir = run_dir / "checkpoints"
     if resume:
-        meta = load_weights(ckpt_dir / "last", method, expect={"method": cfg.method_name})
-        saved = load_state(ckpt_dir / "last")
+        meta, saved, used = load_checkpoint(ckpt_dir / "last", method, expect={"method": cfg.method_name})
         optimizer.load_state_dict(saved["optimizer"])
         st = saved["state"]["loop"]
-        _set_rng_state(saved["state"]["rng"], gen)
-        print(f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} (checkpoint {meta.get('step')})")
+        ranks = saved["state"].get("rng_ranks")  # one RNG state per process of a distributed run
+        if ranks and len(ranks) == dist.world_size():
+            _set_rng_state(ranks[dist.rank()], gen)
+        elif dist.world_size() == 1:
+            _set_rng_state(saved["state"]["rng"], gen)
+        elif dist.is_main():  # another world size: the data split changes anyway, so no exact resume
+            print(f"warning: {used} was written by {len(ranks or [0])} process(es), this run has "
+                  f"{dist.world_size()}: resuming the weights and schedule, not the exact random streams")
+        if dist.is_main():
+            print(f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)")
 
     def progress() -> float:
         if budget:
@@ -233,9 +278,10 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
         return progress() >= 1.0
 
     def checkpoint() -> None:
+        rng = dist.all_gather_object(_rng_state(gen))  # every process's streams, for an exact resume
         if dist.is_main():
-            save_checkpoint(ckpt_dir / "last", method, optimizer,
-                            {"loop": dict(st), "rng": _rng_state(gen)},
+            state = {"loop": dict(st), "rng": rng[0], **({"rng_ranks": rng} if len(rng) > 1 else {})}
+            save_checkpoint(ckpt_dir / "last", method, optimizer, state,
                             checkpoint_meta(cfg, step=st["step"], epoch=st["epoch"]))
 
     logger = _Logger(run_dir, resume_step=st["step"] if resume else None)
@@ -249,7 +295,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                    desc=f"{cfg.method_name}")
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=t_cfg.precision == "bf16")
     method.train()
-    last_ckpt, rate_t, rate_n = time.time(), time.perf_counter(), 0
+    # checkpoint timing reads the training seconds, which are equal on every process (see below)
+    last_ckpt, rate_t, rate_n = st["train_seconds"], time.perf_counter(), 0
     summary: dict = {}
     try:
         while not done():
@@ -267,15 +314,18 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                 batch.views = views(batch.images, gen)
                 if t_cfg.channels_last:
                     batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
-                with torch.autocast(**autocast):
-                    out = method.training_step(batch)
+                # accumulation: DDP averages gradients only on the micro-batch that ends a step
+                sync = model is method or (micro + 1) % t_cfg.accumulate == 0
+                with torch.autocast(**autocast), (contextlib.nullcontext() if sync else model.no_sync()):
+                    out = model(batch)  # Method.forward is training_step
                 loss = out.loss
-                if not torch.isfinite(loss):
+                if not dist.all_true(bool(torch.isfinite(loss))):
                     raise TrainingError(
                         f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. The last good "
                         f"checkpoint is {ckpt_dir / 'last'}. Try a lower optim.lr (now {cfg.optim.lr}), "
                         f"train.precision=fp32, or optim.clip_grad=1.0; resume with --resume {run_dir}")
-                (loss / t_cfg.accumulate).backward()
+                with contextlib.nullcontext() if sync else model.no_sync():
+                    (loss / t_cfg.accumulate).backward()
                 micro += 1
                 st["batch_in_epoch"] += 1
                 st["images_seen"] += batch.images.shape[0] * dist.world_size()
@@ -290,6 +340,9 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                 now = time.perf_counter()
                 st["train_seconds"] += now - t0
                 t0 = now
+                # the slowest process's clock: progress, learning rate and the end of a budget must
+                # be the same on every process, or the replicas drift apart and the last step hangs
+                st["train_seconds"] = dist.all_reduce_max(st["train_seconds"])
                 st["step"] += 1
                 method.on_step_end(progress())
                 if st["step"] % t_cfg.log_every == 0 or done():
@@ -305,9 +358,10 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                 if bar is not None:
                     bar.n = int(progress() * 1000) if budget else st["step"]
                     bar.refresh() if st["step"] % 5 == 0 else None
-                if time.time() - last_ckpt > 60 * t_cfg.checkpoint_minutes:
+                if (st["train_seconds"] - last_ckpt > 60 * t_cfg.checkpoint_minutes
+                        or (t_cfg.checkpoint_steps and st["step"] % t_cfg.checkpoint_steps == 0)):
                     checkpoint()
-                    last_ckpt = time.time()
+                    last_ckpt = st["train_seconds"]
                 if done():
                     break
             if st["batch_in_epoch"] >= len(loader):  # the epoch ran to its end (also when it ended the run)
@@ -319,7 +373,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                     method.train()
                 if t_cfg.checkpoint_every and st["epoch"] % t_cfg.checkpoint_every == 0:
                     checkpoint()
-                    last_ckpt = time.time()
+                    last_ckpt = st["train_seconds"]
         if monitor is not None:
             summary = monitor(method, cfg, device, views.size)
             logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})

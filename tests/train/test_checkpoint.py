@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import selfsup
-from selfsup.train.checkpoint import CheckpointError, load_state, load_weights, read_meta, save_checkpoint
+from selfsup.train.checkpoint import (CheckpointDamaged, CheckpointError, load_checkpoint, load_state, load_weights,
+                                      read_meta, save_checkpoint)
 
 
 def make(name: str, seed: int = 0, **kw):
@@ -52,7 +53,9 @@ def test_overwriting_a_checkpoint_is_atomic_and_leaves_no_temporaries(tmp_path):
     fresh = make("simclr", seed=3)
     load_weights(tmp_path / "last", fresh)
     assert torch.equal(fresh.encoder.features[0].weight, m.encoder.features[0].weight)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "previous"]  # no temporaries
+    load_weights(tmp_path / "previous", fresh)  # the replaced one is kept, one step behind
+    assert torch.equal(fresh.encoder.features[0].weight + 1.0, m.encoder.features[0].weight)
 
 
 def test_byol_checkpoint_into_simclr_names_both(tmp_path):
@@ -129,3 +132,76 @@ def test_truncated_state_is_a_checkpoint_error(tmp_path):
     f.write_bytes(f.read_bytes()[:40])
     with pytest.raises(CheckpointError):
         load_state(tmp_path / "last")
+
+
+def two_checkpoints(tmp_path: Path):
+    """checkpoints/last at step 5 over checkpoints/previous at step 3; returns the step-3 weights."""
+    m = make("simclr")
+    save_checkpoint(tmp_path / "last", m, None, {"loop": {"step": 3}}, {"method": "simclr", "step": 3})
+    old = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        m.encoder.features[0].weight.mul_(2.0)
+    save_checkpoint(tmp_path / "last", m, None, {"loop": {"step": 5}}, {"method": "simclr", "step": 5})
+    return old
+
+
+def test_a_truncated_last_checkpoint_is_detected_and_the_previous_one_used(tmp_path, capsys):
+    old = two_checkpoints(tmp_path)
+    f = tmp_path / "last" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # what a full disk or a crash can leave
+    m = make("simclr", seed=7)
+    meta, state, used = load_checkpoint(tmp_path / "last", m, {"method": "simclr"})
+    assert used == tmp_path / "previous" and meta["step"] == 3 and state["state"]["loop"] == {"step": 3}
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in old.items())
+    err = capsys.readouterr().err
+    assert "damaged" in err and "previous" in err and "step 3" in err
+
+
+def test_a_kill_between_the_two_renames_leaves_previous_to_resume_from(tmp_path):
+    two_checkpoints(tmp_path)
+    (tmp_path / "last").rename(tmp_path / ".last.tmp123")  # last moved away, the new one not yet in place
+    meta, _, used = load_checkpoint(tmp_path / "last", make("simclr"), {"method": "simclr"})
+    assert used.name == "previous" and meta["step"] == 3
+
+
+def test_no_usable_checkpoint_is_a_clear_error(tmp_path):
+    two_checkpoints(tmp_path)
+    for d in ("last", "previous"):
+        (tmp_path / d / "state.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(CheckpointDamaged, match="no usable checkpoint"):
+        load_checkpoint(tmp_path / "last", make("simclr"))
+    with pytest.raises(CheckpointDamaged, match="holds no checkpoint"):
+        load_checkpoint(tmp_path / "empty" / "last", make("simclr"))
+
+
+def test_a_checkpoint_of_another_method_is_an_error_not_a_fallback(tmp_path):
+    save(tmp_path / "last", make("byol"), "byol")
+    save(tmp_path / "last", make("byol"), "byol")
+    with pytest.raises(CheckpointError, match="byol") as e:
+        load_checkpoint(tmp_path / "last", make("simclr"), {"method": "simclr"})
+    assert not isinstance(e.value, CheckpointDamaged)
+
+
+def test_disk_full_while_saving_loses_no_earlier_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from selfsup.train import checkpoint
+
+    old = two_checkpoints(tmp_path)
+    real = checkpoint.torch.save
+
+    def full_disk(obj, f, *a, **kw):  # the weights were written; the disk fills on state.pt
+        real(obj, f, *a, **kw)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    m = make("simclr", seed=4)
+    with pytest.raises(CheckpointError, match="No space left on device.*intact.*Free disk space"):
+        save_checkpoint(tmp_path / "last", m, None, {"loop": {"step": 7}}, {"method": "simclr", "step": 7})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last", "previous"]  # no half-written temporary
+    fresh = make("simclr", seed=9)
+    meta, _, used = load_checkpoint(tmp_path / "last", fresh)
+    assert used.name == "last" and meta["step"] == 5
+    w = "encoder.features.0.weight"
+    assert torch.equal(fresh.state_dict()[w], 2 * old[w])  # step 5's weights, untouched by the failed save
