@@ -3,7 +3,8 @@
 Layers, later wins: dataclass defaults (the papers') < recipe ``configs/<method>_<data>.yaml``
 < ``--config FILE`` < command-line flags < ``key=value``. Unknown keys and wrong types are
 errors that name the closest valid key, because a typo that silently does nothing wastes a
-15-minute run.
+15-minute run; values a type admits but a run cannot use (``train.batch_size=-3``, NaN, a
+probability of 2) are errors naming the key, the allowed range, the value and the default.
 """
 from __future__ import annotations
 
@@ -385,7 +386,7 @@ _BOUNDS: dict[str, _Bound] = {
     "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.accumulate": _COUNT, "train.threads": _COUNT,
     "train.log_every": _COUNT, "train.monitor_every": _NONNEG, "train.monitor_train": _NONNEG,
     "train.monitor_test": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
-    "train.max_steps": _COUNT,
+    "train.max_steps": _COUNT, "train.checkpoint_steps": _NONNEG,
     "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
     "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT,
     "views.size": _COUNT, "views.crop_scale": _FRACTION, "views.crop_ratio": _POSITIVE, "views.flip_p": _PROB,
@@ -452,17 +453,28 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     """A run's ``config.yaml``, checked against what its checkpoint was trained with (see
     :func:`_check_against_checkpoint`), so that resuming or evaluating an edited run fails here,
     naming the key to restore, instead of deep inside weight loading."""
-    path = Path(run_dir) / "config.yaml"
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory: {path} is missing (pass the --out of a pretrain run)")
-    cfg = resolve([load_yaml(path)])
-    _check_against_checkpoint(cfg, Path(run_dir), path)
+    data = load_yaml(path)
+    try:
+        cfg = resolve([data])
+    except ConfigError as e:
+        # another method.name fails first on the old method's fields; the checkpoint says what to restore
+        method = data.get("method")
+        name = method.get("name") if isinstance(method, dict) else method
+        _check_against_checkpoint({"method.name": name}, run_dir, path)
+        raise ConfigError(f"{path}: {e}") from None
+    now = {"method.name": cfg.method_name,
+           **{f"backbone.{f.name}": getattr(cfg.backbone, f.name) for f in dataclasses.fields(BackboneConfig)}}
+    _check_against_checkpoint(now, run_dir, path)
     return cfg
 
 
-def _check_against_checkpoint(cfg: RunConfig, run_dir: Path, path: Path) -> None:
-    """Refuse a config.yaml whose method or backbone differs from its checkpoint's meta.json
-    (``checkpoints/last``, else ``checkpoints/previous``; no checkpoint or an unreadable meta: no check)."""
+def _check_against_checkpoint(now: dict[str, Any], run_dir: Path, path: Path) -> None:
+    """Refuse a config.yaml whose method or backbone (``now``: dotted key -> value) differs from its
+    checkpoint's meta.json (``checkpoints/last``, else ``previous``; none, or unreadable: no check)."""
     import json
 
     for ckpt in (run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "previous"):
@@ -474,19 +486,16 @@ def _check_against_checkpoint(cfg: RunConfig, run_dir: Path, path: Path) -> None
     else:
         return
     trained = {}
-    if isinstance(meta.get("method"), str):
+    if isinstance(meta, dict) and isinstance(meta.get("method"), str):
         trained["method.name"] = meta["method"]
     # meta["backbone"] reads "convnet(width=0.25, small_stem=True, stem_stride=1)"
-    m = re.fullmatch(r"\s*([^()\s]+)\((.*)\)\s*", str(meta.get("backbone", "")))
+    m = re.fullmatch(r"\s*([^()\s]+)\((.*)\)\s*", str(meta.get("backbone", "")) if isinstance(meta, dict) else "")
     if m:
         trained["backbone.name"] = m.group(1)
         for pair in m.group(2).split(","):
             key, _, value = pair.strip().partition("=")
-            if key in {f.name for f in dataclasses.fields(BackboneConfig)}:
-                trained[f"backbone.{key}"] = value
-    now = {"method.name": cfg.method_name, **{f"backbone.{f.name}": str(getattr(cfg.backbone, f.name))
-                                              for f in dataclasses.fields(BackboneConfig)}}
-    changed = [k for k, v in trained.items() if str(now[k]) != v]
+            trained[f"backbone.{key}"] = value
+    changed = [k for k, v in trained.items() if k in now and str(now[k]) != v]
     if changed:
         said = ", ".join(f"{k}={now[k]}" for k in changed)
         was = ", ".join(f"{k}={trained[k]}" for k in changed)

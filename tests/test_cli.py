@@ -173,10 +173,24 @@ def test_resume_with_a_damaged_state_file(pretrained, tmp_path):
 
     run = tmp_path / "copy"
     shutil.copytree(pretrained, run)
+    for ckpt in ("last", "previous"):
+        state = run / "checkpoints" / ckpt / "state.pt"
+        state.write_bytes(state.read_bytes()[:64])
+    rc, _, err = run_cli(["pretrain", "--resume", str(run)])
+    assert_clean_error(rc, err, "state.pt", "no usable checkpoint", "restore")
+
+
+def test_resume_with_a_damaged_last_checkpoint_uses_the_previous_one(pretrained, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(pretrained, run)
     state = run / "checkpoints" / "last" / "state.pt"
     state.write_bytes(state.read_bytes()[:64])
-    rc, _, err = run_cli(["pretrain", "--resume", str(run)])
-    assert_clean_error(rc, err, "state.pt")
+    rc, out, err = run_cli(["pretrain", "--resume", str(run)])
+    assert rc == 0, err
+    assert "last/state.pt is damaged" in err and "using the previous checkpoint" in err
+    assert "previous checkpoint" in out and json.loads(out.splitlines()[-1])["steps"] > 0
 
 
 def test_real_process_exit_code_and_stderr(tmp_path):

@@ -411,8 +411,15 @@ def _numpy_helper(submodule: str, name: str) -> Callable[..., Any]:
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     """``_codecs.encode`` limited to latin-1: how python 3 protocol<=2 pickles store bytes."""
     if encoding.lower().replace("_", "-") not in ("latin1", "latin-1", "iso-8859-1"):
-        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+        raise _Refused(f"refusing _codecs.encode with encoding {encoding!r}")
     return text.encode("latin-1")
+
+
+class _Refused(pickle.UnpicklingError):
+    """A pickle asked for a global outside the whitelist: code, not data."""
+
+
+_CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 
 
 class _SafeUnpickler(pickle.Unpickler):
@@ -435,7 +442,7 @@ class _SafeUnpickler(pickle.Unpickler):
         package, _, submodule = module.rpartition(".")
         if package in ("numpy.core", "numpy._core") and (submodule, name) in self._NUMPY:
             return _numpy_helper(submodule, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        raise _Refused(f"refusing to load global {module}.{name}")
 
 
 def safe_unpickle(path: Path) -> dict:
@@ -443,17 +450,19 @@ def safe_unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = _SafeUnpickler(f, encoding="bytes").load()
-    except pickle.UnpicklingError as exc:
+    except _Refused as exc:
         raise DatasetError(
             f"{path}: refused to unpickle ({exc}); CIFAR files hold only dicts of "
             "arrays/lists - this file is not a genuine CIFAR batch, do not use it"
         ) from exc
-    except Exception as exc:  # truncated, wrong format, ...
+    except Exception as exc:  # truncated, not a pickle, wrong format, ...
         raise DatasetError(
-            f"{path}: cannot read pickle ({type(exc).__name__}: {exc}); re-fetch the file"
+            f"{path}: cannot read pickle ({type(exc).__name__}: {exc}); the file is truncated or not a CIFAR "
+            f"batch - re-fetch the 'python version' archive from {_CIFAR_URL} and extract it again"
         ) from exc
     if not isinstance(obj, dict):
-        raise DatasetError(f"{path}: expected a dict, got {type(obj).__name__}")
+        raise DatasetError(f"{path}: expected a dict, got {type(obj).__name__}; not a CIFAR batch - re-fetch it "
+                           f"from {_CIFAR_URL}")
     return obj
 
 
@@ -487,13 +496,22 @@ def _find_cifar_folder(spec: _CifarSpec, split: str, root: Optional[Path]) -> Pa
     for folder in candidates:
         if all((folder / f).is_file() for f in files):
             return folder
+    for folder in candidates:  # a partial extraction, or the other CIFAR: say which
+        present = [f for f in files if (folder / f).is_file()]
+        if present:
+            missing = [f for f in files if f not in present]
+            raise DatasetError(f"{spec.name} ({split}): {folder} holds {', '.join(present)} but not "
+                               f"{', '.join(missing)}: the extraction is incomplete; extract the archive again")
+        other = _CIFAR100 if spec is _CIFAR10 else _CIFAR10
+        if folder.is_dir() and all((folder / f).is_file() for f in other.train_files + other.test_files):
+            raise DatasetError(f"{spec.name}: {folder} holds {other.name}, not {spec.name}; "
+                               f"use --data {other.name}, or point --data-dir at the {spec.folder} folder")
     looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     looked = looked or "nowhere (no --data-dir, SELFSUP_DATA unset)"
     raise DatasetError(
         f"{spec.name} ({split}): could not find {spec.folder}/{{{','.join(files)}}}. Looked in: {looked}. "
         f"Fix: pass --data-dir DIR (the extracted {spec.folder} folder or its parent) "
-        f"or export SELFSUP_DATA=DIR; get the 'python version' archive from "
-        "https://www.cs.toronto.edu/~kriz/cifar.html"
+        f"or export SELFSUP_DATA=DIR; get the 'python version' archive from {_CIFAR_URL}"
     )
 
 
@@ -501,11 +519,17 @@ def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Images ``[N, 3, 32, 32]`` and labels of one CIFAR batch file."""
     batch = safe_unpickle(path)
     data, labels = batch.get(b"data"), batch.get(label_key)
+    refetch = f"not a CIFAR python batch - re-fetch the 'python version' archive from {_CIFAR_URL}"
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DatasetError(f"{path}: b'data' is not a uint8 [N, 3072] array")
-    labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+        found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise DatasetError(f"{path}: b'data' is not a uint8 [N, 3072] array (found {found}); {refetch}")
+    try:
+        labels = np.asarray(labels, dtype=np.int64) if labels is not None else None
+    except (TypeError, ValueError):
+        labels = np.zeros(0)  # not numbers: reported as mis-sized below
     if labels is None or labels.shape != (len(data),):
-        raise DatasetError(f"{path}: missing or mis-sized {label_key!r}")
+        keys = ", ".join(repr(k) for k in batch)
+        raise DatasetError(f"{path}: missing or mis-sized {label_key!r} (keys: {keys}); {refetch}")
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -526,9 +550,11 @@ def _load_cifar(spec: _CifarSpec, split: str, root: Optional[Path]) -> ImageData
     parts = [_cifar_batch(folder / f, spec.label_key) for f in files]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
-    if labels.size and labels.min() < 0:
-        raise DatasetError(f"{folder}: negative labels in {spec.name}")
     classes = _cifar_classes(folder, spec)
+    limit = len(classes) if classes is not None else 100
+    if labels.size and (labels.min() < 0 or labels.max() >= limit):
+        raise DatasetError(f"{folder}: {spec.name} labels must be 0..{limit - 1}, found {labels.min()}..{labels.max()}; "
+                           f"the files are not {spec.name} batches - re-fetch them from {_CIFAR_URL}")
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, spec.name)
 
 
@@ -549,21 +575,49 @@ def load_cifar100(split: str, root: Optional[Path], image_size: Optional[int]) -
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
 )
-_GRAY_MODES = frozenset({"1", "L", "LA"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+# 16- and 32-bit single-channel modes: Pillow's convert("L") clips them at 255 (a 16-bit PNG turns white),
+# so they are scaled instead: integers as 16-bit (0..65535 -> 0..255), floats as [0, 1].
+_DEEP_GRAY_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I", "F"})
 DECODE_WORKERS = 4
 PROGRESS_THRESHOLD = 2000
+_SIDE_FILES = frozenset({"captions.tsv"})  # read by the loader, not images, not worth a warning
 
 
 def _image_files(folder: Path) -> list[Path]:
     """All image-extension files below ``folder`` (sorted, hidden files skipped).
 
-    Files with other extensions (README.txt, .DS_Store, ...) are ignored,
-    not counted as unreadable.
+    Files with other extensions (README.txt, .DS_Store, ...) are not returned;
+    :func:`_other_files` lists them so that the loader can count them.
     """
     return sorted(
         p for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
     )  # fmt: skip
+
+
+def _other_files(folder: Path) -> list[Path]:
+    """Files below ``folder`` that :func:`_image_files` leaves out (notes.txt, .DS_Store, ...), sorted;
+    not those inside hidden folders (.git/, .ipynb_checkpoints/), which are nobody's images."""
+    out = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts[:-1]) or rel.as_posix() in _SIDE_FILES:
+            continue
+        if (p.suffix.lower() not in IMAGE_EXTENSIONS or p.name.startswith(".")) and p.is_file():
+            out.append(p)
+    return sorted(out)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _shown(paths: list[Path], folder: Path, n: int = 5) -> str:
+    """The first ``n`` paths relative to ``folder``, comma-separated, '...' when there are more."""
+    names = [p.relative_to(folder).as_posix() if p.is_relative_to(folder) else str(p) for p in paths[:n]]
+    return ", ".join(names) + (", ..." if len(paths) > n else "")
 
 
 def _split_folder(root: Path, split: str) -> Path:
@@ -582,34 +636,64 @@ def _split_folder(root: Path, split: str) -> Path:
     return root
 
 
-def _class_of(files: list[Path], folder: Path) -> tuple[Optional[list[str]], Optional[np.ndarray]]:
+def _class_folders(root: Path, folder: Path) -> list[str]:
+    """Sub-folder names that are classes: of ``folder``, or of both ``train/`` and ``test/``.
+
+    With a train/test layout the classes are the union of both splits' sub-folders, so that
+    label ``i`` names the same class in both even when one split lacks a class.
+    """
+    splits = [root / s for s in SPLITS if (root / s).is_dir()] if folder != root else [folder]
+    return sorted({d.name for s in splits for d in s.iterdir() if d.is_dir() and not d.name.startswith(".")})
+
+
+def _class_of(files: list[Path], folder: Path, names: list[str]) -> tuple[Optional[list[str]], Optional[np.ndarray]]:
     """Class names and per-file labels when ``folder`` is ``<class>/<image>``, else (None, None).
 
     Labelled means: every image sits exactly one level down and there are at
-    least two such sub-folders.  Flat or deeper nesting is treated as
-    unlabelled, since the folder names there are not class names.
+    least two class sub-folders (``names``; empty ones count, and keep their label).
+    Flat or deeper nesting is treated as unlabelled, since the folder names there
+    are not class names.
     """
     rel = [f.relative_to(folder).parts for f in files]
-    if any(len(parts) != 2 for parts in rel):
+    if any(len(parts) != 2 for parts in rel) or len(names) < 2:
         return None, None
-    classes = sorted({parts[0] for parts in rel})
-    if len(classes) < 2:
-        return None, None
-    index = {c: i for i, c in enumerate(classes)}
-    return classes, np.array([index[parts[0]] for parts in rel], dtype=np.int64)
+    index = {c: i for i, c in enumerate(names)}
+    return list(names), np.array([index[parts[0]] for parts in rel], dtype=np.int64)
+
+
+def _to_l_or_rgb(img: Any) -> Any:
+    """A decoded PIL image as mode ``L`` (gray modes) or ``RGB`` (all others: palette, CMYK, ...).
+
+    Transparency is composited onto black, since the colour under a transparent pixel is
+    arbitrary; 16-bit gray is scaled to 8 bits (see ``_DEEP_GRAY_MODES``).
+    """
+    from PIL import Image
+
+    if img.mode in _DEEP_GRAY_MODES:
+        a = np.asarray(img, dtype=np.float64)
+        a = a * 255.0 if img.mode == "F" else a / 257.0
+        return Image.fromarray(np.rint(np.nan_to_num(a)).clip(0, 255).astype(np.uint8), "L")
+    target = "L" if img.mode in _GRAY_MODES else "RGB"
+    if "A" in img.getbands() or "a" in img.getbands() or "transparency" in img.info:
+        img = img.convert(target + "A")
+        out = Image.new(target, img.size, 0)
+        out.paste(img.convert(target), mask=img.getchannel("A"))
+        return out
+    return img.convert(target)
 
 
 def _decode(path: Path, size: int) -> Optional[np.ndarray]:
     """Decode one image to uint8 ``[size, size]`` (gray) or ``[size, size, 3]``; None if unreadable.
 
-    Shorter side resized to ``size`` (bilinear, antialiased), then centre-cropped.
+    Shorter side resized to ``size`` (bilinear, antialiased; smaller images are scaled up),
+    then centre-cropped. Truncated files are unreadable, not padded.
     """
     from PIL import Image
 
     try:
         with Image.open(path) as img:
             img.load()
-            img = img.convert("L" if img.mode in _GRAY_MODES else "RGB")
+            img = _to_l_or_rgb(img)
             w, h = img.size
             if min(w, h) != size:
                 scale = size / min(w, h)
@@ -642,7 +726,8 @@ def _warn_skipped(skipped: list[Path]) -> None:
     if not skipped:
         return
     shown = ", ".join(str(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-    warnings.warn(f"imagefolder: skipped {len(skipped)} unreadable files: {shown}", stacklevel=4)
+    warnings.warn(f"imagefolder: skipped {_count(len(skipped), 'unreadable file')}: {shown} "
+                  "(corrupt, truncated or empty; delete or re-export them to silence this)", stacklevel=4)
 
 
 def _stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -659,25 +744,46 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
     ``root/train`` and ``root/test`` select the split when present; a ``captions.tsv`` in the
     split's folder (file name relative to it, a tab, the caption) adds captions (CLIP).  Images
     are decoded once, resized to ``image_size`` (default 32) and kept as uint8.
+
+    Bad input: files that cannot be decoded (corrupt, truncated, zero bytes) are skipped and
+    counted in one warning; so are files without an image extension (notes.txt, .DS_Store).
+    Channels: if every image is gray (L, 1-bit, 16-bit) the dataset has 1 channel, otherwise 3 and
+    gray images are replicated to RGB; palette and CMYK images become RGB, and transparency is
+    composited onto black.  Images smaller than ``image_size`` are scaled up.  Classes are the
+    sub-folders (with train/ and test/, of both): an empty class folder keeps its label, with a
+    warning, so that labels mean the same class in both splits.
     """
     root = _require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
     if not root.is_dir():
         raise DatasetError(f"imagefolder: {root} is not a folder; pass --data-dir DIR")
     folder = _split_folder(root, split)
-    files = _image_files(folder)
+    files, others = _image_files(folder), _other_files(folder)
     if not files:
+        held = f"it holds {_count(len(others), 'other file')} ({_shown(others, folder)})" if others else "it is empty"
         raise DatasetError(
-            f"imagefolder: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}; "
+            f"imagefolder: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}: {held}; "
             "pass --data-dir pointing at a folder of images"
         )
-    classes, labels = _class_of(files, folder)
+    classes, labels = _class_of(files, folder, _class_folders(root, folder))
     decoded = _decode_all(files, image_size or DEFAULT_IMAGEFOLDER_SIZE)
     ok = np.array([a is not None for a in decoded], dtype=bool)
     _warn_skipped([f for f, good in zip(files, ok) if not good])
+    if others:
+        warnings.warn(f"imagefolder: ignored {_count(len(others), 'non-image file')} (no image extension, or hidden) "
+                      f"in {folder}: {_shown(others, folder)}", stacklevel=3)
     if not ok.any():
-        raise DatasetError(f"imagefolder: none of the {len(files)} image files in {folder} could be decoded")
+        raise DatasetError(
+            f"imagefolder: none of the {len(files)} image files in {folder} could be decoded "
+            "(corrupt, truncated or empty); re-export them or pass --data-dir pointing at readable images"
+        )
     images = _stack_images([a for a in decoded if a is not None])
     label_tensor = None if labels is None else torch.from_numpy(labels[ok])
+    if classes is not None:
+        empty = [c for i, c in enumerate(classes) if not (labels[ok] == i).any()]
+        if empty:
+            warnings.warn(f"imagefolder: {len(empty)} of {len(classes)} classes have no readable images in {folder}: "
+                          f"{', '.join(empty)}; each keeps its label, so labels name the same class in every split",
+                          stacklevel=3)
     ds = ImageDataset(images, label_tensor, classes, "imagefolder")
     if (folder / "captions.tsv").is_file():  # image-text pairs for CLIP: file name <TAB> caption
         from selfsup.data.captions import load_captions_file
@@ -695,6 +801,7 @@ _ARRAY_KEYS = {
     "test": (("test_images", "x_test", "X_test"), ("test_labels", "y_test", "Y_test")),
 }
 _ACCEPTED_SHAPES = "[N, H, W], [N, H, W, C] or [N, C, H, W] with C in {1, 3}"
+_HALF_STEP = 0.5 / 255  # float images this far outside [0, 1] still round into 0..255
 
 
 def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
@@ -705,57 +812,121 @@ def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
         return x
     if x.ndim == 4 and x.shape[3] in (1, 3):
         return x.transpose(0, 3, 1, 2)
-    raise DatasetError(f"{path}: images have shape {x.shape}; accepted shapes are {_ACCEPTED_SHAPES}")
+    hint = ""
+    if x.ndim == 4 and 4 in (x.shape[1], x.shape[3]):
+        hint = "; RGBA? drop the alpha channel (x[..., :3] or x[:, :3]) and save again"
+    elif x.ndim == 2:
+        hint = "; flattened images? reshape them, e.g. x.reshape(len(x), 28, 28)"
+    raise DatasetError(f"{path}: images have shape {x.shape}; accepted shapes are {_ACCEPTED_SHAPES}{hint}")
+
+
+def _first_rows(bad: np.ndarray) -> str:
+    """'image 3' or 'images 3, 8, 11, ...' for a boolean mask over rows."""
+    rows = np.flatnonzero(bad)
+    shown = ", ".join(str(i) for i in rows[:3]) + (", ..." if len(rows) > 3 else "")
+    return f"image{'s' if len(rows) > 1 else ''} {shown}"
 
 
 def _to_uint8(x: np.ndarray, path: Path) -> np.ndarray:
-    """uint8 as is; float in [0, 1] scaled by 255; integers in 0..255 cast."""
+    """uint8 as is; floats in [0, 1] scaled by 255, floats in [0, 255] rounded; integers in 0..255 cast.
+
+    A float array is read as [0, 1] when its largest value is at most 1, and as [0, 255] when it
+    is at least 2 (in between is ambiguous and refused); NaN/inf and negative values are refused.
+    """
     if x.dtype == np.uint8:
         return x
+    rows = x.reshape(len(x), -1)
     if np.issubdtype(x.dtype, np.floating):
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        if bad:
-            raise DatasetError(f"{path}: images contain {bad} NaN/inf values; clean them before loading")
-        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
-        if lo < 0.0 or hi > 1.0:
+        finite = np.isfinite(rows).all(axis=1)
+        if not finite.all():
             raise DatasetError(
-                f"{path}: float images must lie in [0, 1], found [{lo:g}, {hi:g}]; "
-                "rescale them (e.g. x / 255) or save as uint8"
+                f"{path}: {int((~finite).sum())} of {len(x)} images contain NaN or inf ({_first_rows(~finite)}); "
+                "drop those rows (keep = np.isfinite(x).reshape(len(x), -1).all(1); x, y = x[keep], y[keep]) "
+                "or fill the values, then save the file again"
             )
-        return np.rint(x * 255.0).astype(np.uint8)
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+        if lo >= -_HALF_STEP and hi <= 1.0 + _HALF_STEP:
+            return np.rint(x * 255.0).clip(0, 255).astype(np.uint8)
+        if lo >= -0.5 and 2.0 <= hi <= 255.5:
+            return np.rint(x).clip(0, 255).astype(np.uint8)
+        if lo >= -_HALF_STEP and hi < 2.0:
+            raise DatasetError(
+                f"{path}: float images range over [{lo:g}, {hi:g}]: neither [0, 1] nor [0, 255]; clip them "
+                "to [0, 1] (np.clip(x, 0, 1)) if they are [0, 1] images, or save them as uint8"
+            )
+        bad = (rows < -_HALF_STEP).any(axis=1) | (rows > 255.5).any(axis=1)
+        raise DatasetError(
+            f"{path}: float images must lie in [0, 1] or [0, 255], found [{lo:g}, {hi:g}] ({_first_rows(bad)}); "
+            "undo any normalisation (x * std + mean) or rescale them (e.g. x / x.max()), or save as uint8"
+        )
     if np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < 0 or x.max() > 255):
-            raise DatasetError(f"{path}: integer images must lie in 0..255, found [{x.min()}, {x.max()}]")
+            bad = (rows < 0).any(axis=1) | (rows > 255).any(axis=1)
+            raise DatasetError(
+                f"{path}: integer images must lie in 0..255, found [{x.min()}, {x.max()}] ({_first_rows(bad)}); "
+                "16-bit images? scale them to 8 bits ((x // 257).astype(np.uint8)) and save again"
+            )
         return x.astype(np.uint8)
-    raise DatasetError(f"{path}: unsupported image dtype {x.dtype}; use uint8 or float in [0, 1]")
+    raise DatasetError(f"{path}: unsupported image dtype {x.dtype}; use uint8, or floats in [0, 1] or [0, 255]")
 
 
-def _check_labels(y: np.ndarray, n: int, path: Path) -> np.ndarray:
-    """Labels must be a 1-D array of ``n`` non-negative integers."""
+def _check_labels(y: np.ndarray, n: Optional[int], path: Path, key: str = "labels") -> np.ndarray:
+    """Labels as int64 ``[N]``: one non-negative integer per image (``n`` images; None: unchecked).
+
+    A column ``[N, 1]`` is flattened; floats holding whole numbers (labels saved as float32) are
+    cast; one-hot rows, fractions, NaN, negative values and a length other than ``n`` are refused.
+    """
     y = np.asarray(y)
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1 or len(y) != n:
-        raise DatasetError(f"{path}: labels must be {n} integers [N], got {y.dtype} {y.shape}")
-    negative = int(np.count_nonzero(y < 0))
-    if negative:
-        raise DatasetError(f"{path}: labels must be non-negative; found {negative} negative values")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        hint = "; one-hot labels? save y.argmax(1)" if y.ndim == 2 else ""
+        raise DatasetError(f"{path}: {key} must be one integer per image, shape [N]; got shape {y.shape}{hint}")
+    if n is not None and len(y) != n:
+        raise DatasetError(f"{path}: {n} images but {len(y)} {key}; save exactly one label per image")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (np.where(np.isfinite(y), y, 0) % 1 != 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DatasetError(f"{path}: {key} must be whole numbers (class indices 0..K-1); {int(bad.sum())} of {len(y)} are not, "
+                               f"the first is {key}[{i}] = {y[i].item()!r}")
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise DatasetError(f"{path}: {key} must be integers (class indices 0..K-1), got dtype {y.dtype}; "
+                           "map class names to indices and save the indices (names may go in 'classes')")
+    negative = y < 0
+    if negative.any():
+        i = int(np.flatnonzero(negative)[0])
+        raise DatasetError(f"{path}: {key} must be non-negative class indices; found {int(negative.sum())} negative "
+                           f"values, the first is {key}[{i}] = {y[i].item()!r}")
     return y.astype(np.int64)
 
 
-def _pick(store: Any, keys: tuple[str, ...]) -> Optional[np.ndarray]:
-    """The first of ``keys`` present in an npz store, or None."""
+def _pick(store: Any, keys: tuple[str, ...]) -> Optional[tuple[str, np.ndarray]]:
+    """The first of ``keys`` present in an npz store, with its name, or None."""
     for key in keys:
         if key in store.files:
-            return store[key]
+            return key, store[key]
     return None
 
 
-def _read_array_file(path: Path, split: str) -> tuple[np.ndarray, Optional[np.ndarray], Optional[list[str]]]:
+@dataclass
+class _ArrayFile:
+    """What an array file holds for one split."""
+
+    images: np.ndarray
+    labels: Optional[np.ndarray]
+    label_key: str
+    classes: Optional[list[str]]
+    label_values: Optional[np.ndarray]  # the distinct labels of every split in the file, sorted
+
+
+def _read_array_file(path: Path, split: str) -> _ArrayFile:
     """Images, labels and optional class names from a .npy or .npz file."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         if split == "test":
             raise DatasetError(f"{path}: a .npy file has no test split; save an .npz with x_test/y_test")
-        return np.load(path, allow_pickle=False), None, None
+        return _ArrayFile(np.load(path, allow_pickle=False), None, "", None, None)
     if suffix != ".npz":
         raise DatasetError(f"{path}: expected a .npy or .npz file; pass --data-dir path/to/data.npz")
     img_keys, lbl_keys = _ARRAY_KEYS[split]
@@ -766,25 +937,51 @@ def _read_array_file(path: Path, split: str) -> tuple[np.ndarray, Optional[np.nd
                 f"{path}: no {split} images; expected one of the keys {', '.join(img_keys)} "
                 f"(found: {', '.join(store.files) or 'none'})"
             )
+        every = [_pick(store, _ARRAY_KEYS[s][1]) for s in SPLITS]
+        every = [_check_labels(v, None, path, k) for k, v in (e for e in every if e is not None)]
         classes = store["classes"] if "classes" in store.files else None
     names = [str(c) for c in classes.tolist()] if classes is not None and classes.dtype.kind in "US" else None
-    return images, labels, names
+    values = np.unique(np.concatenate(every)) if every else None
+    label_key, label_array = labels if labels is not None else ("", None)
+    return _ArrayFile(images[1], label_array, label_key, names, values)
 
 
 def load_array(split: str, root: Optional[Path], image_size: Optional[int]) -> ImageDataset:
-    """Images (and labels) from a ``.npy`` or ``.npz`` file given as ``root``."""
+    """Images (and labels) from a ``.npy`` or ``.npz`` file given as ``root``.
+
+    Images: uint8, or floats in [0, 1] or [0, 255] (see :func:`_to_uint8`), shaped
+    ``[N, H, W]``, ``[N, H, W, C]`` or ``[N, C, H, W]``.  Labels: one non-negative integer per
+    image.  With a ``classes`` array (names) label ``i`` is ``classes[i]``; without one, labels
+    that are not 0..K-1 (1-based, or sparse ids such as 3, 17, 250) are remapped to 0..K-1 in
+    sorted order over every split in the file (so train and test agree), with a warning, and
+    the class names keep the original values.
+    """
     path = _require_root(root, "array", "path/to/data.npz (or .npy)")
     try:
-        images, labels, classes = _read_array_file(path, split)
+        data = _read_array_file(path, split)
     except (ValueError, OSError) as exc:  # pickled objects, corrupt zip, ...
         raise DatasetError(f"{path}: cannot read array file ({exc})") from exc
-    images = _to_uint8(_to_nchw(images, path), path)
-    label_tensor = None
-    if labels is not None:
-        y = _check_labels(labels, len(images), path)
+    if data.images.ndim == 0 or len(data.images) == 0:
+        raise DatasetError(f"{path}: the {split} images array is empty (shape {data.images.shape}); "
+                           "save at least one image, shaped " + _ACCEPTED_SHAPES)
+    images = _to_uint8(_to_nchw(data.images, path), path)
+    classes, label_tensor = data.classes, None
+    if data.labels is not None:
+        y = _check_labels(data.labels, len(images), path, data.label_key)
+        values = data.label_values
+        if classes is not None and y.size and y.max() >= len(classes):
+            i = int(np.argmax(y >= len(classes)))
+            raise DatasetError(f"{path}: {data.label_key}[{i}] = {y[i]} is out of range for the {len(classes)} "
+                               f"names in 'classes' (labels must be 0..{len(classes) - 1}); fix the labels or "
+                               "add the missing class names")
+        if classes is None and values is not None and values.size:
+            if values[-1] != len(values) - 1:  # not 0..K-1: remap, the same way for every split
+                warnings.warn(f"array: {path} labels are not 0..K-1 ({len(values)} distinct values from {values[0]} "
+                              f"to {values[-1]}); remapped to 0..{len(values) - 1} in sorted order (class names keep "
+                              "the original values; save a 'classes' array to name them yourself)", stacklevel=3)
+                y = np.searchsorted(values, y)
+            classes = [str(v) for v in values]
         label_tensor = torch.from_numpy(y)
-        if classes is None and y.size:
-            classes = [str(i) for i in range(int(y.max()) + 1)]
     return ImageDataset(torch.from_numpy(np.ascontiguousarray(images)), label_tensor, classes, "array")
 
 

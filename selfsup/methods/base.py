@@ -60,6 +60,9 @@ class Method(nn.Module, abc.ABC):
     needs_vit = False
     # True for image-text methods (CLIP): the loop hands them caption tokens as batch.texts
     uses_text = False
+    # True when some steps leave trainable parameters without a gradient (SwAV's frozen prototypes,
+    # a GAN's alternating halves): DDP must then look for them every step (find_unused_parameters)
+    skips_parameters = False
     # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
     # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module

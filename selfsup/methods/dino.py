@@ -52,6 +52,8 @@ class DINOConfig:
 class DINO(Method):
     """DINO: a student matches a centred, sharpened EMA teacher across multi-crop views."""
 
+    skips_parameters = True  # the last layer gets no gradient while freeze_last_layer lasts
+
     def __init__(self, encoder: nn.Module, cfg: DINOConfig = DINOConfig()):
         super().__init__()
         self.cfg = cfg

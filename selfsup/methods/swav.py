@@ -48,6 +48,8 @@ class SwAVConfig:
 class SwAV(Method):
     """SwAV: swapped prediction of Sinkhorn cluster codes between crops."""
 
+    skips_parameters = True  # the prototypes get no gradient while freeze_prototypes_iters lasts
+
     def __init__(self, encoder: nn.Module, cfg: SwAVConfig = SwAVConfig()):
         super().__init__()
         self.cfg = cfg
@@ -77,8 +79,8 @@ class SwAV(Method):
         z = F.normalize(self.projector(encode_crops(self.encoder, views)), dim=1)  # [V*B, D] on the sphere
         c = self.prototypes.weight  # [K, D], unit rows
         if int(self.iteration) < self.cfg.freeze_prototypes_iters:
-            # frozen: no gradient at all, so the optimiser skips C (the official p.grad = None); a DDP
-            # wrapper would need find_unused_parameters during these steps
+            # frozen: no gradient at all, so the optimiser skips C (the official p.grad = None); hence
+            # skips_parameters (DDP's find_unused_parameters)
             c = c.detach()
         # scores in float32: tau = 0.1 and epsilon = 0.05 would magnify bf16's rounding of the cosines
         with torch.autocast(z.device.type, enabled=False):
@@ -112,6 +114,6 @@ class SwAV(Method):
         if self.queues and progress >= self.cfg.queue_start:
             for z in pending:  # [G, B, D] per micro-batch
                 for queue, z_i in zip(self.queues, z):
-                    # per process, as the official code keeps it: distributed Sinkhorn sums the
-                    # processes' scores, so a gathered (shared) queue would count every row W times
-                    queue.push(z_i, gather=False)
+                    # gathered from every process (the same queue everywhere); Sinkhorn counts
+                    # these shared rows once (num_shared), so it is one global queue
+                    queue.push(z_i)

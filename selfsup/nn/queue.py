@@ -32,10 +32,9 @@ class Queue(nn.Module):
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def push(self, keys: torch.Tensor, gather: bool = True) -> None:
-        """Append [B, dim] keys, gathered from all processes in rank order (``gather=False``: this
-        process's keys only, for a per-process queue such as SwAV's)."""
-        keys = dist.gather(keys.detach().float()) if gather else keys.detach().float()
+    def push(self, keys: torch.Tensor) -> None:
+        """Append [B, dim] keys (gathered from all processes, in rank order)."""
+        keys = dist.gather(keys.detach().float())
         b = keys.shape[0]
         if b >= self.size:  # more keys than room: keep the newest
             self.data.copy_(keys[-self.size:])

@@ -93,10 +93,9 @@ def load_state(path: str | Path) -> dict:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise CheckpointDamaged(f"{file} is missing: the checkpoint is incomplete; start a new run") from None
+        raise CheckpointDamaged(f"{file} is missing: the checkpoint is incomplete") from None
     except Exception as e:  # truncated zip, or a pickle asking for code weights_only refuses
-        raise CheckpointDamaged(f"{file} is damaged or unsafe to load ({type(e).__name__}); it was refused. "
-                              f"Start a new run, or restore the file from a backup") from None
+        raise CheckpointDamaged(f"{file} is damaged or unsafe to load ({type(e).__name__}); it was refused") from None
 
 
 def load_checkpoint(path: str | Path, method: torch.nn.Module, expect: dict | None = None,
@@ -121,4 +120,5 @@ def load_checkpoint(path: str | Path, method: torch.nn.Module, expect: dict | No
     if not path.exists() and not previous_of(path).exists():
         raise CheckpointDamaged(f"{path.parent} holds no checkpoint: was the run started? (a run killed before its "
                                 f"first checkpoint has nothing to resume: start it again)")
-    raise CheckpointDamaged(f"no usable checkpoint in {path.parent}: " + "; ".join(errors))
+    raise CheckpointDamaged(f"no usable checkpoint in {path.parent}: " + "; ".join(errors)
+                            + ". Start a new run, or restore the files from a backup")

@@ -48,11 +48,11 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
     method (BatchNorm synchronised if train.sync_bn) inside DistributedDataParallel, which averages
     the gradients over processes while the backward pass runs.
 
-    ``broadcast_buffers=False``: queues and memory banks are filled with keys gathered from every
+    No buffer broadcast before each forward: queues and memory banks are filled with keys gathered from every
     process, so they are already equal everywhere, and broadcasting a 65536-key queue every step
     would cost more than the step; BatchNorm running statistics stay per process (rank 0's are
-    saved), or global with sync_bn. ``find_unused_parameters``: some steps leave parameters out
-    (SwAV's frozen prototypes, a GAN's alternating halves, DeepCluster's reset classifier)."""
+    saved), or global with sync_bn. ``find_unused_parameters`` (an extra graph traversal a step) only
+    for methods whose steps can leave parameters out (``Method.skips_parameters``)."""
     if not dist.is_dist():
         return method
     if sync_bn:
@@ -61,9 +61,14 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
         convert_sync_batchnorm(method, device)
     from torch.nn.parallel import DistributedDataParallel
 
+    import inspect
+
+    # torch >= 2.14 names it forward_sync_buffers (and deprecates broadcast_buffers)
+    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+               else "broadcast_buffers")
     return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False, find_unused_parameters=True,
-                                   gradient_as_bucket_view=True)
+                                   find_unused_parameters=method.skips_parameters, gradient_as_bucket_view=True,
+                                   **{no_sync: False})
 
 
 def load_data(cfg: RunConfig):
@@ -329,7 +334,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                 micro += 1
                 st["batch_in_epoch"] += 1
                 st["images_seen"] += batch.images.shape[0] * dist.world_size()
-                rate_n += batch.images.shape[0]
+                rate_n += batch.images.shape[0] * dist.world_size()  # the global rate
                 if micro % t_cfg.accumulate:
                     continue
                 if cfg.optim.clip_grad:

@@ -114,6 +114,7 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac
     if p <= 0:
         return x
     k = max(3, int(round(kernel_frac * h)) | 1)
+    k = min(k, 2 * min(h, w) - 1)  # reflect padding needs k // 2 < the side: tiny (1-2 px) multi-crop views
     r = torch.arange(k, device=dev, dtype=x.dtype) - k // 2
     ker = torch.exp(-(r[None] ** 2) / (2 * s[:, None].to(x.dtype) ** 2))  # [B,k]
     ker = ker / ker.sum(1, keepdim=True)

@@ -1,0 +1,57 @@
+"""Run by tests/dist/test_distributed.py (slow) under ``torchrun --nproc_per_node=2``: the real
+training loop (``fit``) of every registered method for a few steps in one process group, with a
+checkpoint and a resume. Rank 0 writes OUT/results.json: {method: "ok" | the error}.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from selfsup import dist
+from selfsup.config import resolve
+from selfsup.registry import get_method_spec, list_methods
+from selfsup.train import fit, resume
+
+
+def layers(name: str) -> list[dict]:
+    cls = get_method_spec(name).cls
+    data = ("moving-shapes" if name == "video_colorization" else "color-digits" if cls.needs_color
+            else "captioned-digits" if cls.uses_text else "digits")
+    backbone = {"name": "vit_micro", "patch_size": 4} if cls.needs_vit else {"name": "convnet", "width": 0.25}
+    method = {"deepcluster": {"num_clusters": 10}}.get(name, {})  # 256 images: the default k is 10000
+    return [{"method": {"name": name, **method}, "data": {"name": data, "limit": 256}, "backbone": backbone,
+             "train": {"batch_size": 16, "epochs": 1, "max_steps": 3, "device": "cpu", "threads": 1,
+                       "monitor_train": 200, "monitor_test": 100, "log_every": 1, "sync_bn": True}}]
+
+
+def main(out: Path, names: list[str]) -> None:
+    dist.init_from_env("cpu")
+    results = {}
+    for name in names or list_methods():
+        run = out / name
+        try:
+            fit(resolve(layers(name)), run, progress_bar=False)
+            cfg = resolve(layers(name) + [{"train": {"max_steps": 5}}])
+            from selfsup.config import save_config
+
+            if dist.is_main():
+                save_config(cfg, run / "config.yaml")  # two more steps from the checkpoint
+            dist.barrier()
+            summary = resume(run, progress_bar=False)
+            assert summary["steps"] == 5, summary
+            results[name] = "ok"
+        except Exception as e:  # recorded, and the next method runs (both processes fail alike)
+            results[name] = f"{type(e).__name__}: {e}\n{traceback.format_exc()[-1500:]}"
+        dist.barrier()
+    if dist.is_main():
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+    dist.destroy()
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(Path(sys.argv[1]), sys.argv[2:])
