@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -57,7 +58,8 @@ def build_config(args) -> RunConfig:
     layers = []
     recipe = recipe_path(*probe)
     if recipe and not args.no_recipe:
-        print(f"recipe: {recipe}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
+            print(f"recipe: {recipe}")
         layers.append(load_yaml(recipe))
     cfg = resolve(layers + [file_layer, flags, *overrides])
     if args.out:

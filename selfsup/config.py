@@ -33,6 +33,8 @@ class DataConfig:
     mean: list[float] | None = None  # per-channel normalisation; None = computed from the training set
     std: list[float] | None = None
     limit: int | None = None  # use only the first N training images (quick experiments, tests)
+    stream: bool = False  # imagefolder: decode batches from disk in worker processes instead of in memory
+    workers: int = 2  # decoding processes of a streamed folder (0: in the training process)
 
 
 @dataclass
@@ -386,7 +388,7 @@ _BOUNDS: dict[str, _Bound] = {
     "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.accumulate": _COUNT, "train.threads": _COUNT,
     "train.log_every": _COUNT, "train.monitor_every": _NONNEG, "train.monitor_train": _NONNEG,
     "train.monitor_test": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
-    "train.max_steps": _COUNT, "train.checkpoint_steps": _NONNEG,
+    "train.max_steps": _COUNT, "train.checkpoint_steps": _NONNEG, "data.workers": _NONNEG,
     "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
     "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT,
     "views.size": _COUNT, "views.crop_scale": _FRACTION, "views.crop_ratio": _POSITIVE, "views.flip_p": _PROB,

@@ -8,6 +8,7 @@ optimiser, RNG streams, data order, position in the epoch).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import time
@@ -61,8 +62,6 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
         convert_sync_batchnorm(method, device)
     from torch.nn.parallel import DistributedDataParallel
 
-    import inspect
-
     # torch >= 2.14 names it forward_sync_buffers (and deprecates broadcast_buffers)
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")
@@ -74,16 +73,24 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
 def load_data(cfg: RunConfig):
     """Train and (if any) test split, normalisation statistics written back into the config."""
     from selfsup.data import DatasetError, load_dataset
+    from selfsup.data.stream import load_imagefolder_stream, sample_images
 
-    train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    if cfg.data.stream:
+        if cfg.data.name != "imagefolder":
+            raise TrainingError(f"data.stream=true streams an image folder from disk; {cfg.data.name} is loaded into "
+                                f"memory (it fits): drop data.stream, or use --data imagefolder --data-dir DIR")
+        train = load_imagefolder_stream("train", Path(cfg.data.dir).expanduser() if cfg.data.dir else None,
+                                        cfg.data.image_size)
+    else:
+        train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
     if cfg.data.limit:
         train = train.subset(torch.arange(min(cfg.data.limit, len(train))))
-    try:
+    try:  # the test split is read into memory either way: the monitor and evaluation read all of it
         test = load_dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
     except DatasetError:
         test = None  # unlabelled folders have no test split: no kNN monitor then
     if cfg.data.mean is None or cfg.data.std is None:
-        x = train.images[:10000].float() / 255
+        x = sample_images(train, 10000 if not cfg.data.stream else 2000).float() / 255
         cfg.data.mean = [round(v, 4) for v in x.mean((0, 2, 3)).tolist()]
         cfg.data.std = [round(max(v, 1e-3), 4) for v in x.std((0, 2, 3)).tolist()]
     return train, test
@@ -108,9 +115,13 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
+    """meta.json: the method and every structural backbone field ("convnet(width=0.25, ...)"), which
+    config.load_run_config compares with an edited config.yaml before any weights are read."""
     b = cfg.backbone
-    return {"method": cfg.method_name,
-            "backbone": f"{b.name}(width={b.width}, small_stem={b.small_stem}, stem_stride={b.stem_stride})", **extra}
+    shape = f"width={b.width}, small_stem={b.small_stem}, stem_stride={b.stem_stride}"
+    if b.name.startswith("vit"):  # drop_path is left out: it regularises, the weights fit either way
+        shape += f", patch_size={b.patch_size}, pos_embed={b.pos_embed}"
+    return {"method": cfg.method_name, "backbone": f"{b.name}({shape})", **extra}
 
 
 @dataclass
@@ -242,8 +253,14 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                                 f"use --data captioned-fashion-mnist (or captioned-digits), or an image folder with "
                                 f"a captions.tsv (file name, a tab, the caption)")
         texts = tokenize(train.captions, method.cfg.context)
-    loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(), dist.world_size(),
-                            order_fn=method.epoch_order, texts=texts)
+    if cfg.data.stream:  # batches decoded from disk by worker processes (selfsup.data.stream)
+        from selfsup.data.stream import StreamLoader
+
+        loader = StreamLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(),
+                              dist.world_size(), order_fn=method.epoch_order, texts=texts, workers=cfg.data.workers)
+    else:
+        loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(),
+                                dist.world_size(), order_fn=method.epoch_order, texts=texts)
     if len(loader) < t_cfg.accumulate:
         raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
     optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())

@@ -88,3 +88,19 @@ def test_weights_of_another_width_name_the_checkpoint_backbone(run):
     with pytest.raises(CheckpointError) as e:
         load_weights(run / "checkpoints" / "last", wider)
     assert "does not fit" in str(e.value) and "convnet(width=0.25" in str(e.value)
+
+
+def test_a_vit_patch_size_edit_is_named_before_any_weights_are_read(tmp_path, tiny_config):
+    import json
+
+    from selfsup.config import save_config
+    from selfsup.train.loop import checkpoint_meta
+
+    cfg = tiny_config("simclr", "backbone.name=vit_micro", "backbone.width=1.0", "backbone.patch_size=4")
+    save_config(cfg, tmp_path / "config.yaml")
+    (tmp_path / "checkpoints" / "last").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "last" / "meta.json").write_text(json.dumps(checkpoint_meta(cfg, step=1)))
+    load_run_config(tmp_path)  # unedited: fine
+    edit(tmp_path, "backbone", "patch_size", 2)
+    with pytest.raises(ConfigError, match=r"says backbone.patch_size=2.*trained with backbone.patch_size=4"):
+        load_run_config(tmp_path)

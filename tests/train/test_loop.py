@@ -136,3 +136,14 @@ def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):
         train_rows = [r for r in rows(tmp_path / method) if "loss" in r]
         assert all(torch.isfinite(torch.tensor(r["loss"])) for r in train_rows)
         assert 0.0 <= summary["monitor/knn20_top1"] <= 1.0
+
+
+def test_collapse_warnings_from_the_diagnostics(capsys):
+    from selfsup.train.loop import _warn_collapse
+
+    _warn_collapse({"diag/embedding_std": 0.001, "diag/embedding_dim": 128, "diag/embedding_rank": 1.0})
+    assert "embeddings look collapsed" in capsys.readouterr().out  # complete collapse: one point
+    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.5})
+    assert "dimensional collapse" in capsys.readouterr().out  # spread, but along ~one direction
+    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 40.0})
+    assert capsys.readouterr().out == ""  # healthy: silent
