@@ -46,6 +46,11 @@ def global_batch(name: str, world: int = 2) -> Batch:
     return batch
 
 
+def eval_images() -> torch.Tensor:
+    """37 uint8 images (not a multiple of 2 processes or of the batch) for sharded extraction."""
+    return torch.randint(0, 256, (37, 1, SIZE, SIZE), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+
+
 def shard(batch: Batch, rank: int, world: int = 2) -> Batch:
     """Rows [rank*B, (rank+1)*B) of every tensor: what process ``rank`` holds."""
     s = slice(rank * B, (rank + 1) * B)

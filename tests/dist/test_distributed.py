@@ -61,6 +61,15 @@ def test_the_cross_process_shuffled_forward_returns_each_process_its_own_rows(tw
 
 
 
+def test_sharded_feature_extraction_returns_every_row_in_order(two_process_results):
+    from selfsup.eval.features import extract_features
+
+    want = extract_features(pc.build("simclr").encoder, pc.eval_images(), [0.5], [0.25], pc.SIZE, batch_size=8)
+    got = torch.load(two_process_results / "features.pt", weights_only=True)
+    assert got.shape == want.shape == (37, want.shape[1])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 def torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
