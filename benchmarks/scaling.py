@@ -63,9 +63,10 @@ CHILD = textwrap.dedent("""
                          "threads": {threads}, "checkpoint_every": 0, "checkpoint_minutes": 1e9}}}}]
     threading.Thread(target=watch, daemon=True).start()
     s = fit(resolve(layers), sys.argv[1], progress_bar=False)
-    kids = worker_peak[0]
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec
+    hwm = next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
     print(json.dumps({{"startup_s": stamp["startup"], "epoch_s": s["train_seconds"], "images": s["images_seen"],
-                      "peak_rss_mb": s["peak_rss_mb"], "worker_peak_rss_mb": kids}}))
+                      "peak_rss_mb": hwm, "worker_peak_rss_mb": worker_peak[0]}}))
 """)
 
 
