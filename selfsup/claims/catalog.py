@@ -246,7 +246,8 @@ def catalog() -> list[Claim]:
               [Arm(f"mask{r}", "mae", (f"method.mask_ratio=0.{r}",)) for r in (25, 50, 75)], linear,
               increasing(["mask25", "mask50", "mask75"], "linear"), ["linear"]),
         Claim("multi-crop", "Multi-crop improves SwAV at little extra cost (equal training time).",
-              [Arm("swav_2x", "swav", ("views.num_local=0",)), Arm("swav_2x+6", "swav")], efficiency_linear,
+              [Arm("swav_2x", "swav", ("views.num_local=0",)), Arm("swav_2x+6", "swav", ("views.num_local=6",))],
+              efficiency_linear,
               higher("swav_2x+6", "swav_2x", "linear"), ["linear", "images_per_s"]),
         Claim("contrastive-vs-reconstruction", "Contrastive features beat reconstruction (autoencoder) features "
               "downstream.", [simclr, Arm("ae", "ae")], linear_knn, higher("simclr", "ae", "linear"),
