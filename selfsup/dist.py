@@ -7,7 +7,7 @@ Gradient convention, shared by ``gather_with_grad``, ``all_reduce_sum_with_grad`
 SyncBatchNorm in ``selfsup.nn.sync_bn``: every process computes a loss over its own rows (a mean
 over them, or a quantity every process computes identically); the backward of a collective sums
 the incoming gradients over processes; DDP then averages the parameter gradients. Together that
-is exactly the gradient of one process's loss on the whole global batch (tests/dist prove it).
+is exactly the gradient of one process's loss on the whole global batch (tests/distributed prove it).
 """
 from __future__ import annotations
 

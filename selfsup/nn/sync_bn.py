@@ -3,7 +3,7 @@
 Why: SimCLR, BYOL, Barlow Twins and VICReg normalise their projection heads with BatchNorm, and
 the papers compute those statistics over the whole global batch (SimCLR sec. B.9: "global BN").
 With per-process BN a distributed run is a different model from a one-process run with the same
-global batch; with synchronised BN it is the same model (tests/dist check the gradients).
+global batch; with synchronised BN it is the same model (tests/distributed check the gradients).
 
 torch's ``nn.SyncBatchNorm`` is fused and used on CUDA, but it refuses CPU tensors, and gloo on
 the CPU is how selfsup runs and tests distributed training here. So this module writes the CPU

@@ -1,4 +1,4 @@
-"""Run by tests/dist/test_distributed.py (slow) under ``torchrun --nproc_per_node=2``: the real
+"""Run by tests/distributed/test_ddp.py (slow) under ``torchrun --nproc_per_node=2``: the real
 training loop (``fit``) of every registered method for a few steps in one process group, with a
 checkpoint and a resume. Rank 0 writes OUT/results.json: {method: "ok" | the error}.
 """

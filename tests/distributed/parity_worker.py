@@ -1,4 +1,4 @@
-"""Run by tests/dist/test_distributed.py under ``torchrun --nproc_per_node=2`` (gloo, CPU).
+"""Run by tests/distributed/test_ddp.py under ``torchrun --nproc_per_node=2`` (gloo, CPU).
 
 For every case of parity_cases: one DDP step (SyncBatchNorm on) on this process's B rows, the
 loss averaged over processes and the DDP-averaged gradients saved by rank 0 to OUT/<name>.pt.
