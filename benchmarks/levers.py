@@ -1,0 +1,96 @@
+"""Speed levers of one training step, measured side by side in one run: precision (fp32 or bf16
+autocast), memory format (NCHW or channels_last), batch size and, optionally, torch.compile.
+
+The model and step are a method's Fashion-MNIST recipe (default SimCLR); the inputs are random
+tensors already in memory, so only the step itself is timed (the data path is
+benchmarks/throughput.py's subject). Each lever is a row, with its images/s and its ratio to the
+fp32 / NCHW row of the same batch size; the rows run interleaved in two rounds and the better round
+counts, since this machine is shared and noisy.
+
+    python benchmarks/levers.py [--method simclr] [--steps 15] [--batch-sizes 256,512] [--compile] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+import torch
+
+from selfsup.config import load_yaml, recipe_path, resolve
+from selfsup.data.batch import Batch
+from selfsup.train.loop import build_method
+from selfsup.train.optim import build_optimizer
+from throughput import time_steps  # benchmarks/ is on sys.path when this file runs as a script
+
+
+def make_step(cfg, channels: int, size: int, bf16: bool, channels_last: bool, compile_: bool):
+    """A fresh model (same seed for every lever) and its training step on two views."""
+    torch.manual_seed(0)
+    method = build_method(cfg, channels, image_size=size)
+    if channels_last:
+        method = method.to(memory_format=torch.channels_last)
+    opt = build_optimizer(method.param_groups(), cfg.optim, cfg.train.batch_size)
+    forward = torch.compile(method.training_step) if compile_ else method.training_step
+
+    def step(v1, v2):
+        b = Batch(torch.empty(0), torch.empty(0), views=[v1, v2])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = forward(b).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", default="simclr")
+    ap.add_argument("--data", default="fashion-mnist")
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--batch-sizes", default="256", help="comma-separated; each gets the four precision/format rows")
+    ap.add_argument("--compile", action="store_true", help="add a torch.compile row (bf16, channels_last)")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+
+    # the recipe's model; mean/std given so that no data set has to be read
+    cfg = resolve([load_yaml(recipe_path(args.method, args.data)),
+                   {"data": {"name": args.data, "mean": [0.5], "std": [0.25]}}])
+    channels, size = 1, 28  # Fashion-MNIST
+    levers = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
+    if args.compile:
+        levers.append((True, True, True))
+    rows = []
+    for bs in (int(b) for b in args.batch_sizes.split(",")):
+        cfg.train.batch_size = bs
+        for bf16, cl, comp in levers:
+            fmt = torch.channels_last if cl else torch.contiguous_format
+            x = [torch.randn(bs, channels, size, size).contiguous(memory_format=fmt) for _ in range(2)]
+            rows.append({"batch_size": bs, "precision": "bf16" if bf16 else "fp32", "channels_last": cl,
+                         "compile": comp, "step": make_step(cfg, channels, size, bf16, cl, comp), "x": x})
+    for _ in range(2):  # two interleaved rounds; the better one counts
+        for r in rows:
+            batches = iter(lambda r=r: tuple(r["x"]), None)
+            ips = time_steps(r["step"], batches, args.steps, warmup=5 if r["compile"] else 2)
+            r["images_per_s"] = max(r.get("images_per_s", 0.0), ips)
+    out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+           "torch": torch.__version__, "method": args.method,
+           "model": f"{cfg.backbone.name} width {cfg.backbone.width}", "steps": args.steps, "rows": []}
+    print(f"{out['model']} ({args.method} step, {size} px, two views), {args.steps} timed steps, best of 2 rounds")
+    print("| batch | precision | channels_last | compile | img/s | vs fp32 NCHW |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["precision"] == "fp32"
+                    and not b["channels_last"] and not b["compile"])
+        ratio = r["images_per_s"] / base["images_per_s"]
+        print(f"| {r['batch_size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | "
+              f"{r['images_per_s']:.0f} | {ratio:.2f}x |")
+        out["rows"].append({k: v for k, v in r.items() if k not in ("step", "x")} | {"ratio_vs_fp32_nchw": ratio})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
