@@ -60,3 +60,23 @@ def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
     assert main(["report", str(out / "simclr" / "seed0"), str(out / "simclr" / "seed1"), "--out", str(page)]) == 0
     html = page.read_text()
     assert html.count("data:image/png;base64,") >= 3 and "seed1" in html
+
+
+def test_archived_run_without_weights_keeps_its_row(tmp_path, capsys):
+    """benchmarks/results keeps a run's small files, not its weights: a later call with a protocol the run
+    lacks leaves that protocol out and does not mark the run failed."""
+    import shutil
+
+    out = tmp_path / "bench"
+    kw = dict(protocols=("knn", "linear"), backbone="convnet", overrides=TINY, epochs=1, progress_bar=False)
+    bench([Entry("simclr", "simclr")], "digits", None, out=out, **kw)
+    run = out / "simclr" / "seed0"
+    shutil.rmtree(run / "checkpoints")
+    (run / "eval_linear.json").unlink()
+    knn = json.loads((run / "eval_knn.json").read_text())["top1_k200"]
+    board = bench([Entry("simclr", "simclr")], "digits", None, out=out, **kw)
+    assert not (run / "failed.txt").exists() and not (run / "eval_linear.json").exists()
+    row = board["rows"][0]
+    assert row["seeds_done"] == 1 and row["failed"] == 0 and row["linear"] is None
+    assert row["kNN-200"] == pytest.approx(100 * knn)
+    assert "archived run" in capsys.readouterr().out
