@@ -8,12 +8,15 @@ fp32 / NCHW row of the same batch size; the rows run interleaved in two rounds a
 counts, since this machine is shared and noisy.
 
     python benchmarks/levers.py [--method simclr] [--steps 15] [--batch-sizes 256,512] [--compile] [--json out.json]
+    python benchmarks/levers.py --profile   # where a step's time goes: torch.profiler's top operators, and
+                                            # each convolution of the encoder alone, in GFLOP/s
 """
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import time
 
 import torch
 
@@ -44,6 +47,57 @@ def make_step(cfg, channels: int, size: int, bf16: bool, channels_last: bool, co
     return step
 
 
+def profile(cfg, channels: int, size: int, steps: int) -> None:
+    """The recipe's step (bf16, channels_last) under torch.profiler, then every convolution of the
+    encoder timed alone at its own input shape (forward, and forward + backward as training runs it:
+    weight gradient always, input gradient except for the stem), fp32 and bf16."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    bs = cfg.train.batch_size
+    step = make_step(cfg, channels, size, True, True, False)
+    x = [torch.randn(bs, channels, size, size).contiguous(memory_format=torch.channels_last) for _ in range(2)]
+    for _ in range(2):
+        step(*x)
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step(*x)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+    torch.manual_seed(0)
+    encoder = build_method(cfg, channels, image_size=size).encoder
+    shapes = {}  # conv module -> its input shape for the two views of a batch
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.setdefault(m, (2 * bs, *i[0].shape[1:])))
+             for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    encoder(torch.randn(bs, channels, size, size))
+    for h in hooks:
+        h.remove()
+    print("| convolution | input | fp32 fwd GFLOP/s | fp32 fwd+bwd | bf16 fwd | bf16 fwd+bwd |")
+    print("|---|---|---|---|---|---|")
+    for n, (conv, shape) in enumerate(shapes.items()):
+        conv = conv.to(memory_format=torch.channels_last)
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(n > 0)
+        ho, wo = conv(x[:1]).shape[-2:]
+        flops = 2 * shape[0] * ho * wo * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        cells = []
+        for bf16 in (False, True):
+            for train in (False, True):
+                def run():
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(train):
+                        y = conv(x)
+                    if train:
+                        y.backward(torch.ones_like(y))
+                run()
+                t0 = time.perf_counter()
+                for _ in range(3):
+                    run()
+                dt = (time.perf_counter() - t0) / 3
+                # backward: weight gradient (1x the forward's FLOPs) plus the input gradient (1x) past the stem
+                cells.append(f"{flops * ((2 + (n > 0)) if train else 1) / dt / 1e9:.0f}")
+        name = f"{conv.in_channels}->{conv.out_channels} k{conv.kernel_size[0]} s{conv.stride[0]}"
+        print(f"| {name} | {list(shape[1:])} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--method", default="simclr")
@@ -51,6 +105,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch-sizes", default="256", help="comma-separated; each gets the four precision/format rows")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile row (bf16, channels_last)")
+    ap.add_argument("--profile", action="store_true", help="profile the recipe's step and its convolutions instead")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
@@ -58,6 +113,8 @@ def main() -> None:
     cfg = resolve([load_yaml(recipe_path(args.method, args.data)),
                    {"data": {"name": args.data, "mean": [0.5], "std": [0.25]}}])
     channels, size = 1, 28  # Fashion-MNIST
+    if args.profile:
+        return profile(cfg, channels, size, min(args.steps, 3))
     levers = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
     if args.compile:
         levers.append((True, True, True))
