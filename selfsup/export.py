@@ -301,17 +301,6 @@ def image_files(images: str | Path) -> tuple[Path, list[Path], list[Path]]:
     return p, files, others
 
 
-def _to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 [B, 1|3, H, W] -> the run's channel count: grey replicated, or RGB to grey as PIL's
-    Image.convert('L') does (ITU-R 601 luma in PIL's 16-bit fixed point, so the values are its own)."""
-    if x.shape[1] == channels:
-        return x
-    if channels == 3:
-        return x.expand(-1, 3, -1, -1).contiguous()
-    w = torch.tensor([19595, 38470, 7471], dtype=torch.int64).view(1, 3, 1, 1)  # 0.299, 0.587, 0.114 * 2^16
-    return (((x.long() * w).sum(1, keepdim=True) + 32768) >> 16).to(torch.uint8)
-
-
 def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch_size: int = 256,
                  device: str = "cpu", progress: bool = True) -> dict:
     """Features of image files from the run's encoder: float32 [N, F] to ``out`` (.npy, with the
@@ -322,7 +311,7 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
     from tqdm import tqdm
 
     from selfsup.data import DatasetError
-    from selfsup.data.sources import _decode_all, _stack_images, _warn_skipped
+    from selfsup.data.sources import _decode_all, _stack_images, _warn_skipped, match_channels
     from selfsup.eval.features import extract_features
 
     out = Path(out)
@@ -351,7 +340,7 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
             skipped += [f for f, a in zip(chunk, decoded) if a is None]
             good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
             if good:
-                x = _to_channels(_stack_images([a for _, a in good]), run.channels)
+                x = match_channels(_stack_images([a for _, a in good]), run.channels)
                 feats.append(extract_features(run.encoder, x, cfg.data.mean, cfg.data.std, run.size,
                                               batch_size=len(x), device=device).numpy())
                 kept += [f for f, _ in good]

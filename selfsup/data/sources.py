@@ -216,6 +216,21 @@ def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.T
     return out
 
 
+def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """uint8 ``[N, C, H, W]`` -> uint8 ``[N, channels, H, W]``: grey (C = 1) repeated into RGB, or RGB
+    to grey as PIL's ``Image.convert('L')`` computes it (ITU-R 601 luma 0.299, 0.587, 0.114 in PIL's
+    16-bit fixed point, so a decoded-and-converted file and a converted tensor hold the same values)."""
+    c = images.shape[1]
+    if c == channels:
+        return images
+    if c == 1:
+        return images.expand(-1, channels, -1, -1).contiguous()
+    if c == 3 and channels == 1:
+        w = torch.tensor([19595, 38470, 7471], dtype=torch.int64, device=images.device).view(1, 3, 1, 1)
+        return (((images.long() * w).sum(1, keepdim=True) + 32768) >> 16).to(torch.uint8)
+    raise ValueError(f"cannot map {c}-channel images to the encoder's {channels} channels")
+
+
 # ---------------------------------------------------------------------------
 # Fashion-MNIST (idx files)
 # ---------------------------------------------------------------------------

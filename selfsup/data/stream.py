@@ -48,7 +48,7 @@ class LazyImages:
 
     def decode(self, rows: list[int], threads: bool = True) -> torch.Tensor:
         """uint8 [len(rows), C, S, S]; unreadable files as zeros (counted in ``unreadable``)."""
-        from selfsup.data.sources import _decode, _decode_all
+        from selfsup.data.sources import _decode, _decode_all, match_channels
 
         files = [self.files[i] for i in rows]
         arrays = _decode_all(files, self.size) if threads and len(files) > 8 else [_decode(f, self.size) for f in files]
@@ -59,9 +59,7 @@ class LazyImages:
                 continue
             t = torch.tensor(a)  # a copy: PIL-backed arrays are read-only
             t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)  # [1|3, S, S]
-            if t.shape[0] != self.channels:  # grey into an RGB set: replicate; RGB into grey: luma
-                t = t.expand(3, -1, -1) if self.channels == 3 else _luma(t)
-            out[k] = t
+            out[k] = match_channels(t[None], self.channels)[0]  # grey into an RGB set, or RGB into grey
         return out
 
     def __getitem__(self, idx) -> torch.Tensor:
@@ -73,12 +71,6 @@ class LazyImages:
         if rows.dtype == torch.bool:
             rows = rows.nonzero().flatten()
         return self.decode([int(i) for i in rows.reshape(-1)])
-
-
-def _luma(rgb: torch.Tensor) -> torch.Tensor:
-    """[3, S, S] uint8 -> [1, S, S] with PIL's 'L' weights (ITU-R 601)."""
-    w = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-    return (rgb.float() * w).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
 @dataclass

@@ -13,22 +13,10 @@ import copy
 
 import torch
 
+from selfsup.data.sources import match_channels
 from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
-
-
-def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
-    """uint8 [N,C,H,W] -> uint8 [N,channels,H,W]: 1 -> 3 by repetition, 3 -> 1 by ITU-R 601 luminance."""
-    c = images.shape[1]
-    if c == channels:
-        return images
-    if c == 1:
-        return images.expand(-1, channels, -1, -1).contiguous()
-    if c == 3 and channels == 1:
-        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        return (images.float() * w).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    raise ValueError(f"cannot map {c}-channel images to the encoder's {channels} channels")
 
 
 def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channels: int, mean, std, size: int,

@@ -16,7 +16,7 @@ from selfsup.eval.efficiency import time_to_accuracy
 from selfsup.eval.pretext import correlation
 from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, corrupt
 from selfsup.eval.run import PROTOCOLS, evaluate, pretext_correlation
-from selfsup.eval.transfer import match_channels
+from selfsup.data.sources import match_channels
 
 
 def cli(argv, capsys) -> tuple[int, str, str]:
@@ -129,6 +129,13 @@ def test_match_channels():
     rgb = match_channels(grey, 3)
     assert rgb.shape == (2, 3, 4, 4) and torch.equal(rgb[:, 2:], grey)
     assert torch.equal(match_channels(rgb, 1), grey)  # luminance of a grey pixel is itself
+    # colour to grey gives PIL's own values, as the image folders' decoding (Image.convert('L')) does
+    import numpy as np
+    from PIL import Image
+
+    colour = torch.randint(0, 256, (3, 16, 16), dtype=torch.uint8)
+    pil = np.asarray(Image.fromarray(colour.permute(1, 2, 0).numpy(), "RGB").convert("L"))
+    assert torch.equal(match_channels(colour[None], 1)[0, 0], torch.from_numpy(pil.copy()))
     with pytest.raises(ValueError, match="channels"):
         match_channels(torch.zeros(1, 2, 4, 4, dtype=torch.uint8), 3)
 
