@@ -48,7 +48,7 @@ class _Run:
 
 def _load_run(run_dir: str | Path) -> _Run:
     from selfsup.config import load_run_config
-    from selfsup.eval.run import _dataset, _size, load_run
+    from selfsup.eval.run import _size, _train_split, load_run
     from selfsup.train.checkpoint import CheckpointError
 
     run_dir = Path(run_dir)
@@ -63,7 +63,7 @@ def _load_run(run_dir: str | Path) -> _Run:
     if cfg.data.mean is None or cfg.data.std is None:  # fit() always writes them; a hand-made config may not
         raise ValueError(f"{run_dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
                          f"encoder was trained with (per-channel lists)")
-    train = _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)  # cached by load_run's call
+    train = _train_split(cfg)  # cached by load_run's call
     return _Run(cfg, method.encoder.eval(), meta, train.channels, train.image_size, _size(cfg, train))
 
 

@@ -28,6 +28,7 @@ import torch
 
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
+from selfsup.data.sources import ImageDataset
 
 CHANNEL_PROBE = 256  # files decoded up front to choose 1 or 3 channels
 
@@ -93,6 +94,8 @@ class StreamedImageFolder:
     @property
     def image_size(self) -> int:
         return self.images.size
+
+    labelled_subset = ImageDataset.labelled_subset  # the same seeded, class-balanced rows (semi, fine-tune)
 
     def subset(self, idx: torch.Tensor) -> "StreamedImageFolder":
         rows = torch.as_tensor(idx)

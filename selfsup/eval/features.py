@@ -48,7 +48,10 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: 
 
 
 def raw_pixel_features(images: torch.Tensor) -> torch.Tensor:
-    """The reference row: flattened pixels in [0, 1], [N, C*H*W]."""
+    """The reference row: flattened pixels in [0, 1], [N, C*H*W]. A streamed folder's images
+    (selfsup.data.stream.LazyImages) are decoded here: raw pixels are the whole set in memory."""
+    if not isinstance(images, torch.Tensor):
+        images = images[:]
     return images.flatten(1).float() / 255.0
 
 

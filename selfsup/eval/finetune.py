@@ -151,7 +151,11 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     epochs = cfg.num_epochs()
     total = cfg.steps if cfg.steps is not None else epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(cfg.seed + 1)  # subset order and augmentation draws
-    images, labels = labelled.images.to(device), labelled.labels.to(device)
+    # in memory: the labelled images move to the device once; a streamed folder's (LazyImages) are
+    # decoded batch by batch below. Batch indices stay on the CPU, which indexes both.
+    images, labels = labelled.images, labelled.labels.to(device)
+    if isinstance(images, torch.Tensor):
+        images = images.to(device)
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     from tqdm.auto import tqdm
@@ -162,10 +166,10 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     step, loss = 0, torch.tensor(float("nan"))
     while step < total:
         # nearly equal batches (tensor_split) so that no batch is a lone image batch norm cannot use
-        for idx in torch.randperm(n, generator=gen).to(device).tensor_split(steps_per_epoch):
+        for idx in torch.randperm(n, generator=gen).tensor_split(steps_per_epoch):
             if step >= total:
                 break
-            x = light_augment(images[idx], mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
+            x = light_augment(images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for g, lr in zip(opt.param_groups, base_lrs):

@@ -26,12 +26,23 @@ from selfsup.eval.linear import linear_probe
 
 
 @functools.lru_cache(maxsize=4)
-def _dataset(name: str, split: str, root, image_size):
+def _dataset(name: str, split: str, root, image_size, stream: bool = False):
     """A split, loaded once per process: one evaluation reads the same split several times (building
-    the method, its features, the protocol), and the synthetic sets are generated, not just read."""
+    the method, its features, the protocol), and the synthetic sets are generated, not just read.
+    ``stream`` (a run trained with data.stream=true): the training split stays a listed folder whose
+    images are decoded batch by batch where they are used; test splits are read into memory, as
+    training reads them."""
+    if stream and split == "train":
+        from selfsup.data.stream import load_imagefolder_stream
+
+        return load_imagefolder_stream(split, Path(root).expanduser() if root else None, image_size)
     from selfsup.data import load_dataset
 
     return load_dataset(name, split, root, image_size)
+
+
+def _train_split(cfg: RunConfig):
+    return _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size, cfg.data.stream)
 
 
 def load_run(run_dir: str | Path):
@@ -40,7 +51,7 @@ def load_run(run_dir: str | Path):
     from selfsup.train.loop import build_method
 
     cfg = load_run_config(run_dir)
-    train = _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    train = _train_split(cfg)
     n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
     method = build_method(cfg, train.channels, n, _size(cfg, train))
     meta, _, used = load_checkpoint(Path(run_dir) / "checkpoints" / "last", method, {"method": cfg.method_name},
@@ -49,7 +60,7 @@ def load_run(run_dir: str | Path):
 
 
 def _splits(cfg: RunConfig):
-    train = _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
+    train = _train_split(cfg)
     test = _dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
     if train.labels is None or test.labels is None:
         raise ValueError(f"dataset {cfg.data.name!r} has no labels: kNN and linear evaluation need a labelled "

@@ -108,3 +108,36 @@ def test_stream_is_for_image_folders(tiny_config, tmp_path):
 
     with pytest.raises(TrainingError, match="data.stream=true streams an image folder"):
         fit(tiny_config("simclr", "data.stream=true"), tmp_path / "r", progress_bar=False)
+
+
+def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, tiny_config):
+    """Evaluation of a data.stream=true run keeps the training split listed, not decoded (LazyImages), and
+    gives what the in-memory evaluation of the same weights gives: kNN, linear, raw pixels, fine-tuning."""
+    import shutil
+
+    from selfsup.data.stream import LazyImages
+    from selfsup.eval.run import _dataset, _splits, evaluate, evaluate_raw_pixels, load_run
+    from selfsup.train import fit
+
+    root = make_folder(tmp_path / "data", n=48, split="train")
+    make_folder(tmp_path / "data", n=24, split="test")
+    over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
+            "data.workers=0", "train.batch_size=16", "train.epochs=1", "train.monitor_train=48", "train.monitor_test=24")
+    fit(tiny_config("simclr", *over), tmp_path / "s", progress_bar=False)
+    shutil.copytree(tmp_path / "s", tmp_path / "m")  # the same weights, evaluated from memory
+    path = tmp_path / "m" / "config.yaml"
+    path.write_text(path.read_text().replace("stream: true", "stream: false"))
+    _dataset.cache_clear()
+    cfg, _, _ = load_run(tmp_path / "s")
+    train, test = _splits(cfg)
+    assert isinstance(train.images, LazyImages) and isinstance(test.images, torch.Tensor)
+    ft = dict(fraction=0.5, steps=3)
+    streamed = [evaluate(tmp_path / "s", p) for p in ("knn", "linear")] + [evaluate(tmp_path / "s", "finetune", **ft)]
+    raw_streamed = evaluate_raw_pixels(cfg, "knn")
+    _dataset.cache_clear()
+    in_memory = [evaluate(tmp_path / "m", p) for p in ("knn", "linear")] + [evaluate(tmp_path / "m", "finetune", **ft)]
+    assert not isinstance(_splits(load_run(tmp_path / "m")[0])[0].images, LazyImages)
+    for a, b in zip(streamed, in_memory):
+        assert a["top1"] == pytest.approx(b["top1"], abs=1e-6), a["protocol"]
+    assert raw_streamed["top1"] == pytest.approx(evaluate_raw_pixels(load_run(tmp_path / "m")[0], "knn")["top1"])
+    _dataset.cache_clear()
