@@ -67,8 +67,11 @@ def profile(cfg, channels: int, size: int, steps: int) -> None:
     torch.manual_seed(0)
     encoder = build_method(cfg, channels, image_size=size).encoder
     shapes = {}  # conv module -> its input shape for the two views of a batch
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.setdefault(m, (2 * bs, *i[0].shape[1:])))
-             for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def record(module, inputs, output) -> None:  # a hook returning a value would replace the output
+        shapes[module] = (2 * bs, *inputs[0].shape[1:])
+
+    hooks = [m.register_forward_hook(record) for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     encoder(torch.randn(bs, channels, size, size))
     for h in hooks:
         h.remove()
