@@ -28,7 +28,9 @@ import torch
 
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
-from selfsup.data.sources import ImageDataset
+from selfsup.data.sources import (DEFAULT_IMAGEFOLDER_SIZE, DatasetError, ImageDataset, _class_folders, _class_of,
+                                  _count, _decode, _decode_all, _image_files, _require_root, _split_folder,
+                                  match_channels)
 
 CHANNEL_PROBE = 256  # files decoded up front to choose 1 or 3 channels
 
@@ -49,8 +51,6 @@ class LazyImages:
 
     def decode(self, rows: list[int], threads: bool = True) -> torch.Tensor:
         """uint8 [len(rows), C, S, S]; unreadable files as zeros (counted in ``unreadable``)."""
-        from selfsup.data.sources import _decode, _decode_all, match_channels
-
         files = [self.files[i] for i in rows]
         arrays = _decode_all(files, self.size) if threads and len(files) > 8 else [_decode(f, self.size) for f in files]
         out = torch.zeros((len(rows), self.channels, self.size, self.size), dtype=torch.uint8)
@@ -112,9 +112,6 @@ def load_imagefolder_stream(split: str, root: Optional[Path], image_size: Option
     Channels: 1 if the first ``CHANNEL_PROBE`` files (in sorted order) are all grey, else 3. A
     folder that mixes grey and colour images later in its order is read as grey; set the
     channel count by making the first files colour, or use the in-memory loader."""
-    from selfsup.data.sources import (DEFAULT_IMAGEFOLDER_SIZE, DatasetError, _class_folders, _class_of, _count,
-                                      _decode_all, _image_files, _require_root, _split_folder)
-
     root = _require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
     if not root.is_dir():
         raise DatasetError(f"imagefolder: {root} is not a folder; pass --data-dir DIR")
