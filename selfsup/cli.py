@@ -309,6 +309,7 @@ def _cmd_viz(args) -> None:
     print(f"[CLS] attention vs foreground, IoU over {res['images']} test images ({100 * res['mass']:g} % mass):\n"
           f"  trained     best head {t['best_head']:.3f}, mean head {t['mean_head']:.3f}, union {t['union_of_heads']:.3f}\n"
           f"  random init best head {r['best_head']:.3f}, mean head {r['mean_head']:.3f}, union {r['union_of_heads']:.3f}\n"
+          f"  whole image {res['whole_image']:.3f} (the foreground's area fraction: the floor)\n"
           f"picture: {res['picture']}")
 
 

@@ -82,8 +82,12 @@ def attention_report(run_dir: str | Path, num_images: int = 500, show: int = 6, 
     with torch.no_grad():
         trained = attention_iou(vit, x, images, mass)
         random = attention_iou(reinitialise(copy.deepcopy(vit), 0).eval(), x, images, mass)
+    # the floor to read both against: a "mask" of the whole image scores the foreground's area fraction
+    fg = foreground(images)
+    whole = iou(torch.ones_like(fg), fg).mean().item()
     result = {"protocol": "attention", "images": len(images), "mass": mass, "foreground": "grey level > 25 of 255",
-              "trained": trained, "random_init": random, "method": cfg.method_name, "run": str(run_dir)}
+              "trained": trained, "random_init": random, "whole_image": whole, "method": cfg.method_name,
+              "run": str(run_dir)}
     result["picture"] = str(_plot(vit, x[:show], images[:show], mass, Path(run_dir) / "attention.png",
                                   f"{cfg.method_name}: last-block [CLS] attention per head"))
     (Path(run_dir) / "eval_attention.json").write_text(json.dumps(result, indent=1))

@@ -40,6 +40,7 @@ def test_viz_attention_on_a_tiny_vit_run(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for which in ("trained", "random_init"):
         assert len(res[which]["per_head"]) == 4 and 0 <= res[which]["union_of_heads"] <= 1
+    assert 0 < res["whole_image"] < 1  # the foreground's area fraction: some of the image, not all
     assert (run / "attention.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((run / "eval_attention.json").read_text())["images"] == 50
     assert main(["viz", "attention", str(tmp_path / "nope")]) == 2  # a missing run: a clear error, not a traceback
