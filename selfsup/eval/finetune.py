@@ -14,7 +14,10 @@ architecture trained on the same labels from random weights, the supervised base
 Recipe: SGD with Nesterov momentum, a lower learning rate for the encoder than for the new head
 (the head starts from nothing, the encoder from something worth keeping), cosine decay over a
 fixed number of steps, no warm-up; light augmentation only (random resized crop + flip, batched
-on the device, as SimCLR's fine-tuning), optional bf16 autocast.
+on the device, as SimCLR's fine-tuning), optional bf16 autocast. A ViT encoder is fine-tuned the
+way BEiT and MAE (He et al. 2022, appendix A.3) fine-tune ViTs instead (``optimizer="auto"``):
+AdamW with layer-wise learning-rate decay, each block's rate ``layer_decay`` times the rate of the
+block above it, so the early blocks move least; SGD at one encoder rate is what the ResNet papers use.
 """
 from __future__ import annotations
 
@@ -43,6 +46,10 @@ class FinetuneConfig:
     # handicapped baseline would flatter the pretraining)
     momentum: float = 0.9
     weight_decay: float = 0.0  # few steps on few labels; the cosine schedule and crops regularise enough
+    optimizer: str = "auto"  # auto: adamw for a ViT encoder (one with ``blocks``), sgd otherwise | sgd | adamw
+    adamw_lr: float = 5e-4  # the head and the top of the encoder (MAE's base rate, unscaled at this batch)
+    layer_decay: float = 0.75  # MAE's ViT-B/L value; from_scratch uses 1 (nothing to protect)
+    adamw_weight_decay: float = 0.05  # MAE's fine-tuning decay
     crop_scale: tuple[float, float] = (0.5, 1.0)  # light: the object stays mostly in view
     flip_p: float = 0.5  # run-level callers take the pretraining's views.flip_p (0 for digits)
     precision: str = "fp32"  # fp32 | bf16 (autocast)
@@ -94,6 +101,44 @@ def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+def layer_id(name: str, depth: int) -> int:
+    """Depth of a ViT encoder parameter for layer-wise decay (BEiT's rule): the patch embedding, [CLS]
+    and positions 0, block i i + 1, the final norm depth + 1 (it feeds the head)."""
+    if name.startswith("blocks."):
+        return int(name.split(".")[1]) + 1
+    return depth + 1 if name.startswith("norm.") else 0
+
+
+def optimizer_for(model: "Classifier", cfg: FinetuneConfig) -> tuple[torch.optim.Optimizer, str]:
+    """The fine-tuning optimiser and its description: SGD (Nesterov) at ``encoder_lr`` for the encoder
+    and ``lr`` for the head, or for a ViT (``optimizer`` auto/adamw) AdamW with layer-wise decay: the
+    head at ``adamw_lr``, encoder parameters at ``adamw_lr * layer_decay ** (depth + 1 - layer_id)``;
+    no weight decay on biases, norms, [CLS] and positions (1-d parameters), as MAE."""
+    if cfg.optimizer not in ("auto", "sgd", "adamw"):
+        raise ValueError(f"optimizer {cfg.optimizer!r}: choose auto, sgd or adamw")
+    blocks = getattr(model.encoder, "blocks", None)
+    use_adamw = cfg.optimizer == "adamw" or (cfg.optimizer == "auto" and blocks is not None)
+    if not use_adamw:
+        encoder_lr = cfg.lr if cfg.from_scratch else cfg.encoder_lr
+        groups = [{"params": list(model.encoder.parameters()), "lr": encoder_lr},
+                  {"params": list(model.head.parameters()), "lr": cfg.lr}]
+        return (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+                                weight_decay=cfg.weight_decay), "sgd(nesterov)")
+    depth = len(blocks) if blocks is not None else 0
+    decay = 1.0 if cfg.from_scratch else cfg.layer_decay
+    groups: dict[tuple[int, bool], dict] = {}
+    named = [(f"encoder.{n}", depth + 1 if blocks is None else layer_id(n, depth), p)
+             for n, p in model.encoder.named_parameters()]
+    named += [(f"head.{n}", depth + 1, p) for n, p in model.head.named_parameters()]
+    for name, layer, p in named:
+        no_wd = p.ndim <= 1 or name.endswith(("cls_token", "pos_embed"))
+        g = groups.setdefault((layer, no_wd), {"params": [], "lr": cfg.adamw_lr * decay ** (depth + 1 - layer),
+                                               "weight_decay": 0.0 if no_wd else cfg.adamw_weight_decay})
+        g["params"].append(p)
+    opt = torch.optim.AdamW(list(groups.values()), lr=cfg.adamw_lr, betas=(0.9, 0.999))
+    return opt, f"adamw(lr {cfg.adamw_lr:g}, layer decay {decay:g}, wd {cfg.adamw_weight_decay:g})"
+
+
 def light_augment(images: torch.Tensor, mean, std, size: int, crop_scale=(0.5, 1.0), flip_p: float = 0.5,
                   gen: torch.Generator | None = None) -> torch.Tensor:
     """uint8 [B,C,H,W] -> normalised float [B,C,size,size]: random resized crop + flip, per image."""
@@ -140,10 +185,7 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
         p.requires_grad_(True)
     encoder_lr = cfg.lr if cfg.from_scratch else cfg.encoder_lr
-    groups = [{"params": list(model.encoder.parameters()), "lr": encoder_lr},
-              {"params": list(model.head.parameters()), "lr": cfg.lr}]
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                          weight_decay=cfg.weight_decay)
+    opt, optimizer = optimizer_for(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
 
     bs = min(cfg.batch_size, n)
@@ -178,8 +220,8 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
                 logits = model(x)  # [B, K]
             loss = F.cross_entropy(logits.float(), labels[idx])
             if not torch.isfinite(loss):
-                raise ValueError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower --lr/--encoder-lr "
-                                 f"(now {cfg.lr}/{cfg.encoder_lr}) or use fp32")
+                raise ValueError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower the learning rates "
+                                 f"(now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -197,7 +239,7 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
                     batch_size=bs, crop_scale=list(cfg.crop_scale), encoder_lr=encoder_lr)
     result = {"protocol": "finetune", "top1": top1, "train_top1": train_top1, **settings,
               "num_labelled": n, "labelled_per_class": [int(c) for c in per_class],
-              "num_features": int(enc.num_features), "final_loss": loss.item(), "optimizer": "sgd(nesterov)",
+              "num_features": int(enc.num_features), "final_loss": loss.item(), "optimizer": optimizer,
               "schedule": "cosine, no warm-up", "augmentation": "random resized crop + flip",
               "seconds": time.time() - t0}
     return model, result

@@ -106,3 +106,46 @@ def test_classifier_head_init():
     assert c.head.in_features == 64 and c.head.out_features == 10
     assert c.head.weight.std() < 0.05 and torch.all(c.head.bias == 0)
     assert c(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+def vit(seed: int = 0):
+    torch.manual_seed(seed)
+    return create_backbone("vit_micro", in_channels=1, image_size=8, patch_size=4)
+
+
+def test_a_vit_is_fine_tuned_with_adamw_and_layer_wise_decay():
+    from selfsup.eval.finetune import optimizer_for
+
+    model = Classifier(vit(), 10)
+    depth = len(model.encoder.blocks)  # 6
+    opt, what = optimizer_for(model, FinetuneConfig())
+    assert isinstance(opt, torch.optim.AdamW) and "layer decay 0.75" in what
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert len(lr_of) == sum(1 for _ in model.parameters())  # every parameter in exactly one group
+    base = FinetuneConfig().adamw_lr
+    assert lr_of[id(model.head.weight)] == pytest.approx(base)
+    assert lr_of[id(model.encoder.norm.weight)] == pytest.approx(base)  # the final norm feeds the head
+    for i, blk in enumerate(model.encoder.blocks):  # block i: base * 0.75 ** (depth - i)
+        assert lr_of[id(blk.mlp.fc1.weight)] == pytest.approx(base * 0.75 ** (depth - i))
+    assert lr_of[id(model.encoder.patch_embed.proj.weight)] == pytest.approx(base * 0.75 ** (depth + 1))
+    assert lr_of[id(model.encoder.cls_token)] == lr_of[id(model.encoder.patch_embed.proj.weight)]
+    # weight decay on matrices only: not on biases, norms or the [CLS] token
+    assert wd_of[id(model.encoder.blocks[0].mlp.fc1.weight)] == 0.05
+    assert wd_of[id(model.encoder.blocks[0].mlp.fc1.bias)] == wd_of[id(model.encoder.cls_token)] == 0.0
+    # from scratch there is nothing to protect: one rate for every layer
+    opt, what = optimizer_for(model, FinetuneConfig(from_scratch=True))
+    assert {g["lr"] for g in opt.param_groups} == {base} and "layer decay 1" in what
+    # a CNN keeps SimCLR's SGD, and "sgd" forces it for a ViT too
+    assert isinstance(optimizer_for(Classifier(encoder(), 10), FinetuneConfig())[0], torch.optim.SGD)
+    assert isinstance(optimizer_for(model, FinetuneConfig(optimizer="sgd"))[0], torch.optim.SGD)
+    with pytest.raises(ValueError, match="auto, sgd or adamw"):
+        optimizer_for(model, FinetuneConfig(optimizer="adam"))
+
+
+def test_vit_fine_tuning_learns(digits):
+    train, test = digits
+    res = finetune(vit(), train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, steps=40, flip_p=0.0,
+                                                                     from_scratch=True, adamw_lr=2e-3))
+    print(f"random-init vit_micro fine-tuned on 144 digits for 40 steps: {res['top1']:.3f}")
+    assert res["top1"] > 0.3 and res["optimizer"].startswith("adamw")  # chance is 0.1
