@@ -47,7 +47,7 @@ class FinetuneConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0  # few steps on few labels; the cosine schedule and crops regularise enough
     optimizer: str = "auto"  # auto: adamw for a ViT encoder (one with ``blocks``), sgd otherwise | sgd | adamw
-    adamw_lr: float = 5e-4  # the head and the top of the encoder (MAE's base rate, unscaled at this batch)
+    adamw_lr: float = 5e-4  # the head and the final norm (MAE's base rate, unscaled at this batch)
     layer_decay: float = 0.75  # MAE's ViT-B/L value; from_scratch uses 1 (nothing to protect)
     adamw_weight_decay: float = 0.05  # MAE's fine-tuning decay
     crop_scale: tuple[float, float] = (0.5, 1.0)  # light: the object stays mostly in view
