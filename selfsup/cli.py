@@ -208,7 +208,18 @@ def _format_result(protocol: str, res: dict) -> str:
     if protocol == "zeroshot":
         return f"zero-shot top-1 {_pct(res['top1'])}, top-5 {_pct(res['top5'])} (chance {_pct(res['chance'])}) on {res['test_set']}"
     if protocol == "retrieval":
-        return ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in res.items() if "_r" in k) + f" ({res['pairs']} pairs)"
+        ks = sorted(int(k[8:]) for k in res if k.startswith("chance_r"))
+
+        def recall(prefix):
+            return ", ".join(f"R@{k} {_pct(res[f'{prefix}r{k}'])}" for k in ks)
+
+        lines = [f"{res['pairs']} test pairs ({res.get('distinct_captions', '?')} distinct captions); "
+                 f"chance {recall('chance_')}"]
+        for d in ("image_to_text", "text_to_image"):
+            extra = [f"{kind} {recall(f'{d}_{kind}_')}" for kind in ("caption", "class") if f"{d}_{kind}_r{ks[0]}" in res]
+            lines.append(f"{d.replace('_to_', ' -> ')}: {recall(d + '_')}"
+                         + (f" (a hit if the same {'; '.join(extra)})" if extra else ""))
+        return "\n".join(lines)
     if protocol == "pretext":
         return ", ".join(f"{k} {v:.4g}" for k, v in res["pretext"].items()) + f"; linear top-1 {_pct(res['linear_top1'])}"
     return json.dumps(res)

@@ -45,12 +45,29 @@ def zero_shot(image_emb: torch.Tensor, labels: torch.Tensor, text_emb: torch.Ten
             "top5": (top == labels[:, None]).any(1).float().mean().item(), "chance": 1 / scores.shape[1]}
 
 
-def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, ks=(1, 5)) -> dict:
-    """Row i of both [N, D] is a pair. Recall@k of image -> text and text -> image."""
+def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, ks=(1, 5), labels: torch.Tensor | None = None,
+              captions: list[str] | None = None) -> dict:
+    """Row i of both [N, D] is a pair. Recall@k of image -> text and text -> image, with chance (k / N).
+
+    Templated captions repeat and carry only the class and a few attributes, so the exact pair is often
+    indistinguishable from others; two more readings say what was retrieved:
+    - ``captions`` given: ``*_caption_r{k}`` counts a candidate whose caption is the same string as the
+      true one as a hit (identical texts cannot be told apart by any model);
+    - ``labels`` given: ``*_class_r{k}`` counts a candidate of the query's class as a hit.
+    """
     sim = image_emb @ text_emb.T  # [N, N]
-    target = torch.arange(len(sim))
-    out = {}
+    n = len(sim)
+    target = torch.arange(n)
+    same = {"": target[:, None] == target[None, :]}  # [N, N]: candidate j counts for query i
+    if captions is not None:
+        ids = torch.tensor([{c: i for i, c in enumerate(captions)}[c] for c in captions])  # one id per string
+        same["caption_"] = ids[:, None] == ids[None, :]
+    if labels is not None:
+        same["class_"] = labels[:, None] == labels[None, :]
+    out = {f"chance_r{k}": min(k / n, 1.0) for k in ks}
     for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
-        rank = (s > s[target, target][:, None]).sum(1)  # how many candidates beat the true one
-        out.update({f"{name}_r{k}": (rank < k).float().mean().item() for k in ks})
+        top = s.topk(min(max(ks), n), dim=1).indices  # [N, k]
+        for kind, hit in same.items():
+            found = hit.gather(1, top)  # [N, k]: is each retrieved candidate a hit
+            out.update({f"{name}_{kind}r{k}": found[:, :k].any(1).float().mean().item() for k in ks})
     return out

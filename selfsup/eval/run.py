@@ -371,8 +371,12 @@ def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> d
         raise ValueError(f"{test.name}'s test split has no captions to retrieve")
     n = min(max_pairs, len(test))
     img = encode_images(method, test.images[:n], cfg.data.mean, cfg.data.std, _size(cfg, test), device)
-    txt = encode_texts(method, test.captions[:n], device)
-    return _save(run_dir, "retrieval", {"protocol": "retrieval", "pairs": n, **retrieval(img, txt)}, cfg)
+    captions = list(test.captions[:n])
+    txt = encode_texts(method, captions, device)
+    labels = test.labels[:n] if test.labels is not None else None
+    res = {"protocol": "retrieval", "pairs": n, "distinct_captions": len(set(captions)),
+           **retrieval(img, txt, labels=labels, captions=captions)}
+    return _save(run_dir, "retrieval", res, cfg)
 
 
 PROTOCOLS = {"knn": evaluate_knn, "linear": evaluate_linear, "finetune": evaluate_finetune,

@@ -73,6 +73,13 @@ def test_zero_shot_and_retrieval_metrics():
     assert retrieval(emb, emb)["image_to_text_r1"] == 1.0
     shuffled = retrieval(emb, emb[[1, 2, 0]])
     assert shuffled["image_to_text_r1"] == 0.0 and shuffled["text_to_image_r5"] == 1.0
+    assert shuffled["chance_r1"] == pytest.approx(1 / 3) and shuffled["chance_r5"] == 1.0
+    # image i's nearest text is i - 1 (mod 3), never its own; but captions 0 and 1 are the same string and
+    # pairs 0 and 2 share a class: image 1 -> text 0 reads as its own caption, image 0 -> text 2 is its class
+    read = retrieval(emb, emb[[1, 2, 0]], ks=(1,), labels=torch.tensor([5, 6, 5]), captions=["a", "a", "b"])
+    assert read["image_to_text_caption_r1"] == pytest.approx(1 / 3)
+    assert read["image_to_text_class_r1"] == pytest.approx(1 / 3)
+    assert read["text_to_image_caption_r1"] == pytest.approx(1 / 3)  # text 0 -> image 1, whose caption is "a" too
     text = torch.eye(3)[:, None, :].expand(3, 2, 3)  # 3 classes x 2 prompts
     res = zero_shot(torch.eye(3)[[0, 2, 1]], torch.tensor([0, 2, 0]), text)
     assert res["top1"] == pytest.approx(2 / 3) and res["chance"] == pytest.approx(1 / 3)
