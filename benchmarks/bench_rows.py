@@ -1,6 +1,8 @@
 """Markdown rows for docs/benchmarks.md from a `selfsup bench` directory: one row per finished run.
 
     python benchmarks/bench_rows.py runs/bench-methods [SESSION]
+    python benchmarks/bench_rows.py runs/bench-methods --pretext   # runs with eval_pretext.json: their
+                                                                     # pretext metrics next to kNN / linear
 """
 from __future__ import annotations
 
@@ -21,8 +23,21 @@ def row(run: Path, session: str) -> str | None:
             f"{e['images_per_s']:.0f} | {session} |")
 
 
+def pretext_row(run: Path) -> str | None:
+    files = {n: run / f"{n}.json" for n in ("eval_pretext", "eval_knn", "eval_linear")}
+    if not all(p.is_file() for p in files.values()):
+        return None
+    p, k, lin = (json.loads(f.read_text()) for f in files.values())
+    metrics = ", ".join(f"{name} {v:.3f}" for name, v in p["pretext"].items())
+    return f"| {run.parent.name} | {metrics} | {100 * k['top1_k200']:.2f} % | {100 * lin['top1']:.2f} % |"
+
+
 if __name__ == "__main__":
     root, session = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "—"
+    if session == "--pretext":
+        print("| method | pretext metric (last logged) | kNN-200 | linear |\n|---|---|---|---|")
+        print("\n".join(r for r in map(pretext_row, sorted(root.glob("*/seed*"))) if r))
+        sys.exit()
     print("| method | epochs | kNN-200 | kNN-20 | linear | embedding rank | feature rank | cluster NMI | img/s | session |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in sorted(root.glob("*/seed*")):

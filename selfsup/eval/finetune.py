@@ -184,9 +184,10 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
         model = model.to(memory_format=torch.channels_last)
     for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
         p.requires_grad_(True)
-    encoder_lr = cfg.lr if cfg.from_scratch else cfg.encoder_lr
     opt, optimizer = optimizer_for(model, cfg)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    # reported: SGD's encoder group (the first), or AdamW's lowest layer (layer decay makes it the smallest)
+    encoder_lr = base_lrs[0] if optimizer.startswith("sgd") else min(base_lrs)
 
     bs = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
