@@ -99,6 +99,9 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                           f"{', '.join(p for p in todo if p != 'efficiency')} left out")
                     todo = [p for p in todo if p == "efficiency"]
                 for p in todo:
+                    if p not in _applies(run):  # e.g. pretext on a contrastive run: not a failure, no row
+                        print(f"{e.name} seed {seed}: {p} does not apply to this method, left out")
+                        continue
                     evaluate(run, p, device=device)
             except KeyboardInterrupt:
                 raise
@@ -116,6 +119,22 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
         raw.write_text(json.dumps({p: evaluate_raw_pixels(load_run_config(first), p) for p in ("knn", "linear")},
                                   indent=1))
     return _write_leaderboard(out, entries, seeds)
+
+
+def _applies(run: Path) -> set[str]:
+    """The protocols a finished run can be measured by: pretext needs logged pretext metrics, zero-shot and
+    retrieval a text encoder (image-text methods); every other one any encoder."""
+    from selfsup.config import load_run_config
+    from selfsup.eval.pretext import pretext_metrics
+    from selfsup.eval.run import PROTOCOLS
+    from selfsup.registry import get_method_spec
+
+    out = set(PROTOCOLS) - {"pretext", "zeroshot", "retrieval"}
+    if pretext_metrics(run):
+        out.add("pretext")
+    if hasattr(get_method_spec(load_run_config(run).method_name).cls, "encode_text"):
+        out |= {"zeroshot", "retrieval"}
+    return out
 
 
 def _clear_unfinished(run: Path) -> None:

@@ -282,10 +282,11 @@ def _cmd_bench(args) -> None:
         raise ConfigError(f"--seeds {args.seeds}: give at least 1")
     from selfsup.eval.run import PROTOCOLS
 
-    unknown = [p for p in args.protocols if p not in PROTOCOLS or p in ("finetune", "semi", "transfer", "pretext")]
+    unknown = [p for p in args.protocols if p not in PROTOCOLS or p in ("finetune", "semi", "transfer")]
     if unknown:
         raise ConfigError(f"--protocols {','.join(unknown)}: bench runs knn, linear, cluster, diagnostics, robustness, "
-                          f"embed2d (finetune, semi and transfer take their own options: run `selfsup eval` on the runs)")
+                          f"embed2d, pretext (pretext-task runs only), zeroshot and retrieval (image-text runs only); "
+                          f"finetune, semi and transfer take their own options: run `selfsup eval` on the runs")
     budget = args.budget or (None if args.epochs else "15m")
     entries = parse_entries(args.methods)
     board = bench(entries, args.data, budget, args.seeds, args.out, args.protocols, args.backbone, args.data_dir,

@@ -80,3 +80,18 @@ def test_archived_run_without_weights_keeps_its_row(tmp_path, capsys):
     assert row["seeds_done"] == 1 and row["failed"] == 0 and row["linear"] is None
     assert row["kNN-200"] == pytest.approx(100 * knn)
     assert "archived run" in capsys.readouterr().out
+
+
+def test_protocols_that_apply_only_to_some_methods(tmp_path, capsys):
+    """`--protocols pretext` on a mixed list: the pretext-task run gets its pretext metrics next to its
+    linear accuracy, the contrastive run leaves the protocol out and is not marked failed."""
+    out = tmp_path / "bench"
+    assert main(["bench", "--methods", "rotation,simclr", "--data", "digits", "--epochs", "1", "--backbone", "convnet",
+                 "--protocols", "knn,pretext", "--out", str(out), *TINY]) == 0
+    rot = json.loads((out / "rotation" / "seed0" / "eval_pretext.json").read_text())
+    assert 0 <= rot["pretext"]["rotation_acc"] <= 1 and 0 < rot["linear_top1"] <= 1
+    assert not (out / "simclr" / "seed0" / "eval_pretext.json").exists()
+    assert not list(out.glob("*/seed0/failed.txt"))
+    assert "simclr seed 0: pretext does not apply" in capsys.readouterr().out
+    assert main(["bench", "--methods", "simclr", "--data", "digits", "--protocols", "finetune", "--out", str(out)]) == 2
+    assert "own options" in capsys.readouterr().err
