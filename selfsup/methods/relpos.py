@@ -79,5 +79,6 @@ class RelativePosition(Method):
         name = ["up-left", "up", "up-right", "left", "right", "down-left", "down", "down-right"]  # NEIGHBOURS' order
         rows = [("image", denormalize(x, data.mean, data.std)), ("centre", denormalize(centre, data.mean, data.std)),
                 ("neighbour", denormalize(other, data.mean, data.std))]
-        caps = [[], [], [f"{name[int(t)]} / pred {name[int(p)]}" for t, p in zip(y.cpu(), pred)]]
+        # true and predicted place on two lines: "down-right / pred down-right" is wider than a cell
+        caps = [[], [], [f"{name[int(t)]}\npred {name[int(p)]}" for t, p in zip(y.cpu(), pred)]]
         return {"relpos": image_grid(rows, caps, "Relative position: true / predicted place of the neighbour")}
