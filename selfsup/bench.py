@@ -98,8 +98,9 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                     print(f"{e.name} seed {seed}: no weights in {run / 'checkpoints'} (an archived run): "
                           f"{', '.join(p for p in todo if p != 'efficiency')} left out")
                     todo = [p for p in todo if p == "efficiency"]
+                applies = _applies(run) if todo else set()
                 for p in todo:
-                    if p not in _applies(run):  # e.g. pretext on a contrastive run: not a failure, no row
+                    if p not in applies:  # e.g. pretext on a contrastive run: not a failure, no row
                         print(f"{e.name} seed {seed}: {p} does not apply to this method, left out")
                         continue
                     evaluate(run, p, device=device)

@@ -60,7 +60,8 @@ def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, ks=(1, 5), labels
     target = torch.arange(n)
     same = {"": target[:, None] == target[None, :]}  # [N, N]: candidate j counts for query i
     if captions is not None:
-        ids = torch.tensor([{c: i for i, c in enumerate(captions)}[c] for c in captions])  # one id per string
+        index = {c: i for i, c in enumerate(dict.fromkeys(captions))}  # one id per distinct string
+        ids = torch.tensor([index[c] for c in captions])
         same["caption_"] = ids[:, None] == ids[None, :]
     if labels is not None:
         same["class_"] = labels[:, None] == labels[None, :]
