@@ -2,7 +2,8 @@
 
     python benchmarks/bench_rows.py runs/bench-methods [SESSION]
     python benchmarks/bench_rows.py runs/bench-methods --pretext   # runs with eval_pretext.json: their
-                                                                     # pretext metrics next to kNN / linear
+                                                                     # pretext metrics (held-out, and the last
+                                                                     # training batch) next to kNN / linear
 """
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ def pretext_row(run: Path) -> str | None:
     if not all(p.is_file() for p in files.values()):
         return None
     p, k, lin = (json.loads(f.read_text()) for f in files.values())
-    metrics = ", ".join(f"{name} {v:.3f}" for name, v in p["pretext"].items())
-    return f"| {run.parent.name} | {metrics} | {100 * k['top1_k200']:.2f} % | {100 * lin['top1']:.2f} % |"
+    held = set(p.get("heldout", ()))
+    metrics = ", ".join(f"{name} {v:.3f}" + ("" if name in held else " (logged)") for name, v in p["pretext"].items())
+    last = ", ".join(f"{name} {p['train_last'][name]:.3f}" for name in sorted(held))
+    return (f"| {run.parent.name} | {metrics} | {last or '—'} | {100 * k['top1_k200']:.2f} % | "
+            f"{100 * lin['top1']:.2f} % |")
 
 
 if __name__ == "__main__":
     root, session = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "—"
     if session == "--pretext":
-        print("| method | pretext metric (last logged) | kNN-200 | linear |\n|---|---|---|---|")
+        print("| method | pretext metric (held-out test images) | last training batch | kNN-200 | linear |\n"
+              "|---|---|---|---|---|")
         print("\n".join(r for r in map(pretext_row, sorted(root.glob("*/seed*"))) if r))
         sys.exit()
     print("| method | epochs | kNN-200 | kNN-20 | linear | embedding rank | feature rank | cluster NMI | img/s | session |")

@@ -221,7 +221,12 @@ def _format_result(protocol: str, res: dict) -> str:
                          + (f" (a hit if the same {'; '.join(extra)})" if extra else ""))
         return "\n".join(lines)
     if protocol == "pretext":
-        return ", ".join(f"{k} {v:.4g}" for k, v in res["pretext"].items()) + f"; linear top-1 {_pct(res['linear_top1'])}"
+        def metric(k, v):
+            if k not in res.get("heldout", ()):
+                return f"{k} {v:.4g} (last logged)"
+            return f"{k} {v:.4g} (on {res['heldout_images']} test images; last training batch {res['train_last'][k]:.4g})"
+
+        return ", ".join(metric(k, v) for k, v in res["pretext"].items()) + f"; linear top-1 {_pct(res['linear_top1'])}"
     return json.dumps(res)
 
 

@@ -4,14 +4,17 @@ Pretext-task methods (rotation, jigsaw, relative position, inpainting, colorizat
 well they solve their own task as ``pretext/<name>`` in metrics.jsonl. The field's early lesson
 (Kolesnikov et al. 2019, "Revisiting Self-Supervised Visual Representation Learning") is that
 pretext accuracy is a poor predictor of representation quality across architectures and tasks;
-across runs of one task it usually correlates. This module reads the metric back and measures
-that correlation (Pearson and Spearman) against each run's linear-probe accuracy.
+across runs of one task it usually correlates. This module reads the metric back, measures it
+again on held-out images (``heldout_metrics``: the logged value is one noisy training batch, seen
+under training-mode normalisation), and measures its correlation (Pearson and Spearman) with each
+run's linear-probe accuracy.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from selfsup.report.plots import read_metrics
 
@@ -22,6 +25,37 @@ def pretext_metrics(run_dir: str | Path) -> dict[str, float]:
     for r in read_metrics(run_dir):
         last.update({k[len("pretext/"):]: v for k, v in r.items() if k.startswith("pretext/")})
     return last
+
+
+@torch.no_grad()
+def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | None = None, batch_size: int = 256,
+                    device: str | torch.device = "cpu", precision: str = "fp32", seed: int = 0) -> dict[str, float]:
+    """Mean of every ``pretext/*`` value the method's own ``training_step`` reports, on ``images``
+    (uint8 [N, C, H, W], a held-out split) seen through the run's training ``views``, with the
+    network in eval mode (BatchNorm on its running statistics) and no gradient. Weighted by batch
+    size; the views' random parameters are seeded, so the number is reproducible. Methods that
+    measure their task once an epoch instead (BiGAN, video tracking) report nothing here.
+    ``texts``: caption tokens [N, L] for image-text methods."""
+    from selfsup.data.batch import Batch
+
+    was = method.training
+    method.eval()
+    gen = torch.Generator().manual_seed(seed)
+    sums: dict[str, float] = {}
+    try:
+        for i in range(0, len(images), batch_size):
+            idx = torch.arange(i, min(i + batch_size, len(images)))
+            batch = Batch(images[idx], idx, texts=None if texts is None else texts[idx]).to(device)
+            batch.views = views(batch.images, gen)
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                                enabled=precision == "bf16"):
+                logs = method.training_step(batch).logs
+            for k, v in logs.items():
+                if k.startswith("pretext/"):
+                    sums[k[len("pretext/"):]] = sums.get(k[len("pretext/"):], 0.0) + float(v) * len(idx)
+    finally:
+        method.train(was)
+    return {k: v / len(images) for k, v in sums.items()}
 
 
 def correlation(xs, ys) -> dict:

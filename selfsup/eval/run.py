@@ -307,19 +307,36 @@ def evaluate_efficiency(run_dir, device: str = "cpu") -> dict:
     return _save(run_dir, "efficiency", efficiency(run_dir), cfg)
 
 
-def evaluate_pretext(run_dir, device: str = "cpu") -> dict:
-    """The run's last pretext metrics (``pretext/*`` in metrics.jsonl) next to its linear-probe top-1
-    (computed if missing). Across runs: ``pretext_correlation``."""
-    from selfsup.eval.pretext import pretext_metrics
+def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> dict:
+    """The run's pretext metrics next to its linear-probe top-1 (computed if missing). ``pretext``:
+    each metric measured on up to ``max_images`` held-out test images (a seeded sample) through the
+    run's training views, in eval mode (``heldout_metrics``); metrics a method measures once an epoch
+    (BiGAN's G(E(x)), video tracking IoU) are their last logged value. ``train_last``: the last value
+    logged during training (one training batch). Across runs: ``pretext_correlation``."""
+    from selfsup.config import view_config
+    from selfsup.eval.pretext import heldout_metrics, pretext_metrics
+    from selfsup.transforms import Views
 
-    cfg = load_run_config(run_dir)
-    metrics = pretext_metrics(run_dir)
-    if not metrics:
+    cfg, method, _ = load_run(run_dir)
+    logged = pretext_metrics(run_dir)
+    if not logged:
         raise ValueError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
                          f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
+    train = _train_split(cfg)
+    test = _dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
+    pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
+    texts = None
+    if method.uses_text:
+        from selfsup.data.text import tokenize
+
+        texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)
+    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
+    heldout = heldout_metrics(method.to(device), test.images[pick], views, texts, cfg.eval.batch_size, device,
+                              cfg.train.precision)
     lin = Path(run_dir) / "eval_linear.json"
     linear = json.loads(lin.read_text())["top1"] if lin.is_file() else evaluate_linear(run_dir, device)["top1"]
-    return _save(run_dir, "pretext", {"protocol": "pretext", "pretext": metrics, "linear_top1": linear}, cfg)
+    return _save(run_dir, "pretext", {"protocol": "pretext", "pretext": {**logged, **heldout}, "heldout": sorted(heldout),
+                                      "heldout_images": len(pick), "train_last": logged, "linear_top1": linear}, cfg)
 
 
 def pretext_correlation(run_dirs, device: str = "cpu") -> dict:

@@ -239,6 +239,7 @@ def test_pretext_needs_a_pretext_method_and_correlates_across_runs(run, tmp_path
         d = tmp_path / f"r{i}"
         d.mkdir()
         (d / "config.yaml").write_text((run / "config.yaml").read_text())
+        (d / "checkpoints").symlink_to(run / "checkpoints")  # its weights (a SimCLR step reports no pretext/*)
         (d / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "pretext/rotation_acc": acc}) + "\n")
         (d / "eval_linear.json").write_text(json.dumps({"top1": lin}))
         runs.append(str(d))

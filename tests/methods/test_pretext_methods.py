@@ -69,6 +69,15 @@ def test_rotation_learns_to_tell_rotations_apart(tmp_path):
     assert trained["top1"] > 0.6
     assert "pretext/rotation_acc" in rows[-1] or any("pretext/rotation_acc" in r for r in rows)
     assert (run / "pictures" / "rotation.png").read_bytes()[:4] == b"\x89PNG"
+    # the pretext protocol measures the task again on held-out images, through the training views
+    # (crop 0.6-1, flip), in eval mode: close to the hand-computed accuracy on plain test images
+    from selfsup.eval.run import evaluate
+
+    res = evaluate(run, "pretext")
+    assert res["heldout"] == ["rotation_acc"] and res["heldout_images"] == len(x)
+    assert abs(res["pretext"]["rotation_acc"] - acc) < 0.1, (res["pretext"], acc)
+    assert res["train_last"]["rotation_acc"] == [r for r in rows if "pretext/rotation_acc" in r][-1]["pretext/rotation_acc"]
+    assert evaluate(run, "pretext")["pretext"] == res["pretext"]  # seeded views: reproducible
 
 
 def test_relative_position_learns(tmp_path):
