@@ -93,4 +93,5 @@ class BiGAN(Method):
         rows = [("original", denormalize(x, data.mean, data.std)),
                 ("G(E(x))", denormalize(self.generator(self.encode(x)), data.mean, data.std)),
                 ("samples G(z)", samples[:12]), ("", samples[12:])]
-        return {"bigan": image_grid(rows, None, "BiGAN: G(E(x)) inverts the encoder; samples from the prior")}
+        title = "BiGAN: originals, G(E(x)) (near x once E inverts G), samples G(z) from the prior"
+        return {"bigan": image_grid(rows, None, title)}
