@@ -71,8 +71,10 @@ class Jigsaw(Method):
         x = eval_view(images[:6], data.mean, data.std, data.size)
         tiles, y = self._tiles(x, torch.Generator().manual_seed(0))
         pred = self._logits(tiles).argmax(1).cpu()
-        shown = (tiles - tiles.amin(dim=(2, 3, 4), keepdim=True)) / (
-            tiles.amax(dim=(2, 3, 4), keepdim=True) - tiles.amin(dim=(2, 3, 4), keepdim=True)).clamp_min(1e-6)
+        # one fixed scale for every tile (standardised values -3..3 -> black..white), so the picture shows
+        # what the network sees: a per-tile min-max stretch would turn a nearly blank tile, which the std
+        # floor keeps nearly flat, into salt-and-pepper noise
+        shown = (tiles.float() / 6 + 0.5).clamp(0, 1)
         rows, caps = [], []
         for i in range(len(y)):
             verdict = "✓" if int(pred[i]) == int(y[i]) else f"✗ pred #{int(pred[i])}"
