@@ -231,6 +231,28 @@ def test_efficiency_reads_the_run(run, capsys):
     assert reached == sorted(reached)  # higher levels are reached later
 
 
+def test_heldout_pretext_metric_is_reproducible_and_leaves_the_global_rng_alone():
+    """The DAE draws its masking noise from the global RNG: the held-out measurement seeds it, gives
+    the caller its state back, and leaves the network in training mode."""
+    import selfsup
+    from selfsup.data import load_dataset
+    from selfsup.eval.pretext import heldout_metrics
+    from selfsup.transforms import Views
+    from selfsup.transforms.views import view_preset
+
+    images = load_dataset("digits", "test").images[:100]
+    m = selfsup.create_method("dae", backbone="convnet", in_channels=1, width=0.5, image_size=8)
+    views = Views(view_preset("pretext"), (0.3,), (0.3,), 8, m.min_views)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = heldout_metrics(m, images, views, batch_size=32)
+    assert torch.equal(torch.get_rng_state(), state) and m.training
+    b = heldout_metrics(m, images, views, batch_size=32)
+    assert a == b and set(a) == {"recon_mse"} and a["recon_mse"] > 0
+    c = heldout_metrics(m, images, views, batch_size=32, seed=1)  # another seed: other views and noise
+    assert c["recon_mse"] != a["recon_mse"]
+
+
 def test_pretext_needs_a_pretext_method_and_correlates_across_runs(run, tmp_path, capsys):
     rc, _, err = cli(["eval", "pretext", str(run)], capsys)
     assert rc == 2 and "no pretext metric" in err
