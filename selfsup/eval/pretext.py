@@ -32,7 +32,8 @@ def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | N
                     device: str | torch.device = "cpu", precision: str = "fp32", seed: int = 0) -> dict[str, float]:
     """Mean of every ``pretext/*`` value the method's own ``training_step`` reports, on ``images``
     (uint8 [N, C, H, W], a held-out split) seen through the run's training ``views``, with the
-    network in eval mode (BatchNorm on its running statistics) and no gradient. Weighted by batch
+    network in eval mode (BatchNorm on its running statistics) and no gradient, in batches of
+    ``batch_size`` (the training batch size, for metrics computed within a batch). Weighted by batch
     size; the views' random parameters are seeded, so the number is reproducible. Methods that
     measure their task once an epoch instead (BiGAN, video tracking) report nothing here.
     ``texts``: caption tokens [N, L] for image-text methods."""

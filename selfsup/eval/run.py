@@ -331,7 +331,8 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
 
         texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
-    heldout = heldout_metrics(method.to(device), test.images[pick], views, texts, cfg.eval.batch_size, device,
+    # batches of the training size: in-batch metrics (CLIP's caption accuracy, counting's contrast) depend on it
+    heldout = heldout_metrics(method.to(device), test.images[pick], views, texts, cfg.train.batch_size, device,
                               cfg.train.precision)
     lin = Path(run_dir) / "eval_linear.json"
     linear = json.loads(lin.read_text())["top1"] if lin.is_file() else evaluate_linear(run_dir, device)["top1"]

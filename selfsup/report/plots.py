@@ -73,7 +73,10 @@ def image_grid(rows: list[tuple[str, "torch.Tensor"]], captions: list[list[str]]
                 ax.set_xlabel(captions[r][b], fontsize=6, labelpad=1)
             if b == 0:
                 ax.set_ylabel(name, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if title:  # wrapped to the figure's width (~13 characters an inch at 9 pt): a narrow grid cut it off
+        import textwrap
+
+        width = max(20, int(fig.get_figwidth() * 13))
+        fig.suptitle("\n".join(w for line in title.splitlines() for w in textwrap.wrap(line, width)), fontsize=9)
     fig.tight_layout()
     return fig
