@@ -37,6 +37,8 @@ def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | N
     size; the views' random parameters are seeded, so the number is reproducible. Methods that
     measure their task once an epoch instead (BiGAN, video tracking) report nothing here.
     ``texts``: caption tokens [N, L] for image-text methods."""
+    from selfsup.data.batch import Batch
+
     was = method.training
     method.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -46,25 +48,19 @@ def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | N
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         try:
-            _accumulate(method, images, views, texts, batch_size, device, precision, gen, sums)
+            for i in range(0, len(images), batch_size):
+                idx = torch.arange(i, min(i + batch_size, len(images)))
+                batch = Batch(images[idx], idx, texts=None if texts is None else texts[idx]).to(device)
+                batch.views = views(batch.images, gen)
+                with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                                    enabled=precision == "bf16"):
+                    logs = method.training_step(batch).logs
+                for k, v in logs.items():
+                    if k.startswith("pretext/"):
+                        sums[k[len("pretext/"):]] = sums.get(k[len("pretext/"):], 0.0) + float(v) * len(idx)
         finally:
             method.train(was)
     return {k: v / len(images) for k, v in sums.items()}
-
-
-def _accumulate(method, images, views, texts, batch_size, device, precision, gen, sums) -> None:
-    """Add each batch's ``pretext/*`` logs, times its size, into ``sums``."""
-    from selfsup.data.batch import Batch
-
-    for i in range(0, len(images), batch_size):
-        idx = torch.arange(i, min(i + batch_size, len(images)))
-        batch = Batch(images[idx], idx, texts=None if texts is None else texts[idx]).to(device)
-        batch.views = views(batch.images, gen)
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            logs = method.training_step(batch).logs
-        for k, v in logs.items():
-            if k.startswith("pretext/"):
-                sums[k[len("pretext/"):]] = sums.get(k[len("pretext/"):], 0.0) + float(v) * len(idx)
 
 
 def correlation(xs, ys) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
 
@@ -74,8 +75,6 @@ def image_grid(rows: list[tuple[str, "torch.Tensor"]], captions: list[list[str]]
             if b == 0:
                 ax.set_ylabel(name, fontsize=7)
     if title:  # wrapped to the figure's width (~13 characters an inch at 9 pt): a narrow grid cut it off
-        import textwrap
-
         width = max(20, int(fig.get_figwidth() * 13))
         fig.suptitle("\n".join(w for line in title.splitlines() for w in textwrap.wrap(line, width)), fontsize=9)
     fig.tight_layout()
