@@ -7,7 +7,7 @@ import json
 import pytest
 
 from selfsup.claims import claims_by_name
-from selfsup.claims.harness import compare, verdict_from
+from selfsup.claims.harness import Arm, arm_key, compare, verdict_from
 from selfsup.cli import main
 
 
@@ -17,6 +17,45 @@ def test_compare_counts_a_difference_only_above_the_spread():
     assert compare([80, 84, 76], [78, 78.5, 77.5], margin=1.0)[0] == "tie"  # 2 points, but a 4-point spread
     assert compare([80, 80.5, 79.5], [78, 78.5, 77.5], margin=1.0)[0] == "higher"
     assert verdict_from("tie").startswith("inconclusive") and verdict_from("lower") == "does not hold"
+
+
+def _decide(name, per_arm):
+    return claims_by_name([name])[0].decide({a: [m] for a, m in per_arm.items()})[0]
+
+
+def test_the_rules_decide_from_hand_made_numbers():
+    # DINO: both ablations collapse (rank below a quarter) and each shows its own mode
+    dino = {"dino": {"embedding_rank": 30, "teacher_entropy": 5.0, "log_K": 6.93},
+            "no_centering": {"embedding_rank": 2, "teacher_entropy": 0.3, "log_K": 6.93},
+            "no_sharpening": {"embedding_rank": 1.5, "teacher_entropy": 6.9, "log_K": 6.93}}
+    assert _decide("dino-centering-sharpening", dino) == "holds"
+    dino["no_sharpening"]["teacher_entropy"] = 4.0  # collapsed, but not to the uniform output
+    assert _decide("dino-centering-sharpening", dino) == "does not hold"
+    # MoCo's queue: at batch 64 it must match SimCLR at 512 (within the one-seed margin)
+    queue = {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 85.5}}
+    assert _decide("queue-decouples", queue) == "holds"
+    queue["simclr_b512"]["linear"] = 88.0
+    assert _decide("queue-decouples", queue) == "does not hold"
+    # augmentations: removing crop or colour must cost more than removing blur
+    aug = {"all": {"linear": 80}, "no_crop": {"linear": 60}, "no_colour": {"linear": 70}, "no_blur": {"linear": 79}}
+    assert _decide("augmentations", aug) == "holds"
+    aug["no_colour"]["linear"] = 79.5
+    assert _decide("augmentations", aug) == "does not hold"
+    # label efficiency: a gap at 1 % that shrinks by 100 %
+    le = {"rotation": {"pretrained_1pct": 60, "scratch_1pct": 40, "pretrained_10pct": 75, "scratch_10pct": 70,
+                       "pretrained_100pct": 85, "scratch_100pct": 88}}
+    assert _decide("label-efficiency", le) == "holds"
+    le["rotation"]["scratch_1pct"] = 65
+    assert _decide("label-efficiency", le) == "does not hold"
+
+
+def test_arms_that_resolve_to_the_same_run_share_it():
+    # the digits recipe trains SimCLR at batch 128: restating it is the same run, changing it is another
+    base = arm_key(Arm("simclr", "simclr"), "digits", "4s")
+    assert arm_key(Arm("b128", "simclr", ("train.batch_size=128",)), "digits", "4s") == base
+    assert arm_key(Arm("b64", "simclr", ("train.batch_size=64",)), "digits", "4s") != base
+    assert arm_key(Arm("simclr", "simclr"), "digits", "8s") != base  # another budget is another run
+    assert arm_key(Arm("simclr", "simclr"), "fashion-mnist", "4s") != base
 
 
 def test_all_fifteen_claims_are_listed(capsys):
@@ -48,3 +87,8 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     assert main(argv) == 0  # resumes: nothing is trained or measured again
     assert next((out / "runs").glob("simclr-*/seed0/summary.json")).stat().st_mtime_ns == stamp
     assert "training" not in capsys.readouterr().out
+    assert "## label-efficiency: not yet run" in page and "13 not yet run" in page  # the page lists every claim
+    # a later call on one claim rewrites the page with everything measured so far, not only that claim
+    assert main([*argv[:2], "projection-head", *argv[3:]]) == 0
+    again = doc.read_text()
+    assert "## contrastive-vs-reconstruction: not yet run" not in again and "## contrastive-vs-reconstruction: " in again

@@ -42,6 +42,21 @@ def collapse(run: Path) -> dict:
     return {**linear(run), "embedding_rank": s.get("diag/embedding_rank"), "embedding_std": s.get("diag/embedding_std")}
 
 
+def teacher_entropy(run: Path) -> dict:
+    """``collapse`` plus the two collapse modes of DINO (sec. 5.3, fig. 7): the entropy of the teacher's
+    output distribution over the last logged steps, in nats — near 0 when one dimension dominates
+    (sharpening alone), near log K when the output is uniform (centering alone)."""
+    import json
+    import math
+
+    import yaml
+
+    logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    ent = [r["teacher_entropy"] for r in logs if isinstance(r.get("teacher_entropy"), (int, float))][-5:]
+    k = yaml.safe_load((run / "config.yaml").read_text())["method"]["out_dim"]
+    return {**collapse(run), "teacher_entropy": sum(ent) / len(ent), "log_K": math.log(k)}
+
+
 def head_vs_features(run: Path) -> dict:
     """Linear probe on the encoder's features h and on the projection head's output z = g(h)."""
     from selfsup.eval.features import extract_features
@@ -184,7 +199,17 @@ def _byol_rule(per_arm):
 
 
 def _dino_rule(per_arm):
-    return collapses("dino", ["no_centering", "no_sharpening"])(per_arm)
+    """Both ablations collapse (effective rank), each in its own mode: without centering the teacher's
+    entropy falls below half of DINO's (one dimension dominates), without sharpening it stays above
+    90 % of log K (uniform)."""
+    verdict, why = collapses("dino", ["no_centering", "no_sharpening"])(per_arm)
+    ent = {a: mean_std(_vals(per_arm, a, "teacher_entropy"))[0] for a in per_arm}
+    log_k = mean_std(_vals(per_arm, "dino", "log_K"))[0]
+    dominated, uniform = ent["no_centering"] < 0.5 * ent["dino"], ent["no_sharpening"] > 0.9 * log_k
+    modes = (f"teacher entropy (nats, log K = {log_k:.2f}): dino {ent['dino']:.2f}, no_centering "
+             f"{ent['no_centering']:.2f} ({'one dimension dominates' if dominated else 'not dominated'}), "
+             f"no_sharpening {ent['no_sharpening']:.2f} ({'uniform' if uniform else 'not uniform'})")
+    return ("holds" if verdict == "holds" and dominated and uniform else "does not hold"), f"{why}; {modes}"
 
 
 def _few_shot_rule(per_arm):
@@ -238,7 +263,7 @@ def catalog() -> list[Claim]:
               "collapses (one dimension dominates / the output goes uniform).",
               [Arm("dino", "dino"), Arm("no_centering", "dino", ("method.center=false",)),
                Arm("no_sharpening", "dino", ("method.teacher_temp=0.1", "method.warmup_teacher_temp=0.1"))],
-              collapse, _dino_rule, ["linear", "embedding_rank", "embedding_std"]),
+              teacher_entropy, _dino_rule, ["linear", "embedding_rank", "embedding_std", "teacher_entropy"]),
         Claim("moco-momentum", "MoCo with momentum 0 (key encoder = query encoder) trains worse than with 0.99.",
               [Arm("m0.99", "mocov2", ("method.momentum=0.99",)), Arm("m0", "mocov2", ("method.momentum=0.0",))],
               linear, higher("m0.99", "m0", "linear"), ["linear"]),

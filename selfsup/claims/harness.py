@@ -45,11 +45,26 @@ class Claim:
     columns: list[str] = field(default_factory=list)  # which numbers the table shows
 
 
-def arm_key(arm: Arm, data: str) -> str:
-    """A run directory name for the arm's settings: identical arms of different claims share runs."""
+def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str, ...] = ()) -> str:
+    """A run directory name for the arm's resolved configuration: arms of different claims that resolve to
+    the same run share it — SimCLR's default, ``train.batch_size=256`` and the augmentation study's arms
+    where an override only restates the recipe — so each distinct run is trained once."""
+    import contextlib
     import hashlib
+    import io
 
-    sig = json.dumps([arm.method, sorted(arm.overrides), arm.data or data, arm.backbone])
+    from selfsup.bench import Entry, _namespace
+    from selfsup.cli import build_config
+    from selfsup.config import to_dict
+
+    ns = _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone, budget, None, "",
+                    [*arm.overrides, *extra_overrides])
+    with contextlib.redirect_stdout(io.StringIO()):  # build_config announces the recipe it used
+        cfg = to_dict(build_config(ns))
+    cfg.pop("out", None)
+    cfg.get("train", {}).pop("device", None)
+    cfg.get("train", {}).pop("seed", None)  # the seed is the run's sub-directory
+    sig = json.dumps(cfg, sort_keys=True, default=str)
     return f"{arm.method}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
 
 
@@ -72,47 +87,67 @@ def verdict_from(outcome: str, expected: str = "higher") -> str:
 def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist", budget: str = "5m",
                seeds: int = 1, device: str = "cpu", progress_bar: bool = True, doc: str | Path | None = None,
                extra_overrides: tuple[str, ...] = ()) -> dict:
-    """Train, measure and judge ``claims``; write ``doc`` (markdown); returns {claim: result}."""
-    from selfsup.bench import Entry, _clear_unfinished, _namespace
-    from selfsup.cli import build_config
-    from selfsup.train import fit
+    """Train, measure and judge ``claims``; write ``doc`` (markdown); returns {claim: result}.
+
+    The page covers every claim of the catalog whose runs are already measured under ``out``, not only
+    ``claims``: `--only` splits the work over several calls (or sessions) and each call rewrites the
+    whole page; claims not yet run are listed as such."""
+    from selfsup.claims.catalog import catalog
 
     out = Path(out)
     results = {}
     for c in claims:
-        per_arm: dict[str, list[dict]] = {}
-        commands = []
-        for arm in c.arms:
-            per_arm[arm.name] = []
-            for seed in range(seeds):
-                run = out / "runs" / arm_key(arm, data) / f"seed{seed}"
-                overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]
-                commands.append(f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
-                                + (f" --backbone {arm.backbone}" if arm.backbone else "") + f" --out {run} "
-                                + " ".join(o for o in overrides if not o.startswith("train.device")))
-                cache = run / f"claim_{c.name}.json"
-                if not cache.is_file():
-                    if not (run / "summary.json").is_file():
-                        resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
-                        print(f"== claim {c.name}: {arm.name} seed {seed} ({'resuming' if resuming else 'training'})")
-                        if resuming:
-                            from selfsup.config import load_run_config
-
-                            fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
-                        else:
-                            _clear_unfinished(run)
-                            ns = _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone,
-                                            budget, None, run, overrides)
-                            fit(build_config(ns), run, progress_bar=progress_bar)
-                    cache.write_text(json.dumps(c.measure(run), indent=1))
-                per_arm[arm.name].append(json.loads(cache.read_text()))
-        verdict, reason = c.decide(per_arm)
-        results[c.name] = {"statement": c.statement, "verdict": verdict, "reason": reason, "arms": per_arm,
-                           "columns": c.columns, "commands": commands}
-        print(f"claim {c.name}: {verdict} — {reason}")
+        results[c.name] = _judge(c, out, data, budget, seeds, device, progress_bar, extra_overrides, train=True)
+        print(f"claim {c.name}: {results[c.name]['verdict']} — {results[c.name]['reason']}")
     if doc:
-        write_doc(results, doc, data, budget, seeds)
+        page = {c.name: results.get(c.name) or _judge(c, out, data, budget, seeds, device, progress_bar,
+                                                       extra_overrides, train=False) for c in catalog()}
+        write_doc(page, doc, data, budget, seeds)
     return results
+
+
+def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str, progress_bar: bool,
+           extra_overrides: tuple[str, ...], train: bool) -> dict:
+    """One claim's result: train (``train``) and measure its arms' runs, then decide. Without ``train``, only
+    what is already measured is read, and a claim with a missing measurement comes back as not yet run."""
+    from selfsup.bench import Entry, _clear_unfinished, _namespace
+    from selfsup.cli import build_config
+    from selfsup.train import fit
+
+    per_arm: dict[str, list[dict]] = {}
+    commands, missing = [], False
+    for arm in c.arms:
+        per_arm[arm.name] = []
+        for seed in range(seeds):
+            run = out / "runs" / arm_key(arm, data, budget, extra_overrides) / f"seed{seed}"
+            overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]
+            commands.append(f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
+                            + (f" --backbone {arm.backbone}" if arm.backbone else "") + f" --out {run} "
+                            + " ".join(o for o in overrides if not o.startswith("train.device")))
+            cache = run / f"claim_{c.name}.json"
+            if not cache.is_file():
+                if not train:
+                    missing = True
+                    continue
+                if not (run / "summary.json").is_file():
+                    resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
+                    print(f"== claim {c.name}: {arm.name} seed {seed} ({'resuming' if resuming else 'training'})")
+                    if resuming:
+                        from selfsup.config import load_run_config
+
+                        fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
+                    else:
+                        _clear_unfinished(run)
+                        ns = _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone,
+                                        budget, None, run, overrides)
+                        fit(build_config(ns), run, progress_bar=progress_bar)
+                cache.write_text(json.dumps(c.measure(run), indent=1))
+            per_arm[arm.name].append(json.loads(cache.read_text()))
+    result = {"statement": c.statement, "arms": per_arm, "columns": c.columns, "commands": commands}
+    if missing:
+        return {**result, "verdict": "not yet run", "reason": f"`selfsup claims --only {c.name}` has not finished."}
+    verdict, reason = c.decide(per_arm)
+    return {**result, "verdict": verdict, "reason": reason}
 
 
 def _commit() -> str:
@@ -135,7 +170,8 @@ def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: in
                 if seeds == 1 else ", a difference counts only above twice the larger spread."), ""]
     verdicts = [r["verdict"] for r in results.values()]
     lines += [f"Summary: {verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
-              f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive at this scale.", ""]
+              f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive at this scale"
+              + (f", {verdicts.count('not yet run')} not yet run" if "not yet run" in verdicts else "") + ".", ""]
     for name, r in results.items():
         lines += [f"## {name}: {r['verdict']}", "", f"**Claim.** {r['statement']}", "", f"**Verdict.** {r['reason']}", ""]
         cols = r["columns"] or sorted({k for runs in r["arms"].values() for m in runs for k in m})
