@@ -24,10 +24,10 @@ def _decide(name, per_arm):
 
 
 def test_the_rules_decide_from_hand_made_numbers():
-    # DINO: both ablations collapse (rank below a quarter) and each shows its own mode
+    # DINO: each ablation collapses in its own mode, read from the teacher's entropy (not the embedding's rank)
     dino = {"dino": {"embedding_rank": 30, "teacher_entropy": 5.0, "log_K": 6.93},
-            "no_centering": {"embedding_rank": 2, "teacher_entropy": 0.3, "log_K": 6.93},
-            "no_sharpening": {"embedding_rank": 1.5, "teacher_entropy": 6.9, "log_K": 6.93}}
+            "no_centering": {"embedding_rank": 6, "teacher_entropy": 0.0, "log_K": 6.93},
+            "no_sharpening": {"embedding_rank": 8.4, "teacher_entropy": 6.9, "log_K": 6.93}}
     assert _decide("dino-centering-sharpening", dino) == "holds"
     dino["no_sharpening"]["teacher_entropy"] = 4.0  # collapsed, but not to the uniform output
     assert _decide("dino-centering-sharpening", dino) == "does not hold"
@@ -80,6 +80,9 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     for name in ("projection-head", "contrastive-vs-reconstruction"):
         verdict = page.split(f"## {name}: ")[1].split("\n")[0]
         assert verdict in ("holds", "does not hold", "inconclusive at this scale")
+    refs = json.loads((out / "references.json").read_text())  # the no-pretraining rows every table is read against
+    assert set(refs) == {"digits: raw pixels", "digits: random-init convnet x0.25"}
+    assert all(10 < v <= 100 for v in refs.values()) and "digits: random-init convnet x0.25" in page
     measured = json.loads(next((out / "runs").glob("simclr-*/seed0/claim_projection-head.json")).read_text())
     assert set(measured) == {"linear_h", "linear_z"} and 10 < measured["linear_h"] <= 100
     stamp = next((out / "runs").glob("simclr-*/seed0/summary.json")).stat().st_mtime_ns

@@ -102,8 +102,51 @@ def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist"
     if doc:
         page = {c.name: results.get(c.name) or _judge(c, out, data, budget, seeds, device, progress_bar,
                                                        extra_overrides, train=False) for c in catalog()}
-        write_doc(page, doc, data, budget, seeds)
+        write_doc(page, doc, data, budget, seeds, references(out))
     return results
+
+
+def references(out: Path) -> dict[str, float]:
+    """Linear probes with no pretraining, to read every table against: each data set's raw pixels and a
+    random-init copy of each encoder the claims trained (BatchNorm statistics of the data, as the
+    transfer protocol's reference row). A 5-minute run can probe near these — then "trains" means
+    little, and a collapsed embedding may still sit on features as good as random ones.
+    {label: top-1 %}, cached in OUT/references.json (one entry per data set and architecture)."""
+    import copy
+
+    from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
+    from selfsup.config import load_run_config
+    from selfsup.eval.finetune import reinitialise
+    from selfsup.eval.linear import linear_probe
+    from selfsup.eval.run import _size, _splits, load_run
+
+    path = out / "references.json"
+    refs = json.loads(path.read_text()) if path.is_file() else {}
+    for run in sorted(out.glob("runs/*/seed0")):
+        if not (run / "summary.json").is_file() or not (run / "checkpoints" / "last").is_dir():
+            continue
+        cfg = load_run_config(run)
+        if cfg.method_name == "clip":  # its encoder reads captions too; its own page shows few-shot probes
+            continue
+        bb = cfg.backbone
+        pixels, arch = f"{cfg.data.name}: raw pixels", f"{cfg.data.name}: random-init {bb.name} x{bb.width:g}"
+        if pixels in refs and arch in refs:
+            continue
+        cfg, method, _ = load_run(run)
+        train, test = _splits(cfg)
+        probe = dict(l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
+        if pixels not in refs:
+            refs[pixels] = 100 * linear_probe(raw_pixel_features(train.images), train.labels,
+                                              raw_pixel_features(test.images), test.labels, **probe)["top1"]
+        if arch not in refs:
+            size = _size(cfg, train)
+            enc = recalibrate_batchnorm(reinitialise(copy.deepcopy(method.encoder), 0), train.images, cfg.data.mean,
+                                        cfg.data.std, size)
+            kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, batch_size=cfg.eval.batch_size)
+            refs[arch] = 100 * linear_probe(extract_features(enc, train.images, **kw), train.labels,
+                                            extract_features(enc, test.images, **kw), test.labels, **probe)["top1"]
+        path.write_text(json.dumps(refs, indent=1, sort_keys=True))
+    return refs
 
 
 def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str, progress_bar: bool,
@@ -158,7 +201,8 @@ def _commit() -> str:
         return "unknown"
 
 
-def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: int) -> Path:
+def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: int,
+              refs: dict[str, float] | None = None) -> Path:
     """docs/claims.md: per claim the statement, the commands, a table (mean ± std over seeds) and the verdict."""
     import torch
 
@@ -168,6 +212,9 @@ def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: in
              f"{budget} of training per run, {seeds} seed(s) per arm"
              + (" — with one seed a difference counts only above each claim's margin, and spreads are unknown."
                 if seeds == 1 else ", a difference counts only above twice the larger spread."), ""]
+    if refs:
+        lines += ["Linear probes with no pretraining, to read the tables against (top-1 %): "
+                  + "; ".join(f"{k} {v:.1f}" for k, v in sorted(refs.items())) + ".", ""]
     verdicts = [r["verdict"] for r in results.values()]
     lines += [f"Summary: {verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
               f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive at this scale"
