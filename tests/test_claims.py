@@ -31,6 +31,12 @@ def test_the_rules_decide_from_hand_made_numbers():
     assert _decide("dino-centering-sharpening", dino) == "holds"
     dino["no_sharpening"]["teacher_entropy"] = 4.0  # collapsed, but not to the uniform output
     assert _decide("dino-centering-sharpening", dino) == "does not hold"
+    # BYOL: no BN collapses (rank); GN + WS trains when its probe is within the margin of BN's
+    byol = {"byol": {"embedding_rank": 32, "linear": 84.3}, "byol_no_bn": {"embedding_rank": 3.7, "linear": 80.5},
+            "byol_gn_ws": {"embedding_rank": 14, "linear": 83.6}}
+    assert _decide("byol-needs-bn", byol) == "holds"
+    byol["byol_gn_ws"]["linear"] = 81.0
+    assert _decide("byol-needs-bn", byol) == "does not hold"
     # MoCo's queue: at batch 64 it must match SimCLR at 512 (within the one-seed margin)
     queue = {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 85.5}}
     assert _decide("queue-decouples", queue) == "holds"
