@@ -37,6 +37,12 @@ def test_the_rules_decide_from_hand_made_numbers():
     assert _decide("byol-needs-bn", byol) == "holds"
     byol["byol_gn_ws"]["linear"] = 81.0
     assert _decide("byol-needs-bn", byol) == "does not hold"
+    # more negatives: the probe must rise from batch 64 to 512; the bound is reported beside it
+    neg = {f"b{n}": {"linear": 85 + i, "bound_N32": 2.9, "bound_N512": 3.5 + i / 10}
+           for i, n in enumerate((64, 128, 256, 512))}
+    assert _decide("more-negatives", neg) == "holds"
+    neg["b512"]["linear"] = 83.0  # 2 points below b64: lower, beyond the margin
+    assert _decide("more-negatives", neg) == "does not hold"
     # MoCo's queue: at batch 64 it must match SimCLR at 512 (within the one-seed margin)
     queue = {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 85.5}}
     assert _decide("queue-decouples", queue) == "holds"
