@@ -47,8 +47,8 @@ class Claim:
 
 def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str, ...] = ()) -> str:
     """A run directory name for the arm's resolved configuration: arms of different claims that resolve to
-    the same run share it — SimCLR's default, ``train.batch_size=256`` and the augmentation study's arms
-    where an override only restates the recipe — so each distinct run is trained once."""
+    the same run share it — SimCLR's default and ``train.batch_size=256`` (its recipe's batch), MAE's and
+    ``method.mask_ratio=0.75`` — so each distinct run is trained once."""
     import contextlib
     import hashlib
     import io
@@ -114,8 +114,8 @@ def references(out: Path) -> dict[str, float]:
     {label: top-1 %}, cached in OUT/references.json (one entry per data set and architecture)."""
     import copy
 
-    from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
     from selfsup.config import load_run_config
+    from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
     from selfsup.eval.finetune import reinitialise
     from selfsup.eval.linear import linear_probe
     from selfsup.eval.run import _size, _splits, load_run
