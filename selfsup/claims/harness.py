@@ -194,9 +194,15 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
 
 
 def _commit() -> str:
+    """HEAD, with "-dirty" when the code or the recipes (not the docs this page is one of) have uncommitted
+    changes."""
+    here = Path(__file__).resolve().parents[2]
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "selfsup", "configs"], capture_output=True,
+                               text=True, cwd=here, timeout=10).stdout.strip()
+        return (head + ("-dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
