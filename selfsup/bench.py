@@ -64,9 +64,7 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
           overrides: tuple[str, ...] = (), epochs: int | None = None, device: str = "cpu",
           progress_bar: bool = True) -> dict:
     """Train and evaluate every (entry, seed) not done yet; returns the leaderboard (also written to OUT)."""
-    from selfsup.cli import build_config
     from selfsup.eval.run import evaluate, evaluate_raw_pixels
-    from selfsup.train import fit
 
     out = Path(out or f"runs/bench-{data}-{budget or f'{epochs}ep'}")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,18 +77,9 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                 print(f"{e.name} seed {seed}: failed before (see {status}); delete that file to retry")
                 continue
             try:
-                if not (run / "summary.json").is_file():
-                    resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
-                    print(f"== {e.name} seed {seed}: {'resuming' if resuming else 'training'} -> {run}")
-                    if resuming:
-                        from selfsup.config import load_run_config
-
-                        fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
-                    else:
-                        _clear_unfinished(run)  # started, killed before its first checkpoint: start clean
-                        ns = _namespace(e, data, data_dir, backbone, budget, epochs, run,
-                                        [*overrides, f"train.seed={seed}", f"train.device={device}"])
-                        fit(build_config(ns), run, progress_bar=progress_bar)
+                train_or_resume(run, _namespace(e, data, data_dir, backbone, budget, epochs, run,
+                                                [*overrides, f"train.seed={seed}", f"train.device={device}"]),
+                                f"{e.name} seed {seed}", progress_bar)
                 todo = [p for p in protocols if not (run / f"eval_{p}.json").is_file()]
                 if not (run / "checkpoints" / "last").is_dir() and any(p != "efficiency" for p in todo):
                     # an archived run (benchmarks/results keeps a run's small files, not its weights):
@@ -136,6 +125,24 @@ def _applies(run: Path) -> set[str]:
     if hasattr(get_method_spec(load_run_config(run).method_name).cls, "encode_text"):
         out |= {"zeroshot", "retrieval"}
     return out
+
+
+def train_or_resume(run: Path, ns, label: str, progress_bar: bool = True) -> None:
+    """Train the run the CLI namespace ``ns`` describes into ``run``, or resume it from its last checkpoint;
+    nothing when it finished (summary.json): what makes `selfsup bench` and `selfsup claims` resumable."""
+    from selfsup.cli import build_config
+    from selfsup.config import load_run_config
+    from selfsup.train import fit
+
+    if (run / "summary.json").is_file():
+        return
+    resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
+    print(f"== {label}: {'resuming' if resuming else 'training'} -> {run}")
+    if resuming:
+        fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
+    else:
+        _clear_unfinished(run)  # started, killed before its first checkpoint: start clean
+        fit(build_config(ns), run, progress_bar=progress_bar)
 
 
 def _clear_unfinished(run: Path) -> None:

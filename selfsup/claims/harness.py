@@ -153,16 +153,15 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
            extra_overrides: tuple[str, ...], train: bool) -> dict:
     """One claim's result: train (``train``) and measure its arms' runs, then decide. Without ``train``, only
     what is already measured is read, and a claim with a missing measurement comes back as not yet run."""
-    from selfsup.bench import Entry, _clear_unfinished, _namespace
-    from selfsup.cli import build_config
-    from selfsup.train import fit
+    from selfsup.bench import Entry, _namespace, train_or_resume
 
     per_arm: dict[str, list[dict]] = {}
     commands, missing = [], False
     for arm in c.arms:
         per_arm[arm.name] = []
+        key = arm_key(arm, data, budget, extra_overrides)
         for seed in range(seeds):
-            run = out / "runs" / arm_key(arm, data, budget, extra_overrides) / f"seed{seed}"
+            run = out / "runs" / key / f"seed{seed}"
             overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]
             commands.append(f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
                             + (f" --backbone {arm.backbone}" if arm.backbone else "") + f" --out {run} "
@@ -172,18 +171,9 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
                 if not train:
                     missing = True
                     continue
-                if not (run / "summary.json").is_file():
-                    resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
-                    print(f"== claim {c.name}: {arm.name} seed {seed} ({'resuming' if resuming else 'training'})")
-                    if resuming:
-                        from selfsup.config import load_run_config
-
-                        fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
-                    else:
-                        _clear_unfinished(run)
-                        ns = _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone,
-                                        budget, None, run, overrides)
-                        fit(build_config(ns), run, progress_bar=progress_bar)
+                train_or_resume(run, _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone,
+                                                budget, None, run, overrides),
+                                f"claim {c.name}: {arm.name} seed {seed}", progress_bar)
                 cache.write_text(json.dumps(c.measure(run), indent=1))
             per_arm[arm.name].append(json.loads(cache.read_text()))
     result = {"statement": c.statement, "arms": per_arm, "columns": c.columns, "commands": commands}
