@@ -3,6 +3,7 @@ the rules, docs page written, and a second call that trains nothing."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -68,6 +69,12 @@ def test_arms_that_resolve_to_the_same_run_share_it():
     assert arm_key(Arm("b64", "simclr", ("train.batch_size=64",)), "digits", "4s") != base
     assert arm_key(Arm("simclr", "simclr"), "digits", "8s") != base  # another budget is another run
     assert arm_key(Arm("simclr", "simclr"), "fashion-mnist", "4s") != base
+    # a data set with no recipe of its own borrows another's (else: the generic defaults' full ResNet-18)
+    tinted = Arm("t", "simclr", data="tinted-digits", recipe_of="digits")
+    assert tinted.entry().config.endswith("configs/simclr_digits.yaml")
+    assert arm_key(tinted, "digits", "4s") != arm_key(Arm("t", "simclr", data="tinted-digits"), "digits", "4s")
+    with pytest.raises(ValueError, match="no recipe"):
+        Arm("t", "simclr", recipe_of="nope").entry()
 
 
 def test_all_fifteen_claims_are_listed(capsys):
@@ -107,3 +114,15 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     assert main([*argv[:2], "projection-head", *argv[3:]]) == 0
     again = doc.read_text()
     assert "## contrastive-vs-reconstruction: not yet run" not in again and "## contrastive-vs-reconstruction: " in again
+    # a fresh checkout has a run's numbers but not its (git-ignored) weights: a claim that needs them retires
+    # the run to seed0.previous, trains the arm again, and says which claims measured the retired run
+    sim = next((out / "runs").glob("simclr-*/seed0"))
+    shutil.rmtree(sim / "checkpoints")
+    (sim / "claim_projection-head.json").unlink()
+    capsys.readouterr()
+    assert main([*argv[:2], "projection-head", *argv[3:]]) == 0
+    said = capsys.readouterr().out
+    assert "weights are not on this machine" in said and "--only contrastive-vs-reconstruction" in said
+    assert (sim.with_name("seed0.previous") / "claim_contrastive-vs-reconstruction.json").is_file()  # nothing lost
+    assert (sim / "checkpoints" / "last" / "model.safetensors").is_file() and (sim / "claim_projection-head.json").is_file()
+    assert "## contrastive-vs-reconstruction: not yet run" in doc.read_text()  # its simclr arm is a new run now

@@ -33,6 +33,19 @@ class Arm:
     overrides: tuple[str, ...] = ()
     data: str | None = None  # None: the claims' data set (--data)
     backbone: str | None = None
+    recipe_of: str | None = None  # train with the method's recipe for this data set (a data set with no recipe
+    #                               of its own would otherwise get the generic defaults: a full ResNet-18)
+
+    def entry(self):
+        from selfsup.bench import Entry
+        from selfsup.config import recipe_path
+
+        config = None
+        if self.recipe_of:
+            config = recipe_path(self.method, self.recipe_of)
+            if config is None:
+                raise ValueError(f"arm {self.name}: no recipe configs/{self.method}_{self.recipe_of}.yaml")
+        return Entry(self.name, self.method, str(config) if config else None)
 
 
 @dataclass
@@ -53,11 +66,11 @@ def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str,
     import hashlib
     import io
 
-    from selfsup.bench import Entry, _namespace
+    from selfsup.bench import _namespace
     from selfsup.cli import build_config
     from selfsup.config import to_dict
 
-    ns = _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone, budget, None, "",
+    ns = _namespace(arm.entry(), arm.data or data, None, arm.backbone, budget, None, "",
                     [*arm.overrides, *extra_overrides])
     with contextlib.redirect_stdout(io.StringIO()):  # build_config announces the recipe it used
         cfg = to_dict(build_config(ns))
@@ -153,7 +166,7 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
            extra_overrides: tuple[str, ...], train: bool) -> dict:
     """One claim's result: train (``train``) and measure its arms' runs, then decide. Without ``train``, only
     what is already measured is read, and a claim with a missing measurement comes back as not yet run."""
-    from selfsup.bench import Entry, _namespace, train_or_resume
+    from selfsup.bench import _namespace, train_or_resume
 
     per_arm: dict[str, list[dict]] = {}
     commands, missing = [], False
@@ -164,6 +177,7 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
             run = out / "runs" / key / f"seed{seed}"
             overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]
             commands.append(f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
+                            + (f" --config configs/{arm.method}_{arm.recipe_of}.yaml" if arm.recipe_of else "")
                             + (f" --backbone {arm.backbone}" if arm.backbone else "") + f" --out {run} "
                             + " ".join(o for o in overrides if not o.startswith("train.device")))
             cache = run / f"claim_{c.name}.json"
@@ -171,7 +185,9 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
                 if not train:
                     missing = True
                     continue
-                train_or_resume(run, _namespace(Entry(arm.name, arm.method), arm.data or data, None, arm.backbone,
+                if (run / "summary.json").is_file() and not _has_weights(run):
+                    _retire(run)
+                train_or_resume(run, _namespace(arm.entry(), arm.data or data, None, arm.backbone,
                                                 budget, None, run, overrides),
                                 f"claim {c.name}: {arm.name} seed {seed}", progress_bar)
                 cache.write_text(json.dumps(c.measure(run), indent=1))
@@ -181,6 +197,25 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
         return {**result, "verdict": "not yet run", "reason": f"`selfsup claims --only {c.name}` has not finished."}
     verdict, reason = c.decide(per_arm)
     return {**result, "verdict": verdict, "reason": reason}
+
+
+def _has_weights(run: Path) -> bool:
+    return any((run / "checkpoints" / d / "model.safetensors").is_file() for d in ("last", "previous"))
+
+
+def _retire(run: Path) -> None:
+    """A finished run whose weights are gone — weights are git-ignored, so a fresh checkout has a run's numbers
+    but not its weights — cannot serve a new measurement: move it to ``seed<k>.previous`` (nothing lost) and
+    train the arm again. The other claims' measurements of the old run leave with it (they measured another
+    sample of the arm), so those claims read "not yet run" until they are run again; say which."""
+    import shutil
+
+    old = run.with_name(run.name + ".previous")
+    shutil.rmtree(old, ignore_errors=True)
+    run.rename(old)
+    others = sorted(p.stem.removeprefix("claim_") for p in old.glob("claim_*.json"))
+    print(f"== {run}: finished, but its weights are not on this machine; moved to {old.name} and training it again"
+          + (f"; run `selfsup claims --only {','.join(others)}` after this to re-measure the new run" if others else ""))
 
 
 def _commit() -> str:
