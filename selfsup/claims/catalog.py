@@ -219,7 +219,8 @@ def _augmentation_rule(per_arm):
     full = mean_std(_vals(per_arm, "all", "linear"))[0]
     drop = {a: full - mean_std(_vals(per_arm, a, "linear"))[0] for a in ("no_crop", "no_colour", "no_blur")}
     holds = min(drop["no_crop"], drop["no_colour"]) > drop["no_blur"] and drop["no_blur"] >= -MARGIN
-    return ("holds" if holds else "does not hold"), ", ".join(f"{a}: −{d:.2f}" for a, d in drop.items())
+    return ("holds" if holds else "does not hold"), "linear when one is removed: " + ", ".join(
+        f"{a} {-d:+.2f}" for a, d in drop.items())
 
 
 def _byol_rule(per_arm):
