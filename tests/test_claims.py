@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from selfsup.claims import claims_by_name
 from selfsup.claims.harness import Arm, arm_key, compare, verdict_from
@@ -126,3 +127,18 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     assert (sim.with_name("seed0.previous") / "claim_contrastive-vs-reconstruction.json").is_file()  # nothing lost
     assert (sim / "checkpoints" / "last" / "model.safetensors").is_file() and (sim / "claim_projection-head.json").is_file()
     assert "## contrastive-vs-reconstruction: not yet run" in doc.read_text()  # its simclr arm is a new run now
+
+
+def test_claims_with_two_seeds_show_the_spread(tmp_path):
+    out, doc = tmp_path / "claims", tmp_path / "claims.md"
+    assert main(["claims", "--only", "projection-head", "--data", "digits", "--budget-per-run", "3s", "--seeds", "2",
+                 "--out", str(out), "--doc", str(doc), "backbone.width=0.25", "train.monitor_train=0"]) == 0
+    (run,) = (out / "runs").iterdir()
+    assert sorted(p.name for p in run.iterdir()) == ["seed0", "seed1"]
+    assert [yaml.safe_load((run / s / "config.yaml").read_text())["train"]["seed"] for s in ("seed0", "seed1")] == [0, 1]
+    h = [json.loads((run / s / "claim_projection-head.json").read_text())["linear_h"] for s in ("seed0", "seed1")]
+    page = doc.read_text()
+    assert "2 seed(s) per arm" in page and "twice the larger spread" in page
+    section = page.split("## projection-head:")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| simclr |"))
+    assert f"{(h[0] + h[1]) / 2:.3g} ± " in row  # mean ± std over the two seeds
