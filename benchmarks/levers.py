@@ -7,7 +7,8 @@ benchmarks/throughput.py's subject). Each lever is a row, with its images/s and 
 fp32 / NCHW row of the same batch size; the rows run interleaved in two rounds and the better round
 counts, since this machine is shared and noisy.
 
-    python benchmarks/levers.py [--method simclr] [--steps 15] [--batch-sizes 256,512] [--compile] [--json out.json]
+    python benchmarks/levers.py [--method simclr] [--steps 15] [--batch-sizes 256,512] [--compile] [--sizes 24,20]
+                                [--json out.json]
     python benchmarks/levers.py --profile   # where a step's time goes: torch.profiler's top operators, and
                                             # each convolution of the encoder alone, in GFLOP/s
 """
@@ -108,12 +109,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch-sizes", default="256", help="comma-separated; each gets the four precision/format rows")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile row (bf16, channels_last)")
+    ap.add_argument("--sizes", default="", help="comma-separated view sides for extra rows of the recipe's step "
+                    "(bf16, channels_last) at a lower training resolution, e.g. 24,20")
     ap.add_argument("--profile", action="store_true", help="profile the recipe's step and its convolutions instead")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
     # the recipe's model; mean/std given so that no data set has to be read
-    cfg = resolve([load_yaml(recipe_path(args.method, args.data)),
+    cfg = resolve([{"method": {"name": args.method}}, load_yaml(recipe_path(args.method, args.data)),
                    {"data": {"name": args.data, "mean": [0.5], "std": [0.25]}}])
     channels, size = 1, 28  # Fashion-MNIST
     if args.profile:
@@ -121,14 +124,16 @@ def main() -> None:
     levers = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
     if args.compile:
         levers.append((True, True, True))
+    levers = [(size, *lever) for lever in levers]
+    levers += [(int(s), True, True, False) for s in args.sizes.split(",") if s]
     rows = []
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         cfg.train.batch_size = bs
-        for bf16, cl, comp in levers:
+        for side, bf16, cl, comp in levers:
             fmt = torch.channels_last if cl else torch.contiguous_format
-            x = [torch.randn(bs, channels, size, size).contiguous(memory_format=fmt) for _ in range(2)]
-            rows.append({"batch_size": bs, "precision": "bf16" if bf16 else "fp32", "channels_last": cl,
-                         "compile": comp, "step": make_step(cfg, channels, size, bf16, cl, comp), "x": x})
+            x = [torch.randn(bs, channels, side, side).contiguous(memory_format=fmt) for _ in range(2)]
+            rows.append({"batch_size": bs, "size": side, "precision": "bf16" if bf16 else "fp32", "channels_last": cl,
+                         "compile": comp, "step": make_step(cfg, channels, side, bf16, cl, comp), "x": x})
     for _ in range(2):  # two interleaved rounds; the better one counts
         for r in rows:
             batches = iter(lambda r=r: tuple(r["x"]), None)
@@ -137,14 +142,14 @@ def main() -> None:
     out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
            "torch": torch.__version__, "method": args.method,
            "model": f"{cfg.backbone.name} width {cfg.backbone.width}", "steps": args.steps, "rows": []}
-    print(f"{out['model']} ({args.method} step, {size} px, two views), {args.steps} timed steps, best of 2 rounds")
-    print("| batch | precision | channels_last | compile | img/s | vs fp32 NCHW |")
-    print("|---|---|---|---|---|---|")
+    print(f"{out['model']} ({args.method} step, two views), {args.steps} timed steps, best of 2 rounds")
+    print("| batch | px | precision | channels_last | compile | img/s | vs fp32 NCHW |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["precision"] == "fp32"
                     and not b["channels_last"] and not b["compile"])
         ratio = r["images_per_s"] / base["images_per_s"]
-        print(f"| {r['batch_size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | "
+        print(f"| {r['batch_size']} | {r['size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | "
               f"{r['images_per_s']:.0f} | {ratio:.2f}x |")
         out["rows"].append({k: v for k, v in r.items() if k not in ("step", "x")} | {"ratio_vs_fp32_nchw": ratio})
     if args.json:

@@ -7,7 +7,7 @@ Fashion-MNIST recipe):
   selfsup       uint8 batch in memory -> batched per-sample augmentation (selfsup.transforms)
   torchvision   PIL images -> per-image torchvision transforms in a DataLoader (the usual way)
 
-    python benchmarks/throughput.py [--steps 30] [--workers 0,2] [--json out.json]
+    python benchmarks/throughput.py [--steps 30] [--workers 0,2] [--json out.json] [key=value ...]
     python benchmarks/throughput.py --device cuda --batch-size 1024 --workers 0,8   # a GPU
 
 On a GPU the selfsup path moves the uint8 batch to the device and augments it there, as the
@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from selfsup.config import load_yaml, recipe_path, resolve, view_config
+from selfsup.config import load_yaml, parse_override, recipe_path, resolve, view_config
 from selfsup.data import load_dataset
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
@@ -86,12 +86,14 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--batch-size", type=int, help="default: the recipe's")
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the recipe, e.g. views.size=20")
     args = ap.parse_args()
 
     over = {"data": {"name": args.data}, "train": {"device": args.device}}
     if args.batch_size:
         over["train"]["batch_size"] = args.batch_size
-    cfg = resolve([load_yaml(recipe_path(args.method, args.data)), over])
+    cfg = resolve([{"method": {"name": args.method}}, load_yaml(recipe_path(args.method, args.data)), over,
+                   *(parse_override(o) for o in args.overrides)])
     train, _ = load_data(cfg)
     torch.manual_seed(0)
     dev = pick_device(cfg.train.device)

@@ -117,6 +117,11 @@ class EvalConfig:
     linear_val_fraction: float = 0.1
     linear_l2: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
     batch_size: int = 512
+    # side of the images the evaluation (and the online monitor) encodes; None = views.size, else the
+    # data's. Larger than views.size is FixRes (Touvron et al. 2019, "Fixing the train-test resolution
+    # discrepancy"): random resized crops enlarge objects at training, so a test image shown whole at a
+    # higher resolution matches their apparent size — and training at the lower one is cheaper.
+    size: int | None = None
 
 
 @dataclass
@@ -390,7 +395,7 @@ _BOUNDS: dict[str, _Bound] = {
     "train.monitor_test": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
     "train.max_steps": _COUNT, "train.checkpoint_steps": _NONNEG, "data.workers": _NONNEG,
     "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
-    "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT,
+    "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT, "eval.size": _COUNT,
     "views.size": _COUNT, "views.crop_scale": _FRACTION, "views.crop_ratio": _POSITIVE, "views.flip_p": _PROB,
     "views.jitter_p": _PROB, "views.jitter": _NONNEG, "views.gray_p": _PROB, "views.blur_p": _PROB,
     "views.blur_sigma": _POSITIVE, "views.solarize_p": _PROB, "views.num_global": _COUNT, "views.num_local": _NONNEG,
@@ -435,6 +440,16 @@ def method_config(cfg: RunConfig) -> Any:
 
 def view_config(cfg: RunConfig) -> ViewConfig:
     return from_dict(ViewConfig, cfg.views, "views")
+
+
+def view_size(cfg: RunConfig, image_size: int) -> int:
+    """Side of the training views: views.size, else the data's ``image_size``."""
+    return cfg.views.get("size") or image_size
+
+
+def eval_size(cfg: RunConfig, image_size: int) -> int:
+    """Side of the images evaluation encodes: eval.size, else the views' side."""
+    return cfg.eval.size or view_size(cfg, image_size)
 
 
 def parse_duration(text: str | float | int) -> float:

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.config import eval_size
 from selfsup.eval.features import extract_features
 from selfsup.eval.finetune import Classifier, cosine, light_augment
 
@@ -184,7 +185,7 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
 
     cfg, method, meta = load_run(run_dir)
     train, test = _splits(cfg)
-    size = cfg.views.get("size") or train.image_size
+    size = eval_size(cfg, train.image_size)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     b = cfg.backbone
     name = b.name if student.lower() == "same" else student

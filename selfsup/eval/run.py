@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from selfsup import dist
 
-from selfsup.config import RunConfig, load_run_config
+from selfsup.config import RunConfig, eval_size, load_run_config, view_size
 from selfsup.eval.features import extract_features, raw_pixel_features
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import linear_probe
@@ -53,7 +53,7 @@ def load_run(run_dir: str | Path):
     cfg = load_run_config(run_dir)
     train = _train_split(cfg)
     n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
-    method = build_method(cfg, train.channels, n, _size(cfg, train))
+    method = build_method(cfg, train.channels, n, view_size(cfg, train.image_size))
     meta, _, used = load_checkpoint(Path(run_dir) / "checkpoints" / "last", method, {"method": cfg.method_name},
                                     with_state=False)  # checkpoints/previous when last is damaged
     return cfg, method, {**meta, "checkpoint_dir": str(used)}
@@ -75,11 +75,12 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
     cfg, method, meta = loaded or load_run(run_dir)
     train, test = _splits(cfg)
     stamp = (Path(meta["checkpoint_dir"]) / "model.safetensors").stat().st_mtime_ns
-    cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}.safetensors"
+    size = _size(cfg, train)
+    # keyed by the side too: eval.size may be edited after training
+    cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}-{size}px.safetensors"
     if cache.is_file():
         f = load_file(cache)
         return f["train"], train.labels, f["test"], test.labels, cfg
-    size = _size(cfg, train)
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
               precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
     ftr = extract_features(method.encoder, train.images, **kw)
@@ -158,7 +159,8 @@ def evaluate_finetune(run_dir: str | Path, fraction: float = 0.1, epochs: int | 
 
 
 def _size(cfg: RunConfig, train) -> int:
-    return cfg.views.get("size") or train.image_size
+    """Side of the images the encoder is evaluated at (eval.size, else the views')."""
+    return eval_size(cfg, train.image_size)
 
 
 def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0) -> dict:

@@ -9,6 +9,10 @@ global, then a dot product (the paper's "encode-and-dot-product" architecture). 
 the average over positions of a lower bound on I(m_i; y): the Jensen-Shannon estimator (default,
 the paper's main choice) or InfoNCE, with the other images' locals as negatives.
 
+M is, as in the paper, an intermediate layer's map (``local_layer``, e.g. a ResNet's "layer3": 7x7 at
+28 px with a stride-1 stem, the paper's 8x8 at 32 px), so that y = f(M) passes through more layers;
+``local_layer: null`` takes the last map, whose mean *is* y.
+
 Left out: the global-DIM term (alpha = 0, as in DIM(L)) and the prior-matching adversarial term
 (gamma); the paper uses gamma = 0.1 to shape the marginal of y, not for the local MI.
 """
@@ -30,6 +34,9 @@ class DIMConfig:
     estimator: str = "jsd"  # "jsd" | "infonce" (Hjelm et al. 2019, eq. 4 and 5)
     nce_negatives: str = "locals"  # infonce: "locals" (paper, eq. 5) swaps the local; "globals" swaps the global
     embed_dim: int = 2048  # units of the critic's embedding networks (the official code's mi_units)
+    # the encoder submodule whose output is the local map M (a name of encoder.named_modules(), e.g.
+    # "layer3" of a ResNet); None = the last map (forward_maps), whose positions average to y
+    local_layer: str | None = None
 
 
 class CriticEmbedding(nn.Module):
@@ -66,18 +73,39 @@ class DIM(Method):
         self.cfg = cfg
         self.encoder = encoder
         c = encoder.num_features  # forward_maps has as many channels as the pooled output
-        self.local_embed = CriticEmbedding(c, cfg.embed_dim)  # phi_l, 1x1 convs on M
+        self._local = None  # the local_layer's output of the current forward pass
+        c_local = c
+        if cfg.local_layer is not None:
+            modules = dict(encoder.named_modules())
+            if cfg.local_layer not in modules or not cfg.local_layer:
+                stages = [n for n, _ in encoder.named_children()]
+                raise ValueError(f"dim local_layer={cfg.local_layer!r} is not a submodule of {type(encoder).__name__}: "
+                                 f"choose one of {', '.join(stages)} (or null for the last map)")
+            layer = modules[cfg.local_layer]
+            # channels of its output: the last convolution or BatchNorm inside it
+            widths = [getattr(m, "out_channels", None) or getattr(m, "num_features", None) for m in layer.modules()
+                      if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+            if not widths:
+                raise ValueError(f"dim local_layer={cfg.local_layer!r} holds no convolution: it gives no local map")
+            c_local = widths[-1]
+            layer.register_forward_hook(self._keep_local)
+        self.local_embed = CriticEmbedding(c_local, cfg.embed_dim)  # phi_l, 1x1 convs on M
         self.global_embed = CriticEmbedding(c, cfg.embed_dim)  # phi_g, MLP on y
+
+    def _keep_local(self, module, inputs, output) -> None:  # a hook returning a value would replace the output
+        if module.training:  # only training steps read it; evaluation's forwards keep nothing alive
+            self._local = output
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.global_embed(self.encoder(x))
 
     def training_step(self, batch) -> StepOutput:
         x = batch.views[0]  # [B, C, H, W]; one view
-        m = self.encoder.forward_maps(x)  # local features M: [B, C, h, w]
+        maps = self.encoder.forward_maps(x)  # [B, C, h, w]; the hook keeps local_layer's map
         # y = E(x): every backbone's output is the mean of forward_maps over positions, so pool
         # here rather than run the encoder twice
-        y = m.mean((2, 3))  # [B, C]
+        y = maps.mean((2, 3))  # [B, C]
+        m, self._local = (maps if self.cfg.local_layer is None else self._local), None  # M: [B, C', h', w']
         local = self.local_embed(m.flatten(2).transpose(1, 2))  # [B, h*w, D]
         glob = self.global_embed(y)  # [B, D]
         if self.cfg.estimator == "jsd":

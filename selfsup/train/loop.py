@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from selfsup import dist
-from selfsup.config import RunConfig, load_run_config, method_config, parse_duration, save_config, view_config
+from selfsup.config import (RunConfig, eval_size, load_run_config, method_config, parse_duration, save_config,
+                            view_config)
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
 from selfsup.methods.base import EpochContext, Method
@@ -390,14 +391,14 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
                 if monitor is not None and t_cfg.monitor_every and st["epoch"] % t_cfg.monitor_every == 0 and not done():
-                    summary = monitor(method, cfg, device, views.size)
+                    summary = monitor(method, cfg, device, eval_size(cfg, views.size))
                     logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
                     method.train()
                 if t_cfg.checkpoint_every and st["epoch"] % t_cfg.checkpoint_every == 0:
                     checkpoint()
                     last_ckpt = st["train_seconds"]
         if monitor is not None:
-            summary = monitor(method, cfg, device, views.size)
+            summary = monitor(method, cfg, device, eval_size(cfg, views.size))
             logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
         checkpoint()
         if dist.is_main():

@@ -290,3 +290,29 @@ def test_feature_cache_follows_the_checkpoint(run):
     ckpt.touch()  # a continued run rewrites the checkpoint: the old features must not be reused
     run_features(run)
     assert [p.name for p in (run / "features").glob("*.safetensors")] != [p.name for p in caches]
+
+
+def test_eval_size_encodes_test_images_at_its_own_side(run, tmp_path):
+    """eval.size (FixRes: train at a low side, evaluate at a higher one) changes what the encoder sees,
+    and an edited eval.size never reuses features cached at the old side."""
+    import shutil
+
+    import yaml
+
+    from selfsup.eval.features import extract_features
+    from selfsup.eval.run import _splits, load_run, run_features
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    ftr8, _, fte8, _, cfg = run_features(copy)
+    assert cfg.eval.size is None  # digits: views and evaluation at the native 8 px
+    raw = yaml.safe_load((copy / "config.yaml").read_text())
+    raw["eval"]["size"] = 16
+    (copy / "config.yaml").write_text(yaml.safe_dump(raw))
+    ftr16, _, fte16, _, cfg = run_features(copy)
+    assert cfg.eval.size == 16 and [p.name.endswith("-16px.safetensors") for p in (copy / "features").iterdir()] == [True]
+    _, method, _ = load_run(copy)
+    _, test = _splits(cfg)
+    want = extract_features(method.encoder, test.images, cfg.data.mean, cfg.data.std, 16, precision=cfg.train.precision)
+    torch.testing.assert_close(fte16, want)
+    assert not torch.allclose(fte16, fte8, atol=1e-3)

@@ -94,3 +94,27 @@ def test_dim_jsd_learns_digits(tmp_path):
     print(f"dim (jsd) digits kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}")
     assert trained["top1"] >= random["top1"] + 0.02
     assert trained["top1"] >= 0.79
+
+
+def test_an_intermediate_local_layer_gives_the_critic_that_layers_map():
+    """local_layer (the paper's choice): M is an intermediate map, y the encoder's pooled output."""
+    torch.manual_seed(0)
+    enc = create_backbone("resnet10", in_channels=1, width=0.25, small_stem=True, stem_stride=1)
+    m = DIM(enc, DIMConfig(embed_dim=16, estimator="infonce", local_layer="layer3"))
+    x = torch.randn(4, 1, 28, 28)
+    seen = {}
+    m.local_embed.register_forward_hook(lambda mod, inp, out: seen.update(local=inp[0]))
+    out = m.training_step(_batch(x))
+    with torch.no_grad():
+        want = enc.layer3(enc.layer2(enc.layer1(enc.relu(enc.bn1(enc.conv1(x))))))  # [4, 64, 7, 7]
+    assert want.shape == (4, 64, 7, 7) and seen["local"].shape == (4, 49, 64)
+    torch.testing.assert_close(seen["local"].detach(), want.flatten(2).transpose(1, 2), rtol=1e-4, atol=1e-5)
+    # 49 positions of 3 other images are the negatives of each (image, position)
+    assert float(out.logs["infonce_bound"]) == pytest.approx(math.log(1 + 3 * 49) - out.loss.item(), abs=1e-4)
+    out.loss.backward()
+    assert all(p.grad is not None for p in m.parameters())
+    m._local = None  # (set by the hand-made layer3 pass above, which ran in training mode)
+    m.eval().embedding(x)
+    assert m._local is None  # evaluation's forwards keep no local map
+    with pytest.raises(ValueError, match="layer3"):
+        DIM(create_backbone("resnet10", in_channels=1, width=0.25), DIMConfig(local_layer="layer9"))
