@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from selfsup.config import ConfigError, RunConfig, load_yaml, parse_override, recipe_path, resolve
+from selfsup.config import ConfigError, RunConfig, load_yaml, parse_override, recipe_path, recipes_dir, resolve
 
 
 def _cmd_list(args) -> None:
@@ -61,6 +61,14 @@ def build_config(args) -> RunConfig:
         if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
             print(f"recipe: {recipe}")
         layers.append(load_yaml(recipe))
+    elif not recipe and not args.config and os.environ.get("RANK", "0") == "0":
+        # the generic defaults (a full ResNet-18) run tens of images/s on a CPU: say so before a wasted run
+        method, data = probe
+        others = sorted(p.name for p in recipes_dir().glob(f"{method}_*.yaml"))
+        hint = (f"; to start from another data set's tuned recipe pass --config configs/{others[0]}"
+                f" (recipes for {method}: {', '.join(others)})" if others else "")
+        print(f"warning: no recipe configs/{method}_{data}.yaml: training with the generic defaults "
+              f"(a full-width ResNet-18, the paper's views and optimiser: slow on a CPU){hint}", file=sys.stderr)
     cfg = resolve(layers + [file_layer, flags, *overrides])
     if args.out:
         cfg.out = args.out

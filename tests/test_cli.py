@@ -224,3 +224,17 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatc
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r")])
     assert rc == 130
     assert "--resume" in err and "Traceback" not in err
+
+
+def test_a_data_set_without_a_recipe_is_warned_about_before_training(tmp_path):
+    # (a key typo stops each call right after the recipe is chosen: nothing trains)
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "tinted-digits", "--out", str(tmp_path / "r"),
+                          "train.bath_size=3"])
+    assert rc != 0 and "warning: no recipe configs/simclr_tinted-digits.yaml" in err
+    assert "--config configs/simclr_digits.yaml" in err and "simclr_fashion-mnist.yaml" in err
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"),
+                          "train.bath_size=3"])
+    assert rc != 0 and "no recipe" not in err
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "tinted-digits", "--no-recipe",
+                          "--out", str(tmp_path / "r"), "train.bath_size=3"])
+    assert rc != 0 and "no recipe" not in err  # asked for: no warning
