@@ -61,20 +61,28 @@ def build_config(args) -> RunConfig:
         if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
             print(f"recipe: {recipe}")
         layers.append(load_yaml(recipe))
-    elif not recipe and not args.config and os.environ.get("RANK", "0") == "0":
-        # the generic defaults (a full ResNet-18) run tens of images/s on a CPU: say so before a wasted run
-        method, data = probe
-        others = sorted(p.name for p in recipes_dir().glob(f"{method}_*.yaml"))
-        hint = (f"; to start from another data set's tuned recipe pass --config configs/{others[0]}"
-                f" (recipes for {method}: {', '.join(others)})" if others else "")
-        print(f"warning: no recipe configs/{method}_{data}.yaml: training with the generic defaults "
-              f"(a full-width ResNet-18, the paper's views and optimiser: slow on a CPU){hint}", file=sys.stderr)
-    cfg = resolve(layers + [file_layer, flags, *overrides])
+    cfg = resolve(layers + [file_layer, flags, *overrides])  # a bad key or name fails here, alone
+    if not recipe and not args.no_recipe and not args.config and os.environ.get("RANK", "0") == "0":
+        _warn_no_recipe(*probe)
     if args.out:
         cfg.out = args.out
     if not cfg.out:
         cfg.out = f"runs/{cfg.method_name}-{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     return cfg
+
+
+def _warn_no_recipe(method: str, data: str) -> None:
+    """The generic defaults (a full ResNet-18) run tens of images/s on a CPU: say so before a wasted run,
+    naming the method's recipes for other data sets."""
+    from selfsup.data import DATASETS
+
+    if data not in DATASETS:  # an unknown name fails when the data loads, with its own message
+        return
+    others = sorted(p.name for p in recipes_dir().glob(f"{method}_*.yaml"))
+    hint = (f"; to start from another data set's tuned recipe pass --config configs/{others[0]}"
+            f" (recipes for {method}: {', '.join(others)})" if others else "")
+    print(f"warning: no recipe configs/{method}_{data}.yaml: training with the generic defaults "
+          f"(a full-width ResNet-18, the paper's views and optimiser: slow on a CPU){hint}", file=sys.stderr)
 
 
 def resolve_names(layers: list[dict]) -> tuple[str, str]:
