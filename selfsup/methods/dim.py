@@ -105,7 +105,8 @@ class DIM(Method):
         # y = E(x): every backbone's output is the mean of forward_maps over positions, so pool
         # here rather than run the encoder twice
         y = maps.mean((2, 3))  # [B, C]
-        m, self._local = (maps if self.cfg.local_layer is None else self._local), None  # M: [B, C', h', w']
+        m = maps if self.cfg.local_layer is None else self._local  # M: [B, C', h', w']
+        self._local = None  # drop the reference: the step's graph holds M as long as it is needed
         local = self.local_embed(m.flatten(2).transpose(1, 2))  # [B, h*w, D]
         glob = self.global_embed(y)  # [B, D]
         if self.cfg.estimator == "jsd":
