@@ -237,5 +237,8 @@ def _markdown(board: dict, names: list[str]) -> str:
     if board["raw_pixels"]:
         raw = board["raw_pixels"]
         lines.append("| raw pixels | — | — | " + " | ".join(f"{raw[c]:.2f}" if c in raw else "—" for c in names) + " |")
-    std = "mean ± std over seeds" if board["seeds"] > 1 else "one seed: no spread"
+    # from the rows, not this call's --seeds: rows of earlier calls keep however many seeds they ran
+    many = [r["seeds_done"] > 1 for r in board["rows"] if r["seeds_done"]]
+    std = ("mean ± std over seeds" if many and all(many) else
+           "mean ± std where a row has several seeds; one seed: no spread" if any(many) else "one seed: no spread")
     return f"Accuracies in % on the test split ({std}).\n\n" + "\n".join(lines) + "\n"

@@ -54,6 +54,11 @@ def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
     assert (out / "simclr" / "seed1" / "summary.json").stat().st_mtime_ns == stamp
     assert (out / "simclr" / "seed1" / "eval_knn.json").is_file()
     assert "| broken" in (out / "leaderboard.md").read_text()  # rows of an earlier call with other methods stay
+    # an earlier call's two seeds keep their spread, and the heading says so, after a one-seed call
+    main(["bench", "--methods", "byol", "--data", "digits", "--epochs", "1", "--backbone", "convnet", "--out", str(out),
+          *TINY])
+    md = (out / "leaderboard.md").read_text()
+    assert "mean ± std where a row has several seeds" in md and "| simclr | convnet x0.25 | 2/2 |" in md
     assert "leaderboard" in capsys.readouterr().out
     # and the runs render into one report page from the CLI
     page = tmp_path / "report.html"

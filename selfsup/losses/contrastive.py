@@ -10,14 +10,31 @@ from selfsup import dist
 from selfsup.losses.precision import float32_loss
 
 
+def contrastive_ce(logits: torch.Tensor, target: torch.Tensor, decoupled: bool = False) -> torch.Tensor:
+    """Mean cross-entropy of rows of logits [A, C] whose positive sits at column target[a].
+
+    decoupled (DCL; Yeh, Hong, Hsu, Liu, Chen, LeCun, "Decoupled Contrastive Learning", ECCV 2022,
+    eq. 6): the positive is left out of the denominator, -s_pos + log sum_{negatives} exp(s). The
+    InfoNCE gradient carries a factor (1 - p_pos) that vanishes once the positive is easy, which with
+    small batches slows learning; leaving the positive out removes it. -inf logits (masked
+    self-similarities) stay excluded either way. Not a bound on mutual information."""
+    if not decoupled:
+        return F.cross_entropy(logits, target)
+    pos = logits.gather(1, target[:, None])[:, 0]  # [A]
+    negatives = logits.scatter(1, target[:, None], float("-inf"))  # [A, C], the positive masked
+    return (torch.logsumexp(negatives, dim=1) - pos).mean()
+
+
 @float32_loss
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: bool = False
+            ) -> tuple[torch.Tensor, int]:
     """SimCLR's normalised-temperature cross-entropy over 2N views (Chen et al. 2020, eq. 1).
 
     z1, z2: [N, D] projections of two views of the same N images (any scale: normalised here).
     For each of the 2N views, the positive is its partner view and the 2(N-1) other views are
     negatives; the loss is the mean over all 2N anchors. Views from other processes are
     gathered with gradient so a distributed batch behaves as one batch.
+    ``decoupled``: DCL's form (``contrastive_ce``), the positive out of each denominator.
     Returns (loss, number of candidates per anchor = 2N' - 1), the latter for the MI bound.
     """
     z = F.normalize(torch.cat([z1, z2]), dim=1).float()  # [2N, D]; float32 for a stable softmax
@@ -30,7 +47,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[tor
     self_mask[idx, idx + offset] = True
     logits = logits.masked_fill(self_mask, float("-inf"))
     positive = (idx + n) % (2 * n) + offset
-    return F.cross_entropy(logits, positive), z_all.shape[0] - 1
+    return contrastive_ce(logits, positive, decoupled), z_all.shape[0] - 1
 
 
 @float32_loss

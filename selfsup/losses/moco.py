@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import dist
+from selfsup.losses.contrastive import contrastive_ce
 from selfsup.losses.precision import float32_loss
 
 
@@ -68,7 +69,8 @@ def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Ten
 
 
 @float32_loss
-def nnclr_loss(nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
+def nnclr_loss(nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float, decoupled: bool = False
+               ) -> tuple[torch.Tensor, int]:
     """NNCLR's loss for one ordered view pair (Dwibedi et al. 2021, eq. 2 with the prediction head).
 
     nn_a: [N, D] nearest neighbours NN(z_i, Q) of view a's projections (no gradient);
@@ -79,6 +81,7 @@ def nnclr_loss(nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float) -> tup
     the first term is eq. 2 (NN(z_i) picks p_i^+ among the batch's predictions), the second its
     transpose (p_i^+ picks NN(z_i) among the batch's neighbours): the paper's symmetrised loss.
     Predictions of other processes are gathered with gradient, neighbours without.
+    ``decoupled``: DCL's form (``contrastive_ce``), the positive out of each denominator.
     Returns (mean loss, candidates per anchor = N*world).
     """
     nn_a = F.normalize(nn_a.float(), dim=1)
@@ -87,5 +90,5 @@ def nnclr_loss(nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float) -> tup
     labels = torch.arange(n, device=nn_a.device) + offset
     logits_nn = nn_a @ dist.gather_with_grad(p_b).T / temperature  # [N, N*world]: rows NN(z_i)
     logits_p = p_b @ dist.gather(nn_a).T / temperature  # [N, N*world]: rows p_i^+
-    loss = (F.cross_entropy(logits_nn, labels) + F.cross_entropy(logits_p, labels)) / 2
+    loss = (contrastive_ce(logits_nn, labels, decoupled) + contrastive_ce(logits_p, labels, decoupled)) / 2
     return loss, logits_nn.shape[1]

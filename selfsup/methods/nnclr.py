@@ -35,6 +35,7 @@ class NNCLRConfig:
     proj_dim: int = 256  # d, the embedding the support set stores
     pred_hidden: int = 4096  # predictor: 256 -> 4096 -> 256
     queue_size: int = 98304  # the support set (paper: 98,304 at batch 4096; 100 MB of float32 at d 256)
+    decoupled: bool = False  # DCL (Yeh et al. 2022): the positive left out of each softmax's denominator
 
 
 @register("nnclr", config=NNCLRConfig, views="byol")
@@ -70,14 +71,17 @@ class NNCLR(Method):
         support = self.support.items()  # [M, D]: Q as of this step, before this step's z1
         nn1, cos1 = self._neighbours(z1, support)  # NN(z_i, Q), no gradient
         nn2, cos2 = self._neighbours(z2, support)
-        loss12, candidates = nnclr_loss(nn1, p2, self.cfg.temperature)  # NN of view 1 vs predictions of view 2
-        loss21, _ = nnclr_loss(nn2, p1, self.cfg.temperature)  # and the views swapped
+        tau, dcl = self.cfg.temperature, self.cfg.decoupled
+        loss12, candidates = nnclr_loss(nn1, p2, tau, dcl)  # NN of view 1 vs predictions of view 2
+        loss21, _ = nnclr_loss(nn2, p1, tau, dcl)  # and the views swapped
         loss = (loss12 + loss21) / 2
         self._pending.append(F.normalize(z1.detach().float(), dim=1))
-        return StepOutput(loss, {"infonce_bound": infonce_bound(loss.detach(), candidates),
-                                 # how close the positives the loss uses are (1.0 = the image itself);
-                                 # with labels one would log the neighbours' class agreement instead
-                                 "nn_cosine": (cos1.mean() + cos2.mean()) / 2})
+        # how close the positives the loss uses are (1.0 = the image itself);
+        # with labels one would log the neighbours' class agreement instead
+        logs = {"nn_cosine": (cos1.mean() + cos2.mean()) / 2}
+        if not dcl:  # DCL's loss is no InfoNCE: log N - L would not bound anything
+            logs["infonce_bound"] = infonce_bound(loss.detach(), candidates)
+        return StepOutput(loss, logs)
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:

@@ -30,6 +30,7 @@ class SimCLRConfig:
     proj_hidden: int | None = None  # None: the encoder's feature width, as in the paper
     proj_dim: int = 128
     proj_layers: int = 2
+    decoupled: bool = False  # DCL (Yeh et al. 2022): the positive left out of NT-Xent's denominator
 
 
 @register("simclr", config=SimCLRConfig, views="simclr")
@@ -52,7 +53,8 @@ class SimCLR(Method):
         h = encode_crops(self.encoder, views)  # one pass per crop size: [V*N, F] (two views: one pass)
         z = self.projector(h).view(len(views), n, -1)  # [V, N, D]
         pairs = [(i, j) for i in range(g) for j in range(i + 1, len(views))]  # two views: [(0, 1)]
-        losses = [nt_xent(z[i], z[j], self.cfg.temperature) for i, j in pairs]
+        losses = [nt_xent(z[i], z[j], self.cfg.temperature, self.cfg.decoupled) for i, j in pairs]
         loss = sum(l for l, _ in losses) / len(pairs)
-        candidates = losses[0][1]
-        return StepOutput(loss, {"infonce_bound": infonce_bound(loss.detach(), candidates)})
+        if self.cfg.decoupled:  # DCL's loss is no InfoNCE: log N - L would not bound anything
+            return StepOutput(loss, {})
+        return StepOutput(loss, {"infonce_bound": infonce_bound(loss.detach(), losses[0][1])})

@@ -9,9 +9,11 @@ import torch
 from selfsup.losses import infonce_bound, normalized_mse, nt_xent
 
 
-def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: bool = False
+                      ) -> torch.Tensor:
     """SimCLR eq. 1 written out: for each of the 2N anchors, -log softmax of its partner among all
-    2N - 1 other views (the anchor itself excluded), averaged over the anchors. float64, loops."""
+    2N - 1 other views (the anchor itself excluded), averaged over the anchors. float64, loops.
+    decoupled (DCL, Yeh et al. 2022, eq. 6): the partner is left out of the denominator too."""
     views = [v for v in torch.cat([z1, z2]).double()]
     n2 = len(views)
     n = n2 // 2
@@ -24,25 +26,28 @@ def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float) ->
         partner = (i + n) % n2
         denom = 0.0
         for j in range(n2):
-            if j != i:
+            if j != i and not (decoupled and j == partner):
                 denom = denom + torch.exp(cos(views[i], views[j]) / temperature)
         total = total - torch.log(torch.exp(cos(views[i], views[partner]) / temperature) / denom)
     return total / n2
 
 
-@pytest.mark.parametrize("n,d,tau", [(1, 3, 0.5), (2, 4, 0.1), (5, 8, 0.5), (8, 16, 0.2), (6, 2, 1.0)])
-def test_nt_xent_matches_double_loop_values_and_gradients(n, d, tau):
+# DCL from two images up: with one image it has no negative (an empty denominator)
+@pytest.mark.parametrize("n,d,tau,decoupled", [(n, d, tau, dcl) for n, d, tau in
+                                               [(1, 3, 0.5), (2, 4, 0.1), (5, 8, 0.5), (8, 16, 0.2), (6, 2, 1.0)]
+                                               for dcl in (False, True) if n > 1 or not dcl])
+def test_nt_xent_matches_double_loop_values_and_gradients(n, d, tau, decoupled):
     g = torch.Generator().manual_seed(n * 100 + d)
     # varied norms: the loss must normalise its inputs
     z1 = (torch.randn(n, d, generator=g) * torch.rand(n, 1, generator=g).add(0.2) * 3).requires_grad_()
     z2 = (torch.randn(n, d, generator=g) * 0.5).requires_grad_()
-    loss, candidates = nt_xent(z1, z2, tau)
+    loss, candidates = nt_xent(z1, z2, tau, decoupled)
     assert candidates == 2 * n - 1
     assert loss.ndim == 0
     g1, g2 = torch.autograd.grad(loss, [z1, z2])
 
     r1, r2 = z1.detach().double().requires_grad_(), z2.detach().double().requires_grad_()
-    ref = nt_xent_reference(r1, r2, tau)
+    ref = nt_xent_reference(r1, r2, tau, decoupled)
     e1, e2 = torch.autograd.grad(ref, [r1, r2])
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-6)
     torch.testing.assert_close(g1.double(), e1, rtol=1e-4, atol=1e-6)
@@ -68,6 +73,9 @@ def test_nt_xent_perfect_alignment_beats_random_and_has_known_value():
     assert loss.item() == pytest.approx(expected, rel=1e-6)
     rand, _ = nt_xent(torch.randn(n, 8), torch.randn(n, 8), tau)
     assert loss.item() < rand.item()
+    # DCL: the positive out of the denominator, -1/tau + log(2n - 2): below zero, unlike InfoNCE
+    dcl, _ = nt_xent(z, z.clone(), tau, decoupled=True)
+    assert dcl.item() == pytest.approx(-1 / tau + math.log(2 * n - 2), rel=1e-6)
 
 
 def test_infonce_bound_is_log_n_minus_loss():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -77,15 +79,17 @@ def test_nearest_neighbour_of_a_vector_in_the_support_set_is_itself():
     torch.testing.assert_close(cos, torch.ones(2))
 
 
-def test_nnclr_loss_matches_the_loop_over_both_softmax_directions():
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_nnclr_loss_matches_the_loop_over_both_softmax_directions(decoupled):
     torch.manual_seed(4)
     nn_a, p_b = torch.randn(6, 5), torch.randn(6, 5)
     tau = 0.1
-    loss, candidates = nnclr_loss(nn_a, p_b, tau)
+    loss, candidates = nnclr_loss(nn_a, p_b, tau, decoupled=decoupled)
     assert candidates == 6
     s = [[float(unit(nn_a[i]) @ unit(p_b[k])) / tau for k in range(6)] for i in range(6)]
-    rows = [-(s[i][i] - math.log(sum(math.exp(s[i][k]) for k in range(6)))) for i in range(6)]  # eq. 2
-    cols = [-(s[i][i] - math.log(sum(math.exp(s[k][i]) for k in range(6)))) for i in range(6)]  # transposed
+    others = [[k for k in range(6) if not (decoupled and k == i)] for i in range(6)]  # DCL: without k = i
+    rows = [-(s[i][i] - math.log(sum(math.exp(s[i][k]) for k in others[i]))) for i in range(6)]  # eq. 2
+    cols = [-(s[i][i] - math.log(sum(math.exp(s[k][i]) for k in others[i]))) for i in range(6)]  # transposed
     torch.testing.assert_close(loss, torch.tensor((sum(rows) + sum(cols)) / 12), rtol=1e-5, atol=1e-6)
 
 
