@@ -28,15 +28,18 @@ def batch(preset, num_local, seed=0, b=16):
     return out
 
 
-def test_simclr_two_views_is_exactly_the_classic_loss():
-    m = make("simclr", proj_hidden=32, proj_dim=16).train()
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_simclr_two_views_is_exactly_the_classic_loss(decoupled):
+    m = make("simclr", proj_hidden=32, proj_dim=16, decoupled=decoupled).train()
     b = batch("simclr", 0)
-    loss = m.training_step(b).loss
+    out = m.training_step(b)
     x1, x2 = b.views  # the two-view code before multi-crop, verbatim
     n = x1.shape[0]
     z = m.projector(m.encoder(torch.cat([x1, x2])))
-    ref, _ = nt_xent(z[:n], z[n:], m.cfg.temperature)
-    assert torch.equal(loss, ref)
+    ref, _ = nt_xent(z[:n], z[n:], m.cfg.temperature, decoupled)
+    assert torch.equal(out.loss, ref)
+    # DCL's loss bounds no mutual information: the method must not log it as InfoNCE's bound
+    assert ("infonce_bound" in out.logs) is not decoupled
 
 
 def test_byol_two_views_is_exactly_the_classic_loss():
