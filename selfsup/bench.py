@@ -2,8 +2,8 @@
 leaderboard (markdown, JSON, CSV) with mean ± std over seeds.
 
 Fair by construction: every method trains on the same data for the same wall-clock budget with its
-recipe (configs/<method>_<data>.yaml; all recipes for a dataset share one backbone, and ``--backbone``
-forces one), and every encoder is measured by the same protocols on the same cached features.
+recipe (configs/<method>_<data>.yaml; a dataset's recipes share one backbone unless a recipe names its
+own — on Fashion-MNIST SimCLR's and NNCLR's are wider and train at 16 px — and ``--backbone`` forces one), and every encoder is measured by the same protocols on the same cached features.
 Re-running the same command resumes: finished runs and evaluations are skipped, a run stopped mid-way
 continues from its last checkpoint, and a run that fails is recorded as failed without stopping the
 others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leaderboard.{md,json,csv}.
