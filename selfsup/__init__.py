@@ -35,10 +35,44 @@ def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: f
                        (in_channels, image_size, image_size) if image_size else None, normalization)
 
 
+def pretrain(method: str = "simclr", data: str = "fashion-mnist", data_dir: str | None = None,
+             budget: str | None = None, epochs: int | None = None, out: str | None = None,
+             config: str | None = None, overrides=(), recipe: bool = True, resume: bool = False,
+             progress_bar: bool = True) -> dict:
+    """Pretrain as ``selfsup pretrain`` does, with the same configuration (selfsup.config.compose:
+    paper defaults < recipe < ``config`` file < these arguments < ``overrides`` such as
+    "optim.lr=0.5"), into ``out``. Refuses a directory that holds another run unless ``resume``.
+    Returns the run's summary (steps, epochs, last monitor values) with "run" = the directory."""
+    from selfsup.config import compose, load_run_config
+    from selfsup.train import fit
+
+    if resume:
+        if out is None:
+            raise ValueError("resume=True continues the run in out=RUN_DIR: name it")
+        return {"run": str(out), **fit(load_run_config(out), out, resume=True, progress_bar=progress_bar)}
+    flags: dict = {"method": {"name": method}, "data": {"name": data, **({"dir": data_dir} if data_dir else {})}}
+    if epochs is not None:
+        flags["train"] = {"epochs": epochs, "budget": None}
+    if budget is not None:
+        flags.setdefault("train", {})["budget"] = budget
+    cfg = compose(flags, config, overrides, use_recipe=recipe).cfg
+    cfg.out = str(out or cfg.out or f"runs/{cfg.method_name}-{cfg.data.name}")
+    return {"run": cfg.out, **fit(cfg, cfg.out, progress_bar=progress_bar)}
+
+
+def evaluate(run_dir: str, protocol: str = "knn", device: str = "cpu", **options) -> dict:
+    """``selfsup eval PROTOCOL RUN_DIR``: e.g. ``evaluate(run, "linear", labels="labelled/")`` on a
+    user's labels (cross-validated unless ``test=``), ``evaluate(run, "semi", fractions=(0.01,))``."""
+    from selfsup.eval.run import evaluate as _evaluate
+
+    return _evaluate(run_dir, protocol, device=device, **options)
+
+
 def list_datasets() -> list[str]:
     from selfsup.data import list_datasets as _ld
 
     return _ld()
 
 
-__all__ = ["__version__", "create_backbone", "create_method", "list_backbones", "list_datasets", "list_methods"]
+__all__ = ["__version__", "create_backbone", "create_method", "evaluate", "list_backbones", "list_datasets",
+           "list_methods", "pretrain"]

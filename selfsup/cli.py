@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from selfsup.config import ConfigError, RunConfig, load_yaml, parse_override, recipe_path, recipes_dir, resolve
+from selfsup.config import ConfigError, RunConfig, compose, recipes_dir
 
 
 def _cmd_list(args) -> None:
@@ -29,8 +29,7 @@ def _cmd_list(args) -> None:
 
 
 def build_config(args) -> RunConfig:
-    """Defaults < recipe for (method, data) < --config < flags < key=value overrides."""
-    file_layer = load_yaml(args.config) if args.config else {}
+    """Defaults < recipe for (method, data) < --config < flags < key=value overrides (config.compose)."""
     flags: dict = {}
     if args.method:
         flags["method"] = {"name": args.method}
@@ -53,17 +52,16 @@ def build_config(args) -> RunConfig:
         train["batch_size"] = args.batch_size
     if train:
         flags["train"] = train
-    overrides = [parse_override(o) for o in args.overrides]
-    probe = resolve_names([file_layer, flags, *overrides])
-    layers = []
-    recipe = recipe_path(*probe)
-    if recipe and not args.no_recipe:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
-            print(f"recipe: {recipe}")
-        layers.append(load_yaml(recipe))
-    cfg = resolve(layers + [file_layer, flags, *overrides])  # a bad key or name fails here, alone
-    if not recipe and not args.no_recipe and not args.config and os.environ.get("RANK", "0") == "0":
-        _warn_no_recipe(*probe)
+    made = compose(flags, args.config, args.overrides, use_recipe=not args.no_recipe)  # a bad key fails here
+    cfg = made.cfg
+    if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
+        if made.recipe and made.borrowed:
+            print(f"recipe: {made.recipe} (no {made.method} recipe for {made.data}: the CPU recipe for small images, "
+                  f"without its image sides)")
+        elif made.recipe:
+            print(f"recipe: {made.recipe}")
+        elif not args.no_recipe and not args.config:
+            _warn_no_recipe(made.method, made.data)
     if args.out:
         cfg.out = args.out
     if not cfg.out:
@@ -79,25 +77,10 @@ def _warn_no_recipe(method: str, data: str) -> None:
     if data not in DATASETS:  # an unknown name fails when the data loads, with its own message
         return
     others = sorted(p.name for p in recipes_dir().glob(f"{method}_*.yaml"))
-    hint = (f"; to start from another data set's tuned recipe pass --config configs/{others[0]}"
+    hint = (f"; to start from another data set's tuned recipe pass --config {recipes_dir() / others[0]}"
             f" (recipes for {method}: {', '.join(others)})" if others else "")
-    print(f"warning: no recipe configs/{method}_{data}.yaml: training with the generic defaults "
+    print(f"warning: no recipe {method}_{data}.yaml in {recipes_dir()}: training with the generic defaults "
           f"(a full-width ResNet-18, the paper's views and optimiser: slow on a CPU){hint}", file=sys.stderr)
-
-
-def resolve_names(layers: list[dict]) -> tuple[str, str]:
-    """(method, data) names as the layers set them, to pick the recipe."""
-    method, data = "simclr", "fashion-mnist"
-    for layer in layers:
-        m = layer.get("method")
-        if isinstance(m, dict) and "name" in m:
-            method = m["name"]
-        elif isinstance(m, str):
-            method = m
-        d = layer.get("data")
-        if isinstance(d, dict) and "name" in d:
-            data = d["name"]
-    return method, data
 
 
 def _cmd_pretrain(args) -> None:
@@ -111,10 +94,6 @@ def _cmd_pretrain(args) -> None:
         cfg = build_config(args)
         run_dir = cfg.out
         dist.init_from_env(cfg.train.device)  # under torchrun: join the group before anyone writes
-        if (Path(run_dir) / "checkpoints" / "last").exists():
-            raise ConfigError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
-                              f"or choose another --out")
-        dist.barrier()  # every process has checked before rank 0 writes into the run directory
         if dist.is_main():
             print(f"run directory: {run_dir}")
         summary = fit(cfg, run_dir)
@@ -134,13 +113,17 @@ def _str_list(text: str) -> list[str]:
 
 
 # which options each protocol takes (CLI flag -> evaluate() keyword); any other flag is an error
-_EVAL_OPTIONS = {"finetune": {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
-                              "from_scratch": "from_scratch", "seed": "seed"},
+_LABELS = {"labels": "labels", "test": "test"}  # a user's own labelled images (and test images)
+_EVAL_OPTIONS = {"knn": {**_LABELS, "folds": "folds", "seed": "seed"},
+                 "linear": {**_LABELS, "folds": "folds", "seed": "seed"},
+                 "finetune": {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
+                              "from_scratch": "from_scratch", "seed": "seed", **_LABELS, "folds": "folds"},
                  "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed"},
-                 "cluster": {"clusters": "num_clusters", "seed": "seed"},
-                 "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed"},
+                 "cluster": {"clusters": "num_clusters", "seed": "seed", **_LABELS},
+                 "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed", **_LABELS},
                  "diagnostics": {"seed": "seed"}, "robustness": {"corruptions": "kinds", "seed": "seed"},
-                 "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed"},
+                 "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed", **_LABELS,
+                              "folds": "folds"},
                  "zeroshot": {"prompts": "prompts"}}
 
 
@@ -155,6 +138,8 @@ def _cmd_eval(args) -> None:
             owners = " / ".join(f"`selfsup eval {p}`" for p, opts in _EVAL_OPTIONS.items() if k in opts)
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to `selfsup eval {args.protocol}`: "
                               f"it is an option of {owners}")
+    if args.test and not args.labels:
+        raise ConfigError("--test needs --labels: the labelled images a model is fitted on before it is tested")
     if args.protocol == "finetune":
         return _cmd_finetune(args)
     options = {allowed[k]: v for k, v in given.items()}
@@ -178,11 +163,31 @@ def _pct(x) -> str:
 
 
 def _format_result(protocol: str, res: dict) -> str:
-    """One human line (or a few) per protocol result."""
+    """One human line (or a few) per protocol result; on a user's labels, with how it was tested."""
+    line = _format_protocol(protocol, res)
+    if "evaluation" not in res or "num_labelled" not in res:
+        return line
+    worst = min(((c, a) for c, a in res["per_class"].items() if a is not None), key=lambda t: t[1], default=None)
+    return (f"{line}\n  {res['num_labelled']} labelled images, {res['evaluation']}"
+            + (f" (± std over folds)" if "top1_std" in res else f" ({res['num_test']} images)")
+            + (f"; weakest class {worst[0]} {_pct(worst[1])}" if worst else "")
+            + (f"\n  confusion matrix: {res['picture']}" if res.get("picture") else ""))
+
+
+def _std(res: dict, key: str) -> str:
+    return f" ± {100 * res[key]:.2f}" if key in res else ""
+
+
+def _format_protocol(protocol: str, res: dict) -> str:
     if protocol == "knn":
-        return "kNN " + ", ".join(f"k={k[6:]} {_pct(res[k])}" for k in res if k.startswith("top1_k"))
+        return "kNN " + ", ".join(f"k={k[6:]} {_pct(res[k])}{_std(res, 'top1_std_' + k[5:])}"
+                                  for k in res if k.startswith("top1_k"))
     if protocol == "linear":
-        return f"linear top-1 {_pct(res['top1'])} (l2 {res['l2']:g})"
+        return f"linear top-1 {_pct(res['top1'])}{_std(res, 'top1_std')}" + (f" (l2 {res['l2']:g})" if "l2" in res else "")
+    if protocol == "finetune":
+        return (f"finetune top-1 {_pct(res['top1'])}{_std(res, 'top1_std')} ("
+                f"{'from scratch' if res['from_scratch'] else 'from the pretrained ' + res['encoder']}, "
+                f"{res['epochs']} epochs)")
     if protocol == "cluster":
         return f"k-means (k={res['k']}): NMI {res['nmi']:.3f}, ARI {res['ari']:.3f}, accuracy {_pct(res['accuracy'])}"
     if protocol == "embed2d":
@@ -265,14 +270,19 @@ def _cmd_finetune(args) -> None:
     """Fine-tune the run's encoder (SimCLR v2: from its head's middle layer) on a labelled fraction."""
     from selfsup.eval.run import evaluate_finetune
 
-    fraction = 0.1 if args.fraction is None else args.fraction
-    _check_fraction(fraction)
+    fraction = args.fraction if args.fraction is not None else (None if args.labels else 0.1)
+    if fraction is not None:
+        _check_fraction(fraction)
     for run_dir in args.run_dirs:
         res = evaluate_finetune(run_dir, fraction, epochs=args.epochs, steps=args.steps, from_scratch=args.from_scratch,
-                                device=args.device, progress=not args.json,
+                                device=args.device, progress=not args.json, labels=args.labels, test=args.test,
+                                **({"folds": args.folds} if args.folds is not None else {}),
                                 **({"seed": args.seed} if args.seed is not None else {}))
         if args.json:
             print(json.dumps(res))
+            continue
+        if args.labels:
+            print(f"{run_dir}: {_format_result('finetune', res)}")
         else:
             what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
             print(f"{run_dir}: finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * fraction:g} % of the labels = "
@@ -443,6 +453,13 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--embed", type=_str_list, help="embed2d: tsne and/or umap (default tsne, and umap if installed)")
     ev.add_argument("--max-points", type=int, help="embed2d: test images embedded (default 3000, class-balanced)")
     ev.add_argument("--corruptions", type=_str_list, help=f"robustness: any of {','.join(CORRUPTIONS)} (default all)")
+    ev.add_argument("--labels", metavar="DIR|FILE.csv",
+                    help="knn, linear, finetune, cluster, embed2d, transfer: your own labels instead of the run's "
+                         "dataset: a folder with one sub-folder per class, or a CSV of path,label rows (paths relative "
+                         "to the CSV or to the pretraining folder)")
+    ev.add_argument("--test", metavar="DIR|FILE.csv", help="with --labels: labelled images to test on "
+                                                          "(default: stratified k-fold cross-validation)")
+    ev.add_argument("--folds", type=int, help="with --labels and no --test: cross-validation folds (default 5)")
     ev.add_argument("--target", help="transfer: the labelled dataset to probe on (default digits)")
     ev.add_argument("--target-dir", help="transfer: where the target dataset is (as --data-dir)")
     ev.add_argument("--seed", type=int, help="subset / k-means / corruption seed (default 0)")

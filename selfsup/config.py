@@ -318,13 +318,76 @@ def load_yaml(path: str | Path) -> dict:
 
 
 def recipes_dir() -> Path:
-    """``configs/`` beside the package (editable install, source checkout)."""
-    return Path(__file__).resolve().parent.parent / "configs"
+    """The recipes, package data (``selfsup/recipes``; ``configs/`` in a checkout links to it), so
+    that a wheel installed anywhere finds them."""
+    return Path(__file__).resolve().parent / "recipes"
 
 
 def recipe_path(method: str, data: str) -> Path | None:
     p = recipes_dir() / f"{method}_{data}.yaml"
     return p if p.is_file() else None
+
+
+# Data a user brings: without a recipe of their own they borrow the method's CPU recipe for small
+# images (Fashion-MNIST's), less the image sides it picked for 28-px items (the folder's own side is used).
+USER_DATA = ("imagefolder", "array", "cifar10", "cifar100")
+BORROWED_RECIPE_DATA = "fashion-mnist"
+_DATA_SPECIFIC = {"views": ("size", "local_size"), "eval": ("size",), "data": ("image_size", "mean", "std")}
+
+
+def recipe_for(method: str, data: str) -> tuple[Path | None, bool]:
+    """(the recipe for ``method`` on ``data``, whether it is borrowed from another data set)."""
+    own = recipe_path(method, data)
+    if own or data not in USER_DATA:
+        return own, False
+    borrowed = recipe_path(method, BORROWED_RECIPE_DATA)
+    return borrowed, borrowed is not None
+
+
+def resolve_names(layers: list[dict]) -> tuple[str, str]:
+    """(method, data) names as the layers set them, to pick the recipe."""
+    method, data = "simclr", "fashion-mnist"
+    for layer in layers:
+        m = layer.get("method")
+        if isinstance(m, dict) and "name" in m:
+            method = m["name"]
+        elif isinstance(m, str):
+            method = m
+        d = layer.get("data")
+        if isinstance(d, dict) and "name" in d:
+            data = d["name"]
+    return method, data
+
+
+@dataclass
+class Composed:
+    """A composed configuration and where its layers came from (what the CLI prints)."""
+
+    cfg: "RunConfig"
+    recipe: Path | None
+    borrowed: bool  # the recipe is another data set's (USER_DATA without one of its own)
+    method: str
+    data: str
+
+
+def compose(flags: dict | None = None, config_file: str | Path | None = None, overrides=(),
+            use_recipe: bool = True) -> Composed:
+    """The one place a run's configuration is made (CLI, Python API, bench and claims alike):
+    method paper defaults < recipe for (method, data) < ``config_file`` < ``flags`` (nested dicts,
+    as the CLI's flags) < ``overrides`` ("key=value" strings or dicts). Pure: prints nothing."""
+    file_layer = load_yaml(config_file) if config_file else {}
+    over = [parse_override(o) if isinstance(o, str) else o for o in overrides]
+    layers = [file_layer, flags or {}, *over]
+    method, data = resolve_names(layers)
+    recipe, borrowed = recipe_for(method, data) if use_recipe else (None, False)
+    base = []
+    if recipe:
+        layer = load_yaml(recipe)
+        if borrowed:
+            layer = {k: ({f: v for f, v in sec.items() if f not in _DATA_SPECIFIC.get(k, ())}
+                         if isinstance(sec, dict) else sec) for k, sec in layer.items()}
+        base.append(layer)
+    return Composed(resolve(base + layers), recipe, borrowed, method, data)
 
 
 def resolve(layers: list[dict]) -> RunConfig:

@@ -47,24 +47,12 @@ class _Run:
 
 
 def _load_run(run_dir: str | Path) -> _Run:
-    from selfsup.config import load_run_config
-    from selfsup.eval.run import _size, _train_split, load_run
-    from selfsup.train.checkpoint import CheckpointError
+    """The run's encoder and input geometry from its checkpoint alone (selfsup.engine.Run): export and
+    embedding never read the training data."""
+    from selfsup.engine import Run
 
-    run_dir = Path(run_dir)
-    load_run_config(run_dir)  # 'not a run directory' before anything else
-    # checked before load_run reads the dataset for nothing; which checkpoint (last, or the one kept
-    # before it) is load_run's choice
-    if not any((run_dir / "checkpoints").glob("*/model.safetensors")):
-        raise CheckpointError(f"{run_dir} has no checkpoint (no checkpoints/last/model.safetensors): the run has not "
-                              f"saved one yet; let it train (selfsup pretrain --resume {run_dir}) or point at another "
-                              f"run")
-    cfg, method, meta = load_run(run_dir)
-    if cfg.data.mean is None or cfg.data.std is None:  # fit() always writes them; a hand-made config may not
-        raise ValueError(f"{run_dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
-                         f"encoder was trained with (per-channel lists)")
-    train = _train_split(cfg)  # cached by load_run's call
-    return _Run(cfg, method.encoder.eval(), meta, train.channels, train.image_size, _size(cfg, train))
+    run = Run(run_dir)
+    return _Run(run.cfg, run.encoder.eval(), run.meta, run.spec.channels, run.spec.stored_size, run.spec.size)
 
 
 # ------------------------------------------------------------------------------------------ export

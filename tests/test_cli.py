@@ -231,8 +231,8 @@ def test_a_data_set_without_a_recipe_is_warned_about_before_training(tmp_path):
     # (a batch larger than the 3 images stops each call when the data loads: nothing trains)
     common = ["--batch-size", "64", "data.limit=3", "--out", str(tmp_path / "r")]
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "tinted-digits", *common])
-    assert rc == 2 and "warning: no recipe configs/simclr_tinted-digits.yaml" in err
-    assert "--config configs/simclr_digits.yaml" in err and "simclr_fashion-mnist.yaml" in err
+    assert rc == 2 and "warning: no recipe simclr_tinted-digits.yaml" in err
+    assert "recipes/simclr_digits.yaml" in err and "simclr_fashion-mnist.yaml" in err
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", *common])
     assert rc == 2 and "no recipe" not in err
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "tinted-digits", "--no-recipe", *common])

@@ -13,6 +13,7 @@ Users bring their own pairs as an image folder with a ``captions.tsv`` (file nam
 from __future__ import annotations
 
 import csv
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -82,4 +83,4 @@ def load_captions_file(folder: Path, dataset: ImageDataset, files: list[str]) ->
     if missing:
         raise DatasetError(f"{path}: no caption for {len(missing)} image(s), e.g. {missing[0]!r}")
     caps = [table.get(p, table.get(Path(p).name)) for p in files]
-    return ImageDataset(dataset.images, dataset.labels, dataset.classes, dataset.name, caps)
+    return dataclasses.replace(dataset, captions=caps)

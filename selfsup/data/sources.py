@@ -15,6 +15,7 @@ generated from a seed; see :func:`load_signals` for their layout).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import gzip
 import importlib
@@ -68,6 +69,7 @@ class ImageDataset:
     classes: Optional[list[str]]
     name: str
     captions: Optional[list[str]] = None
+    files: Optional[list[str]] = None  # image folders: the file each row was decoded from (absolute path)
 
     def __post_init__(self) -> None:
         """Check dtypes and shapes; make the tensors contiguous."""
@@ -87,6 +89,8 @@ class ImageDataset:
             self.labels = self.labels.to(torch.int64).contiguous()
         if self.captions is not None and len(self.captions) != len(self.images):
             raise ValueError(f"{len(self.captions)} captions for {len(self.images)} images")
+        if self.files is not None and len(self.files) != len(self.images):
+            raise ValueError(f"{len(self.files)} file names for {len(self.images)} images")
 
     def __len__(self) -> int:
         """Number of images."""
@@ -109,11 +113,10 @@ class ImageDataset:
         """A new dataset with the rows selected by ``idx`` (indices or bool mask)."""
         idx = torch.as_tensor(idx)
         labels = None if self.labels is None else self.labels[idx]
-        captions = None
-        if self.captions is not None:
-            rows = idx.nonzero().flatten() if idx.dtype == torch.bool else idx.reshape(-1)
-            captions = [self.captions[int(i)] for i in rows]
-        return ImageDataset(self.images[idx], labels, self.classes, self.name, captions)
+        rows = idx.nonzero().flatten() if idx.dtype == torch.bool else idx.reshape(-1)
+        captions = None if self.captions is None else [self.captions[int(i)] for i in rows]
+        files = None if self.files is None else [self.files[int(i)] for i in rows]
+        return ImageDataset(self.images[idx], labels, self.classes, self.name, captions, files)
 
     def labelled_subset(self, fraction: float, seed: int = 0) -> ImageDataset:
         """Deterministic, class-balanced subset holding ``fraction`` of the labels.
@@ -753,6 +756,37 @@ def _stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(rgb)).permute(0, 3, 1, 2).contiguous()
 
 
+AUTO_SIZE_CAP = 64  # the largest side chosen for a folder by itself: CPU training cost grows with its square
+AUTO_SIZE_PROBE = 256  # files whose headers are read to choose it
+
+
+def choose_image_size(root: Path, cap: int = AUTO_SIZE_CAP) -> tuple[int, str]:
+    """The training side of an image folder, from its data: the median shorter side of up to
+    ``AUTO_SIZE_PROBE`` files spread over the folder (headers only, nothing decoded), capped at ``cap``.
+    Returns (side, a sentence saying how it was chosen)."""
+    from PIL import Image
+
+    root = Path(root).expanduser()
+    folder = root / "train" if (root / "train").is_dir() else root
+    files = _image_files(folder) if folder.is_dir() else []
+    step = max(1, len(files) // AUTO_SIZE_PROBE)
+    sides = []
+    for f in files[::step][:AUTO_SIZE_PROBE]:
+        try:
+            with Image.open(f) as img:
+                sides.append(min(img.size))
+        except Exception:  # unreadable files are the loader's to count
+            continue
+    if not sides:
+        return DEFAULT_IMAGEFOLDER_SIZE, f"no readable image headers in {folder}: {DEFAULT_IMAGEFOLDER_SIZE} px"
+    median = int(np.median(sides))
+    side = max(8, min(cap, median))
+    why = f"median shorter side of {_count(len(sides), 'image')} is {median} px"
+    if side < median:
+        why += f", capped at {cap} for the CPU"
+    return side, why
+
+
 def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]) -> ImageDataset:
     """Images from ``root/<class>/*`` (labelled) or any other layout (unlabelled).
 
@@ -799,7 +833,8 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
             warnings.warn(f"imagefolder: {len(empty)} of {len(classes)} classes have no readable images in {folder}: "
                           f"{', '.join(empty)}; each keeps its label, so labels name the same class in every split",
                           stacklevel=3)
-    ds = ImageDataset(images, label_tensor, classes, "imagefolder")
+    ds = ImageDataset(images, label_tensor, classes, "imagefolder",
+                      files=[str(f.resolve()) for f, good in zip(files, ok) if good])
     if (folder / "captions.tsv").is_file():  # image-text pairs for CLIP: file name <TAB> caption
         from selfsup.data.captions import load_captions_file
 
@@ -1149,5 +1184,5 @@ def load_dataset(
     path = Path(root).expanduser() if root is not None else None
     ds = DATASETS[name](split, path, image_size)
     if image_size is not None and tuple(ds.images.shape[-2:]) != (image_size, image_size):
-        ds = ImageDataset(resize_images(ds.images, image_size), ds.labels, ds.classes, ds.name)
+        ds = dataclasses.replace(ds, images=resize_images(ds.images, image_size))
     return ds

@@ -9,7 +9,6 @@ cluster, embed2d, semi and robustness share one extraction.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 from pathlib import Path
@@ -19,53 +18,21 @@ from safetensors.torch import load_file, save_file
 
 from selfsup import dist
 
-from selfsup.config import RunConfig, eval_size, load_run_config, view_size
+from selfsup.config import RunConfig, eval_size, load_run_config
+from selfsup.data.labelled import load_labelled
+from selfsup.engine import Run, dataset_split, labelled_splits, load_run, run_split
+from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
 from selfsup.eval.features import extract_features, raw_pixel_features
-from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.linear import linear_probe
-
-
-@functools.lru_cache(maxsize=4)
-def _dataset(name: str, split: str, root, image_size, stream: bool = False):
-    """A split, loaded once per process: one evaluation reads the same split several times (building
-    the method, its features, the protocol), and the synthetic sets are generated, not just read.
-    ``stream`` (a run trained with data.stream=true): the training split stays a listed folder whose
-    images are decoded batch by batch where they are used; test splits are read into memory, as
-    training reads them."""
-    if stream and split == "train":
-        from selfsup.data.stream import load_imagefolder_stream
-
-        return load_imagefolder_stream(split, Path(root).expanduser() if root else None, image_size)
-    from selfsup.data import load_dataset
-
-    return load_dataset(name, split, root, image_size)
+from selfsup.eval.knn import knn_accuracy, knn_predict
+from selfsup.eval.linear import fit_probe, linear_probe
 
 
 def _train_split(cfg: RunConfig):
-    return _dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size, cfg.data.stream)
-
-
-def load_run(run_dir: str | Path):
-    """(config, method with the last checkpoint's weights, checkpoint meta)."""
-    from selfsup.train.checkpoint import load_checkpoint
-    from selfsup.train.loop import build_method
-
-    cfg = load_run_config(run_dir)
-    train = _train_split(cfg)
-    n = min(cfg.data.limit, len(train)) if cfg.data.limit else len(train)  # as the run saw it (memory banks)
-    method = build_method(cfg, train.channels, n, view_size(cfg, train.image_size))
-    meta, _, used = load_checkpoint(Path(run_dir) / "checkpoints" / "last", method, {"method": cfg.method_name},
-                                    with_state=False)  # checkpoints/previous when last is damaged
-    return cfg, method, {**meta, "checkpoint_dir": str(used)}
+    return run_split(cfg, "train")
 
 
 def _splits(cfg: RunConfig):
-    train = _train_split(cfg)
-    test = _dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
-    if train.labels is None or test.labels is None:
-        raise ValueError(f"dataset {cfg.data.name!r} has no labels: kNN and linear evaluation need a labelled "
-                         f"train and test split (an image folder with class sub-folders under train/ and test/)")
-    return train, test
+    return labelled_splits(cfg)
 
 
 def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
@@ -109,14 +76,85 @@ def _save(run_dir, name: str, result: dict, cfg: RunConfig | None = None) -> dic
     return result
 
 
-def evaluate_knn(run_dir, device: str = "cpu") -> dict:
-    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
-    return _save(run_dir, "knn", _protocol("knn", ftr, ytr, fte, yte, cfg), cfg)
+def user_sets(run: Run, labels, test=None):
+    """(labelled set, test set or None) from the user's --labels and --test (a folder of class
+    sub-folders or a CSV of path,label rows), decoded for the run's encoder; the test set takes the
+    labelled set's class list, so that a label means the same class in both."""
+    lab = load_labelled(labels, run.spec.channels, run.spec.stored_size, search=run.label_search())
+    tst = None if test is None else load_labelled(test, run.spec.channels, run.spec.stored_size, lab.classes,
+                                                  run.label_search())
+    return lab, tst
 
 
-def evaluate_linear(run_dir, device: str = "cpu") -> dict:
-    ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
-    return _save(run_dir, "linear", _protocol("linear", ftr, ytr, fte, yte, cfg), cfg)
+def _variant(labels) -> str:
+    """The result-file suffix of an evaluation on a user's labels: labels-<folder or CSV name>."""
+    return f"labels-{Path(labels).expanduser().resolve().stem}"
+
+
+def _user_features(run_dir, labels, test, device):
+    """(run, labelled set, test set or None, features [N, F] and labels [N] of both, labelled rows first)."""
+    run = Run(run_dir)
+    lab, tst = user_sets(run, labels, test)
+    images = lab.images if tst is None else torch.cat([lab.images, tst.images])
+    y = lab.labels if tst is None else torch.cat([lab.labels, tst.labels])
+    return run, lab, tst, run.features(images, device), y
+
+
+def _on_user_labels(run_dir, protocol: str, labels, test, folds: int, seed: int, device: str, fit_predicts) -> dict:
+    """A frozen-feature protocol on the user's labels: ``fit_predicts(features, labels)`` -> {name:
+    fit_predict}; the first name is the headline (its confusion matrix is drawn), every other one
+    is reported beside it (kNN's other k)."""
+    run, lab, tst, feats, y = _user_features(run_dir, labels, test, device)
+    results = {name: evaluate_labelled(fp, lab, tst, folds, seed, offset=len(lab))
+               for name, fp in fit_predicts(feats, y, len(lab.classes)).items()}
+    head_name = next(iter(results))
+    res = {"protocol": protocol, **results[head_name], "labels": str(Path(labels).expanduser().resolve()),
+           "test": None if test is None else str(Path(test).expanduser().resolve()), "seed": seed,
+           "checkpoint_step": run.meta.get("step")}
+    for name, r in results.items():
+        res[f"top1_{name}"] = r["top1"]
+        if "top1_std" in r:
+            res[f"top1_std_{name}"] = r["top1_std"]
+    variant = f"{protocol}_{_variant(labels)}"
+    how = ("on " + Path(test).name) if test else f"{res.get('folds')}-fold cross-validation"
+    res["picture"] = str(plot_confusion(res["confusion"], lab.classes, Path(run_dir) / f"eval_{variant}_confusion.png",
+                                        f"{run.cfg.method_name}: {protocol}{'' if head_name == protocol else f' ({head_name})'} on {len(lab)} labels, {how}: "
+                                        f"top-1 {100 * res['top1']:.1f} %"))
+    return _save(run_dir, variant, res, run.cfg)
+
+
+def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
+                 seed: int = 0) -> dict:
+    """Weighted kNN. ``labels`` (a folder of class sub-folders or a CSV of path,label): on the user's
+    labels instead of the run's dataset, tested on ``test`` or cross-validated over ``folds``."""
+    if labels is None:
+        ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
+        return _save(run_dir, "knn", _protocol("knn", ftr, ytr, fte, yte, cfg), cfg)
+    cfg = load_run_config(run_dir)
+
+    def fit_predicts(f, y, num_classes):
+        return {f"k{k}": (lambda tr, te, k=k: knn_predict(f[tr], y[tr], f[te], k, cfg.eval.knn_temperature,
+                                                          num_classes).argmax(1))
+                for k in cfg.eval.knn_k}
+
+    return _on_user_labels(run_dir, "knn", labels, test, folds, seed, device, fit_predicts)
+
+
+def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
+                    seed: int = 0) -> dict:
+    """Linear probe (L2 strength chosen on a validation part of each training fold). ``labels``: as kNN's."""
+    if labels is None:
+        ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
+        return _save(run_dir, "linear", _protocol("linear", ftr, ytr, fte, yte, cfg), cfg)
+    cfg = load_run_config(run_dir)
+
+    def fit_predicts(f, y, num_classes):
+        def fp(tr, te):
+            return fit_probe(f[tr], y[tr], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction,
+                             seed).predict(f[te])
+        return {"linear": fp}
+
+    return _on_user_labels(run_dir, "linear", labels, test, folds, seed, device, fit_predicts)
 
 
 def evaluate_raw_pixels(cfg: RunConfig, protocol: str) -> dict:
@@ -136,25 +174,50 @@ def _protocol(protocol: str, ftr, ytr, fte, yte, cfg: RunConfig) -> dict:
     raise ValueError(f"unknown evaluation protocol {protocol!r}: choose knn or linear")
 
 
-def evaluate_finetune(run_dir: str | Path, fraction: float = 0.1, epochs: int | None = None,
+def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs: int | None = None,
                       steps: int | None = None, from_scratch: bool = False, device: str = "cpu",
-                      progress: bool = False, **changes) -> dict:
+                      progress: bool = False, labels=None, test=None, folds: int = DEFAULT_FOLDS, **changes) -> dict:
     """Fine-tune the run's ``finetune_encoder`` (or ``encoder``) + a linear head on ``fraction`` of
-    the training labels (selfsup.eval.finetune); ``changes``: other FinetuneConfig fields. The
-    result is also written to RUN_DIR/eval_finetune_<pct>pct.json (eval_scratch_... from scratch)."""
-    from selfsup.eval.finetune import finetune, run_finetune_config
+    the training labels (default 0.1; selfsup.eval.finetune); ``changes``: other FinetuneConfig
+    fields. The result is also written to RUN_DIR/eval_finetune_<pct>pct.json (eval_scratch_...
+    from scratch). ``labels``: fine-tune on the user's labels instead (all of them unless
+    ``fraction``), tested on ``test`` or cross-validated over ``folds`` (one fine-tune per fold)."""
+    from selfsup.eval.finetune import finetune, finetune_classifier, run_finetune_config
 
-    cfg, method, meta = load_run(run_dir)
-    train, test = _splits(cfg)
-    ft = run_finetune_config(cfg, fraction=fraction, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes)
+    run = Run(run_dir)
+    cfg, method, meta = run.cfg, run.method, run.meta
     encoder = getattr(method, "finetune_encoder", method.encoder)
-    size = _size(cfg, train)
-    result = finetune(encoder, train, test, cfg.data.mean, cfg.data.std, size, ft, device, progress)
-    result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name,
-                   "encoder": "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder",
+    kind = "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder"
+    name = "scratch" if from_scratch else "finetune"
+    if labels is not None:
+        lab, tst = user_sets(run, labels, test)
+        ft = run_finetune_config(cfg, fraction=fraction or 1.0, epochs=epochs, steps=steps,
+                                 from_scratch=from_scratch, **changes)
+        both = lab if tst is None else dataclasses.replace(lab, images=torch.cat([lab.images, tst.images]),
+                                                           labels=torch.cat([lab.labels, tst.labels]), files=None)
+        spec = run.spec
+
+        def fit_predict(tr, te):
+            model, _ = finetune_classifier(encoder, both.subset(tr), both.subset(te), spec.mean, spec.std, spec.size,
+                                           ft, device, progress)
+            return extract_features(model, both.images[te], spec.mean, spec.std, spec.size, device=device).argmax(1)
+
+        res = evaluate_labelled(fit_predict, lab, tst, folds, ft.seed, offset=len(lab))
+        res.update({"protocol": "finetune", "from_scratch": from_scratch, "fraction": ft.fraction,
+                    "epochs": ft.num_epochs(), "labels": str(Path(labels).expanduser().resolve()),
+                    "test": None if test is None else str(Path(test).expanduser().resolve()), "encoder": kind,
+                    "checkpoint_step": meta.get("step"), "settings": dataclasses.asdict(ft)})
+        variant = f"{name}_{_variant(labels)}"
+        res["picture"] = str(plot_confusion(res["confusion"], lab.classes, Path(run_dir) / f"eval_{variant}_confusion.png",
+                                            f"{cfg.method_name}: {name} on {len(lab)} labels: top-1 {100 * res['top1']:.1f} %"))
+        return _save(run_dir, variant, res, cfg)
+    fraction = 0.1 if fraction is None else fraction
+    train, test_split = _splits(cfg)
+    ft = run_finetune_config(cfg, fraction=fraction, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes)
+    result = finetune(encoder, train, test_split, cfg.data.mean, cfg.data.std, _size(cfg, train), ft, device, progress)
+    result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name, "encoder": kind,
                    "checkpoint_step": meta.get("step")})
-    name = f"eval_{'scratch' if from_scratch else 'finetune'}_{100 * fraction:g}pct.json"
-    (Path(run_dir) / name).write_text(json.dumps(result, indent=1))
+    (Path(run_dir) / f"eval_{name}_{100 * fraction:g}pct.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -163,34 +226,47 @@ def _size(cfg: RunConfig, train) -> int:
     return eval_size(cfg, train.image_size)
 
 
-def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0) -> dict:
-    """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian accuracy."""
+def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0, labels=None,
+                     test=None) -> dict:
+    """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian
+    accuracy; with ``labels`` (and ``test``), on the user's labelled images."""
     from selfsup.eval.cluster import cluster_scores
 
+    if labels is not None:
+        run, _, _, f, y = _user_features(run_dir, labels, test, device)
+        res = {**cluster_scores(f, y, num_clusters, seed), "labels": str(Path(labels).expanduser().resolve())}
+        return _save(run_dir, f"cluster_{_variant(labels)}", res, run.cfg)
     _, _, fte, yte, cfg = run_features(run_dir, device)
     return _save(run_dir, "cluster", cluster_scores(fte, yte, num_clusters, seed), cfg)
 
 
-def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0) -> dict:
+def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0, labels=None,
+                     test=None) -> dict:
     """t-SNE (and UMAP when umap-learn is installed) of up to ``max_points`` test features, a
-    class-balanced seeded sample, coloured by label: RUN_DIR/embed2d_<kind>.png."""
+    class-balanced seeded sample, coloured by label: RUN_DIR/embed2d_<kind>.png; with ``labels``,
+    of the user's labelled images (RUN_DIR/embed2d_<kind>_labels-<name>.png)."""
     from selfsup.data.sources import balanced_indices
     from selfsup.eval.embed import embed_2d, plot_embedding
 
-    _, _, fte, yte, cfg = run_features(run_dir, device)
+    if labels is not None:
+        run, lab, _, fte, yte = _user_features(run_dir, labels, test, device)
+        cfg, classes, suffix, what = run.cfg, lab.classes, f"_{_variant(labels)}", "labelled"
+    else:
+        _, _, fte, yte, cfg = run_features(run_dir, device)
+        classes, suffix, what = getattr(_splits(cfg)[1], "classes", None), "", "test"
     if kinds is None:
         import importlib.util
 
         kinds = ["tsne"] + (["umap"] if importlib.util.find_spec("umap") else [])
     idx = balanced_indices(yte, min(1.0, max_points / len(yte)), seed)
-    test = _splits(cfg)[1]
     pictures = {}
     for kind in kinds:
         xy = embed_2d(fte[idx], kind, seed)
-        title = f"{cfg.method_name} on {cfg.data.name}: {kind.upper() if kind == 'umap' else 't-SNE'} of {len(idx)} test images"
-        pictures[kind] = str(plot_embedding(xy, yte[idx].numpy(), Path(run_dir) / f"embed2d_{kind}.png", title,
-                                            getattr(test, "classes", None)))
-    return _save(run_dir, "embed2d", {"protocol": "embed2d", "points": len(idx), "pictures": pictures}, cfg)
+        title = (f"{cfg.method_name} on {cfg.data.name}: {kind.upper() if kind == 'umap' else 't-SNE'} of {len(idx)} "
+                 f"{what} images")
+        pictures[kind] = str(plot_embedding(xy, yte[idx].numpy(), Path(run_dir) / f"embed2d_{kind}{suffix}.png", title,
+                                            classes))
+    return _save(run_dir, f"embed2d{suffix}", {"protocol": "embed2d", "points": len(idx), "pictures": pictures}, cfg)
 
 
 def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, seed: int = 0) -> dict:
@@ -282,22 +358,36 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0)
     return _save(run_dir, "robustness", res, cfg)
 
 
-def evaluate_transfer(run_dir, target: str = "digits", target_dir: str | None = None, device: str = "cpu",
-                      seed: int = 0) -> dict:
+def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None = None, device: str = "cpu",
+                      seed: int = 0, labels=None, test=None, folds: int = DEFAULT_FOLDS) -> dict:
     """The run's encoder probed on another labelled dataset ``target`` (resized to the run's image
-    side), next to a random-init encoder and the target's raw pixels: RUN_DIR/eval_transfer_<target>.json."""
-    from selfsup.data import load_dataset
+    side; default digits), or on the user's ``labels`` (and ``test``), next to a random-init encoder
+    and the target's raw pixels: RUN_DIR/eval_transfer_<target>.json. A target without a test split
+    (an image folder of class sub-folders) is cross-validated over ``folds``."""
+    from selfsup.data import DatasetError, load_dataset
     from selfsup.eval.transfer import transfer_scores
 
-    cfg, method, _ = load_run(run_dir)
-    train = _splits(cfg)[0]
-    size = _size(cfg, train)
-    tgt_train = load_dataset(target, "train", target_dir, train.image_size)
-    tgt_test = load_dataset(target, "test", target_dir, train.image_size)
-    res = transfer_scores(method.encoder.to(device), tgt_train, tgt_test, train.channels, cfg.data.mean, cfg.data.std,
-                          size, ks=cfg.eval.knn_k, knn_temperature=cfg.eval.knn_temperature, device=device,
-                          precision=cfg.train.precision, batch_size=cfg.eval.batch_size, seed=seed)
-    res.update({"protocol": "transfer", "source": cfg.data.name, "target": target, "image_size": size})
+    run = Run(run_dir)
+    cfg, spec = run.cfg, run.spec
+    if labels is not None:
+        if target is not None:
+            raise ValueError("give either --target (a dataset name) or --labels (your own labelled images), not both")
+        tgt_train, tgt_test = user_sets(run, labels, test)
+        target = _variant(labels)
+    else:
+        target = target or "digits"
+        tgt_train = load_dataset(target, "train", target_dir, spec.stored_size)
+        try:
+            tgt_test = load_dataset(target, "test", target_dir, spec.stored_size)
+        except DatasetError:
+            tgt_test = None  # a folder of class sub-folders without train/ and test/: cross-validated
+        if tgt_train.labels is None:
+            raise DatasetError(f"transfer: {target}{' at ' + target_dir if target_dir else ''} has no labels (an image "
+                               f"folder needs one sub-folder per class); give labels with --labels DIR|FILE.csv")
+    res = transfer_scores(run.encoder.to(device), tgt_train, tgt_test, spec.channels, spec.mean, spec.std, spec.size,
+                          ks=cfg.eval.knn_k, knn_temperature=cfg.eval.knn_temperature, device=device,
+                          precision=cfg.train.precision, batch_size=cfg.eval.batch_size, seed=seed, folds=folds)
+    res.update({"protocol": "transfer", "source": cfg.data.name, "target": target, "image_size": spec.size})
     return _save(run_dir, f"transfer_{target}", res, cfg)
 
 
@@ -325,7 +415,7 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
         raise ValueError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
                          f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
     train = _train_split(cfg)
-    test = _dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
+    test = dataset_split(cfg, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
     texts = None
     if method.uses_text:

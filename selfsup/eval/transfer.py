@@ -15,32 +15,44 @@ import torch
 
 from selfsup.data.sources import match_channels
 from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
-from selfsup.eval.knn import knn_accuracy
-from selfsup.eval.linear import linear_probe
+from selfsup.eval.knn import knn_predict
+from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled
+from selfsup.eval.linear import fit_probe
 
 
 def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channels: int, mean, std, size: int,
                     ks=(200, 20), knn_temperature: float = 0.07, device="cpu", precision: str = "fp32",
-                    batch_size: int = 512, seed: int = 0) -> dict:
-    """kNN and linear top-1 on ``target_*`` (labelled ImageDatasets) for the encoder, a random-init
-    copy of it and the target's raw pixels. Returns {"pretrained": {...}, "random_init": {...},
-    "raw_pixels": {...}}, each with "knn" (top1_k<k>) and "linear" (top1)."""
+                    batch_size: int = 512, seed: int = 0, folds: int = DEFAULT_FOLDS) -> dict:
+    """kNN and linear top-1 on ``target_*`` (labelled ImageDatasets; ``target_test`` None: stratified
+    k-fold cross-validation over ``target_train``) for the encoder, a random-init copy of it and the
+    target's raw pixels. Returns {"pretrained": {...}, "random_init": {...}, "raw_pixels": {...}},
+    each with "knn" (top1_k<k>) and "linear" (top1), and "evaluation" (test set or cross-validation)."""
     from selfsup.eval.finetune import reinitialise
 
-    if target_train.labels is None or target_test.labels is None:
+    if target_train.labels is None or (target_test is not None and target_test.labels is None):
         raise ValueError(f"transfer needs labels on the target dataset {target_train.name!r}")
     kw = dict(mean=mean, std=std, size=size, device=device, precision=precision, batch_size=batch_size)
-    xtr, xte = match_channels(target_train.images, channels), match_channels(target_test.images, channels)
-    ytr, yte = target_train.labels, target_test.labels
+    both = target_train.images if target_test is None else torch.cat([target_train.images, target_test.images])
+    y = target_train.labels if target_test is None else torch.cat([target_train.labels, target_test.labels])
+    x = match_channels(both, channels)
+    num_classes = int(y.max()) + 1
     # random weights, BN statistics of the target images: the architecture's own prior, not a handicap
-    random_init = recalibrate_batchnorm(reinitialise(copy.deepcopy(encoder), seed), xtr, mean, std, size,
-                                        device=device)
-    rows = {"pretrained": (extract_features(encoder, xtr, **kw), extract_features(encoder, xte, **kw)),
-            "random_init": (extract_features(random_init, xtr, **kw), extract_features(random_init, xte, **kw)),
-            "raw_pixels": (raw_pixel_features(target_train.images), raw_pixel_features(target_test.images))}
-    out = {}
-    for name, (ftr, fte) in rows.items():
-        knn = knn_accuracy(ftr, ytr, fte, yte, ks=ks, temperature=knn_temperature)
-        lin = linear_probe(ftr, ytr, fte, yte, seed=seed)
-        out[name] = {"knn": {k: v for k, v in knn.items() if k.startswith("top1_k")}, "linear": lin["top1"]}
+    random_init = recalibrate_batchnorm(reinitialise(copy.deepcopy(encoder), seed), x[:len(target_train)], mean, std,
+                                        size, device=device)
+    rows = {"pretrained": extract_features(encoder, x, **kw), "random_init": extract_features(random_init, x, **kw),
+            "raw_pixels": raw_pixel_features(both)}
+    out, how = {}, None
+    for name, f in rows.items():
+        def knn(tr, te, k):
+            return knn_predict(f[tr], y[tr], f[te], k, knn_temperature, num_classes).argmax(1)
+
+        def linear(tr, te):
+            return fit_probe(f[tr], y[tr], num_classes, seed=seed).predict(f[te])
+
+        scored = {f"top1_k{k}": evaluate_labelled(lambda tr, te, k=k: knn(tr, te, k), target_train, target_test,
+                                                  folds, seed, offset=len(target_train)) for k in ks}
+        lin = evaluate_labelled(linear, target_train, target_test, folds, seed, offset=len(target_train))
+        out[name] = {"knn": {k: r["top1"] for k, r in scored.items()}, "linear": lin["top1"]}
+        how = lin["evaluation"]
+    out["evaluation"] = how
     return out

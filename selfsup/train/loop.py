@@ -22,8 +22,8 @@ from selfsup.config import (RunConfig, eval_size, load_run_config, method_config
                             view_config)
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
+from selfsup.engine import InputSpec, build_method, checkpoint_meta
 from selfsup.methods.base import EpochContext, Method
-from selfsup.registry import instantiate
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
@@ -76,6 +76,12 @@ def load_data(cfg: RunConfig):
     from selfsup.data import DatasetError, load_dataset
     from selfsup.data.stream import load_imagefolder_stream, sample_images
 
+    if cfg.data.name == "imagefolder" and cfg.data.image_size is None and cfg.data.dir:
+        from selfsup.data.sources import choose_image_size
+
+        cfg.data.image_size, why = choose_image_size(Path(cfg.data.dir))  # config.yaml records the choice
+        if dist.is_main():
+            print(f"imagefolder: training at {cfg.data.image_size} px ({why}); data.image_size=N chooses another")
     if cfg.data.stream:
         if cfg.data.name != "imagefolder":
             raise TrainingError(f"data.stream=true streams an image folder from disk; {cfg.data.name} is loaded into "
@@ -95,34 +101,6 @@ def load_data(cfg: RunConfig):
         cfg.data.mean = [round(v, 4) for v in x.mean((0, 2, 3)).tolist()]
         cfg.data.std = [round(max(v, 1e-3), 4) for v in x.std((0, 2, 3)).tolist()]
     return train, test
-
-
-def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None,
-                 image_size: int | None = None) -> torch.nn.Module:
-    """The configured method around a fresh backbone. ``num_samples``: the training-set size (memory
-    banks); ``image_size``: the side of the views (decoders); default: views.size or data.image_size."""
-    from selfsup import create_backbone
-    from selfsup.registry import get_method_spec
-
-    spec = get_method_spec(cfg.method_name)
-    b = cfg.backbone
-    size = image_size or cfg.views.get("size") or cfg.data.image_size
-    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
-                              stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
-                              pos_embed=b.pos_embed, drop_path=b.drop_path)
-    norm = (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else None
-    return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None,
-                       norm)
-
-
-def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
-    """meta.json: the method and every structural backbone field ("convnet(width=0.25, ...)"), which
-    config.load_run_config compares with an edited config.yaml before any weights are read."""
-    b = cfg.backbone
-    shape = f"width={b.width}, small_stem={b.small_stem}, stem_stride={b.stem_stride}"
-    if b.name.startswith("vit"):  # drop_path is left out: it regularises, the weights fit either way
-        shape += f", patch_size={b.patch_size}, pos_embed={b.pos_embed}"
-    return {"method": cfg.method_name, "backbone": f"{b.name}({shape})", **extra}
 
 
 @dataclass
@@ -176,7 +154,9 @@ class _Logger:
             # steps logged after the checkpoint will be logged again: drop them so the file reads as one run
             rows = [r for r in path.read_text().splitlines() if _step_of(r) <= resume_step]
             path.write_text("".join(r + "\n" for r in rows))
-        self.file = open(path, "a")
+        # a fresh run (fit refused a directory with a checkpoint) starts the file anew: rows left by a run
+        # killed before its first checkpoint are not this run's
+        self.file = open(path, "a" if resume_step is not None else "w")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -227,17 +207,24 @@ def _set_rng_state(s: dict, gen: torch.Generator) -> None:
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> dict:
     """Pretrain ``cfg.method`` and return a summary (steps, epochs, last monitor values)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     t_cfg = cfg.train
     dist.init_from_env(t_cfg.device)  # a no-op unless torchrun started this process
+    if not resume and (run_dir / "checkpoints" / "last").exists():  # as the CLI: never mix two runs in one place
+        raise TrainingError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
+                            f"(Python: selfsup.train.resume) or choose another output directory")
+    dist.barrier()  # every process has checked before rank 0 writes into the run directory
+    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(t_cfg.seed)
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)
     device = pick_device(t_cfg.device)
 
+    if cfg.data.dir:  # stored absolute: the run works from any working directory
+        cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
     train, test = load_data(cfg)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
+    spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
     method = build_method(cfg, train.channels, len(train), cfg.views.get("size") or train.image_size).to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
@@ -305,7 +292,8 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
         if dist.is_main():
             state = {"loop": dict(st), "rng": rng[0], **({"rng_ranks": rng} if len(rng) > 1 else {})}
             save_checkpoint(ckpt_dir / "last", method, optimizer, state,
-                            checkpoint_meta(cfg, step=st["step"], epoch=st["epoch"]))
+                            checkpoint_meta(cfg, input=spec.as_dict(), num_samples=len(train), step=st["step"],
+                                            epoch=st["epoch"]))
 
     logger = _Logger(run_dir, resume_step=st["step"] if resume else None)
     bar = None

@@ -1,0 +1,184 @@
+"""The user's own story, end to end: a flat folder of unlabelled images, a few labels brought as a
+folder of class sub-folders or a CSV, evaluation on them (cross-validated or on a test folder), a
+classifier saved and used on new images, the images worth labelling next, and neighbours.
+
+The images are scikit-learn's digits written as PNG files (always offline), so that the whole story
+runs in seconds; the assertions are real behaviour: accuracies far above chance, folds that
+partition the labels, a run that works after its training folder is gone."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfsup.data import load_dataset
+from selfsup.data.labelled import load_labelled
+from selfsup.eval.labelled import cross_validate, folds_for, per_class
+from test_cli import assert_clean_error, last_json, run_cli
+
+TINY = ["--no-recipe", "--batch-size", "64", "--epochs", "3", "backbone.name=convnet", "backbone.width=0.5",
+        "method.proj_hidden=64", "method.proj_dim=32", "method.temperature=0.5", "views.flip_p=0",
+        "views.blur_p=[0,0]", "views.crop_scale=[0.3,1]", "optim.lr=1.0", "optim.scale_lr=false",
+        "train.device=cpu", "train.log_every=5"]
+
+
+def _save(img: torch.Tensor, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img[0].numpy()).save(path)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> dict:
+    """flat/ (unlabelled training images), labelled/<class>/ (10 per class, also listed in labels.csv
+    and, relative to flat/, in_flat.csv), test/<class>/ and new/ (images to predict, one of them corrupt)."""
+    root = tmp_path_factory.mktemp("workflow")
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    seen: dict[int, int] = {}
+    rows = []
+    for i in range(len(train)):
+        _save(train.images[i], root / "flat" / f"img{i:04d}.png")
+        c = int(train.labels[i])
+        if seen.get(c, 0) < 10:
+            seen[c] = seen.get(c, 0) + 1
+            _save(train.images[i], root / "labelled" / f"digit{c}" / f"img{i:04d}.png")
+            rows.append((f"img{i:04d}.png", f"digit{c}"))
+    with open(root / "labels.csv", "w", newline="") as f:  # paths relative to the CSV, with a header
+        csv.writer(f).writerows([("path", "label"), *((f"flat/{p}", c) for p, c in rows)])
+    with open(root / "in_flat.csv", "w", newline="") as f:  # relative to the pretraining folder, no header
+        csv.writer(f).writerows(rows)
+    for i in range(200):
+        _save(test.images[i], root / "test" / f"digit{int(test.labels[i])}" / f"t{i:03d}.png")
+    for i in range(200, 240):
+        _save(test.images[i], root / "new" / f"n{i:03d}.png")
+    (root / "new" / "broken.png").write_bytes(b"not an image")
+    return {"root": root, "test_labels": test.labels[:200], "new_labels": test.labels[200:240]}
+
+
+@pytest.fixture(scope="module")
+def run(folders) -> Path:
+    """A short pretraining on the unlabelled folder, whose folder is then moved away: everything
+    after pretraining must work from the checkpoint and the user's labels alone."""
+    root = folders["root"]
+    shutil.copytree(root / "flat", root / "flat_copy")
+    rc, out, err = run_cli(["pretrain", "--method", "simclr", "--data", "imagefolder", "--data-dir",
+                            str(root / "flat_copy"), "--out", str(root / "run"), *TINY])
+    assert rc == 0, err
+    shutil.rmtree(root / "flat_copy")
+    return root / "run"
+
+
+def test_folder_side_is_chosen_from_the_data_and_recorded(run):
+    cfg = (run / "config.yaml").read_text()
+    assert "image_size: 8" in cfg  # digits are 8 px: the median side, not a silent 32
+    meta = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["input"]["channels"] == 1 and meta["input"]["stored_size"] == 8 and meta["num_samples"] == len(load_dataset("digits", "train"))
+
+
+def test_labels_from_a_folder_and_from_a_csv_are_the_same_set(folders):
+    root = folders["root"]
+    a = load_labelled(root / "labelled", 1, 8)
+    b = load_labelled(root / "in_flat.csv", 1, 8, search=[root / "flat"])
+    assert a.classes == b.classes == [f"digit{i}" for i in range(10)]
+    assert len(a) == len(b) == 100
+    assert load_labelled(root / "labels.csv", 1, 8).files == b.files
+    order = {Path(f).name: i for i, f in enumerate(b.files)}
+    perm = torch.tensor([order[Path(f).name] for f in a.files])
+    assert torch.equal(a.images, b.images[perm]) and torch.equal(a.labels, b.labels[perm])
+
+
+def test_label_errors_name_the_fix(folders, tmp_path):
+    root = folders["root"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,label\nimg0000.png,digit0\nnope.png,digit1\n")
+    with pytest.raises(Exception, match="1 image listed in .* not found .*nope.png"):
+        load_labelled(bad, 1, 8, search=[root / "flat"])
+    with pytest.raises(Exception, match="not a folder of class sub-folders"):
+        load_labelled(root / "new", 1, 8)
+    odd = tmp_path / "odd"
+    _save(torch.zeros(1, 8, 8, dtype=torch.uint8), odd / "seven" / "a.png")
+    _save(torch.zeros(1, 8, 8, dtype=torch.uint8), odd / "eight" / "a.png")
+    with pytest.raises(Exception, match="classes the labelled set does not"):
+        load_labelled(odd, 1, 8, classes=[f"digit{i}" for i in range(10)])
+    broken = tmp_path / "withbroken"
+    shutil.copytree(root / "labelled", broken)
+    (broken / "digit3" / "zz.png").write_bytes(b"corrupt")
+    with pytest.warns(UserWarning, match="skipped 1 unreadable file"):
+        assert len(load_labelled(broken, 1, 8)) == 100
+
+
+def test_cross_validation_tests_every_image_once_in_stratified_folds():
+    y = torch.arange(5).repeat(6)  # 5 classes x 6 images
+    tested = []
+
+    def oracle(tr, te):
+        assert not set(tr.tolist()) & set(te.tolist())
+        assert torch.bincount(y[te], minlength=5).tolist() == [int(len(te) / 5)] * 5  # stratified
+        tested.extend(te.tolist())
+        return y[te]
+
+    res = cross_validate(oracle, y, folds=3)
+    assert sorted(tested) == list(range(30)) and res["top1"] == 1.0 and res["folds"] == 3
+    assert folds_for(torch.tensor([0, 0, 1, 1, 1]), 5) == 2  # the rarest class allows 2 folds
+    with pytest.raises(ValueError, match="at least 2 labelled images of every class"):
+        folds_for(torch.tensor([0, 1, 1]), 5)
+
+
+def test_per_class_accuracy_and_confusion_by_hand():
+    y, p = torch.tensor([0, 0, 1, 1, 1, 2]), torch.tensor([0, 1, 1, 1, 0, 2])
+    r = per_class(y, p, ["a", "b", "c"])
+    assert r["confusion"] == [[1, 1, 0], [1, 2, 0], [0, 0, 1]]
+    assert r["per_class"] == {"a": 0.5, "b": pytest.approx(2 / 3), "c": 1.0}
+
+
+def test_eval_on_the_users_labels_cross_validated_and_on_a_test_folder(run, folders):
+    root = folders["root"]
+    rc, out, err = run_cli(["eval", "knn", str(run), "--labels", str(root / "labelled"), "--json"])
+    assert rc == 0, err
+    cv = last_json(out)
+    assert cv["evaluation"] == "stratified 5-fold cross-validation" and len(cv["fold_top1"]) == 5
+    assert cv["top1"] > 0.5 and cv["top1_std"] >= 0  # chance is 0.1
+    assert sum(map(sum, cv["confusion"])) == 100 and Path(cv["picture"]).is_file()
+    rc, out, err = run_cli(["eval", "linear", str(run), "--labels", str(root / "labels.csv"), "--test",
+                            str(root / "test")])
+    assert rc == 0, err
+    assert "held-out test set (200 images)" in out and "confusion matrix:" in out
+    res = json.loads((run / "eval_linear_labels-labels.json").read_text())
+    assert res["top1"] > 0.6 and sum(map(sum, res["confusion"])) == 200
+    assert set(res["per_class"]) == {f"digit{i}" for i in range(10)}
+
+
+def test_eval_without_labels_on_an_unlabelled_run_says_how_to_bring_them(run):
+    rc, _, err = run_cli(["eval", "knn", str(run)])
+    assert_clean_error(rc, err, "could not be read", "--labels DIR")  # its training folder is gone, too
+    rc, _, err = run_cli(["eval", "knn", str(run), "--test", "x"])
+    assert_clean_error(rc, err, "--test needs --labels")
+
+
+def test_transfer_to_a_labelled_folder_without_a_test_split_is_cross_validated(run, folders):
+    rc, out, err = run_cli(["eval", "transfer", str(run), "--target", "imagefolder", "--target-dir",
+                            str(folders["root"] / "labelled"), "--json"])
+    assert rc == 0, err
+    res = last_json(out)
+    assert res["evaluation"].startswith("stratified") and res["pretrained"]["linear"] > 0.5
+
+
+def test_export_and_embed_need_no_training_data(run, folders, tmp_path):
+    rc, _, err = run_cli(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "e.safetensors")])
+    assert rc == 0, err
+    rc, _, err = run_cli(["embed", str(run), str(folders["root"] / "test"), "--out", str(tmp_path / "f.npy")])
+    assert rc == 0, err
+    assert np.load(tmp_path / "f.npy").shape[0] == 200
+
+
+def test_pretraining_into_a_directory_holding_a_run_refuses(run):
+    import selfsup
+
+    with pytest.raises(Exception, match="already holds a run"):
+        selfsup.pretrain("simclr", "digits", out=str(run), epochs=1)
