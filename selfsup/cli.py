@@ -380,6 +380,65 @@ def _cmd_embed(args) -> None:
           + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""))
 
 
+def _cmd_classify(args) -> None:
+    """A linear head (or a fine-tune) on the user's labels, saved with its classes and input spec."""
+    from selfsup.classify import train_classifier
+
+    out = args.out or str(Path(args.run_dir) / f"classifier_{'finetune' if args.finetune else 'linear'}")
+    res = train_classifier(args.run_dir, args.labels, out, finetune=args.finetune, test=args.test,
+                           folds=args.folds or 5, epochs=args.epochs, seed=args.seed, device=args.device,
+                           progress=not args.json)
+    if args.json:
+        print(json.dumps(res))
+        return
+    e = res["estimate"]
+    spread = f" ± {100 * e['top1_std']:.2f}" if e.get("top1_std") is not None else ""
+    print(f"{res['kind']} classifier of {res['num_classes']} classes on {res['num_labelled']} labelled images: "
+          f"expected top-1 {_pct(e['top1'])}{spread} ({e['evaluation']})\nsaved to {res['out']}; use it with "
+          f"`selfsup predict {res['out']} IMAGES --out predictions.csv`")
+
+
+def _cmd_predict(args) -> None:
+    from selfsup.classify import predict
+
+    res = predict(args.clf_dir, args.images, args.out, args.top_k, args.batch_size, args.device, progress=not args.json)
+    if args.json:
+        print(json.dumps(res))
+        return
+    print(f"wrote {res['rows']} predictions to {res['out']}"
+          + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""))
+
+
+def _cmd_select(args) -> None:
+    from selfsup.curate import select_images
+
+    res = select_images(args.run_dir, args.n, args.out, args.strategy, args.images, args.seed, args.device)
+    if args.json:
+        print(json.dumps({k: v for k, v in res.items() if k != "indices"}))
+        return
+    print(f"{res['n']} of {res['pool']} images to label next ({res['strategy']}) in {res['out']}: fill in the label "
+          f"column and pass it to --labels; contact sheet {res['picture']}")
+
+
+def _cmd_neighbors(args) -> None:
+    from selfsup.curate import near_duplicates, neighbors
+
+    if args.duplicates:
+        res = near_duplicates(args.run_dir, args.threshold, args.out, args.images, args.device)
+        print(json.dumps(res) if args.json else f"{res['pairs']} near-duplicate pairs (cosine >= {res['threshold']}) "
+                                                 f"among {res['pool']} images: {res['out']}")
+        return
+    if not args.query:
+        raise ConfigError("neighbors: give --query IMAGE... (or --duplicates to list near-duplicate pairs)")
+    res = neighbors(args.run_dir, args.query, args.k, args.out, args.images, args.device)
+    if args.json:
+        print(json.dumps(res))
+        return
+    for q, row in zip(res["queries"], res["neighbors"]):
+        print(f"{q}: " + ", ".join(f"{r['image']} ({r['similarity']:.2f})" for r in row))
+    print(f"picture: {res['picture']}")
+
+
 def _cmd_demo(args) -> None:
     """Pretrain SimCLR on Fashion-MNIST, evaluate, print learned features next to raw pixels."""
     from selfsup.eval.run import evaluate, evaluate_raw_pixels
@@ -545,6 +604,56 @@ def make_parser() -> argparse.ArgumentParser:
     em.add_argument("--batch-size", type=int, default=256)
     em.add_argument("--device", default="cpu")
     em.set_defaults(func=_cmd_embed)
+
+    cf = sub.add_parser("classify", help="train a classifier on your labels from a run's encoder and save it")
+    cf.add_argument("run_dir", metavar="RUN_DIR")
+    cf.add_argument("--labels", required=True, metavar="DIR|FILE.csv",
+                    help="a folder with one sub-folder per class, or a CSV of path,label rows")
+    cf.add_argument("--test", metavar="DIR|FILE.csv", help="labelled images the expected accuracy is measured on "
+                                                          "(default: cross-validation over --labels)")
+    cf.add_argument("--finetune", action="store_true", help="fine-tune the encoder with the head (default: a linear "
+                                                             "head on frozen features)")
+    cf.add_argument("--epochs", type=int, help="--finetune: epochs over the labels (default 30)")
+    cf.add_argument("--folds", type=int, help="cross-validation folds for the estimate (default 5)")
+    cf.add_argument("--seed", type=int, default=0)
+    cf.add_argument("--out", help="classifier directory (default RUN_DIR/classifier_linear or _finetune)")
+    cf.add_argument("--json", action="store_true")
+    cf.add_argument("--device", default="cpu")
+    cf.set_defaults(func=_cmd_classify)
+
+    pr = sub.add_parser("predict", help="classify a folder of images with a saved classifier; write a CSV")
+    pr.add_argument("clf_dir", metavar="CLF_DIR", help="from `selfsup classify` (or `selfsup distill`)")
+    pr.add_argument("images", metavar="IMAGES", help="a folder (searched recursively) or one image file")
+    pr.add_argument("--out", required=True, help="predictions.csv: path,label,probability per image")
+    pr.add_argument("--top-k", type=int, default=1, help="also the next k-1 labels and their probabilities")
+    pr.add_argument("--batch-size", type=int, default=256)
+    pr.add_argument("--json", action="store_true")
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=_cmd_predict)
+
+    se = sub.add_parser("select", help="which images to label next: diverse or representative picks from the embeddings")
+    se.add_argument("run_dir", metavar="RUN_DIR")
+    se.add_argument("--n", type=int, required=True, help="how many images to pick")
+    se.add_argument("--strategy", default="kcenter", choices=["kcenter", "kmeans", "random"],
+                    help="kcenter: diverse (core-set cover); kmeans: representative (nearest each of n centroids)")
+    se.add_argument("--images", metavar="DIR", help="pick from this folder (default: the run's training images)")
+    se.add_argument("--out", default="to_label.csv", help="CSV of path,label (label empty) + a contact-sheet PNG")
+    se.add_argument("--seed", type=int, default=0)
+    se.add_argument("--json", action="store_true")
+    se.add_argument("--device", default="cpu")
+    se.set_defaults(func=_cmd_select)
+
+    nb = sub.add_parser("neighbors", help="nearest training images of query images (a PNG grid), or near-duplicates")
+    nb.add_argument("run_dir", metavar="RUN_DIR")
+    nb.add_argument("--query", nargs="+", metavar="IMAGE", help="image files whose neighbours to show")
+    nb.add_argument("--k", type=int, default=8, help="neighbours per query (default 8)")
+    nb.add_argument("--duplicates", action="store_true", help="list pairs of near-duplicate images instead")
+    nb.add_argument("--threshold", type=float, default=0.98, help="--duplicates: cosine similarity (default 0.98)")
+    nb.add_argument("--images", metavar="DIR", help="search this folder (default: the run's training images)")
+    nb.add_argument("--out", help="the PNG (default RUN_DIR/neighbors.png) or, with --duplicates, the CSV")
+    nb.add_argument("--json", action="store_true")
+    nb.add_argument("--device", default="cpu")
+    nb.set_defaults(func=_cmd_neighbors)
 
     dm = sub.add_parser("demo", help="pretrain SimCLR on Fashion-MNIST and compare with raw pixels")
     dm.add_argument("--method", default="simclr")

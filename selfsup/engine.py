@@ -119,8 +119,8 @@ def run_split(cfg: RunConfig, split: str) -> ImageDataset:
     except DatasetError as e:
         where = f" at {cfg.data.dir}" if cfg.data.dir else ""
         raise DatasetError(f"this needs the run's {split} split ({cfg.data.name}{where}), which could not be read: "
-                           f"{e}. Evaluate with your own labels instead: --labels DIR|FILE.csv "
-                           f"[--test DIR|FILE.csv]") from None
+                           f"{e}. Evaluate with your own labels instead (--labels DIR|FILE.csv [--test DIR|FILE.csv]); "
+                           f"select and neighbors take the folder as --images DIR") from None
 
 
 def labelled_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:

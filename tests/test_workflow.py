@@ -182,3 +182,114 @@ def test_pretraining_into_a_directory_holding_a_run_refuses(run):
 
     with pytest.raises(Exception, match="already holds a run"):
         selfsup.pretrain("simclr", "digits", out=str(run), epochs=1)
+
+
+def test_classify_then_predict_new_images(run, folders, tmp_path):
+    root = folders["root"]
+    clf = tmp_path / "clf"
+    rc, out, err = run_cli(["classify", str(run), "--labels", str(root / "labelled"), "--out", str(clf), "--json"])
+    assert rc == 0, err
+    info = last_json(out)
+    assert info["kind"] == "linear" and info["classes"] == [f"digit{i}" for i in range(10)]
+    assert info["estimate"]["evaluation"].startswith("stratified") and info["estimate"]["top1"] > 0.5
+    saved = json.loads((clf / "classifier.json").read_text())
+    assert saved["input"]["stored_size"] == 8 and saved["input"]["channels"] == 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, out, err = run_cli(["predict", str(clf), str(root / "new"), "--out", str(tmp_path / "p.csv"),
+                                "--top-k", "3"])
+    assert rc == 0, err
+    assert "40 predictions" in out and "1 unreadable files skipped" in out
+    assert any("skipped 1 unreadable file" in str(w.message) for w in caught)
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 40 and set(rows[0]) == {"path", "label", "probability", "label_2", "probability_2",
+                                                 "label_3", "probability_3"}
+    probs = [float(r["probability"]) for r in rows]
+    assert all(float(r["probability"]) >= float(r["probability_2"]) >= float(r["probability_3"]) for r in rows)
+    assert all(0 < p <= 1 for p in probs)
+    truth = {f"n{200 + i:03d}.png": f"digit{int(c)}" for i, c in enumerate(folders["new_labels"])}
+    acc = np.mean([truth[r["path"]] == r["label"] for r in rows])
+    assert acc > 0.6  # chance 0.1; the same head the estimate measured
+    # the classifier directory stands alone: the folded head equals probe(standardised features)
+    from selfsup.classify import load_classifier
+
+    model, _, spec = load_classifier(clf)
+    assert spec.size == 8 and model.head.out_features == 10
+    rc, _, err = run_cli(["classify", str(run), "--labels", str(root / "labelled"), "--out", str(clf)])
+    assert_clean_error(rc, err, "already holds a classifier")
+    rc, _, err = run_cli(["predict", str(run), str(root / "new"), "--out", str(tmp_path / "q.csv")])
+    assert_clean_error(rc, err, "not a classifier directory")
+
+
+def test_classify_with_finetuning_and_a_test_folder(run, folders, tmp_path):
+    root = folders["root"]
+    rc, out, err = run_cli(["classify", str(run), "--labels", str(root / "labelled"), "--test", str(root / "test"),
+                            "--finetune", "--epochs", "5", "--out", str(tmp_path / "ft"), "--json"])
+    assert rc == 0, err
+    info = last_json(out)
+    assert info["kind"] == "finetune" and info["estimate"]["evaluation"] == "held-out test set"
+    assert info["estimate"]["num_test"] == 200 and info["estimate"]["top1"] > 0.3
+
+
+def test_linear_head_folds_the_standardisation_exactly():
+    from selfsup.classify import linear_head
+    from selfsup.eval.linear import fit_probe
+
+    g = torch.Generator().manual_seed(0)
+    f, y = torch.randn(60, 7, generator=g) * 3 + 1, torch.arange(3).repeat(20)
+    probe = fit_probe(f, y, 3, l2_grid=(1e-3,))
+    head = linear_head(probe, 7)
+    with torch.no_grad():
+        want = probe.lin((f - probe.mean) / probe.std)
+        assert torch.allclose(head(f), want, atol=1e-4)
+
+
+@pytest.mark.parametrize("strategy", ["kcenter", "kmeans", "random"])
+def test_select_writes_a_labelling_sheet_and_a_contact_sheet(run, folders, tmp_path, strategy):
+    rc, out, err = run_cli(["select", str(run), "--n", "30", "--strategy", strategy, "--out",
+                            str(tmp_path / "to_label.csv"), "--images", str(folders["root"] / "flat")])
+    assert rc == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "to_label.csv")))
+    assert len(rows) == 30 and len({r["path"] for r in rows}) == 30 and all(r["label"] == "" for r in rows)
+    assert all(r["path"].startswith("img") for r in rows)  # relative to the folder
+    labelled = tmp_path / "filled.csv"  # filled in (here from the digits' own order), it is a --labels file
+    truth = load_dataset("digits", "train").labels
+    with open(labelled, "w", newline="") as f:
+        csv.writer(f).writerows([(folders["root"] / "flat" / r["path"], f"d{int(truth[int(r['path'][3:7])])}")
+                                 for r in rows])
+    assert len(load_labelled(labelled, 1, 8)) == 30
+    assert (tmp_path / "to_label.png").is_file()
+
+
+def test_kcenter_covers_every_cluster_before_repeating_one():
+    from selfsup.curate import kcenter_greedy, kmeans_representatives
+
+    centres = torch.eye(6) * 10
+    x = torch.cat([c + 0.1 * torch.randn(50, 6, generator=torch.Generator().manual_seed(i))
+                   for i, c in enumerate(centres)])
+    cluster = torch.arange(6).repeat_interleave(50)
+    assert len(set(cluster[kcenter_greedy(x, 6)].tolist())) == 6
+    assert len(set(cluster[kmeans_representatives(x, 6)].tolist())) == 6
+    # a random pick of 6 from 6 equal clusters misses one most of the time (P(all 6) ~ 1.5 %)
+
+
+def test_neighbors_grid_and_near_duplicates(run, folders, tmp_path):
+    root = folders["root"]
+    query = root / "flat" / "img0005.png"
+    rc, out, err = run_cli(["neighbors", str(run), "--query", str(query), "--k", "4", "--images", str(root / "flat"),
+                            "--out", str(tmp_path / "nb.png"), "--json"])
+    assert rc == 0, err
+    res = last_json(out)
+    first = res["neighbors"][0][0]
+    assert first["image"] == "img0005.png" and first["similarity"] > 0.999  # a pool image finds itself
+    assert (tmp_path / "nb.png").is_file()
+    dup = tmp_path / "dupfolder"
+    shutil.copytree(root / "labelled", dup)
+    shutil.copy(dup / "digit3" / next(p.name for p in (dup / "digit3").iterdir()), dup / "digit3" / "copy.png")
+    rc, out, err = run_cli(["neighbors", str(run), "--duplicates", "--threshold", "0.9999", "--images", str(dup),
+                            "--out", str(tmp_path / "d.csv")])
+    assert rc == 0, err
+    rows = list(csv.DictReader(open(tmp_path / "d.csv")))
+    assert any("copy.png" in (r["first"] + r["second"]) for r in rows)
+    rc, _, err = run_cli(["neighbors", str(run), "--query", str(tmp_path / "nope.png")])
+    assert_clean_error(rc, err, "not found")

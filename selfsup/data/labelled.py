@@ -98,17 +98,24 @@ def load_labelled(source: str | Path, channels: int, size: int, classes: Optiona
     if unknown:
         raise DatasetError(f"labels: {src} has classes the labelled set does not ({', '.join(unknown[:5])}); "
                            f"its classes are {', '.join(classes)}")
+    images, kept = decode_files(files, channels, size)
+    index = {c: i for i, c in enumerate(classes)}
+    name_of = {str(f.resolve()): n for f, n in zip(files, names)}
+    labels = torch.tensor([index[name_of[f]] for f in kept], dtype=torch.int64)
+    return ImageDataset(images, labels, list(classes), f"labels:{src.name}", files=kept)
+
+
+def decode_files(files: list[Path], channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
+    """(uint8 [N, channels, size, size], the absolute paths decoded) of image ``files``, decoded as the
+    image-folder dataset decodes; unreadable files are skipped and counted in one warning."""
     decoded = _decode_all(files, size)
     ok = [a is not None for a in decoded]
     _warn_skipped([f for f, good in zip(files, ok) if not good])
     if not any(ok):
-        raise DatasetError(f"labels: none of the {len(files)} images of {src} could be decoded "
-                           f"(corrupt, truncated or empty): {_shown(files, src if src.is_dir() else src.parent)}")
-    index = {c: i for i, c in enumerate(classes)}
+        raise DatasetError(f"none of the {len(files)} image files could be decoded (corrupt, truncated or empty): "
+                           f"{_shown(files, files[0].parent)}")
     images = match_channels(_stack_images([a for a in decoded if a is not None]), channels)
-    labels = torch.tensor([index[n] for n, good in zip(names, ok) if good], dtype=torch.int64)
-    kept = [str(f.resolve()) for f, good in zip(files, ok) if good]
-    return ImageDataset(images, labels, list(classes), f"labels:{src.name}", files=kept)
+    return images, [str(f.resolve()) for f, good in zip(files, ok) if good]
 
 
 def class_counts(ds: ImageDataset) -> np.ndarray:

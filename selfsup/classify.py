@@ -1,0 +1,169 @@
+"""A classifier a user can keep and use: a run's encoder plus a head trained on the user's labels.
+
+``train_classifier`` (``selfsup classify``) fits a linear head on the frozen encoder's features
+(the linear probe, its feature standardisation folded into the head) or fine-tunes encoder and head
+together (``finetune=True``, the fine-tuning protocol's recipe on all the labels), and first
+measures what to expect from it: cross-validated over the labels, or on a test set when one is
+given. ``predict`` (``selfsup predict``) applies it to a folder of new images and writes a CSV.
+
+A classifier directory holds ``classifier.safetensors`` (encoder and head weights) and
+``classifier.json`` (how to rebuild the encoder, the class names, the input spec, the expected
+accuracy and where it came from); it needs neither the run directory nor selfsup's method code.
+SimCLR v2's distilled students (``selfsup distill``) are read the same way.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from selfsup import create_backbone
+from selfsup.data import DatasetError
+from selfsup.data.sources import _decode_all, _stack_images, _warn_skipped, match_channels
+from selfsup.engine import InputSpec, Run
+from selfsup.eval.finetune import Classifier, finetune_classifier, run_finetune_config
+from selfsup.eval.labelled import DEFAULT_FOLDS
+from selfsup.eval.linear import fit_probe
+from selfsup.eval.run import evaluate_finetune, evaluate_linear, user_sets
+from selfsup.transforms import eval_view
+
+WEIGHTS, INFO = "classifier.safetensors", "classifier.json"
+
+
+def _backbone_args(module: nn.Module, run: Run) -> dict:
+    args = getattr(module, "backbone_args", None)
+    if args is None:
+        raise ValueError(f"the {run.cfg.method_name} encoder is a {type(module).__name__} that combines several networks, "
+                         f"not one backbone, so a classifier file cannot rebuild it; classify the features of "
+                         f"`selfsup embed` instead, or pretrain a method with a single backbone")
+    return dict(args)
+
+
+def linear_head(probe, num_features: int) -> nn.Linear:
+    """The probe's standardisation folded into one linear layer: W ((f - m) / s) + b = (W / s) f + (b - (W / s) m)."""
+    head = nn.Linear(num_features, probe.lin.out_features)
+    with torch.no_grad():
+        w = probe.lin.weight / probe.std  # [K, F]
+        head.weight.copy_(w)
+        head.bias.copy_(probe.lin.bias - w @ probe.mean)
+    return head
+
+
+def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, finetune: bool = False,
+                     test: str | Path | None = None, folds: int = DEFAULT_FOLDS, epochs: int | None = None,
+                     seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+    """Train a classifier on the user's ``labels`` (folder of class sub-folders or CSV of path,label)
+    from the run's encoder, save it to ``out`` (see the module docstring) and return its info, with
+    ``estimate``: the same recipe cross-validated over ``folds`` (or tested on ``test``)."""
+    t0 = time.time()
+    out = Path(out)
+    if (out / WEIGHTS).exists():
+        raise ValueError(f"{out} already holds a classifier: choose another --out, or delete it first")
+    run = Run(run_dir)
+    lab, _ = user_sets(run, labels)
+    spec = run.spec
+    if finetune:
+        encoder = getattr(run.method, "finetune_encoder", run.encoder)
+        args = _backbone_args(encoder, run)
+        est = evaluate_finetune(run_dir, epochs=epochs, device=device, progress=progress, labels=labels, test=test,
+                                folds=folds, seed=seed)
+        ft = run_finetune_config(run.cfg, fraction=1.0, epochs=epochs, seed=seed)
+        model, fit = finetune_classifier(encoder, lab, lab, spec.mean, spec.std, spec.size, ft, device, progress)
+        how = {"kind": "finetune", "epochs": fit["epochs"], "steps": fit["steps"], "train_top1": fit["train_top1"]}
+    else:
+        args = _backbone_args(run.encoder, run)
+        est = evaluate_linear(run_dir, device=device, labels=labels, test=test, folds=folds, seed=seed)
+        feats = run.features(lab.images, device)
+        probe = fit_probe(feats, lab.labels, len(lab.classes), run.cfg.eval.linear_l2,
+                          run.cfg.eval.linear_val_fraction, seed)
+        model = Classifier(copy.deepcopy(run.encoder), len(lab.classes))
+        model.head = linear_head(probe, feats.shape[1])
+        how = {"kind": "linear", "l2": probe.l2, "train_top1": probe.accuracy(feats, lab.labels)}
+    model = model.cpu().eval()
+    info = {"classes": list(lab.classes), "num_classes": len(lab.classes), "backbone": args,
+            "input": spec.as_dict(), **how, "num_labelled": len(lab), "labels": est["labels"],
+            "estimate": {k: est.get(k) for k in ("evaluation", "top1", "top1_std", "folds", "num_test", "per_class")},
+            "run": str(Path(run_dir).resolve()), "method": run.cfg.method_name, "checkpoint_step": run.meta.get("step"),
+            "seconds": time.time() - t0}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS)
+    (out / INFO).write_text(json.dumps(info, indent=1))
+    return {**info, "out": str(out)}
+
+
+def load_classifier(clf_dir: str | Path) -> tuple[Classifier, dict, InputSpec]:
+    """(the classifier in eval mode, its info, its input spec) from a ``selfsup classify`` directory,
+    or from a ``selfsup distill`` student directory."""
+    d = Path(clf_dir)
+    if (d / INFO).is_file() and (d / WEIGHTS).is_file():
+        info = json.loads((d / INFO).read_text())
+        model = Classifier(create_backbone(**info["backbone"]), info["num_classes"])
+        model.load_state_dict(load_file(d / WEIGHTS), strict=True)
+        return model.eval(), info, InputSpec.from_dict(info["input"])
+    if (d / "student.safetensors").is_file():
+        from selfsup.eval.distill import load_student
+
+        model, info = load_student(d / "student.safetensors")
+        spec = InputSpec(info["backbone"]["in_channels"], info["size"], info["size"], tuple(info["mean"]),
+                         tuple(info["std"]))
+        classes = info.get("classes") or [str(i) for i in range(info["num_classes"])]
+        return model.eval(), {**info, "classes": classes}, spec
+    raise ValueError(f"{d} is not a classifier directory ({INFO} and {WEIGHTS} from `selfsup classify`, or "
+                     f"student.safetensors from `selfsup distill`)")
+
+
+@torch.no_grad()
+def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int = 1, batch_size: int = 256,
+            device: str = "cpu", progress: bool = True) -> dict:
+    """Classify every image file below ``images`` (or one file) and write ``out`` (CSV): path
+    (relative to ``images``), label, probability, then label_2, probability_2, ... up to ``top_k``.
+    Unreadable files are skipped and counted in one warning, as the loaders do."""
+    from tqdm import tqdm
+
+    from selfsup.export import image_files
+
+    model, info, spec = load_classifier(clf_dir)
+    classes = info["classes"]
+    if not 1 <= top_k <= len(classes):
+        raise ValueError(f"--top-k {top_k}: give 1 to {len(classes)} (the classifier knows {len(classes)} classes)")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give at least 1")
+    out = Path(out)
+    if out.suffix.lower() != ".csv":
+        raise ValueError(f"--out {out}: predictions are written as a .csv file")
+    root, files, others = image_files(images)
+    if others:
+        warnings.warn(f"predict: ignored {len(others)} non-image file{'s' * (len(others) != 1)} (by extension)",
+                      stacklevel=2)
+    model.to(device)
+    rows, skipped = [], []
+    with tqdm(total=len(files), desc="predicting", unit="img", disable=not progress) as bar:
+        for i in range(0, len(files), batch_size):
+            chunk = files[i:i + batch_size]
+            decoded = _decode_all(chunk, spec.stored_size)
+            skipped += [f for f, a in zip(chunk, decoded) if a is None]
+            good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
+            if good:
+                x = match_channels(_stack_images([a for _, a in good]), spec.channels).to(device)
+                p = model(eval_view(x, spec.mean, spec.std, spec.size)).float().softmax(1).cpu()  # [B, K]
+                prob, idx = p.topk(top_k, dim=1)
+                for (f, _), pr, ix in zip(good, prob.tolist(), idx.tolist()):
+                    rows.append([f.relative_to(root).as_posix()]
+                                + [v for c, q in zip(ix, pr) for v in (classes[c], f"{q:.4f}")])
+            bar.update(len(chunk))
+    _warn_skipped(skipped)
+    if not rows:
+        raise DatasetError(f"none of the {len(files)} image files in {images} could be decoded")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    header = ["path", "label", "probability"] + [f"{k}_{j}" for j in range(2, top_k + 1)
+                                                  for k in ("label", "probability")]
+    with open(out, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return {"out": str(out), "rows": len(rows), "skipped": len(skipped), "classes": classes}
