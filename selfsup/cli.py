@@ -366,7 +366,8 @@ def _cmd_export(args) -> None:
     from selfsup.export import export_encoder
 
     path, meta = export_encoder(args.run_dir, args.format, args.out)
-    side = "" if args.format == "safetensors" else f" (normalisation and this code in {path.with_suffix('.json')})"
+    side = {"safetensors": "", "hf": " (input spec in its config.json)"}.get(
+        args.format, f" (normalisation and this code in {path.with_suffix('.json')})")
     print(f"wrote {meta['backbone']['name']} encoder of {args.run_dir} ({meta['num_features']} features) to {path}"
           f"{side}\nload it with:\n\n{meta['snippet']}")
 
@@ -591,9 +592,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a run's encoder alone, loadable by torchvision, timm or selfsup")
     ex.add_argument("run_dir", metavar="RUN_DIR")
-    ex.add_argument("--format", required=True, choices=["torchvision", "timm", "safetensors"],
+    ex.add_argument("--format", required=True, choices=["torchvision", "timm", "safetensors", "hf"],
                     help="torchvision (ResNets), timm (ViTs, ResNets), safetensors (any backbone; "
-                         "selfsup.export.load_encoder)")
+                         "selfsup.export.load_encoder), hf (a timm model directory, config.json + model.safetensors: "
+                         "timm.create_model('local-dir:DIR'); ViTs, ResNets with the 7x7 stem)")
     ex.add_argument("--out", help="file to write (default RUN_DIR/export/encoder_FORMAT.pth or .safetensors)")
     ex.set_defaults(func=_cmd_export)
 

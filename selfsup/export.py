@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-FORMATS = ("torchvision", "timm", "safetensors")
+FORMATS = ("torchvision", "timm", "safetensors", "hf")
 _MAGIC = ("exported_by", "selfsup.export")  # the safetensors metadata entry that marks an exported encoder
 
 
@@ -65,7 +65,7 @@ def supported_formats(backbone: str) -> tuple[str, ...]:
     if backbone in _LAYERS:
         return FORMATS
     if backbone in VIT_SIZES:
-        return ("timm", "safetensors")
+        return ("timm", "safetensors", "hf")
     return ("safetensors",)
 
 
@@ -120,20 +120,45 @@ def timm_model(meta: dict) -> nn.Module:
     if b["name"] in VIT_SIZES:
         from timm.models.vision_transformer import VisionTransformer
 
-        dim, depth, heads = VIT_SIZES[b["name"]]
         # no_embed_class: the [CLS] token gets no position (MAE's layout, ours); token pooling = [CLS]
-        return VisionTransformer(img_size=b["image_size"], patch_size=b["patch_size"], in_chans=b["in_channels"],
-                                 num_classes=0, embed_dim=dim, depth=depth, num_heads=heads, global_pool="token",
-                                 no_embed_class=True).eval()
-    from timm.models.resnet import BasicBlock, Bottleneck, ResNet
+        m = VisionTransformer(**timm_args(b))
+    else:
+        from timm.models.resnet import ResNet
+
+        m = ResNet(**timm_args(b))
+        _resnet_stem(m, b)
+    m.pretrained_cfg = m.default_cfg = timm_pretrained_cfg(meta)
+    return m.eval()
+
+
+def timm_args(b: dict) -> dict:
+    """Keyword arguments of timm's VisionTransformer / ResNet for our backbone ``b`` (JSON-ready for
+    the ``model_args`` of a timm config.json, except a ResNet's block class, given by name)."""
+    from selfsup.backbones import VIT_SIZES
+
+    if b["name"] in VIT_SIZES:
+        dim, depth, heads = VIT_SIZES[b["name"]]
+        return dict(img_size=b["image_size"], patch_size=b["patch_size"], in_chans=b["in_channels"], num_classes=0,
+                    embed_dim=dim, depth=depth, num_heads=heads, global_pool="token", no_embed_class=True)
+    from timm.models.resnet import BasicBlock, Bottleneck
 
     from selfsup.backbones.resnet import _LAYERS
 
     block, layers = _LAYERS[b["name"]]
-    m = ResNet(BasicBlock if block.__name__ == "BasicBlock" else Bottleneck, layers, num_classes=0,
-               in_chans=b["in_channels"])
-    _resnet_stem(m, b)
-    return m.eval()
+    return dict(block=BasicBlock if block.__name__ == "BasicBlock" else Bottleneck, layers=list(layers),
+                num_classes=0, in_chans=b["in_channels"])
+
+
+def timm_pretrained_cfg(meta: dict) -> dict:
+    """timm's description of the inputs (what ``timm.data.resolve_data_config`` reads): the run's
+    channels, side and normalisation, not ImageNet's 3x224x224 and statistics. Images are resized
+    whole (crop_pct 1), bilinearly, as selfsup's evaluation view does."""
+    c, s = meta["in_channels"], meta["image_size"]
+    return {"input_size": (c, s, s), "mean": tuple(meta["mean"]), "std": tuple(meta["std"]),
+            "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center", "num_classes": 0,
+            "fixed_input_size": meta["backbone"]["name"].startswith("vit"), "first_conv": "conv1"
+            if not meta["backbone"]["name"].startswith("vit") else "patch_embed.proj", "classifier": "head"
+            if meta["backbone"]["name"].startswith("vit") else "fc", "license": "the run's data licence"}
 
 
 def _check_format(backbone: str, fmt: str) -> None:
@@ -207,11 +232,13 @@ def export_encoder(run_dir: str | Path, fmt: str = "safetensors", out: str | Pat
     meta = encoder_meta(run)
     _check_format(meta["backbone"]["name"], fmt)
     sd = {k: v.detach().contiguous().cpu() for k, v in run.encoder.state_dict().items()}
-    suffix = ".safetensors" if fmt == "safetensors" else ".pth"  # .pth: what torchvision/timm users torch.load
+    suffix = {"safetensors": ".safetensors", "hf": ""}.get(fmt, ".pth")  # .pth: what torchvision/timm users torch.load
     out = Path(out) if out else Path(run_dir) / "export" / f"encoder_{fmt}{suffix}"
     if fmt != "safetensors":
         target = (torchvision_model if fmt == "torchvision" else timm_model)(meta)
         _check_fits(sd, target.state_dict(), meta, fmt)
+    if fmt == "hf":
+        return _write_hf(sd, meta, out)
     meta = {**meta, "format": fmt, "snippet": _snippet(meta, fmt, str(out))}
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "safetensors":
@@ -222,6 +249,38 @@ def export_encoder(run_dir: str | Path, fmt: str = "safetensors", out: str | Pat
     else:
         torch.save(sd, out)  # a plain dict of tensors: torch.load(..., weights_only=True) reads it
     out.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    return out, meta
+
+
+def _write_hf(sd: dict, meta: dict, out: Path) -> tuple[Path, dict]:
+    """A timm model directory: config.json (architecture, model_args, pretrained_cfg with the run's
+    input spec) + model.safetensors, which ``timm.create_model("local-dir:OUT", pretrained=True)``
+    builds and loads (and a Hugging Face Hub repository holds as it is)."""
+    from safetensors.torch import save_file
+
+    from selfsup.backbones import VIT_SIZES
+
+    b = meta["backbone"]
+    args = timm_args(b)
+    if b["name"] in VIT_SIZES:
+        architecture = "vit_tiny_patch16_224"  # any timm ViT entry point: model_args give every dimension
+    elif b.get("small_stem", True):
+        raise ValueError(f"--format hf: timm's ResNet has no 3x3 small-image stem (this run's {b['name']} has one), "
+                         f"so timm.create_model cannot rebuild it from a config; use --format timm (a state dict and the "
+                         f"code that builds the model) or --format safetensors")
+    else:
+        architecture = {"resnet50": "resnet50", "resnet34": "resnet34"}.get(b["name"], "resnet18")
+        args = {k: v for k, v in args.items() if k != "block"}  # the entry point's block; layers set the depth
+    cfg = {"architecture": architecture, "num_classes": 0, "num_features": meta["num_features"], "model_args": args,
+           "pretrained_cfg": {**timm_pretrained_cfg(meta), "input_size": list(timm_pretrained_cfg(meta)["input_size"])},
+           "selfsup": {k: v for k, v in meta.items() if k != "snippet"}}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(sd, out / "model.safetensors")
+    snippet = (f"import timm\nm = timm.create_model('local-dir:{out}', pretrained=True)  # eval() for features\n"
+               f"cfg = timm.data.resolve_data_config({{}}, model=m)  # the run's input size, mean and std")
+    meta = {**meta, "format": "hf", "snippet": snippet}
+    cfg["selfsup"]["snippet"] = snippet
+    (out / "config.json").write_text(json.dumps(cfg, indent=1))
     return out, meta
 
 

@@ -184,3 +184,38 @@ def test_embed_cli_one_file_and_parquet(tiny_config, tmp_path):
     assert rc == 0, err
     table = pq.read_table(tmp_path / "f.parquet").to_pydict()
     assert table["path"] == ["1.png", "sub/0.png"] and len(table["features"][0]) == 64
+
+
+def test_timm_exports_carry_the_runs_input_spec(tiny_config, tmp_path):
+    """timm's own data config of an export is the run's: 1 channel, 8 px, the run's mean/std."""
+    from timm.data import resolve_data_config
+
+    run = make_run(tiny_config, tmp_path / "run", {"name": "resnet18", "width": 1.0, "small_stem": False})
+    _, meta = export_encoder(run, "timm")
+    cfg = resolve_data_config({}, model=timm_model(meta))
+    assert cfg["input_size"] == (1, 8, 8) and cfg["mean"] == tuple(DIGITS_MEAN) and cfg["std"] == tuple(DIGITS_STD)
+    assert cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bilinear"
+
+
+@pytest.mark.parametrize("backbone", [{"name": "vit_micro", "width": 1.0, "patch_size": 4},
+                                      {"name": "resnet18", "width": 1.0, "small_stem": False}])
+def test_hf_directory_loads_with_timm_from_a_local_path(tiny_config, tmp_path, backbone):
+    import timm
+    from timm.data import resolve_data_config
+
+    run = make_run(tiny_config, tmp_path / "run", backbone)
+    rc, out, err = run_cli(["export", str(run), "--format", "hf", "--out", str(tmp_path / "hf")])
+    assert rc == 0, err
+    assert {p.name for p in (tmp_path / "hf").iterdir()} == {"config.json", "model.safetensors"}
+    m = timm.create_model(f"local-dir:{tmp_path / 'hf'}", pretrained=True).eval()
+    cfg = resolve_data_config({}, model=m)
+    assert tuple(cfg["input_size"]) == (1, 8, 8) and tuple(cfg["mean"]) == tuple(DIGITS_MEAN)
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(m(x), encoder_of(run)(x), atol=1e-5)
+
+
+def test_hf_refuses_the_small_stem_resnet_with_the_formats_that_work(tiny_config, tmp_path):
+    run = make_run(tiny_config, tmp_path / "run", {"name": "resnet18", "width": 1.0, "small_stem": True})
+    rc, _, err = run_cli(["export", str(run), "--format", "hf"])
+    assert_clean_error(rc, err, "small-image stem", "--format timm")
