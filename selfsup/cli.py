@@ -118,7 +118,8 @@ _EVAL_OPTIONS = {"knn": {**_LABELS, "folds": "folds", "seed": "seed"},
                  "linear": {**_LABELS, "folds": "folds", "seed": "seed"},
                  "finetune": {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
                               "from_scratch": "from_scratch", "seed": "seed", **_LABELS, "folds": "folds"},
-                 "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed"},
+                 "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed",
+                          "per_class": "per_class", "finetune_up_to": "finetune_up_to"},
                  "cluster": {"clusters": "num_clusters", "seed": "seed", **_LABELS},
                  "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed", **_LABELS},
                  "diagnostics": {"seed": "seed"}, "robustness": {"corruptions": "kinds", "seed": "seed"},
@@ -132,7 +133,7 @@ def _cmd_eval(args) -> None:
 
     allowed = _EVAL_OPTIONS.get(args.protocol, {})
     flags = {k for opts in _EVAL_OPTIONS.values() for k in opts}
-    given = {k: v for k, v in vars(args).items() if k in flags and v not in (None, False)}
+    given = {k: v for k, v in vars(args).items() if k in flags and v is not None and v is not False}
     for k in given:
         if k not in allowed:
             owners = " / ".join(f"`selfsup eval {p}`" for p, opts in _EVAL_OPTIONS.items() if k in opts)
@@ -204,7 +205,8 @@ def _format_protocol(protocol: str, res: dict) -> str:
                 f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items()))
         return "\n  " + "\n  ".join(lines)
     if protocol == "semi":
-        return "\n  " + "\n  ".join(f"{100 * r['fraction']:g} % of labels ({r['num_labelled']}): linear {_pct(r['linear'])}, "
+        return "\n  " + "\n  ".join(f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
+                                      f"{_pct(r['linear'])} (raw pixels {_pct(r.get('raw_pixels'))}), "
                                       f"fine-tune {_pct(r['finetune'])}, from scratch {_pct(r['scratch'])}"
                                       for r in res["rows"]) + f"\n  picture: {res['picture']}"
     if protocol == "robustness":
@@ -462,9 +464,18 @@ def _cmd_demo(args) -> None:
     print(f"{'features':<28}{'kNN-200':>9}{'kNN-20':>9}{'linear':>9}")
     for r in rows:
         print(f"{r[0]:<28}{r[1]:>8.2f}%{r[2]:>8.2f}%{r[3]:>8.2f}%")
+    # few labels: the linear probe on 10 per class, 1 %, 10 % and 100 % of the labels, next to raw pixels
+    # (fine-tuning and training from scratch: `selfsup eval semi RUN_DIR --per-class 10`, minutes each)
+    semi = evaluate(cfg.out, "semi", fractions=(0.01, 0.1, 1.0), per_class=10, finetune_up_to=0)
+    print(f"\nfew labels: linear probe on the test split\n{'labels':<20}{'raw pixels':>12}{cfg.method_name:>12}")
+    for r in semi["rows"]:
+        labels = f"{r['num_labelled']} ({100 * r['fraction']:.3g} %)"
+        print(f"{labels:<20}{100 * r['raw_pixels']:>11.2f}%{100 * r['linear']:>11.2f}%")
     print(f"\nrun directory: {cfg.out}  (curves.png, metrics.jsonl, tb/, checkpoints/)")
     Path(cfg.out, "demo_table.json").write_text(json.dumps(
-        [{"features": r[0], "knn200": r[1], "knn20": r[2], "linear": r[3]} for r in rows], indent=1))
+        [{"features": r[0], "knn200": r[1], "knn20": r[2], "linear": r[3]} for r in rows]
+        + [{"labels": r["num_labelled"], "raw_pixels_linear": 100 * r["raw_pixels"], "linear": 100 * r["linear"]}
+           for r in semi["rows"]], indent=1))
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -509,6 +520,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--steps", type=int, help="finetune, semi: a fixed number of fine-tuning steps instead of epochs")
     ev.add_argument("--from-scratch", action="store_true", help="finetune: random init, the supervised baseline")
     ev.add_argument("--fractions", type=_float_list, help="semi: label fractions (default 0.01,0.1,1)")
+    ev.add_argument("--per-class", type=int, help="semi: also N labels of every class (e.g. 10), first")
+    ev.add_argument("--finetune-up-to", type=float, help="semi: fine-tune (and train from scratch) only at fractions "
+                                                         "up to this one (default 1; 0: linear probes only)")
     ev.add_argument("--clusters", type=int, help="cluster: k of k-means (default: the number of classes)")
     ev.add_argument("--embed", type=_str_list, help="embed2d: tsne and/or umap (default tsne, and umap if installed)")
     ev.add_argument("--max-points", type=int, help="embed2d: test images embedded (default 3000, class-balanced)")

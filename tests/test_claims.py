@@ -72,7 +72,7 @@ def test_arms_that_resolve_to_the_same_run_share_it():
     assert arm_key(Arm("simclr", "simclr"), "fashion-mnist", "4s") != base
     # a data set with no recipe of its own borrows another's (else: the generic defaults' full ResNet-18)
     tinted = Arm("t", "simclr", data="tinted-digits", recipe_of="digits")
-    assert tinted.entry().config.endswith("configs/simclr_digits.yaml")
+    assert tinted.entry().config.endswith("recipes/simclr_digits.yaml")
     assert arm_key(tinted, "digits", "4s") != arm_key(Arm("t", "simclr", data="tinted-digits"), "digits", "4s")
     with pytest.raises(ValueError, match="no recipe"):
         Arm("t", "simclr", recipe_of="nope").entry()

@@ -208,11 +208,14 @@ def test_demo_on_digits_prints_the_comparison_table(tmp_path):
     rc, out, err = run_cli(["demo", "--data", "digits", "--budget", "2s", "--out", str(out_dir)])
     assert rc == 0, err
     table = json.loads((out_dir / "demo_table.json").read_text())
-    assert [row["features"] for row in table][0] == "raw pixels"
-    for row in table:
+    assert table[0]["features"] == "raw pixels"
+    for row in table[:2]:
         for key in ("knn200", "knn20", "linear"):
             assert 10.0 < row[key] <= 100.0  # percentages, above chance on 10 classes
-    assert "raw pixels" in out and "simclr" in out
+    few = table[2:]  # the few-labels rows: 10 per class, 1 %, 10 %, 100 % of digits' 1438 training images
+    assert [r["labels"] for r in few] == [100, 14, 144, 1438]
+    assert all(10.0 < r["linear"] <= 100.0 and 10.0 < r["raw_pixels_linear"] <= 100.0 for r in few)
+    assert "raw pixels" in out and "simclr" in out and "few labels" in out
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch):

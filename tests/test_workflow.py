@@ -293,3 +293,25 @@ def test_neighbors_grid_and_near_duplicates(run, folders, tmp_path):
     assert any("copy.png" in (r["first"] + r["second"]) for r in rows)
     rc, _, err = run_cli(["neighbors", str(run), "--query", str(tmp_path / "nope.png")])
     assert_clean_error(rc, err, "not found")
+
+
+def test_python_api_equals_the_cli(tmp_path):
+    """selfsup.pretrain / selfsup.evaluate compose the configuration as the CLI does (recipe
+    included) and give the same run: identical config.yaml, weights and kNN result."""
+    import yaml
+    from safetensors.torch import load_file
+
+    import selfsup
+
+    over = ["data.limit=256", "train.max_steps=3", "train.monitor_train=0", "train.device=cpu"]
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--epochs", "1", "--out",
+                          str(tmp_path / "cli"), *over])
+    assert rc == 0, err
+    selfsup.pretrain("simclr", "digits", epochs=1, out=str(tmp_path / "api"), overrides=over, progress_bar=False)
+    a, b = (yaml.safe_load((tmp_path / r / "config.yaml").read_text()) for r in ("cli", "api"))
+    assert a.pop("out") != b.pop("out") and a == b
+    assert a["backbone"]["name"] == "convnet"  # the digits recipe, not the ResNet-18 defaults
+    wa, wb = (load_file(tmp_path / r / "checkpoints" / "last" / "model.safetensors") for r in ("cli", "api"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    rc, out, _ = run_cli(["eval", "knn", str(tmp_path / "cli"), "--json"])
+    assert last_json(out)["top1"] == selfsup.evaluate(str(tmp_path / "api"), "knn")["top1"]

@@ -314,22 +314,27 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
 
 
 def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
-                  steps: int | None = None, seed: int = 0, progress: bool = False) -> dict:
-    """Label efficiency: linear probe, fine-tuning and supervised-from-scratch at each fraction of the
-    labels (selfsup.eval.semi); RUN_DIR/semi.png plots them."""
+                  steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
+                  finetune_up_to: float = 1.0) -> dict:
+    """Label efficiency: linear probe (and one on raw pixels), fine-tuning and supervised-from-scratch
+    at each fraction of the labels (selfsup.eval.semi), and first at ``per_class`` labels of each
+    class when given; fine-tuning only up to ``finetune_up_to``. RUN_DIR/semi.png plots them."""
     from selfsup.eval.finetune import run_finetune_config
-    from selfsup.eval.semi import plot_semi, semi_supervised
+    from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
 
     loaded = load_run(run_dir)
     ftr, _, fte, _, cfg = run_features(run_dir, device, loaded)
     method = loaded[1]
     train, test = _splits(cfg)
+    if per_class:
+        fractions = (per_class_fraction(train.labels, per_class), *fractions)
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
     res = semi_supervised(method.encoder, train, test, ftr, fte, cfg.data.mean, cfg.data.std, _size(cfg, train),
-                          fractions, ft, device, progress, finetune_encoder=getattr(method, "finetune_encoder", None))
+                          fractions, ft, device, progress, finetune_encoder=getattr(method, "finetune_encoder", None),
+                          finetune_up_to=finetune_up_to)
     res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / "semi.png",
                                    f"{cfg.method_name} on {cfg.data.name}: label efficiency"))
-    return _save(run_dir, "semi", res, cfg)
+    return _save(run_dir, "semi" if seed == 0 else f"semi_seed{seed}", res, cfg)
 
 
 def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0) -> dict:

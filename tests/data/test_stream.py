@@ -116,7 +116,8 @@ def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, ti
     import shutil
 
     from selfsup.data.stream import LazyImages
-    from selfsup.eval.run import _dataset, _splits, evaluate, evaluate_raw_pixels, load_run
+    from selfsup.engine import _dataset
+    from selfsup.eval.run import _splits, evaluate, evaluate_raw_pixels, load_run
     from selfsup.train import fit
 
     root = make_folder(tmp_path / "data", n=48, split="train")

@@ -187,6 +187,18 @@ def test_semi_from_python(run):
     assert all(r["finetune_steps"] == 3 for r in rows)
     assert rows[1]["linear"] > rows[0]["linear"] - 0.05 and rows[1]["linear"] > 0.5
     assert (run / "semi.png").read_bytes()[:4] == b"\x89PNG"
+    # 10 labels per class first, a probe on raw pixels beside every row, fine-tuning only up to 10 %
+    res = evaluate(run, "semi", fractions=(0.1, 1.0), steps=2, per_class=10, finetune_up_to=0.1)
+    rows = res["rows"]
+    assert [r["num_labelled"] for r in rows] == [100, 144, 1438]
+    assert rows[1]["finetune"] is not None and rows[2]["finetune"] is None and rows[2]["scratch"] is None
+    from selfsup.eval.features import raw_pixel_features
+    from selfsup.eval.linear import linear_probe
+    from selfsup.eval.run import _splits, load_run_config
+
+    train, test = _splits(load_run_config(run))
+    want = linear_probe(raw_pixel_features(train.images), train.labels, raw_pixel_features(test.images), test.labels)
+    assert rows[2]["raw_pixels"] == pytest.approx(want["top1"])
 
 
 def test_transfer_to_another_dataset(run, tmp_path):
