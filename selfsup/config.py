@@ -47,6 +47,9 @@ class BackboneConfig:
     patch_size: int = 4  # 28-32 px images: a 7x7 or 8x8 grid of tokens
     pos_embed: str = "sincos"  # sincos (fixed, MAE / MoCo v3) | learned (the original ViT)
     drop_path: float = 0.0  # stochastic depth rate of the last block
+    # a local weights file (safetensors, or a torch state dict: torchvision's, timm's, a selfsup export)
+    # loaded into the encoder before pretraining starts; name: timm:NAME builds any timm model
+    weights: str | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ from torch import nn
 from selfsup.backbones.conv1d import Conv1dEncoder
 from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.resnet import _LAYERS, ResNet
+from selfsup.backbones.timm_models import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.registry import unknown_name_message
 
@@ -26,6 +27,7 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
                     small_stem: bool = True, stem_stride: int = 1, image_size: int | None = None,
                     patch_size: int = 4, pos_embed: str = "sincos", drop_path: float = 0.0) -> nn.Module:
     """Build an encoder. Every backbone maps [B, in_channels, H, W] to [B, num_features].
+    ``timm:NAME`` builds timm's model NAME (global-pooled features; ``image_size`` for ViTs).
 
     CNNs take ``width`` (a channel multiplier), ``small_stem`` and ``stem_stride``; ViTs (vit_micro,
     vit_tiny, vit_small, vit_base) take ``image_size`` (required: their position embeddings are per
@@ -34,8 +36,12 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
     >>> create_backbone("resnet18", in_channels=1, width=0.5).num_features
     256
     """
+    if name.startswith(PREFIX):  # any timm model by name (random init; backbone.weights loads a file)
+        model = TimmBackbone(name[len(PREFIX):], in_channels, image_size)
+        model.backbone_args = {"name": name, "in_channels": in_channels, "image_size": image_size}
+        return model
     if name not in BACKBONES:
-        raise KeyError(unknown_name_message("backbone", name, list(BACKBONES)))
+        raise KeyError(unknown_name_message("backbone", name, list(BACKBONES)) + f"; or {PREFIX}NAME for a timm model")
     if name in VIT_SIZES:
         if image_size is None:
             raise ValueError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")

@@ -21,6 +21,7 @@ from selfsup import dist
 from selfsup.config import (RunConfig, eval_size, load_run_config, method_config, parse_duration, save_config,
                             view_config)
 from selfsup.data.batch import Batch
+from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_method, checkpoint_meta
 from selfsup.methods.base import EpochContext, Method
@@ -225,7 +226,16 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
-    method = build_method(cfg, train.channels, len(train), cfg.views.get("size") or train.image_size).to(device)
+    method = build_method(cfg, train.channels, len(train), cfg.views.get("size") or train.image_size)
+    if cfg.backbone.weights and not resume:  # a start from weights the user has (a resume has its own)
+        try:
+            got = load_backbone_weights(method.encoder, cfg.backbone.weights)
+        except (OSError, ValueError) as e:
+            raise TrainingError(str(e)) from None
+        if dist.is_main():
+            print(f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
+                  + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else ""))
+    method = method.to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     model = distribute(method, device, t_cfg.sync_bn)  # before the optimiser: SyncBatchNorm keeps the same parameters
