@@ -21,6 +21,9 @@ from typing import Any
 import yaml
 
 
+LOGGERS = ("tensorboard", "wandb", "mlflow")  # train.loggers (selfsup.train.loggers)
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message says which key and how to fix it."""
 
@@ -111,6 +114,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after N optimiser steps (tests, debugging)
     checkpoint_steps: int = 0  # also checkpoint every N optimiser steps (0 = off)
     sync_bn: bool = False  # distributed: BatchNorm statistics over the global batch (SyncBatchNorm)
+    loggers: tuple[str, ...] = ("tensorboard",)  # any of LOGGERS; metrics.jsonl is always written
 
 
 @dataclass
@@ -421,6 +425,10 @@ def resolve(layers: list[dict]) -> RunConfig:
         raise ConfigError(f"train.precision {cfg.train.precision!r}: choose fp32 or bf16")
     if cfg.train.budget is not None:
         parse_duration(cfg.train.budget)
+    unknown = [n for n in cfg.train.loggers if n not in LOGGERS]
+    if unknown:
+        raise ConfigError(f"train.loggers: unknown logger {unknown[0]!r}; choose any of {', '.join(LOGGERS)}, "
+                          f"e.g. train.loggers=[tensorboard,wandb]")
     _check_bounds(cfg, to_dict(view_preset(spec.views)))
     return cfg
 

@@ -27,6 +27,7 @@ from selfsup.engine import InputSpec, build_method, checkpoint_meta
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
 from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
+from selfsup.train.loggers import RunLogger, check_loggers
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
 
@@ -143,54 +144,6 @@ class _Monitor:
                 "diag/embedding_rank": effective_rank(z), "diag/embedding_dim": z.shape[1]}
 
 
-class _Logger:
-    """metrics.jsonl + TensorBoard, written by the main process only."""
-
-    def __init__(self, run_dir: Path, resume_step: int | None = None):
-        self.file, self.tb = None, None
-        if not dist.is_main():
-            return
-        path = run_dir / "metrics.jsonl"
-        if resume_step is not None and path.is_file():
-            # steps logged after the checkpoint will be logged again: drop them so the file reads as one run
-            rows = [r for r in path.read_text().splitlines() if _step_of(r) <= resume_step]
-            path.write_text("".join(r + "\n" for r in rows))
-        # a fresh run (fit refused a directory with a checkpoint) starts the file anew: rows left by a run
-        # killed before its first checkpoint are not this run's
-        self.file = open(path, "a" if resume_step is not None else "w")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge = None if resume_step is None else resume_step + 1
-            self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
-        except ImportError:  # tensorboard is a dependency, but a missing one must not stop training
-            self.tb = None
-
-    def log(self, row: dict) -> None:
-        if self.file is None:
-            return
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k not in ("step", "epoch"):
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-        if self.tb:
-            self.tb.close()
-
-
-def _step_of(row: str) -> float:
-    """The step of a metrics.jsonl row; inf for a row a kill cut short (dropped on resume)."""
-    try:
-        return json.loads(row)["step"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
-
-
 def _rng_state(gen: torch.Generator) -> dict:
     s = {"torch": torch.get_rng_state(), "views": gen.get_state()}
     if torch.cuda.is_available():
@@ -210,6 +163,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     run_dir = Path(run_dir)
     t_cfg = cfg.train
     dist.init_from_env(t_cfg.device)  # a no-op unless torchrun started this process
+    check_loggers(t_cfg.loggers)  # a tracker that is not installed fails before anything is written
     if not resume and (run_dir / "checkpoints" / "last").exists():  # as the CLI: never mix two runs in one place
         raise TrainingError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
                             f"(Python: selfsup.train.resume) or choose another output directory")
@@ -305,7 +259,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                             checkpoint_meta(cfg, input=spec.as_dict(), num_samples=len(train), step=st["step"],
                                             epoch=st["epoch"]))
 
-    logger = _Logger(run_dir, resume_step=st["step"] if resume else None)
+    logger = RunLogger(run_dir, cfg, resume_step=st["step"] if resume else None)
     bar = None
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm
@@ -400,13 +354,17 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
             logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
         checkpoint()
         if dist.is_main():
-            _save_pictures(method, (test if test is not None else train).images[:16], epoch_ctx, run_dir / "pictures")
-    finally:
+            _save_pictures(method, (test if test is not None else train).images[:16], epoch_ctx, run_dir / "pictures",
+                           logger, st["step"])
+    except BaseException:
         logger.close()
+        raise
+    finally:
         if bar is not None:
             bar.close()
     summary.update({"steps": st["step"], "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
                     "train_seconds": st["train_seconds"], "images_seen": st["images_seen"], **_peak_memory(device)})
+    logger.close(summary)
     if dist.is_main():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         _warn_collapse(summary)
@@ -419,8 +377,9 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     return summary
 
 
-def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path) -> None:
-    """RUN_DIR/pictures/<name>.png for each picture the method draws; a failure only warns."""
+def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path, logger: RunLogger, step: int) -> None:
+    """RUN_DIR/pictures/<name>.png for each picture the method draws, also sent to the loggers
+    (TensorBoard's images, W&B, MLflow); a failure only warns."""
     try:
         was = method.training
         method.eval()
@@ -430,6 +389,11 @@ def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path) -
         for name, fig in figures.items():
             out.mkdir(parents=True, exist_ok=True)
             fig.savefig(out / f"{name}.png", dpi=110)
+        logger.figures(figures, step)
+        import matplotlib.pyplot as plt
+
+        for fig in figures.values():
+            plt.close(fig)
     except Exception as e:  # a picture must never lose a finished run
         print(f"warning: could not draw the method's pictures: {e}")
 
