@@ -26,7 +26,8 @@ from torch import nn
 
 from selfsup import create_backbone
 from selfsup.data import DatasetError
-from selfsup.data.sources import _decode_all, _stack_images, _warn_skipped, match_channels
+from selfsup.data.labelled import image_batches
+from selfsup.data.sources import _warn_skipped
 from selfsup.engine import InputSpec, Run
 from selfsup.eval.finetune import Classifier, finetune_classifier, run_finetune_config
 from selfsup.eval.labelled import DEFAULT_FOLDS
@@ -125,8 +126,6 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
     """Classify every image file below ``images`` (or one file) and write ``out`` (CSV): path
     (relative to ``images``), label, probability, then label_2, probability_2, ... up to ``top_k``.
     Unreadable files are skipped and counted in one warning, as the loaders do."""
-    from tqdm import tqdm
-
     from selfsup.export import image_files
 
     model, info, spec = load_classifier(clf_dir)
@@ -144,20 +143,14 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
                       stacklevel=2)
     model.to(device)
     rows, skipped = [], []
-    with tqdm(total=len(files), desc="predicting", unit="img", disable=not progress) as bar:
-        for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
-            decoded = _decode_all(chunk, spec.stored_size)
-            skipped += [f for f, a in zip(chunk, decoded) if a is None]
-            good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
-            if good:
-                x = match_channels(_stack_images([a for _, a in good]), spec.channels).to(device)
-                p = model(eval_view(x, spec.mean, spec.std, spec.size)).float().softmax(1).cpu()  # [B, K]
-                prob, idx = p.topk(top_k, dim=1)
-                for (f, _), pr, ix in zip(good, prob.tolist(), idx.tolist()):
-                    rows.append([f.relative_to(root).as_posix()]
-                                + [v for c, q in zip(ix, pr) for v in (classes[c], f"{q:.4f}")])
-            bar.update(len(chunk))
+    for kept, x, bad in image_batches(files, spec.channels, spec.stored_size, batch_size, "predicting", progress):
+        skipped += bad
+        if not kept:
+            continue
+        p = model(eval_view(x.to(device), spec.mean, spec.std, spec.size)).float().softmax(1).cpu()  # [B, K]
+        prob, idx = p.topk(top_k, dim=1)
+        for f, pr, ix in zip(kept, prob.tolist(), idx.tolist()):
+            rows.append([f.relative_to(root).as_posix()] + [v for c, q in zip(ix, pr) for v in (classes[c], f"{q:.4f}")])
     _warn_skipped(skipped)
     if not rows:
         raise DatasetError(f"none of the {len(files)} image files in {images} could be decoded")

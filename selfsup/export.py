@@ -355,10 +355,9 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
     path and features). Images are decoded per batch (never all at once), resized and centre-cropped
     like the image-folder dataset, converted to the run's channels and viewed as evaluation does.
     Unreadable files are skipped with one warning that counts them."""
-    from tqdm import tqdm
-
     from selfsup.data import DatasetError
-    from selfsup.data.sources import _decode_all, _stack_images, _warn_skipped, match_channels
+    from selfsup.data.labelled import image_batches
+    from selfsup.data.sources import _warn_skipped
     from selfsup.eval.features import extract_features
 
     out = Path(out)
@@ -380,18 +379,12 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
     cfg = run.cfg
     run.encoder.to(device)
     feats, kept, skipped = [], [], []
-    with tqdm(total=len(files), desc="embedding", unit="img", disable=not progress) as bar:
-        for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
-            decoded = _decode_all(chunk, run.stored_size)
-            skipped += [f for f, a in zip(chunk, decoded) if a is None]
-            good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
-            if good:
-                x = match_channels(_stack_images([a for _, a in good]), run.channels)
-                feats.append(extract_features(run.encoder, x, cfg.data.mean, cfg.data.std, run.size,
-                                              batch_size=len(x), device=device).numpy())
-                kept += [f for f, _ in good]
-            bar.update(len(chunk))
+    for done, x, bad in image_batches(files, run.channels, run.stored_size, batch_size, "embedding", progress):
+        skipped += bad
+        if done:
+            feats.append(extract_features(run.encoder, x, cfg.data.mean, cfg.data.std, run.size,
+                                          batch_size=len(x), device=device).numpy())
+            kept += done
     _warn_skipped(skipped)
     if not kept:
         raise DatasetError(f"none of the {len(files)} image files in {images} could be decoded")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -116,6 +116,23 @@ def decode_files(files: list[Path], channels: int, size: int) -> tuple[torch.Ten
                            f"{_shown(files, files[0].parent)}")
     images = match_channels(_stack_images([a for a in decoded if a is not None]), channels)
     return images, [str(f.resolve()) for f, good in zip(files, ok) if good]
+
+
+def image_batches(files: list[Path], channels: int, size: int, batch_size: int, desc: str = "decoding",
+                  progress: bool = True) -> Iterator[tuple[list[Path], torch.Tensor, list[Path]]]:
+    """Decode ``files`` ``batch_size`` at a time (never all at once): yields (the files decoded, their
+    uint8 images [n, channels, size, size], the files of this batch that could not be decoded)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
+        for i in range(0, len(files), batch_size):
+            chunk = files[i:i + batch_size]
+            decoded = _decode_all(chunk, size)
+            good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
+            images = (match_channels(_stack_images([a for _, a in good]), channels) if good
+                      else torch.zeros(0, channels, size, size, dtype=torch.uint8))
+            yield [f for f, _ in good], images, [f for f, a in zip(chunk, decoded) if a is None]
+            bar.update(len(chunk))
 
 
 def class_counts(ds: ImageDataset) -> np.ndarray:
