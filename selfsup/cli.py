@@ -170,7 +170,7 @@ def _format_result(protocol: str, res: dict) -> str:
         return line
     worst = min(((c, a) for c, a in res["per_class"].items() if a is not None), key=lambda t: t[1], default=None)
     return (f"{line}\n  {res['num_labelled']} labelled images, {res['evaluation']}"
-            + (f" (± std over folds)" if "top1_std" in res else f" ({res['num_test']} images)")
+            + (" (± std over folds)" if "top1_std" in res else f" ({res['num_test']} images)")
             + (f"; weakest class {worst[0]} {_pct(worst[1])}" if worst else "")
             + (f"\n  confusion matrix: {res['picture']}" if res.get("picture") else ""))
 

@@ -16,6 +16,7 @@ here (no maintained library ships it for plain tensors).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 
@@ -79,37 +80,24 @@ def pool_of(run: Run, images: str | Path | None) -> ImageDataset:
         return run.split("train")
     from selfsup.data.sources import load_imagefolder
 
-    return load_imagefolder("train", Path(images), run.spec.stored_size)
+    ds = load_imagefolder("train", Path(images), run.spec.stored_size)
+    return dataclasses.replace(ds, images=run.spec.prepare(ds.images))  # the encoder's channels
 
 
 def contact_sheet(images: torch.Tensor, path: str | Path, title: str = "", captions: list[str] | None = None,
-                  columns: int | None = None) -> Path:
-    """A grid of uint8 images [N, C, H, W] as a PNG, with an optional caption under each."""
-    import matplotlib
+                  columns: int = 20, row_names: list[str] | None = None) -> Path:
+    """uint8 images [N, C, H, W] as a PNG grid of ``columns`` per row (selfsup.report.plots.image_grid),
+    with an optional caption under each image and a name for each row."""
+    from selfsup.report.plots import image_grid
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(images)
-    cols = columns or min(20, max(1, math.ceil(math.sqrt(n * 1.5))))
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9, rows * (1.05 if captions else 0.9) + 0.5),
-                             squeeze=False)
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k >= n:
-            continue
-        img = images[k].permute(1, 2, 0).numpy()
-        ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray" if img.shape[2] == 1 else None,
-                  vmin=0, vmax=255)
-        if captions:
-            ax.set_title(captions[k], fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    x = images.float() / 255
+    starts = range(0, len(x), columns)
+    rows = [((row_names[r] if row_names else ""), x[i:i + columns]) for r, i in enumerate(starts)]
+    caps = [captions[i:i + columns] for i in starts] if captions else None
+    fig = image_grid(rows, caps, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
@@ -166,15 +154,16 @@ def neighbors(run_dir: str | Path, queries: list[str | Path], k: int = 8, out: s
     q = F.normalize(run.features(q_images, device), dim=1)
     sim, idx = (q @ bank.T).topk(min(k, len(bank)), dim=1)  # [Q, k]
     grid, captions = [], []
-    for qi in range(len(q)):
-        grid.append(run.spec.prepare(q_images[qi:qi + 1])[0])
-        captions.append(f"query: {Path(q_files[qi]).name}"[:24])
+    for qi in range(len(q)):  # one row a query: the query, then its neighbours with their similarity
+        grid.append(q_images[qi])
+        captions.append("query")
         for s, j in zip(sim[qi].tolist(), idx[qi].tolist()):
             grid.append(pool.images[j])
-            captions.append(f"{s:.2f}")
+            captions.append(f"{s:.3f}")
     out = Path(out or Path(run_dir) / "neighbors.png")
-    picture = contact_sheet(torch.stack(grid), out, f"{run.cfg.method_name}: {idx.shape[1]} nearest training images "
-                            f"per query (cosine similarity)", captions, columns=idx.shape[1] + 1)
+    picture = contact_sheet(torch.stack(grid), out, f"{run.cfg.method_name}: {idx.shape[1]} nearest images per query "
+                            f"(cosine similarity)", captions, columns=idx.shape[1] + 1,
+                            row_names=[Path(f).name[:18] for f in q_files])
     root = Path(run.cfg.data.dir).resolve() if (images is None and run.cfg.data.dir) else (
         Path(images).resolve() if images else None)
     return {"picture": str(picture), "queries": q_files,

@@ -18,9 +18,7 @@ from pathlib import Path
 import torch
 
 from selfsup import dist
-from selfsup.config import (RunConfig, eval_size, load_run_config, method_config, parse_duration, save_config,
-                            view_config)
-from selfsup.data.batch import Batch
+from selfsup.config import RunConfig, eval_size, load_run_config, parse_duration, save_config, view_config
 from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_method, checkpoint_meta
