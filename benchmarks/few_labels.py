@@ -10,13 +10,17 @@ is scored on the validation split and on the test split:
 - linear: the linear probe on the frozen features, L2 chosen on a tenth of the labels (selfsup's default);
 - linear-wide-l2: the same probe with stronger regularisation allowed (L2 up to 1);
 - knn-20 / knn-200: weighted kNN on the labelled features;
-- finetune: encoder + linear head trained end to end (selfsup's fine-tuning recipe).
+- finetune: encoder + linear head trained end to end (selfsup's fine-tuning recipe, a random head);
+- finetune-lpft: the same with the head started at the linear probe (LP-FT, Kumar et al. 2022).
 
 The rule, fixed here before any run: for each label budget, the recommended encoder arm is the one with
 the best mean VALIDATION accuracy over the seeds (test accuracy never chooses). Pretraining pays at that
 budget when the recommended arm's mean TEST accuracy is above both scratch and raw pixels by more than
 MARGIN points. Fine-tuning and scratch run at budgets up to --finetune-up-to (at 10 % they take minutes
-each on a CPU).
+each on a CPU). LP-FT becomes the fine-tuning protocol's default head (FinetuneConfig.head_init) if its
+mean VALIDATION accuracy is above the random head's by more than MARGIN at every budget both ran at.
+``--arms`` runs only some arms, ``--merge`` adds an earlier run's rows of the others (a later pass adding
+an arm to an earlier run's results).
 
     python benchmarks/few_labels.py RUN_DIR [--seeds 0,1,2] [--finetune-up-to 0.01] [--json out.json]
 """
@@ -52,10 +56,17 @@ def main() -> None:
     p.add_argument("run_dir")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--finetune-up-to", type=float, default=0.01)
+    p.add_argument("--arms", help="comma-separated arms to run (default all)")
+    p.add_argument("--merge", help="an earlier run's --json: its rows of the other arms join this run's")
     p.add_argument("--json")
     a = p.parse_args()
     torch.set_num_threads(2)
     seeds = [int(s) for s in a.seeds.split(",")]
+    wanted = set(a.arms.split(",")) if a.arms else None
+
+    def want(arm: str) -> bool:
+        return wanted is None or arm in wanted
+
     run = Run(a.run_dir)
     ftr, ytr, fte, yte, cfg = run_features(a.run_dir)
     train, test = _splits(cfg)
@@ -80,19 +91,24 @@ def main() -> None:
             for arm, f_lab, f_val, f_te, grid in (("raw pixels", raw_tr[lab], raw_tr[val], raw_te, L2),
                                                    ("linear", ftr[lab], ftr[val], fte, L2),
                                                    ("linear-wide-l2", ftr[lab], ftr[val], fte, L2_WIDE)):
-                probe = fit_probe(f_lab, y, 10, grid, 0.1, seed)
-                arms[arm] = score(probe.predict(f_val), probe.predict(f_te))
+                if want(arm):
+                    probe = fit_probe(f_lab, y, 10, grid, 0.1, seed)
+                    arms[arm] = score(probe.predict(f_val), probe.predict(f_te))
             for k in (20, 200):
-                arms[f"knn-{k}"] = score(knn_predict(ftr[lab], y, ftr[val], k, 0.07, 10).argmax(1),
-                                         knn_predict(ftr[lab], y, fte, k, 0.07, 10).argmax(1))
+                if want(f"knn-{k}"):
+                    arms[f"knn-{k}"] = score(knn_predict(ftr[lab], y, ftr[val], k, 0.07, 10).argmax(1),
+                                             knn_predict(ftr[lab], y, fte, k, 0.07, 10).argmax(1))
             if fraction <= a.finetune_up_to:
                 # all of the labelled images, on the protocol's schedule for their share of the training split
                 ft = run_finetune_config(cfg, fraction=1.0, seed=seed, epochs=60 if fraction <= 0.01 else 30)
                 labelled = train.subset(lab)
-                for arm, scratch in (("finetune", False), ("scratch", True)):
+                for arm, change in (("finetune", {}), ("finetune-lpft", {"head_init": "probe"}),
+                                    ("scratch", {"from_scratch": True})):
+                    if not want(arm):
+                        continue
                     t0 = time.time()
                     model, _ = finetune_classifier(encoder, labelled, labelled, spec.mean, spec.std, spec.size,
-                                                   replace(ft, from_scratch=scratch), "cpu")
+                                                   replace(ft, **change), "cpu")
                     kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=ft.precision)
                     arms[arm] = score(extract_features(model, train.images[val], **kw).argmax(1),
                                       extract_features(model, test.images, **kw).argmax(1))
@@ -101,6 +117,8 @@ def main() -> None:
                 rows.append({"budget": name, "labels": len(lab), "seed": seed, "arm": arm, "val": v, "test": t})
             print(f"{name} ({len(lab)} labels) seed {seed}: " + ", ".join(f"{k} {v:.1f}/{t:.1f}" for k, (v, t)
                                                                            in arms.items()), flush=True)
+    if a.merge:
+        rows = [r for r in json.load(open(a.merge))["rows"] if not want(r["arm"])] + rows
     summary = []
     for name, _ in budgets:
         here = [r for r in rows if r["budget"] == name]

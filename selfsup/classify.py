@@ -47,16 +47,6 @@ def _backbone_args(module: nn.Module, run: Run) -> dict:
     return dict(args)
 
 
-def linear_head(probe, num_features: int) -> nn.Linear:
-    """The probe's standardisation folded into one linear layer: W ((f - m) / s) + b = (W / s) f + (b - (W / s) m)."""
-    head = nn.Linear(num_features, probe.lin.out_features)
-    with torch.no_grad():
-        w = probe.lin.weight / probe.std  # [K, F]
-        head.weight.copy_(w)
-        head.bias.copy_(probe.lin.bias - w @ probe.mean)
-    return head
-
-
 def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, finetune: bool = False,
                      test: str | Path | None = None, folds: int = DEFAULT_FOLDS, epochs: int | None = None,
                      seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
@@ -85,7 +75,7 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
         probe = fit_probe(feats, lab.labels, len(lab.classes), run.cfg.eval.linear_l2,
                           run.cfg.eval.linear_val_fraction, seed)
         model = Classifier(copy.deepcopy(run.encoder), len(lab.classes))
-        model.head = linear_head(probe, feats.shape[1])
+        model.head = probe.as_linear()  # reads raw features: the standardisation is folded in
         how = {"kind": "linear", "l2": probe.l2, "train_top1": probe.accuracy(feats, lab.labels)}
     model = model.cpu().eval()
     info = {"classes": list(lab.classes), "num_classes": len(lab.classes), "backbone": args,

@@ -650,8 +650,9 @@ def make_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("select", help="which images to label next: diverse or representative picks from the embeddings")
     se.add_argument("run_dir", metavar="RUN_DIR")
     se.add_argument("--n", type=int, required=True, help="how many images to pick")
-    se.add_argument("--strategy", default="kcenter", choices=["kcenter", "kmeans", "random"],
-                    help="kcenter: diverse (core-set cover); kmeans: representative (nearest each of n centroids)")
+    se.add_argument("--strategy", default="kmeans", choices=["kmeans", "kcenter", "random"],
+                    help="kmeans (default): representative, the image nearest each of n centroids; kcenter: diverse, a "
+                         "core-set cover (picks outliers: below random at 100 and 500 labels, docs/benchmarks.md)")
     se.add_argument("--images", metavar="DIR", help="pick from this folder (default: the run's training images)")
     se.add_argument("--out", default="to_label.csv", help="CSV of path,label (label empty) + a contact-sheet PNG")
     se.add_argument("--seed", type=int, default=0)

@@ -232,13 +232,12 @@ def test_classify_with_finetuning_and_a_test_folder(run, folders, tmp_path):
 
 
 def test_linear_head_folds_the_standardisation_exactly():
-    from selfsup.classify import linear_head
     from selfsup.eval.linear import fit_probe
 
     g = torch.Generator().manual_seed(0)
     f, y = torch.randn(60, 7, generator=g) * 3 + 1, torch.arange(3).repeat(20)
     probe = fit_probe(f, y, 3, l2_grid=(1e-3,))
-    head = linear_head(probe, 7)
+    head = probe.as_linear()
     with torch.no_grad():
         want = probe.lin((f - probe.mean) / probe.std)
         assert torch.allclose(head(f), want, atol=1e-4)

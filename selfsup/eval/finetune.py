@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.eval.features import extract_features
+from selfsup.eval.linear import fit_probe
 from selfsup.transforms import ops
 
 
@@ -55,6 +56,11 @@ class FinetuneConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False
     seed: int = 0  # picks the labelled subset, the head's initialisation and the augmentation draws
+    # random: the head starts at N(0, 0.01^2) (SimCLR); probe: at the linear probe fitted on the frozen
+    # features of the labelled images, then everything is fine-tuned (LP-FT, Kumar et al. 2022, "Fine-Tuning
+    # can Distort Pretrained Features and Underperform Out-of-Distribution": a random head's large early
+    # gradients distort the pretrained features; a fitted head leaves them little to undo)
+    head_init: str = "random"
     from_scratch: bool = False  # re-initialise the encoder: the supervised baseline
     eval_batch_size: int = 512
 
@@ -182,6 +188,12 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     model = model.to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.head_init not in ("random", "probe"):
+        raise ValueError(f"head_init {cfg.head_init!r}: choose random or probe")
+    if cfg.head_init == "probe" and not cfg.from_scratch:  # LP-FT: start from the probe on frozen features
+        feats = extract_features(model.encoder, labelled.images, mean, std, size, cfg.eval_batch_size, device,
+                                 cfg.precision)
+        model.head = fit_probe(feats, labelled.labels, num_classes, seed=cfg.seed).as_linear().to(device)
     for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
         p.requires_grad_(True)
     opt, optimizer = optimizer_for(model, cfg)

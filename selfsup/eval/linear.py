@@ -50,6 +50,16 @@ class Probe:
     def accuracy(self, features: torch.Tensor, labels: torch.Tensor) -> float:
         return (self.predict(features) == labels).float().mean().item()
 
+    def as_linear(self) -> torch.nn.Linear:
+        """The probe as one layer on raw features, its standardisation folded in:
+        W ((f - m) / s) + b = (W / s) f + (b - (W / s) m)."""
+        lin = torch.nn.Linear(self.lin.in_features, self.lin.out_features)
+        with torch.no_grad():
+            w = self.lin.weight / self.std  # [K, F]
+            lin.weight.copy_(w)
+            lin.bias.copy_(self.lin.bias - w @ self.mean)
+        return lin
+
 
 def fit_probe(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int | None = None,
               l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,

@@ -149,3 +149,23 @@ def test_vit_fine_tuning_learns(digits):
                                                                      from_scratch=True, adamw_lr=2e-3))
     print(f"random-init vit_micro fine-tuned on 144 digits for 40 steps: {res['top1']:.3f}")
     assert res["top1"] > 0.3 and res["optimizer"].startswith("adamw")  # chance is 0.1
+
+
+def test_lpft_starts_from_the_linear_probe(digits):
+    """head_init="probe" (LP-FT): before any step the classifier is the linear probe on the frozen
+    features of the labelled images; a random head is not."""
+    from selfsup.eval.features import extract_features
+    from selfsup.eval.linear import fit_probe
+
+    train, test = digits
+    enc = encoder()
+    cfg = FinetuneConfig(fraction=0.1, steps=0, flip_p=0.0, head_init="probe")
+    model, res = finetune_classifier(enc, train, test, MEAN, STD, 8, cfg)
+    labelled = train.labelled_subset(0.1, 0)
+    probe = fit_probe(extract_features(enc, labelled.images, MEAN, STD, 8), labelled.labels, 10, seed=0)
+    want = probe.accuracy(extract_features(enc, test.images, MEAN, STD, 8), test.labels)
+    assert res["top1"] == pytest.approx(want, abs=1e-3) and res["top1"] > 0.3  # chance is 0.1
+    _, rnd = finetune_classifier(enc, train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, steps=0, flip_p=0.0))
+    assert rnd["top1"] < res["top1"] - 0.1
+    with pytest.raises(ValueError, match="head_init"):
+        finetune_classifier(enc, train, test, MEAN, STD, 8, FinetuneConfig(steps=0, head_init="zeros"))
