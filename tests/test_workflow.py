@@ -314,3 +314,12 @@ def test_python_api_equals_the_cli(tmp_path):
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
     rc, out, _ = run_cli(["eval", "knn", str(tmp_path / "cli"), "--json"])
     assert last_json(out)["top1"] == selfsup.evaluate(str(tmp_path / "api"), "knn")["top1"]
+
+
+def test_report_shows_the_accuracy_on_the_users_labels(run, folders, tmp_path):
+    rc, _, err = run_cli(["eval", "linear", str(run), "--labels", str(folders["root"] / "labelled")])
+    assert rc == 0, err
+    rc, out, err = run_cli(["report", str(run), "--out", str(tmp_path / "r.html")])
+    assert rc == 0, err
+    html = (tmp_path / "r.html").read_text()
+    assert "linear, your labels (%)" in html and "confusion" in html

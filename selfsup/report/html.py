@@ -39,10 +39,19 @@ COLUMNS = [
     ("kNN-20 (%)", lambda r: _get(r["evals"], "eval_knn", "top1_k20"), "pct"),
     ("linear (%)", lambda r: _get(r["evals"], "eval_linear", "top1"), "pct"),
     ("cluster NMI", lambda r: _get(r["evals"], "eval_cluster", "nmi"), "float3"),
+    # on the user's own labels (selfsup eval ... --labels): the first label set's results
+    ("kNN, your labels (%)", lambda r: _user(r["evals"], "eval_knn_labels-"), "pct"),
+    ("linear, your labels (%)", lambda r: _user(r["evals"], "eval_linear_labels-"), "pct"),
     # `selfsup eval diagnostics` (2048 test images) where run, else the last training monitor (512)
     ("effective rank", lambda r: _first(_get(r["evals"], "eval_diagnostics", "embedding", "effective_rank"),
                                         r["summary"].get("diag/embedding_rank")), "float1"),
 ]
+
+
+def _user(evals: dict, prefix: str):
+    """top-1 of the first evaluation on a user's labels (eval_<protocol>_labels-<name>), if any."""
+    name = next((k for k in sorted(evals) if k.startswith(prefix)), None)
+    return _get(evals, name, "top1") if name else None
 
 
 def write_report(run_dirs: list[str | Path], out: str | Path, title: str | None = None) -> Path:
@@ -195,8 +204,10 @@ def _img(png: bytes, caption: str) -> str:
 
 
 def _comparison(runs: list[dict]) -> str:
-    rows = [[r["name"]] + [get(r) for _, get, _ in COLUMNS] for r in runs]
-    return _table(["run"] + [h for h, _, _ in COLUMNS], rows, ["text"] + [k for _, _, k in COLUMNS])
+    """One row a run; the your-labels columns only when a run was evaluated on a user's labels."""
+    cols = [(h, get, k) for h, get, k in COLUMNS if "your labels" not in h or any(get(r) is not None for r in runs)]
+    rows = [[r["name"]] + [get(r) for _, get, _ in cols] for r in runs]
+    return _table(["run"] + [h for h, _, _ in cols], rows, ["text"] + [k for _, _, k in cols])
 
 
 def _run_section(i: int, r: dict) -> str:
