@@ -57,7 +57,8 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--finetune-up-to", type=float, default=0.01)
     p.add_argument("--arms", help="comma-separated arms to run (default all)")
-    p.add_argument("--merge", help="an earlier run's --json: its rows of the other arms join this run's")
+    p.add_argument("--budgets", help="comma-separated budgets to run: 10pc (10 per class), 1, 10 (default all)")
+    p.add_argument("--merge", help="an earlier run's --json: its rows of the other arms and budgets join this run's")
     p.add_argument("--json")
     a = p.parse_args()
     torch.set_num_threads(2)
@@ -75,9 +76,13 @@ def main() -> None:
     val, pool = perm[:VAL_SIZE].sort().values, perm[VAL_SIZE:].sort().values
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
     budgets = [("10 per class", per_class_fraction(ytr, 10)), ("1 %", 0.01), ("10 %", 0.1)]
+    keys = {"10pc": "10 per class", "1": "1 %", "10": "10 %"}
+    run_budgets = {keys[b] for b in a.budgets.split(",")} if a.budgets else {b for b, _ in budgets}
     encoder = getattr(run.method, "finetune_encoder", run.encoder)
     rows = []
     for name, fraction in budgets:
+        if name not in run_budgets:
+            continue
         n_want = round(fraction * len(ytr))
         for seed in seeds:
             lab = pool[balanced_indices(ytr[pool], n_want / len(pool), seed)]
@@ -118,7 +123,8 @@ def main() -> None:
             print(f"{name} ({len(lab)} labels) seed {seed}: " + ", ".join(f"{k} {v:.1f}/{t:.1f}" for k, (v, t)
                                                                            in arms.items()), flush=True)
     if a.merge:
-        rows = [r for r in json.load(open(a.merge))["rows"] if not want(r["arm"])] + rows
+        rows = [r for r in json.load(open(a.merge))["rows"]
+                if not (want(r["arm"]) and r["budget"] in run_budgets)] + rows
     summary = []
     for name, _ in budgets:
         here = [r for r in rows if r["budget"] == name]

@@ -137,7 +137,8 @@ def select_images(run_dir: str | Path, n: int, out: str | Path, strategy: str = 
         csv.writer(f).writerows([["path" if pool.files else "index", "label"], *([p, ""] for p in names)])
     shown = idx[:200]
     picture = contact_sheet(torch.stack([pool.images[int(i)] for i in shown]), out.with_suffix(".png"),
-                            f"{len(idx)} images to label ({strategy}), first {len(shown)} in pick order")
+                            f"{len(idx)} images to label ({strategy})"
+                            + (f", the first {len(shown)} in pick order" if len(shown) < len(idx) else ""))
     return {"out": str(out), "picture": str(picture), "strategy": strategy, "n": len(idx), "pool": len(pool),
             "indices": idx.tolist()}
 

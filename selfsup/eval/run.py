@@ -117,9 +117,10 @@ def _on_user_labels(run_dir, protocol: str, labels, test, folds: int, seed: int,
             res[f"top1_std_{name}"] = r["top1_std"]
     variant = f"{protocol}_{_variant(labels)}"
     how = ("on " + Path(test).name) if test else f"{res.get('folds')}-fold cross-validation"
+    what = protocol if head_name == protocol else f"{protocol} ({head_name})"
+    title = f"{run.cfg.method_name}: {what} on {len(lab)} labels, {how}: top-1 {100 * res['top1']:.1f} %"
     res["picture"] = str(plot_confusion(res["confusion"], lab.classes, Path(run_dir) / f"eval_{variant}_confusion.png",
-                                        f"{run.cfg.method_name}: {protocol}{'' if head_name == protocol else f' ({head_name})'} on {len(lab)} labels, {how}: "
-                                        f"top-1 {100 * res['top1']:.1f} %"))
+                                        title))
     return _save(run_dir, variant, res, run.cfg)
 
 

@@ -71,12 +71,14 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
                                    **{no_sync: False})
 
 
-def load_data(cfg: RunConfig):
-    """Train and (if any) test split, normalisation statistics written back into the config."""
+def load_data(cfg: RunConfig, choose_size: bool = True):
+    """Train and (if any) test split, normalisation statistics written back into the config; an image
+    folder's side too (``choose_size``; a resumed run keeps the one its config recorded, or the old
+    default 32 of a run from before the choice was recorded)."""
     from selfsup.data import DatasetError, load_dataset
     from selfsup.data.stream import load_imagefolder_stream, sample_images
 
-    if cfg.data.name == "imagefolder" and cfg.data.image_size is None and cfg.data.dir:
+    if cfg.data.name == "imagefolder" and cfg.data.image_size is None and cfg.data.dir and choose_size:
         from selfsup.data.sources import choose_image_size
 
         cfg.data.image_size, why = choose_image_size(Path(cfg.data.dir))  # config.yaml records the choice
@@ -174,7 +176,7 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
 
     if cfg.data.dir:  # stored absolute: the run works from any working directory
         cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
-    train, test = load_data(cfg)
+    train, test = load_data(cfg, choose_size=not resume)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
