@@ -20,7 +20,9 @@ MARGIN points. Fine-tuning and scratch run at budgets up to --finetune-up-to (at
 each on a CPU). LP-FT becomes the fine-tuning protocol's default head (FinetuneConfig.head_init) if its
 mean VALIDATION accuracy is above the random head's by more than MARGIN at every budget both ran at.
 ``--arms`` runs only some arms, ``--merge`` adds an earlier run's rows of the others (a later pass adding
-an arm to an earlier run's results).
+an arm to an earlier run's results). ``--finetune-grid KEY=V1,V2`` adds one fine-tuning arm per value of
+a FinetuneConfig field ("finetune[encoder_lr=0.03]"); such a value becomes the protocol's default only if
+its mean VALIDATION accuracy beats the default fine-tune's by more than MARGIN at every budget both ran at.
 
     python benchmarks/few_labels.py RUN_DIR [--seeds 0,1,2] [--finetune-up-to 0.01] [--json out.json]
 """
@@ -38,7 +40,7 @@ import torch
 
 from selfsup.data.sources import balanced_indices
 from selfsup.eval.features import extract_features, raw_pixel_features
-from selfsup.eval.finetune import finetune_classifier, run_finetune_config
+from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.linear import fit_probe
 from selfsup.eval.run import _splits, run_features
@@ -57,13 +59,18 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--finetune-up-to", type=float, default=0.01)
     p.add_argument("--arms", help="comma-separated arms to run (default all)")
+    p.add_argument("--finetune-grid", help="KEY=V1,V2: one more fine-tuning arm per value of a FinetuneConfig field")
     p.add_argument("--budgets", help="comma-separated budgets to run: 10pc (10 per class), 1, 10 (default all)")
     p.add_argument("--merge", help="an earlier run's --json: its rows of the other arms and budgets join this run's")
     p.add_argument("--json")
     a = p.parse_args()
     torch.set_num_threads(2)
     seeds = [int(s) for s in a.seeds.split(",")]
-    wanted = set(a.arms.split(",")) if a.arms else None
+    grid = []
+    if a.finetune_grid:
+        key, _, values = a.finetune_grid.partition("=")
+        grid = [(f"finetune[{key}={v}]", {key: type(getattr(FinetuneConfig(), key))(v)}) for v in values.split(",")]
+    wanted = set(a.arms.split(",")) | {name for name, _ in grid} if a.arms else None
 
     def want(arm: str) -> bool:
         return wanted is None or arm in wanted
@@ -108,7 +115,7 @@ def main() -> None:
                 ft = run_finetune_config(cfg, fraction=1.0, seed=seed, epochs=60 if fraction <= 0.01 else 30)
                 labelled = train.subset(lab)
                 for arm, change in (("finetune", {}), ("finetune-lpft", {"head_init": "probe"}),
-                                    ("scratch", {"from_scratch": True})):
+                                    ("scratch", {"from_scratch": True}), *grid):
                     if not want(arm):
                         continue
                     t0 = time.time()

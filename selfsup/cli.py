@@ -42,13 +42,16 @@ def build_config(args) -> RunConfig:
         flags["data"] = data
     if args.backbone:
         flags["backbone"] = {"name": args.backbone}
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: give a whole number of at least 1")
     train = {}
     if args.epochs is not None:
         train["epochs"] = args.epochs
         train["budget"] = None
-    if args.budget:
+    if args.budget is not None:
         train["budget"] = args.budget
-    if args.batch_size:
+    if args.batch_size is not None:
         train["batch_size"] = args.batch_size
     if train:
         flags["train"] = train

@@ -423,8 +423,9 @@ def resolve(layers: list[dict]) -> RunConfig:
         raise ConfigError(f"optim.name {cfg.optim.name!r}: choose sgd, lars or adamw")
     if cfg.train.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision {cfg.train.precision!r}: choose fp32 or bf16")
-    if cfg.train.budget is not None:
-        parse_duration(cfg.train.budget)
+    if cfg.train.budget is not None and parse_duration(cfg.train.budget) <= 0:
+        raise ConfigError(f"train.budget (--budget) {cfg.train.budget!r}: a budget must be positive, e.g. 90s, 15m "
+                          f"or 1.5h (leave it out to train train.epochs)")
     unknown = [n for n in cfg.train.loggers if n not in LOGGERS]
     if unknown:
         raise ConfigError(f"train.loggers: unknown logger {unknown[0]!r}; choose any of {', '.join(LOGGERS)}, "

@@ -11,9 +11,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import warnings
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from selfsup import dist
@@ -46,17 +49,27 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
     # keyed by the side too: eval.size may be edited after training
     cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}-{size}px.safetensors"
     if cache.is_file():
-        f = load_file(cache)
-        return f["train"], train.labels, f["test"], test.labels, cfg
+        try:
+            f = load_file(cache)
+            return f["train"], train.labels, f["test"], test.labels, cfg
+        except Exception as e:  # truncated or damaged (safetensors' own error types): extract again
+            warnings.warn(f"the feature cache {cache} is unreadable ({e}); extracting the features again", stacklevel=2)
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
               precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
     ftr = extract_features(method.encoder, train.images, **kw)
     fte = extract_features(method.encoder, test.images, **kw)
     if dist.is_main():  # under torchrun every process extracted its shard and holds all rows; one writes
-        cache.parent.mkdir(exist_ok=True)
-        for old in cache.parent.glob("step*.safetensors"):  # an older checkpoint's features
-            old.unlink()
-        save_file({"train": ftr.contiguous(), "test": fte.contiguous()}, cache)
+        tmp = cache.with_name(f".{cache.name}.tmp{os.getpid()}")
+        try:  # temp file + rename: a kill or a full disk never leaves a half-written cache
+            cache.parent.mkdir(exist_ok=True)
+            for old in cache.parent.glob("step*.safetensors"):  # an older checkpoint's features
+                old.unlink()
+            save_file({"train": ftr.contiguous(), "test": fte.contiguous()}, tmp)
+            tmp.replace(cache)
+        except (OSError, SafetensorError) as e:  # the features are computed: evaluation goes on without the cache
+            tmp.unlink(missing_ok=True)
+            warnings.warn(f"could not write the feature cache {cache} ({e}); the next evaluation extracts the "
+                          f"features again", stacklevel=2)
     return ftr, train.labels, fte, test.labels, cfg
 
 

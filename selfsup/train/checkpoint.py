@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
@@ -35,6 +36,7 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    _remove_orphans(path)
     try:
         tmp.mkdir(parents=True)
         tensors = {k: v.detach().contiguous().cpu() for k, v in method.state_dict().items()}
@@ -44,9 +46,12 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.
         for f in tmp.iterdir():  # on disk before the rename makes it the checkpoint (a power cut loses nothing)
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
-    except OSError as e:  # disk full, quota, permissions: the earlier checkpoints are untouched
+    # disk full, quota, permissions (torch.save reports a full disk as a RuntimeError, safetensors as its own
+    # error): the earlier checkpoints are untouched
+    except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write the checkpoint {path} ({e.strerror or e}); the earlier checkpoint "
+        raise CheckpointError(f"could not write the checkpoint {path} ({getattr(e, 'strerror', None) or e}); the "
+                              f"earlier checkpoint "
                               f"in {path.parent} is intact. Free disk space, then continue with "
                               f"`selfsup pretrain --resume {path.parent.parent}`") from None
     prev = previous_of(path)
@@ -55,6 +60,21 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.
         shutil.rmtree(prev, ignore_errors=True)
         path.rename(prev)
     tmp.rename(path)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Temporary checkpoint directories (.last.tmp<PID>) of processes that no longer run: a kill -9
+    mid-write leaves one behind (tens of MB each); the next save of any process removes them."""
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)  # signal 0: does the process exist?
+        except ProcessLookupError:
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:  # it exists, owned by someone else
+            pass
 
 
 def read_meta(path: str | Path) -> dict:

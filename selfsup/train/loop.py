@@ -24,7 +24,7 @@ from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_method, checkpoint_meta
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
-from selfsup.train.checkpoint import load_checkpoint, save_checkpoint
+from selfsup.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from selfsup.train.loggers import RunLogger, check_loggers
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
@@ -295,10 +295,13 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                     out = model(batch)  # Method.forward is training_step
                 loss = out.loss
                 if not dist.all_true(bool(torch.isfinite(loss))):
+                    saved = (ckpt_dir / "last" / "meta.json").is_file()
+                    where = (f"The last good checkpoint is {ckpt_dir / 'last'} (step {read_meta(ckpt_dir / 'last').get('step')})"
+                             if saved else "No checkpoint was written before it")
                     raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. The last good "
-                        f"checkpoint is {ckpt_dir / 'last'}. Try a lower optim.lr (now {cfg.optim.lr}), "
-                        f"train.precision=fp32, or optim.clip_grad=1.0; resume with --resume {run_dir}")
+                        f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. {where}. Start "
+                        f"again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or optim.clip_grad=1.0, "
+                        f"into another --out (or delete {run_dir})")
                 with contextlib.nullcontext() if sync else model.no_sync():
                     (loss / t_cfg.accumulate).backward()
                 micro += 1

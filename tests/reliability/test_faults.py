@@ -1,0 +1,102 @@
+"""Faults and bad input from issue 27's catalogue that end in a clear message and lose nothing:
+zero budgets and batch sizes, a full disk during a checkpoint or a feature-cache write, a damaged
+feature cache, orphaned temporary checkpoints, a non-finite loss before the first checkpoint."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_cli import assert_clean_error, run_cli
+
+OVERRIDES = ["data.limit=128", "train.device=cpu", "train.monitor_train=0"]
+
+
+@pytest.mark.parametrize("flag, value, needle", [("--budget", "0m", "budget must be positive"),
+                                                 ("--budget", "0", "budget must be positive"),
+                                                 ("--batch-size", "0", "--batch-size 0"),
+                                                 ("--batch-size", "-3", "--batch-size -3"),
+                                                 ("--epochs", "0", "--epochs 0")])
+def test_zero_or_negative_sizes_are_errors_naming_the_flag(tmp_path, flag, value, needle):
+    flags = {"--batch-size": "64", flag: value}
+    argv = ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r")]
+    rc, _, err = run_cli(argv + [x for kv in flags.items() for x in kv] + OVERRIDES)
+    assert_clean_error(rc, err, needle)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_full_disk_during_a_checkpoint_keeps_the_earlier_one(tiny_config, tmp_path, monkeypatch):
+    """safetensors reports a full disk with its own error type, not an OSError: still the message."""
+    from safetensors import SafetensorError
+
+    from selfsup.train import checkpoint, fit
+    from selfsup.train.checkpoint import CheckpointError
+
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def full_after_first(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise SafetensorError("Error while serializing: IoError(No space left on device)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save_file", full_after_first)
+    with pytest.raises(CheckpointError, match="earlier checkpoint .* is intact"):
+        fit(tiny_config("simclr", "train.checkpoint_steps=1", "train.max_steps=3"), tmp_path / "r", progress_bar=False)
+    assert (tmp_path / "r" / "checkpoints" / "last" / "model.safetensors").is_file()
+    assert not list((tmp_path / "r" / "checkpoints").glob(".last.tmp*"))  # nothing half-written left
+
+
+def test_orphaned_temporary_checkpoints_of_dead_processes_are_removed(tiny_config, tmp_path):
+    from selfsup.train import fit
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()  # a pid that has exited
+    orphan = tmp_path / "r" / "checkpoints" / f".last.tmp{dead}"
+    orphan.mkdir(parents=True)
+    (orphan / "model.safetensors").write_bytes(b"x" * 1000)
+    alive = tmp_path / "r" / "checkpoints" / f".last.tmp{os.getppid()}"  # a live process's: kept
+    alive.mkdir()
+    fit(tiny_config("simclr", "train.max_steps=1"), tmp_path / "r", progress_bar=False)
+    assert not orphan.exists() and alive.exists()
+
+
+def test_a_damaged_feature_cache_is_recomputed_with_a_warning(tiny_config, tmp_path):
+    from selfsup.eval.run import evaluate
+    from selfsup.train import fit
+
+    fit(tiny_config("simclr", "train.max_steps=2"), tmp_path / "r", progress_bar=False)
+    first = evaluate(tmp_path / "r", "knn")["top1"]
+    cache = next((tmp_path / "r" / "features").glob("step*.safetensors"))
+    cache.write_bytes(cache.read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match="feature cache .* is unreadable"):
+        assert evaluate(tmp_path / "r", "knn")["top1"] == first
+    assert evaluate(tmp_path / "r", "knn")["top1"] == first  # rewritten whole: read without a warning
+
+
+def test_a_feature_cache_that_cannot_be_written_only_warns(tiny_config, tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    from selfsup.eval import run as run_mod
+    from selfsup.train import fit
+
+    fit(tiny_config("simclr", "train.max_steps=2"), tmp_path / "r", progress_bar=False)
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    monkeypatch.setattr(run_mod, "save_file", full)
+    with pytest.warns(UserWarning, match="could not write the feature cache"):
+        assert 0 <= run_mod.evaluate(tmp_path / "r", "knn")["top1"] <= 1
+    assert not list((tmp_path / "r" / "features").glob("*"))
+
+
+def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tiny_config, tmp_path):
+    from selfsup.train import TrainingError, fit
+
+    with pytest.raises(TrainingError, match="No checkpoint was written before it. Start again with a lower optim.lr"):
+        # the weights overflow within a few steps at this rate
+        fit(tiny_config("simclr", "optim.lr=1e30", "train.max_steps=5"), tmp_path / "r", progress_bar=False)
