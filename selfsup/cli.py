@@ -685,6 +685,18 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_device(name: str | None) -> None:
+    """--device of eval, classify, predict, ...: a name torch knows, before any work."""
+    if name is None:
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     from selfsup.data import DatasetError
@@ -692,6 +704,7 @@ def main(argv: list[str] | None = None) -> int:
     from selfsup.train.loop import TrainingError
 
     try:
+        _check_device(getattr(args, "device", None))
         args.func(args)
     except (ConfigError, DatasetError, CheckpointError, TrainingError, ValueError, KeyError) as e:
         if args.debug:

@@ -62,6 +62,38 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.
     tmp.rename(path)
 
 
+class RunLock:
+    """An exclusive lock on a run directory (``RUN_DIR/.lock``, fcntl's advisory lock, released by the
+    kernel when the process ends, even by kill -9): a second process that would write the same run
+    fails at once, naming the holder's pid, instead of interleaving its files with the first one's."""
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / ".lock"
+        self.file = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise CheckpointError(f"{self.path.parent} is being written by process {holder} (a pretrain or resume "
+                                  f"still running): wait for it to finish, or choose another --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # closing releases the lock
+
+
 def _remove_orphans(path: Path) -> None:
     """Temporary checkpoint directories (.last.tmp<PID>) of processes that no longer run: a kill -9
     mid-write leaves one behind (tens of MB each); the next save of any process removes them."""

@@ -24,7 +24,7 @@ from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_method, checkpoint_meta
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
-from selfsup.train.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from selfsup.train.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
 from selfsup.train.loggers import RunLogger, check_loggers
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
@@ -37,7 +37,10 @@ class TrainingError(RuntimeError):
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise TrainingError(f"train.device={name}: not a device; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrainingError(f"train.device={name} but no CUDA device is visible; use train.device=cpu")
     if dev.type == "cuda" and dev.index is None and dist.is_dist():
@@ -159,7 +162,8 @@ def _set_rng_state(s: dict, gen: torch.Generator) -> None:
 
 
 def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> dict:
-    """Pretrain ``cfg.method`` and return a summary (steps, epochs, last monitor values)."""
+    """Pretrain ``cfg.method`` and return a summary (steps, epochs, last monitor values). The run
+    directory is locked while training (RUN_DIR/.lock): a second writer fails at once."""
     run_dir = Path(run_dir)
     t_cfg = cfg.train
     dist.init_from_env(t_cfg.device)  # a no-op unless torchrun started this process
@@ -168,7 +172,20 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
         raise TrainingError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
                             f"(Python: selfsup.train.resume) or choose another output directory")
     dist.barrier()  # every process has checked before rank 0 writes into the run directory
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"--out {run_dir} is a file, not a directory: choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainingError(f"cannot create the run directory {run_dir} ({e.strerror or e}): choose a writable "
+                            f"--out") from None
+    lock = RunLock(run_dir) if dist.is_main() else contextlib.nullcontext()  # one writer per run directory
+    with lock:
+        return _fit(cfg, run_dir, resume, progress_bar)
+
+
+def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool) -> dict:
+    t_cfg = cfg.train
     torch.manual_seed(t_cfg.seed)
     if t_cfg.threads:
         torch.set_num_threads(t_cfg.threads)

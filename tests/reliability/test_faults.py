@@ -100,3 +100,38 @@ def test_a_non_finite_loss_before_the_first_checkpoint_says_there_is_none(tiny_c
     with pytest.raises(TrainingError, match="No checkpoint was written before it. Start again with a lower optim.lr"):
         # the weights overflow within a few steps at this rate
         fit(tiny_config("simclr", "optim.lr=1e30", "train.max_steps=5"), tmp_path / "r", progress_bar=False)
+
+
+def test_a_second_writer_of_the_same_run_fails_at_once_naming_the_holder(tmp_path):
+    """Two pretrain processes into one --out: the second stops before writing anything, naming the
+    first one's pid (issue 27: both used to exit 0 and leave a mixed run)."""
+    run = tmp_path / "r"
+    run.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom selfsup.train.checkpoint import RunLock\n"
+                               f"with RunLock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        rc, _, err = run_cli(["pretrain", "--method", "byol", "--out", str(run), "--data", "digits", *OVERRIDES])
+        assert_clean_error(rc, err, f"being written by process {holder.pid}", "choose another --out")
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing of the second run was written
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--out", str(run), "--data", "digits", *OVERRIDES,
+                          "train.max_steps=1"])
+    assert rc == 0, err  # a killed holder's lock is gone with it
+
+
+def test_bad_device_and_an_out_that_is_a_file_are_one_line_errors(tmp_path):
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"),
+                          *OVERRIDES, "train.device=banana"])
+    assert_clean_error(rc, err, "train.device=banana", "cuda:N")
+    (tmp_path / "f").write_text("a file")
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f"), *OVERRIDES])
+    assert_clean_error(rc, err, "is a file, not a directory")
+
+
+def test_eval_with_a_bad_device_is_a_one_line_error(tmp_path):
+    rc, _, err = run_cli(["eval", "knn", str(tmp_path), "--device", "banana"])
+    assert_clean_error(rc, err, "--device banana", "cuda:N")
