@@ -619,7 +619,7 @@ def make_parser() -> argparse.ArgumentParser:
     em = sub.add_parser("embed", help="features of a folder of images (or one image) from a run's encoder")
     em.add_argument("run_dir", metavar="RUN_DIR")
     em.add_argument("images", metavar="IMAGES", help="a folder (searched recursively) or one image file")
-    em.add_argument("--out", required=True, help="features.npy (+ features.files.txt) or features.parquet")
+    em.add_argument("--out", required=True, help="features.npy (+ features.files.jsonl, one JSON path per row) or features.parquet")
     em.add_argument("--batch-size", type=int, default=256)
     em.add_argument("--device", default="cpu")
     em.set_defaults(func=_cmd_embed)

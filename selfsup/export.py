@@ -351,7 +351,8 @@ def image_files(images: str | Path) -> tuple[Path, list[Path], list[Path]]:
 def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch_size: int = 256,
                  device: str = "cpu", progress: bool = True) -> dict:
     """Features of image files from the run's encoder: float32 [N, F] to ``out`` (.npy, with the
-    file list, one path relative to ``images`` per row, in OUT.files.txt; or .parquet with columns
+    file list, one path relative to ``images`` per row as a JSON string per line (a file name may hold a
+    newline), in OUT.files.jsonl; or .parquet with columns
     path and features). Images are decoded per batch (never all at once), resized and centre-cropped
     like the image-folder dataset, converted to the run's channels and viewed as evaluation does.
     Unreadable files are skipped with one warning that counts them."""
@@ -362,7 +363,7 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
 
     out = Path(out)
     if out.suffix not in (".npy", ".parquet"):
-        raise ValueError(f"--out {out}: write features to a .npy file (with a .files.txt list) or a .parquet table")
+        raise ValueError(f"--out {out}: write features to a .npy file (with a .files.jsonl list) or a .parquet table")
     if out.suffix == ".parquet":
         try:  # checked before the work, not after it
             import pyarrow  # noqa: F401
@@ -400,7 +401,7 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
         listing = None
     else:
         np.save(out, x)
-        listing = out.with_suffix(".files.txt")
-        listing.write_text("".join(n + "\n" for n in names))
+        listing = out.with_suffix(".files.jsonl")  # JSON strings: a newline in a file name stays in its line
+        listing.write_text("".join(json.dumps(n) + "\n" for n in names))
     return {"out": str(out), "files": str(listing) if listing else None, "rows": len(x), "features": x.shape[1],
             "skipped": len(skipped)}

@@ -147,7 +147,7 @@ def test_embed_a_folder(tiny_config, tmp_path):
     assert "skipped 1 unreadable" in said and "ignored 1 non-image file" in said and "notes.txt" in said
     x = np.load(out)
     assert x.dtype == np.float32 and x.shape == (5, res["features"]) and res["rows"] == 5 and res["skipped"] == 1
-    listed = (tmp_path / "features.files.txt").read_text().splitlines()
+    listed = [json.loads(line) for line in (tmp_path / "features.files.jsonl").read_text().splitlines()]
     assert sorted(listed) == sorted(names) and listed == sorted(listed)
     # the same images prepared by hand, the image-folder way, and run through the encoder at once
     imgs = torch.stack([torch.from_numpy(np.array(prepared(tmp_path / "imgs" / n, 8)))[None] for n in listed])
@@ -171,7 +171,7 @@ def test_embed_cli_one_file_and_parquet(tiny_config, tmp_path):
     rc, stdout, err = run_cli(["embed", str(run), str(tmp_path / "imgs" / "1.png"), "--out", str(tmp_path / "one.npy")])
     assert rc == 0, err
     assert np.load(tmp_path / "one.npy").shape == (1, 64)
-    assert (tmp_path / "one.files.txt").read_text() == "1.png\n"
+    assert (tmp_path / "one.files.jsonl").read_text() == '"1.png"\n'
     try:
         import pyarrow.parquet as pq
     except ImportError:

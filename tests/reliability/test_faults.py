@@ -135,3 +135,22 @@ def test_bad_device_and_an_out_that_is_a_file_are_one_line_errors(tmp_path):
 def test_eval_with_a_bad_device_is_a_one_line_error(tmp_path):
     rc, _, err = run_cli(["eval", "knn", str(tmp_path), "--device", "banana"])
     assert_clean_error(rc, err, "--device banana", "cuda:N")
+
+
+def test_embed_rows_stay_aligned_with_a_newline_in_a_file_name(tiny_config, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from selfsup.export import embed_images
+    from test_export_embed import make_run
+
+    run = make_run(tiny_config, tmp_path / "run", {"name": "convnet", "width": 0.25})
+    (tmp_path / "imgs").mkdir()
+    names = ["a.png", "b\nc.png", "d.png"]
+    for i, name in enumerate(names):
+        Image.new("L", (8, 8), 60 * i).save(tmp_path / "imgs" / name, format="PNG")
+    embed_images(run, tmp_path / "imgs", tmp_path / "f.npy", progress=False)
+    listed = [json.loads(line) for line in (tmp_path / "f.files.jsonl").read_text().splitlines()]
+    assert listed == sorted(names) and len(listed) == len(np.load(tmp_path / "f.npy"))
