@@ -91,6 +91,12 @@ def _cmd_pretrain(args) -> None:
     from selfsup.train import fit, resume
 
     if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in ("method", "data", "data_dir", "backbone", "epochs", "budget",
+                                                      "batch_size", "out", "config") if getattr(args, k)]
+        given += list(args.overrides) + (["--no-recipe"] if args.no_recipe else [])
+        if given:  # silently ignoring them would train something else than the user asked for
+            raise ConfigError(f"--resume continues {args.resume} exactly as its config.yaml says; it takes no other "
+                              f"settings ({', '.join(given)}). To train with them, start a new run with another --out")
         summary = resume(args.resume)
         run_dir = args.resume
     else:

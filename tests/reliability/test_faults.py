@@ -154,3 +154,8 @@ def test_embed_rows_stay_aligned_with_a_newline_in_a_file_name(tiny_config, tmp_
     embed_images(run, tmp_path / "imgs", tmp_path / "f.npy", progress=False)
     listed = [json.loads(line) for line in (tmp_path / "f.files.jsonl").read_text().splitlines()]
     assert listed == sorted(names) and len(listed) == len(np.load(tmp_path / "f.npy"))
+
+
+def test_resume_refuses_settings_it_would_ignore(tmp_path):
+    rc, _, err = run_cli(["pretrain", "--resume", str(tmp_path), "--epochs", "5", "--method", "byol", "optim.lr=0.01"])
+    assert_clean_error(rc, err, "takes no other settings (--method, --epochs, optim.lr=0.01)")
