@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import uuid
 import warnings
 from pathlib import Path
@@ -96,6 +97,8 @@ class RunLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         purge = None if resume_step is None else resume_step + 1
+        if resume_step is None:  # a fresh run: events of a run killed before its first checkpoint are not its own
+            shutil.rmtree(run_dir / "tb", ignore_errors=True)
         self.tb = SummaryWriter(str(run_dir / "tb"), purge_step=purge)
         if resume_step is None:  # markdown: a code block keeps the YAML's indentation
             self.tb.add_text("config", "```yaml\n" + config_text + "```", 0)

@@ -159,3 +159,19 @@ def test_embed_rows_stay_aligned_with_a_newline_in_a_file_name(tiny_config, tmp_
 def test_resume_refuses_settings_it_would_ignore(tmp_path):
     rc, _, err = run_cli(["pretrain", "--resume", str(tmp_path), "--epochs", "5", "--method", "byol", "optim.lr=0.01"])
     assert_clean_error(rc, err, "takes no other settings (--method, --epochs, optim.lr=0.01)")
+
+
+def test_a_new_run_in_a_directory_without_a_checkpoint_starts_its_logs_anew(tiny_config, tmp_path):
+    """A run killed before its first checkpoint leaves metrics and events; the next run into that
+    directory (allowed: there is nothing to resume) must not carry them (issue 27 item 7)."""
+    import json
+
+    from selfsup.train import fit
+
+    run = tmp_path / "r"
+    (run / "tb").mkdir(parents=True)
+    (run / "tb" / "events.out.tfevents.0.old").write_bytes(b"stale")
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 99, "loss": 1.0, "method": "byol"}) + "\n")
+    fit(tiny_config("simclr", "train.max_steps=2"), run, progress_bar=False)
+    rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["step"] <= 2 for r in rows) and not (run / "tb" / "events.out.tfevents.0.old").exists()
