@@ -101,7 +101,7 @@ def _cmd_pretrain(args) -> None:
         run_dir = args.resume
     else:
         cfg = build_config(args)
-        run_dir = cfg.out
+        run_dir = args.running = cfg.out  # (named by the Ctrl-C message)
         dist.init_from_env(cfg.train.device)  # under torchrun: join the group before anyone writes
         if dist.is_main():
             print(f"run directory: {run_dir}")
@@ -719,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"selfsup: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume RUN_DIR`",
+        run_dir = getattr(args, "resume", None) or getattr(args, "running", None) or "RUN_DIR"
+        print(f"\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume {run_dir}`",
               file=sys.stderr)
         return 130
     finally:

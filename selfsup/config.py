@@ -150,7 +150,18 @@ class RunConfig:
 # ----------------------------------------------------------------------------------- parsing
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-6 as a float: PyYAML follows YAML 1.1, where a float needs a dot."""
+    """SafeLoader that reads 1e-6 as a float (PyYAML follows YAML 1.1, where a float needs a dot) and
+    refuses a key given twice in one mapping (YAML says last wins: a silent, likely unintended choice)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one section "
+                                                        f"(delete one)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -313,8 +324,11 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} does not exist (check the --config path)")
     try:
         data = _yaml(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    except yaml.YAMLError as e:  # one line: the file, the line, the problem
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}" if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}{where}: not valid YAML: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (method:, train:, ...)")
     try:  # unknown keys and wrong types of the file alone, so that the message can name the file

@@ -227,7 +227,7 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatc
     monkeypatch.setattr(selfsup.train, "fit", interrupted)
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r")])
     assert rc == 130
-    assert "--resume" in err and "Traceback" not in err
+    assert f"--resume {tmp_path / 'r'}" in err and "Traceback" not in err  # the run's own directory, named
 
 
 def test_a_data_set_without_a_recipe_is_warned_about_before_training(tmp_path):

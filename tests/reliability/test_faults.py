@@ -175,3 +175,10 @@ def test_a_new_run_in_a_directory_without_a_checkpoint_starts_its_logs_anew(tiny
     fit(tiny_config("simclr", "train.max_steps=2"), run, progress_bar=False)
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["step"] <= 2 for r in rows) and not (run / "tb" / "events.out.tfevents.0.old").exists()
+
+
+def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path):
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.5\n  lr: 0.05\n")
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--config", str(tmp_path / "c.yaml"),
+                          "--out", str(tmp_path / "r")])
+    assert_clean_error(rc, err, "'lr' appears twice")
