@@ -66,11 +66,12 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(2)
     seeds = [int(s) for s in a.seeds.split(",")]
-    grid = []
+    extra_arms = []
     if a.finetune_grid:
         key, _, values = a.finetune_grid.partition("=")
-        grid = [(f"finetune[{key}={v}]", {key: type(getattr(FinetuneConfig(), key))(v)}) for v in values.split(",")]
-    wanted = set(a.arms.split(",")) | {name for name, _ in grid} if a.arms else None
+        extra_arms = [(f"finetune[{key}={v}]", {key: type(getattr(FinetuneConfig(), key))(v)})
+                      for v in values.split(",")]
+    wanted = set(a.arms.split(",")) | {name for name, _ in extra_arms} if a.arms else None
 
     def want(arm: str) -> bool:
         return wanted is None or arm in wanted
@@ -115,7 +116,7 @@ def main() -> None:
                 ft = run_finetune_config(cfg, fraction=1.0, seed=seed, epochs=60 if fraction <= 0.01 else 30)
                 labelled = train.subset(lab)
                 for arm, change in (("finetune", {}), ("finetune-lpft", {"head_init": "probe"}),
-                                    ("scratch", {"from_scratch": True}), *grid):
+                                    ("scratch", {"from_scratch": True}), *extra_arms):
                     if not want(arm):
                         continue
                     t0 = time.time()
