@@ -14,8 +14,9 @@ order as ``InMemoryLoader`` (so a resumed run continues exactly, and processes s
 the same way). The same decoder as the in-memory image folder (``sources._decode``) keeps both
 paths pixel for pixel equal.
 
-A file that cannot be decoded is only found when its batch is read: it becomes a black image
-and is counted in a warning (the dataset cannot shrink mid-epoch without shifting every index).
+A file that cannot be decoded is only found when its batch is read: it is replaced by another image
+of its batch (the dataset cannot shrink mid-epoch without shifting every index, and the batch keeps
+its size) and counted in a warning.
 """
 from __future__ import annotations
 
@@ -140,9 +141,11 @@ class _Batches(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, k: int) -> tuple[torch.Tensor, list[int]]:
-        before = set(self.images.unreadable)
-        x = self.images.decode([int(i) for i in self.batches[k]], threads=False)  # one core per worker
-        return x, sorted(self.images.unreadable - before)
+        rows = [int(i) for i in self.batches[k]]
+        x = self.images.decode(rows, threads=False)  # one core per worker
+        # every unreadable row of this batch, also those found before (by the normalisation statistics'
+        # sample, or in an earlier epoch): the loader replaces them all
+        return x, [i for i in rows if i in self.images.unreadable]
 
 
 class StreamLoader(InMemoryLoader):
@@ -163,7 +166,9 @@ class StreamLoader(InMemoryLoader):
         kw = dict(num_workers=self.workers, prefetch_factor=self.prefetch) if self.workers else {}
         loader = torch.utils.data.DataLoader(_Batches(self.images, batches), batch_size=None, shuffle=False, **kw)
         for idx, (x, bad) in zip(batches, loader):
-            self._note_unreadable(bad)
+            if bad:
+                self._note_unreadable(bad)
+                x, idx = _replace_rows(x, idx, set(bad))
             labels = self.labels[idx] if self.labels is not None else None
             yield Batch(x, idx, labels, texts=self.texts[idx] if self.texts is not None else None)
 
@@ -172,8 +177,24 @@ class StreamLoader(InMemoryLoader):
         if new:
             self._warned.update(new)
             shown = ", ".join(str(self.images.files[i]) for i in new[:3]) + (", ..." if len(new) > 3 else "")
-            warnings.warn(f"imagefolder (streamed): {len(self._warned)} unreadable file(s) so far, trained on as black "
-                          f"images: {shown} (delete or re-export them)", stacklevel=3)
+            warnings.warn(f"imagefolder (streamed): {len(self._warned)} unreadable file(s) so far, not trained on "
+                          f"(each replaced by another image of its batch): {shown} (delete or re-export them)",
+                          stacklevel=3)
+
+
+def _replace_rows(x: torch.Tensor, idx: torch.Tensor, bad: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch with each unreadable row replaced by a readable row of the same batch (image and index,
+    so labels, captions and memory-bank slots follow): the batch keeps its size, which processes of a
+    distributed run must agree on, and no black image is trained on. A batch with no readable row is
+    returned as it is (black images; the warning has said so)."""
+    pos = [k for k, i in enumerate(idx.tolist()) if i in bad]
+    good = [k for k in range(len(idx)) if k not in set(pos)]
+    if not good:
+        return x, idx
+    src = torch.tensor([good[j % len(good)] for j in range(len(pos))])
+    x, idx = x.clone(), idx.clone()
+    x[pos], idx[pos] = x[src], idx[src]
+    return x, idx
 
 
 def is_streamed(dataset) -> bool:

@@ -65,19 +65,27 @@ def test_stream_loader_gives_the_in_memory_loaders_batches_and_resumes_mid_epoch
     assert len(seen) == len(set(seen)) == 48  # processes split the folder without duplicates
 
 
-def test_an_unreadable_file_is_a_counted_black_image(tmp_path):
+@pytest.mark.parametrize("seen_before", [False, True])
+def test_an_unreadable_file_is_counted_and_not_trained_on(tmp_path, seen_before):
+    """The bad file's row is replaced by a readable image of the batch (with its index, so its label),
+    and the warning counts it — also when the normalisation statistics' sample found it first
+    (issue 27: that used to hide the warning and train on a black image)."""
     root = make_folder(tmp_path, n=16)
     bad = root / "dark" / "000.png"
     bad.write_bytes(bad.read_bytes()[:40])  # truncated after listing would also look like this
     st = load_imagefolder_stream("train", root, 16)
+    if seen_before:
+        sample_images(st, 16)  # what fit() does first for the normalisation statistics
+        assert st.images.files.index(bad) in st.images.unreadable
     loader = StreamLoader(st.images, st.labels, 16, seed=0, workers=0)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         (batch,) = list(loader.iterate(0))
-    row = (batch.index == st.images.files.index(bad)).nonzero().item()
-    assert batch.images[row].max() == 0 and batch.images.flatten(1).amax(1).gt(0).sum() == 15
+    assert st.images.files.index(bad) not in batch.index.tolist() and len(batch.index) == 16
+    assert batch.images.flatten(1).amax(1).gt(0).all()  # no black image
+    assert torch.equal(batch.labels, st.labels[batch.index])  # a replaced row carries its image's label
     msgs = [str(m.message) for m in w if "unreadable" in str(m.message)]
-    assert len(msgs) == 1 and "1 unreadable file" in msgs[0] and "000.png" in msgs[0]
+    assert len(msgs) == 1 and "1 unreadable file" in msgs[0] and "000.png" in msgs[0] and "not trained on" in msgs[0]
 
 
 def test_a_streamed_run_learns_and_resumes_exactly(tmp_path, tiny_config):
