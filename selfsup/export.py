@@ -234,6 +234,10 @@ def export_encoder(run_dir: str | Path, fmt: str = "safetensors", out: str | Pat
     sd = {k: v.detach().contiguous().cpu() for k, v in run.encoder.state_dict().items()}
     suffix = {"safetensors": ".safetensors", "hf": ""}.get(fmt, ".pth")  # .pth: what torchvision/timm users torch.load
     out = Path(out) if out else Path(run_dir) / "export" / f"encoder_{fmt}{suffix}"
+    if fmt != "hf" and out.is_dir():
+        raise ValueError(f"--out {out} is a directory: give a file name, e.g. {out / f'encoder_{fmt}{suffix}'}")
+    if fmt == "hf" and out.is_file():
+        raise ValueError(f"--out {out} is a file: --format hf writes a directory (config.json + model.safetensors)")
     if fmt != "safetensors":
         target = (torchvision_model if fmt == "torchvision" else timm_model)(meta)
         _check_fits(sd, target.state_dict(), meta, fmt)

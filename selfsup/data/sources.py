@@ -22,6 +22,7 @@ import importlib
 import os
 import pickle
 import warnings
+import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -1009,8 +1010,8 @@ def load_array(split: str, root: Optional[Path], image_size: Optional[int]) -> I
     path = _require_root(root, "array", "path/to/data.npz (or .npy)")
     try:
         data = _read_array_file(path, split)
-    except (ValueError, OSError) as exc:  # pickled objects, corrupt zip, ...
-        raise DatasetError(f"{path}: cannot read array file ({exc})") from exc
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # pickled objects, truncated zip, ...
+        raise DatasetError(f"{path}: cannot read array file ({exc}); save it again with numpy.savez") from None
     if data.images.ndim == 0 or len(data.images) == 0:
         raise DatasetError(f"{path}: the {split} images array is empty (shape {data.images.shape}); "
                            "save at least one image, shaped " + _ACCEPTED_SHAPES)

@@ -182,3 +182,19 @@ def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path):
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--config", str(tmp_path / "c.yaml"),
                           "--out", str(tmp_path / "r")])
     assert_clean_error(rc, err, "'lr' appears twice")
+
+
+def test_a_truncated_npz_and_an_export_into_a_directory_are_one_line_errors(tiny_config, tmp_path):
+    import numpy as np
+
+    from test_export_embed import make_run
+
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.arange(4))
+    (tmp_path / "t.npz").write_bytes((tmp_path / "d.npz").read_bytes()[:60])
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "array", "--data-dir", str(tmp_path / "t.npz"),
+                          "--out", str(tmp_path / "r"), *OVERRIDES])
+    assert_clean_error(rc, err, "cannot read array file", "numpy.savez")
+    run = make_run(tiny_config, tmp_path / "run", {"name": "convnet", "width": 0.25})
+    (tmp_path / "outdir").mkdir()
+    rc, _, err = run_cli(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "outdir")])
+    assert_clean_error(rc, err, "is a directory: give a file name")
