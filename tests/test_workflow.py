@@ -323,3 +323,15 @@ def test_report_shows_the_accuracy_on_the_users_labels(run, folders, tmp_path):
     assert rc == 0, err
     html = (tmp_path / "r.html").read_text()
     assert "linear, your labels (%)" in html and "confusion" in html
+
+
+def test_robustness_on_the_users_labels_needs_a_test_folder(run, folders):
+    root = folders["root"]
+    rc, out, err = run_cli(["eval", "robustness", str(run), "--labels", str(root / "labelled"), "--test",
+                            str(root / "test"), "--corruptions", "noise,occlusion", "--json"])
+    assert rc == 0, err
+    res = last_json(out)
+    assert res["encoder"]["clean"] > 0.5 and len(res["encoder"]["noise"]) == 5
+    assert res["encoder"]["occlusion"][4] < res["encoder"]["clean"]  # 40 % of an 8-px digit hidden costs accuracy
+    rc, _, err = run_cli(["eval", "robustness", str(run), "--labels", str(root / "labelled")])
+    assert_clean_error(rc, err, "needs --test")

@@ -351,30 +351,40 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     return _save(run_dir, "semi" if seed == 0 else f"semi_seed{seed}", res, cfg)
 
 
-def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0) -> dict:
+def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0, labels=None, test=None) -> dict:
     """Linear probe fitted on clean features, accuracy under each corruption at severities 1-5, for
-    the encoder and for raw pixels; RUN_DIR/robustness.png plots both with example images."""
-    from selfsup.eval.linear import fit_probe
+    the encoder and for raw pixels; RUN_DIR/robustness.png plots both with example images. With
+    ``labels`` (and ``test``, required: corruptions are applied to held-out images), on the user's images."""
     from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
 
     kinds = tuple(kinds or CORRUPTIONS)
-    loaded = load_run(run_dir)
-    ftr, ytr, fte, yte, cfg = run_features(run_dir, device, loaded)
-    method = loaded[1]
-    train, test = _splits(cfg)
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=_size(cfg, train), device=device,
-              precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
+    run = Run(run_dir)
+    cfg, spec = run.cfg, run.spec
+    if labels is not None:
+        if test is None:
+            raise ValueError("robustness on your labels needs --test DIR|FILE.csv: the corruptions are applied to "
+                             "held-out images, which cross-validation folds are too small to be")
+        train, test_set = user_sets(run, labels, test)
+        ftr = run.features(train.images, device)
+        name, title = f"robustness_{_variant(labels)}", f"{cfg.method_name} on your labels"
+    else:
+        ftr, _, _, _, _ = run_features(run_dir, device, (run.cfg, run.method, run.meta))
+        train, test_set = _splits(cfg)
+        name, title = "robustness", f"{cfg.method_name} on {cfg.data.name}"
+    ytr, yte = train.labels, test_set.labels
+    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, device=device, precision=cfg.train.precision,
+              batch_size=cfg.eval.batch_size)
     probe = fit_probe(ftr, ytr, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction, seed=seed)
     raw_probe = fit_probe(raw_pixel_features(train.images), ytr, l2_grid=cfg.eval.linear_l2,
                           val_fraction=cfg.eval.linear_val_fraction, seed=seed)
-    curves = {cfg.method_name: robustness_curves(probe, lambda x: extract_features(method.encoder, x, **kw),
-                                                 test.images, yte, kinds, seed),
-              "raw pixels": robustness_curves(raw_probe, raw_pixel_features, test.images, yte, kinds, seed)}
-    picture = plot_robustness(curves, test.images[0], Path(run_dir) / "robustness.png",
-                              f"{cfg.method_name} on {cfg.data.name}: linear probe under corruptions")
+    curves = {cfg.method_name: robustness_curves(probe, lambda x: extract_features(run.encoder, x, **kw),
+                                                 test_set.images, yte, kinds, seed),
+              "raw pixels": robustness_curves(raw_probe, raw_pixel_features, test_set.images, yte, kinds, seed)}
+    picture = plot_robustness(curves, test_set.images[0], Path(run_dir) / f"{name}.png",
+                              f"{title}: linear probe under corruptions")
     res = {"protocol": "robustness", "encoder": curves[cfg.method_name], "raw_pixels": curves["raw pixels"],
            "severities": {k: SEVERITIES[k] for k in kinds}, "seed": seed, "picture": str(picture)}
-    return _save(run_dir, "robustness", res, cfg)
+    return _save(run_dir, name, res, cfg)
 
 
 def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None = None, device: str = "cpu",
