@@ -107,13 +107,27 @@ def contact_sheet(images: torch.Tensor, path: str | Path, title: str = "", capti
     return path
 
 
-def _names(pool: ImageDataset, idx: torch.Tensor, root: Path | None) -> list[str]:
+def _files(pool) -> list[str] | None:
+    """The file of every row: an image folder's (in memory or streamed), None for other data sets."""
+    files = getattr(pool, "files", None) or getattr(pool.images, "files", None)
+    return [str(f) for f in files] if files else None
+
+
+def _root(run: Run, images: str | Path | None) -> Path | None:
+    """What CSV paths are relative to: the folder searched, else the pretraining folder."""
+    if images is not None:
+        return Path(images).resolve()
+    return Path(run.cfg.data.dir).resolve() if run.cfg.data.dir else None
+
+
+def _names(pool, idx: torch.Tensor, root: Path | None) -> list[str]:
     """How a row is named in a CSV: its file (relative to ``root`` when below it), else its index."""
-    if pool.files is None:
+    files = _files(pool)
+    if files is None:
         return [str(int(i)) for i in idx]
     out = []
     for i in idx:
-        f = Path(pool.files[int(i)])
+        f = Path(files[int(i)])
         out.append(f.relative_to(root).as_posix() if root and f.is_relative_to(root) else str(f))
     return out
 
@@ -130,11 +144,10 @@ def select_images(run_dir: str | Path, n: int, out: str | Path, strategy: str = 
     pool = pool_of(run, images)
     feats = run.features(pool.images, device)
     idx = select_indices(feats, n, strategy, seed)
-    root = Path(images).resolve() if images else (Path(run.cfg.data.dir).resolve() if run.cfg.data.dir else None)
-    names = _names(pool, idx, root)
+    names = _names(pool, idx, _root(run, images))
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
-        csv.writer(f).writerows([["path" if pool.files else "index", "label"], *([p, ""] for p in names)])
+        csv.writer(f).writerows([["path" if _files(pool) else "index", "label"], *([p, ""] for p in names)])
     shown = idx[:200]
     picture = contact_sheet(torch.stack([pool.images[int(i)] for i in shown]), out.with_suffix(".png"),
                             f"{len(idx)} images to label ({strategy})"
@@ -171,8 +184,7 @@ def neighbors(run_dir: str | Path, queries: list[str | Path], k: int = 8, out: s
     picture = contact_sheet(torch.stack(grid), out, f"{run.cfg.method_name}: {idx.shape[1]} nearest images per query "
                             f"(cosine similarity)", captions, columns=idx.shape[1] + 1,
                             row_names=[Path(f).name[:18] for f in q_files])
-    root = Path(run.cfg.data.dir).resolve() if (images is None and run.cfg.data.dir) else (
-        Path(images).resolve() if images else None)
+    root = _root(run, images)
     return {"picture": str(picture), "queries": q_files,
             "neighbors": [[{"image": name, "similarity": s} for name, s in zip(_names(pool, row, root), srow)]
                           for row, srow in zip(idx, sim.tolist())]}
@@ -197,7 +209,7 @@ def near_duplicates(run_dir: str | Path, threshold: float = 0.98, out: str | Pat
             if v >= threshold:
                 pairs[(min(a, b), max(a, b))] = v
     ranked = sorted(pairs.items(), key=lambda t: -t[1])
-    root = Path(images).resolve() if images else (Path(run.cfg.data.dir).resolve() if run.cfg.data.dir else None)
+    root = _root(run, images)
     out = Path(out or Path(run_dir) / "duplicates.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:

@@ -150,3 +150,18 @@ def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, ti
         assert a["top1"] == pytest.approx(b["top1"], abs=1e-6), a["protocol"]
     assert raw_streamed["top1"] == pytest.approx(evaluate_raw_pixels(load_run(tmp_path / "m")[0], "knn")["top1"])
     _dataset.cache_clear()
+
+
+def test_select_from_a_streamed_run_names_the_files(tmp_path, tiny_config):
+    import csv
+
+    from selfsup.curate import select_images
+    from selfsup.train import fit
+
+    root = make_folder(tmp_path / "data", n=32)
+    over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
+            "data.workers=0", "train.batch_size=16", "train.max_steps=2")
+    fit(tiny_config("simclr", *over), tmp_path / "s", progress_bar=False)
+    select_images(tmp_path / "s", 5, tmp_path / "pick.csv")
+    rows = list(csv.DictReader(open(tmp_path / "pick.csv")))
+    assert len(rows) == 5 and all((root / r["path"]).is_file() for r in rows)  # relative to the training folder
