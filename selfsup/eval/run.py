@@ -114,12 +114,12 @@ def _user_features(run_dir, labels, test, device):
 
 
 def _on_user_labels(run_dir, protocol: str, labels, test, folds: int, seed: int, device: str, fit_predicts) -> dict:
-    """A frozen-feature protocol on the user's labels: ``fit_predicts(features, labels)`` -> {name:
+    """A frozen-feature protocol on the user's labels: ``fit_predicts(features, labels, classes, cfg)`` -> {name:
     fit_predict}; the first name is the headline (its confusion matrix is drawn), every other one
     is reported beside it (kNN's other k)."""
     run, lab, tst, feats, y = _user_features(run_dir, labels, test, device)
     results = {name: evaluate_labelled(fp, lab, tst, folds, seed, offset=len(lab))
-               for name, fp in fit_predicts(feats, y, len(lab.classes)).items()}
+               for name, fp in fit_predicts(feats, y, len(lab.classes), run.cfg).items()}
     head_name = next(iter(results))
     res = {"protocol": protocol, **results[head_name], "labels": str(Path(labels).expanduser().resolve()),
            "test": None if test is None else str(Path(test).expanduser().resolve()), "seed": seed,
@@ -144,9 +144,7 @@ def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: in
     if labels is None:
         ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
         return _save(run_dir, "knn", _protocol("knn", ftr, ytr, fte, yte, cfg), cfg)
-    cfg = load_run_config(run_dir)
-
-    def fit_predicts(f, y, num_classes):
+    def fit_predicts(f, y, num_classes, cfg):
         return {f"k{k}": (lambda tr, te, k=k: knn_predict(f[tr], y[tr], f[te], k, cfg.eval.knn_temperature,
                                                           num_classes).argmax(1))
                 for k in cfg.eval.knn_k}
@@ -160,9 +158,7 @@ def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds:
     if labels is None:
         ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
         return _save(run_dir, "linear", _protocol("linear", ftr, ytr, fte, yte, cfg), cfg)
-    cfg = load_run_config(run_dir)
-
-    def fit_predicts(f, y, num_classes):
+    def fit_predicts(f, y, num_classes, cfg):
         def fp(tr, te):
             return fit_probe(f[tr], y[tr], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction,
                              seed).predict(f[te])
