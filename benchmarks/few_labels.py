@@ -48,6 +48,13 @@ from selfsup.eval.semi import per_class_fraction
 from selfsup.engine import Run
 
 VAL_SIZE, VAL_SEED = 10_000, 12345
+
+
+def validation_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation rows, the other rows) of a training split of n images: VAL_SIZE seeded rows, sorted;
+    benchmarks/selection.py carves the same one."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
+    return perm[:VAL_SIZE].sort().values, perm[VAL_SIZE:].sort().values
 MARGIN = 1.0  # points of test accuracy
 L2 = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 L2_WIDE = L2 + (1e-1, 1.0)
@@ -80,8 +87,7 @@ def main() -> None:
     ftr, ytr, fte, yte, cfg = run_features(a.run_dir)
     train, test = _splits(cfg)
     spec = run.spec
-    perm = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(VAL_SEED))
-    val, pool = perm[:VAL_SIZE].sort().values, perm[VAL_SIZE:].sort().values
+    val, pool = validation_split(len(ytr))
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
     budgets = [("10 per class", per_class_fraction(ytr, 10)), ("1 %", 0.01), ("10 %", 0.1)]
     keys = {"10pc": "10 per class", "1": "1 %", "10": "10 %"}

@@ -1,7 +1,7 @@
 """Does choosing which images to label pay? `selfsup select`'s strategies against random picks.
 
 For a trained run on a labelled data set (Fashion-MNIST), a validation split is carved from the
-training split (VAL_SIZE images, seeded); each strategy picks n images of the rest from the run's
+training split (few_labels.validation_split: 10,000 seeded images, the same split); each strategy picks n images of the rest from the run's
 features; those n images get their true labels, a linear probe is fitted on their features (the
 same probe as `selfsup eval linear`, L2 chosen on a tenth of the n), and scored on the validation
 split and on the test split. Random picks are repeated over seeds; k-center greedy is deterministic
@@ -29,9 +29,9 @@ import torch
 from selfsup.curate import STRATEGIES, select_indices
 from selfsup.eval.linear import fit_probe
 from selfsup.eval.run import run_features
+from few_labels import validation_split  # benchmarks/ is on sys.path when this file runs as a script
 
 MARGIN = 1.0  # points of validation accuracy
-VAL_SIZE, VAL_SEED = 10_000, 12345  # as benchmarks/few_labels.py
 
 
 def main() -> None:
@@ -46,8 +46,7 @@ def main() -> None:
     seeds = [int(s) for s in a.seeds.split(",")]
     ftr, ytr, fte, yte, cfg = run_features(a.run_dir)
     num_classes = int(ytr.max()) + 1
-    perm = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(VAL_SEED))
-    val, pool = perm[:VAL_SIZE].sort().values, perm[VAL_SIZE:].sort().values
+    val, pool = validation_split(len(ytr))
     rows = []
     for n in sizes:
         for strategy in STRATEGIES:
