@@ -1,8 +1,8 @@
 """Does choosing which images to label pay? `selfsup select`'s strategies against random picks.
 
 For a trained run on a labelled data set (Fashion-MNIST), a validation split is carved from the
-training split (few_labels.validation_split: 10,000 seeded images, the same split); each strategy picks n images of the rest from the run's
-features; those n images get their true labels, a linear probe is fitted on their features (the
+training split (few_labels.validation_split: 10,000 seeded images, the same split); each strategy
+picks n images of the rest from the run's features; those n images get their true labels, a linear probe is fitted on their features (the
 same probe as `selfsup eval linear`, L2 chosen on a tenth of the n), and scored on the validation
 split and on the test split. Random picks are repeated over seeds; k-center greedy is deterministic
 (one pick per n); k-means representatives vary with the seed.

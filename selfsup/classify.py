@@ -32,7 +32,7 @@ from selfsup.engine import InputSpec, Run
 from selfsup.eval.finetune import Classifier, finetune_classifier, run_finetune_config
 from selfsup.eval.labelled import DEFAULT_FOLDS
 from selfsup.eval.linear import fit_probe
-from selfsup.eval.run import evaluate_finetune, evaluate_linear, user_sets
+from selfsup.eval.run import evaluate_finetune, linear_fit_predicts, score_user_labels, user_features, user_sets
 from selfsup.transforms import eval_view
 
 WEIGHTS, INFO = "classifier.safetensors", "classifier.json"
@@ -57,10 +57,10 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
     out = Path(out)
     if (out / WEIGHTS).exists():
         raise ValueError(f"{out} already holds a classifier: choose another --out, or delete it first")
-    run = Run(run_dir)
-    lab, _ = user_sets(run, labels)
-    spec = run.spec
     if finetune:
+        run = Run(run_dir)
+        lab, _ = user_sets(run, labels)
+        spec = run.spec
         encoder = getattr(run.method, "finetune_encoder", run.encoder)
         args = _backbone_args(encoder, run)
         est = evaluate_finetune(run_dir, epochs=epochs, device=device, progress=progress, labels=labels, test=test,
@@ -68,10 +68,12 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
         ft = run_finetune_config(run.cfg, fraction=1.0, epochs=epochs, seed=seed)
         model, fit = finetune_classifier(encoder, lab, lab, spec.mean, spec.std, spec.size, ft, device, progress)
         how = {"kind": "finetune", "epochs": fit["epochs"], "steps": fit["steps"], "train_top1": fit["train_top1"]}
-    else:
+    else:  # one decoding and one feature extraction serve the estimate and the classifier
+        run, lab, tst, both, y = user_features(run_dir, labels, test, device)
+        spec = run.spec
         args = _backbone_args(run.encoder, run)
-        est = evaluate_linear(run_dir, device=device, labels=labels, test=test, folds=folds, seed=seed)
-        feats = run.features(lab.images, device)
+        est = score_user_labels(run, lab, tst, both, y, "linear", labels, test, folds, seed, linear_fit_predicts(seed))
+        feats = both[:len(lab)]  # the labelled rows come first
         probe = fit_probe(feats, lab.labels, len(lab.classes), run.cfg.eval.linear_l2,
                           run.cfg.eval.linear_val_fraction, seed)
         model = Classifier(copy.deepcopy(run.encoder), len(lab.classes))

@@ -104,7 +104,7 @@ def _variant(labels) -> str:
     return f"labels-{Path(labels).expanduser().resolve().stem}"
 
 
-def _user_features(run_dir, labels, test, device):
+def user_features(run_dir, labels, test, device):
     """(run, labelled set, test set or None, features [N, F] and labels [N] of both, labelled rows first)."""
     run = Run(run_dir)
     lab, tst = user_sets(run, labels, test)
@@ -114,10 +114,17 @@ def _user_features(run_dir, labels, test, device):
 
 
 def _on_user_labels(run_dir, protocol: str, labels, test, folds: int, seed: int, device: str, fit_predicts) -> dict:
-    """A frozen-feature protocol on the user's labels: ``fit_predicts(features, labels, classes, cfg)`` -> {name:
-    fit_predict}; the first name is the headline (its confusion matrix is drawn), every other one
-    is reported beside it (kNN's other k)."""
-    run, lab, tst, feats, y = _user_features(run_dir, labels, test, device)
+    return score_user_labels(*user_features(run_dir, labels, test, device), protocol, labels, test, folds, seed,
+                             fit_predicts)
+
+
+def score_user_labels(run: Run, lab, tst, feats, y, protocol: str, labels, test, folds: int, seed: int,
+                      fit_predicts) -> dict:
+    """A frozen-feature protocol on the user's labels (``user_features``' outputs): ``fit_predicts(features,
+    labels, num_classes, cfg)`` -> {name: fit_predict}; the first name is the headline (its confusion
+    matrix is drawn), every other one is reported beside it (kNN's other k). Written to the run's
+    eval_<protocol>_labels-<name>.json."""
+    run_dir = run.dir
     results = {name: evaluate_labelled(fp, lab, tst, folds, seed, offset=len(lab))
                for name, fp in fit_predicts(feats, y, len(lab.classes), run.cfg).items()}
     head_name = next(iter(results))
@@ -144,6 +151,7 @@ def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: in
     if labels is None:
         ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
         return _save(run_dir, "knn", _protocol("knn", ftr, ytr, fte, yte, cfg), cfg)
+
     def fit_predicts(f, y, num_classes, cfg):
         return {f"k{k}": (lambda tr, te, k=k: knn_predict(f[tr], y[tr], f[te], k, cfg.eval.knn_temperature,
                                                           num_classes).argmax(1))
@@ -158,13 +166,17 @@ def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds:
     if labels is None:
         ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
         return _save(run_dir, "linear", _protocol("linear", ftr, ytr, fte, yte, cfg), cfg)
+    return _on_user_labels(run_dir, "linear", labels, test, folds, seed, device, linear_fit_predicts(seed))
+
+
+def linear_fit_predicts(seed: int = 0):
+    """``fit_predicts`` of the linear probe for ``score_user_labels``: the run's L2 grid and validation share."""
     def fit_predicts(f, y, num_classes, cfg):
         def fp(tr, te):
             return fit_probe(f[tr], y[tr], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction,
                              seed).predict(f[te])
         return {"linear": fp}
-
-    return _on_user_labels(run_dir, "linear", labels, test, folds, seed, device, fit_predicts)
+    return fit_predicts
 
 
 def evaluate_raw_pixels(cfg: RunConfig, protocol: str) -> dict:
@@ -243,7 +255,7 @@ def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = No
     from selfsup.eval.cluster import cluster_scores
 
     if labels is not None:
-        run, _, _, f, y = _user_features(run_dir, labels, test, device)
+        run, _, _, f, y = user_features(run_dir, labels, test, device)
         res = {**cluster_scores(f, y, num_clusters, seed), "labels": str(Path(labels).expanduser().resolve())}
         return _save(run_dir, f"cluster_{_variant(labels)}", res, run.cfg)
     _, _, fte, yte, cfg = run_features(run_dir, device)
@@ -259,7 +271,7 @@ def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int =
     from selfsup.eval.embed import embed_2d, plot_embedding
 
     if labels is not None:
-        run, lab, _, fte, yte = _user_features(run_dir, labels, test, device)
+        run, lab, _, fte, yte = user_features(run_dir, labels, test, device)
         cfg, classes, suffix, what = run.cfg, lab.classes, f"_{_variant(labels)}", "labelled"
     else:
         _, _, fte, yte, cfg = run_features(run_dir, device)
