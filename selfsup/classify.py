@@ -79,16 +79,132 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
         model = Classifier(copy.deepcopy(run.encoder), len(lab.classes))
         model.head = probe.as_linear()  # reads raw features: the standardisation is folded in
         how = {"kind": "linear", "l2": probe.l2, "train_top1": probe.accuracy(feats, lab.labels)}
-    model = model.cpu().eval()
     info = {"classes": list(lab.classes), "num_classes": len(lab.classes), "backbone": args,
             "input": spec.as_dict(), **how, "num_labelled": len(lab), "labels": est["labels"],
             "estimate": {k: est.get(k) for k in ("evaluation", "top1", "top1_std", "folds", "num_test", "per_class")},
             "run": str(Path(run_dir).resolve()), "method": run.cfg.method_name, "checkpoint_step": run.meta.get("step"),
             "seconds": time.time() - t0}
+    return save_classifier(model, info, out)
+
+
+def save_classifier(model: Classifier, info: dict, out: Path) -> dict:
+    """Write ``out``/classifier.safetensors and classifier.json (``info``: classes, num_classes, backbone
+    arguments, input spec, ...); returns the info with ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    model = model.cpu().eval()
     save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out / WEIGHTS)
     (out / INFO).write_text(json.dumps(info, indent=1))
     return {**info, "out": str(out)}
+
+
+def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, backbone: str | None):
+    """(encoder, its backbone arguments, InputSpec, unlabelled set, the dataset's test split or None,
+    train-settings defaults from the run's config, folders a label CSV's paths may be relative to) for
+    ``semi_classifier``."""
+    from selfsup.config import compose
+    from selfsup.data import load_dataset
+    from selfsup.engine import build_method, dataset_split
+
+    if init is not None:
+        run = Run(init)
+        encoder = getattr(run.method, "finetune_encoder", run.encoder)
+        args, spec, cfg = _backbone_args(encoder, run), run.spec, run.cfg
+        if data is None:  # the images the run pretrained on
+            unlabelled = run.split("train")
+            try:
+                test = dataset_split(cfg, "test")
+            except DatasetError:
+                test = None
+        else:
+            unlabelled = _prepared(load_dataset(data, "train", data_dir, spec.stored_size), spec)
+            try:
+                test = _prepared(load_dataset(data, "test", data_dir, spec.stored_size), spec)
+            except DatasetError:
+                test = None
+        search = [Path(data_dir).expanduser()] if data_dir else run.label_search()
+    else:  # a fresh encoder: the architecture of selfsup's supervised reference recipe for this data
+        from selfsup.train.loop import load_data
+
+        if data is None:
+            raise ValueError("semi: give --data (the unlabelled images) or --init RUN_DIR (a run's encoder and data)")
+        flags = {"method": "supcon", "data": {"name": data, **({"dir": data_dir} if data_dir else {})}}
+        if backbone:
+            flags["backbone"] = {"name": backbone}
+        cfg = compose(flags).cfg
+        unlabelled, test = load_data(cfg)
+        spec = InputSpec.of(cfg, unlabelled.channels, unlabelled.image_size)
+        encoder = build_method(cfg, spec.channels, len(unlabelled), spec.size).encoder
+        args = dict(encoder.backbone_args)
+        search = [Path(data_dir).expanduser()] if data_dir else []
+    defaults = {"flip_p": float(cfg.views.get("flip_p", 0.5)), "precision": cfg.train.precision,
+                "channels_last": cfg.train.channels_last}
+    return encoder, args, spec, unlabelled, test, defaults, search
+
+
+def _prepared(ds, spec: InputSpec):
+    """``ds`` with its images at the encoder's channels and stored side."""
+    from dataclasses import replace
+
+    return replace(ds, images=spec.prepare(ds.images))
+
+
+def semi_classifier(method: str, out: str | Path, labels: str | Path | None = None, test: str | Path | None = None,
+                    init: str | Path | None = None, from_scratch: bool = False, data: str | None = None,
+                    data_dir: str | None = None, per_class: int | None = None, fraction: float | None = None,
+                    backbone: str | None = None, overrides: dict | None = None, device: str = "cpu",
+                    progress: bool = True) -> dict:
+    """Train a classifier with a semi-supervised ``method`` (fixmatch, mixmatch, vat, pseudolabel) on a
+    few labelled and many unlabelled images and save it as ``selfsup classify`` does.
+
+    Unlabelled images: ``data`` (a dataset name; ``data_dir`` its folder), else those ``init`` (a run
+    directory) pretrained on. Encoder: ``init``'s (``from_scratch``: its architecture and input spec,
+    random weights), else a fresh one of selfsup's supervised reference recipe for ``data``.
+    Labels: ``labels`` (a folder of class sub-folders or a CSV of path,label rows; ``test`` likewise),
+    or a class-balanced, seeded sample of the unlabelled set's own labels: ``per_class`` images of
+    every class or a ``fraction`` of them (then the dataset's test split measures it).
+    ``overrides``: the method's and the training's settings (``steps``, ``threshold``, ...)."""
+    from selfsup.data.labelled import load_labelled
+    from selfsup.data.sources import balanced_indices
+    from selfsup.eval.semi import per_class_fraction
+    from selfsup.semi import create_semi_method
+    from selfsup.semi.train import train_semi
+
+    t0 = time.time()
+    out = Path(out)
+    if (out / WEIGHTS).exists():
+        raise ValueError(f"{out} already holds a classifier: choose another --out, or delete it first")
+    if (labels is None) == (per_class is None and fraction is None):
+        raise ValueError("semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
+                         "dataset's own labels")
+    encoder, args, spec, unlabelled, data_test, defaults, search = _semi_data(init, data, data_dir, backbone)
+    if labels is not None:
+        lab = load_labelled(labels, spec.channels, spec.stored_size, search=search)
+        tst = None if test is None else load_labelled(test, spec.channels, spec.stored_size, lab.classes, search)
+        classes = list(lab.classes)
+    else:
+        if unlabelled.labels is None:
+            raise ValueError(f"--per-class/--fraction sample the dataset's own labels, and {unlabelled.name} has none: "
+                             f"give --labels DIR|FILE.csv")
+        seed = int((overrides or {}).get("seed", 0))
+        frac = fraction if fraction is not None else per_class_fraction(unlabelled.labels, per_class)
+        lab = unlabelled.subset(balanced_indices(unlabelled.labels, frac, seed))
+        tst = data_test if test is None else load_labelled(test, spec.channels, spec.stored_size,
+                                                           unlabelled.classes)
+        classes = list(unlabelled.classes or [str(i) for i in range(int(unlabelled.labels.max()) + 1)])
+    sm, scfg = create_semi_method(method, {**defaults, **(overrides or {})})
+    model, res = train_semi(sm, scfg, encoder, lab, unlabelled, spec, len(classes), tst, from_scratch, device,
+                            progress)
+    info = {"classes": classes, "num_classes": len(classes), "backbone": args, "input": spec.as_dict(),
+            "kind": method, "num_labelled": len(lab), "num_unlabelled": len(unlabelled),
+            "labels": str(Path(labels).resolve()) if labels is not None else
+            (f"{per_class} per class" if per_class is not None else f"{fraction:g} of the labels"),
+            "estimate": {"evaluation": "test" if res["top1"] is not None else None, "top1": res["top1"],
+                         "num_test": len(tst) if tst is not None else None},
+            "train_top1": res["train_top1"], "init": str(Path(init).resolve()) if init else None,
+            "from_scratch": from_scratch or init is None, "settings": res["settings"],
+            "method_settings": res["method_settings"], "final": res["final"], "train_seconds": res["train_seconds"],
+            "seconds": time.time() - t0}
+    return save_classifier(model, info, out)
 
 
 def load_classifier(clf_dir: str | Path) -> tuple[Classifier, dict, InputSpec]:

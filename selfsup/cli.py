@@ -410,6 +410,32 @@ def _cmd_classify(args) -> None:
           f"`selfsup predict {res['out']} IMAGES --out predictions.csv`")
 
 
+def _cmd_semi(args) -> None:
+    """A classifier from few labels and many unlabelled images (FixMatch, MixMatch, VAT, pseudo-labels)."""
+    from selfsup.classify import semi_classifier
+    from selfsup.config import parse_override
+
+    overrides: dict = {}
+    for o in args.overrides:
+        overrides.update(parse_override(o))
+    for flag in ("steps", "seed"):
+        if getattr(args, flag) is not None:
+            overrides[flag] = getattr(args, flag)
+    res = semi_classifier(args.method, args.out, labels=args.labels, test=args.test, init=args.init,
+                          from_scratch=args.from_scratch, data=args.data, data_dir=args.data_dir,
+                          per_class=args.per_class, fraction=args.fraction, backbone=args.backbone,
+                          overrides=overrides, device=args.device, progress=not args.json)
+    if args.json:
+        print(json.dumps(res))
+        return
+    e = res["estimate"]
+    where = (f"test top-1 {_pct(e['top1'])} on {e['num_test']} images" if e["top1"] is not None
+             else "no test set (--test DIR|FILE.csv measures it)")
+    print(f"{res['kind']} classifier of {res['num_classes']} classes from {res['num_labelled']} labelled and "
+          f"{res['num_unlabelled']} unlabelled images ({res['train_seconds'] / 60:.1f} min): {where}\nsaved to "
+          f"{res['out']}; use it with `selfsup predict {res['out']} IMAGES --out predictions.csv`")
+
+
 def _cmd_predict(args) -> None:
     from selfsup.classify import predict
 
@@ -648,6 +674,31 @@ def make_parser() -> argparse.ArgumentParser:
     cf.add_argument("--json", action="store_true")
     cf.add_argument("--device", default="cpu")
     cf.set_defaults(func=_cmd_classify)
+
+    sm = sub.add_parser("semi", help="train a classifier on few labels and many unlabelled images at once "
+                                     "(FixMatch, MixMatch, VAT, pseudo-labels), from scratch or from a run")
+    sm.add_argument("--method", required=True, help="fixmatch | mixmatch | vat | pseudolabel")
+    sm.add_argument("--init", metavar="RUN_DIR", help="start from this run's encoder (and, without --data, train on "
+                                                      "the images it pretrained on)")
+    sm.add_argument("--from-scratch", action="store_true", help="with --init: its architecture and input spec, "
+                                                                "random weights (the baseline)")
+    sm.add_argument("--data", help="the unlabelled images: a dataset name (imagefolder with --data-dir)")
+    sm.add_argument("--data-dir")
+    sm.add_argument("--backbone", help="without --init: the encoder (default: the supervised reference recipe's)")
+    sm.add_argument("--labels", metavar="DIR|FILE.csv", help="a folder with one sub-folder per class, or a CSV of "
+                                                             "path,label rows")
+    sm.add_argument("--per-class", type=int, help="instead of --labels: this many of the dataset's own labels per class")
+    sm.add_argument("--fraction", type=float, help="instead of --labels: this fraction of the dataset's own labels")
+    sm.add_argument("--test", metavar="DIR|FILE.csv", help="labelled images the result is measured on (default: the "
+                                                           "dataset's test split with --per-class/--fraction)")
+    sm.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
+    sm.add_argument("--seed", type=int)
+    sm.add_argument("--out", required=True, help="classifier directory, read by `selfsup predict`")
+    sm.add_argument("--json", action="store_true")
+    sm.add_argument("--device", default="cpu")
+    sm.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the method's and training's settings, e.g. "
+                                                                      "threshold=0.9 mu=3 lr=0.01 encoder_lr=0.003")
+    sm.set_defaults(func=_cmd_semi)
 
     pr = sub.add_parser("predict", help="classify a folder of images with a saved classifier; write a CSV")
     pr.add_argument("clf_dir", metavar="CLF_DIR", help="from `selfsup classify` (or `selfsup distill`)")
