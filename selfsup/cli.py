@@ -677,7 +677,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser("semi", help="train a classifier on few labels and many unlabelled images at once "
                                      "(FixMatch, MixMatch, VAT, pseudo-labels), from scratch or from a run")
-    sm.add_argument("--method", required=True, help="fixmatch | mixmatch | vat | pseudolabel")
+    sm.add_argument("--method", required=True, help="fixmatch | mixmatch | vat | pseudolabel | supervised (labels only)")
     sm.add_argument("--init", metavar="RUN_DIR", help="start from this run's encoder (and, without --data, train on "
                                                       "the images it pretrained on)")
     sm.add_argument("--from-scratch", action="store_true", help="with --init: its architecture and input spec, "

@@ -63,14 +63,17 @@ def contrast(x, v):
 
 
 def equalize(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Histogram equalisation of each channel of each image over 256 levels (PIL's ImageOps.equalize
-    up to its rounding): every level maps to its cumulative frequency."""
+    """Histogram equalisation of each channel of each image over 256 levels, PIL's ImageOps.equalize
+    exactly: step = (pixels - count of the highest level present) // 255, and level i maps to
+    (step // 2 + pixels below i) // step; a channel with step 0 is left as it is."""
     b, c, h, w = x.shape
     levels = (x * 255).round().long().clamp(0, 255).view(b * c, h * w)
     hist = torch.zeros(b * c, 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float))
-    cdf = hist.cumsum(1)
-    cdf_min = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(1, keepdim=True)
-    lut = ((cdf - cdf_min) / (h * w - cdf_min).clamp_min(1)).clamp(0, 1)  # [B*C, 256]
+    top = 255 - (hist.flip(1) > 0).float().argmax(1, keepdim=True)  # the highest level present
+    step = torch.div(h * w - hist.gather(1, top), 255, rounding_mode="floor")  # [B*C, 1]
+    below = hist.cumsum(1) - hist
+    lut = torch.div(torch.div(step, 2, rounding_mode="floor") + below, step.clamp_min(1), rounding_mode="floor")
+    lut = torch.where(step > 0, lut.clamp(max=255), torch.arange(256.0, device=x.device)) / 255
     return lut.gather(1, levels).view(b, c, h, w)
 
 
