@@ -110,7 +110,11 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
         encoder = getattr(run.method, "finetune_encoder", run.encoder)
         args, spec, cfg = _backbone_args(encoder, run), run.spec, run.cfg
         if data is None:  # the images the run pretrained on
-            unlabelled = run.split("train")
+            try:
+                unlabelled = dataset_split(cfg, "train")
+            except DatasetError as e:
+                raise DatasetError(f"semi: the images {init} pretrained on could not be read ({e}); name the unlabelled "
+                                   f"images: --data NAME, or --data imagefolder --data-dir DIR") from None
             try:
                 test = dataset_split(cfg, "test")
             except DatasetError:
@@ -176,6 +180,7 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
     if (labels is None) == (per_class is None and fraction is None):
         raise ValueError("semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
                          "dataset's own labels")
+    create_semi_method(method, overrides)  # a typo in a setting fails before any data is read
     encoder, args, spec, unlabelled, data_test, defaults, search = _semi_data(init, data, data_dir, backbone)
     if labels is not None:
         lab = load_labelled(labels, spec.channels, spec.stored_size, search=search)

@@ -128,7 +128,8 @@ _EVAL_OPTIONS = {"knn": {**_LABELS, "folds": "folds", "seed": "seed"},
                  "finetune": {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
                               "from_scratch": "from_scratch", "seed": "seed", **_LABELS, "folds": "folds"},
                  "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed",
-                          "per_class": "per_class", "finetune_up_to": "finetune_up_to"},
+                          "per_class": "per_class", "finetune_up_to": "finetune_up_to",
+                          "semi_methods": "semi_methods", "semi_steps": "semi_steps"},
                  "cluster": {"clusters": "num_clusters", "seed": "seed", **_LABELS},
                  "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed", **_LABELS},
                  "diagnostics": {"seed": "seed"}, "robustness": {"corruptions": "kinds", "seed": "seed", **_LABELS},
@@ -214,9 +215,12 @@ def _format_protocol(protocol: str, res: dict) -> str:
                 f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items()))
         return "\n  " + "\n  ".join(lines)
     if protocol == "semi":
+        def semi(r):
+            return "".join(f", {m} {_pct(r.get(m))} (from scratch {_pct(r.get(m + '_scratch'))})"
+                           for m in res.get("semi_methods", []))
         return "\n  " + "\n  ".join(f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
                                       f"{_pct(r['linear'])} (raw pixels {_pct(r.get('raw_pixels'))}), "
-                                      f"fine-tune {_pct(r['finetune'])}, from scratch {_pct(r['scratch'])}"
+                                      f"fine-tune {_pct(r['finetune'])}, from scratch {_pct(r['scratch'])}{semi(r)}"
                                       for r in res["rows"]) + f"\n  picture: {res['picture']}"
     if protocol == "robustness":
         e, r = res["encoder"], res["raw_pixels"]
@@ -561,6 +565,10 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--per-class", type=int, help="semi: also N labels of every class (e.g. 10), first")
     ev.add_argument("--finetune-up-to", type=float, help="semi: fine-tune (and train from scratch) only at fractions "
                                                          "up to this one (default 1; 0: linear probes only)")
+    ev.add_argument("--semi-methods", type=_str_list, help="semi: also these semi-supervised methods (fixmatch, "
+                                                           "mixmatch, vat, pseudolabel, supervised), from the encoder "
+                                                           "and from scratch, where fine-tuning runs")
+    ev.add_argument("--semi-steps", type=int, help="semi: steps of each --semi-methods run (default 1000)")
     ev.add_argument("--clusters", type=int, help="cluster: k of k-means (default: the number of classes)")
     ev.add_argument("--embed", type=_str_list, help="embed2d: tsne and/or umap (default tsne, and umap if installed)")
     ev.add_argument("--max-points", type=int, help="embed2d: test images embedded (default 3000, class-balanced)")

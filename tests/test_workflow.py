@@ -221,6 +221,37 @@ def test_classify_then_predict_new_images(run, folders, tmp_path):
     assert_clean_error(rc, err, "not a classifier directory")
 
 
+def test_semi_supervised_classifier_from_the_run_and_from_scratch_then_predict(run, folders, tmp_path):
+    """`selfsup semi` on the user's folder and labels CSV (paths relative to the folder), from the run's
+    encoder and from scratch; both write what `predict` reads."""
+    root = folders["root"]
+    rc, _, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--labels", str(root / "labelled"),
+                          "--out", str(tmp_path / "fix")])  # the folder it pretrained on is gone (a test above)
+    assert_clean_error(rc, err, "--data imagefolder --data-dir DIR")
+    rc, out, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--data", "imagefolder", "--data-dir",
+                            str(root / "flat"), "--labels", str(root / "in_flat.csv"), "--test", str(root / "test"),
+                            "--steps", "40", "--out", str(tmp_path / "fix"), "batch_size=16", "mu=2", "--json"])
+    assert rc == 0, err
+    info = last_json(out)
+    assert info["kind"] == "fixmatch" and info["num_labelled"] == 100 and info["num_unlabelled"] == 1438
+    assert info["estimate"]["evaluation"] == "test" and info["estimate"]["num_test"] == 200
+    assert info["estimate"]["top1"] > 0.5 and info["init"] == str(run.resolve()) and not info["from_scratch"]
+    assert info["settings"]["flip_p"] == 0.0  # the run's views: digits are not flipped
+    rc, out, err = run_cli(["predict", str(tmp_path / "fix"), str(root / "new"), "--out", str(tmp_path / "p.csv")])
+    assert rc == 0 and "40 predictions" in out, err
+    rc, out, err = run_cli(["semi", "--method", "supervised", "--data", "imagefolder", "--data-dir", str(root / "flat"),
+                            "--labels", str(root / "labels.csv"), "--steps", "20", "--out", str(tmp_path / "sup"),
+                            "--json"])
+    assert rc == 0, err
+    info = last_json(out)
+    assert info["from_scratch"] and info["estimate"]["top1"] is None and info["input"]["stored_size"] == 8
+    rc, _, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--out", str(tmp_path / "x")])
+    assert_clean_error(rc, err, "give the labels")
+    rc, _, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--labels", str(root / "labelled"),
+                          "--out", str(tmp_path / "y"), "threshhold=0.9"])
+    assert_clean_error(rc, err, "did you mean 'threshold'")
+
+
 def test_classify_with_finetuning_and_a_test_folder(run, folders, tmp_path):
     root = folders["root"]
     rc, out, err = run_cli(["classify", str(run), "--labels", str(root / "labelled"), "--test", str(root / "test"),

@@ -337,10 +337,11 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
 
 def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
                   steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
-                  finetune_up_to: float = 1.0) -> dict:
+                  finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000) -> dict:
     """Label efficiency: linear probe (and one on raw pixels), fine-tuning and supervised-from-scratch
     at each fraction of the labels (selfsup.eval.semi), and first at ``per_class`` labels of each
-    class when given; fine-tuning only up to ``finetune_up_to``. RUN_DIR/semi.png plots them."""
+    class when given; fine-tuning (and ``semi_methods``, e.g. fixmatch, from the encoder and from
+    scratch, ``semi_steps`` each) only up to ``finetune_up_to``. RUN_DIR/semi.png plots them."""
     from selfsup.eval.finetune import run_finetune_config
     from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
 
@@ -353,7 +354,8 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
     res = semi_supervised(method.encoder, train, test, ftr, fte, cfg.data.mean, cfg.data.std, _size(cfg, train),
                           fractions, ft, device, progress, finetune_encoder=getattr(method, "finetune_encoder", None),
-                          finetune_up_to=finetune_up_to)
+                          finetune_up_to=finetune_up_to, semi_methods=tuple(semi_methods or ()),
+                          semi_steps=semi_steps)
     res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / "semi.png",
                                    f"{cfg.method_name} on {cfg.data.name}: label efficiency"))
     return _save(run_dir, "semi" if seed == 0 else f"semi_seed{seed}", res, cfg)

@@ -201,6 +201,21 @@ def test_semi_from_python(run):
     assert rows[2]["raw_pixels"] == pytest.approx(want["top1"])
 
 
+def test_semi_with_semi_supervised_methods_from_the_cli(run):
+    """`eval semi --semi-methods`: each method from the encoder and from scratch, where fine-tuning runs."""
+    from test_cli import last_json, run_cli
+
+    rc, out, err = run_cli(["eval", "semi", str(run), "--fractions", "0.1", "--steps", "2", "--semi-methods",
+                            "supervised,fixmatch", "--semi-steps", "40", "--json"])
+    assert rc == 0, err
+    row = last_json(out)["rows"][0]
+    for key in ("supervised", "supervised_scratch", "fixmatch", "fixmatch_scratch"):
+        assert 0.3 < row[key] <= 1.0, (key, row[key])  # 144 labels, 40 steps: well above chance (0.1)
+    rc, out, err = run_cli(["eval", "semi", str(run), "--fractions", "0.1", "--steps", "2", "--semi-methods",
+                            "fixmatch", "--semi-steps", "1"])
+    assert rc == 0 and "fixmatch" in out and "(from scratch" in out, err
+
+
 def test_transfer_to_another_dataset(run, tmp_path):
     import numpy as np
 
