@@ -129,10 +129,11 @@ _EVAL_OPTIONS = {"knn": {**_LABELS, "folds": "folds", "seed": "seed"},
                               "from_scratch": "from_scratch", "seed": "seed", **_LABELS, "folds": "folds"},
                  "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed",
                           "per_class": "per_class", "finetune_up_to": "finetune_up_to",
-                          "semi_methods": "semi_methods", "semi_steps": "semi_steps"},
+                          "semi_methods": "semi_methods", "semi_steps": "semi_steps", **_LABELS},
                  "cluster": {"clusters": "num_clusters", "seed": "seed", **_LABELS},
                  "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed", **_LABELS},
-                 "diagnostics": {"seed": "seed"}, "robustness": {"corruptions": "kinds", "seed": "seed", **_LABELS},
+                 "diagnostics": {"seed": "seed", "labels": "labels"},
+                 "robustness": {"corruptions": "kinds", "seed": "seed", **_LABELS},
                  "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed", **_LABELS,
                               "folds": "folds"},
                  "zeroshot": {"prompts": "prompts"}}
@@ -574,8 +575,8 @@ def make_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-points", type=int, help="embed2d: test images embedded (default 3000, class-balanced)")
     ev.add_argument("--corruptions", type=_str_list, help=f"robustness: any of {','.join(CORRUPTIONS)} (default all)")
     ev.add_argument("--labels", metavar="DIR|FILE.csv",
-                    help="knn, linear, finetune, cluster, embed2d, transfer, robustness: your own labels instead of the run's "
-                         "dataset: a folder with one sub-folder per class, or a CSV of path,label rows (paths relative "
+                    help="knn, linear, finetune, semi, cluster, embed2d, transfer, robustness (diagnostics: their images): "
+                         "your own labels instead of the run's dataset: a folder with one sub-folder per class, or a CSV of path,label rows (paths relative "
                          "to the CSV or to the pretraining folder)")
     ev.add_argument("--test", metavar="DIR|FILE.csv", help="with --labels: labelled images to test on "
                                                           "(default: stratified k-fold cross-validation)")

@@ -252,6 +252,28 @@ def test_semi_supervised_classifier_from_the_run_and_from_scratch_then_predict(r
     assert_clean_error(rc, err, "did you mean 'threshold'")
 
 
+def test_diagnostics_of_an_unlabelled_run_on_the_users_images(run, folders):
+    rc, out, err = run_cli(["eval", "diagnostics", str(run), "--labels", str(folders["root"] / "labelled"), "--json"])
+    assert rc == 0, err
+    res = last_json(out)
+    assert res["num_images"] == 100 and res["images"] == "labels:labelled"
+    assert 1 < res["features"]["effective_rank"] <= res["features"]["dim"]
+    assert (run / "eval_diagnostics_labels-labelled.json").exists()
+
+
+def test_label_efficiency_on_the_users_labels(run, folders):
+    root = folders["root"]
+    rc, out, err = run_cli(["eval", "semi", str(run), "--labels", str(root / "labelled"), "--test", str(root / "test"),
+                            "--fractions", "0.3,1", "--steps", "3", "--json"])
+    assert rc == 0, err
+    rows = last_json(out)["rows"]
+    assert [r["num_labelled"] for r in rows] == [30, 100]  # fractions of the user's 100 labels, class-balanced
+    assert all(r["linear"] > 0.3 and r["finetune"] is not None for r in rows)
+    assert (run / "semi_labels-labelled.png").exists()
+    rc, _, err = run_cli(["eval", "semi", str(run), "--labels", str(root / "labelled")])
+    assert_clean_error(rc, err, "needs --test")
+
+
 def test_classify_with_finetuning_and_a_test_folder(run, folders, tmp_path):
     root = folders["root"]
     rc, out, err = run_cli(["classify", str(run), "--labels", str(root / "labelled"), "--test", str(root / "test"),

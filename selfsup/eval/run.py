@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from selfsup import dist
 
 from selfsup.config import RunConfig, eval_size, load_run_config
+from selfsup.data import DatasetError
 from selfsup.data.labelled import load_labelled
 from selfsup.engine import Run, dataset_split, labelled_splits, load_run, run_split
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
@@ -291,39 +292,45 @@ def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int =
     return _save(run_dir, f"embed2d{suffix}", {"protocol": "embed2d", "points": len(idx), "pictures": pictures}, cfg)
 
 
-def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, seed: int = 0) -> dict:
+def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, seed: int = 0, labels=None) -> dict:
     """Representation diagnostics: effective rank (RankMe), per-dimension std, alignment and uniformity
     (Wang & Isola 2020) of the encoder's features and of the method's embedding (what its loss sees);
-    for InfoNCE methods, the bound log N - L at several N on pairs of augmented test views."""
+    for InfoNCE methods, the bound log N - L at several N on pairs of augmented views. Images: up to
+    ``num_images`` of the run's test split, else (an unlabelled folder has none) of its training
+    split, or of the user's ``labels`` set (a folder or CSV; only its images are used)."""
     from selfsup.config import view_config
     from selfsup.eval.diagnostics import (alignment, effective_rank, embedding_std, infonce_bound_curve,
                                           per_dimension_std, uniformity)
     from selfsup.report.plots import read_metrics
     from selfsup.transforms import Views, eval_view
 
-    loaded = load_run(run_dir)
-    _, _, fte, _, cfg = run_features(run_dir, device, loaded)
-    method = loaded[1]
-    train, test = _splits(cfg)
-    size = _size(cfg, train)
+    run = Run(run_dir)
+    cfg, method, spec = run.cfg, run.method, run.spec
+    if labels is not None:
+        pool, source = user_sets(run, labels)[0].images, f"labels:{Path(labels).name}"
+    else:
+        try:
+            pool, source = dataset_split(cfg, "test").images, "test"
+        except DatasetError:
+            pool, source = run.split("train").images, "train"
     g = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(test), generator=g)[:num_images]
-    images = test.images[idx]
+    idx = torch.randperm(len(pool), generator=g)[:num_images]
+    images = pool[idx]
     # two global views even for single-view methods: alignment compares two views of each image
     vcfg = view_config(cfg)
-    views = Views(dataclasses.replace(vcfg, num_global=max(2, vcfg.num_global)), cfg.data.mean, cfg.data.std,
-                  train.image_size)
+    views = Views(dataclasses.replace(vcfg, num_global=max(2, vcfg.num_global)), spec.mean, spec.std,
+                  spec.stored_size)
     v1, v2 = views(images, g)[:2]  # two augmented (global) views of each image, as in training
+    sub = run.features(images, device)
     method.eval()
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                                          enabled=cfg.train.precision == "bf16"):
         method.to(device)
         h1, h2 = (method.encoder(v.to(device)).float().cpu() for v in (v1, v2))
-        z = method.embedding(eval_view(images, cfg.data.mean, cfg.data.std, size).to(device)).float().cpu()
+        z = method.embedding(eval_view(images, spec.mean, spec.std, spec.size).to(device)).float().cpu()
         z1, z2 = (method.embedding(v.to(device)).float().cpu() for v in (v1, v2))
-    sub = fte[idx]
-    result = {"protocol": "diagnostics", "num_images": len(idx),
-              "features": {"dim": fte.shape[1], "effective_rank": effective_rank(sub), "std": per_dimension_std(sub),
+    result = {"protocol": "diagnostics", "num_images": len(idx), "images": source,
+              "features": {"dim": sub.shape[1], "effective_rank": effective_rank(sub), "std": per_dimension_std(sub),
                            "alignment": alignment(h1, h2), "uniformity": uniformity(sub)},
               "embedding": {"dim": z.shape[1], "effective_rank": effective_rank(z), "std": per_dimension_std(z),
                             "mean_std": embedding_std(z), "alignment": alignment(z1, z2), "uniformity": uniformity(z)}}
@@ -332,33 +339,44 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
         curve = infonce_bound_curve(z1, z2, temperature, ns=tuple(n for n in (2, 8, 32, 128, 512, 2048) if n <= len(idx)))
         result["infonce_bound"] = {"temperature": temperature, "nats": {str(n): b for n, b in curve.items()},
                                    "log_n": {str(n): math.log(n) for n in curve}}
-    return _save(run_dir, "diagnostics", result, cfg)
+    return _save(run_dir, "diagnostics" if labels is None else f"diagnostics_{_variant(labels)}", result, cfg)
 
 
 def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
                   steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
-                  finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000) -> dict:
+                  finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000, labels=None,
+                  test=None) -> dict:
     """Label efficiency: linear probe (and one on raw pixels), fine-tuning and supervised-from-scratch
     at each fraction of the labels (selfsup.eval.semi), and first at ``per_class`` labels of each
     class when given; fine-tuning (and ``semi_methods``, e.g. fixmatch, from the encoder and from
-    scratch, ``semi_steps`` each) only up to ``finetune_up_to``. RUN_DIR/semi.png plots them."""
+    scratch, ``semi_steps`` each) only up to ``finetune_up_to``. RUN_DIR/semi.png plots them. With
+    ``labels`` (and ``test``, required: every fraction is scored on the same held-out images), the
+    fractions are of the user's labelled set, whose images are the semi-supervised methods' unlabelled ones."""
     from selfsup.eval.finetune import run_finetune_config
     from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
 
-    loaded = load_run(run_dir)
-    ftr, _, fte, _, cfg = run_features(run_dir, device, loaded)
-    method = loaded[1]
-    train, test = _splits(cfg)
+    run = Run(run_dir)
+    cfg, spec = run.cfg, run.spec
+    if labels is not None:
+        if test is None:
+            raise ValueError("semi on your labels needs --test DIR|FILE.csv: each fraction of the labels is scored on "
+                             "the same held-out images")
+        train, test_set = user_sets(run, labels, test)
+        ftr, fte = run.features(train.images, device), run.features(test_set.images, device)
+        name, title = f"semi_{_variant(labels)}", f"{cfg.method_name} on your labels: label efficiency"
+    else:
+        ftr, _, fte, _, _ = run_features(run_dir, device, (run.cfg, run.method, run.meta))
+        train, test_set = _splits(cfg)
+        name, title = "semi", f"{cfg.method_name} on {cfg.data.name}: label efficiency"
     if per_class:
         fractions = (per_class_fraction(train.labels, per_class), *fractions)
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
-    res = semi_supervised(method.encoder, train, test, ftr, fte, cfg.data.mean, cfg.data.std, _size(cfg, train),
-                          fractions, ft, device, progress, finetune_encoder=getattr(method, "finetune_encoder", None),
+    res = semi_supervised(run.encoder, train, test_set, ftr, fte, spec.mean, spec.std, spec.size, fractions, ft,
+                          device, progress, finetune_encoder=getattr(run.method, "finetune_encoder", None),
                           finetune_up_to=finetune_up_to, semi_methods=tuple(semi_methods or ()),
                           semi_steps=semi_steps)
-    res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / "semi.png",
-                                   f"{cfg.method_name} on {cfg.data.name}: label efficiency"))
-    return _save(run_dir, "semi" if seed == 0 else f"semi_seed{seed}", res, cfg)
+    res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / f"{name}.png", title))
+    return _save(run_dir, name if seed == 0 else f"{name}_seed{seed}", res, cfg)
 
 
 def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0, labels=None, test=None) -> dict:
