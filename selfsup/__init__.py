@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from selfsup.backbones import create_backbone, list_backbones
+from selfsup.errors import SelfsupError
 from selfsup.registry import list_methods
 
 
@@ -48,7 +49,7 @@ def pretrain(method: str = "simclr", data: str = "fashion-mnist", data_dir: str 
 
     if resume:
         if out is None:
-            raise ValueError("resume=True continues the run in out=RUN_DIR: name it")
+            raise SelfsupError("resume=True continues the run in out=RUN_DIR: name it")
         return {"run": str(out), **fit(load_run_config(out), out, resume=True, progress_bar=progress_bar)}
     flags: dict = {"method": {"name": method}, "data": {"name": data, **({"dir": data_dir} if data_dir else {})}}
     if epochs is not None:
@@ -74,5 +75,5 @@ def list_datasets() -> list[str]:
     return _ld()
 
 
-__all__ = ["__version__", "create_backbone", "create_method", "evaluate", "list_backbones", "list_datasets",
-           "list_methods", "pretrain"]
+__all__ = ["SelfsupError", "__version__", "create_backbone", "create_method", "evaluate", "list_backbones",
+           "list_datasets", "list_methods", "pretrain"]

@@ -17,6 +17,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from selfsup.errors import SelfsupError
+
 # (column, result file, key, scale) of the leaderboard; accuracies are shown in %
 COLUMNS = [("kNN-200", "eval_knn.json", "top1_k200", 100), ("kNN-20", "eval_knn.json", "top1_k20", 100),
            ("linear", "eval_linear.json", "top1", 100), ("cluster NMI", "eval_cluster.json", "nmi", 1),
@@ -52,10 +54,10 @@ def parse_entries(text: str) -> list[Entry]:
         method, _, config = (spec or name).partition(":")
         get_method_spec(method)  # an unknown name fails here, before hours of training
         if config and not Path(config).is_file():
-            raise ValueError(f"{item}: config file {config} not found")
+            raise SelfsupError(f"{item}: config file {config} not found")
         entries.append(Entry(name, method, config or None))
     if len({e.name for e in entries}) != len(entries):
-        raise ValueError(f"--methods {text!r} names a row twice; give repeated methods distinct NAME=METHOD:CONFIG names")
+        raise SelfsupError(f"--methods {text!r} names a row twice; give repeated methods distinct NAME=METHOD:CONFIG names")
     return entries
 
 

@@ -29,6 +29,7 @@ from selfsup.data import DatasetError
 from selfsup.data.labelled import image_batches
 from selfsup.data.sources import _warn_skipped
 from selfsup.engine import InputSpec, Run
+from selfsup.errors import SelfsupError
 from selfsup.eval.finetune import Classifier, finetune_classifier, run_finetune_config
 from selfsup.eval.labelled import DEFAULT_FOLDS
 from selfsup.eval.linear import fit_probe
@@ -41,7 +42,7 @@ WEIGHTS, INFO = "classifier.safetensors", "classifier.json"
 def _backbone_args(module: nn.Module, run: Run) -> dict:
     args = getattr(module, "backbone_args", None)
     if args is None:
-        raise ValueError(f"the {run.cfg.method_name} encoder is a {type(module).__name__} that combines several networks, "
+        raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(module).__name__} that combines several networks, "
                          f"not one backbone, so a classifier file cannot rebuild it; classify the features of "
                          f"`selfsup embed` instead, or pretrain a method with a single backbone")
     return dict(args)
@@ -56,7 +57,7 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
     t0 = time.time()
     out = Path(out)
     if (out / WEIGHTS).exists():
-        raise ValueError(f"{out} already holds a classifier: choose another --out, or delete it first")
+        raise SelfsupError(f"{out} already holds a classifier: choose another --out, or delete it first")
     if finetune:
         run = Run(run_dir)
         lab, _ = user_sets(run, labels)
@@ -130,7 +131,7 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
         from selfsup.train.loop import load_data
 
         if data is None:
-            raise ValueError("semi: give --data (the unlabelled images) or --init RUN_DIR (a run's encoder and data)")
+            raise SelfsupError("semi: give --data (the unlabelled images) or --init RUN_DIR (a run's encoder and data)")
         flags = {"method": "supcon", "data": {"name": data, **({"dir": data_dir} if data_dir else {})}}
         if backbone:
             flags["backbone"] = {"name": backbone}
@@ -176,9 +177,9 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
     t0 = time.time()
     out = Path(out)
     if (out / WEIGHTS).exists():
-        raise ValueError(f"{out} already holds a classifier: choose another --out, or delete it first")
+        raise SelfsupError(f"{out} already holds a classifier: choose another --out, or delete it first")
     if (labels is None) == (per_class is None and fraction is None):
-        raise ValueError("semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
+        raise SelfsupError("semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
                          "dataset's own labels")
     create_semi_method(method, overrides)  # a typo in a setting fails before any data is read
     encoder, args, spec, unlabelled, data_test, defaults, search = _semi_data(init, data, data_dir, backbone)
@@ -188,7 +189,7 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
         classes = list(lab.classes)
     else:
         if unlabelled.labels is None:
-            raise ValueError(f"--per-class/--fraction sample the dataset's own labels, and {unlabelled.name} has none: "
+            raise SelfsupError(f"--per-class/--fraction sample the dataset's own labels, and {unlabelled.name} has none: "
                              f"give --labels DIR|FILE.csv")
         seed = int((overrides or {}).get("seed", 0))
         frac = fraction if fraction is not None else per_class_fraction(unlabelled.labels, per_class)
@@ -229,7 +230,7 @@ def load_classifier(clf_dir: str | Path) -> tuple[Classifier, dict, InputSpec]:
                          tuple(info["std"]))
         classes = info.get("classes") or [str(i) for i in range(info["num_classes"])]
         return model.eval(), {**info, "classes": classes}, spec
-    raise ValueError(f"{d} is not a classifier directory ({INFO} and {WEIGHTS} from `selfsup classify`, or "
+    raise SelfsupError(f"{d} is not a classifier directory ({INFO} and {WEIGHTS} from `selfsup classify`, or "
                      f"student.safetensors from `selfsup distill`)")
 
 
@@ -244,12 +245,12 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
     model, info, spec = load_classifier(clf_dir)
     classes = info["classes"]
     if not 1 <= top_k <= len(classes):
-        raise ValueError(f"--top-k {top_k}: give 1 to {len(classes)} (the classifier knows {len(classes)} classes)")
+        raise SelfsupError(f"--top-k {top_k}: give 1 to {len(classes)} (the classifier knows {len(classes)} classes)")
     if batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size}: give at least 1")
+        raise SelfsupError(f"--batch-size {batch_size}: give at least 1")
     out = Path(out)
     if out.suffix.lower() != ".csv":
-        raise ValueError(f"--out {out}: predictions are written as a .csv file")
+        raise SelfsupError(f"--out {out}: predictions are written as a .csv file")
     root, files, others = image_files(images)
     if others:
         warnings.warn(f"predict: ignored {len(others)} non-image file{'s' * (len(others) != 1)} (by extension)",

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from selfsup.config import ConfigError, RunConfig, compose, recipes_dir
+from selfsup.errors import SelfsupError
 
 
 def _cmd_list(args) -> None:
@@ -768,18 +769,13 @@ def _check_device(name: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    from selfsup.data import DatasetError
-    from selfsup.train.checkpoint import CheckpointError
-    from selfsup.train.loop import TrainingError
-
     try:
         _check_device(getattr(args, "device", None))
         args.func(args)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError, ValueError, KeyError) as e:
+    except SelfsupError as e:  # a user error; anything else is a bug in selfsup and keeps its traceback
         if args.debug:
             raise
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"selfsup: error: {msg}", file=sys.stderr)
+        print(f"selfsup: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         run_dir = getattr(args, "resume", None) or getattr(args, "running", None) or "RUN_DIR"

@@ -20,11 +20,13 @@ from typing import Any
 
 import yaml
 
+from selfsup.errors import SelfsupError
+
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")  # train.loggers (selfsup.train.loggers)
 
 
-class ConfigError(ValueError):
+class ConfigError(SelfsupError):
     """A configuration that cannot be used; the message says which key and how to fix it."""
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from selfsup.data import DatasetError, ImageDataset
 from selfsup.engine import Run
+from selfsup.errors import SelfsupError
 
 STRATEGIES = ("kmeans", "kcenter", "random")
 
@@ -71,9 +72,9 @@ def kmeans_representatives(x: torch.Tensor, n: int, seed: int = 0) -> torch.Tens
 def select_indices(features: torch.Tensor, n: int, strategy: str = "kmeans", seed: int = 0) -> torch.Tensor:
     """The ``n`` images of the pool (features [N, F]) to label first, by ``strategy`` (STRATEGIES)."""
     if strategy not in STRATEGIES:
-        raise ValueError(f"--strategy {strategy!r}: choose {', '.join(STRATEGIES)}")
+        raise SelfsupError(f"--strategy {strategy!r}: choose {', '.join(STRATEGIES)}")
     if not 1 <= n <= len(features):
-        raise ValueError(f"--n {n}: give 1 to {len(features)} (the pool has {len(features)} images)")
+        raise SelfsupError(f"--n {n}: give 1 to {len(features)} (the pool has {len(features)} images)")
     if strategy == "random":
         return torch.randperm(len(features), generator=torch.Generator().manual_seed(seed))[:n]
     x = F.normalize(features.float(), dim=1)
@@ -139,7 +140,7 @@ def select_images(run_dir: str | Path, n: int, out: str | Path, strategy: str = 
     sheet of the picks beside it."""
     out = Path(out)
     if out.suffix.lower() != ".csv":
-        raise ValueError(f"--out {out}: the selection is written as a .csv file (path,label) to fill in")
+        raise SelfsupError(f"--out {out}: the selection is written as a .csv file (path,label) to fill in")
     run = Run(run_dir)
     pool = pool_of(run, images)
     feats = run.features(pool.images, device)
@@ -164,7 +165,7 @@ def neighbors(run_dir: str | Path, queries: list[str | Path], k: int = 8, out: s
 
     run = Run(run_dir)
     if k < 1:
-        raise ValueError(f"--k {k}: give at least 1")
+        raise SelfsupError(f"--k {k}: give at least 1")
     missing = [str(q) for q in queries if not Path(q).is_file()]
     if missing:
         raise DatasetError(f"--query: {', '.join(missing[:3])} not found; pass image files")
@@ -195,7 +196,7 @@ def near_duplicates(run_dir: str | Path, threshold: float = 0.98, out: str | Pat
     """Pairs of pool images whose features' cosine similarity is at least ``threshold`` (each image
     paired with its nearest other image; a pair listed once), most similar first, to ``out`` (CSV)."""
     if not -1.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold {threshold}: a cosine similarity, in [-1, 1]")
+        raise SelfsupError(f"--threshold {threshold}: a cosine similarity, in [-1, 1]")
     run = Run(run_dir)
     pool = pool_of(run, images)
     x = F.normalize(run.features(pool.images, device), dim=1)

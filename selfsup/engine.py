@@ -20,6 +20,7 @@ import torch
 from selfsup.config import RunConfig, eval_size, load_run_config, method_config, view_size
 from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.sources import match_channels, resize_images
+from selfsup.errors import SelfsupError
 from selfsup.registry import get_method_spec, instantiate
 from selfsup.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -51,7 +52,7 @@ class InputSpec:
     def of(cls, cfg: RunConfig, channels: int, stored_size: int) -> "InputSpec":
         """The spec of a run trained with ``cfg`` on images of ``channels`` x ``stored_size``^2."""
         if cfg.data.mean is None or cfg.data.std is None:
-            raise ValueError("the normalisation (data.mean, data.std) is not known yet: training computes it first")
+            raise SelfsupError("the normalisation (data.mean, data.std) is not known yet: training computes it first")
         return cls(channels, stored_size, eval_size(cfg, stored_size), tuple(cfg.data.mean), tuple(cfg.data.std))
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
@@ -166,7 +167,7 @@ class Run:
             train = self.split("train")
             self.num_samples = min(self.cfg.data.limit, len(train)) if self.cfg.data.limit else len(train)
             if self.cfg.data.mean is None or self.cfg.data.std is None:
-                raise ValueError(f"{self.dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
+                raise SelfsupError(f"{self.dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
                                  f"encoder was trained with (per-channel lists)")
             self.spec = InputSpec.of(self.cfg, train.channels, train.image_size)
         self.method = build_method(self.cfg, self.spec.channels, self.num_samples,

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from selfsup.errors import SelfsupError
+
 FORMATS = ("torchvision", "timm", "safetensors", "hf")
 _MAGIC = ("exported_by", "selfsup.export")  # the safetensors metadata entry that marks an exported encoder
 
@@ -76,7 +78,7 @@ def encoder_meta(run: _Run) -> dict:
 
     args = getattr(run.encoder, "backbone_args", None)
     if args is None:  # CMC's two encoders, Lab encoders, CPC's context network: not one backbone
-        raise ValueError(f"the {run.cfg.method_name} encoder is a {type(run.encoder).__name__} that combines several "
+        raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(run.encoder).__name__} that combines several "
                          f"networks, not one backbone built by create_backbone, so no format can rebuild it from "
                          f"constructor arguments; load it with selfsup.eval.run.load_run(RUN_DIR) instead")
     return {"backbone": dict(args), "method": run.cfg.method_name, "in_channels": args["in_channels"],
@@ -163,12 +165,12 @@ def timm_pretrained_cfg(meta: dict) -> dict:
 
 def _check_format(backbone: str, fmt: str) -> None:
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+        raise SelfsupError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
     ok = supported_formats(backbone)
     if fmt not in ok:
         why = (" (torchvision's ViT has another module layout; timm's matches ours)" if fmt == "torchvision"
                and "timm" in ok else "")
-        raise ValueError(f"--format {fmt} cannot express a {backbone} backbone{why}: export {backbone} with "
+        raise SelfsupError(f"--format {fmt} cannot express a {backbone} backbone{why}: export {backbone} with "
                          f"--format {' or --format '.join(ok)}")
 
 
@@ -227,7 +229,7 @@ def export_encoder(run_dir: str | Path, fmt: str = "safetensors", out: str | Pat
     from safetensors.torch import save_file
 
     if fmt not in FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
+        raise SelfsupError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
     run = _load_run(run_dir)
     meta = encoder_meta(run)
     _check_format(meta["backbone"]["name"], fmt)
@@ -235,9 +237,9 @@ def export_encoder(run_dir: str | Path, fmt: str = "safetensors", out: str | Pat
     suffix = {"safetensors": ".safetensors", "hf": ""}.get(fmt, ".pth")  # .pth: what torchvision/timm users torch.load
     out = Path(out) if out else Path(run_dir) / "export" / f"encoder_{fmt}{suffix}"
     if fmt != "hf" and out.is_dir():
-        raise ValueError(f"--out {out} is a directory: give a file name, e.g. {out / f'encoder_{fmt}{suffix}'}")
+        raise SelfsupError(f"--out {out} is a directory: give a file name, e.g. {out / f'encoder_{fmt}{suffix}'}")
     if fmt == "hf" and out.is_file():
-        raise ValueError(f"--out {out} is a file: --format hf writes a directory (config.json + model.safetensors)")
+        raise SelfsupError(f"--out {out} is a file: --format hf writes a directory (config.json + model.safetensors)")
     if fmt != "safetensors":
         target = (torchvision_model if fmt == "torchvision" else timm_model)(meta)
         _check_fits(sd, target.state_dict(), meta, fmt)
@@ -269,7 +271,7 @@ def _write_hf(sd: dict, meta: dict, out: Path) -> tuple[Path, dict]:
     if b["name"] in VIT_SIZES:
         architecture = "vit_tiny_patch16_224"  # any timm ViT entry point: model_args give every dimension
     elif b.get("small_stem", True):
-        raise ValueError(f"--format hf: timm's ResNet has no 3x3 small-image stem (this run's {b['name']} has one), "
+        raise SelfsupError(f"--format hf: timm's ResNet has no 3x3 small-image stem (this run's {b['name']} has one), "
                          f"so timm.create_model cannot rebuild it from a config; use --format timm (a state dict and the "
                          f"code that builds the model) or --format safetensors")
     else:
@@ -296,7 +298,7 @@ def _check_fits(sd: dict, want: dict, meta: dict, fmt: str) -> None:
         raise RuntimeError(f"{name}: selfsup's keys no longer match {fmt}'s ({diff}); this is a bug in selfsup.export")
     if any(sd[k].shape != want[k].shape for k in sd):
         # the only structural freedom left is the channel widths: a width multiplier
-        raise ValueError(f"this run's {name} has width={meta['backbone'].get('width')} "
+        raise SelfsupError(f"this run's {name} has width={meta['backbone'].get('width')} "
                          f"({sd['conv1.weight'].shape[0]} stem channels instead of 64); {fmt}'s ResNet has fixed "
                          f"channel widths and cannot express it: export with --format safetensors "
                          f"(selfsup.export.load_encoder rebuilds it)")
@@ -309,7 +311,7 @@ def read_export_meta(path: str | Path) -> dict:
     with safe_open(str(path), "pt") as f:
         raw = f.metadata() or {}
     if raw.get(_MAGIC[0]) != _MAGIC[1]:
-        raise ValueError(f"{path} is not an encoder written by `selfsup export --format safetensors` "
+        raise SelfsupError(f"{path} is not an encoder written by `selfsup export --format safetensors` "
                          f"(its metadata has no {_MAGIC[0]}={_MAGIC[1]}); a checkpoint's model.safetensors holds "
                          f"the whole method: use selfsup.eval.run.load_run(RUN_DIR)")
     return {k: json.loads(v) for k, v in raw.items() if k != _MAGIC[0]}
@@ -367,14 +369,14 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
 
     out = Path(out)
     if out.suffix not in (".npy", ".parquet"):
-        raise ValueError(f"--out {out}: write features to a .npy file (with a .files.jsonl list) or a .parquet table")
+        raise SelfsupError(f"--out {out}: write features to a .npy file (with a .files.jsonl list) or a .parquet table")
     if out.suffix == ".parquet":
         try:  # checked before the work, not after it
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError("writing .parquet needs pyarrow: pip install pyarrow, or use --out FILE.npy") from None
+            raise SelfsupError("writing .parquet needs pyarrow: pip install pyarrow, or use --out FILE.npy") from None
     if batch_size < 1:
-        raise ValueError(f"--batch-size {batch_size}: give at least 1")
+        raise SelfsupError(f"--batch-size {batch_size}: give at least 1")
     run = _load_run(run_dir)
     root, files, others = image_files(images)
     if others:

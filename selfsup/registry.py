@@ -10,6 +10,8 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
+from selfsup.errors import SelfsupError, UnknownNameError
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -29,7 +31,7 @@ def register(name: str, *, config: type, views: str, uses_labels: bool = False) 
 
     def wrap(cls: type) -> type:
         if name in _METHODS:
-            raise ValueError(f"method {name!r} is already registered by {_METHODS[name].cls.__module__}")
+            raise SelfsupError(f"method {name!r} is already registered by {_METHODS[name].cls.__module__}")
         doc = (cls.__doc__ or "").strip().splitlines()
         _METHODS[name] = MethodSpec(name, cls, config, views, uses_labels, doc[0] if doc else "")
         cls.name = name
@@ -49,7 +51,7 @@ def get_method_spec(name: str) -> MethodSpec:
     import selfsup.methods  # noqa: F401  (importing the package registers every method)
 
     if name not in _METHODS:
-        raise KeyError(unknown_name_message("method", name, list(_METHODS)))
+        raise UnknownNameError(unknown_name_message("method", name, list(_METHODS)))
     return _METHODS[name]
 
 
@@ -78,6 +80,6 @@ def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_s
                              ("normalization", normalization, "normalization=(mean, std) of the views")):
         if name in params:
             if value is None:  # every method that asks needs it: say so here, once, not in each method
-                raise ValueError(f"{cls.__name__} needs the views' {name}: create_method(..., {how})")
+                raise SelfsupError(f"{cls.__name__} needs the views' {name}: create_method(..., {how})")
             extra[name] = value
     return cls(encoder, cfg, **extra)

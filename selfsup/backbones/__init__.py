@@ -11,6 +11,7 @@ from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.resnet import _LAYERS, ResNet
 from selfsup.backbones.timm_models import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VIT_SIZES, ViT
+from selfsup.errors import IncompatibleError, SelfsupError, UnknownNameError
 from selfsup.registry import unknown_name_message
 
 BACKBONES: dict[str, Callable[..., nn.Module]] = {name: partial(ResNet, name) for name in _LAYERS}
@@ -41,12 +42,12 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
         model.backbone_args = {"name": name, "in_channels": in_channels, "image_size": image_size}
         return model
     if name not in BACKBONES:
-        raise KeyError(unknown_name_message("backbone", name, list(BACKBONES)) + f"; or {PREFIX}NAME for a timm model")
+        raise UnknownNameError(unknown_name_message("backbone", name, list(BACKBONES)) + f"; or {PREFIX}NAME for a timm model")
     if name in VIT_SIZES:
         if image_size is None:
-            raise ValueError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")
+            raise SelfsupError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")
         if width != 1.0:
-            raise ValueError(f"{name}: width={width} applies to CNNs; pick a ViT size instead "
+            raise SelfsupError(f"{name}: width={width} applies to CNNs; pick a ViT size instead "
                              f"({', '.join(VIT_SIZES)})")
         args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
                     drop_path=drop_path)
@@ -67,7 +68,7 @@ def clone_backbone(encoder: nn.Module, **changes) -> nn.Module:
     """
     args = getattr(encoder, "backbone_args", None)
     if args is None:
-        raise TypeError(f"{type(encoder).__name__} was not built by create_backbone, so this method cannot build "
+        raise IncompatibleError(f"{type(encoder).__name__} was not built by create_backbone, so this method cannot build "
                         f"a second encoder like it; pass a backbone name instead of a module")
     return create_backbone(**{**args, **changes})
 

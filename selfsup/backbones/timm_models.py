@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from selfsup.errors import SelfsupError, UnknownNameError
+
 PREFIX = "timm:"
 _CLASSIFIER_KEYS = ("fc.", "head.", "classifier.", "head.fc.", "last_linear.")  # heads a feature encoder drops
 
@@ -27,7 +29,7 @@ class TimmBackbone(nn.Module):
 
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-            raise KeyError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
+            raise UnknownNameError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
                            + " (timm.list_models('PATTERN*') lists them)")
         kwargs = dict(pretrained=False, num_classes=0, in_chans=in_channels)
         try:
@@ -56,13 +58,13 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise ValueError(f"backbone.weights={path}: not a weights file torch.load(weights_only=True) reads "
+            raise SelfsupError(f"backbone.weights={path}: not a weights file torch.load(weights_only=True) reads "
                              f"({type(e).__name__}); give a .safetensors or a state dict saved with torch.save") from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"backbone.weights={path}: expected a dict of tensors (a state dict)")
+        raise SelfsupError(f"backbone.weights={path}: expected a dict of tensors (a state dict)")
     return {k.removeprefix("module."): v for k, v in sd.items()}  # DDP's prefix
 
 
@@ -82,7 +84,7 @@ def load_backbone_weights(encoder: nn.Module, path: str | Path) -> dict:
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
     if unexpected or missing or shapes:
-        raise ValueError(f"backbone.weights={path} does not fit the {getattr(encoder, 'backbone_args', {}).get('name')} "
+        raise SelfsupError(f"backbone.weights={path} does not fit the {getattr(encoder, 'backbone_args', {}).get('name')} "
                          f"backbone: " + "; ".join(p for p in (
                              f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected
                              else "", f"other shapes {shapes[:2]}" if shapes else "") if p)

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError, UnknownNameError
+
 # name -> (embed dim, depth, heads); tiny/small/base are DeiT's / ViT's, "micro" is for 2-core CPUs
 VIT_SIZES = {"vit_micro": (128, 6, 4), "vit_tiny": (192, 12, 3), "vit_small": (384, 12, 6), "vit_base": (768, 12, 12)}
 
@@ -29,7 +31,7 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
     half of the channels encode the row, half the column, each with sin and cos at geometric
     frequencies 1 / 10000^(2i/d)."""
     if dim % 4:
-        raise ValueError(f"sine-cosine position embeddings need a dim divisible by 4, got {dim}")
+        raise SelfsupError(f"sine-cosine position embeddings need a dim divisible by 4, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # [d/4]
     ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
                             indexing="ij")
@@ -51,11 +53,11 @@ class ViT(nn.Module):
         from timm.models.vision_transformer import Block
 
         if size not in VIT_SIZES:
-            raise KeyError(f"unknown ViT size {size!r}: choose from {', '.join(VIT_SIZES)}")
+            raise UnknownNameError(f"unknown ViT size {size!r}: choose from {', '.join(VIT_SIZES)}")
         if image_size % patch_size:
-            raise ValueError(f"image side {image_size} is not a multiple of the patch size {patch_size}")
+            raise SelfsupError(f"image side {image_size} is not a multiple of the patch size {patch_size}")
         if pos_embed not in ("sincos", "learned"):
-            raise ValueError(f"backbone.pos_embed={pos_embed!r}: choose sincos or learned")
+            raise SelfsupError(f"backbone.pos_embed={pos_embed!r}: choose sincos or learned")
         dim, depth, heads = VIT_SIZES[size]
         self.patch_size, self.grid = patch_size, image_size // patch_size
         self.num_patches, self.num_features, self.num_heads = self.grid ** 2, dim, heads
@@ -100,7 +102,7 @@ class ViT(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embeddings plus positions: [B, C, H, W] -> [B, P, dim]."""
         if x.shape[-1] != x.shape[-2] or x.shape[-1] % self.patch_size:
-            raise ValueError(f"a ViT with {self.patch_size}-px patches needs square images whose side is a multiple "
+            raise SelfsupError(f"a ViT with {self.patch_size}-px patches needs square images whose side is a multiple "
                              f"of {self.patch_size}, got {tuple(x.shape[-2:])}")
         return self.patch_embed(x) + self.position(x.shape[-1] // self.patch_size)
 

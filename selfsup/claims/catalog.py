@@ -9,6 +9,7 @@ from pathlib import Path
 
 from selfsup.bench import mean_std
 from selfsup.claims.harness import Arm, Claim, compare, verdict_from
+from selfsup.errors import SelfsupError
 
 MARGIN = 1.0  # accuracy points that count as a difference with one seed
 
@@ -340,5 +341,5 @@ def claims_by_name(only: list[str] | None = None) -> list[Claim]:
     names = [c.name for c in cs]
     unknown = [o for o in only if o not in names]
     if unknown:
-        raise ValueError(f"unknown claim {unknown[0]!r}: choose from {', '.join(names)}")
+        raise SelfsupError(f"unknown claim {unknown[0]!r}: choose from {', '.join(names)}")
     return [c for c in cs if c.name in only]

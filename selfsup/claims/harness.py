@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from selfsup.bench import mean_std
+from selfsup.errors import SelfsupError
 
 
 @dataclass
@@ -44,7 +45,7 @@ class Arm:
         if self.recipe_of:
             config = recipe_path(self.method, self.recipe_of)
             if config is None:
-                raise ValueError(f"arm {self.name}: no recipe configs/{self.method}_{self.recipe_of}.yaml")
+                raise SelfsupError(f"arm {self.name}: no recipe configs/{self.method}_{self.recipe_of}.yaml")
         return Entry(self.name, self.method, str(config) if config else None)
 
 

@@ -11,6 +11,7 @@ from typing import Callable, Iterator
 import torch
 
 from selfsup.data.batch import Batch
+from selfsup.errors import SelfsupError
 
 
 class InMemoryLoader:
@@ -22,7 +23,7 @@ class InMemoryLoader:
         (a method's ``epoch_order``: DeepCluster's uniform sampling over clusters); None = permute.
         ``texts``: caption tokens [N, L] handed out with their images (CLIP)."""
         if batch_size > len(images) // world_size:
-            raise ValueError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
+            raise SelfsupError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
                              f"use --batch-size {max(1, len(images) // world_size)} or smaller")
         self.images, self.labels = images, labels
         self.batch_size, self.seed = batch_size, seed
@@ -42,7 +43,7 @@ class InMemoryLoader:
         if perm is None:
             perm = torch.randperm(len(self.images), generator=g)
         elif perm.shape != (len(self.images),):
-            raise ValueError(f"order_fn gave {tuple(perm.shape)} indices for epoch {epoch}; an epoch has "
+            raise SelfsupError(f"order_fn gave {tuple(perm.shape)} indices for epoch {epoch}; an epoch has "
                              f"{len(self.images)} (one per training image, repeats allowed)")
         # each process takes a disjoint strided share, so no image is seen twice per epoch
         return perm[self.rank::self.world_size]

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.errors import SelfsupError
+
 __all__ = [
     "DATASETS",
     "DatasetError",
@@ -45,7 +47,7 @@ SPLITS = ("train", "test")
 DEFAULT_IMAGEFOLDER_SIZE = 32
 
 
-class DatasetError(Exception):
+class DatasetError(SelfsupError):
     """A dataset could not be found or read; the message names the fix."""
 
 
@@ -75,23 +77,23 @@ class ImageDataset:
     def __post_init__(self) -> None:
         """Check dtypes and shapes; make the tensors contiguous."""
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(
+            raise SelfsupError(
                 f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
         if self.images.shape[1] not in (1, 3):
-            raise ValueError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
+            raise SelfsupError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
         self.images = self.images.contiguous()
         if self.labels is not None:
             if self.labels.dim() != 1 or len(self.labels) != len(self.images):
-                raise ValueError(
+                raise SelfsupError(
                     f"labels must be [N={len(self.images)}], got {tuple(self.labels.shape)}"
                 )
             self.labels = self.labels.to(torch.int64).contiguous()
         if self.captions is not None and len(self.captions) != len(self.images):
-            raise ValueError(f"{len(self.captions)} captions for {len(self.images)} images")
+            raise SelfsupError(f"{len(self.captions)} captions for {len(self.images)} images")
         if self.files is not None and len(self.files) != len(self.images):
-            raise ValueError(f"{len(self.files)} file names for {len(self.images)} images")
+            raise SelfsupError(f"{len(self.files)} file names for {len(self.images)} images")
 
     def __len__(self) -> int:
         """Number of images."""
@@ -107,7 +109,7 @@ class ImageDataset:
         """Side length of the (square) images; ValueError if not square."""
         h, w = self.images.shape[-2:]
         if h != w:
-            raise ValueError(f"{self.name}: images are not square ({h}x{w})")
+            raise SelfsupError(f"{self.name}: images are not square ({h}x{w})")
         return int(h)
 
     def subset(self, idx: torch.Tensor) -> ImageDataset:
@@ -128,9 +130,9 @@ class ImageDataset:
         class is too small (then all its samples are taken).
         """
         if self.labels is None:
-            raise ValueError(f"{self.name}: labelled_subset needs labels, but this dataset has none")
+            raise SelfsupError(f"{self.name}: labelled_subset needs labels, but this dataset has none")
         if not 0.0 < fraction <= 1.0:
-            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+            raise SelfsupError(f"fraction must be in (0, 1], got {fraction}")
         return self.subset(balanced_indices(self.labels, fraction, seed))
 
 
@@ -232,7 +234,7 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if c == 3 and channels == 1:
         w = torch.tensor([19595, 38470, 7471], dtype=torch.int64, device=images.device).view(1, 3, 1, 1)
         return (((images.long() * w).sum(1, keepdim=True) + 32768) >> 16).to(torch.uint8)
-    raise ValueError(f"cannot map {c}-channel images to the encoder's {channels} channels")
+    raise SelfsupError(f"cannot map {c}-channel images to the encoder's {channels} channels")
 
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Optional
 import torch
 
 from selfsup.data.sources import DatasetError, ImageDataset
+from selfsup.errors import SelfsupError
 
 FRAMES, SIDE = 4, 32
 SIZES = {"train": 3000, "test": 500}
@@ -63,7 +64,7 @@ def to_mosaic(videos: torch.Tensor) -> torch.Tensor:
     """[N, 4, C, S, S] -> 2x2 mosaics [N, C, 2S, 2S] (frames 0 1 / 2 3)."""
     n, t, c, s, _ = videos.shape
     if t != 4:
-        raise ValueError(f"a mosaic holds 4 frames, got {t}")
+        raise SelfsupError(f"a mosaic holds 4 frames, got {t}")
     return videos.view(n, 2, 2, c, s, s).permute(0, 3, 1, 4, 2, 5).reshape(n, c, 2 * s, 2 * s)
 
 

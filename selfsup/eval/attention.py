@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from selfsup.errors import SelfsupError
+
 
 def cls_attention(vit, x: torch.Tensor) -> torch.Tensor:
     """[N, C, H, W] -> the [CLS] row of the last block's attention over patches, [N, heads, g, g]."""
     if not hasattr(vit, "last_attention"):
-        raise ValueError("attention maps need a ViT encoder (e.g. --backbone vit_tiny); this run's encoder has none")
+        raise SelfsupError("attention maps need a ViT encoder (e.g. --backbone vit_tiny); this run's encoder has none")
     a = vit.last_attention(x)[:, :, 0, 1:]  # [N, heads, P]
     g = int(round(a.shape[-1] ** 0.5))
     return a.reshape(*a.shape[:2], g, g)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from selfsup.data.text import tokenize
+from selfsup.errors import SelfsupError
 
 
 def encode_images(method, images: torch.Tensor, mean, std, size: int, device="cpu", batch_size: int = 512):
@@ -32,7 +33,7 @@ def class_prompts(classes: list[str], prompts: list[str]) -> list[list[str]]:
     """For each class, its prompts: "{label}" in each template replaced by the class name."""
     bad = [p for p in prompts if "{label}" not in p]
     if bad:
-        raise ValueError(f"prompt {bad[0]!r} has no {{label}} to put the class name in, e.g. 'a photo of a {{label}}'")
+        raise SelfsupError(f"prompt {bad[0]!r} has no {{label}} to put the class name in, e.g. 'a photo of a {{label}}'")
     return [[p.format(label=c) for p in prompts] for c in classes]
 
 

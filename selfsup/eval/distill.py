@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.config import eval_size
+from selfsup.errors import SelfsupError
 from selfsup.eval.features import extract_features
 from selfsup.eval.finetune import Classifier, cosine, light_augment
 
@@ -77,9 +78,9 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
     ``teacher``'s softened predictions; both map normalised images to logits [B, K].
     ``test``: an ImageDataset with labels, for the reported accuracies. Returns the result dict."""
     if cfg.temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {cfg.temperature}")
+        raise SelfsupError(f"temperature must be positive, got {cfg.temperature}")
     if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {cfg.precision!r}: choose fp32 or bf16")
+        raise SelfsupError(f"precision {cfg.precision!r}: choose fp32 or bf16")
     t0 = time.time()
     device = torch.device(device)
     teacher = teacher.to(device).eval()
@@ -117,7 +118,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
                 s_logits = student(x)  # [B, K]
             loss = distillation_loss(s_logits, t_logits, cfg.temperature)
             if not torch.isfinite(loss):
-                raise ValueError(f"distillation diverged (loss {loss.item()}) at step {step}: lower the learning "
+                raise SelfsupError(f"distillation diverged (loss {loss.item()}) at step {step}: lower the learning "
                                  f"rate (now {cfg.lr}) or use fp32")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -161,11 +162,11 @@ def load_student(path: str | Path) -> tuple[Classifier, dict]:
     if path.is_dir():
         path = path / "student.safetensors"
     if not path.is_file():
-        raise ValueError(f"{path} does not exist: pass the --out directory of `selfsup distill`")
+        raise SelfsupError(f"{path} does not exist: pass the --out directory of `selfsup distill`")
     with safe_open(str(path), "pt") as f:
         meta = f.metadata() or {}
     if "selfsup_student" not in meta:
-        raise ValueError(f"{path} is not a student saved by `selfsup distill` (no selfsup_student metadata)")
+        raise SelfsupError(f"{path} is not a student saved by `selfsup distill` (no selfsup_student metadata)")
     spec = json.loads(meta["selfsup_student"])
     student = build_student(spec["backbone"], spec["num_classes"])
     student.load_state_dict(load_file(path))
@@ -195,7 +196,7 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
                          channels_last=cfg.train.channels_last)
     dcfg = DistillConfig(**{**asdict(dcfg), **{k: v for k, v in changes.items() if v is not None}})
     if dcfg.temperature <= 0:
-        raise ValueError(f"--temperature must be positive, got {dcfg.temperature}")
+        raise SelfsupError(f"--temperature must be positive, got {dcfg.temperature}")
     student_net = build_student(backbone_args, num_classes, dcfg.seed)  # an unknown backbone fails here, early
 
     ft_cfg = run_finetune_config(cfg, fraction=fraction, epochs=teacher_epochs, seed=dcfg.seed)

@@ -10,6 +10,7 @@ import json
 import statistics
 from pathlib import Path
 
+from selfsup.errors import SelfsupError
 from selfsup.report.plots import read_metrics, row_seconds
 
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
@@ -29,7 +30,7 @@ def efficiency(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     if not rows:
-        raise ValueError(f"{run_dir} has no metrics.jsonl: train it first (selfsup pretrain --out {run_dir})")
+        raise SelfsupError(f"{run_dir} has no metrics.jsonl: train it first (selfsup pretrain --out {run_dir})")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     ips = [r["images_per_s"] for r in rows if "images_per_s" in r]

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.errors import SelfsupError
+
 
 def embed_2d(features: torch.Tensor, method: str = "tsne", seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """[N, D] -> [N, 2]. Features are L2-normalised first (the geometry kNN and the losses see)."""
@@ -20,10 +22,10 @@ def embed_2d(features: torch.Tensor, method: str = "tsne", seed: int = 0, perple
         try:
             import umap
         except ImportError:
-            raise ValueError("UMAP needs the optional package umap-learn: pip install umap-learn "
+            raise SelfsupError("UMAP needs the optional package umap-learn: pip install umap-learn "
                              "(or use method='tsne')") from None
         return umap.UMAP(random_state=seed).fit_transform(x)
-    raise ValueError(f"unknown 2-D embedding {method!r}: choose tsne or umap")
+    raise SelfsupError(f"unknown 2-D embedding {method!r}: choose tsne or umap")
 
 
 def plot_embedding(xy: np.ndarray, labels, path: str | Path, title: str = "", class_names=None) -> Path:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.eval.features import extract_features
 from selfsup.eval.linear import fit_probe
 from selfsup.transforms import ops
@@ -121,7 +122,7 @@ def optimizer_for(model: "Classifier", cfg: FinetuneConfig) -> tuple[torch.optim
     head at ``adamw_lr``, encoder parameters at ``adamw_lr * layer_decay ** (depth + 1 - layer_id)``;
     no weight decay on biases, norms, [CLS] and positions (1-d parameters), as MAE."""
     if cfg.optimizer not in ("auto", "sgd", "adamw"):
-        raise ValueError(f"optimizer {cfg.optimizer!r}: choose auto, sgd or adamw")
+        raise SelfsupError(f"optimizer {cfg.optimizer!r}: choose auto, sgd or adamw")
     blocks = getattr(model.encoder, "blocks", None)
     use_adamw = cfg.optimizer == "adamw" or (cfg.optimizer == "auto" and blocks is not None)
     if not use_adamw:
@@ -166,17 +167,17 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     a result dict: test "top1" as a fraction, and every setting that produced it).
     """
     if train.labels is None or test.labels is None:
-        raise ValueError("fine-tuning needs labelled train and test splits")
+        raise SelfsupError("fine-tuning needs labelled train and test splits")
     if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {cfg.precision!r}: choose fp32 or bf16")
+        raise SelfsupError(f"precision {cfg.precision!r}: choose fp32 or bf16")
     if not 0.0 < cfg.fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {cfg.fraction}")
+        raise SelfsupError(f"fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {cfg.fraction}")
     t0 = time.time()
     device = torch.device(device)
     labelled = train.labelled_subset(cfg.fraction, cfg.seed)
     n = len(labelled)
     if n < 2:
-        raise ValueError(f"{cfg.fraction} of the labels is {n} image(s): batch norm needs at least 2; raise --fraction")
+        raise SelfsupError(f"{cfg.fraction} of the labels is {n} image(s): batch norm needs at least 2; raise --fraction")
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
 
     enc = copy.deepcopy(encoder)  # the caller's encoder is never touched
@@ -189,7 +190,7 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cfg.head_init not in ("random", "probe"):
-        raise ValueError(f"head_init {cfg.head_init!r}: choose random or probe")
+        raise SelfsupError(f"head_init {cfg.head_init!r}: choose random or probe")
     if cfg.head_init == "probe" and not cfg.from_scratch:  # LP-FT: start from the probe on frozen features
         feats = extract_features(model.encoder, labelled.images, mean, std, size, cfg.eval_batch_size, device,
                                  cfg.precision)
@@ -233,7 +234,7 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
                 logits = model(x)  # [B, K]
             loss = F.cross_entropy(logits.float(), labels[idx])
             if not torch.isfinite(loss):
-                raise ValueError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower the learning rates "
+                raise SelfsupError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower the learning rates "
                                  f"(now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32")
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -17,6 +17,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from selfsup.errors import SelfsupError
+
 DEFAULT_FOLDS = 5
 
 FitPredict = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (train rows, test rows) -> predictions
@@ -28,10 +30,10 @@ def folds_for(labels: torch.Tensor, folds: int) -> int:
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
         rare = [i for i, c in enumerate(counts.tolist()) if c == 1]
-        raise ValueError(f"cross-validation needs at least 2 labelled images of every class; class(es) {rare} have "
+        raise SelfsupError(f"cross-validation needs at least 2 labelled images of every class; class(es) {rare} have "
                          f"one: label more images of them, or pass --test DIR|FILE.csv")
     if folds < 2:
-        raise ValueError(f"--folds {folds}: cross-validation needs at least 2 folds")
+        raise SelfsupError(f"--folds {folds}: cross-validation needs at least 2 folds")
     return min(folds, smallest)
 
 

@@ -16,6 +16,7 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
+from selfsup.errors import SelfsupError
 from selfsup.transforms.pretext import block_masks
 
 # per severity 1..5; noise std and contrast factor in [0, 1] intensity units, blur sigma in pixels
@@ -33,9 +34,9 @@ CORRUPTIONS = tuple(SEVERITIES)
 def corrupt(images: torch.Tensor, kind: str, severity: int, seed: int = 0) -> torch.Tensor:
     """uint8 [N,C,H,W] -> uint8 [N,C,H,W]: ``kind`` at ``severity`` (0 = unchanged, 1..5)."""
     if kind not in SEVERITIES:
-        raise ValueError(f"unknown corruption {kind!r}: choose from {', '.join(CORRUPTIONS)}")
+        raise SelfsupError(f"unknown corruption {kind!r}: choose from {', '.join(CORRUPTIONS)}")
     if not 0 <= severity <= len(SEVERITIES[kind]):
-        raise ValueError(f"severity must be 0..{len(SEVERITIES[kind])}, got {severity}")
+        raise SelfsupError(f"severity must be 0..{len(SEVERITIES[kind])}, got {severity}")
     if severity == 0:
         return images.clone()
     p = SEVERITIES[kind][severity - 1]

@@ -25,6 +25,7 @@ from selfsup.config import RunConfig, eval_size, load_run_config
 from selfsup.data import DatasetError
 from selfsup.data.labelled import load_labelled
 from selfsup.engine import Run, dataset_split, labelled_splits, load_run, run_split
+from selfsup.errors import SelfsupError
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
 from selfsup.eval.features import extract_features, raw_pixel_features
 from selfsup.eval.knn import knn_accuracy, knn_predict
@@ -78,7 +79,7 @@ def evaluate(run_dir: str | Path, protocol: str, device: str = "cpu", **options)
     """Run ``protocol`` (one of ``PROTOCOLS``) on a run's encoder with the protocol's ``options``;
     the result is also written to RUN_DIR/eval_<protocol>[_<variant>].json."""
     if protocol not in PROTOCOLS:
-        raise ValueError(f"unknown evaluation protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
+        raise SelfsupError(f"unknown evaluation protocol {protocol!r}: choose from {', '.join(PROTOCOLS)}")
     return PROTOCOLS[protocol](run_dir, device=device, **options)
 
 
@@ -194,7 +195,7 @@ def _protocol(protocol: str, ftr, ytr, fte, yte, cfg: RunConfig) -> dict:
         return knn_accuracy(ftr, ytr, fte, yte, ks=cfg.eval.knn_k, temperature=cfg.eval.knn_temperature)
     if protocol == "linear":
         return linear_probe(ftr, ytr, fte, yte, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
-    raise ValueError(f"unknown evaluation protocol {protocol!r}: choose knn or linear")
+    raise SelfsupError(f"unknown evaluation protocol {protocol!r}: choose knn or linear")
 
 
 def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs: int | None = None,
@@ -359,7 +360,7 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     cfg, spec = run.cfg, run.spec
     if labels is not None:
         if test is None:
-            raise ValueError("semi on your labels needs --test DIR|FILE.csv: each fraction of the labels is scored on "
+            raise SelfsupError("semi on your labels needs --test DIR|FILE.csv: each fraction of the labels is scored on "
                              "the same held-out images")
         train, test_set = user_sets(run, labels, test)
         ftr, fte = run.features(train.images, device), run.features(test_set.images, device)
@@ -390,7 +391,7 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     cfg, spec = run.cfg, run.spec
     if labels is not None:
         if test is None:
-            raise ValueError("robustness on your labels needs --test DIR|FILE.csv: the corruptions are applied to "
+            raise SelfsupError("robustness on your labels needs --test DIR|FILE.csv: the corruptions are applied to "
                              "held-out images, which cross-validation folds are too small to be")
         train, test_set = user_sets(run, labels, test)
         ftr = run.features(train.images, device)
@@ -428,7 +429,7 @@ def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None
     cfg, spec = run.cfg, run.spec
     if labels is not None:
         if target is not None:
-            raise ValueError("give either --target (a dataset name) or --labels (your own labelled images), not both")
+            raise SelfsupError("give either --target (a dataset name) or --labels (your own labelled images), not both")
         tgt_train, tgt_test = user_sets(run, labels, test)
         target = _variant(labels)
     else:
@@ -469,7 +470,7 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     cfg, method, _ = load_run(run_dir)
     logged = pretext_metrics(run_dir)
     if not logged:
-        raise ValueError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
+        raise SelfsupError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
                          f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
     train = _train_split(cfg)
     test = dataset_split(cfg, "test")
@@ -504,7 +505,7 @@ def pretext_correlation(run_dirs, device: str = "cpu") -> dict:
 def _clip_run(run_dir, device):
     cfg, method, _ = load_run(run_dir)
     if not hasattr(method, "encode_text"):
-        raise ValueError(f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
+        raise SelfsupError(f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
                          f"image-text methods (--method clip)")
     return cfg, method.to(device)
 
@@ -518,7 +519,7 @@ def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {labe
     cfg, method = _clip_run(run_dir, device)
     test = load_dataset(dataset, "test", data_dir) if dataset else _splits(cfg)[1]
     if not test.classes:
-        raise ValueError(f"{test.name} has no class names to put into prompts")
+        raise SelfsupError(f"{test.name} has no class names to put into prompts")
     names = [c.lower().replace("/", " or ") for c in test.classes]  # "T-shirt/top" -> "t-shirt or top"
     per_class = class_prompts(names, list(prompts))
     text = encode_texts(method, [p for ps in per_class for p in ps], device).view(len(names), len(prompts), -1)
@@ -535,7 +536,7 @@ def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> d
     cfg, method = _clip_run(run_dir, device)
     _, test = _splits(cfg)
     if test.captions is None:
-        raise ValueError(f"{test.name}'s test split has no captions to retrieve")
+        raise SelfsupError(f"{test.name}'s test split has no captions to retrieve")
     n = min(max_pairs, len(test))
     img = encode_images(method, test.images[:n], cfg.data.mean, cfg.data.std, _size(cfg, test), device)
     captions = list(test.captions[:n])

@@ -16,6 +16,7 @@ import torch
 
 from selfsup.data.sources import balanced_indices
 from selfsup.engine import InputSpec
+from selfsup.errors import SelfsupError
 from selfsup.eval.finetune import FinetuneConfig, finetune
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.linear import linear_probe
@@ -46,7 +47,7 @@ def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch
     (key "fixmatch") and from random weights ("fixmatch_scratch")."""
     bad = [f for f in fractions if not 0.0 < f <= 1.0]
     if bad:
-        raise ValueError(f"label fractions must be in (0, 1], e.g. 0.01,0.1,1; got {bad[0]}")
+        raise SelfsupError(f"label fractions must be in (0, 1], e.g. 0.01,0.1,1; got {bad[0]}")
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
     spec = InputSpec(train.channels, train.image_size, size, tuple(mean), tuple(std))
     rows = []

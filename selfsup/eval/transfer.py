@@ -14,6 +14,7 @@ import copy
 import torch
 
 from selfsup.data.sources import match_channels
+from selfsup.errors import SelfsupError
 from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled
@@ -30,7 +31,7 @@ def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channel
     from selfsup.eval.finetune import reinitialise
 
     if target_train.labels is None or (target_test is not None and target_test.labels is None):
-        raise ValueError(f"transfer needs labels on the target dataset {target_train.name!r}")
+        raise SelfsupError(f"transfer needs labels on the target dataset {target_train.name!r}")
     kw = dict(mean=mean, std=std, size=size, device=device, precision=precision, batch_size=batch_size)
     both = target_train.images if target_test is None else torch.cat([target_train.images, target_test.images])
     y = target_train.labels if target_test is None else torch.cat([target_train.labels, target_test.labels])

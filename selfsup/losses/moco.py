@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import dist
+from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import contrastive_ce
 from selfsup.losses.precision import float32_loss
 
@@ -17,7 +18,7 @@ from selfsup.losses.precision import float32_loss
 def two_views(views: list[torch.Tensor], method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The (query, key) view pair of a two-view method, or an error that names the fix."""
     if len(views) != 2:
-        raise ValueError(f"{method} trains on exactly two views, got {len(views)}: set views.num_local=0 "
+        raise SelfsupError(f"{method} trains on exactly two views, got {len(views)}: set views.num_local=0 "
                          "and views.num_global=2")
     return views[0], views[1]
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup import dist
+from selfsup.errors import SelfsupError
 from selfsup.losses.precision import float32_loss
 
 
@@ -31,7 +32,7 @@ def cpc_info_nce(pred: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, int
     """
     b, h, w, k_max, d = pred.shape
     if k_max >= h:
-        raise ValueError(f"CPC predicts k = 1..{k_max} rows/steps ahead but the grid has only {h}; lower steps")
+        raise SelfsupError(f"CPC predicts k = 1..{k_max} rows/steps ahead but the grid has only {h}; lower steps")
     z_all = dist.gather_with_grad(z.reshape(b * h * w, d)).float()  # [B'*H*W, D] every candidate
     index = torch.arange(b * h * w, device=z.device).view(b, h, w) + dist.rank() * b * h * w  # position -> row of z_all
     losses = []
@@ -100,4 +101,4 @@ def dim_infonce(local: torch.Tensor, global_: torch.Tensor, negatives: str = "lo
         logits = torch.einsum("bpd,cd->bpc", local.float(), g_all)  # [B, P, B']
         target = (torch.arange(b, device=local.device) + dist.rank() * b).repeat_interleave(p)
         return F.cross_entropy(logits.reshape(b * p, -1), target), g_all.shape[0]
-    raise ValueError(f"negatives must be 'locals' or 'globals', got {negatives!r}")
+    raise SelfsupError(f"negatives must be 'locals' or 'globals', got {negatives!r}")

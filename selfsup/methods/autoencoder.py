@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.registry import register
@@ -49,7 +50,7 @@ def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
         return x * keep
     if noise == "gaussian":
         return x + level * torch.randn_like(x)
-    raise ValueError(f"noise {noise!r}: choose none, mask or gaussian")
+    raise SelfsupError(f"noise {noise!r}: choose none, mask or gaussian")
 
 
 @register("ae", config=AutoencoderConfig, views="pretext")
@@ -62,7 +63,7 @@ class Autoencoder(Method):
                  image_shape: tuple | None = None):
         super().__init__()
         if cfg.noise not in ("none", "mask", "gaussian"):
-            raise ValueError(f"method.noise={cfg.noise!r}: choose none, mask or gaussian")
+            raise SelfsupError(f"method.noise={cfg.noise!r}: choose none, mask or gaussian")
         self.cfg = cfg
         self.encoder = encoder
         c, h, _ = image_shape

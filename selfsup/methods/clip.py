@@ -28,6 +28,7 @@ from torch import nn
 
 from selfsup import dist
 from selfsup.data.text import PAD, VOCAB_SIZE
+from selfsup.errors import SelfsupError
 from selfsup.losses.precision import float32_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.registry import register
@@ -99,7 +100,7 @@ class CLIP(Method):
 
     def training_step(self, batch) -> StepOutput:
         if batch.texts is None:
-            raise ValueError("clip needs captions: train on captioned-fashion-mnist / captioned-digits, or an image "
+            raise SelfsupError("clip needs captions: train on captioned-fashion-mnist / captioned-digits, or an image "
                              "folder with a captions.tsv")
         img = dist.gather_with_grad(self.encode_image(batch.views[0]))  # [N_all, D]: negatives from every process
         txt = dist.gather_with_grad(self.encode_text(batch.texts))

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones import clone_backbone
+from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import info_nce, infonce_bound
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.queue import MemoryBank
@@ -119,7 +120,7 @@ class CMC(Method):
             split = ImageAndGradient()
             enc1 = encoder
         else:
-            raise ValueError(f"cmc splits 1-channel images into image/gradient and 3-channel images into Y/DbDr; "
+            raise SelfsupError(f"cmc splits 1-channel images into image/gradient and 3-channel images into Y/DbDr; "
                              f"got an encoder for {in_channels} input channels (build it with create_backbone "
                              f"for the dataset's channels)")
         self.encoder = CMCEncoder(split, enc1, enc2)

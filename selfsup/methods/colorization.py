@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones import clone_backbone
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.registry import register
 from selfsup.transforms.color import annealed_mean, gamut_ab_bins, lab_to_rgb, rgb_to_lab, soft_encode
@@ -63,7 +64,7 @@ class LabEncoder(nn.Module):
 
 def _check_inputs(name: str, image_shape, normalization):
     if image_shape[0] != 3 or len(normalization[0]) != 3:
-        raise ValueError(f"{name} needs colour (3-channel) images; for Fashion-MNIST use the synthetic colour set "
+        raise SelfsupError(f"{name} needs colour (3-channel) images; for Fashion-MNIST use the synthetic colour set "
                          f"--data color-fashion-mnist (or color-digits)")
 
 
@@ -150,7 +151,7 @@ class Colorization(_ColourTask):
         super().__init__()
         _check_inputs("colorization", image_shape, normalization)
         if cfg.mode not in ("classification", "regression"):
-            raise ValueError(f"method.mode={cfg.mode!r}: choose classification or regression")
+            raise SelfsupError(f"method.mode={cfg.mode!r}: choose classification or regression")
         self.cfg = cfg
         self.encoder = LabEncoder(*normalization, {"L": clone_backbone(encoder, in_channels=1)})
         self._setup_bins(cfg.grid)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import infonce_bound
 from selfsup.losses.mutual_info import cpc_info_nce
 from selfsup.methods.base import Method, StepOutput
@@ -78,7 +79,7 @@ class CPCEncoder(nn.Module):
         self.backbone = backbone
         self.cfg = cfg
         if cfg.mode not in ("auto", "image", "sequence"):
-            raise ValueError(f"cpc mode must be 'auto', 'image' or 'sequence', got {cfg.mode!r}")
+            raise SelfsupError(f"cpc mode must be 'auto', 'image' or 'sequence', got {cfg.mode!r}")
         self.sequence = cfg.mode == "sequence" or (cfg.mode == "auto" and getattr(backbone, "sequence_input", False))
         d = backbone.num_features
         if self.sequence:
@@ -95,7 +96,7 @@ class CPCEncoder(nn.Module):
             seq = x.flatten(2)  # [B, C, T]: [B,1,1,T] or the signals dataset's row-major [B,1,32,32]
             length, hop = self.cfg.segment, max(1, self.cfg.segment // 2)
             if seq.shape[-1] < length:
-                raise ValueError(f"cpc: a sequence of {seq.shape[-1]} samples is shorter than one segment "
+                raise SelfsupError(f"cpc: a sequence of {seq.shape[-1]} samples is shorter than one segment "
                                  f"({length}); lower method.segment")
             seg = seq.unfold(2, length, hop)  # [B, C, n, L]
             n = seg.shape[2]

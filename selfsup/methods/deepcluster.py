@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import dist
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method, StepOutput
 from selfsup.nn.kmeans import kmeans, pca_whiten, uniform_cluster_order
 from selfsup.registry import register
@@ -49,7 +50,7 @@ class DeepCluster(Method):
                  num_samples: int | None = None):
         super().__init__()
         if not num_samples or num_samples < 1:
-            raise ValueError("DeepCluster keeps a pseudo-label per training image: build it with "
+            raise SelfsupError("DeepCluster keeps a pseudo-label per training image: build it with "
                              "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
         self.cfg = cfg
         self.encoder = encoder

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.errors import IncompatibleError, SelfsupError
 from selfsup.losses.contrastive import infonce_bound
 from selfsup.losses.mutual_info import dim_infonce, dim_jsd
 from selfsup.methods.base import Method, StepOutput
@@ -67,9 +68,9 @@ class DIM(Method):
     def __init__(self, encoder: nn.Module, cfg: DIMConfig = DIMConfig()):
         super().__init__()
         if cfg.estimator not in ("jsd", "infonce"):
-            raise ValueError(f"dim estimator must be 'jsd' or 'infonce', got {cfg.estimator!r}")
+            raise SelfsupError(f"dim estimator must be 'jsd' or 'infonce', got {cfg.estimator!r}")
         if not hasattr(encoder, "forward_maps"):
-            raise TypeError(f"dim needs local features: {type(encoder).__name__} has no forward_maps(x)")
+            raise IncompatibleError(f"dim needs local features: {type(encoder).__name__} has no forward_maps(x)")
         self.cfg = cfg
         self.encoder = encoder
         c = encoder.num_features  # forward_maps has as many channels as the pooled output
@@ -79,14 +80,14 @@ class DIM(Method):
             modules = dict(encoder.named_modules())
             if cfg.local_layer not in modules or not cfg.local_layer:
                 stages = [n for n, _ in encoder.named_children()]
-                raise ValueError(f"dim local_layer={cfg.local_layer!r} is not a submodule of {type(encoder).__name__}: "
+                raise SelfsupError(f"dim local_layer={cfg.local_layer!r} is not a submodule of {type(encoder).__name__}: "
                                  f"choose one of {', '.join(stages)} (or null for the last map)")
             layer = modules[cfg.local_layer]
             # channels of its output: the last convolution or BatchNorm inside it
             widths = [getattr(m, "out_channels", None) or getattr(m, "num_features", None) for m in layer.modules()
                       if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
             if not widths:
-                raise ValueError(f"dim local_layer={cfg.local_layer!r} holds no convolution: it gives no local map")
+                raise SelfsupError(f"dim local_layer={cfg.local_layer!r} holds no convolution: it gives no local map")
             c_local = widths[-1]
             layer.register_forward_hook(self._keep_local)
         self.local_embed = CriticEmbedding(c_local, cfg.embed_dim)  # phi_l, 1x1 convs on M

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import info_nce, infonce_bound
 from selfsup.losses.instance import nce_instance, nce_log_z
 from selfsup.methods.base import Method, StepOutput
@@ -41,7 +42,7 @@ class InstDisc(Method):
     def __init__(self, encoder: nn.Module, cfg: InstDiscConfig = InstDiscConfig(), num_samples: int | None = None):
         super().__init__()
         if cfg.loss not in ("nce", "softmax"):
-            raise ValueError(f"instdisc: method.loss must be 'nce' or 'softmax', got {cfg.loss!r}")
+            raise SelfsupError(f"instdisc: method.loss must be 'nce' or 'softmax', got {cfg.loss!r}")
         self.cfg = cfg
         self.encoder = encoder
         self.head = nn.Linear(encoder.num_features, cfg.dim)  # the paper's fc to 128-d

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from selfsup.backbones.vit import patchify, sincos_2d, unpatchify
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.registry import register
 
@@ -60,9 +61,9 @@ class MAE(Method):
         from timm.models.vision_transformer import Block
 
         if not hasattr(encoder, "tokens"):
-            raise ValueError("mae needs a ViT backbone (e.g. --backbone vit_tiny)")
+            raise SelfsupError("mae needs a ViT backbone (e.g. --backbone vit_tiny)")
         if not 0.0 <= cfg.mask_ratio < 1.0:
-            raise ValueError(f"method.mask_ratio={cfg.mask_ratio}: must be in [0, 1)")
+            raise SelfsupError(f"method.mask_ratio={cfg.mask_ratio}: must be in [0, 1)")
         self.cfg = cfg
         self.encoder = encoder
         d, p, c = cfg.decoder_dim, encoder.patch_size, image_shape[0]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.losses import infonce_bound
 from selfsup.losses.moco import mocov3_loss, two_views
 from selfsup.methods.base import Method, StepOutput
@@ -55,7 +56,7 @@ class MoCoV3(Method):
         if cfg.freeze_patch_embed:
             patch_embed = getattr(encoder, "patch_embed", None)
             if not isinstance(patch_embed, nn.Module):
-                raise ValueError(_NO_PATCH_EMBED.format(kind=type(encoder).__name__))
+                raise SelfsupError(_NO_PATCH_EMBED.format(kind=type(encoder).__name__))
             # fixed at its random initialisation: no gradient, so no optimiser (nor weight decay) touches it
             for p in patch_embed.parameters():
                 p.requires_grad_(False)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.losses import infonce_bound, nt_xent
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
@@ -67,7 +68,7 @@ class SimCLRv2(Method):
     def __init__(self, encoder: nn.Module, cfg: SimCLRv2Config = SimCLRv2Config()):
         super().__init__()
         if not 0 <= cfg.finetune_layer < cfg.proj_layers:
-            raise ValueError(f"method.finetune_layer={cfg.finetune_layer} must be in 0..{cfg.proj_layers - 1} "
+            raise SelfsupError(f"method.finetune_layer={cfg.finetune_layer} must be in 0..{cfg.proj_layers - 1} "
                              f"(the hidden layers of a {cfg.proj_layers}-layer head)")
         self.cfg = cfg
         self.encoder = encoder

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones.vit import patchify, unpatchify
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.registry import register
 
@@ -56,7 +57,7 @@ class SimMIM(Method):
     def __init__(self, encoder: nn.Module, cfg: SimMIMConfig = SimMIMConfig(), image_shape: tuple | None = None):
         super().__init__()
         if not hasattr(encoder, "tokens"):
-            raise ValueError("simmim needs a ViT backbone (e.g. --backbone vit_tiny)")
+            raise SelfsupError("simmim needs a ViT backbone (e.g. --backbone vit_tiny)")
         self.cfg = cfg
         self.encoder = encoder
         d, p, c = encoder.num_features, encoder.patch_size, image_shape[0]

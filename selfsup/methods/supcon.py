@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import infonce_bound
 from selfsup.losses.instance import supcon
 from selfsup.methods.base import Method, StepOutput
@@ -21,7 +22,7 @@ from selfsup.nn.heads import mlp
 from selfsup.registry import register
 
 
-class MissingLabelsError(ValueError):
+class MissingLabelsError(SelfsupError):
     """SupCon was handed an unlabelled batch."""
 
 

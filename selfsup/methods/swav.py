@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.losses.clustering import sinkhorn, swapped_prediction
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn import mlp
@@ -74,7 +75,7 @@ class SwAV(Method):
         views = batch.views  # G global crops [B, C, S, S], then L local crops [B, C, s, s]
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
         if self.queues and g != len(self.queues):
-            raise ValueError(f"swav: {g} global crops but method.queue_crops={len(self.queues)} queues; "
+            raise SelfsupError(f"swav: {g} global crops but method.queue_crops={len(self.queues)} queues; "
                              "set method.queue_crops to views.num_global")
         z = F.normalize(self.projector(encode_crops(self.encoder, views)), dim=1)  # [V*B, D] on the sphere
         c = self.prototypes.weight  # [K, D], unit rows

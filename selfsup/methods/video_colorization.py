@@ -29,6 +29,7 @@ from torch import nn
 
 from selfsup.backbones import clone_backbone
 from selfsup.data.video import make_videos, split_frames
+from selfsup.errors import SelfsupError
 from selfsup.losses.precision import float32_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.methods.colorization import LabEncoder
@@ -65,7 +66,7 @@ class VideoColorization(Method):
                  image_shape: tuple | None = None, normalization: tuple | None = None):
         super().__init__()
         if image_shape[0] != 3:
-            raise ValueError("video_colorization needs colour videos: --data moving-shapes")
+            raise SelfsupError("video_colorization needs colour videos: --data moving-shapes")
         self.cfg = cfg
         net = clone_backbone(encoder, in_channels=1)
         self.encoder = LabEncoder(*normalization, {"L": net})  # evaluation: grey mosaic -> pooled features

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import SelfsupError
+
 
 class WSLinear(nn.Linear):
     """A linear layer with weight standardisation (Qiao et al. 2019): each output unit's weights are
@@ -26,7 +28,7 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, bn: boo
     weight-standardised linear layers and GroupNorm (32 groups) in the hidden layers instead.
     """
     if bn and gn_ws:
-        raise ValueError("choose BatchNorm (bn) or GroupNorm + weight standardisation (gn_ws), not both")
+        raise SelfsupError("choose BatchNorm (bn) or GroupNorm + weight standardisation (gn_ws), not both")
     layers: list[nn.Module] = []
     dim = in_dim
     for _ in range(num_layers - 1):

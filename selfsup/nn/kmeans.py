@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from selfsup.errors import SelfsupError
+
 
 def pca_whiten(x: torch.Tensor, dim: int = 256, eps: float = 1e-5) -> torch.Tensor:
     """[N, F] -> [N, d] (d = min(dim, F)): projection on the top-d principal axes, whitened, then
@@ -51,7 +53,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
     intra-op thread count, so clustering uses what training was given)."""
     n, d = x.shape
     if n < k:
-        raise ValueError(f"k-means with k={k} clusters needs at least k points, got {n}: lower "
+        raise SelfsupError(f"k-means with k={k} clusters needs at least k points, got {n}: lower "
                          f"method.num_clusters (the paper uses ~1 cluster per 128 images)")
     data = np.ascontiguousarray(x.float().numpy())
     threads = threads or torch.get_num_threads()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import dist
+from selfsup.errors import SelfsupError
 
 
 class Queue(nn.Module):
@@ -69,7 +70,7 @@ class MemoryBank(nn.Module):
     def __init__(self, num_samples: int, dim: int, seed: int = 0):
         super().__init__()
         if not num_samples or num_samples < 1:
-            raise ValueError("a memory bank needs the training-set size (num_samples); build the method with "
+            raise SelfsupError("a memory bank needs the training-set size (num_samples); build the method with "
                              "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("data", F.normalize(torch.randn(num_samples, dim, generator=g), dim=1))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from selfsup import dist
+from selfsup.errors import SelfsupError
 
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -26,7 +27,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
         if x.dim() < 2:
-            raise ValueError(f"SyncBatchNorm expects [N, C, ...] input, got {x.dim()}-D")
+            raise SelfsupError(f"SyncBatchNorm expects [N, C, ...] input, got {x.dim()}-D")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or dist.world_size() == 1:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from selfsup.errors import SelfsupError
 from selfsup.report.plots import read_metrics, row_seconds
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -59,7 +60,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
     comparison table and overlaid curves first, then one section per run."""
     runs = [_load(d) for d in run_dirs]
     if not runs:
-        raise ValueError("no run directories given: pass one or more directories written by `selfsup pretrain`")
+        raise SelfsupError("no run directories given: pass one or more directories written by `selfsup pretrain`")
     _unique_names(runs)
     title = title or "selfsup report: " + ", ".join(r["name"] for r in runs)
     links = ", ".join(f'<a href="#run-{i}"><code>{esc(r["dir"])}</code></a>' for i, r in enumerate(runs))
@@ -82,7 +83,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
 def _load(run_dir: str | Path) -> dict:
     d = Path(run_dir)
     if not (d / "config.yaml").is_file():
-        raise ValueError(f"{d} is not a run directory (it has no config.yaml): pass the directory "
+        raise SelfsupError(f"{d} is not a run directory (it has no config.yaml): pass the directory "
                          "that `selfsup pretrain` wrote (its --out / out=...)")
     notes, config_text = [], (d / "config.yaml").read_text(errors="replace")
     try:

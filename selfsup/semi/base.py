@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from selfsup.config import ConfigError, from_dict
+from selfsup.errors import SelfsupError, UnknownNameError
 from selfsup.registry import unknown_name_message
 from selfsup.transforms import ops
 from selfsup.transforms.randaugment import strong_augment, weak_augment
@@ -44,15 +45,15 @@ class SemiConfig:
     def check(self) -> None:
         bad = [(k, getattr(self, k)) for k in ("steps", "batch_size", "mu") if getattr(self, k) < 1]
         if bad:
-            raise ValueError(f"{bad[0][0]}={bad[0][1]}: must be at least 1")
+            raise SelfsupError(f"{bad[0][0]}={bad[0][1]}: must be at least 1")
         if self.optimizer not in ("sgd", "adam", "adamw"):
-            raise ValueError(f"optimizer {self.optimizer!r}: choose sgd, adam or adamw")
+            raise SelfsupError(f"optimizer {self.optimizer!r}: choose sgd, adam or adamw")
         if self.schedule not in ("fixmatch", "constant", "linear-tail"):
-            raise ValueError(f"schedule {self.schedule!r}: choose fixmatch, constant or linear-tail")
+            raise SelfsupError(f"schedule {self.schedule!r}: choose fixmatch, constant or linear-tail")
         if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision {self.precision!r}: choose fp32 or bf16")
+            raise SelfsupError(f"precision {self.precision!r}: choose fp32 or bf16")
         if not 0 <= self.ema < 1:
-            raise ValueError(f"ema={self.ema}: a decay in [0, 1) (0 keeps the last weights)")
+            raise SelfsupError(f"ema={self.ema}: a decay in [0, 1) (0 keeps the last weights)")
 
 
 def lr_factor(schedule: str, step: int, total: int) -> float:
@@ -124,7 +125,7 @@ def register_semi(name: str) -> Callable[[type], type]:
 
     def wrap(cls: type) -> type:
         if name in _SEMI:
-            raise ValueError(f"semi-supervised method {name!r} is already registered")
+            raise SelfsupError(f"semi-supervised method {name!r} is already registered")
         cls.name = name
         _SEMI[name] = cls
         return cls
@@ -144,7 +145,7 @@ def create_semi_method(name: str, overrides: dict | None = None) -> tuple[SemiMe
     import selfsup.semi  # noqa: F401
 
     if name not in _SEMI:
-        raise KeyError(unknown_name_message("semi-supervised method", name, list(_SEMI)))
+        raise UnknownNameError(unknown_name_message("semi-supervised method", name, list(_SEMI)))
     cls = _SEMI[name]
     method_fields = {f.name for f in fields(cls.Config)}
     train_fields = {f.name for f in fields(SemiConfig)}

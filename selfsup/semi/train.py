@@ -15,6 +15,7 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from selfsup.errors import SelfsupError
 from selfsup.eval.features import extract_features
 from selfsup.eval.finetune import Classifier, reinitialise
 from selfsup.semi.base import Batch, SemiConfig, SemiMethod, Views, lr_factor
@@ -76,7 +77,7 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
     loss term over the last tenth of the steps, every setting)."""
     cfg.check()
     if labelled.labels is None or len(labelled) < 2:
-        raise ValueError("semi-supervised training needs at least 2 labelled images")
+        raise SelfsupError("semi-supervised training needs at least 2 labelled images")
     t0 = time.time()
     device = torch.device(device)
     enc = copy.deepcopy(encoder)  # the caller's encoder is never touched
@@ -115,7 +116,7 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
         with torch.autocast(**autocast):
             loss, logs = method.loss(model, batch, views)
         if not torch.isfinite(loss):
-            raise ValueError(f"{method.name} diverged (loss {loss.item()}) at step {step}: lower lr (now {cfg.lr}) "
+            raise SelfsupError(f"{method.name} diverged (loss {loss.item()}) at step {step}: lower lr (now {cfg.lr}) "
                              f"or use fp32")
         opt.zero_grad(set_to_none=True)
         loss.backward()

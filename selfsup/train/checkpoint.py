@@ -17,9 +17,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from selfsup.errors import SelfsupError
 
-class CheckpointError(RuntimeError):
-    pass
+
+class CheckpointError(SelfsupError, RuntimeError):
+    """A checkpoint that cannot be written or used here; the message names the fix."""
 
 
 class CheckpointDamaged(CheckpointError):

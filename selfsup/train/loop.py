@@ -22,6 +22,7 @@ from selfsup.config import RunConfig, eval_size, load_run_config, parse_duration
 from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_method, checkpoint_meta
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
 from selfsup.train.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
@@ -30,7 +31,7 @@ from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
 
 
-class TrainingError(RuntimeError):
+class TrainingError(SelfsupError, RuntimeError):
     """Training cannot go on; the message says why and what to change."""
 
 

@@ -6,6 +6,7 @@ import math
 import torch
 
 from selfsup.config import OptimConfig
+from selfsup.errors import SelfsupError
 
 
 class LARS(torch.optim.Optimizer):
@@ -53,7 +54,7 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, batch_size: int) -> to
         groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
         opt = torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     else:
-        raise ValueError(f"optim.name {cfg.name!r}: choose sgd, lars or adamw")
+        raise SelfsupError(f"optim.name {cfg.name!r}: choose sgd, lars or adamw")
     for g in opt.param_groups:
         g["base_lr"] = lr
     return opt

@@ -10,6 +10,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from selfsup.errors import SelfsupError
+
 
 def rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """RotNet (Gidaris et al. 2018): all four rotations of every image, in one batch.
@@ -18,7 +20,7 @@ def rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     k * 90 degrees counter-clockwise, label k. The paper found feeding all four rotations of an image
     together better than one random rotation per image (sec. 3.2)."""
     if x.shape[-1] != x.shape[-2]:
-        raise ValueError(f"rotation needs square images, got {tuple(x.shape[-2:])}: set views.size")
+        raise SelfsupError(f"rotation needs square images, got {tuple(x.shape[-2:])}: set views.size")
     out = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])
     labels = torch.arange(4, device=x.device).repeat_interleave(x.shape[0])
     return out, labels
@@ -36,7 +38,7 @@ def _grid_patches(x: torch.Tensor, cells: torch.Tensor, patch: int, gap: int, ji
     n, _, h, w = x.shape
     span = 3 * patch + 2 * gap + 2 * jitter
     if span > min(h, w):
-        raise ValueError(f"a 3x3 grid of {patch}-px patches with gap {gap} and jitter {jitter} needs {span} px; "
+        raise SelfsupError(f"a 3x3 grid of {patch}-px patches with gap {gap} and jitter {jitter} needs {span} px; "
                          f"the images are {h}x{w}: lower the patch size or set the method's resize")
     k = cells.shape[1]
     oy = torch.randint(0, h - span + 1, (n, 1), generator=gen)
@@ -76,7 +78,7 @@ def maximal_hamming_permutations(count: int, tiles: int = 9, seed: int = 0) -> t
     import math
 
     if not 1 <= count <= math.factorial(tiles):
-        raise ValueError(f"permutation count must be in 1..{tiles}! = {math.factorial(tiles)}, got {count}")
+        raise SelfsupError(f"permutation count must be in 1..{tiles}! = {math.factorial(tiles)}, got {count}")
     gen = torch.Generator().manual_seed(seed)
     every = torch.tensor(list(itertools.permutations(range(tiles))), dtype=torch.uint8)  # [9!, 9]
     chosen = [int(torch.randint(len(every), (1,), generator=gen))]
@@ -106,7 +108,7 @@ def jigsaw_tiles(x: torch.Tensor, perms: torch.Tensor, tile: int, gen: torch.Gen
     n, _, h, w = x.shape
     cell = min(h, w) // 3
     if tile > cell:
-        raise ValueError(f"tiles of {tile} px do not fit cells of {cell} px ({h}x{w} images / 3)")
+        raise SelfsupError(f"tiles of {tile} px do not fit cells of {cell} px ({h}x{w} images / 3)")
     cells = torch.tensor([(r, c) for r in range(3) for c in range(3)]).expand(n, 9, 2)
     # cells ``cell`` px apart; inside its cell each tile sits at a random offset of 0..cell-tile px
     tiles = _grid_patches(x, cells, tile, cell - tile, (cell - tile) // 2, gen)
@@ -132,7 +134,7 @@ def block_masks(n: int, side: int, kind: str, hole: float, blocks: int = 1,
         m[:, :, a:a + k, a:a + k] = 1
         return m
     if kind != "random":
-        raise ValueError(f"mask {kind!r}: choose center or random")
+        raise SelfsupError(f"mask {kind!r}: choose center or random")
     r = torch.arange(side, device=device)
     for _ in range(blocks):
         top = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import ViewConfig
+from selfsup.errors import SelfsupError, UnknownNameError
 from selfsup.transforms import ops
 
 # SimCLR (Chen et al. 2020, appendix A): crop 0.08-1, flip, colour jitter 0.8 x (0.4,0.4,0.4,0.1),
@@ -43,7 +44,7 @@ LOCAL_SIZE_RATIO = 96 / 224
 
 def view_preset(name: str) -> ViewConfig:
     if name not in _PRESETS:
-        raise KeyError(f"unknown view preset {name!r}; known: {', '.join(_PRESETS)}")
+        raise UnknownNameError(f"unknown view preset {name!r}; known: {', '.join(_PRESETS)}")
     return dataclasses.replace(_PRESETS[name])
 
 
@@ -69,11 +70,11 @@ class Views:
         self.size = cfg.size or image_size
         self.local_size = cfg.local_size or max(1, round(self.size * LOCAL_SIZE_RATIO))
         if cfg.num_global < 1 or cfg.num_local < 0 or cfg.num_global + cfg.num_local < min_views:
-            raise ValueError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: this method needs at "
+            raise SelfsupError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: this method needs at "
                              f"least {min_views} views and at least one global crop (e.g. views.num_global={max(2, min_views)})")
         if cfg.num_local and self.local_size >= self.size:
             # methods tell the crops apart by size, so local crops must be the smaller ones
-            raise ValueError(f"views.local_size={self.local_size} must be smaller than the global crop side "
+            raise SelfsupError(f"views.local_size={self.local_size} must be smaller than the global crop side "
                              f"{self.size} (multi-crop's local crops are the small ones)")
 
     def _crop(self, x: torch.Tensor, size: int, scale, blur_p: float, solarize_p: float,
