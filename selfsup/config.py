@@ -575,14 +575,16 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         _check_against_checkpoint({"method.name": name}, run_dir, path)
         raise ConfigError(f"{path}: {e}") from None
     now = {"method.name": cfg.method_name,
-           **{f"backbone.{f.name}": getattr(cfg.backbone, f.name) for f in dataclasses.fields(BackboneConfig)}}
+           **{f"backbone.{f.name}": getattr(cfg.backbone, f.name) for f in dataclasses.fields(BackboneConfig)},
+           # what the encoder's input was; data.dir may change (the data moved), these may not
+           **{f"data.{k}": getattr(cfg.data, k) for k in ("name", "image_size", "limit", "mean", "std")}}
     _check_against_checkpoint(now, run_dir, path)
     return cfg
 
 
 def _check_against_checkpoint(now: dict[str, Any], run_dir: Path, path: Path) -> None:
-    """Refuse a config.yaml whose method or backbone (``now``: dotted key -> value) differs from its
-    checkpoint's meta.json (``checkpoints/last``, else ``previous``; none, or unreadable: no check)."""
+    """Refuse a config.yaml whose method, backbone or data (``now``: dotted key -> value) differs from
+    its checkpoint's meta.json (``checkpoints/last``, else ``previous``; none, or unreadable: no check)."""
     import json
 
     for ckpt in (run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "previous"):
@@ -603,7 +605,11 @@ def _check_against_checkpoint(now: dict[str, Any], run_dir: Path, path: Path) ->
         for pair in m.group(2).split(","):
             key, _, value = pair.strip().partition("=")
             trained[f"backbone.{key}"] = value
-    changed = [k for k, v in trained.items() if k in now and str(now[k]) != v]
+    if isinstance(meta, dict) and isinstance(meta.get("data"), dict):  # checkpoints since 2026-12-06
+        trained.update({f"data.{k}": v for k, v in meta["data"].items()})
+        if isinstance(meta.get("input"), dict):
+            trained.update({f"data.{k}": meta["input"].get(k) for k in ("mean", "std")})
+    changed = [k for k, v in trained.items() if k in now and str(now[k]) != str(v)]
     if changed:
         said = ", ".join(f"{k}={now[k]}" for k in changed)
         was = ", ".join(f"{k}={trained[k]}" for k in changed)

@@ -338,16 +338,14 @@ def image_files(images: str | Path) -> tuple[Path, list[Path], list[Path]]:
     file below a folder (sorted, hidden ones left out, as the image-folder dataset lists them) and
     the files that are not images by extension; or one file."""
     from selfsup.data import DatasetError
-    from selfsup.data.sources import IMAGE_EXTENSIONS, _image_files
+    from selfsup.data.sources import IMAGE_EXTENSIONS, _image_files, _other_files
 
     p = Path(images)
     if p.is_file():
         return p.parent, [p], []
     if not p.is_dir():
         raise DatasetError(f"{p} does not exist: pass a folder of images or one image file")
-    files = _image_files(p)
-    listed = set(files)
-    others = sorted(f for f in p.rglob("*") if f not in listed and not f.name.startswith(".") and f.is_file())
+    files, others = _image_files(p), [f for f in _other_files(p) if not f.name.startswith(".")]
     if not files:
         raise DatasetError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) below {p}"
                            + (f"; it holds {len(others)} other files" if others else ""))

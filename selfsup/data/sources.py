@@ -605,14 +605,54 @@ PROGRESS_THRESHOLD = 2000
 _SIDE_FILES = frozenset({"captions.tsv"})  # read by the loader, not images, not worth a warning
 
 
+_WARNED: set = set()
+_DENIED: set = set()  # files _decode could not open for lack of permission (str paths)
+
+
+def _first_time(key) -> bool:
+    """True the first time ``key`` is seen in this process: for warnings that one file would raise
+    once per split or per scan."""
+    if key in _WARNED:
+        return False
+    _WARNED.add(key)
+    return True
+
+
+def is_run_dir(d: Path) -> bool:
+    """A selfsup run directory (config.yaml beside checkpoints/ or metrics.jsonl)."""
+    return (d / "config.yaml").is_file() and ((d / "checkpoints").is_dir() or (d / "metrics.jsonl").is_file())
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every file below ``folder``, following symlinked folders (a class folder may be a link) but
+    never into a folder already visited (a link loop), and never into a selfsup run directory: a
+    run written inside its own data folder would otherwise train on its own pictures (said once)."""
+    seen, files, runs = set(), [], []
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        if Path(top) != folder and is_run_dir(Path(top)):
+            runs.append(Path(top))
+            dirs[:] = []
+            continue
+        files += [Path(top) / n for n in names]
+    if runs and _first_time(("runs", str(folder.resolve()), tuple(runs))):
+        warnings.warn(f"imagefolder: left out {_count(len(runs), 'selfsup run directory')} inside the data folder: "
+                      f"{_shown(runs, folder)} (write runs outside the images' folder)", stacklevel=4)
+    return files
+
+
 def _image_files(folder: Path) -> list[Path]:
-    """All image-extension files below ``folder`` (sorted, hidden files skipped).
+    """All image-extension files below ``folder`` (sorted, hidden files skipped; see ``_walk``).
 
     Files with other extensions (README.txt, .DS_Store, ...) are not returned;
     :func:`_other_files` lists them so that the loader can count them.
     """
     return sorted(
-        p for p in folder.rglob("*")
+        p for p in _walk(folder)
         if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
     )  # fmt: skip
 
@@ -621,7 +661,7 @@ def _other_files(folder: Path) -> list[Path]:
     """Files below ``folder`` that :func:`_image_files` leaves out (notes.txt, .DS_Store, ...), sorted;
     not those inside hidden folders (.git/, .ipynb_checkpoints/), which are nobody's images."""
     out = []
-    for p in folder.rglob("*"):
+    for p in _walk(folder):
         rel = p.relative_to(folder)
         if any(part.startswith(".") for part in rel.parts[:-1]) or rel.as_posix() in _SIDE_FILES:
             continue
@@ -724,6 +764,9 @@ def _decode(path: Path, size: int) -> Optional[np.ndarray]:
             left, top = (w - size) // 2, (h - size) // 2
             img = img.crop((left, top, left + size, top + size))
             return np.asarray(img, dtype=np.uint8)
+    except PermissionError:  # said apart from damage: the fix differs
+        _DENIED.add(str(path))
+        return None
     except Exception:  # corrupt, truncated, zero bytes, not an image, decompression bomb
         return None
 
@@ -746,9 +789,14 @@ def _warn_skipped(skipped: list[Path]) -> None:
     """One warning naming how many files were unreadable and the first few."""
     if not skipped:
         return
-    shown = ", ".join(str(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
-    warnings.warn(f"imagefolder: skipped {_count(len(skipped), 'unreadable file')}: {shown} "
-                  "(corrupt, truncated or empty; delete or re-export them to silence this)", stacklevel=4)
+    denied = [p for p in skipped if str(p) in _DENIED]
+    broken = [p for p in skipped if str(p) not in _DENIED]
+    for paths, why in ((denied, "permission denied: make them readable (chmod +r) or move them out"),
+                       (broken, "corrupt, truncated or empty; delete or re-export them to silence this")):
+        if paths:
+            shown = ", ".join(str(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
+            warnings.warn(f"imagefolder: skipped {_count(len(paths), 'unreadable file')}: {shown} ({why})",
+                          stacklevel=4)
 
 
 def _stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
@@ -1028,10 +1076,12 @@ def load_array(split: str, root: Optional[Path], image_size: Optional[int]) -> I
                                f"names in 'classes' (labels must be 0..{len(classes) - 1}); fix the labels or "
                                "add the missing class names")
         if classes is None and values is not None and values.size:
-            if values[-1] != len(values) - 1:  # not 0..K-1: remap, the same way for every split
+            if values[-1] != len(values) - 1 and _first_time(("remap", str(path.resolve()), path.stat().st_mtime_ns)):
+                # not 0..K-1: remap, the same way for every split (and say so once per file, not per split)
                 warnings.warn(f"array: {path} labels are not 0..K-1 ({len(values)} distinct values from {values[0]} "
                               f"to {values[-1]}); remapped to 0..{len(values) - 1} in sorted order (class names keep "
                               "the original values; save a 'classes' array to name them yourself)", stacklevel=3)
+            if values[-1] != len(values) - 1:
                 y = np.searchsorted(values, y)
             classes = [str(v) for v in values]
         label_tensor = torch.from_numpy(y)

@@ -198,3 +198,99 @@ def test_a_truncated_npz_and_an_export_into_a_directory_are_one_line_errors(tiny
     (tmp_path / "outdir").mkdir()
     rc, _, err = run_cli(["export", str(run), "--format", "safetensors", "--out", str(tmp_path / "outdir")])
     assert_clean_error(rc, err, "is a directory: give a file name")
+
+
+def _pngs(folder, n, start=0):
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + n):
+        Image.fromarray(np.full((8, 8), 20 * i % 255, np.uint8)).save(folder / f"{i}.png")
+
+
+def test_a_symlinked_class_folder_is_followed_and_a_link_loop_is_not(tmp_path):
+    from selfsup.data import load_dataset
+
+    _pngs(tmp_path / "elsewhere" / "cats", 3)
+    _pngs(tmp_path / "data" / "dogs", 2)
+    (tmp_path / "data" / "cats").symlink_to(tmp_path / "elsewhere" / "cats", target_is_directory=True)
+    (tmp_path / "data" / "dogs" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)  # a cycle
+    ds = load_dataset("imagefolder", "train", str(tmp_path / "data"), 8)
+    assert len(ds) == 5 and ds.classes == ["cats", "dogs"] and sorted(ds.labels.tolist()) == [0, 0, 0, 1, 1]
+
+
+def test_a_file_without_read_permission_is_said_so_not_called_corrupt(tmp_path, monkeypatch):
+    """As root every file is readable, so the refusal is simulated where PIL opens the file."""
+    import PIL.Image
+
+    from selfsup.data import load_dataset
+
+    _pngs(tmp_path / "flat", 4)
+    (tmp_path / "flat" / "9.png").write_bytes(b"not a png")
+    real = PIL.Image.open
+
+    def guarded(fp, *a, **k):
+        if str(fp).endswith("2.png"):
+            raise PermissionError(13, "Permission denied", str(fp))
+        return real(fp, *a, **k)
+
+    monkeypatch.setattr(PIL.Image, "open", guarded)
+    with pytest.warns(UserWarning) as rec:
+        ds = load_dataset("imagefolder", "train", str(tmp_path / "flat"), 8)
+    msgs = [str(w.message) for w in rec]
+    assert len(ds) == 3
+    assert any("2.png" in m and "permission denied" in m and "chmod" in m for m in msgs), msgs
+    assert any("9.png" in m and "corrupt" in m and "2.png" not in m for m in msgs), msgs
+
+
+def test_the_label_remapping_warning_is_said_once_for_both_splits(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from selfsup.data import load_dataset
+
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((6, 8, 8), np.uint8), y_train=np.array([3, 17, 250] * 2),
+             x_test=np.zeros((3, 8, 8), np.uint8), y_test=np.array([3, 17, 250]))
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        train = load_dataset("array", "train", str(tmp_path / "d.npz"), None)
+        test = load_dataset("array", "test", str(tmp_path / "d.npz"), None)
+    said = [w for w in rec if "remapped" in str(w.message)]
+    assert len(said) == 1
+    assert train.labels.tolist() == [0, 1, 2] * 2 and test.labels.tolist() == [0, 1, 2]  # both remapped alike
+
+
+def test_edited_data_settings_are_refused_like_an_edited_method(tiny_config, tmp_path):
+    import yaml
+
+    from selfsup.config import ConfigError, load_run_config
+    from selfsup.train import fit
+
+    run = tmp_path / "r"
+    fit(tiny_config("simclr", "train.max_steps=2"), run, progress_bar=False)
+    original = (run / "config.yaml").read_text()
+    for key, value in (("image_size", 16), ("mean", [0.5]), ("limit", 7), ("name", "fashion-mnist")):
+        cfg = yaml.safe_load(original)
+        cfg["data"][key] = value
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+        with pytest.raises(ConfigError, match=f"data.{key}=.*edited after training"):
+            load_run_config(run)
+    cfg = yaml.safe_load(original)
+    cfg["data"]["dir"] = str(tmp_path / "moved")  # the data may move: allowed
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert load_run_config(run).data.dir == str(tmp_path / "moved")
+
+
+def test_a_run_directory_inside_the_data_folder_is_left_out_of_its_images(tmp_path):
+    from selfsup.data import load_dataset
+
+    _pngs(tmp_path / "photos", 5)
+    run = tmp_path / "photos" / "runs" / "mine"  # a run written inside the folder it trains on
+    _pngs(run, 2)  # its pictures (curves.png, ...)
+    (run / "config.yaml").write_text("method: simclr\n")
+    (run / "metrics.jsonl").write_text("")
+    with pytest.warns(UserWarning, match="left out 1 selfsup run directory inside the data folder: runs/mine"):
+        ds = load_dataset("imagefolder", "train", str(tmp_path / "photos"), 8)
+    assert len(ds) == 5
