@@ -90,15 +90,21 @@ def _warn_no_recipe(method: str, data: str) -> None:
 def _cmd_pretrain(args) -> None:
     from selfsup import dist
     from selfsup.train import fit, resume
+    from selfsup.train.loop import RESUME_CHANGES
 
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("method", "data", "data_dir", "backbone", "epochs", "budget",
-                                                      "batch_size", "out", "config") if getattr(args, k)]
-        given += list(args.overrides) + (["--no-recipe"] if args.no_recipe else [])
+        given = [f"--{k.replace('_', '-')}" for k in ("method", "data", "data_dir", "backbone", "batch_size", "out",
+                                                      "config") if getattr(args, k)]
+        given += [o for o in args.overrides if o.split("=")[0] not in RESUME_CHANGES]
+        given += ["--no-recipe"] if args.no_recipe else []
         if given:  # silently ignoring them would train something else than the user asked for
-            raise ConfigError(f"--resume continues {args.resume} exactly as its config.yaml says; it takes no other "
-                              f"settings ({', '.join(given)}). To train with them, start a new run with another --out")
-        summary = resume(args.resume)
+            raise ConfigError(f"--resume continues {args.resume} as its config.yaml says; it cannot change "
+                              f"{', '.join(given)}. It may change {', '.join(RESUME_CHANGES)} (and --epochs, --budget); "
+                              f"for anything else start a new run with another --out")
+        changes = [o for o in args.overrides if o.split("=")[0] in RESUME_CHANGES]
+        changes += [f"train.epochs={args.epochs}"] if args.epochs else []
+        changes += [f"train.budget={args.budget}"] if args.budget else []
+        summary = resume(args.resume, changes=changes)
         run_dir = args.resume
     else:
         cfg = build_config(args)

@@ -162,7 +162,8 @@ def _set_rng_state(s: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True) -> dict:
+def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True,
+        changes: dict | None = None) -> dict:
     """Pretrain ``cfg.method`` and return a summary (steps, epochs, last monitor values). The run
     directory is locked while training (RUN_DIR/.lock): a second writer fails at once."""
     run_dir = Path(run_dir)
@@ -182,10 +183,10 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
                             f"--out") from None
     lock = RunLock(run_dir) if dist.is_main() else contextlib.nullcontext()  # one writer per run directory
     with lock:
-        return _fit(cfg, run_dir, resume, progress_bar)
+        return _fit(cfg, run_dir, resume, progress_bar, changes or {})
 
 
-def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool) -> dict:
+def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, changes: dict) -> dict:
     t_cfg = cfg.train
     torch.manual_seed(t_cfg.seed)
     if t_cfg.threads:
@@ -256,8 +257,13 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool) -> dic
         elif dist.is_main():  # another world size: the data split changes anyway, so no exact resume
             print(f"warning: {used} was written by {len(ranks or [0])} process(es), this run has "
                   f"{dist.world_size()}: resuming the weights and schedule, not the exact random streams")
+        if "optim.lr" in changes:  # the saved groups carry their base rates; scale them all alike
+            old_lr, new_lr = changes["optim.lr"]
+            for g in optimizer.param_groups:
+                g["base_lr"] *= new_lr / old_lr
         if dist.is_main():
-            print(f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)")
+            print(f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)"
+                  + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else ""))
 
     def progress() -> float:
         if budget:
@@ -278,6 +284,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool) -> dic
                                             epoch=st["epoch"]))
 
     logger = RunLogger(run_dir, cfg, resume_step=st["step"] if resume else None)
+    if changes:  # a row of its own, at the step the new settings start
+        logger.log({"step": st["step"], "epoch": st["epoch"], "event": "resumed with changes", "changes": changes})
     bar = None
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm
@@ -317,9 +325,12 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool) -> dic
                     where = (f"The last good checkpoint is {ckpt_dir / 'last'} (step {read_meta(ckpt_dir / 'last').get('step')})"
                              if saved else "No checkpoint was written before it")
                     raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. {where}. Start "
-                        f"again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or optim.clip_grad=1.0, "
-                        f"into another --out (or delete {run_dir})")
+                        f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. {where}. "
+                        + (f"Continue from it with a lower learning rate, fp32 or clipping: `selfsup pretrain --resume "
+                           f"{run_dir} optim.lr={cfg.optim.lr / 10:g}` (or train.precision=fp32, optim.clip_grad=1.0)"
+                           if saved else
+                           f"Start again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or "
+                           f"optim.clip_grad=1.0, into another --out (or delete {run_dir})"))
                 with contextlib.nullcontext() if sync else model.no_sync():
                     (loss / t_cfg.accumulate).backward()
                 micro += 1
@@ -442,6 +453,32 @@ def _warn_collapse(summary: dict) -> None:
         print(f"warning: effective rank of the embeddings is {rank:.2f}: dimensional collapse")
 
 
-def resume(run_dir: str | Path, progress_bar: bool = True) -> dict:
+# what a resumed run may change: its length, and what a non-finite loss asks to change
+RESUME_CHANGES = ("train.epochs", "train.budget", "train.max_steps", "optim.lr", "optim.clip_grad", "train.precision")
+
+
+def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:
+    """Continue a run from its last checkpoint exactly as its config.yaml says, with ``changes``
+    ("key=value" strings or nested dicts) to the keys in RESUME_CHANGES only: a longer schedule
+    (epochs, budget, max_steps; the learning-rate schedule is stretched to the new length from the
+    current step), or after a non-finite loss a lower optim.lr, optim.clip_grad or train.precision.
+    Changes are written into config.yaml and recorded in metrics.jsonl at the step they start."""
+    from selfsup.config import parse_override, resolve, to_dict
+
     cfg = load_run_config(run_dir)
-    return fit(cfg, run_dir, resume=True, progress_bar=progress_bar)
+    layers = [parse_override(c) if isinstance(c, str) else c for c in changes]
+    if not layers:
+        return fit(cfg, run_dir, resume=True, progress_bar=progress_bar)
+    flat = {f"{sec}.{k}" for layer in layers for sec, v in layer.items()
+            for k in (v if isinstance(v, dict) else {None: v})}
+    refused = sorted(flat - set(RESUME_CHANGES))
+    if refused:
+        raise TrainingError(f"--resume cannot change {', '.join(refused)}: a resumed run keeps its method, backbone, "
+                            f"data and views. It may change {', '.join(RESUME_CHANGES)} (and --epochs, --budget); for "
+                            f"anything else start a new run with another --out")
+    new = resolve([to_dict(cfg), *layers])
+    old_d, new_d = to_dict(cfg), to_dict(new)
+    diff = {k: [old_d[k.split(".")[0]][k.split(".")[1]], new_d[k.split(".")[0]][k.split(".")[1]]]
+            for k in sorted(flat)}
+    diff = {k: v for k, v in diff.items() if v[0] != v[1]}
+    return fit(new, run_dir, resume=True, progress_bar=progress_bar, changes=diff)

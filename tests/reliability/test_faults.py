@@ -156,9 +156,36 @@ def test_embed_rows_stay_aligned_with_a_newline_in_a_file_name(tiny_config, tmp_
     assert listed == sorted(names) and len(listed) == len(np.load(tmp_path / "f.npy"))
 
 
-def test_resume_refuses_settings_it_would_ignore(tmp_path):
-    rc, _, err = run_cli(["pretrain", "--resume", str(tmp_path), "--epochs", "5", "--method", "byol", "optim.lr=0.01"])
-    assert_clean_error(rc, err, "takes no other settings (--method, --epochs, optim.lr=0.01)")
+def test_resume_refuses_settings_it_cannot_change(tmp_path):
+    rc, _, err = run_cli(["pretrain", "--resume", str(tmp_path), "--epochs", "5", "--method", "byol", "optim.lr=0.01",
+                          "views.crop_scale=[0.2,1]"])
+    assert_clean_error(rc, err, "cannot change --method, views.crop_scale=[0.2,1]", "It may change train.epochs")
+
+
+def test_resume_extends_the_schedule_and_lowers_the_rate_recording_the_change(tmp_path):
+    """--resume --epochs N trains on to N epochs; optim.lr=... takes effect from the resumed step (the
+    fix a non-finite loss names); both are written into config.yaml and logged in metrics.jsonl."""
+    import json
+
+    import yaml
+
+    run = tmp_path / "r"
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--epochs", "1", "--batch-size", "128",
+                          "--out", str(run), *OVERRIDES, "train.log_every=1"])
+    assert rc == 0, err
+    before = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lr0 = yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"]
+    rc, out, err = run_cli(["pretrain", "--resume", str(run), "--epochs", "2", f"optim.lr={lr0 / 4}"])
+    assert rc == 0, err
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["train"]["epochs"] == 2 and cfg["optim"]["lr"] == lr0 / 4
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    event = [r for r in rows if r.get("event") == "resumed with changes"]
+    assert len(event) == 1 and event[0]["changes"] == {"optim.lr": [lr0, lr0 / 4], "train.epochs": [1, 2]}
+    last_before = max(r["step"] for r in before)
+    assert max(r["step"] for r in rows) == 2 * last_before  # 128 images, batch 128: one step per epoch
+    after = [r for r in rows if r["step"] > event[0]["step"] and "lr" in r]
+    assert after and all(r["lr"] <= lr0 / 4 + 1e-12 for r in after)
 
 
 def test_a_new_run_in_a_directory_without_a_checkpoint_starts_its_logs_anew(tiny_config, tmp_path):
