@@ -69,8 +69,10 @@ class RunLock:
     kernel when the process ends, even by kill -9): a second process that would write the same run
     fails at once, naming the holder's pid, instead of interleaving its files with the first one's."""
 
+    NAME = ".lock"
+
     def __init__(self, run_dir: str | Path):
-        self.path = Path(run_dir) / ".lock"
+        self.path = Path(run_dir) / self.NAME
         self.file = None
 
     def __enter__(self) -> "RunLock":

@@ -11,6 +11,7 @@ import contextlib
 import inspect
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,14 +177,22 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     dist.barrier()  # every process has checked before rank 0 writes into the run directory
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"--out {run_dir} is a file, not a directory: choose another --out")
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise TrainingError(f"cannot create the run directory {run_dir} ({e.strerror or e}): choose a writable "
                             f"--out") from None
     lock = RunLock(run_dir) if dist.is_main() else contextlib.nullcontext()  # one writer per run directory
-    with lock:
-        return _fit(cfg, run_dir, resume, progress_bar, changes or {})
+    try:
+        with lock:
+            return _fit(cfg, run_dir, resume, progress_bar, changes or {})
+    except BaseException:
+        # a start that failed before writing anything (unreadable data, a bad setting) leaves no empty run behind
+        if created and dist.is_main() and run_dir.is_dir() and set(os.listdir(run_dir)) <= {RunLock.NAME}:
+            (run_dir / RunLock.NAME).unlink(missing_ok=True)
+            run_dir.rmdir()
+        raise
 
 
 def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, changes: dict) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +131,9 @@ def test_bad_device_and_an_out_that_is_a_file_are_one_line_errors(tmp_path):
     (tmp_path / "f").write_text("a file")
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f"), *OVERRIDES])
     assert_clean_error(rc, err, "is a file, not a directory")
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f" / "sub"),
+                          *OVERRIDES])  # cannot be created (as a read-only mount, which root cannot simulate)
+    assert_clean_error(rc, err, "cannot create the run directory", "choose a writable --out")
 
 
 def test_eval_with_a_bad_device_is_a_one_line_error(tmp_path):
@@ -321,3 +325,58 @@ def test_a_run_directory_inside_the_data_folder_is_left_out_of_its_images(tmp_pa
     with pytest.warns(UserWarning, match="left out 1 selfsup run directory inside the data folder: runs/mine"):
         ds = load_dataset("imagefolder", "train", str(tmp_path / "photos"), 8)
     assert len(ds) == 5
+
+
+def test_cmyk_animated_and_bomb_images(tmp_path):
+    """A CMYK JPEG and an animated GIF (its first frame) load as RGB; a PNG whose header claims a
+    decompression bomb is skipped and named, never decoded."""
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from selfsup.data import load_dataset
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    Image.new("CMYK", (10, 10), (0, 255, 255, 0)).save(d / "cmyk.jpg")  # pure red in CMYK
+    frames = [Image.new("RGB", (8, 8), c) for c in ((0, 0, 255), (0, 255, 0))]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 200_000, 200_000, 8, 0, 0, 0, 0)  # 4e10 gray pixels claimed
+    (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                                 + chunk(b"IEND", b""))
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable file: .*bomb\.png"):
+        ds = load_dataset("imagefolder", "train", str(d), 8)
+    assert len(ds) == 2 and ds.channels == 3
+    by_name = dict(zip([Path(p).name for p in ds.files], ds.images))
+    red = by_name["cmyk.jpg"].float().mean((1, 2))
+    assert red[0] > 200 and red[1] < 60 and red[2] < 60
+    blue = by_name["anim.gif"].float().mean((1, 2))  # the first frame
+    assert blue[2] > 200 and blue[1] < 60
+
+
+def test_object_arrays_and_yaml_tags_run_no_code(tmp_path):
+    import numpy as np
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    arr = np.empty(2, dtype=object)
+    arr[0] = Evil()
+    np.savez(tmp_path / "evil.npz", x=arr, y=np.arange(2))
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "array", "--data-dir", str(tmp_path / "evil.npz"),
+                          "--out", str(tmp_path / "r"), *OVERRIDES])
+    assert_clean_error(rc, err, "cannot read array file")
+    (tmp_path / "c.yaml").write_text(f"optim: !!python/object/apply:os.system ['touch {marker}']\n")
+    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--config", str(tmp_path / "c.yaml"),
+                          "--out", str(tmp_path / "r2")])
+    assert rc == 2 and "selfsup: error:" in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()
