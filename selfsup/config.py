@@ -110,7 +110,8 @@ class TrainConfig:
     log_every: int = 20  # steps between metrics.jsonl rows
     monitor_every: int = 1  # epochs between online kNN monitor evaluations (0 = only at the end)
     monitor_train: int = 5000  # images of the training set forming the monitor's kNN bank
-    monitor_test: int = 1000  # images of the test set it classifies
+    monitor_val: int = 1000  # labelled training images held out of that bank, which it classifies: a validation
+    # slice (seeded, fixed); training never reads the test split, which is kept for final numbers
     checkpoint_every: int = 1  # epochs between checkpoints (last/ is always kept)
     checkpoint_minutes: float = 5.0  # also checkpoint at least this often in long epochs
     max_steps: int | None = None  # stop after N optimiser steps (tests, debugging)
@@ -420,6 +421,12 @@ def resolve(layers: list[dict]) -> RunConfig:
         if isinstance(layer.get("method"), str):
             layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
+    train = merged.get("train")
+    if isinstance(train, dict) and "monitor_test" in train:  # the name in configs written before 2026-12-06
+        train = dict(train)
+        train.setdefault("monitor_val", train.pop("monitor_test"))
+        train.pop("monitor_test", None)
+        merged = {**merged, "train": train}
     cfg = from_dict(RunConfig, merged)
     from selfsup.registry import get_method_spec
 
@@ -483,7 +490,7 @@ _BOUNDS: dict[str, _Bound] = {
     "optim.clip_grad": _POSITIVE,
     "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.accumulate": _COUNT, "train.threads": _COUNT,
     "train.log_every": _COUNT, "train.monitor_every": _NONNEG, "train.monitor_train": _NONNEG,
-    "train.monitor_test": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
+    "train.monitor_val": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
     "train.max_steps": _COUNT, "train.checkpoint_steps": _NONNEG, "data.workers": _NONNEG,
     "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
     "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT, "eval.size": _COUNT,

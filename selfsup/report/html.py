@@ -257,7 +257,7 @@ def _series(rows: list[dict], key: str, scale: float = 1.0):
     return list(zip(*pts)) if pts else ([], []), xlabel
 
 
-PANELS = [("loss", 1.0, "training loss", "loss"), ("monitor/knn20_top1", 100.0, "online kNN-20 monitor", "top-1 (%)"),
+PANELS = [("loss", 1.0, "training loss", "loss"), ("monitor/knn20_top1", 100.0, "online kNN-20 monitor (validation slice of train)", "top-1 (%)"),
           ("diag/embedding_rank", 1.0, "embedding effective rank", "rank")]
 
 

@@ -41,7 +41,7 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     ax[0].set(xlabel="step", ylabel="loss", title="training loss")
     if knn:
         ax[1].plot(*zip(*[(s, 100 * a) for s, a in knn]), marker="o")
-    ax[1].set(xlabel="step", ylabel="top-1 (%)", title="online kNN-20 monitor (held-out slice)")
+    ax[1].set(xlabel="step", ylabel="top-1 (%)", title="online kNN-20 monitor (validation slice of train)")
     for a in ax:
         a.grid(alpha=0.3)
     fig.tight_layout()

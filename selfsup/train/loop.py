@@ -76,10 +76,11 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
                                    **{no_sync: False})
 
 
-def load_data(cfg: RunConfig, choose_size: bool = True):
-    """Train and (if any) test split, normalisation statistics written back into the config; an image
-    folder's side too (``choose_size``; a resumed run keeps the one its config recorded, or the old
-    default 32 of a run from before the choice was recorded)."""
+def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
+    """Train and (if any, and ``with_test``) test split, normalisation statistics written back into the
+    config; an image folder's side too (``choose_size``; a resumed run keeps the one its config
+    recorded, or the old default 32 of a run from before the choice was recorded). Training reads no
+    test split (``with_test=False``)."""
     from selfsup.data import DatasetError, load_dataset
     from selfsup.data.stream import load_imagefolder_stream, sample_images
 
@@ -99,10 +100,11 @@ def load_data(cfg: RunConfig, choose_size: bool = True):
         train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
     if cfg.data.limit:
         train = train.subset(torch.arange(min(cfg.data.limit, len(train))))
-    try:  # the test split is read into memory either way: the monitor and evaluation read all of it
-        test = load_dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size)
+    test = None
+    try:  # unlabelled folders have no test split
+        test = load_dataset(cfg.data.name, "test", cfg.data.dir, cfg.data.image_size) if with_test else None
     except DatasetError:
-        test = None  # unlabelled folders have no test split: no kNN monitor then
+        pass
     if cfg.data.mean is None or cfg.data.std is None:
         x = sample_images(train, 10000 if not cfg.data.stream else 2000).float() / 255
         cfg.data.mean = [round(v, 4) for v in x.mean((0, 2, 3)).tolist()]
@@ -112,21 +114,25 @@ def load_data(cfg: RunConfig, choose_size: bool = True):
 
 @dataclass
 class _Monitor:
-    """Online kNN accuracy on a fixed held-out slice plus collapse diagnostics."""
+    """Online kNN accuracy of a fixed validation slice of the training split (``monitor_val`` labelled
+    images) against a bank of other training images (``monitor_train``), plus collapse diagnostics.
+    The test split is never read while training: it is kept for final numbers, so that nothing the
+    monitor shows (and no setting chosen by looking at it) has seen a test image."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
-    test_images: torch.Tensor
+    test_images: torch.Tensor  # the validation slice
     test_labels: torch.Tensor
 
     @classmethod
-    def build(cls, train, test, cfg: RunConfig):
-        if train.labels is None or test is None or test.labels is None or cfg.train.monitor_train <= 0:
+    def build(cls, train, cfg: RunConfig):
+        t = cfg.train
+        if train.labels is None or t.monitor_train <= 0 or t.monitor_val <= 0 or len(train) < 2:
             return None
-        g = torch.Generator().manual_seed(12345)
-        i = torch.randperm(len(train), generator=g)[:cfg.train.monitor_train]
-        j = torch.randperm(len(test), generator=g)[:cfg.train.monitor_test]
-        return cls(train.images[i], train.labels[i], test.images[j], test.labels[j])
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345))
+        n_val = min(t.monitor_val, len(train) // 2)  # disjoint: a validation image is never its own neighbour
+        val, bank = perm[:n_val], perm[n_val:n_val + t.monitor_train]
+        return cls(train.images[bank], train.labels[bank], train.images[val], train.labels[val])
 
     @torch.no_grad()
     def __call__(self, method, cfg: RunConfig, device, size: int) -> dict:
@@ -204,7 +210,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
 
     if cfg.data.dir:  # stored absolute: the run works from any working directory
         cfg.data.dir = str(Path(cfg.data.dir).expanduser().resolve())
-    train, test = load_data(cfg, choose_size=not resume)
+    train, _ = load_data(cfg, choose_size=not resume, with_test=False)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
@@ -244,7 +250,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     if len(loader) < t_cfg.accumulate:
         raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
     optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
-    monitor = _Monitor.build(train, test, cfg)
+    monitor = _Monitor.build(train, cfg)
     epoch_ctx = EpochContext(train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision,
                              t_cfg.channels_last)
     gen = torch.Generator().manual_seed(t_cfg.seed + 1 + 1_000_003 * dist.rank())
@@ -395,8 +401,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
         checkpoint()
         if dist.is_main():
-            _save_pictures(method, (test if test is not None else train).images[:16], epoch_ctx, run_dir / "pictures",
-                           logger, st["step"])
+            shown = monitor.test_images[:16] if monitor is not None else train.images[:16]  # validation images
+            _save_pictures(method, shown, epoch_ctx, run_dir / "pictures", logger, st["step"])
     except BaseException:
         logger.close()
         raise

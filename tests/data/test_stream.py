@@ -97,7 +97,7 @@ def test_a_streamed_run_learns_and_resumes_exactly(tmp_path, tiny_config):
     make_folder(tmp_path / "data", n=32, split="test")
     over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
             "data.workers=1", "train.batch_size=16", "train.epochs=2", "train.monitor_train=64",
-            "train.monitor_test=32")
+            "train.monitor_val=32")
     fit(tiny_config("simclr", *over), tmp_path / "whole", progress_bar=False)
     cfg = tiny_config("simclr", *over, "train.max_steps=5")
     fit(cfg, tmp_path / "cut", progress_bar=False)
@@ -131,7 +131,7 @@ def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, ti
     root = make_folder(tmp_path / "data", n=48, split="train")
     make_folder(tmp_path / "data", n=24, split="test")
     over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
-            "data.workers=0", "train.batch_size=16", "train.epochs=1", "train.monitor_train=48", "train.monitor_test=24")
+            "data.workers=0", "train.batch_size=16", "train.epochs=1", "train.monitor_train=48", "train.monitor_val=24")
     fit(tiny_config("simclr", *over), tmp_path / "s", progress_bar=False)
     shutil.copytree(tmp_path / "s", tmp_path / "m")  # the same weights, evaluated from memory
     path = tmp_path / "m" / "config.yaml"

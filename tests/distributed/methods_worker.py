@@ -25,7 +25,7 @@ def layers(name: str) -> list[dict]:
     method = {"deepcluster": {"num_clusters": 10}}.get(name, {})  # 256 images: the default k is 10000
     return [{"method": {"name": name, **method}, "data": {"name": data, "limit": 256}, "backbone": backbone,
              "train": {"batch_size": 16, "epochs": 1, "max_steps": 3, "device": "cpu", "threads": 1,
-                       "monitor_train": 200, "monitor_test": 100, "log_every": 1, "sync_bn": True}}]
+                       "monitor_train": 200, "monitor_val": 100, "log_every": 1, "sync_bn": True}}]
 
 
 def main(out: Path, names: list[str]) -> None:

@@ -85,7 +85,7 @@ def test_torchrun_selfsup_pretrain_then_resume_equals_an_uninterrupted_run(tmp_p
         return torchrun("-m", "selfsup", "pretrain", "--method", "simclr", "--data", "digits", "--no-recipe",
                         "--backbone", "convnet", "--epochs", "3", "--batch-size", "32", "--out", str(run),
                         "backbone.width=0.25", "data.limit=640", "train.device=cpu", "train.threads=1",
-                        "train.monitor_test=300", "train.monitor_every=0", "train.log_every=1",
+                        "train.monitor_val=300", "train.monitor_every=0", "train.log_every=1",
                         "train.sync_bn=true", f"train.max_steps={steps}")
 
     whole, run = tmp_path / "whole", tmp_path / "run"

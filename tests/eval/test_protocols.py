@@ -33,7 +33,7 @@ def run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("protocols") / "run"
     rc = main(["pretrain", "--method", "simclr", "--data", "digits", "--backbone", "convnet", "--epochs", "2",
                "--batch-size", "64", "--out", str(run), "backbone.width=0.25", "method.proj_hidden=64",
-               "method.proj_dim=32", "method.temperature=0.5", "train.monitor_train=512", "train.monitor_test=256",
+               "method.proj_dim=32", "method.temperature=0.5", "train.monitor_train=512", "train.monitor_val=256",
                "train.log_every=2"])
     assert rc == 0
     return run

@@ -17,7 +17,7 @@ from selfsup.train.optim import lr_factor
 def finished_run(tmp_path_factory, tiny_config):
     """One tiny SimCLR run with the kNN monitor on: 256 images, batch 64, 2 epochs = 8 steps."""
     run = tmp_path_factory.mktemp("loop") / "run"
-    cfg = tiny_config("simclr", "train.epochs=2", "train.monitor_train=200", "train.monitor_test=100",
+    cfg = tiny_config("simclr", "train.epochs=2", "train.monitor_train=200", "train.monitor_val=100",
                       "optim.warmup=0.25")
     summary = fit(cfg, run, progress_bar=False)
     return cfg, run, summary
@@ -129,7 +129,7 @@ def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):
              x_test=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 40))
     for method in ("simclr", "byol"):
         cfg = tiny_config(method, "train.precision=bf16", "train.channels_last=true", "train.monitor_train=64",
-                          "train.monitor_test=40", "train.batch_size=32", data={"name": "array", "dir": str(path),
+                          "train.monitor_val=40", "train.batch_size=32", data={"name": "array", "dir": str(path),
                                                                                "limit": None})
         summary = fit(cfg, tmp_path / method, progress_bar=False)
         assert summary["steps"] == 4
