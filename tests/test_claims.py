@@ -97,9 +97,21 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     page = doc.read_text()
     assert "## projection-head:" in page and "## contrastive-vs-reconstruction:" in page
     assert "selfsup pretrain --method simclr --data digits --budget 4s" in page  # the exact commands
-    for name in ("projection-head", "contrastive-vs-reconstruction"):
+    # each verdict on the page is its rule applied to the numbers measured in the runs (read back from
+    # every arm's claim_<name>.json), whichever way the tiny budget makes it fall
+    from selfsup.claims.harness import run_claims
+
+    results = run_claims(claims_by_name(["projection-head", "contrastive-vs-reconstruction"]), out, "digits", "4s",
+                         progress_bar=False, extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
+    for name, res in results.items():
+        claim = claims_by_name([name])[0]  # here every arm is its own method, so a run is found by its method
+        arms = {a.name: [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{a.method}-*/seed*/"
+                                                                                          f"claim_{name}.json"))]
+                for a in claim.arms}
+        assert arms == res["arms"] and all(len(v) == 1 for v in arms.values())
         verdict = page.split(f"## {name}: ")[1].split("\n")[0]
-        assert verdict in ("holds", "does not hold", "inconclusive at this scale")
+        assert verdict == res["verdict"] == claim.decide(arms)[0]
+        assert verdict in ("holds", "does not hold") or verdict.startswith("inconclusive")
     refs = json.loads((out / "references.json").read_text())  # the no-pretraining rows every table is read against
     assert set(refs) == {"digits: raw pixels", "digits: random-init convnet x0.25"}
     assert all(10 < v <= 100 for v in refs.values()) and "digits: random-init convnet x0.25" in page

@@ -222,6 +222,7 @@ def test_any_value_for_a_known_key_is_accepted_or_a_config_error_naming_the_key(
 def test_parse_override_of_any_text_is_a_mapping_or_a_config_error(text):
     try:
         out = parse_override(text)
-    except ConfigError:
+    except ConfigError as e:  # and the error quotes what was given: the whole text or its key
+        assert repr(text) in str(e) or repr(text.split("=", 1)[0]) in str(e), (text, str(e))
         return
     assert isinstance(out, dict) and len(out) == 1

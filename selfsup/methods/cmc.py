@@ -104,7 +104,7 @@ class CMCConfig:
     bank_momentum: float = 0.5
 
 
-@register("cmc", config=CMCConfig, views="mocov1")
+@register("cmc", config=CMCConfig, views="cmc")
 class CMC(Method):
     """CMC: one encoder per view (Y/DbDr, or image/gradient), pairwise contrast against per-view banks."""
 

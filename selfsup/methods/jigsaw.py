@@ -4,7 +4,8 @@ Puzzles", ECCV 2016.
 Idea: cut the image into a 3x3 grid of tiles, shuffle them by one of a fixed set of permutations,
 and ask the network which permutation it was. Putting a shirt back together needs to know what a
 collar and a sleeve are. Details (sec. 3): the permutation set is chosen once for maximal Hamming
-distance between its members (``maximal_hamming_permutations``; the paper's 100 of 9! = 362,880)
+distance between its members (``maximal_hamming_permutations``, the paper's algorithm 1: the largest
+summed distance; the paper's 100 of 9! = 362,880)
 and kept as a buffer, so it is saved with every checkpoint; each tile is a random crop inside its
 cell (gaps and jitter stop edge matching) and is standardised on its own (no brightness or
 contrast cue, the paper's per-tile normalisation); the tiles go through one shared encoder
@@ -29,6 +30,7 @@ from selfsup.transforms.pretext import jigsaw_tiles, maximal_hamming_permutation
 class JigsawConfig:
     num_permutations: int = 100  # the paper's default set size (its table 3 compares 100-1000)
     permutation_seed: int = 0
+    permutation_criterion: str = "sum"  # sum: the paper's algorithm 1 (largest mean distance); min: maximin
     tile: int | None = None  # px; None: 85 % of the cell (the paper's 64-px tiles in 75-px cells)
     resize: int | None = None  # enlarge the view first (28-px images leave 9-px cells)
     head_hidden: int = 512  # the paper: 9 x fc6 (1024) concatenated -> fc7 (4096) -> fc8; scaled down
@@ -44,7 +46,8 @@ class Jigsaw(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.register_buffer("perms", maximal_hamming_permutations(cfg.num_permutations, 9, cfg.permutation_seed))
+        self.register_buffer("perms", maximal_hamming_permutations(cfg.num_permutations, 9, cfg.permutation_seed,
+                                                                   cfg.permutation_criterion))
         self.head = mlp(9 * encoder.num_features, cfg.head_hidden, cfg.num_permutations, 2)
 
     def _tiles(self, x: torch.Tensor, gen: torch.Generator | None = None):

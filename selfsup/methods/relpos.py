@@ -11,6 +11,12 @@ the 8-way label. Logged: ``pretext/relpos_acc``.
 Small images: a 28-px image leaves 7-px patches; ``resize`` enlarges the view first (the recipes
 use 48 px -> 14-px patches), which the encoder then sees at evaluation too (views.size is not
 changed: evaluation still uses the dataset's side).
+
+Where this differs from the paper, knowingly: the default gap is about a quarter of a patch (side / 14;
+the paper leaves half a patch, 48 px between 96-px patches), since at 28-48 px a half-patch gap leaves
+patches of a few pixels (set ``gap`` to follow the paper); and there is no countermeasure against
+chromatic aberration (the paper's colour dropping: 2 of 3 channels replaced by noise per patch), which
+the gray data sets here do not need and colour data may (a known shortcut on colour photographs).
 """
 from __future__ import annotations
 

@@ -18,12 +18,13 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
-    """theta_target <- m * theta_target + (1 - m) * theta_online; buffers (BN stats) are copied."""
+    """theta_target <- m * theta_target + (1 - m) * theta_online, parameters only. The target keeps its
+    own buffers: its batch-norm running statistics are those of its own forward passes (in train mode),
+    as in the official MoCo (only ``param_k`` are updated), BYOL and DINO code, so the target (the DINO
+    teacher offered for evaluation among them) carries statistics of its own weights, not the student's."""
     t_params, o_params = list(target.parameters()), list(online.parameters())
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, o_params, alpha=1 - momentum)
-    for tb, ob in zip(target.buffers(), online.buffers()):
-        tb.copy_(ob)
 
 
 def cosine_momentum(base: float, progress: float, final: float = 1.0) -> float:

@@ -27,7 +27,8 @@ def _coin(n: int, p: float, gen: torch.Generator | None, device) -> torch.Tensor
 def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                         flip_p: float = 0.5, gen: torch.Generator | None = None) -> torch.Tensor:
     """Crop a random area fraction ``scale`` with aspect ``ratio`` from each image, resize it to
-    ``size`` and flip it horizontally with probability ``flip_p``. [B,C,H,W] -> [B,C,size,size].
+    ``size`` and flip it horizontally with probability ``flip_p``. [B,C,H,W] -> [B,C,size,size], as
+    torchvision's; a 1-D signal keeps its layout: [B,C,1,T] -> [B,C,1,size] (and [B,C,T,1] likewise).
 
     One affine sampling grid per image: theta maps output coordinates in [-1, 1] to the
     crop's window in the input. Crops wider than the image are clipped to it, which stands in
@@ -47,7 +48,9 @@ def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 
     theta[:, 0, 2] = cx
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
-    grid = F.affine_grid(theta, [b, x.shape[1], size, size], align_corners=False)
+    h_in, w_in = x.shape[-2:]
+    out = (1, size) if h_in == 1 < w_in else (size, 1) if w_in == 1 < h_in else (size, size)  # 1-D stays 1-D
+    grid = F.affine_grid(theta, [b, x.shape[1], *out], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 

@@ -70,24 +70,33 @@ def relative_position_pairs(x: torch.Tensor, patch: int, gap: int, jitter: int,
     return p[:, 0], p[:, 1], label.to(x.device)
 
 
-def maximal_hamming_permutations(count: int, tiles: int = 9, seed: int = 0) -> torch.Tensor:
-    """Noroozi & Favaro 2016's permutation set (their algorithm 1, the "maximal" variant): start from a
-    random permutation, then repeatedly add the permutation whose minimum Hamming distance to the
-    set is largest (ties broken at random). Far-apart permutations make the classes distinguishable
-    and the task hard enough to need the whole object. Returns int64 [count, tiles]."""
+def maximal_hamming_permutations(count: int, tiles: int = 9, seed: int = 0, criterion: str = "sum") -> torch.Tensor:
+    """A permutation set far apart in Hamming distance (Noroozi & Favaro 2016, sec. 3.2): start from a
+    random permutation, then repeatedly add the unchosen permutation farthest from the set, ties broken
+    at random. ``criterion="sum"`` is the paper's algorithm 1 ("maximal" set): the largest summed
+    (mean) distance to the chosen ones; ``"min"`` the largest minimum distance (a maximin variant, not
+    the paper's, which guarantees a larger smallest gap). Far-apart permutations make the classes
+    distinguishable and the task hard enough to need the whole object. Returns int64 [count, tiles]."""
     import math
 
     if not 1 <= count <= math.factorial(tiles):
         raise SelfsupError(f"permutation count must be in 1..{tiles}! = {math.factorial(tiles)}, got {count}")
+    if criterion not in ("sum", "min"):
+        raise SelfsupError(f"permutation criterion {criterion!r}: choose sum (the paper's) or min")
     gen = torch.Generator().manual_seed(seed)
     every = torch.tensor(list(itertools.permutations(range(tiles))), dtype=torch.uint8)  # [9!, 9]
     chosen = [int(torch.randint(len(every), (1,), generator=gen))]
-    min_dist = (every != every[chosen[0]]).sum(1)  # [9!] distance to the closest chosen permutation
+    dist = (every != every[chosen[0]]).sum(1).long()  # [9!] summed (or minimum) distance to the chosen set
+    taken = torch.zeros(len(every), dtype=torch.bool)
+    taken[chosen[0]] = True
     for _ in range(count - 1):
-        best = (min_dist == min_dist.max()).nonzero().flatten()
+        score = dist.masked_fill(taken, -1)
+        best = (score == score.max()).nonzero().flatten()
         pick = int(best[torch.randint(len(best), (1,), generator=gen)])
         chosen.append(pick)
-        min_dist = torch.minimum(min_dist, (every != every[pick]).sum(1))
+        taken[pick] = True
+        d = (every != every[pick]).sum(1).long()
+        dist = dist + d if criterion == "sum" else torch.minimum(dist, d)
     return every[chosen].long()
 
 

@@ -16,7 +16,8 @@ from selfsup.transforms import ops
 
 # SimCLR (Chen et al. 2020, appendix A): crop 0.08-1, flip, colour jitter 0.8 x (0.4,0.4,0.4,0.1),
 # grayscale 0.2, blur 0.5 on both views.
-# BYOL (Grill et al. 2020, table 6): the same, but asymmetric blur (1.0, 0.1) and solarize (0, 0.2).
+# BYOL (Grill et al. 2020, table 6): jitter (0.4, 0.4, 0.2, 0.1) (saturation 0.2), asymmetric blur (1.0, 0.1)
+# and solarize (0, 0.2); Barlow Twins, VICReg, MoCo v3 and NNCLR use the same.
 # MoCo v1 / InstDisc (Wu et al. 2018; He et al. 2020, sec. 4): crop 0.2-1, jitter 0.4 on all four
 # channels applied always, grayscale 0.2, flip; no blur.
 # SwAV multi-crop (Caron et al. 2020, sec. 3.2 and the official code): 2 x 224 px with scale 0.14-1 and
@@ -25,12 +26,15 @@ from selfsup.transforms import ops
 # DINO (Caron et al. 2021, appendix / official main_dino.py defaults): 2 x 224 px with scale 0.4-1 and
 # 8 x 96 px with scale 0.05-0.4 (their ResNet-50 run: 0.14-1 and 0.05-0.14); jitter 0.8 x (0.4,0.4,0.2,0.1),
 # grayscale 0.2; BYOL's asymmetry on the globals (blur 1.0 / 0.1, solarize 0 / 0.2), blur 0.5 on locals.
+# CMC (Tian et al. 2019, official train_CMC.py): random resized crop (scale 0.2-1) and flip only, then the colour
+# split: colour jitter or grayscale would let one view predict the other (a grayed image has DbDr = 0).
 # Pretext tasks (rotation, relative position, jigsaw, autoencoders): one lightly augmented view; the
 # task makes its own labels from it (RotNet's CIFAR runs: random crop and flip only).
 _PRESETS: dict[str, ViewConfig] = {
     "simclr": ViewConfig(),
     "pretext": ViewConfig(crop_scale=(0.6, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0), num_global=1),
-    "byol": ViewConfig(blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
+    "byol": ViewConfig(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
+    "cmc": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0)),
     "mocov1": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=1.0, jitter=(0.4, 0.4, 0.4, 0.4), blur_p=(0.0, 0.0)),
     "swav": ViewConfig(crop_scale=(0.14, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur_p=(0.5, 0.5),
                        num_global=2, num_local=6, local_scale=(0.05, 0.14), local_blur_p=0.5),

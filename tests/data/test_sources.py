@@ -6,7 +6,6 @@ import gzip
 import os
 import pickle
 import struct
-import time
 from pathlib import Path
 
 import numpy as np
@@ -237,14 +236,11 @@ def test_fmnist_missing_names_all_fixes(tmp_path: Path) -> None:
 @pytest.mark.skipif(not REAL_FMNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_fmnist_real_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [REAL_FMNIST])
-    start = time.perf_counter()
-    train = load_dataset("fashion-mnist", "train")
-    elapsed = time.perf_counter() - start
+    train = load_dataset("fashion-mnist", "train")  # its speed is measured by benchmarks, not asserted here
     test = load_dataset("fashion-mnist", "test")
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [6000] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
-    assert elapsed < 3.0  # ~0.4 s on an idle core; generous for a shared machine
 
 
 # ---------------------------------------------------------------------------

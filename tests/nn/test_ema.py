@@ -26,15 +26,18 @@ def test_frozen_copy_is_equal_and_gradient_free():
 @pytest.mark.parametrize("m", [0.0, 0.5, 0.996, 1.0])
 def test_ema_update_arithmetic(m):
     target, online = frozen_copy(net(0)), net(1)
-    online.train()
+    online.train(), target.train()
     online(torch.randn(8, 5))  # moves the online BN statistics
+    target(torch.randn(8, 5) + 3)  # and the target's own, from other data
     before = {k: v.clone() for k, v in target.state_dict().items()}
     ema_update(target, online, m)
     o = online.state_dict()
     for name, _ in online.named_parameters():
         torch.testing.assert_close(target.state_dict()[name], m * before[name] + (1 - m) * o[name], rtol=1e-6, atol=1e-7)
-    for name, _ in online.named_buffers():
-        assert torch.equal(target.state_dict()[name], o[name]), f"buffer {name} must be copied"
+    for name, _ in online.named_buffers():  # the target keeps its own statistics, as the official code
+        assert torch.equal(target.state_dict()[name], before[name]), f"buffer {name} must stay the target's"
+        if "running_mean" in name:
+            assert not torch.equal(before[name], o[name])
     assert all(not p.requires_grad for p in target.parameters())
 
 

@@ -115,9 +115,13 @@ def test_gradient_accumulation_counts_optimiser_steps(tiny_config, tmp_path):
 
 
 def test_budget_run_stops_on_time(tiny_config, tmp_path):
+    """The budget, not the epochs, ends the run: it trains at least the budget's seconds and stops at the
+    first step after them (however slow the machine, so no upper bound on seconds is asserted)."""
     summary = fit(tiny_config("simclr", "train.budget=1s", "train.epochs=1000"), tmp_path / "run", progress_bar=False)
-    assert 0 < summary["train_seconds"] < 3.0
-    assert summary["steps"] > 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    timed = [r for r in rows if "train_seconds" in r and "loss" in r]
+    assert summary["train_seconds"] >= 1.0 and 0 < summary["steps"] < 1000 * 4  # far short of 1000 epochs
+    assert all(r["train_seconds"] < 1.0 for r in timed[:-1])  # every earlier row was inside the budget
 
 
 def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):

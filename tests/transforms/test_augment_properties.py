@@ -45,7 +45,8 @@ def images(b: int, c: int, h: int, w: int | None = None, seed: int = 0) -> torch
 def test_crop_shape_dtype_range_and_seed(b, c, h, w, size, scale, ratio, flip_p, seed):
     x = images(b, c, h, w, seed)
     y = ops.random_resized_crop(x, size, scale, ratio, flip_p, gen(seed))
-    assert y.shape == (b, c, size, size) and y.dtype == torch.float32
+    side = (1, size) if h == 1 < w else (size, 1) if w == 1 < h else (size, size)  # 1-D signals stay 1-D
+    assert y.shape == (b, c, *side) and y.dtype == torch.float32
     assert torch.isfinite(y).all() and y.min() >= 0 and y.max() <= 1 + 1e-6  # bilinear: convex combinations
     assert torch.equal(y, ops.random_resized_crop(x, size, scale, ratio, flip_p, gen(seed)))
 

@@ -42,19 +42,38 @@ def test_relative_position_geometry():
             assert abs(r1 - r0) >= patch + gap - 2 * jitter > patch - 1
 
 
+def test_the_papers_algorithm_adds_the_permutation_of_largest_summed_distance():
+    """Noroozi & Favaro's algorithm 1: each new permutation maximises the summed Hamming distance to
+    those already chosen (checked by brute force at every step on 4 tiles)."""
+    perms = maximal_hamming_permutations(12, 4, seed=3)  # criterion="sum", the default
+    every = torch.tensor(list(__import__("itertools").permutations(range(4))))
+    for k in range(1, len(perms)):
+        chosen = perms[:k]
+        unchosen = [p for p in every if not any(torch.equal(p, c) for c in chosen)]
+        sums = [int((chosen != p).sum()) for p in unchosen]
+        assert int((chosen != perms[k]).sum()) == max(sums)
+    big = maximal_hamming_permutations(100, 9, seed=0)
+    g = torch.Generator().manual_seed(0)
+    rand = torch.stack([torch.randperm(9, generator=g) for _ in range(100)])
+
+    def mean_distance(p):
+        return (p[:, None] != p[None]).sum(-1).float().sum().item() / (len(p) * (len(p) - 1))
+    assert mean_distance(big) > mean_distance(rand)
+
+
 def test_permutation_set_has_maximal_hamming_distance():
-    perms = maximal_hamming_permutations(100, 9, seed=0)
+    perms = maximal_hamming_permutations(100, 9, seed=0, criterion="min")
     assert perms.shape == (100, 9)
     assert all(sorted(p.tolist()) == list(range(9)) for p in perms)  # permutations of the 9 tiles
     assert len({tuple(p.tolist()) for p in perms}) == 100
     d = min_hamming_distance(perms)
-    # the greedy set keeps every pair >= 6 of 9 positions apart (Noroozi & Favaro's table 1: minimum
-    # normalised distance 0.67 for 100 permutations); 100 random permutations always hold a closer pair
+    # the maximin set keeps every pair >= 6 of 9 positions apart (the minimum normalised distance 0.67 of
+    # Noroozi & Favaro's table 1 for 100 permutations); 100 random permutations always hold a closer pair
     g = torch.Generator().manual_seed(0)
     random_sets = [torch.stack([torch.randperm(9, generator=g) for _ in range(100)]) for _ in range(5)]
     assert d >= 6 and all(min_hamming_distance(r) < d for r in random_sets)
-    assert torch.equal(perms, maximal_hamming_permutations(100, 9, seed=0))  # the same set for the same seed
-    assert min_hamming_distance(maximal_hamming_permutations(9, 9, seed=1)) == 9  # a Latin square's worth
+    assert torch.equal(perms, maximal_hamming_permutations(100, 9, seed=0, criterion="min"))  # same seed, same set
+    assert min_hamming_distance(maximal_hamming_permutations(9, 9, seed=1, criterion="min")) == 9  # a Latin square
 
 
 def test_jigsaw_tiles_follow_the_permutation():

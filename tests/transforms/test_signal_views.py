@@ -1,10 +1,9 @@
 """Views for 1-D signals must not destroy them: configs/cpc_signals.yaml's views are the identity.
 
-Finding (reported, views.py left alone): random_resized_crop is NOT the identity on the natural
-1-D layout [B, 1, 1, T]. It always returns a square [B, 1, size, size] (every output row samples the
-single input row), and the loop also needs square images (ImageDataset.image_size, eval_view). So
-the signals dataset stores T = 1024 samples row-major as [N, 1, 32, 32], on which the crop with
-scale [1, 1], ratio [1, 1], no flip is exactly the identity.
+random_resized_crop keeps a 1-D signal's layout, so it is the identity (scale [1, 1], ratio [1, 1], no
+flip) on the natural layout [B, 1, 1, T] too (it used to return a square [B, 1, T, T]).
+The loop needs square images (ImageDataset.image_size, eval_view), so the signals dataset stores
+T = 1024 samples row-major as [N, 1, 32, 32], on which the crop is exactly the identity.
 """
 from __future__ import annotations
 
@@ -26,19 +25,12 @@ def test_identity_crop_is_exact_on_the_stored_signal_layout():
     assert torch.equal(out, x)
 
 
-@pytest.mark.xfail(strict=True, reason="random_resized_crop always returns square [B,C,size,size] crops: "
-                                       "[B,1,1,T] comes back as [B,1,T,T] (reported; views.py not edited)")
 def test_identity_crop_on_1xT_signals():
+    """A signal in its natural layout [B, 1, 1, T] keeps it."""
     x = torch.rand(3, 1, 1, 256, generator=torch.Generator().manual_seed(0))
     out = ops.random_resized_crop(x, 256, **_identity_args())
     assert out.shape == x.shape
-
-
-def test_what_the_crop_does_to_1xT_signals_today():
-    x = torch.rand(3, 1, 1, 256, generator=torch.Generator().manual_seed(0))
-    out = ops.random_resized_crop(x, 256, **_identity_args())
-    assert out.shape == (3, 1, 256, 256)
-    torch.testing.assert_close(out, x.expand(3, 1, 256, 256), atol=1e-4, rtol=0)  # T copies of the signal
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 
 def test_cpc_signals_recipe_views_leave_every_signal_untouched():

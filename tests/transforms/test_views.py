@@ -55,6 +55,7 @@ def test_views_size_resizes_and_eval_uses_it():
 def test_byol_preset_is_asymmetric_and_presets_are_copies():
     byol = view_preset("byol")
     assert byol.blur_p == (1.0, 0.1) and byol.solarize_p == (0.0, 0.2)
+    assert tuple(byol.jitter) == (0.4, 0.4, 0.2, 0.1)  # BYOL's table 6: saturation 0.2
     byol.flip_p = 0.0
     assert view_preset("byol").flip_p == 0.5  # mutating a returned preset must not change the preset
     with pytest.raises(KeyError):
@@ -73,3 +74,21 @@ def test_eval_view_resizes_and_normalises():
     same = eval_view(x, [0.1, 0.2, 0.3], [1.0, 2.0, 4.0], 8)
     expected = (x.float() / 255 - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1)
     torch.testing.assert_close(same, expected)
+
+
+def test_cmc_views_never_gray_a_colour_image():
+    """CMC splits colour into Y and DbDr: a grayed view (DbDr = 0) or a hue shift would let one view
+    predict the other, so its preset is crop and flip only (the official code)."""
+    import torch
+
+    from selfsup.transforms import Views
+
+    cfg = view_preset("cmc")
+    assert cfg.jitter_p == 0 and cfg.gray_p == 0 and cfg.blur_p == (0.0, 0.0)
+    g = torch.Generator().manual_seed(0)
+    images = torch.zeros(200, 3, 16, 16, dtype=torch.uint8)
+    images[:, 0] = 200  # saturated red
+    views = Views(cfg, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), 16)(images, g)
+    for v in views:
+        spread = (v.amax(1) - v.amin(1)).flatten(1).amin(1)  # per image: the least colourful pixel
+        assert bool((spread > 0.5).all())  # every pixel of every view keeps its colour
