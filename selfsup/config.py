@@ -99,7 +99,11 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     epochs: int = 100
-    budget: str | None = None  # wall-clock budget, e.g. "15m", "90s", "1h"; overrides epochs
+    budget: str | None = None  # wall-clock budget, e.g. "15m", "90s", "1h"; overrides epochs. A planning input: the
+    # loop times a few steps of a throwaway copy, fixes the number of steps the budget affords (planned_steps in
+    # summary.json), and every schedule follows the step; the wall clock only guards (1.5 x budget)
+    steps: int | None = None  # the schedule's length in optimiser steps, instead of epochs or a budget (a budget
+    # run's planned_steps given here repeats its weights on any machine)
     batch_size: int = 256
     accumulate: int = 1  # gradient accumulation steps
     precision: str = "fp32"  # fp32 | bf16 (autocast)
@@ -491,7 +495,7 @@ _BOUNDS: dict[str, _Bound] = {
     "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.accumulate": _COUNT, "train.threads": _COUNT,
     "train.log_every": _COUNT, "train.monitor_every": _NONNEG, "train.monitor_train": _NONNEG,
     "train.monitor_val": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
-    "train.max_steps": _COUNT, "train.checkpoint_steps": _NONNEG, "data.workers": _NONNEG,
+    "train.max_steps": _COUNT, "train.steps": _COUNT, "train.checkpoint_steps": _NONNEG, "data.workers": _NONNEG,
     "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
     "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT, "eval.size": _COUNT,
     "views.size": _COUNT, "views.crop_scale": _FRACTION, "views.crop_ratio": _POSITIVE, "views.flip_p": _PROB,

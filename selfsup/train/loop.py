@@ -8,6 +8,7 @@ optimiser, RNG streams, data order, position in the epoch).
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import json
 import math
@@ -255,15 +256,23 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                              t_cfg.channels_last)
     gen = torch.Generator().manual_seed(t_cfg.seed + 1 + 1_000_003 * dist.rank())
 
-    budget = parse_duration(t_cfg.budget) if t_cfg.budget else None
+    # The schedule's length in optimiser steps: train.steps, else epochs x steps per epoch, else (a budget)
+    # planned from the measured speed before the first step (plan_budget). Every schedule (learning rate,
+    # EMA momentum, DINO's teacher temperature, SwAV's queue start) is a function of the step, so one seed
+    # and one length train the same weights on a busy and a quiet machine; the wall clock is only a guard.
+    # max_steps stops a run early; it never reshapes the schedule.
+    budget = parse_duration(t_cfg.budget) if t_cfg.budget and not t_cfg.steps else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
-    total_steps = t_cfg.epochs * steps_per_epoch  # max_steps stops a run early; it never reshapes the schedule
-    st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "train_seconds": 0.0, "images_seen": 0}
+    fixed_steps = t_cfg.steps or (None if budget else t_cfg.epochs * steps_per_epoch)
+    st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "train_seconds": 0.0, "images_seen": 0,
+          "planned_steps": fixed_steps}
     ckpt_dir = run_dir / "checkpoints"
     if resume:
         meta, saved, used = load_checkpoint(ckpt_dir / "last", method, expect={"method": cfg.method_name})
         optimizer.load_state_dict(saved["optimizer"])
         st = saved["state"]["loop"]
+        if "planned_steps" not in st or {"train.budget", "train.epochs", "train.steps"} & set(changes):
+            st["planned_steps"] = fixed_steps  # another length (a budget: planned again at the current speed)
         ranks = saved["state"].get("rng_ranks")  # one RNG state per process of a distributed run
         if ranks and len(ranks) == dist.world_size():
             _set_rng_state(ranks[dist.rank()], gen)
@@ -281,14 +290,60 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                   + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else ""))
 
     def progress() -> float:
-        if budget:
-            return min(1.0, st["train_seconds"] / budget)
-        return st["step"] / max(1, total_steps)
+        return min(1.0, st["step"] / st["planned_steps"]) if st["planned_steps"] else 0.0
 
     def done() -> bool:
         if t_cfg.max_steps and st["step"] >= t_cfg.max_steps:
             return True
-        return progress() >= 1.0
+        if budget and st["train_seconds"] >= GUARD * budget:
+            if dist.is_main():
+                print(f"warning: stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
+                      f"{st['planned_steps']} planned: the machine slowed down after the plan was made")
+            return True
+        return st["planned_steps"] is not None and st["step"] >= st["planned_steps"]
+
+    def seconds_per_step() -> float:
+        """Time PLAN_STEPS optimiser steps (after PLAN_SKIP) of a throwaway copy of the method, on this epoch's
+        first batches with its own view generator and the global RNG restored after: the run itself (its
+        weights, statistics, random streams) is untouched. The slowest process's time, so all plan alike."""
+        probe = copy.deepcopy(method).train()
+        popt = build_optimizer(probe.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
+        pgen = torch.Generator().manual_seed(t_cfg.seed + 7)
+        batches, times = loader.iterate(st["epoch"]), []
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            for k in range(PLAN_SKIP + PLAN_STEPS):
+                t = time.perf_counter()
+                for _ in range(t_cfg.accumulate):
+                    batch = next(batches, None)
+                    if batch is None:
+                        batches = loader.iterate(st["epoch"])
+                        batch = next(batches)
+                    batch = batch.to(device)
+                    batch.views = views(batch.images, pgen)
+                    if t_cfg.channels_last:
+                        batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
+                    with torch.autocast(**autocast):
+                        loss = probe(batch).loss
+                    (loss / t_cfg.accumulate).backward()
+                popt.step()
+                popt.zero_grad(set_to_none=True)
+                probe.on_step_end(0.0)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                if k >= PLAN_SKIP:
+                    times.append(time.perf_counter() - t)
+        del probe, popt
+        return dist.all_reduce_max(sum(times) / len(times))
+
+    def plan_budget(elapsed: float, epoch_start_seconds: float, since: float) -> None:
+        """Fix the number of steps the rest of the budget affords: per step, its own time and its share of
+        the per-epoch work (``epoch_start_seconds``: DeepCluster's k-means, bank refreshes)."""
+        rate = seconds_per_step() + epoch_start_seconds / max(1, steps_per_epoch)
+        elapsed = dist.all_reduce_max(elapsed + (time.perf_counter() - since))  # + this epoch's start and the probe
+        st["planned_steps"] = st["step"] + max(1, int((budget - elapsed) / max(rate, 1e-9)))
+        if dist.is_main():
+            print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps "
+                  f"(train.steps={st['planned_steps']} trains the same weights on any machine)")
 
     def checkpoint() -> None:
         rng = dist.all_gather_object(_rng_state(gen))  # every process's streams, for an exact resume
@@ -305,7 +360,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=1000 if budget else total_steps, initial=int(progress() * 1000) if budget else st["step"],
+        bar = tqdm(total=1000 if budget else st["planned_steps"], initial=int(progress() * 1000) if budget else st["step"],
                    unit="" if budget else "step", dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}" if budget else None,
                    desc=f"{cfg.method_name}")
@@ -317,13 +372,19 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     try:
         while not done():
             t0 = time.perf_counter()  # before on_epoch_start: its work (k-means, ...) counts as training time
+            epoch_start_seconds = 0.0
             if st["batch_in_epoch"] == 0:
                 epoch_logs = method.on_epoch_start(st["epoch"], epoch_ctx)
+                epoch_start_seconds = time.perf_counter() - t0
                 if epoch_logs:
                     # logged at the epoch's first step (step + 1): a resume from this epoch's start then
                     # drops the row with the steps after the checkpoint and logs it again, never twice
                     logger.log({"step": st["step"] + 1, "epoch": st["epoch"],
                                 **{k: float(v) for k, v in epoch_logs.items()}})
+            if budget and st["planned_steps"] is None:  # a budget turns into a number of steps, once
+                plan_budget(st["train_seconds"], epoch_start_seconds, t0)
+                if done():
+                    break
             micro = 0
             for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):
                 batch = batch.to(device)
@@ -409,7 +470,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     finally:
         if bar is not None:
             bar.close()
-    summary.update({"steps": st["step"], "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
+    summary.update({"steps": st["step"], "planned_steps": st["planned_steps"],
+                    "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
                     "train_seconds": st["train_seconds"], "images_seen": st["images_seen"], **_peak_memory(device)})
     logger.close(summary)
     if dist.is_main():
@@ -469,7 +531,10 @@ def _warn_collapse(summary: dict) -> None:
 
 
 # what a resumed run may change: its length, and what a non-finite loss asks to change
-RESUME_CHANGES = ("train.epochs", "train.budget", "train.max_steps", "optim.lr", "optim.clip_grad", "train.precision")
+RESUME_CHANGES = ("train.epochs", "train.budget", "train.steps", "train.max_steps", "optim.lr", "optim.clip_grad",
+                  "train.precision")
+PLAN_SKIP, PLAN_STEPS = 2, 8  # a budget's plan: probe steps left out (allocation, first-call costs), then timed
+GUARD = 1.5  # a planned budget run stops anyway at this multiple of its budget
 
 
 def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:
