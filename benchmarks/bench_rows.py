@@ -1,6 +1,6 @@
 """Markdown rows for docs/benchmarks.md from a `selfsup bench` directory: one row per finished run.
 
-    python benchmarks/bench_rows.py runs/bench-methods [SESSION]
+    python benchmarks/bench_rows.py runs/bench-methods [DATE]      # DATE: the last column, e.g. 2026-12-05
     python benchmarks/bench_rows.py runs/bench-methods --pretext   # runs with eval_pretext.json: their
                                                                      # pretext metrics (held-out, and the last
                                                                      # training batch) next to kNN / linear
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 
-def row(run: Path, session: str) -> str | None:
+def row(run: Path, date: str) -> str | None:
     files = {n: run / f"{n}.json" for n in ("summary", "eval_knn", "eval_linear", "eval_cluster", "eval_efficiency")}
     if not all(p.is_file() for p in files.values()):
         return None
@@ -21,7 +21,7 @@ def row(run: Path, session: str) -> str | None:
     return (f"| {name} | {s['epochs']:.1f} | {100 * k['top1_k200']:.2f} % | {100 * k['top1_k20']:.2f} % | "
             f"{100 * lin['top1']:.2f} % | {s.get('diag/embedding_rank', float('nan')):.1f} / "
             f"{s.get('diag/embedding_dim', '?')} | {s.get('diag/feature_rank', float('nan')):.1f} | {c['nmi']:.3f} | "
-            f"{e['images_per_s']:.0f} | {session} |")
+            f"{e['images_per_s']:.0f} | {date} |")
 
 
 def pretext_row(run: Path) -> str | None:
@@ -37,15 +37,15 @@ def pretext_row(run: Path) -> str | None:
 
 
 if __name__ == "__main__":
-    root, session = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "—"
-    if session == "--pretext":
+    root, date = Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "—"
+    if date == "--pretext":
         print("| method | pretext metric (held-out test images) | last training batch | kNN-200 | linear |\n"
               "|---|---|---|---|---|")
         print("\n".join(r for r in map(pretext_row, sorted(root.glob("*/seed*"))) if r))
         sys.exit()
-    print("| method | epochs | kNN-200 | kNN-20 | linear | embedding rank | feature rank | cluster NMI | img/s | session |")
+    print("| method | epochs | kNN-200 | kNN-20 | linear | embedding rank | feature rank | cluster NMI | img/s | date |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for run in sorted(root.glob("*/seed*")):
-        r = row(run, session)
+        r = row(run, date)
         if r:
             print(r)

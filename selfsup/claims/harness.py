@@ -104,7 +104,7 @@ def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist"
     """Train, measure and judge ``claims``; write ``doc`` (markdown); returns {claim: result}.
 
     The page covers every claim of the catalog whose runs are already measured under ``out``, not only
-    ``claims``: `--only` splits the work over several calls (or sessions) and each call rewrites the
+    ``claims``: `--only` splits the work over several calls and each call rewrites the
     whole page; claims not yet run are listed as such."""
     from selfsup.claims.catalog import catalog
 

@@ -15,13 +15,14 @@ import torch
 import torch.nn.functional as F
 
 
-def _rand(n: int, gen: torch.Generator | None, device, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+def uniform(n: int, gen: torch.Generator | None, device, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
+    """``n`` draws from U[lo, hi), one per image of a batch."""
     # parameters are drawn on the CPU generator (cheap, device-independent determinism), then moved
     return (torch.rand(n, generator=gen) * (hi - lo) + lo).to(device)
 
 
 def _coin(n: int, p: float, gen: torch.Generator | None, device) -> torch.Tensor:
-    return _rand(n, gen, device) < p
+    return uniform(n, gen, device) < p
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
@@ -35,13 +36,13 @@ def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 
     for torchvision's 10 rejection-sampling retries.
     """
     b, dev = x.shape[0], x.device
-    area = _rand(b, gen, dev, *scale)
-    log_r = _rand(b, gen, dev, math.log(ratio[0]), math.log(ratio[1]))
+    area = uniform(b, gen, dev, *scale)
+    log_r = uniform(b, gen, dev, math.log(ratio[0]), math.log(ratio[1]))
     aspect = torch.exp(log_r)
     w = torch.sqrt(area * aspect).clamp(max=1.0)  # fraction of the width
     h = torch.sqrt(area / aspect).clamp(max=1.0)
-    cx = (_rand(b, gen, dev) * 2 - 1) * (1 - w)  # centre, in normalised coordinates
-    cy = (_rand(b, gen, dev) * 2 - 1) * (1 - h)
+    cx = (uniform(b, gen, dev) * 2 - 1) * (1 - w)  # centre, in normalised coordinates
+    cy = (uniform(b, gen, dev) * 2 - 1) * (1 - h)
     flip = torch.where(_coin(b, flip_p, gen, dev), -1.0, 1.0)
     theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
     theta[:, 0, 0] = w * flip
@@ -54,7 +55,7 @@ def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def _gray(x: torch.Tensor) -> torch.Tensor:
+def luma(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma, [B,3,H,W] -> [B,1,H,W]; identity for one channel."""
     if x.shape[1] == 1:
         return x
@@ -84,15 +85,15 @@ def color_jitter(x: torch.Tensor, strength=(0.4, 0.4, 0.4, 0.1), p: float = 0.8,
     b, dev = x.shape[0], x.device
     bri, con, sat, hue = strength
     shape = (b, 1, 1, 1)
-    out = x * _rand(b, gen, dev, 1 - bri, 1 + bri).view(shape)
+    out = x * uniform(b, gen, dev, 1 - bri, 1 + bri).view(shape)
     out = out.clamp(0, 1)
-    mean = _gray(out).mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean) * _rand(b, gen, dev, max(0.0, 1 - con), 1 + con).view(shape) + mean).clamp(0, 1)
+    mean = luma(out).mean(dim=(1, 2, 3), keepdim=True)
+    out = ((out - mean) * uniform(b, gen, dev, max(0.0, 1 - con), 1 + con).view(shape) + mean).clamp(0, 1)
     if x.shape[1] == 3:
-        g = _gray(out)
-        out = ((out - g) * _rand(b, gen, dev, max(0.0, 1 - sat), 1 + sat).view(shape) + g).clamp(0, 1)
+        g = luma(out)
+        out = ((out - g) * uniform(b, gen, dev, max(0.0, 1 - sat), 1 + sat).view(shape) + g).clamp(0, 1)
         if hue > 0:
-            out = _rotate_hue(out, _rand(b, gen, dev, -hue, hue) * 2 * math.pi).clamp(0, 1)
+            out = _rotate_hue(out, uniform(b, gen, dev, -hue, hue) * 2 * math.pi).clamp(0, 1)
     apply = _coin(b, p, gen, dev).view(shape)
     return torch.where(apply, out, x)
 
@@ -102,7 +103,7 @@ def random_grayscale(x: torch.Tensor, p: float = 0.2, gen: torch.Generator | Non
     apply = _coin(x.shape[0], p, gen, x.device)  # drawn even for 1 channel: same RNG stream either way
     if x.shape[1] == 1:
         return x
-    return torch.where(apply.view(-1, 1, 1, 1), _gray(x).expand_as(x), x)
+    return torch.where(apply.view(-1, 1, 1, 1), luma(x).expand_as(x), x)
 
 
 def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac: float = 0.1,
@@ -113,7 +114,7 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac
     b, c, h, w = x.shape
     dev = x.device
     apply = _coin(b, p, gen, dev)
-    s = _rand(b, gen, dev, *sigma)
+    s = uniform(b, gen, dev, *sigma)
     if p <= 0:
         return x
     k = max(3, int(round(kernel_frac * h)) | 1)

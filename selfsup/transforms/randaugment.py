@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup.transforms.ops import _gray, _rand
+from selfsup.transforms.ops import luma, uniform
 
 GRAY = 0.5  # fill for pixels a geometric op uncovers (FixMatch's (128, 128, 128))
 
@@ -55,11 +55,11 @@ def brightness(x, v):
 
 
 def color(x, v):
-    return _blend(x, _gray(x).expand_as(x), v)
+    return _blend(x, luma(x).expand_as(x), v)
 
 
 def contrast(x, v):
-    return _blend(x, _gray(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), v)
+    return _blend(x, luma(x).mean(dim=(1, 2, 3), keepdim=True).expand_as(x), v)
 
 
 def equalize(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -168,8 +168,8 @@ def cutout(x: torch.Tensor, max_frac: float = 0.5, fill: float = GRAY,
     """Fill a square of side ``U(0, max_frac) x side`` centred at a uniform position with ``fill``
     (clipped at the border), one per image."""
     b, _, h, w = x.shape
-    side = _rand(b, gen, x.device, 0.0, max_frac) * min(h, w)
-    cy, cx = _rand(b, gen, x.device, 0, h), _rand(b, gen, x.device, 0, w)
+    side = uniform(b, gen, x.device, 0.0, max_frac) * min(h, w)
+    cy, cx = uniform(b, gen, x.device, 0, h), uniform(b, gen, x.device, 0, w)
     ys = torch.arange(h, device=x.device).view(1, h, 1) + 0.5
     xs = torch.arange(w, device=x.device).view(1, 1, w) + 0.5
     inside = ((ys - cy.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2) & \
@@ -182,9 +182,9 @@ def weak_augment(x: torch.Tensor, translate: float = 0.125, flip_p: float = 0.5,
     """Flip with probability ``flip_p`` and translate by up to ``translate`` of each side (FixMatch's
     weak view); the uncovered border is the image reflected, as the papers' pad-and-crop."""
     b = len(x)
-    flip = torch.where(_rand(b, gen, x.device) < flip_p, -1.0, 1.0).to(x.dtype)
-    tx = _rand(b, gen, x.device, -translate, translate).to(x.dtype)
-    ty = _rand(b, gen, x.device, -translate, translate).to(x.dtype)
+    flip = torch.where(uniform(b, gen, x.device) < flip_p, -1.0, 1.0).to(x.dtype)
+    tx = uniform(b, gen, x.device, -translate, translate).to(x.dtype)
+    ty = uniform(b, gen, x.device, -translate, translate).to(x.dtype)
     theta = _identity_theta(b, x)
     theta[:, 0, 0] = flip
     theta[:, 0, 2], theta[:, 1, 2] = 2 * tx, 2 * ty
