@@ -292,13 +292,16 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     def progress() -> float:
         return min(1.0, st["step"] / st["planned_steps"]) if st["planned_steps"] else 0.0
 
+    guarded: list = []  # the guard's warning is said once
+
     def done() -> bool:
         if t_cfg.max_steps and st["step"] >= t_cfg.max_steps:
             return True
         if budget and st["train_seconds"] >= GUARD * budget:
-            if dist.is_main():
+            if dist.is_main() and not guarded:
                 print(f"warning: stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
                       f"{st['planned_steps']} planned: the machine slowed down after the plan was made")
+            guarded.append(True)
             return True
         return st["planned_steps"] is not None and st["step"] >= st["planned_steps"]
 
