@@ -43,8 +43,8 @@ def _backbone_args(module: nn.Module, run: Run) -> dict:
     args = getattr(module, "backbone_args", None)
     if args is None:
         raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(module).__name__} that combines several networks, "
-                         f"not one backbone, so a classifier file cannot rebuild it; classify the features of "
-                         f"`selfsup embed` instead, or pretrain a method with a single backbone")
+                           f"not one backbone, so a classifier file cannot rebuild it; classify the features of "
+                           f"`selfsup embed` instead, or pretrain a method with a single backbone")
     return dict(args)
 
 
@@ -180,7 +180,7 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
         raise SelfsupError(f"{out} already holds a classifier: choose another --out, or delete it first")
     if (labels is None) == (per_class is None and fraction is None):
         raise SelfsupError("semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
-                         "dataset's own labels")
+                           "dataset's own labels")
     create_semi_method(method, overrides)  # a typo in a setting fails before any data is read
     encoder, args, spec, unlabelled, data_test, defaults, search = _semi_data(init, data, data_dir, backbone)
     if labels is not None:
@@ -190,7 +190,7 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
     else:
         if unlabelled.labels is None:
             raise SelfsupError(f"--per-class/--fraction sample the dataset's own labels, and {unlabelled.name} has none: "
-                             f"give --labels DIR|FILE.csv")
+                               f"give --labels DIR|FILE.csv")
         seed = int((overrides or {}).get("seed", 0))
         frac = fraction if fraction is not None else per_class_fraction(unlabelled.labels, per_class)
         lab = unlabelled.subset(balanced_indices(unlabelled.labels, frac, seed))
@@ -231,7 +231,7 @@ def load_classifier(clf_dir: str | Path) -> tuple[Classifier, dict, InputSpec]:
         classes = info.get("classes") or [str(i) for i in range(info["num_classes"])]
         return model.eval(), {**info, "classes": classes}, spec
     raise SelfsupError(f"{d} is not a classifier directory ({INFO} and {WEIGHTS} from `selfsup classify`, or "
-                     f"student.safetensors from `selfsup distill`)")
+                       f"student.safetensors from `selfsup distill`)")
 
 
 @torch.no_grad()

@@ -169,7 +169,7 @@ class Run:
             self.num_samples = min(self.cfg.data.limit, len(train)) if self.cfg.data.limit else len(train)
             if self.cfg.data.mean is None or self.cfg.data.std is None:
                 raise SelfsupError(f"{self.dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
-                                 f"encoder was trained with (per-channel lists)")
+                                   f"encoder was trained with (per-channel lists)")
             self.spec = InputSpec.of(self.cfg, train.channels, train.image_size)
         self.method = build_method(self.cfg, self.spec.channels, self.num_samples,
                                    view_size(self.cfg, self.spec.stored_size))

@@ -79,8 +79,8 @@ def encoder_meta(run: _Run) -> dict:
     args = getattr(run.encoder, "backbone_args", None)
     if args is None:  # CMC's two encoders, Lab encoders, CPC's context network: not one backbone
         raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(run.encoder).__name__} that combines several "
-                         f"networks, not one backbone built by create_backbone, so no format can rebuild it from "
-                         f"constructor arguments; load it with selfsup.eval.run.load_run(RUN_DIR) instead")
+                           f"networks, not one backbone built by create_backbone, so no format can rebuild it from "
+                           f"constructor arguments; load it with selfsup.eval.run.load_run(RUN_DIR) instead")
     return {"backbone": dict(args), "method": run.cfg.method_name, "in_channels": args["in_channels"],
             "image_size": run.size, "mean": list(run.cfg.data.mean), "std": list(run.cfg.data.std),
             "num_features": run.encoder.num_features, "step": run.meta.get("step"), "selfsup_version": __version__}
@@ -171,7 +171,7 @@ def _check_format(backbone: str, fmt: str) -> None:
         why = (" (torchvision's ViT has another module layout; timm's matches ours)" if fmt == "torchvision"
                and "timm" in ok else "")
         raise SelfsupError(f"--format {fmt} cannot express a {backbone} backbone{why}: export {backbone} with "
-                         f"--format {' or --format '.join(ok)}")
+                           f"--format {' or --format '.join(ok)}")
 
 
 def _snippet(meta: dict, fmt: str, path: str) -> str:
@@ -272,8 +272,8 @@ def _write_hf(sd: dict, meta: dict, out: Path) -> tuple[Path, dict]:
         architecture = "vit_tiny_patch16_224"  # any timm ViT entry point: model_args give every dimension
     elif b.get("small_stem", True):
         raise SelfsupError(f"--format hf: timm's ResNet has no 3x3 small-image stem (this run's {b['name']} has one), "
-                         f"so timm.create_model cannot rebuild it from a config; use --format timm (a state dict and the "
-                         f"code that builds the model) or --format safetensors")
+                           f"so timm.create_model cannot rebuild it from a config; use --format timm (a state dict and the "
+                           f"code that builds the model) or --format safetensors")
     else:
         architecture = {"resnet50": "resnet50", "resnet34": "resnet34"}.get(b["name"], "resnet18")
         args = {k: v for k, v in args.items() if k != "block"}  # the entry point's block; layers set the depth
@@ -299,9 +299,9 @@ def _check_fits(sd: dict, want: dict, meta: dict, fmt: str) -> None:
     if any(sd[k].shape != want[k].shape for k in sd):
         # the only structural freedom left is the channel widths: a width multiplier
         raise SelfsupError(f"this run's {name} has width={meta['backbone'].get('width')} "
-                         f"({sd['conv1.weight'].shape[0]} stem channels instead of 64); {fmt}'s ResNet has fixed "
-                         f"channel widths and cannot express it: export with --format safetensors "
-                         f"(selfsup.export.load_encoder rebuilds it)")
+                           f"({sd['conv1.weight'].shape[0]} stem channels instead of 64); {fmt}'s ResNet has fixed "
+                           f"channel widths and cannot express it: export with --format safetensors "
+                           f"(selfsup.export.load_encoder rebuilds it)")
 
 
 def read_export_meta(path: str | Path) -> dict:
@@ -312,8 +312,8 @@ def read_export_meta(path: str | Path) -> dict:
         raw = f.metadata() or {}
     if raw.get(_MAGIC[0]) != _MAGIC[1]:
         raise SelfsupError(f"{path} is not an encoder written by `selfsup export --format safetensors` "
-                         f"(its metadata has no {_MAGIC[0]}={_MAGIC[1]}); a checkpoint's model.safetensors holds "
-                         f"the whole method: use selfsup.eval.run.load_run(RUN_DIR)")
+                           f"(its metadata has no {_MAGIC[0]}={_MAGIC[1]}); a checkpoint's model.safetensors holds "
+                           f"the whole method: use selfsup.eval.run.load_run(RUN_DIR)")
     return {k: json.loads(v) for k, v in raw.items() if k != _MAGIC[0]}
 
 

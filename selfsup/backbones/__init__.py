@@ -48,7 +48,7 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
             raise SelfsupError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")
         if width != 1.0:
             raise SelfsupError(f"{name}: width={width} applies to CNNs; pick a ViT size instead "
-                             f"({', '.join(VIT_SIZES)})")
+                               f"({', '.join(VIT_SIZES)})")
         args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
                     drop_path=drop_path)
         model = BACKBONES[name](**args)
@@ -69,7 +69,7 @@ def clone_backbone(encoder: nn.Module, **changes) -> nn.Module:
     args = getattr(encoder, "backbone_args", None)
     if args is None:
         raise IncompatibleError(f"{type(encoder).__name__} was not built by create_backbone, so this method cannot build "
-                        f"a second encoder like it; pass a backbone name instead of a module")
+                                f"a second encoder like it; pass a backbone name instead of a module")
     return create_backbone(**{**args, **changes})
 
 

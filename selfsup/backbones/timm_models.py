@@ -30,7 +30,7 @@ class TimmBackbone(nn.Module):
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
             raise UnknownNameError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                           + " (timm.list_models('PATTERN*') lists them)")
+                                   + " (timm.list_models('PATTERN*') lists them)")
         kwargs = dict(pretrained=False, num_classes=0, in_chans=in_channels)
         try:
             self.model = timm.create_model(name, img_size=image_size, **kwargs) if image_size else None
@@ -59,7 +59,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise SelfsupError(f"backbone.weights={path}: not a weights file torch.load(weights_only=True) reads "
-                             f"({type(e).__name__}); give a .safetensors or a state dict saved with torch.save") from None
+                               f"({type(e).__name__}); give a .safetensors or a state dict saved with torch.save") from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -85,9 +85,9 @@ def load_backbone_weights(encoder: nn.Module, path: str | Path) -> dict:
     shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
     if unexpected or missing or shapes:
         raise SelfsupError(f"backbone.weights={path} does not fit the {getattr(encoder, 'backbone_args', {}).get('name')} "
-                         f"backbone: " + "; ".join(p for p in (
+                           f"backbone: " + "; ".join(p for p in (
                              f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected
                              else "", f"other shapes {shapes[:2]}" if shapes else "") if p)
-                         + ". Check backbone.name, width, small_stem and the input channels against the file's model")
+                           + ". Check backbone.name, width, small_stem and the input channels against the file's model")
     encoder.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return {"loaded": len(sd) - len(ignored), "ignored": ignored}

@@ -103,7 +103,7 @@ class ViT(nn.Module):
         """Patch embeddings plus positions: [B, C, H, W] -> [B, P, dim]."""
         if x.shape[-1] != x.shape[-2] or x.shape[-1] % self.patch_size:
             raise SelfsupError(f"a ViT with {self.patch_size}-px patches needs square images whose side is a multiple "
-                             f"of {self.patch_size}, got {tuple(x.shape[-2:])}")
+                               f"of {self.patch_size}, got {tuple(x.shape[-2:])}")
         return self.patch_embed(x) + self.position(x.shape[-1] // self.patch_size)
 
     def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,

@@ -24,7 +24,7 @@ class InMemoryLoader:
         ``texts``: caption tokens [N, L] handed out with their images (CLIP)."""
         if batch_size > len(images) // world_size:
             raise SelfsupError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
-                             f"use --batch-size {max(1, len(images) // world_size)} or smaller")
+                               f"use --batch-size {max(1, len(images) // world_size)} or smaller")
         self.images, self.labels = images, labels
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
@@ -44,7 +44,7 @@ class InMemoryLoader:
             perm = torch.randperm(len(self.images), generator=g)
         elif perm.shape != (len(self.images),):
             raise SelfsupError(f"order_fn gave {tuple(perm.shape)} indices for epoch {epoch}; an epoch has "
-                             f"{len(self.images)} (one per training image, repeats allowed)")
+                               f"{len(self.images)} (one per training image, repeats allowed)")
         # each process takes a disjoint strided share, so no image is seen twice per epoch
         return perm[self.rank::self.world_size]
 

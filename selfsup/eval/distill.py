@@ -119,7 +119,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
             loss = distillation_loss(s_logits, t_logits, cfg.temperature)
             if not torch.isfinite(loss):
                 raise SelfsupError(f"distillation diverged (loss {loss.item()}) at step {step}: lower the learning "
-                                 f"rate (now {cfg.lr}) or use fp32")
+                                   f"rate (now {cfg.lr}) or use fp32")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

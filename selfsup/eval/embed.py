@@ -23,7 +23,7 @@ def embed_2d(features: torch.Tensor, method: str = "tsne", seed: int = 0, perple
             import umap
         except ImportError:
             raise SelfsupError("UMAP needs the optional package umap-learn: pip install umap-learn "
-                             "(or use method='tsne')") from None
+                               "(or use method='tsne')") from None
         return umap.UMAP(random_state=seed).fit_transform(x)
     raise SelfsupError(f"unknown 2-D embedding {method!r}: choose tsne or umap")
 

@@ -235,7 +235,7 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
             loss = F.cross_entropy(logits.float(), labels[idx])
             if not torch.isfinite(loss):
                 raise SelfsupError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower the learning rates "
-                                 f"(now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32")
+                                   f"(now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

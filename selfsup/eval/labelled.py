@@ -31,7 +31,7 @@ def folds_for(labels: torch.Tensor, folds: int) -> int:
     if smallest < 2:
         rare = [i for i, c in enumerate(counts.tolist()) if c == 1]
         raise SelfsupError(f"cross-validation needs at least 2 labelled images of every class; class(es) {rare} have "
-                         f"one: label more images of them, or pass --test DIR|FILE.csv")
+                           f"one: label more images of them, or pass --test DIR|FILE.csv")
     if folds < 2:
         raise SelfsupError(f"--folds {folds}: cross-validation needs at least 2 folds")
     return min(folds, smallest)

@@ -361,7 +361,7 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     if labels is not None:
         if test is None:
             raise SelfsupError("semi on your labels needs --test DIR|FILE.csv: each fraction of the labels is scored on "
-                             "the same held-out images")
+                               "the same held-out images")
         train, test_set = user_sets(run, labels, test)
         ftr, fte = run.features(train.images, device), run.features(test_set.images, device)
         name, title = f"semi_{_variant(labels)}", f"{cfg.method_name} on your labels: label efficiency"
@@ -392,7 +392,7 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     if labels is not None:
         if test is None:
             raise SelfsupError("robustness on your labels needs --test DIR|FILE.csv: the corruptions are applied to "
-                             "held-out images, which cross-validation folds are too small to be")
+                               "held-out images, which cross-validation folds are too small to be")
         train, test_set = user_sets(run, labels, test)
         ftr = run.features(train.images, device)
         name, title = f"robustness_{_variant(labels)}", f"{cfg.method_name} on your labels"
@@ -471,7 +471,7 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     logged = pretext_metrics(run_dir)
     if not logged:
         raise SelfsupError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
-                         f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
+                           f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
     train = _train_split(cfg)
     test = dataset_split(cfg, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
@@ -506,7 +506,7 @@ def _clip_run(run_dir, device):
     cfg, method, _ = load_run(run_dir)
     if not hasattr(method, "encode_text"):
         raise SelfsupError(f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
-                         f"image-text methods (--method clip)")
+                           f"image-text methods (--method clip)")
     return cfg, method.to(device)
 
 

@@ -19,7 +19,7 @@ def two_views(views: list[torch.Tensor], method: str) -> tuple[torch.Tensor, tor
     """The (query, key) view pair of a two-view method, or an error that names the fix."""
     if len(views) != 2:
         raise SelfsupError(f"{method} trains on exactly two views, got {len(views)}: set views.num_local=0 "
-                         "and views.num_global=2")
+                           "and views.num_global=2")
     return views[0], views[1]
 
 

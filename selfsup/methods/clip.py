@@ -101,7 +101,7 @@ class CLIP(Method):
     def training_step(self, batch) -> StepOutput:
         if batch.texts is None:
             raise SelfsupError("clip needs captions: train on captioned-fashion-mnist / captioned-digits, or an image "
-                             "folder with a captions.tsv")
+                               "folder with a captions.tsv")
         img = dist.gather_with_grad(self.encode_image(batch.views[0]))  # [N_all, D]: negatives from every process
         txt = dist.gather_with_grad(self.encode_text(batch.texts))
         scale = self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)

@@ -121,8 +121,8 @@ class CMC(Method):
             enc1 = encoder
         else:
             raise SelfsupError(f"cmc splits 1-channel images into image/gradient and 3-channel images into Y/DbDr; "
-                             f"got an encoder for {in_channels} input channels (build it with create_backbone "
-                             f"for the dataset's channels)")
+                               f"got an encoder for {in_channels} input channels (build it with create_backbone "
+                               f"for the dataset's channels)")
         self.encoder = CMCEncoder(split, enc1, enc2)
         self.head1 = nn.Linear(enc1.num_features, cfg.dim)
         self.head2 = nn.Linear(enc2.num_features, cfg.dim)

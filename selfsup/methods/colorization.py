@@ -65,7 +65,7 @@ class LabEncoder(nn.Module):
 def _check_inputs(name: str, image_shape, normalization):
     if image_shape[0] != 3 or len(normalization[0]) != 3:
         raise SelfsupError(f"{name} needs colour (3-channel) images; for Fashion-MNIST use the synthetic colour set "
-                         f"--data color-fashion-mnist (or color-digits)")
+                           f"--data color-fashion-mnist (or color-digits)")
 
 
 def rebalancing_weights(ab: torch.Tensor, centres: torch.Tensor, lam: float = 0.5, sigma: float = 5.0) -> torch.Tensor:

@@ -97,7 +97,7 @@ class CPCEncoder(nn.Module):
             length, hop = self.cfg.segment, max(1, self.cfg.segment // 2)
             if seq.shape[-1] < length:
                 raise SelfsupError(f"cpc: a sequence of {seq.shape[-1]} samples is shorter than one segment "
-                                 f"({length}); lower method.segment")
+                                   f"({length}); lower method.segment")
             seg = seq.unfold(2, length, hop)  # [B, C, n, L]
             n = seg.shape[2]
             return seg.permute(0, 2, 1, 3).reshape(b * n, c, 1, length), (n, 1)

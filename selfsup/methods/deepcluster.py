@@ -51,7 +51,7 @@ class DeepCluster(Method):
         super().__init__()
         if not num_samples or num_samples < 1:
             raise SelfsupError("DeepCluster keeps a pseudo-label per training image: build it with "
-                             "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
+                               "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
         self.cfg = cfg
         self.encoder = encoder
         d = cfg.mlp_hidden or encoder.num_features

@@ -81,7 +81,7 @@ class DIM(Method):
             if cfg.local_layer not in modules or not cfg.local_layer:
                 stages = [n for n, _ in encoder.named_children()]
                 raise SelfsupError(f"dim local_layer={cfg.local_layer!r} is not a submodule of {type(encoder).__name__}: "
-                                 f"choose one of {', '.join(stages)} (or null for the last map)")
+                                   f"choose one of {', '.join(stages)} (or null for the last map)")
             layer = modules[cfg.local_layer]
             # channels of its output: the last convolution or BatchNorm inside it
             widths = [getattr(m, "out_channels", None) or getattr(m, "num_features", None) for m in layer.modules()

@@ -69,7 +69,7 @@ class SimCLRv2(Method):
         super().__init__()
         if not 0 <= cfg.finetune_layer < cfg.proj_layers:
             raise SelfsupError(f"method.finetune_layer={cfg.finetune_layer} must be in 0..{cfg.proj_layers - 1} "
-                             f"(the hidden layers of a {cfg.proj_layers}-layer head)")
+                               f"(the hidden layers of a {cfg.proj_layers}-layer head)")
         self.cfg = cfg
         self.encoder = encoder
         d = encoder.num_features

@@ -76,7 +76,7 @@ class SwAV(Method):
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
         if self.queues and g != len(self.queues):
             raise SelfsupError(f"swav: {g} global crops but method.queue_crops={len(self.queues)} queues; "
-                             "set method.queue_crops to views.num_global")
+                               "set method.queue_crops to views.num_global")
         z = F.normalize(self.projector(encode_crops(self.encoder, views)), dim=1)  # [V*B, D] on the sphere
         c = self.prototypes.weight  # [K, D], unit rows
         if int(self.iteration) < self.cfg.freeze_prototypes_iters:

@@ -54,7 +54,7 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
     n, d = x.shape
     if n < k:
         raise SelfsupError(f"k-means with k={k} clusters needs at least k points, got {n}: lower "
-                         f"method.num_clusters (the paper uses ~1 cluster per 128 images)")
+                           f"method.num_clusters (the paper uses ~1 cluster per 128 images)")
     data = np.ascontiguousarray(x.float().numpy())
     threads = threads or torch.get_num_threads()
     from threadpoolctl import threadpool_limits

@@ -71,7 +71,7 @@ class MemoryBank(nn.Module):
         super().__init__()
         if not num_samples or num_samples < 1:
             raise SelfsupError("a memory bank needs the training-set size (num_samples); build the method with "
-                             "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
+                               "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("data", F.normalize(torch.randn(num_samples, dim, generator=g), dim=1))
 

@@ -84,7 +84,7 @@ def _load(run_dir: str | Path) -> dict:
     d = Path(run_dir)
     if not (d / "config.yaml").is_file():
         raise SelfsupError(f"{d} is not a run directory (it has no config.yaml): pass the directory "
-                         "that `selfsup pretrain` wrote (its --out / out=...)")
+                           "that `selfsup pretrain` wrote (its --out / out=...)")
     notes, config_text = [], (d / "config.yaml").read_text(errors="replace")
     try:
         config = yaml.safe_load(config_text)

@@ -117,7 +117,7 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
             loss, logs = method.loss(model, batch, views)
         if not torch.isfinite(loss):
             raise SelfsupError(f"{method.name} diverged (loss {loss.item()}) at step {step}: lower lr (now {cfg.lr}) "
-                             f"or use fp32")
+                               f"or use fp32")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

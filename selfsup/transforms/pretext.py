@@ -39,7 +39,7 @@ def _grid_patches(x: torch.Tensor, cells: torch.Tensor, patch: int, gap: int, ji
     span = 3 * patch + 2 * gap + 2 * jitter
     if span > min(h, w):
         raise SelfsupError(f"a 3x3 grid of {patch}-px patches with gap {gap} and jitter {jitter} needs {span} px; "
-                         f"the images are {h}x{w}: lower the patch size or set the method's resize")
+                           f"the images are {h}x{w}: lower the patch size or set the method's resize")
     k = cells.shape[1]
     oy = torch.randint(0, h - span + 1, (n, 1), generator=gen)
     ox = torch.randint(0, w - span + 1, (n, 1), generator=gen)

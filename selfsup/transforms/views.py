@@ -75,11 +75,11 @@ class Views:
         self.local_size = cfg.local_size or max(1, round(self.size * LOCAL_SIZE_RATIO))
         if cfg.num_global < 1 or cfg.num_local < 0 or cfg.num_global + cfg.num_local < min_views:
             raise SelfsupError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: this method needs at "
-                             f"least {min_views} views and at least one global crop (e.g. views.num_global={max(2, min_views)})")
+                               f"least {min_views} views and at least one global crop (e.g. views.num_global={max(2, min_views)})")
         if cfg.num_local and self.local_size >= self.size:
             # methods tell the crops apart by size, so local crops must be the smaller ones
             raise SelfsupError(f"views.local_size={self.local_size} must be smaller than the global crop side "
-                             f"{self.size} (multi-crop's local crops are the small ones)")
+                               f"{self.size} (multi-crop's local crops are the small ones)")
 
     def _crop(self, x: torch.Tensor, size: int, scale, blur_p: float, solarize_p: float,
               gen: torch.Generator | None) -> torch.Tensor:
