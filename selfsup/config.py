@@ -325,6 +325,17 @@ def parse_override(text: str) -> dict:
     return out
 
 
+def _renamed(data: dict) -> dict:
+    """``data`` with keys renamed since a config was written under their old names (train.monitor_test,
+    before 2026-12-06, is train.monitor_val), so that old runs' config.yaml files still load."""
+    train = data.get("train")
+    if isinstance(train, dict) and "monitor_test" in train:
+        train = {k: v for k, v in train.items() if k != "monitor_test"}
+        train.setdefault("monitor_val", data["train"]["monitor_test"])
+        data = {**data, "train": train}
+    return data
+
+
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -338,6 +349,7 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}{where}: not valid YAML: {what}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (method:, train:, ...)")
+    data = _renamed(data)
     try:  # unknown keys and wrong types of the file alone, so that the message can name the file
         from_dict(RunConfig, {**data, "method": {"name": data["method"]}} if isinstance(data.get("method"), str) else data)
     except ConfigError as e:
@@ -425,13 +437,7 @@ def resolve(layers: list[dict]) -> RunConfig:
         if isinstance(layer.get("method"), str):
             layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
-    train = merged.get("train")
-    if isinstance(train, dict) and "monitor_test" in train:  # the name in configs written before 2026-12-06
-        train = dict(train)
-        train.setdefault("monitor_val", train.pop("monitor_test"))
-        train.pop("monitor_test", None)
-        merged = {**merged, "train": train}
-    cfg = from_dict(RunConfig, merged)
+    cfg = from_dict(RunConfig, _renamed(merged))
     from selfsup.registry import get_method_spec
 
     if not isinstance(cfg.method.get("name"), str):

@@ -149,3 +149,12 @@ def test_missing_files_are_config_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="YAML"):
         load_yaml(tmp_path / "bad.yaml")
+
+
+def test_an_old_run_config_with_monitor_test_still_loads(tmp_path):
+    """train.monitor_test (configs written before 2026-12-06) is read as train.monitor_val."""
+    from selfsup.config import load_yaml, resolve
+
+    (tmp_path / "c.yaml").write_text("method: simclr\ntrain:\n  monitor_test: 123\n  epochs: 2\n")
+    cfg = resolve([load_yaml(tmp_path / "c.yaml")])
+    assert cfg.train.monitor_val == 123 and cfg.train.epochs == 2
