@@ -84,7 +84,13 @@ def main() -> None:
     p.add_argument("--semi-steps", type=int, default=1000)
     p.add_argument("--json")
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
+    p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
     a = p.parse_args()
+    if a.plot_only:
+        d = json.load(open(a.plot_only))
+        plot(d["summary"], list(dict.fromkeys(r["arm"] for r in d["rows"])), a.png,
+             f"{d['method']} encoder: test top-1 by label budget")
+        return
     torch.set_num_threads(2)
     seeds = [int(s) for s in a.seeds.split(",")]
     extra_arms = []
@@ -216,18 +222,19 @@ def plot(summary: list[dict], arms: list[str], path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * len(arms) * len(summary) / 2), 4))
+    fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / len(arms)
+    colours = plt.get_cmap("tab20").colors
     for i, arm in enumerate(arms):
         xs = [j + (i - (len(arms) - 1) / 2) * width for j, s in enumerate(summary) if arm in s["arms"]]
         ys = [s["arms"][arm]["test"] for s in summary if arm in s["arms"]]
         es = [s["arms"][arm]["test_std"] for s in summary if arm in s["arms"]]
-        ax.bar(xs, ys, width, yerr=es, label=arm, capsize=2)
+        ax.bar(xs, ys, width, yerr=es, label=arm, capsize=2, color=colours[i % len(colours)])
     ax.set_xticks(range(len(summary)), [f"{s['budget']} ({s['labels']})" for s in summary])
     lo = min(s["arms"][x]["test"] for s in summary for x in s["arms"])
     ax.set(ylabel="test top-1 (%)", title=title, ylim=(max(0, lo - 5), 100))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
