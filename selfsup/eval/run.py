@@ -343,6 +343,21 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     return _save(run_dir, "diagnostics" if labels is None else f"diagnostics_{_variant(labels)}", result, cfg)
 
 
+def _held_out(run: Run, labels, test, protocol: str, why: str, device, test_features: bool = True):
+    """(train set, test set, train features, test features or None, result-name suffix, "on ...") for a
+    protocol that needs held-out images: the user's ``labels`` with ``test`` (required, because ``why``),
+    else the run's own splits with their cached features."""
+    if labels is None:
+        ftr, _, fte, _, _ = run_features(run.dir, device, (run.cfg, run.method, run.meta))
+        train, test_set = _splits(run.cfg)
+        return train, test_set, ftr, fte, "", f"on {run.cfg.data.name}"
+    if test is None:
+        raise SelfsupError(f"{protocol} on your labels needs --test DIR|FILE.csv: {why}")
+    train, test_set = user_sets(run, labels, test)
+    fte = run.features(test_set.images, device) if test_features else None
+    return train, test_set, run.features(train.images, device), fte, f"_{_variant(labels)}", "on your labels"
+
+
 def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
                   steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
                   finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000, labels=None,
@@ -358,17 +373,9 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
 
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
-    if labels is not None:
-        if test is None:
-            raise SelfsupError("semi on your labels needs --test DIR|FILE.csv: each fraction of the labels is scored on "
-                               "the same held-out images")
-        train, test_set = user_sets(run, labels, test)
-        ftr, fte = run.features(train.images, device), run.features(test_set.images, device)
-        name, title = f"semi_{_variant(labels)}", f"{cfg.method_name} on your labels: label efficiency"
-    else:
-        ftr, _, fte, _, _ = run_features(run_dir, device, (run.cfg, run.method, run.meta))
-        train, test_set = _splits(cfg)
-        name, title = "semi", f"{cfg.method_name} on {cfg.data.name}: label efficiency"
+    train, test_set, ftr, fte, suffix, where = _held_out(run, labels, test, "semi", "each fraction of the labels is "
+                                                         "scored on the same held-out images", device)
+    name, title = f"semi{suffix}", f"{cfg.method_name} {where}: label efficiency"
     if per_class:
         fractions = (per_class_fraction(train.labels, per_class), *fractions)
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
@@ -389,17 +396,11 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     kinds = tuple(kinds or CORRUPTIONS)
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
-    if labels is not None:
-        if test is None:
-            raise SelfsupError("robustness on your labels needs --test DIR|FILE.csv: the corruptions are applied to "
-                               "held-out images, which cross-validation folds are too small to be")
-        train, test_set = user_sets(run, labels, test)
-        ftr = run.features(train.images, device)
-        name, title = f"robustness_{_variant(labels)}", f"{cfg.method_name} on your labels"
-    else:
-        ftr, _, _, _, _ = run_features(run_dir, device, (run.cfg, run.method, run.meta))
-        train, test_set = _splits(cfg)
-        name, title = "robustness", f"{cfg.method_name} on {cfg.data.name}"
+    # the test images' clean features are not needed: every severity is encoded afresh
+    train, test_set, ftr, _, suffix, where = _held_out(run, labels, test, "robustness", "the corruptions are applied "
+                                                       "to held-out images, which cross-validation folds are too small "
+                                                       "to be", device, test_features=False)
+    name, title = f"robustness{suffix}", f"{cfg.method_name} {where}"
     ytr, yte = train.labels, test_set.labels
     kw = dict(mean=spec.mean, std=spec.std, size=spec.size, device=device, precision=cfg.train.precision,
               batch_size=cfg.eval.batch_size)
