@@ -8,6 +8,7 @@ rate, schedule, mu, EMA), which ``SemiConfig`` takes unless the user overrides t
 """
 from __future__ import annotations
 
+import abc
 import difflib
 import math
 from dataclasses import dataclass, fields
@@ -100,8 +101,9 @@ class Batch:
     total: int
 
 
-class SemiMethod:
-    """A semi-supervised method: ``loss(model, batch, views)`` -> (scalar loss, floats to log).
+class SemiMethod(abc.ABC):
+    """A semi-supervised method: ``loss(model, batch, views)`` -> (scalar loss, detached scalars to log:
+    tensors, read by the loop only when it logs, so that a step holds no host sync for them).
 
     ``Config``: the paper's hyper-parameters (a dataclass); ``defaults``: the paper's training
     settings (fields of ``SemiConfig``)."""
@@ -113,8 +115,9 @@ class SemiMethod:
     def __init__(self, cfg=None):
         self.cfg = cfg if cfg is not None else self.Config()
 
+    @abc.abstractmethod
     def loss(self, model: nn.Module, batch: Batch, views: Views) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+        """The step's loss and what to log (detached tensors or numbers)."""
 
 
 _SEMI: dict[str, type[SemiMethod]] = {}

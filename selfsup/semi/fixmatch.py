@@ -41,4 +41,4 @@ class FixMatch(SemiMethod):
         logits_uw, logits_us = logits[b:].chunk(2)  # [mu B, K] each
         l_s = F.cross_entropy(logits_x, batch.y)
         l_u, mask = fixmatch_unlabelled(logits_uw, logits_us, self.cfg.threshold)
-        return l_s + self.cfg.lambda_u * l_u, {"l_s": l_s.item(), "l_u": l_u.item(), "mask": mask.mean().item()}
+        return l_s + self.cfg.lambda_u * l_u, {"l_s": l_s.detach(), "l_u": l_u.detach(), "mask": mask.mean()}

@@ -53,7 +53,7 @@ class MixMatch(SemiMethod):
         l_x = soft_cross_entropy(logits[:b], mixed_t[:b])
         l_u = mixmatch_unlabelled(logits[b:], mixed_t[b:])
         ramp = min(1.0, batch.step / max(1.0, c.rampup * batch.total))
-        return l_x + c.lambda_u * ramp * l_u, {"l_x": l_x.item(), "l_u": l_u.item(), "n_u": n_u}
+        return l_x + c.lambda_u * ramp * l_u, {"l_x": l_x.detach(), "l_u": l_u.detach(), "n_u": n_u}
 
 
 def _beta(alpha: float, gen: torch.Generator) -> float:

@@ -42,4 +42,4 @@ class PseudoLabel(SemiMethod):
         labels, mask = confidence_mask(logits[b:], c.threshold)  # argmax, recomputed at every update
         l_u = (F.cross_entropy(logits[b:], labels, reduction="none") * mask).mean()
         alpha = pseudo_label_weight(batch.step / batch.total, c.t1, c.t2, c.alpha_f)
-        return l_s + alpha * l_u, {"l_s": l_s.item(), "l_u": l_u.item(), "alpha": alpha}
+        return l_s + alpha * l_u, {"l_s": l_s.detach(), "l_u": l_u.detach(), "alpha": alpha}

@@ -27,4 +27,4 @@ class Supervised(SemiMethod):
 
     def loss(self, model, batch: Batch, views: Views):
         l_s = F.cross_entropy(model(views.weak(batch.x)).float(), batch.y)
-        return l_s, {"l_s": l_s.item()}
+        return l_s, {"l_s": l_s.detach()}

@@ -106,7 +106,7 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
     bar = tqdm(total=cfg.steps, desc=f"{method.name}" + (" (from scratch)" if from_scratch else ""),
                disable=not progress, unit="step", dynamic_ncols=True)
     tail = max(1, cfg.steps // 10)
-    sums: dict[str, float] = {}
+    sums: dict = {}
     model.train()
     for step in range(cfg.steps):
         i, j = lab_idx.next(), unl_idx.next()
@@ -123,12 +123,12 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
         opt.step()
         if ema is not None:
             _update_ema(ema, model, min(cfg.ema, (1 + step) / (10 + step)))  # bias-corrected early on
-        if step >= cfg.steps - tail:
-            for k, v in {"loss": loss.item(), **logs}.items():
+        if step >= cfg.steps - tail:  # tensors are summed where they are; read once, after the last step
+            for k, v in {"loss": loss.detach(), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v / tail
         bar.update(1)
-        if step % 20 == 0:
-            bar.set_postfix({k: f"{v:.3g}" for k, v in logs.items()})
+        if progress and step % 20 == 0:
+            bar.set_postfix({k: f"{float(v):.3g}" for k, v in logs.items()})
     bar.close()
     train_seconds = time.time() - t0
     keep = (ema if ema is not None else model).eval()
@@ -136,7 +136,8 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
     result = {"protocol": "semi-supervised", "method": method.name, "from_scratch": from_scratch,
               "top1": accuracy(keep, test, **kw) if test is not None and test.labels is not None else None,
               "train_top1": accuracy(keep, labelled, **kw), "num_labelled": len(labelled),
-              "num_unlabelled": len(unlabelled), "final": sums, "settings": asdict(cfg),
+              "num_unlabelled": len(unlabelled), "final": {k: float(v) for k, v in sums.items()},
+              "settings": asdict(cfg),
               "method_settings": asdict(method.cfg), "train_seconds": train_seconds,
               "seconds": time.time() - t0}
     return keep.cpu(), result

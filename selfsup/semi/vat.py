@@ -61,9 +61,9 @@ class VAT(SemiMethod):
         with frozen_batch_norm_statistics(model):
             lds = vat_loss(lambda v: model(v).float(), x, logits, c.epsilon, c.xi, c.power_iterations, views.gen)
         loss = l_s + c.alpha * lds
-        logs = {"l_s": l_s.item(), "lds": lds.item()}
+        logs = {"l_s": l_s.detach(), "lds": lds.detach()}
         if c.entmin:
             ent = entropy(logits[b:])
             loss = loss + c.entmin * ent
-            logs["entropy"] = ent.item()
+            logs["entropy"] = ent.detach()
         return loss, logs
