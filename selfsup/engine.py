@@ -11,7 +11,6 @@ Runs written before the spec existed fall back to reading their training split o
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.sources import match_channels, resize_images
 from selfsup.errors import SelfsupError
 from selfsup.registry import get_method_spec, instantiate
-from selfsup.train.checkpoint import CheckpointError, load_checkpoint
+from selfsup.train.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
 
 
 @dataclass(frozen=True)
@@ -143,8 +142,8 @@ def labelled_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
 def _first_meta(run_dir: Path) -> dict | None:
     for ckpt in (run_dir / "checkpoints" / "last", run_dir / "checkpoints" / "previous"):
         try:
-            return json.loads((ckpt / "meta.json").read_text())
-        except (OSError, ValueError):
+            return read_meta(ckpt)
+        except CheckpointDamaged:
             continue
     return None
 

@@ -6,12 +6,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings as hypothesis_settings
 
 from selfsup.config import RunConfig, deep_merge, parse_override, resolve
 
 # The suite shares a 2-core machine with training runs. A torch thread pool wider than the free
 # cores spins and gets 10-30x slower, so tests run single-threaded (SELFSUP_TEST_THREADS overrides).
 torch.set_num_threads(int(os.environ.get("SELFSUP_TEST_THREADS", "1")))
+
+# Property tests draw the same examples on every run, so the suite is a repeatable check and a
+# red CI always reproduces; HYPOTHESIS_PROFILE=explore draws fresh examples to hunt for new faults
+# (a fault found there becomes an @example in its test) and HYPOTHESIS_EXAMPLES of them (default 300).
+hypothesis_settings.register_profile("suite", derandomize=True, print_blob=True, max_examples=30, deadline=None)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True,
+                                     max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 # Small heads for the methods the tiny configs know; a method not listed keeps its defaults.
 TINY_HEADS = {

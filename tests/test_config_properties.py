@@ -18,7 +18,7 @@ from selfsup.data import list_datasets
 from selfsup.registry import get_method_spec
 
 SIMCLR = {"method": {"name": "simclr"}}
-FAST = settings(max_examples=25, deadline=None)
+FAST = settings()  # the profile in tests/conftest.py sets the counts
 
 
 def error_of(*overrides: str) -> str:

@@ -117,7 +117,13 @@ def read_meta(path: str | Path) -> dict:
     p = Path(path) / "meta.json"
     if not p.is_file():
         raise CheckpointDamaged(f"{path} holds no checkpoint (meta.json missing); was the run started?")
-    return json.loads(p.read_text())
+    try:
+        meta = json.loads(p.read_text())
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, or not JSON
+        raise CheckpointDamaged(f"{p} is unreadable ({type(e).__name__}); the file is damaged") from None
+    if not isinstance(meta, dict):  # valid JSON, but not the object the writer makes
+        raise CheckpointDamaged(f"{p} holds {type(meta).__name__}, not the checkpoint's JSON object; the file is damaged")
+    return meta
 
 
 def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None = None) -> dict:
