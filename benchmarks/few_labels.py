@@ -53,7 +53,8 @@ import numpy as np
 import torch
 
 from selfsup.data.sources import balanced_indices
-from selfsup.eval.features import extract_features, raw_pixel_features
+from selfsup.nn.features import extract_features
+from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.linear import fit_probe

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from selfsup.config import load_yaml, parse_override, recipe_path, resolve, view_config
+from selfsup.config import load_yaml, parse_override, recipe_path, resolve
+from selfsup.transforms.views import view_config
 from selfsup.data import load_dataset
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader

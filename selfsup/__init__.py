@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from selfsup.backbones import create_backbone, list_backbones
 from selfsup.errors import SelfsupError
 from selfsup.registry import list_methods
+import selfsup.methods  # noqa: E402,F401  registers every method: importing any selfsup module fills the registry
 
 
 def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: float = 1.0,

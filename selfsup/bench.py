@@ -11,13 +11,20 @@ others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leader
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import statistics
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from selfsup.config import RunConfig, compose, load_run_config
 from selfsup.errors import SelfsupError
+from selfsup.eval.pretext import pretext_metrics
+from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_raw_pixels
+from selfsup.registry import get_method_spec, list_methods
+from selfsup.train import fit
 
 # (column, result file, key, scale) of the leaderboard; accuracies are shown in %
 COLUMNS = [("kNN-200", "eval_knn.json", "top1_k200", 100), ("kNN-20", "eval_knn.json", "top1_k20", 100),
@@ -38,7 +45,6 @@ def parse_entries(text: str) -> list[Entry]:
     """"simclr,byol,byol_no_bn=byol:configs/ablations/byol_no_bn.yaml" -> entries; "all" -> every method
     that trains on a plain image set (those needing colour images, captions or videos are named
     explicitly, with their data: e.g. colorization on color-fashion-mnist)."""
-    from selfsup.registry import get_method_spec, list_methods
 
     if text.strip() == "all":
         special = [m for m in list_methods() if get_method_spec(m).cls.needs_color or get_method_spec(m).cls.uses_text]
@@ -66,7 +72,6 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
           overrides: tuple[str, ...] = (), epochs: int | None = None, device: str = "cpu",
           progress_bar: bool = True) -> dict:
     """Train and evaluate every (entry, seed) not done yet; returns the leaderboard (also written to OUT)."""
-    from selfsup.eval.run import evaluate, evaluate_raw_pixels
 
     out = Path(out or f"runs/bench-{data}-{budget or f'{epochs}ep'}")
     out.mkdir(parents=True, exist_ok=True)
@@ -79,8 +84,8 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                 print(f"{e.name} seed {seed}: failed before (see {status}); delete that file to retry")
                 continue
             try:
-                train_or_resume(run, _namespace(e, data, data_dir, backbone, budget, epochs, run,
-                                                [*overrides, f"train.seed={seed}", f"train.device={device}"]),
+                train_or_resume(run, functools.partial(entry_config, e, data, data_dir, backbone, budget, epochs,
+                                                       [*overrides, f"train.seed={seed}", f"train.device={device}"]),
                                 f"{e.name} seed {seed}", progress_bar)
                 todo = [p for p in protocols if not (run / f"eval_{p}.json").is_file()]
                 if not (run / "checkpoints" / "last").is_dir() and any(p != "efficiency" for p in todo):
@@ -106,7 +111,6 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
     first = next((r for e in entries for r in sorted((out / e.name).glob("seed*")) if (r / "config.yaml").is_file()),
                  None)
     if not raw.is_file() and first is not None:  # the reference row, on the runs' data
-        from selfsup.config import load_run_config
 
         raw.write_text(json.dumps({p: evaluate_raw_pixels(load_run_config(first), p) for p in ("knn", "linear")},
                                   indent=1))
@@ -116,10 +120,6 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
 def _applies(run: Path) -> set[str]:
     """The protocols a finished run can be measured by: pretext needs logged pretext metrics, zero-shot and
     retrieval a text encoder (image-text methods); every other one any encoder."""
-    from selfsup.config import load_run_config
-    from selfsup.eval.pretext import pretext_metrics
-    from selfsup.eval.run import PROTOCOLS
-    from selfsup.registry import get_method_spec
 
     out = set(PROTOCOLS) - {"pretext", "zeroshot", "retrieval"}
     if pretext_metrics(run):
@@ -129,13 +129,9 @@ def _applies(run: Path) -> set[str]:
     return out
 
 
-def train_or_resume(run: Path, ns, label: str, progress_bar: bool = True) -> None:
-    """Train the run the CLI namespace ``ns`` describes into ``run``, or resume it from its last checkpoint;
+def train_or_resume(run: Path, make_config: Callable[[], RunConfig], label: str, progress_bar: bool = True) -> None:
+    """Train the run ``make_config()`` describes into ``run``, or resume it from its last checkpoint;
     nothing when it finished (summary.json): what makes `selfsup bench` and `selfsup claims` resumable."""
-    from selfsup.cli import build_config
-    from selfsup.config import load_run_config
-    from selfsup.train import fit
-
     if (run / "summary.json").is_file():
         return
     resuming = (run / "checkpoints" / "last" / "meta.json").is_file()
@@ -144,7 +140,9 @@ def train_or_resume(run: Path, ns, label: str, progress_bar: bool = True) -> Non
         fit(load_run_config(run), run, resume=True, progress_bar=progress_bar)
     else:
         _clear_unfinished(run)  # started, killed before its first checkpoint: start clean
-        fit(build_config(ns), run, progress_bar=progress_bar)
+        cfg = make_config()
+        cfg.out = str(run)
+        fit(cfg, run, progress_bar=progress_bar)
 
 
 def _clear_unfinished(run: Path) -> None:
@@ -156,12 +154,20 @@ def _clear_unfinished(run: Path) -> None:
     shutil.rmtree(run / "tb", ignore_errors=True)
 
 
-def _namespace(e: Entry, data, data_dir, backbone, budget, epochs, run, overrides):
-    import argparse
-
-    return argparse.Namespace(config=e.config, method=e.method, data=data, data_dir=data_dir, backbone=backbone,
-                              epochs=epochs if not budget else None, budget=budget, batch_size=None,
-                              overrides=list(overrides), out=str(run), no_recipe=False)
+def entry_config(e: Entry, data: str | None, data_dir: str | None, backbone: str | None, budget: str | None,
+                 epochs: int | None, overrides) -> RunConfig:
+    """The configuration of an entry's run, composed exactly as ``selfsup pretrain --method M [--config F]
+    --data D [--data-dir DIR] [--backbone B] --budget T | --epochs E key=value...`` composes it."""
+    flags: dict = {"method": {"name": e.method}} if e.method else {}
+    if data or data_dir:
+        flags["data"] = {**({"name": data} if data else {}), **({"dir": data_dir} if data_dir else {})}
+    if backbone:
+        flags["backbone"] = {"name": backbone}
+    if budget:
+        flags["train"] = {"budget": budget}
+    elif epochs is not None:
+        flags["train"] = {"epochs": epochs, "budget": None}
+    return compose(flags, e.config, list(overrides)).cfg
 
 
 def _value(run: Path, file: str, key: str):
@@ -180,8 +186,6 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
-    from selfsup.config import load_run_config
-    from selfsup.registry import get_method_spec, list_methods
 
     # rows of earlier calls with other method lists stay on the board (their runs are in OUT too)
     named = {e.name for e in entries}

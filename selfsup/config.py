@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from selfsup.errors import SelfsupError
+from selfsup.registry import get_method_spec, view_preset
 
 
 LOGGERS = ("tensorboard", "wandb", "mlflow")  # train.loggers (selfsup.train.loggers)
@@ -55,31 +56,6 @@ class BackboneConfig:
     # a local weights file (safetensors, or a torch state dict: torchvision's, timm's, a selfsup export)
     # loaded into the encoder before pretraining starts; name: timm:NAME builds any timm model
     weights: str | None = None
-
-
-@dataclass
-class ViewConfig:
-    """Augmentation of each view; two-element tuples hold (view 1, view 2) for asymmetric recipes."""
-
-    size: int | None = None  # output side; None = the data's image size
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
-    gray_p: float = 0.2
-    blur_p: tuple[float, float] = (0.5, 0.5)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float] = (0.0, 0.0)
-    # multi-crop (Caron et al. 2020, SwAV sec. 3.2): ``num_global`` crops at ``size`` with ``crop_scale``
-    # (global crop i, counted from 0, uses blur_p[i % 2] and solarize_p[i % 2]), then ``num_local`` smaller crops.
-    # The defaults (2 global, 0 local) are the classic two views.
-    num_global: int = 2
-    num_local: int = 0
-    local_size: int | None = None  # side of a local crop; None = 96/224 of the global side, the papers' ratio
-    local_scale: tuple[float, float] = (0.05, 0.14)  # SwAV's; DINO uses (0.05, 0.4)
-    local_blur_p: float = 0.5
-    local_solarize_p: float = 0.0
 
 
 @dataclass
@@ -438,8 +414,6 @@ def resolve(layers: list[dict]) -> RunConfig:
             layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
     cfg = from_dict(RunConfig, _renamed(merged))
-    from selfsup.registry import get_method_spec
-
     if not isinstance(cfg.method.get("name"), str):
         raise ConfigError(f"method.name: expected a method name (a string; `selfsup list methods`), "
                           f"got {cfg.method.get('name')!r}")
@@ -449,9 +423,8 @@ def resolve(layers: list[dict]) -> RunConfig:
         raise ConfigError(e.args[0]) from None
     fields = {k: v for k, v in cfg.method.items() if k != "name"}
     cfg.method = {"name": spec.name, **to_dict(from_dict(spec.config, fields, "method"))}
-    from selfsup.transforms.views import view_preset
-
-    cfg.views = to_dict(from_dict(ViewConfig, deep_merge(to_dict(view_preset(spec.views)), cfg.views), "views"))
+    preset = view_preset(spec.views)  # a ViewConfig (selfsup.transforms.views registers the presets)
+    cfg.views = to_dict(from_dict(type(preset), deep_merge(to_dict(preset), cfg.views), "views"))
     if cfg.optim.name not in ("sgd", "lars", "adamw"):
         raise ConfigError(f"optim.name {cfg.optim.name!r}: choose sgd, lars or adamw")
     if cfg.train.precision not in ("fp32", "bf16"):
@@ -463,7 +436,7 @@ def resolve(layers: list[dict]) -> RunConfig:
     if unknown:
         raise ConfigError(f"train.loggers: unknown logger {unknown[0]!r}; choose any of {', '.join(LOGGERS)}, "
                           f"e.g. train.loggers=[tensorboard,wandb]")
-    _check_bounds(cfg, to_dict(view_preset(spec.views)))
+    _check_bounds(cfg, to_dict(preset))
     return cfg
 
 
@@ -540,14 +513,8 @@ def _flow(value: Any) -> str:
 
 
 def method_config(cfg: RunConfig) -> Any:
-    from selfsup.registry import get_method_spec
-
     spec = get_method_spec(cfg.method_name)
     return from_dict(spec.config, {k: v for k, v in cfg.method.items() if k != "name"}, "method")
-
-
-def view_config(cfg: RunConfig) -> ViewConfig:
-    return from_dict(ViewConfig, cfg.views, "views")
 
 
 def view_size(cfg: RunConfig, image_size: int) -> int:

@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from selfsup.data import DatasetError, ImageDataset
 from selfsup.engine import Run
 from selfsup.errors import SelfsupError
+from selfsup.methods.base import Picture
+from selfsup.train.pictures import draw
 
 STRATEGIES = ("kmeans", "kcenter", "random")
 
@@ -93,15 +95,13 @@ def pool_of(run: Run, images: str | Path | None) -> ImageDataset:
 
 def contact_sheet(images: torch.Tensor, path: str | Path, title: str = "", captions: list[str] | None = None,
                   columns: int = 20, row_names: list[str] | None = None) -> Path:
-    """uint8 images [N, C, H, W] as a PNG grid of ``columns`` per row (selfsup.report.plots.image_grid),
+    """uint8 images [N, C, H, W] as a PNG grid of ``columns`` per row (selfsup.train.pictures.draw),
     with an optional caption under each image and a name for each row."""
-    from selfsup.report.plots import image_grid
-
     x = images.float() / 255
     starts = range(0, len(x), columns)
     rows = [((row_names[r] if row_names else ""), x[i:i + columns]) for r, i in enumerate(starts)]
     caps = [captions[i:i + columns] for i in starts] if captions else None
-    fig = image_grid(rows, caps, title)
+    fig = draw(Picture(rows, caps, title))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=90)

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from selfsup.backbones import create_backbone
 from selfsup.config import RunConfig, eval_size, load_run_config, method_config, view_size
 from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.sources import match_channels, resize_images
 from selfsup.errors import SelfsupError
+from selfsup.nn.features import extract_features
 from selfsup.registry import get_method_spec, instantiate
-from selfsup.train.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
+from selfsup.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,6 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
                  image_size: int | None = None) -> torch.nn.Module:
     """The configured method around a fresh backbone. ``num_samples``: the training-set size (memory
     banks); ``image_size``: the side of the views (decoders); default: views.size or data.image_size."""
-    from selfsup import create_backbone
-
     spec = get_method_spec(cfg.method_name)
     b = cfg.backbone
     size = image_size or cfg.views.get("size") or cfg.data.image_size
@@ -191,8 +191,6 @@ class Run:
 
     def features(self, images, device: str | torch.device = "cpu", batch_size: int | None = None) -> torch.Tensor:
         """float32 [N, F] features of uint8 images [N, C, H, W] (prepared to the spec first)."""
-        from selfsup.eval.features import extract_features
-
         images = self.spec.prepare(images) if isinstance(images, torch.Tensor) else images
         return extract_features(self.encoder, images, self.spec.mean, self.spec.std, self.spec.size,
                                 batch_size=batch_size or self.cfg.eval.batch_size, device=device,

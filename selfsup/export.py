@@ -363,7 +363,7 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
     from selfsup.data import DatasetError
     from selfsup.data.labelled import image_batches
     from selfsup.data.sources import _warn_skipped
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
 
     out = Path(out)
     if out.suffix not in (".npy", ".parquet"):

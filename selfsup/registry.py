@@ -6,6 +6,7 @@ iterate over, so adding a method is: its file, its recipe in ``configs/``, nothi
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
 from typing import Callable
@@ -47,17 +48,36 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
     return f"unknown {kind} {name!r}{hint} Known {kind}s: {', '.join(sorted(known))}"
 
 
-def get_method_spec(name: str) -> MethodSpec:
-    import selfsup.methods  # noqa: F401  (importing the package registers every method)
+# View presets (selfsup.transforms.views registers them): name -> a ViewConfig of the preset's defaults.
+# Kept here so that composing a configuration (core) can read a method's preset without importing
+# the transforms that apply it.
+_VIEW_PRESETS: dict[str, object] = {}
 
+
+def register_view_preset(name: str, defaults) -> None:
+    if name in _VIEW_PRESETS:
+        raise SelfsupError(f"view preset {name!r} is already registered")
+    _VIEW_PRESETS[name] = defaults
+
+
+def view_preset(name: str):
+    """A fresh copy of the preset's ViewConfig (changing it leaves the preset as it was)."""
+    if name not in _VIEW_PRESETS:
+        raise UnknownNameError(unknown_name_message("view preset", name, list(_VIEW_PRESETS)))
+    return dataclasses.replace(_VIEW_PRESETS[name])
+
+
+def list_view_presets() -> list[str]:
+    return sorted(_VIEW_PRESETS)
+
+
+def get_method_spec(name: str) -> MethodSpec:
     if name not in _METHODS:
         raise UnknownNameError(unknown_name_message("method", name, list(_METHODS)))
     return _METHODS[name]
 
 
 def list_methods() -> list[str]:
-    import selfsup.methods  # noqa: F401
-
     return sorted(_METHODS)
 
 

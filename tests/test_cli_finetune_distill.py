@@ -12,7 +12,7 @@ import torch
 from selfsup.cli import main
 from selfsup.data import load_dataset
 from selfsup.eval.distill import load_student
-from selfsup.eval.features import extract_features
+from selfsup.nn.features import extract_features
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:

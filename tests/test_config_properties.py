@@ -11,9 +11,8 @@ import yaml
 from hypothesis import assume, given, settings, strategies as st
 
 import selfsup
-from selfsup.config import (BackboneConfig, ConfigError, DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig,
-                            ViewConfig, load_run_config, load_yaml, parse_override, recipes_dir, resolve, save_config,
-                            to_dict)
+from selfsup.config import BackboneConfig, ConfigError, DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig, load_run_config, load_yaml, parse_override, recipes_dir, resolve, save_config, to_dict
+from selfsup.transforms.views import ViewConfig
 from selfsup.data import list_datasets
 from selfsup.registry import get_method_spec
 

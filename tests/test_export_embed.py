@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from selfsup.config import save_config
-from selfsup.eval.features import extract_features
+from selfsup.nn.features import extract_features
 from selfsup.eval.run import load_run
 from selfsup.export import embed_images, export_encoder, load_encoder, timm_model, torchvision_model
-from selfsup.train.checkpoint import save_checkpoint
+from selfsup.checkpoint import save_checkpoint
 from selfsup.train.loop import build_method, checkpoint_meta
 from test_cli import assert_clean_error, run_cli
 

@@ -60,7 +60,7 @@ def teacher_entropy(run: Path) -> dict:
 
 def head_vs_features(run: Path) -> dict:
     """Linear probe on the encoder's features h and on the projection head's output z = g(h)."""
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
     from selfsup.eval.linear import linear_probe
     from selfsup.eval.run import _size, _splits, load_run
 

@@ -14,6 +14,8 @@ one seed only a difference above the claim's margin counts, and the page says on
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import platform
 import subprocess
@@ -22,7 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from selfsup.bench import mean_std
+from selfsup.bench import Entry, entry_config, mean_std, train_or_resume
+from selfsup.config import load_run_config, recipe_path, to_dict
+from selfsup.eval.features import raw_pixel_features
+from selfsup.eval.finetune import reinitialise
+from selfsup.eval.linear import linear_probe
+from selfsup.eval.run import _size, _splits, load_run
+from selfsup.nn.features import extract_features, recalibrate_batchnorm
 from selfsup.errors import SelfsupError
 
 
@@ -38,9 +46,6 @@ class Arm:
     #                               of its own would otherwise get the generic defaults: a full ResNet-18)
 
     def entry(self):
-        from selfsup.bench import Entry
-        from selfsup.config import recipe_path
-
         config = None
         if self.recipe_of:
             config = recipe_path(self.method, self.recipe_of)
@@ -63,18 +68,8 @@ def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str,
     """A run directory name for the arm's resolved configuration: arms of different claims that resolve to
     the same run share it — SimCLR's default and ``train.batch_size=256`` (its recipe's batch), MAE's and
     ``method.mask_ratio=0.75`` — so each distinct run is trained once."""
-    import contextlib
-    import hashlib
-    import io
-
-    from selfsup.bench import _namespace
-    from selfsup.cli import build_config
-    from selfsup.config import to_dict
-
-    ns = _namespace(arm.entry(), arm.data or data, None, arm.backbone, budget, None, "",
-                    [*arm.overrides, *extra_overrides])
-    with contextlib.redirect_stdout(io.StringIO()):  # build_config announces the recipe it used
-        cfg = to_dict(build_config(ns))
+    cfg = to_dict(entry_config(arm.entry(), arm.data or data, None, arm.backbone, budget, None,
+                               [*arm.overrides, *extra_overrides]))
     cfg.pop("out", None)
     cfg.get("train", {}).pop("device", None)
     cfg.get("train", {}).pop("seed", None)  # the seed is the run's sub-directory
@@ -128,12 +123,6 @@ def references(out: Path) -> dict[str, float]:
     {label: top-1 %}, cached in OUT/references.json (one entry per data set and architecture)."""
     import copy
 
-    from selfsup.config import load_run_config
-    from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
-    from selfsup.eval.finetune import reinitialise
-    from selfsup.eval.linear import linear_probe
-    from selfsup.eval.run import _size, _splits, load_run
-
     path = out / "references.json"
     refs = json.loads(path.read_text()) if path.is_file() else {}
     for run in sorted(out.glob("runs/*/seed0")):
@@ -167,8 +156,6 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
            extra_overrides: tuple[str, ...], train: bool) -> dict:
     """One claim's result: train (``train``) and measure its arms' runs, then decide. Without ``train``, only
     what is already measured is read, and a claim with a missing measurement comes back as not yet run."""
-    from selfsup.bench import _namespace, train_or_resume
-
     per_arm: dict[str, list[dict]] = {}
     commands, missing = [], False
     for arm in c.arms:
@@ -188,8 +175,8 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
                     continue
                 if (run / "summary.json").is_file() and not _has_weights(run):
                     _retire(run)
-                train_or_resume(run, _namespace(arm.entry(), arm.data or data, None, arm.backbone,
-                                                budget, None, run, overrides),
+                train_or_resume(run, functools.partial(entry_config, arm.entry(), arm.data or data, None,
+                                                       arm.backbone, budget, None, overrides),
                                 f"claim {c.name}: {arm.name} seed {seed}", progress_bar)
                 cache.write_text(json.dumps(c.measure(run), indent=1))
             per_arm[arm.name].append(json.loads(cache.read_text()))

@@ -17,7 +17,7 @@ from selfsup.errors import SelfsupError
 
 def encode_images(method, images: torch.Tensor, mean, std, size: int, device="cpu", batch_size: int = 512):
     """Normalised image embeddings [N, D] of uint8 images."""
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
 
     return extract_features(method, images, mean, std, size, batch_size, device, forward=method.encode_image)
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
-from selfsup.eval.features import extract_features
+from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import Classifier, cosine, light_augment
 
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.eval.features import extract_features
+from selfsup.nn.features import extract_features
 from selfsup.eval.linear import fit_probe
 from selfsup.transforms import ops
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.report.plots import read_metrics
+from selfsup.train.loggers import read_metrics
 
 
 def pretext_metrics(run_dir: str | Path) -> dict[str, float]:

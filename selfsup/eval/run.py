@@ -20,16 +20,19 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from selfsup import dist
-
 from selfsup.config import RunConfig, eval_size, load_run_config
 from selfsup.data import DatasetError
 from selfsup.data.labelled import load_labelled
 from selfsup.engine import Run, dataset_split, labelled_splits, load_run, run_split
 from selfsup.errors import SelfsupError
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
-from selfsup.eval.features import extract_features, raw_pixel_features
+from selfsup.nn.features import extract_features
+from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_accuracy, knn_predict
 from selfsup.eval.linear import fit_probe, linear_probe
+from selfsup.train.loggers import read_metrics
+from selfsup.transforms import Views, eval_view
+from selfsup.transforms.views import view_config
 
 
 def _train_split(cfg: RunConfig):
@@ -299,11 +302,8 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     for InfoNCE methods, the bound log N - L at several N on pairs of augmented views. Images: up to
     ``num_images`` of the run's test split, else (an unlabelled folder has none) of its training
     split, or of the user's ``labels`` set (a folder or CSV; only its images are used)."""
-    from selfsup.config import view_config
     from selfsup.eval.diagnostics import (alignment, effective_rank, embedding_std, infonce_bound_curve,
                                           per_dimension_std, uniformity)
-    from selfsup.report.plots import read_metrics
-    from selfsup.transforms import Views, eval_view
 
     run = Run(run_dir)
     cfg, method, spec = run.cfg, run.method, run.spec
@@ -464,9 +464,7 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     run's training views, in eval mode (``heldout_metrics``); metrics a method measures once an epoch
     (BiGAN's G(E(x)), video tracking IoU) are their last logged value. ``train_last``: the last value
     logged during training (one training batch). Across runs: ``pretext_correlation``."""
-    from selfsup.config import view_config
     from selfsup.eval.pretext import heldout_metrics, pretext_metrics
-    from selfsup.transforms import Views
 
     cfg, method, _ = load_run(run_dir)
     logged = pretext_metrics(run_dir)

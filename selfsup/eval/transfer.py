@@ -15,7 +15,8 @@ import torch
 
 from selfsup.data.sources import match_channels
 from selfsup.errors import SelfsupError
-from selfsup.eval.features import extract_features, raw_pixel_features, recalibrate_batchnorm
+from selfsup.nn.features import extract_features, recalibrate_batchnorm
+from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled
 from selfsup.eval.linear import fit_probe

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.registry import register
 
@@ -83,7 +83,6 @@ class Autoencoder(Method):
         return StepOutput(loss, {"pretext/recon_mse": loss.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -95,7 +94,7 @@ class Autoencoder(Method):
         caps = [[] for _ in rows[:-1]] + [[f"mse {e:.2f}" for e in mse]]
         rows = [(n, denormalize(r, data.mean, data.std)) for n, r in rows]
         title = "Denoising autoencoder" if self.cfg.noise != "none" else "Autoencoder"
-        return {"reconstructions": image_grid(rows, caps, f"{title}: inputs and reconstructions")}
+        return {"reconstructions": Picture(rows, caps, f"{title}: inputs and reconstructions")}
 
 
 @register("dae", config=DenoisingAutoencoderConfig, views="pretext")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from selfsup.data.batch import Batch
+from selfsup.nn.features import extract_features
 
 
 @dataclass
@@ -28,10 +29,19 @@ class EpochContext:
     channels_last: bool = False
 
     def features(self, module: nn.Module, batch_size: int = 512) -> torch.Tensor:
-        from selfsup.eval.features import extract_features
-
         return extract_features(module, self.dataset.images, self.mean, self.std, self.size, batch_size,
                                 self.device, self.precision, self.channels_last)
+
+
+@dataclass
+class Picture:
+    """What a method shows people, as tensors (the loop and the report draw it; a method never
+    imports a plotting library): ``rows`` = [(row name, float images [B,C,H,W] in [0, 1])],
+    ``captions[r][b]`` an optional text under image b of row r (a predicted label, an error)."""
+
+    rows: list[tuple[str, torch.Tensor]]
+    captions: list[list[str]] | None = None
+    title: str = ""
 
 
 @dataclass
@@ -98,7 +108,7 @@ class Method(nn.Module, abc.ABC):
         return self.encoder(x)
 
     def pictures(self, images: torch.Tensor, data: EpochContext) -> dict:
-        """What the task sees and produces, for people: {name: matplotlib Figure}, saved by the loop as
+        """What the task sees and produces, for people: {name: Picture}, drawn and saved by the loop as
         RUN_DIR/pictures/<name>.png at the end of training. ``images``: a few fixed uint8 [B,C,H,W]
         test images; ``data`` gives the normalisation (mean, std, size) and the device. Default: none."""
         return {}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from selfsup.losses.adversarial import discriminator_loss
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
 from selfsup.registry import register
@@ -83,7 +83,6 @@ class BiGAN(Method):
         return {"pretext/recon_mse": recon}
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -94,4 +93,4 @@ class BiGAN(Method):
                 ("G(E(x))", denormalize(self.generator(self.encode(x)), data.mean, data.std)),
                 ("samples G(z)", samples[:12]), ("", samples[12:])]
         title = "BiGAN: originals, G(E(x)) (near x once E inverts G), samples G(z) from the prior"
-        return {"bigan": image_grid(rows, None, title)}
+        return {"bigan": Picture(rows, None, title)}

@@ -31,7 +31,7 @@ from torch import nn
 
 from selfsup.backbones import clone_backbone
 from selfsup.errors import SelfsupError
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import register
 from selfsup.transforms.color import annealed_mean, gamut_ab_bins, lab_to_rgb, rgb_to_lab, soft_encode
 from selfsup.transforms.ops import denormalize
@@ -119,7 +119,6 @@ class _ColourTask(Method):
         return (self.weights[hard] * ce).mean(), (logits.argmax(1) == hard).float().mean().detach()
 
     def _picture(self, images, data, ab_pred_fn, title: str) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
 
         x = eval_view(images[:12], data.mean, data.std, data.size)
@@ -128,7 +127,7 @@ class _ColourTask(Method):
         grey[:, 1:] = 0
         pred = torch.cat([lab[:, :1], ab_pred_fn(x, lab)], dim=1)
         rows = [("input L", lab_to_rgb(grey)), ("colourised", lab_to_rgb(pred)), ("original", lab_to_rgb(lab))]
-        return {"colorization": image_grid(rows, None, title + " (synthetic colour data: hue by class)")}
+        return {"colorization": Picture(rows, None, title + " (synthetic colour data: hue by class)")}
 
 
 @dataclass

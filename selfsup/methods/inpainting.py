@@ -25,7 +25,7 @@ from torch import nn
 
 from selfsup.losses.adversarial import discriminator_loss, generator_loss
 from selfsup.losses.reconstruction import masked_mse
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
 from selfsup.registry import register
@@ -79,7 +79,6 @@ class ContextEncoder(Method):
                                  "loss_adv": loss_adv.detach(), "loss_d": loss_d.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -89,4 +88,4 @@ class ContextEncoder(Method):
         _, filled = self.inpaint(x, m)
         rows = [(n, denormalize(v, data.mean, data.std)) for n, v in
                 (("original", x), ("input (hole)", x * (1 - m)), ("inpainted", filled))]
-        return {"inpainting": image_grid(rows, None, "Context encoder: the hole, and the network's fill")}
+        return {"inpainting": Picture(rows, None, "Context encoder: the hole, and the network's fill")}

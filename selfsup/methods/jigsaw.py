@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.registry import register
 from selfsup.transforms.pretext import jigsaw_tiles, maximal_hamming_permutations, resize
@@ -68,7 +68,6 @@ class Jigsaw(Method):
         return StepOutput(loss, {"pretext/jigsaw_acc": (logits.argmax(1) == y).float().mean().detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
 
         x = eval_view(images[:6], data.mean, data.std, data.size)
@@ -83,5 +82,5 @@ class Jigsaw(Method):
             verdict = "✓" if int(pred[i]) == int(y[i]) else f"✗ pred #{int(pred[i])}"
             rows.append((f"perm #{int(y[i])} {verdict}", shown[i]))
             caps.append([f"tile {int(t)}" for t in self.perms[y[i]].cpu()])
-        return {"jigsaw": image_grid(rows, caps, "Jigsaw: shuffled, per-tile normalised tiles (slot order); "
+        return {"jigsaw": Picture(rows, caps, "Jigsaw: shuffled, per-tile normalised tiles (slot order); "
                                                  "under each, the original tile it holds")}

@@ -22,7 +22,7 @@ from torch import nn
 
 from selfsup.backbones.vit import patchify, sincos_2d, unpatchify
 from selfsup.errors import SelfsupError
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import register
 
 
@@ -106,7 +106,6 @@ class MAE(Method):
         return StepOutput(loss, {"pretext/recon_mse": loss.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -121,4 +120,4 @@ class MAE(Method):
         rows = [("original", x), ("masked", x * (1 - m)), ("reconstruction", recon),
                 ("+ visible", x * (1 - m) + recon * m)]
         rows = [(name, denormalize(v, data.mean, data.std)) for name, v in rows]
-        return {"mae": image_grid(rows, None, f"MAE: {100 * self.cfg.mask_ratio:g} % of the patches hidden")}
+        return {"mae": Picture(rows, None, f"MAE: {100 * self.cfg.mask_ratio:g} % of the patches hidden")}

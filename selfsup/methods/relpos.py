@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.registry import register
 from selfsup.transforms.pretext import relative_position_pairs, resize
@@ -74,7 +74,6 @@ class RelativePosition(Method):
         return StepOutput(loss, {"pretext/relpos_acc": (logits.argmax(1) == y).float().mean().detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -87,4 +86,4 @@ class RelativePosition(Method):
                 ("neighbour", denormalize(other, data.mean, data.std))]
         # true and predicted place on two lines: "down-right / pred down-right" is wider than a cell
         caps = [[], [], [f"{name[int(t)]}\npred {name[int(p)]}" for t, p in zip(y.cpu(), pred)]]
-        return {"relpos": image_grid(rows, caps, "Relative position: true / predicted place of the neighbour")}
+        return {"relpos": Picture(rows, caps, "Relative position: true / predicted place of the neighbour")}

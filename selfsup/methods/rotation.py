@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.registry import register
 from selfsup.transforms.pretext import rotations
@@ -46,7 +46,6 @@ class Rotation(Method):
         return StepOutput(loss, {"pretext/rotation_acc": acc})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -57,4 +56,4 @@ class Rotation(Method):
         pred = pred.view(4, len(x)).cpu()
         rows = [(f"{90 * k}°", shown[k]) for k in range(4)]
         caps = [[f"pred {90 * int(p)}°" + ("" if int(p) == k else " ✗") for p in pred[k]] for k in range(4)]
-        return {"rotation": image_grid(rows, caps, "RotNet: rotated inputs and the predicted angle")}
+        return {"rotation": Picture(rows, caps, "RotNet: rotated inputs and the predicted angle")}

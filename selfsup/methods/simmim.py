@@ -19,7 +19,7 @@ from torch import nn
 
 from selfsup.backbones.vit import patchify, unpatchify
 from selfsup.errors import SelfsupError
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import register
 
 
@@ -78,7 +78,6 @@ class SimMIM(Method):
         return StepOutput(loss, {"pretext/recon_l1": loss.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -89,4 +88,4 @@ class SimMIM(Method):
         recon = unpatchify(pred, p, c)
         rows = [(n, denormalize(v, data.mean, data.std)) for n, v in
                 (("original", x), ("masked", x * (1 - m)), ("prediction in the mask", x * (1 - m) + recon * m))]
-        return {"simmim": image_grid(rows, None, f"SimMIM: {100 * self.cfg.mask_ratio:g} % masked in blocks")}
+        return {"simmim": Picture(rows, None, f"SimMIM: {100 * self.cfg.mask_ratio:g} % masked in blocks")}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from selfsup.losses.reconstruction import gaussian_kl
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.registry import register
 
@@ -68,7 +68,6 @@ class VAE(Method):
                                  "kl": kl.mean().detach(), "pretext/recon_mse": sq.mean().detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
         from selfsup.transforms import eval_view
         from selfsup.transforms.ops import denormalize
 
@@ -79,4 +78,4 @@ class VAE(Method):
         rows = [("original", denormalize(x, data.mean, data.std)),
                 ("reconstruction", denormalize(self.decoder(mu), data.mean, data.std)),  # the posterior mean
                 ("samples z~N(0,I)", samples[:12]), ("", samples[12:])]
-        return {"vae": image_grid(rows, None, "VAE: reconstructions (posterior mean) and samples from the prior")}
+        return {"vae": Picture(rows, None, "VAE: reconstructions (posterior mean) and samples from the prior")}

@@ -31,7 +31,7 @@ from selfsup.backbones import clone_backbone
 from selfsup.data.video import make_videos, split_frames
 from selfsup.errors import SelfsupError
 from selfsup.losses.precision import float32_loss
-from selfsup.methods.base import Method, StepOutput
+from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.methods.colorization import LabEncoder
 from selfsup.registry import register
 from selfsup.transforms.color import rgb_to_lab
@@ -142,7 +142,6 @@ class VideoColorization(Method):
         return _mean_iou(pred[:, 1:], small[:, 1:]), _mean_iou(small[:, :1].expand(-1, 3, -1), small[:, 1:])
 
     def pictures(self, images, data) -> dict:
-        from selfsup.report.plots import image_grid
 
         videos, masks = make_videos(6, seed=12345)
         lab = rgb_to_lab(videos.flatten(0, 1).float() / 255).view(6, 4, 3, 32, 32).to(data.device)
@@ -154,7 +153,7 @@ class VideoColorization(Method):
         for i in range(3):
             rows.append((f"video {i}", videos[i].float() / 255))
             rows.append(("tracked", palette[pred[i, :, 0]].permute(0, 3, 1, 2)))
-        return {"tracking": image_grid(rows, None, "Video colorization: frames 0-3 and the mask propagated from frame 0 "
+        return {"tracking": Picture(rows, None, "Video colorization: frames 0-3 and the mask propagated from frame 0 "
                                                     "(SYNTHETIC moving shapes)")}
 
 

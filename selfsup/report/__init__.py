@@ -1,5 +1,6 @@
 """Plots and reports of runs."""
 from selfsup.report.html import write_report
-from selfsup.report.plots import plot_curves, read_metrics
+from selfsup.train.loggers import read_metrics
+from selfsup.train.pictures import plot_curves
 
 __all__ = ["plot_curves", "read_metrics", "write_report"]

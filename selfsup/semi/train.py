@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from selfsup.errors import SelfsupError
-from selfsup.eval.features import extract_features
+from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import Classifier, reinitialise
 from selfsup.semi.base import Batch, SemiConfig, SemiMethod, Views, lr_factor
 

@@ -20,15 +20,17 @@ from pathlib import Path
 import torch
 
 from selfsup import dist
-from selfsup.config import RunConfig, eval_size, load_run_config, parse_duration, save_config, view_config
+from selfsup.config import RunConfig, eval_size, load_run_config, parse_duration, save_config
+from selfsup.transforms.views import view_config
 from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_method, checkpoint_meta
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
-from selfsup.train.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
+from selfsup.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
 from selfsup.train.loggers import RunLogger, check_loggers
+from selfsup.train.pictures import draw, plot_curves
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
 
@@ -481,8 +483,6 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         _warn_collapse(summary)
         try:
-            from selfsup.report.plots import plot_curves
-
             plot_curves(run_dir)
         except Exception as e:  # a missing plot must never lose a finished run
             print(f"warning: could not draw curves.png: {e}")
@@ -496,16 +496,12 @@ def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path, l
         was = method.training
         method.eval()
         with torch.no_grad():
-            figures = method.pictures(images.to(ctx.device), ctx)
+            figures = {name: draw(p) for name, p in method.pictures(images.to(ctx.device), ctx).items()}
         method.train(was)
         for name, fig in figures.items():
             out.mkdir(parents=True, exist_ok=True)
             fig.savefig(out / f"{name}.png", dpi=110)
         logger.figures(figures, step)
-        import matplotlib.pyplot as plt
-
-        for fig in figures.values():
-            plt.close(fig)
     except Exception as e:  # a picture must never lose a finished run
         print(f"warning: could not draw the method's pictures: {e}")
 

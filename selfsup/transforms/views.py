@@ -10,9 +10,40 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from selfsup.config import ViewConfig
-from selfsup.errors import SelfsupError, UnknownNameError
+from selfsup.config import from_dict
+from selfsup.errors import SelfsupError
+from selfsup.registry import list_view_presets, register_view_preset, view_preset  # noqa: F401  (public here too)
 from selfsup.transforms import ops
+
+@dataclasses.dataclass
+class ViewConfig:
+    """Augmentation of each view; two-element tuples hold (view 1, view 2) for asymmetric recipes."""
+
+    size: int | None = None  # output side; None = the data's image size
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    gray_p: float = 0.2
+    blur_p: tuple[float, float] = (0.5, 0.5)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: tuple[float, float] = (0.0, 0.0)
+    # multi-crop (Caron et al. 2020, SwAV sec. 3.2): ``num_global`` crops at ``size`` with ``crop_scale``
+    # (global crop i, counted from 0, uses blur_p[i % 2] and solarize_p[i % 2]), then ``num_local`` smaller crops.
+    # The defaults (2 global, 0 local) are the classic two views.
+    num_global: int = 2
+    num_local: int = 0
+    local_size: int | None = None  # side of a local crop; None = 96/224 of the global side, the papers' ratio
+    local_scale: tuple[float, float] = (0.05, 0.14)  # SwAV's; DINO uses (0.05, 0.4)
+    local_blur_p: float = 0.5
+    local_solarize_p: float = 0.0
+
+
+def view_config(cfg) -> ViewConfig:
+    """The ViewConfig of a resolved RunConfig (whose ``views`` section is a plain dict)."""
+    return from_dict(ViewConfig, cfg.views, "views")
+
 
 # SimCLR (Chen et al. 2020, appendix A): crop 0.08-1, flip, colour jitter 0.8 x (0.4,0.4,0.4,0.1),
 # grayscale 0.2, blur 0.5 on both views.
@@ -46,14 +77,8 @@ _PRESETS: dict[str, ViewConfig] = {
 LOCAL_SIZE_RATIO = 96 / 224
 
 
-def view_preset(name: str) -> ViewConfig:
-    if name not in _PRESETS:
-        raise UnknownNameError(f"unknown view preset {name!r}; known: {', '.join(_PRESETS)}")
-    return dataclasses.replace(_PRESETS[name])
-
-
-def list_view_presets() -> list[str]:
-    return sorted(_PRESETS)
+for _name, _defaults in _PRESETS.items():
+    register_view_preset(_name, _defaults)
 
 
 class Views:

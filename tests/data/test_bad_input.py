@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from selfsup.config import ViewConfig
+from selfsup.transforms.views import ViewConfig
 from selfsup.data import DatasetError, load_dataset
 from selfsup.data import sources
 from selfsup.transforms import Views

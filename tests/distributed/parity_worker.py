@@ -58,7 +58,7 @@ def main(out: Path) -> None:
         torch.save({"ranks": everyone, "shuffle_ok": shuffle_ok}, out / "moco.pt")
 
     # evaluation's feature extraction: each process a shard (37 images: uneven), gathered in order
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
 
     feats = extract_features(pc.build("simclr").encoder, pc.eval_images(), [0.5], [0.25], pc.SIZE, batch_size=8)
     if dist.is_main():

@@ -62,7 +62,7 @@ def test_the_cross_process_shuffled_forward_returns_each_process_its_own_rows(tw
 
 
 def test_sharded_feature_extraction_returns_every_row_in_order(two_process_results):
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
 
     want = extract_features(pc.build("simclr").encoder, pc.eval_images(), [0.5], [0.25], pc.SIZE, batch_size=8)
     got = torch.load(two_process_results / "features.pt", weights_only=True)

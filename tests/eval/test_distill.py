@@ -11,7 +11,7 @@ from selfsup import create_backbone
 from selfsup.data import load_dataset
 from selfsup.eval.distill import (DistillConfig, build_student, distill, distillation_loss, load_student,
                                   save_student)
-from selfsup.eval.features import extract_features
+from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier
 
 MEAN, STD = [0.3], [0.35]

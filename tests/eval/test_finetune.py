@@ -154,7 +154,7 @@ def test_vit_fine_tuning_learns(digits):
 def test_lpft_starts_from_the_linear_probe(digits):
     """head_init="probe" (LP-FT): before any step the classifier is the linear probe on the frozen
     features of the labelled images; a random head is not."""
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
     from selfsup.eval.linear import fit_probe
 
     train, test = digits

@@ -326,7 +326,7 @@ def test_eval_size_encodes_test_images_at_its_own_side(run, tmp_path):
 
     import yaml
 
-    from selfsup.eval.features import extract_features
+    from selfsup.nn.features import extract_features
     from selfsup.eval.run import _splits, load_run, run_features
 
     copy = tmp_path / "run"

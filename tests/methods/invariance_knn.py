@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from selfsup.config import resolve
 from selfsup.eval import extract_features, knn_accuracy
-from selfsup.eval.features import recalibrate_batchnorm
+from selfsup.nn.features import recalibrate_batchnorm
 from selfsup.train import fit
 from selfsup.train.loop import build_method, load_data
 from selfsup.transforms import ops

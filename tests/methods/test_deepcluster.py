@@ -21,7 +21,7 @@ from selfsup.data.loader import InMemoryLoader
 from selfsup.methods.base import EpochContext
 from selfsup.nn.kmeans import kmeans, pca_whiten, split_empty_clusters, uniform_cluster_order
 from selfsup.train import fit, loop, resume
-from selfsup.train.checkpoint import load_state
+from selfsup.checkpoint import load_state
 
 # ------------------------------------------------------------------------------------ k-means pieces
 

@@ -32,8 +32,9 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_earlier_one(tiny_config, tmp_
     """safetensors reports a full disk with its own error type, not an OSError: still the message."""
     from safetensors import SafetensorError
 
-    from selfsup.train import checkpoint, fit
-    from selfsup.train.checkpoint import CheckpointError
+    from selfsup import checkpoint
+    from selfsup.train import fit
+    from selfsup.checkpoint import CheckpointError
 
     real = checkpoint.save_file
     calls = {"n": 0}
@@ -108,7 +109,7 @@ def test_a_second_writer_of_the_same_run_fails_at_once_naming_the_holder(tmp_pat
     first one's pid (issue 27: both used to exit 0 and leave a mixed run)."""
     run = tmp_path / "r"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom selfsup.train.checkpoint import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom selfsup.checkpoint import RunLock\n"
                                f"with RunLock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import selfsup
-from selfsup.train.checkpoint import (CheckpointDamaged, CheckpointError, load_checkpoint, load_state, load_weights,
+from selfsup.checkpoint import (CheckpointDamaged, CheckpointError, load_checkpoint, load_state, load_weights,
                                       read_meta, save_checkpoint)
 
 
@@ -185,7 +185,7 @@ def test_a_checkpoint_of_another_method_is_an_error_not_a_fallback(tmp_path):
 def test_disk_full_while_saving_loses_no_earlier_checkpoint(tmp_path, monkeypatch):
     import errno
 
-    from selfsup.train import checkpoint
+    from selfsup import checkpoint
 
     old = two_checkpoints(tmp_path)
     real = checkpoint.torch.save

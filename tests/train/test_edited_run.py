@@ -17,7 +17,7 @@ from selfsup.cli import main
 from selfsup.config import ConfigError, load_run_config
 from selfsup.eval.run import load_run
 from selfsup.train import fit, resume
-from selfsup.train.checkpoint import CheckpointError, load_weights
+from selfsup.checkpoint import CheckpointError, load_weights
 
 
 @pytest.fixture(scope="module")

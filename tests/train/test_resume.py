@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from selfsup.train import fit, resume
 from selfsup.train import loop
-from selfsup.train.checkpoint import load_state
+from selfsup.checkpoint import load_state
 
 # 256 digits images, batch 64: 4 steps per epoch, 2 epochs = 8 steps
 STEPS_PER_EPOCH = 4

@@ -9,7 +9,7 @@ import math
 import torch
 from hypothesis import given, settings, strategies as st
 
-from selfsup.config import ViewConfig
+from selfsup.transforms.views import ViewConfig
 from selfsup.transforms import Views, eval_view, ops
 
 FAST = settings()  # the profile in tests/conftest.py sets the counts

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from selfsup.config import ViewConfig, resolve
+from selfsup.config import resolve
+from selfsup.transforms.views import ViewConfig
 from selfsup.nn.multicrop import encode_crops, num_global_crops
 from selfsup.transforms import Views, view_preset
 

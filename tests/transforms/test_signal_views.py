@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfsup.config import load_yaml, recipe_path, resolve, view_config
+from selfsup.config import load_yaml, recipe_path, resolve
+from selfsup.transforms.views import view_config
 from selfsup.data import load_dataset
 from selfsup.transforms import Views, ops
 

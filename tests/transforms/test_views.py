@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 import torch
 
-from selfsup.config import ViewConfig
+from selfsup.transforms.views import ViewConfig
 from selfsup.transforms import Views, eval_view, list_view_presets, view_preset
 
 IDENTITY = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0,

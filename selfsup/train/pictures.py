@@ -1,35 +1,26 @@
-"""Pictures of a run."""
+"""Drawing a run's pictures: a method's ``Picture`` (image rows as tensors) and the training curves.
+The loop saves both at the end of training; curation and the report draw with the same functions."""
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from selfsup.methods.base import Picture
+from selfsup.train.loggers import read_metrics
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-
-def row_seconds(rows: list[dict]) -> list[float] | None:
-    """The training time (s) of every metrics row: its own ``train_seconds``, or — monitor rows of
-    runs from before they carried one — interpolated from the training rows' steps around it.
-    None when the run logged no time at all."""
-    import numpy as np
-
-    timed = sorted((r["step"], r["train_seconds"]) for r in rows if "train_seconds" in r and "step" in r)
-    if not timed:
-        return None
-    steps, secs = zip(*timed)
-    return [r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs))
-            for r in rows]
+# matplotlib is imported where a picture is drawn, not here: it costs half a second that
+# `import selfsup` (and every CLI call) would otherwise pay
 
 
 def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """RUN_DIR/curves.png: training loss and the online kNN monitor's accuracy against steps."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    matplotlib.use("Agg")  # files only, never a window: runs go on machines without a display
     import matplotlib.pyplot as plt
 
     rows = read_metrics(run_dir)
@@ -51,12 +42,11 @@ def plot_curves(run_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
-def image_grid(rows: list[tuple[str, "torch.Tensor"]], captions: list[list[str]] | None = None, title: str = "",
-               cell: float = 0.9):
-    """A matplotlib Figure of image rows: ``rows`` = [(row name, float images [B,C,H,W] in [0, 1])],
-    ``captions[r][b]`` an optional text under image b of row r (a predicted label, an error)."""
-    from matplotlib.figure import Figure
+def draw(picture: Picture, cell: float = 0.9) -> Figure:
+    """A matplotlib Figure of a Picture's image rows, with their captions and the wrapped title."""
+    from matplotlib.figure import Figure  # not pyplot's: no global state, nothing to close
 
+    rows, captions, title = picture.rows, picture.captions, picture.title
     cols = max(len(x) for _, x in rows)
     fig = Figure(figsize=(cell * cols + 1.2, (cell + 0.25) * len(rows) + 0.4))
     axes = fig.subplots(len(rows), cols, squeeze=False)
