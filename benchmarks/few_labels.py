@@ -58,9 +58,9 @@ from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.linear import fit_probe
-from selfsup.eval.run import _splits, run_features
+from selfsup.eval.run import run_features
 from selfsup.eval.semi import per_class_fraction
-from selfsup.engine import Run
+from selfsup.engine import Run, labelled_splits
 from selfsup.semi import create_semi_method
 from selfsup.semi.train import train_semi
 
@@ -116,7 +116,7 @@ def main() -> None:
 
     run = Run(a.run_dir)
     ftr, ytr, fte, yte, cfg = run_features(a.run_dir)
-    train, test = _splits(cfg)
+    train, test = labelled_splits(cfg)
     spec = run.spec
     val, pool = validation_split(len(ytr))
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)

@@ -10,8 +10,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from selfsup.backbones import create_backbone, list_backbones
+from selfsup.config import compose, from_dict, load_run_config
+from selfsup.data import list_datasets as _list_datasets
 from selfsup.errors import SelfsupError
-from selfsup.registry import list_methods
+from selfsup.registry import get_method_spec, instantiate, list_methods
 import selfsup.methods  # noqa: E402,F401  registers every method: importing any selfsup module fills the registry
 
 
@@ -25,9 +27,6 @@ def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: f
     ``image_size`` the side of the training views, for methods with a decoder (autoencoders);
     ``normalization`` the views' (mean, std), for methods that need absolute colours (colorization).
     """
-    from selfsup.config import from_dict
-    from selfsup.registry import get_method_spec, instantiate
-
     spec = get_method_spec(name)
     cfg = from_dict(spec.config, config, "method")
     if isinstance(backbone, str):
@@ -45,8 +44,7 @@ def pretrain(method: str = "simclr", data: str = "fashion-mnist", data_dir: str 
     paper defaults < recipe < ``config`` file < these arguments < ``overrides`` such as
     "optim.lr=0.5"), into ``out``. Refuses a directory that holds another run unless ``resume``.
     Returns the run's summary (steps, epochs, last monitor values) with "run" = the directory."""
-    from selfsup.config import compose, load_run_config
-    from selfsup.train import fit
+    from selfsup.train import fit  # the API is above every layer: `import selfsup.data` must not load the loop
 
     if resume:
         if out is None:
@@ -65,15 +63,13 @@ def pretrain(method: str = "simclr", data: str = "fashion-mnist", data_dir: str 
 def evaluate(run_dir: str, protocol: str = "knn", device: str = "cpu", **options) -> dict:
     """``selfsup eval PROTOCOL RUN_DIR``: e.g. ``evaluate(run, "linear", labels="labelled/")`` on a
     user's labels (cross-validated unless ``test=``), ``evaluate(run, "semi", fractions=(0.01,))``."""
-    from selfsup.eval.run import evaluate as _evaluate
+    from selfsup.eval.run import evaluate as _evaluate  # as fit above: loaded when called
 
     return _evaluate(run_dir, protocol, device=device, **options)
 
 
 def list_datasets() -> list[str]:
-    from selfsup.data import list_datasets as _ld
-
-    return _ld()
+    return _list_datasets()
 
 
 __all__ = ["SelfsupError", "__version__", "create_backbone", "create_method", "evaluate", "list_backbones",

@@ -27,7 +27,7 @@ from torch import nn
 from selfsup import create_backbone
 from selfsup.data import DatasetError
 from selfsup.data.labelled import image_batches
-from selfsup.data.sources import _warn_skipped
+from selfsup.data.sources import warn_skipped
 from selfsup.engine import InputSpec, Run
 from selfsup.errors import SelfsupError
 from selfsup.eval.finetune import Classifier, finetune_classifier, run_finetune_config
@@ -35,6 +35,17 @@ from selfsup.eval.labelled import DEFAULT_FOLDS
 from selfsup.eval.linear import fit_probe
 from selfsup.eval.run import evaluate_finetune, linear_fit_predicts, score_user_labels, user_features, user_sets
 from selfsup.transforms import eval_view
+from selfsup.config import compose
+from selfsup.data import load_dataset
+from selfsup.data.labelled import load_labelled
+from selfsup.data.sources import balanced_indices
+from selfsup.engine import build_method, dataset_split
+from selfsup.eval.distill import load_student
+from selfsup.eval.semi import per_class_fraction
+from selfsup.export import image_files
+from selfsup.semi import create_semi_method
+from selfsup.semi.train import train_semi
+from selfsup.train.loop import load_data
 
 WEIGHTS, INFO = "classifier.safetensors", "classifier.json"
 
@@ -102,10 +113,6 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
     """(encoder, its backbone arguments, InputSpec, unlabelled set, the dataset's test split or None,
     train-settings defaults from the run's config, folders a label CSV's paths may be relative to) for
     ``semi_classifier``."""
-    from selfsup.config import compose
-    from selfsup.data import load_dataset
-    from selfsup.engine import build_method, dataset_split
-
     if init is not None:
         run = Run(init)
         encoder = getattr(run.method, "finetune_encoder", run.encoder)
@@ -128,7 +135,6 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
                 test = None
         search = [Path(data_dir).expanduser()] if data_dir else run.label_search()
     else:  # a fresh encoder: the architecture of selfsup's supervised reference recipe for this data
-        from selfsup.train.loop import load_data
 
         if data is None:
             raise SelfsupError("semi: give --data (the unlabelled images) or --init RUN_DIR (a run's encoder and data)")
@@ -168,12 +174,6 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
     or a class-balanced, seeded sample of the unlabelled set's own labels: ``per_class`` images of
     every class or a ``fraction`` of them (then the dataset's test split measures it).
     ``overrides``: the method's and the training's settings (``steps``, ``threshold``, ...)."""
-    from selfsup.data.labelled import load_labelled
-    from selfsup.data.sources import balanced_indices
-    from selfsup.eval.semi import per_class_fraction
-    from selfsup.semi import create_semi_method
-    from selfsup.semi.train import train_semi
-
     t0 = time.time()
     out = Path(out)
     if (out / WEIGHTS).exists():
@@ -223,8 +223,6 @@ def load_classifier(clf_dir: str | Path) -> tuple[Classifier, dict, InputSpec]:
         model.load_state_dict(load_file(d / WEIGHTS), strict=True)
         return model.eval(), info, InputSpec.from_dict(info["input"])
     if (d / "student.safetensors").is_file():
-        from selfsup.eval.distill import load_student
-
         model, info = load_student(d / "student.safetensors")
         spec = InputSpec(info["backbone"]["in_channels"], info["size"], info["size"], tuple(info["mean"]),
                          tuple(info["std"]))
@@ -240,8 +238,6 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
     """Classify every image file below ``images`` (or one file) and write ``out`` (CSV): path
     (relative to ``images``), label, probability, then label_2, probability_2, ... up to ``top_k``.
     Unreadable files are skipped and counted in one warning, as the loaders do."""
-    from selfsup.export import image_files
-
     model, info, spec = load_classifier(clf_dir)
     classes = info["classes"]
     if not 1 <= top_k <= len(classes):
@@ -265,7 +261,7 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
         prob, idx = p.topk(top_k, dim=1)
         for f, pr, ix in zip(kept, prob.tolist(), idx.tolist()):
             rows.append([f.relative_to(root).as_posix()] + [v for c, q in zip(ix, pr) for v in (classes[c], f"{q:.4f}")])
-    _warn_skipped(skipped)
+    warn_skipped(skipped)
     if not rows:
         raise DatasetError(f"none of the {len(files)} image files in {images} could be decoded")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,26 @@ from pathlib import Path
 
 from selfsup.config import ConfigError, RunConfig, compose, recipes_dir
 from selfsup.errors import SelfsupError
+from selfsup import dist, list_backbones, list_datasets
+from selfsup.bench import bench, parse_entries
+from selfsup.claims import claims_by_name, run_claims
+from selfsup.classify import predict, semi_classifier, train_classifier
+from selfsup.config import parse_override
+from selfsup.curate import near_duplicates, neighbors, select_images
+from selfsup.data import DATASETS
+from selfsup.engine import labelled_splits
+from selfsup.eval.attention import attention_report
+from selfsup.eval.distill import distill_run
+from selfsup.eval.robustness import CORRUPTIONS
+from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_finetune, evaluate_raw_pixels, pretext_correlation
+from selfsup.export import embed_images, export_encoder
+from selfsup.registry import method_specs
+from selfsup.report.html import write_report
+from selfsup.train import fit, resume
+from selfsup.train.loop import RESUME_CHANGES
 
 
 def _cmd_list(args) -> None:
-    from selfsup import list_backbones, list_datasets
-    from selfsup.registry import method_specs
-
     if args.what == "methods":
         specs = method_specs()
         if args.json:
@@ -76,8 +90,6 @@ def build_config(args) -> RunConfig:
 def _warn_no_recipe(method: str, data: str) -> None:
     """The generic defaults (a full ResNet-18) run tens of images/s on a CPU: say so before a wasted run,
     naming the method's recipes for other data sets."""
-    from selfsup.data import DATASETS
-
     if data not in DATASETS:  # an unknown name fails when the data loads, with its own message
         return
     others = sorted(p.name for p in recipes_dir().glob(f"{method}_*.yaml"))
@@ -88,10 +100,6 @@ def _warn_no_recipe(method: str, data: str) -> None:
 
 
 def _cmd_pretrain(args) -> None:
-    from selfsup import dist
-    from selfsup.train import fit, resume
-    from selfsup.train.loop import RESUME_CHANGES
-
     if args.resume:
         given = [f"--{k.replace('_', '-')}" for k in ("method", "data", "data_dir", "backbone", "batch_size", "out",
                                                       "config") if getattr(args, k)]
@@ -147,8 +155,6 @@ _EVAL_OPTIONS = {"knn": {**_LABELS, "folds": "folds", "seed": "seed"},
 
 
 def _cmd_eval(args) -> None:
-    from selfsup.eval.run import evaluate, pretext_correlation
-
     allowed = _EVAL_OPTIONS.get(args.protocol, {})
     flags = {k for opts in _EVAL_OPTIONS.values() for k in opts}
     given = {k: v for k, v in vars(args).items() if k in flags and v is not None and v is not False}
@@ -162,7 +168,6 @@ def _cmd_eval(args) -> None:
     if args.protocol == "finetune":
         return _cmd_finetune(args)
     options = {allowed[k]: v for k, v in given.items()}
-    from selfsup import dist
 
     if dist.init_from_env(args.device) and args.protocol not in ("knn", "linear"):
         raise ConfigError(f"under torchrun, `selfsup eval` shards the feature extraction of knn and linear; run "
@@ -291,8 +296,6 @@ def _check_fraction(fraction: float) -> None:
 
 def _cmd_finetune(args) -> None:
     """Fine-tune the run's encoder (SimCLR v2: from its head's middle layer) on a labelled fraction."""
-    from selfsup.eval.run import evaluate_finetune
-
     fraction = args.fraction if args.fraction is not None else (None if args.labels else 0.1)
     if fraction is not None:
         _check_fraction(fraction)
@@ -314,8 +317,6 @@ def _cmd_finetune(args) -> None:
 
 def _cmd_distill(args) -> None:
     """SimCLR v2's third step: fine-tuned teacher -> student trained on unlabelled images."""
-    from selfsup.eval.distill import distill_run
-
     _check_fraction(args.fraction)
     res = distill_run(args.run_dir, args.fraction, out=args.out, student=args.student, student_width=args.student_width,
                       teacher_epochs=args.teacher_epochs, device=args.device, progress=not args.json,
@@ -330,11 +331,8 @@ def _cmd_distill(args) -> None:
 
 def _cmd_bench(args) -> None:
     """Train and evaluate each method (and seed) not done yet; print and write the leaderboard."""
-    from selfsup.bench import bench, parse_entries
-
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: give at least 1")
-    from selfsup.eval.run import PROTOCOLS
 
     unknown = [p for p in args.protocols if p not in PROTOCOLS or p in ("finetune", "semi", "transfer")]
     if unknown:
@@ -351,8 +349,6 @@ def _cmd_bench(args) -> None:
 
 
 def _cmd_claims(args) -> None:
-    from selfsup.claims import claims_by_name, run_claims
-
     claims = claims_by_name(args.only)
     if args.list:
         print("\n".join(f"{c.name}: {c.statement}" for c in claims))
@@ -365,8 +361,6 @@ def _cmd_claims(args) -> None:
 
 
 def _cmd_viz(args) -> None:
-    from selfsup.eval.attention import attention_report
-
     res = attention_report(args.run_dir, args.images, args.show, device=args.device)
     if args.json:
         print(json.dumps(res))
@@ -380,14 +374,10 @@ def _cmd_viz(args) -> None:
 
 
 def _cmd_report(args) -> None:
-    from selfsup.report.html import write_report
-
     print(f"report: {write_report(args.run_dirs, args.out, args.title)}")
 
 
 def _cmd_export(args) -> None:
-    from selfsup.export import export_encoder
-
     path, meta = export_encoder(args.run_dir, args.format, args.out)
     side = {"safetensors": "", "hf": " (input spec in its config.json)"}.get(
         args.format, f" (normalisation and this code in {path.with_suffix('.json')})")
@@ -396,8 +386,6 @@ def _cmd_export(args) -> None:
 
 
 def _cmd_embed(args) -> None:
-    from selfsup.export import embed_images
-
     res = embed_images(args.run_dir, args.images, args.out, args.batch_size, args.device)
     listing = f", file list in {res['files']}" if res["files"] else ""
     print(f"wrote {res['rows']} x {res['features']} float32 features to {res['out']}{listing}"
@@ -406,8 +394,6 @@ def _cmd_embed(args) -> None:
 
 def _cmd_classify(args) -> None:
     """A linear head (or a fine-tune) on the user's labels, saved with its classes and input spec."""
-    from selfsup.classify import train_classifier
-
     out = args.out or str(Path(args.run_dir) / f"classifier_{'finetune' if args.finetune else 'linear'}")
     res = train_classifier(args.run_dir, args.labels, out, finetune=args.finetune, test=args.test,
                            folds=args.folds or 5, epochs=args.epochs, seed=args.seed, device=args.device,
@@ -424,9 +410,6 @@ def _cmd_classify(args) -> None:
 
 def _cmd_semi(args) -> None:
     """A classifier from few labels and many unlabelled images (FixMatch, MixMatch, VAT, pseudo-labels)."""
-    from selfsup.classify import semi_classifier
-    from selfsup.config import parse_override
-
     overrides: dict = {}
     for o in args.overrides:
         overrides.update(parse_override(o))
@@ -449,8 +432,6 @@ def _cmd_semi(args) -> None:
 
 
 def _cmd_predict(args) -> None:
-    from selfsup.classify import predict
-
     res = predict(args.clf_dir, args.images, args.out, args.top_k, args.batch_size, args.device, progress=not args.json)
     if args.json:
         print(json.dumps(res))
@@ -460,8 +441,6 @@ def _cmd_predict(args) -> None:
 
 
 def _cmd_select(args) -> None:
-    from selfsup.curate import select_images
-
     res = select_images(args.run_dir, args.n, args.out, args.strategy, args.images, args.seed, args.device)
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "indices"}))
@@ -471,8 +450,6 @@ def _cmd_select(args) -> None:
 
 
 def _cmd_neighbors(args) -> None:
-    from selfsup.curate import near_duplicates, neighbors
-
     if args.duplicates:
         res = near_duplicates(args.run_dir, args.threshold, args.out, args.images, args.device)
         print(json.dumps(res) if args.json else f"{res['pairs']} near-duplicate pairs (cosine >= {res['threshold']}) "
@@ -491,10 +468,6 @@ def _cmd_neighbors(args) -> None:
 
 def _cmd_demo(args) -> None:
     """Pretrain SimCLR on Fashion-MNIST, evaluate, print learned features next to raw pixels."""
-    from selfsup.engine import labelled_splits
-    from selfsup.eval.run import evaluate, evaluate_raw_pixels
-    from selfsup.train import fit
-
     ns = argparse.Namespace(config=None, method=args.method, data=args.data, data_dir=args.data_dir, backbone=None,
                             epochs=None, budget=args.budget, batch_size=None, overrides=[], out=args.out,
                             no_recipe=False)
@@ -558,8 +531,6 @@ def make_parser() -> argparse.ArgumentParser:
     pt.set_defaults(func=_cmd_pretrain)
 
     ev = sub.add_parser("eval", help="evaluate a run's encoder")
-    from selfsup.eval.robustness import CORRUPTIONS
-    from selfsup.eval.run import PROTOCOLS
 
     ev.add_argument("protocol", choices=list(PROTOCOLS))
     ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run directories (pretext: several "
@@ -791,8 +762,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 130
     finally:
-        from selfsup import dist
-
         dist.destroy()  # a process group that torchrun's run joined
     return 0
 

@@ -34,6 +34,8 @@ from selfsup.engine import Run
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Picture
 from selfsup.train.pictures import draw
+from selfsup.data.labelled import decode_files
+from selfsup.data.sources import load_imagefolder
 
 STRATEGIES = ("kmeans", "kcenter", "random")
 
@@ -87,7 +89,6 @@ def pool_of(run: Run, images: str | Path | None) -> ImageDataset:
     """The images to choose from: ``images`` (a folder) or the run's own training images."""
     if images is None:
         return run.split("train")
-    from selfsup.data.sources import load_imagefolder
 
     ds = load_imagefolder("train", Path(images), run.spec.stored_size)
     return dataclasses.replace(ds, images=run.spec.prepare(ds.images))  # the encoder's channels
@@ -161,8 +162,6 @@ def neighbors(run_dir: str | Path, queries: list[str | Path], k: int = 8, out: s
               images: str | Path | None = None, device: str = "cpu") -> dict:
     """For each query image file, its ``k`` nearest images of the pool (cosine similarity of the
     encoder's features) drawn as one row of a PNG grid: the query, then its neighbours, nearest first."""
-    from selfsup.data.labelled import decode_files
-
     run = Run(run_dir)
     if k < 1:
         raise SelfsupError(f"--k {k}: give at least 1")

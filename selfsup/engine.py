@@ -11,9 +11,11 @@ Runs written before the spec existed fall back to reading their training split o
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from selfsup.backbones import create_backbone
@@ -24,6 +26,8 @@ from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
 from selfsup.registry import get_method_spec, instantiate
 from selfsup.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
+from selfsup.data import load_dataset
+from selfsup.data.stream import load_imagefolder_stream
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,7 @@ def _dataset(name: str, split: str, root, image_size, stream: bool = False):
     images are decoded batch by batch where they are used; test splits are read into memory, as
     training reads them."""
     if stream and split == "train":
-        from selfsup.data.stream import load_imagefolder_stream
-
         return load_imagefolder_stream(split, Path(root).expanduser() if root else None, image_size)
-    from selfsup.data import load_dataset
 
     return load_dataset(name, split, root, image_size)
 
@@ -201,3 +202,20 @@ def load_run(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module, dict]:
     """(config, method with the last checkpoint's weights, checkpoint meta): ``Run`` as a tuple."""
     run = Run(run_dir)
     return run.cfg, run.method, run.meta
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    p = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
+
+
+def row_seconds(rows: list[dict]) -> list[float] | None:
+    """The training time (s) of every metrics row: its own ``train_seconds``, or — monitor rows of
+    runs from before they carried one — interpolated from the training rows' steps around it.
+    None when the run logged no time at all."""
+    timed = sorted((r["step"], r["train_seconds"]) for r in rows if "train_seconds" in r and "step" in r)
+    if not timed:
+        return None
+    steps, secs = zip(*timed)
+    return [r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs))
+            for r in rows]

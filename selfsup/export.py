@@ -31,6 +31,14 @@ import torch
 from torch import nn
 
 from selfsup.errors import SelfsupError
+from selfsup import __version__, create_backbone
+from selfsup.backbones import VIT_SIZES
+from selfsup.backbones.resnet import RESNET_LAYERS
+from selfsup.data import DatasetError
+from selfsup.data.labelled import image_batches
+from selfsup.data.sources import IMAGE_EXTENSIONS, list_image_files, list_other_files, warn_skipped
+from selfsup.engine import Run
+from selfsup.nn.features import extract_features
 
 FORMATS = ("torchvision", "timm", "safetensors", "hf")
 _MAGIC = ("exported_by", "selfsup.export")  # the safetensors metadata entry that marks an exported encoder
@@ -51,8 +59,6 @@ class _Run:
 def _load_run(run_dir: str | Path) -> _Run:
     """The run's encoder and input geometry from its checkpoint alone (selfsup.engine.Run): export and
     embedding never read the training data."""
-    from selfsup.engine import Run
-
     run = Run(run_dir)
     return _Run(run.cfg, run.encoder.eval(), run.meta, run.spec.channels, run.spec.stored_size, run.spec.size)
 
@@ -61,10 +67,7 @@ def _load_run(run_dir: str | Path) -> _Run:
 
 def supported_formats(backbone: str) -> tuple[str, ...]:
     """The export formats that can express a backbone (by name)."""
-    from selfsup.backbones import VIT_SIZES
-    from selfsup.backbones.resnet import _LAYERS
-
-    if backbone in _LAYERS:
+    if backbone in RESNET_LAYERS:
         return FORMATS
     if backbone in VIT_SIZES:
         return ("timm", "safetensors", "hf")
@@ -74,8 +77,6 @@ def supported_formats(backbone: str) -> tuple[str, ...]:
 def encoder_meta(run: _Run) -> dict:
     """How to rebuild and feed the run's encoder: backbone constructor arguments, method, input
     channels, image side and normalisation, feature size, checkpoint step."""
-    from selfsup import __version__
-
     args = getattr(run.encoder, "backbone_args", None)
     if args is None:  # CMC's two encoders, Lab encoders, CPC's context network: not one backbone
         raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(run.encoder).__name__} that combines several "
@@ -101,11 +102,9 @@ def torchvision_model(meta: dict) -> nn.Module:
     the .json sidecar), classifier replaced by ``nn.Identity()``: images -> pooled features."""
     from torchvision.models.resnet import ResNet
 
-    from selfsup.backbones.resnet import _LAYERS
-
     b = meta["backbone"]
     _check_format(b["name"], "torchvision")
-    block, layers = _LAYERS[b["name"]]  # torchvision's own BasicBlock / Bottleneck classes
+    block, layers = RESNET_LAYERS[b["name"]]  # torchvision's own BasicBlock / Bottleneck classes
     m = ResNet(block, layers)
     _resnet_stem(m, b)
     m.fc = nn.Identity()
@@ -115,8 +114,6 @@ def torchvision_model(meta: dict) -> nn.Module:
 def timm_model(meta: dict) -> nn.Module:
     """timm's VisionTransformer (for our ViTs) or ResNet (for our ResNets) matching an exported
     encoder, with no classifier (``num_classes=0``): images -> pooled features."""
-    from selfsup.backbones import VIT_SIZES
-
     b = meta["backbone"]
     _check_format(b["name"], "timm")
     if b["name"] in VIT_SIZES:
@@ -136,17 +133,13 @@ def timm_model(meta: dict) -> nn.Module:
 def timm_args(b: dict) -> dict:
     """Keyword arguments of timm's VisionTransformer / ResNet for our backbone ``b`` (JSON-ready for
     the ``model_args`` of a timm config.json, except a ResNet's block class, given by name)."""
-    from selfsup.backbones import VIT_SIZES
-
     if b["name"] in VIT_SIZES:
         dim, depth, heads = VIT_SIZES[b["name"]]
         return dict(img_size=b["image_size"], patch_size=b["patch_size"], in_chans=b["in_channels"], num_classes=0,
                     embed_dim=dim, depth=depth, num_heads=heads, global_pool="token", no_embed_class=True)
     from timm.models.resnet import BasicBlock, Bottleneck
 
-    from selfsup.backbones.resnet import _LAYERS
-
-    block, layers = _LAYERS[b["name"]]
+    block, layers = RESNET_LAYERS[b["name"]]
     return dict(block=BasicBlock if block.__name__ == "BasicBlock" else Bottleneck, layers=list(layers),
                 num_classes=0, in_chans=b["in_channels"])
 
@@ -184,7 +177,6 @@ def _snippet(meta: dict, fmt: str, path: str) -> str:
     head = ["import torch", "from torch import nn"]
     if path.endswith(".safetensors"):
         head.append("from safetensors.torch import load_file")
-    from selfsup.backbones import VIT_SIZES
 
     if b["name"] in VIT_SIZES:  # timm (torchvision's ViT was refused before)
         dim, depth, heads = VIT_SIZES[b["name"]]
@@ -193,9 +185,7 @@ def _snippet(meta: dict, fmt: str, path: str) -> str:
                         f"in_chans={b['in_channels']}, num_classes=0, embed_dim={dim}, depth={depth}, "
                         f"num_heads={heads}, global_pool='token', no_embed_class=True)"]
     else:
-        from selfsup.backbones.resnet import _LAYERS
-
-        block, layers = _LAYERS[b["name"]]
+        block, layers = RESNET_LAYERS[b["name"]]
         if fmt == "torchvision":
             head.append("import torchvision")
             build = (f"torchvision.models.{b['name']}()" if b["name"] != "resnet10" else
@@ -264,8 +254,6 @@ def _write_hf(sd: dict, meta: dict, out: Path) -> tuple[Path, dict]:
     builds and loads (and a Hugging Face Hub repository holds as it is)."""
     from safetensors.torch import save_file
 
-    from selfsup.backbones import VIT_SIZES
-
     b = meta["backbone"]
     args = timm_args(b)
     if b["name"] in VIT_SIZES:
@@ -322,8 +310,6 @@ def load_encoder(path: str | Path) -> nn.Module:
     and a strict load of its weights; returned in eval mode, with the metadata as ``.export_meta``."""
     from safetensors.torch import load_file
 
-    from selfsup import create_backbone
-
     meta = read_export_meta(path)
     encoder = create_backbone(**meta["backbone"])
     encoder.load_state_dict(load_file(str(path)), strict=True)
@@ -337,15 +323,12 @@ def image_files(images: str | Path) -> tuple[Path, list[Path], list[Path]]:
     """(root the listed paths are relative to, image files, other files): every image-extension
     file below a folder (sorted, hidden ones left out, as the image-folder dataset lists them) and
     the files that are not images by extension; or one file."""
-    from selfsup.data import DatasetError
-    from selfsup.data.sources import IMAGE_EXTENSIONS, _image_files, _other_files
-
     p = Path(images)
     if p.is_file():
         return p.parent, [p], []
     if not p.is_dir():
         raise DatasetError(f"{p} does not exist: pass a folder of images or one image file")
-    files, others = _image_files(p), [f for f in _other_files(p) if not f.name.startswith(".")]
+    files, others = list_image_files(p), [f for f in list_other_files(p) if not f.name.startswith(".")]
     if not files:
         raise DatasetError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) below {p}"
                            + (f"; it holds {len(others)} other files" if others else ""))
@@ -360,11 +343,6 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
     path and features). Images are decoded per batch (never all at once), resized and centre-cropped
     like the image-folder dataset, converted to the run's channels and viewed as evaluation does.
     Unreadable files are skipped with one warning that counts them."""
-    from selfsup.data import DatasetError
-    from selfsup.data.labelled import image_batches
-    from selfsup.data.sources import _warn_skipped
-    from selfsup.nn.features import extract_features
-
     out = Path(out)
     if out.suffix not in (".npy", ".parquet"):
         raise SelfsupError(f"--out {out}: write features to a .npy file (with a .files.jsonl list) or a .parquet table")
@@ -390,7 +368,7 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
             feats.append(extract_features(run.encoder, x, cfg.data.mean, cfg.data.std, run.size,
                                           batch_size=len(x), device=device).numpy())
             kept += done
-    _warn_skipped(skipped)
+    warn_skipped(skipped)
     if not kept:
         raise DatasetError(f"none of the {len(files)} image files in {images} could be decoded")
     x = np.concatenate(feats).astype(np.float32)

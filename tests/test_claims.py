@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from selfsup.claims import claims_by_name
-from selfsup.claims.harness import Arm, arm_key, compare, verdict_from
+from selfsup.claims.experiment import Arm, arm_key, compare, verdict_from
 from selfsup.cli import main
 
 

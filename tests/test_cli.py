@@ -219,12 +219,12 @@ def test_demo_on_digits_prints_the_comparison_table(tmp_path):
 
 
 def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, monkeypatch):
-    import selfsup.train
+    import selfsup.cli
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(selfsup.train, "fit", interrupted)
+    monkeypatch.setattr(selfsup.cli, "fit", interrupted)
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r")])
     assert rc == 130
     assert f"--resume {tmp_path / 'r'}" in err and "Traceback" not in err  # the run's own directory, named

@@ -28,3 +28,34 @@ def test_the_contract_fails_on_a_layer_violation(tmp_path):
     out = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode != 0 and "selfsup.methods is not allowed to import selfsup.train" in out.stdout
+
+
+def _imports(path: Path):
+    """(import node, whether it sits inside a function) for every selfsup import of a file."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    inside = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            inside.update(id(n) for n in ast.walk(fn) if n is not fn)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("selfsup"):
+            yield node, id(node) in inside
+        elif isinstance(node, ast.Import) and any(a.name.startswith("selfsup") for a in node.names):
+            yield node, id(node) in inside
+
+
+def test_no_module_imports_another_modules_private_names():
+    bad = [f"{p.relative_to(ROOT)}:{n.lineno} {n.module}.{a.name}" for p in (ROOT / "selfsup").rglob("*.py")
+           for n, _ in _imports(p) if hasattr(n, "module") for a in n.names
+           if a.name.startswith("_") and a.name != "__version__"]
+    assert not bad, "private names imported across modules (make them public or move them):\n" + "\n".join(bad)
+
+
+def test_no_selfsup_import_inside_a_function():
+    """An import inside a function hides a dependency (and, between layers, a cycle). The one exception is
+    the Python API in selfsup/__init__.py, above every layer: `import selfsup.data` must not load the loop."""
+    bad = [f"{p.relative_to(ROOT)}:{n.lineno}" for p in (ROOT / "selfsup").rglob("*.py")
+           if p != ROOT / "selfsup" / "__init__.py" for n, inside in _imports(p) if inside]
+    assert not bad, "selfsup imports inside functions:\n" + "\n".join(bad)

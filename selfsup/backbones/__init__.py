@@ -8,13 +8,13 @@ from torch import nn
 
 from selfsup.backbones.conv1d import Conv1dEncoder
 from selfsup.backbones.convnet import ConvNet
-from selfsup.backbones.resnet import _LAYERS, ResNet
+from selfsup.backbones.resnet import RESNET_LAYERS, ResNet
 from selfsup.backbones.timm_models import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VIT_SIZES, ViT
 from selfsup.errors import IncompatibleError, SelfsupError, UnknownNameError
 from selfsup.registry import unknown_name_message
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {name: partial(ResNet, name) for name in _LAYERS}
+BACKBONES: dict[str, Callable[..., nn.Module]] = {name: partial(ResNet, name) for name in RESNET_LAYERS}
 BACKBONES["convnet"] = ConvNet
 BACKBONES["conv1d"] = Conv1dEncoder  # 1-D sequences (CPC audio encoder), input read as x.flatten(2)
 BACKBONES.update({name: partial(ViT, name) for name in VIT_SIZES})

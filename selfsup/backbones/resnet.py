@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-_LAYERS = {
+RESNET_LAYERS = {
     "resnet10": (BasicBlock, [1, 1, 1, 1]),
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
@@ -25,7 +25,7 @@ class ResNet(nn.Module):
     def __init__(self, depth: str = "resnet18", in_channels: int = 3, width: float = 1.0, small_stem: bool = True,
                  stem_stride: int = 1):
         super().__init__()
-        block, layers = _LAYERS[depth]
+        block, layers = RESNET_LAYERS[depth]
         widths = [max(8, int(round(64 * width * 2**i))) for i in range(4)]
         self.inplanes = widths[0]
         if small_stem:

@@ -7,9 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfsup.engine import labelled_splits, run_split
 from selfsup.bench import mean_std
-from selfsup.claims.harness import Arm, Claim, compare, verdict_from
+from selfsup.claims.experiment import Arm, Claim, compare, verdict_from
 from selfsup.errors import SelfsupError
+from selfsup.config import eval_size, load_run_config
+from selfsup.eval.finetune import FinetuneConfig
+from selfsup.eval.linear import linear_probe
+from selfsup.eval.run import evaluate, load_run, run_features
+from selfsup.nn.features import extract_features
 
 MARGIN = 1.0  # accuracy points that count as a difference with one seed
 
@@ -19,8 +25,6 @@ MARGIN = 1.0  # accuracy points that count as a difference with one seed
 
 def _eval(run: Path, protocol: str, **opts) -> dict:
     import json
-
-    from selfsup.eval.run import evaluate
 
     cached = run / f"eval_{protocol}.json"
     if cached.is_file() and not opts:
@@ -60,13 +64,9 @@ def teacher_entropy(run: Path) -> dict:
 
 def head_vs_features(run: Path) -> dict:
     """Linear probe on the encoder's features h and on the projection head's output z = g(h)."""
-    from selfsup.nn.features import extract_features
-    from selfsup.eval.linear import linear_probe
-    from selfsup.eval.run import _size, _splits, load_run
-
     cfg, method, _ = load_run(run)
-    train, test = _splits(cfg)
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=_size(cfg, train), forward=method.embedding)
+    train, test = labelled_splits(cfg)
+    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=eval_size(cfg, train.image_size), forward=method.embedding)
     ztr, zte = extract_features(method, train.images, **kw), extract_features(method, test.images, **kw)
     return {"linear_h": 100 * _eval(run, "linear")["top1"],
             "linear_z": 100 * linear_probe(ztr, train.labels, zte, test.labels)["top1"]}
@@ -84,11 +84,7 @@ def label_efficiency(run: Path) -> dict:
     scratch model saw a third of an epoch, and the gap at 100 % measured its underfitting.)"""
     import math
 
-    from selfsup.config import load_run_config
-    from selfsup.eval.finetune import FinetuneConfig
-    from selfsup.eval.run import _train_split
-
-    n = len(_train_split(load_run_config(run)))
+    n = len(run_split(load_run_config(run), "train"))
     res = _eval(run, "semi", steps=math.ceil(2 * n / FinetuneConfig.batch_size))
     out = {}
     for r in res["rows"]:
@@ -118,9 +114,6 @@ def efficiency_linear(run: Path) -> dict:
 def zero_vs_few_shot(run: Path) -> dict:
     """CLIP's zero-shot top-1 and k-shot linear probes (k labelled images per class) on its image features."""
     import torch
-
-    from selfsup.eval.linear import linear_probe
-    from selfsup.eval.run import run_features
 
     zs = _eval(run, "zeroshot")
     ftr, ytr, fte, yte, _ = run_features(run)

@@ -1,7 +1,7 @@
 """The harness behind `selfsup claims`: train each claim's arms (seeded runs under one budget),
 measure them, decide a verdict, and write docs/claims.md.
 
-A claim (selfsup.claims.catalog) is a statement, the arms of its experiment (a method with
+A claim (selfsup.claims.catalog; its types in selfsup.claims.experiment) is a statement, the arms of its experiment (a method with
 overrides, e.g. SimSiam with and without stop-gradient), a ``measure`` (run directory -> named
 numbers) and a ``decide`` (numbers per arm -> verdict and reason). Runs live in
 OUT/runs/<method>-<hash of the arm's settings>/seed<k>/, ordinary run directories shared by every
@@ -15,82 +15,22 @@ one seed only a difference above the claim's margin counts, and the page says on
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from selfsup.bench import Entry, entry_config, mean_std, train_or_resume
-from selfsup.config import load_run_config, recipe_path, to_dict
+from selfsup.engine import labelled_splits
+from selfsup.bench import entry_config, mean_std, train_or_resume
+from selfsup.config import eval_size, load_run_config
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.finetune import reinitialise
 from selfsup.eval.linear import linear_probe
-from selfsup.eval.run import _size, _splits, load_run
+from selfsup.eval.run import load_run
 from selfsup.nn.features import extract_features, recalibrate_batchnorm
-from selfsup.errors import SelfsupError
-
-
-@dataclass
-class Arm:
-    """One configuration of a claim's experiment."""
-    name: str
-    method: str
-    overrides: tuple[str, ...] = ()
-    data: str | None = None  # None: the claims' data set (--data)
-    backbone: str | None = None
-    recipe_of: str | None = None  # train with the method's recipe for this data set (a data set with no recipe
-    #                               of its own would otherwise get the generic defaults: a full ResNet-18)
-
-    def entry(self):
-        config = None
-        if self.recipe_of:
-            config = recipe_path(self.method, self.recipe_of)
-            if config is None:
-                raise SelfsupError(f"arm {self.name}: no recipe configs/{self.method}_{self.recipe_of}.yaml")
-        return Entry(self.name, self.method, str(config) if config else None)
-
-
-@dataclass
-class Claim:
-    name: str
-    statement: str
-    arms: list[Arm]
-    measure: Callable[[Path], dict[str, float]]  # a finished run -> its numbers
-    decide: Callable[[dict[str, list[dict]]], tuple[str, str]]  # arm -> per-seed numbers -> (verdict, reason)
-    columns: list[str] = field(default_factory=list)  # which numbers the table shows
-
-
-def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str, ...] = ()) -> str:
-    """A run directory name for the arm's resolved configuration: arms of different claims that resolve to
-    the same run share it — SimCLR's default and ``train.batch_size=256`` (its recipe's batch), MAE's and
-    ``method.mask_ratio=0.75`` — so each distinct run is trained once."""
-    cfg = to_dict(entry_config(arm.entry(), arm.data or data, None, arm.backbone, budget, None,
-                               [*arm.overrides, *extra_overrides]))
-    cfg.pop("out", None)
-    cfg.get("train", {}).pop("device", None)
-    cfg.get("train", {}).pop("seed", None)  # the seed is the run's sub-directory
-    sig = json.dumps(cfg, sort_keys=True, default=str)
-    return f"{arm.method}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
-
-
-def compare(a: list[float], b: list[float], margin: float) -> tuple[str, float]:
-    """Is a above b? ("higher" | "lower" | "tie", the difference of means). With seeds, a difference
-    must exceed max(margin, 2 x the larger std); with one seed, the margin."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    spread = max(s for s in (sa, sb, 0.0) if s is not None)
-    need = max(margin, 2 * spread)
-    d = ma - mb
-    return ("higher" if d > need else "lower" if d < -need else "tie"), d
-
-
-def verdict_from(outcome: str, expected: str = "higher") -> str:
-    if outcome == "tie":
-        return "inconclusive at this scale"
-    return "holds" if outcome == expected else "does not hold"
+from selfsup.claims.catalog import catalog
+from selfsup.claims.experiment import Claim, arm_key
 
 
 def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist", budget: str = "5m",
@@ -101,8 +41,6 @@ def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist"
     The page covers every claim of the catalog whose runs are already measured under ``out``, not only
     ``claims``: `--only` splits the work over several calls and each call rewrites the
     whole page; claims not yet run are listed as such."""
-    from selfsup.claims.catalog import catalog
-
     out = Path(out)
     results = {}
     for c in claims:
@@ -136,13 +74,13 @@ def references(out: Path) -> dict[str, float]:
         if pixels in refs and arch in refs:
             continue
         cfg, method, _ = load_run(run)
-        train, test = _splits(cfg)
+        train, test = labelled_splits(cfg)
         probe = dict(l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
         if pixels not in refs:
             refs[pixels] = 100 * linear_probe(raw_pixel_features(train.images), train.labels,
                                               raw_pixel_features(test.images), test.labels, **probe)["top1"]
         if arch not in refs:
-            size = _size(cfg, train)
+            size = eval_size(cfg, train.image_size)
             enc = recalibrate_batchnorm(reinitialise(copy.deepcopy(method.encoder), 0), train.images, cfg.data.mean,
                                         cfg.data.std, size)
             kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, batch_size=cfg.eval.batch_size)

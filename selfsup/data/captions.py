@@ -8,18 +8,16 @@ light". The captions carry the class, so a CLIP trained on them is weakly superv
 image-text reference point, and every number on these sets says the captions are generated.
 
 Users bring their own pairs as an image folder with a ``captions.tsv`` (file name, tab, caption):
-``load_captions_file``.
+``selfsup.data.sources.load_captions_file``.
 """
 from __future__ import annotations
 
-import csv
-import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from selfsup.data.sources import DatasetError, ImageDataset, load_digits, load_fashion_mnist
+from selfsup.data.sources import ImageDataset, load_digits, load_fashion_mnist
 
 FASHION_NAMES = [["t-shirt", "top", "tee"], ["trouser", "pair of trousers", "pants"], ["pullover", "sweater", "jumper"],
                  ["dress", "gown"], ["coat", "jacket"], ["sandal", "open shoe"], ["shirt", "blouse"],
@@ -68,19 +66,3 @@ def _captioned(base, names, name: str):
 
 load_captioned_fashion_mnist = _captioned(load_fashion_mnist, FASHION_NAMES, "captioned-fashion-mnist")
 load_captioned_digits = _captioned(load_digits, DIGIT_NAMES, "captioned-digits")
-
-
-def load_captions_file(folder: Path, dataset: ImageDataset, files: list[str]) -> ImageDataset:
-    """Attach captions from ``folder/captions.tsv`` (file name <TAB> caption, one line per image) to
-    ``dataset`` whose images came from ``files`` (relative paths, same order). Every image needs one."""
-    path = Path(folder) / "captions.tsv"
-    if not path.is_file():
-        raise DatasetError(f"{path} not found: an image-text method needs a captions.tsv next to the images "
-                           f"(one line per image: file name, a tab, its caption)")
-    with open(path, newline="", encoding="utf-8") as f:
-        table = {row[0]: row[1] for row in csv.reader(f, delimiter="\t") if len(row) >= 2}
-    missing = [p for p in files if p not in table and Path(p).name not in table]
-    if missing:
-        raise DatasetError(f"{path}: no caption for {len(missing)} image(s), e.g. {missing[0]!r}")
-    caps = [table.get(p, table.get(Path(p).name)) for p in files]
-    return dataclasses.replace(dataset, captions=caps)

@@ -20,8 +20,8 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from selfsup.data.sources import (DatasetError, ImageDataset, _class_folders, _class_of, _count, _decode_all,
-                                  _image_files, _shown, _stack_images, _warn_skipped, match_channels)
+from selfsup.data.sources import (DatasetError, ImageDataset, class_folders, class_of, counted, decode_all,
+                                  list_image_files, shown_paths, stack_images, warn_skipped, match_channels)
 
 
 def _label_order(names: set[str]) -> list[str]:
@@ -33,11 +33,11 @@ def _label_order(names: set[str]) -> list[str]:
 
 
 def _from_folder(folder: Path) -> tuple[list[Path], list[str], list[str]]:
-    files = _image_files(folder)
+    files = list_image_files(folder)
     if not files:
         raise DatasetError(f"labels: no image files below {folder}; a labelled folder holds one sub-folder per "
                            f"class (DIR/<class>/*.png)")
-    names, labels = _class_of(files, folder, _class_folders(folder, folder))
+    names, labels = class_of(files, folder, class_folders(folder, folder))
     if names is None:
         raise DatasetError(f"labels: {folder} is not a folder of class sub-folders (every image at DIR/<class>/file, "
                            f"at least two classes); arrange it so, or list the images in a CSV of path,label rows")
@@ -67,7 +67,7 @@ def _from_csv(path: Path, search: Sequence[Path]) -> tuple[list[Path], list[str]
         files.append(found)
     if missing:
         looked = ", ".join(str(b) for b in bases)
-        raise DatasetError(f"labels: {_count(len(missing), 'image')} listed in {path} not found (e.g. "
+        raise DatasetError(f"labels: {counted(len(missing), 'image')} listed in {path} not found (e.g. "
                            f"{', '.join(missing[:3])}); paths are looked up relative to {looked}, or absolute")
     labels = [r[1].strip() for r in rows]
     return files, labels, _label_order(set(labels))
@@ -108,13 +108,13 @@ def load_labelled(source: str | Path, channels: int, size: int, classes: Optiona
 def decode_files(files: list[Path], channels: int, size: int) -> tuple[torch.Tensor, list[str]]:
     """(uint8 [N, channels, size, size], the absolute paths decoded) of image ``files``, decoded as the
     image-folder dataset decodes; unreadable files are skipped and counted in one warning."""
-    decoded = _decode_all(files, size)
+    decoded = decode_all(files, size)
     ok = [a is not None for a in decoded]
-    _warn_skipped([f for f, good in zip(files, ok) if not good])
+    warn_skipped([f for f, good in zip(files, ok) if not good])
     if not any(ok):
         raise DatasetError(f"none of the {len(files)} image files could be decoded (corrupt, truncated or empty): "
-                           f"{_shown(files, files[0].parent)}")
-    images = match_channels(_stack_images([a for a in decoded if a is not None]), channels)
+                           f"{shown_paths(files, files[0].parent)}")
+    images = match_channels(stack_images([a for a in decoded if a is not None]), channels)
     return images, [str(f.resolve()) for f, good in zip(files, ok) if good]
 
 
@@ -127,9 +127,9 @@ def image_batches(files: list[Path], channels: int, size: int, batch_size: int, 
     with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(files), batch_size):
             chunk = files[i:i + batch_size]
-            decoded = _decode_all(chunk, size)
+            decoded = decode_all(chunk, size)
             good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
-            images = (match_channels(_stack_images([a for _, a in good]), channels) if good
+            images = (match_channels(stack_images([a for _, a in good]), channels) if good
                       else torch.zeros(0, channels, size, size, dtype=torch.uint8))
             yield [f for f, _ in good], images, [f for f, a in zip(chunk, decoded) if a is None]
             bar.update(len(chunk))

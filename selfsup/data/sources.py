@@ -15,6 +15,7 @@ generated from a seed; see :func:`load_signals` for their layout).
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import difflib
 import gzip
@@ -191,7 +192,7 @@ def _cache_dir() -> Path:
     return (Path(base) if base else Path.home() / ".cache") / "selfsup"
 
 
-def _require_root(root: Optional[Path], source: str, what: str) -> Path:
+def require_root(root: Optional[Path], source: str, what: str) -> Path:
     """Return ``root`` or explain that this source needs ``--data-dir``."""
     if root is None:
         raise DatasetError(f"{source}: no path given; pass --data-dir {what}")
@@ -606,7 +607,7 @@ _SIDE_FILES = frozenset({"captions.tsv"})  # read by the loader, not images, not
 
 
 _WARNED: set = set()
-_DENIED: set = set()  # files _decode could not open for lack of permission (str paths)
+_DENIED: set = set()  # files decode_image could not open for lack of permission (str paths)
 
 
 def _first_time(key) -> bool:
@@ -640,16 +641,16 @@ def _walk(folder: Path) -> list[Path]:
             continue
         files += [Path(top) / n for n in names]
     if runs and _first_time(("runs", str(folder.resolve()), tuple(runs))):
-        warnings.warn(f"imagefolder: left out {_count(len(runs), 'selfsup run directory')} inside the data folder: "
-                      f"{_shown(runs, folder)} (write runs outside the images' folder)", stacklevel=4)
+        warnings.warn(f"imagefolder: left out {counted(len(runs), 'selfsup run directory')} inside the data folder: "
+                      f"{shown_paths(runs, folder)} (write runs outside the images' folder)", stacklevel=4)
     return files
 
 
-def _image_files(folder: Path) -> list[Path]:
+def list_image_files(folder: Path) -> list[Path]:
     """All image-extension files below ``folder`` (sorted, hidden files skipped; see ``_walk``).
 
     Files with other extensions (README.txt, .DS_Store, ...) are not returned;
-    :func:`_other_files` lists them so that the loader can count them.
+    :func:`list_other_files` lists them so that the loader can count them.
     """
     return sorted(
         p for p in _walk(folder)
@@ -657,8 +658,8 @@ def _image_files(folder: Path) -> list[Path]:
     )  # fmt: skip
 
 
-def _other_files(folder: Path) -> list[Path]:
-    """Files below ``folder`` that :func:`_image_files` leaves out (notes.txt, .DS_Store, ...), sorted;
+def list_other_files(folder: Path) -> list[Path]:
+    """Files below ``folder`` that :func:`list_image_files` leaves out (notes.txt, .DS_Store, ...), sorted;
     not those inside hidden folders (.git/, .ipynb_checkpoints/), which are nobody's images."""
     out = []
     for p in _walk(folder):
@@ -670,18 +671,18 @@ def _other_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-def _count(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
     """'1 file', '3 files'."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _shown(paths: list[Path], folder: Path, n: int = 5) -> str:
+def shown_paths(paths: list[Path], folder: Path, n: int = 5) -> str:
     """The first ``n`` paths relative to ``folder``, comma-separated, '...' when there are more."""
     names = [p.relative_to(folder).as_posix() if p.is_relative_to(folder) else str(p) for p in paths[:n]]
     return ", ".join(names) + (", ..." if len(paths) > n else "")
 
 
-def _split_folder(root: Path, split: str) -> Path:
+def split_folder(root: Path, split: str) -> Path:
     """Pick ``root/train`` or ``root/test`` when present; explain the layout otherwise."""
     if (root / "train").is_dir():
         if (root / split).is_dir():
@@ -697,7 +698,7 @@ def _split_folder(root: Path, split: str) -> Path:
     return root
 
 
-def _class_folders(root: Path, folder: Path) -> list[str]:
+def class_folders(root: Path, folder: Path) -> list[str]:
     """Sub-folder names that are classes: of ``folder``, or of both ``train/`` and ``test/``.
 
     With a train/test layout the classes are the union of both splits' sub-folders, so that
@@ -707,7 +708,7 @@ def _class_folders(root: Path, folder: Path) -> list[str]:
     return sorted({d.name for s in splits for d in s.iterdir() if d.is_dir() and not d.name.startswith(".")})
 
 
-def _class_of(files: list[Path], folder: Path, names: list[str]) -> tuple[Optional[list[str]], Optional[np.ndarray]]:
+def class_of(files: list[Path], folder: Path, names: list[str]) -> tuple[Optional[list[str]], Optional[np.ndarray]]:
     """Class names and per-file labels when ``folder`` is ``<class>/<image>``, else (None, None).
 
     Labelled means: every image sits exactly one level down and there are at
@@ -743,7 +744,7 @@ def _to_l_or_rgb(img: Any) -> Any:
     return img.convert(target)
 
 
-def _decode(path: Path, size: int) -> Optional[np.ndarray]:
+def decode_image(path: Path, size: int) -> Optional[np.ndarray]:
     """Decode one image to uint8 ``[size, size]`` (gray) or ``[size, size, 3]``; None if unreadable.
 
     Shorter side resized to ``size`` (bilinear, antialiased; smaller images are scaled up),
@@ -771,10 +772,10 @@ def _decode(path: Path, size: int) -> Optional[np.ndarray]:
         return None
 
 
-def _decode_all(files: list[Path], size: int) -> list[Optional[np.ndarray]]:
+def decode_all(files: list[Path], size: int) -> list[Optional[np.ndarray]]:
     """Decode ``files`` in a thread pool, with a tqdm bar for large folders."""
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS) as pool:
-        results: Iterable[Optional[np.ndarray]] = pool.map(lambda p: _decode(p, size), files, chunksize=16)
+        results: Iterable[Optional[np.ndarray]] = pool.map(lambda p: decode_image(p, size), files, chunksize=16)
         if len(files) > PROGRESS_THRESHOLD:
             try:
                 from tqdm import tqdm
@@ -785,7 +786,7 @@ def _decode_all(files: list[Path], size: int) -> list[Optional[np.ndarray]]:
         return list(results)
 
 
-def _warn_skipped(skipped: list[Path]) -> None:
+def warn_skipped(skipped: list[Path]) -> None:
     """One warning naming how many files were unreadable and the first few."""
     if not skipped:
         return
@@ -795,11 +796,11 @@ def _warn_skipped(skipped: list[Path]) -> None:
                        (broken, "corrupt, truncated or empty; delete or re-export them to silence this")):
         if paths:
             shown = ", ".join(str(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
-            warnings.warn(f"imagefolder: skipped {_count(len(paths), 'unreadable file')}: {shown} ({why})",
+            warnings.warn(f"imagefolder: skipped {counted(len(paths), 'unreadable file')}: {shown} ({why})",
                           stacklevel=4)
 
 
-def _stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
+def stack_images(arrays: list[np.ndarray]) -> torch.Tensor:
     """Stack decoded images to ``[N, C, H, W]``; gray joins RGB by channel replication."""
     if all(a.ndim == 2 for a in arrays):
         return torch.from_numpy(np.stack(arrays)).unsqueeze(1)
@@ -819,7 +820,7 @@ def choose_image_size(root: Path, cap: int = AUTO_SIZE_CAP) -> tuple[int, str]:
 
     root = Path(root).expanduser()
     folder = root / "train" if (root / "train").is_dir() else root
-    files = _image_files(folder) if folder.is_dir() else []
+    files = list_image_files(folder) if folder.is_dir() else []
     step = max(1, len(files) // AUTO_SIZE_PROBE)
     sides = []
     for f in files[::step][:AUTO_SIZE_PROBE]:
@@ -832,7 +833,7 @@ def choose_image_size(root: Path, cap: int = AUTO_SIZE_CAP) -> tuple[int, str]:
         return DEFAULT_IMAGEFOLDER_SIZE, f"no readable image headers in {folder}: {DEFAULT_IMAGEFOLDER_SIZE} px"
     median = int(np.median(sides))
     side = max(8, min(cap, median))
-    why = f"median shorter side of {_count(len(sides), 'image')} is {median} px"
+    why = f"median shorter side of {counted(len(sides), 'image')} is {median} px"
     if side < median:
         why += f", capped at {cap} for the CPU"
     return side, why
@@ -853,30 +854,30 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
     sub-folders (with train/ and test/, of both): an empty class folder keeps its label, with a
     warning, so that labels mean the same class in both splits.
     """
-    root = _require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
+    root = require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
     if not root.is_dir():
         raise DatasetError(f"imagefolder: {root} is not a folder; pass --data-dir DIR")
-    folder = _split_folder(root, split)
-    files, others = _image_files(folder), _other_files(folder)
+    folder = split_folder(root, split)
+    files, others = list_image_files(folder), list_other_files(folder)
     if not files:
-        held = f"it holds {_count(len(others), 'other file')} ({_shown(others, folder)})" if others else "it is empty"
+        held = f"it holds {counted(len(others), 'other file')} ({shown_paths(others, folder)})" if others else "it is empty"
         raise DatasetError(
             f"imagefolder: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}: {held}; "
             "pass --data-dir pointing at a folder of images"
         )
-    classes, labels = _class_of(files, folder, _class_folders(root, folder))
-    decoded = _decode_all(files, image_size or DEFAULT_IMAGEFOLDER_SIZE)
+    classes, labels = class_of(files, folder, class_folders(root, folder))
+    decoded = decode_all(files, image_size or DEFAULT_IMAGEFOLDER_SIZE)
     ok = np.array([a is not None for a in decoded], dtype=bool)
-    _warn_skipped([f for f, good in zip(files, ok) if not good])
+    warn_skipped([f for f, good in zip(files, ok) if not good])
     if others:
-        warnings.warn(f"imagefolder: ignored {_count(len(others), 'non-image file')} (no image extension, or hidden) "
-                      f"in {folder}: {_shown(others, folder)}", stacklevel=3)
+        warnings.warn(f"imagefolder: ignored {counted(len(others), 'non-image file')} (no image extension, or hidden) "
+                      f"in {folder}: {shown_paths(others, folder)}", stacklevel=3)
     if not ok.any():
         raise DatasetError(
             f"imagefolder: none of the {len(files)} image files in {folder} could be decoded "
             "(corrupt, truncated or empty); re-export them or pass --data-dir pointing at readable images"
         )
-    images = _stack_images([a for a in decoded if a is not None])
+    images = stack_images([a for a in decoded if a is not None])
     label_tensor = None if labels is None else torch.from_numpy(labels[ok])
     if classes is not None:
         empty = [c for i, c in enumerate(classes) if not (labels[ok] == i).any()]
@@ -887,8 +888,6 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
     ds = ImageDataset(images, label_tensor, classes, "imagefolder",
                       files=[str(f.resolve()) for f, good in zip(files, ok) if good])
     if (folder / "captions.tsv").is_file():  # image-text pairs for CLIP: file name <TAB> caption
-        from selfsup.data.captions import load_captions_file
-
         ds = load_captions_file(folder, ds, [str(Path(f).relative_to(folder)) for f, good in zip(files, ok) if good])
     return ds
 
@@ -1057,7 +1056,7 @@ def load_array(split: str, root: Optional[Path], image_size: Optional[int]) -> I
     sorted order over every split in the file (so train and test agree), with a warning, and
     the class names keep the original values.
     """
-    path = _require_root(root, "array", "path/to/data.npz (or .npy)")
+    path = require_root(root, "array", "path/to/data.npz (or .npy)")
     try:
         data = _read_array_file(path, split)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # pickled objects, truncated zip, ...
@@ -1239,3 +1238,19 @@ def load_dataset(
     if image_size is not None and tuple(ds.images.shape[-2:]) != (image_size, image_size):
         ds = dataclasses.replace(ds, images=resize_images(ds.images, image_size))
     return ds
+
+
+def load_captions_file(folder: Path, dataset: ImageDataset, files: list[str]) -> ImageDataset:
+    """Attach captions from ``folder/captions.tsv`` (file name <TAB> caption, one line per image) to
+    ``dataset`` whose images came from ``files`` (relative paths, same order). Every image needs one."""
+    path = Path(folder) / "captions.tsv"
+    if not path.is_file():
+        raise DatasetError(f"{path} not found: an image-text method needs a captions.tsv next to the images "
+                           f"(one line per image: file name, a tab, its caption)")
+    with open(path, newline="", encoding="utf-8") as f:
+        table = {row[0]: row[1] for row in csv.reader(f, delimiter="\t") if len(row) >= 2}
+    missing = [p for p in files if p not in table and Path(p).name not in table]
+    if missing:
+        raise DatasetError(f"{path}: no caption for {len(missing)} image(s), e.g. {missing[0]!r}")
+    caps = [table.get(p, table.get(Path(p).name)) for p in files]
+    return dataclasses.replace(dataset, captions=caps)

@@ -29,8 +29,8 @@ import torch
 
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
-from selfsup.data.sources import (DEFAULT_IMAGEFOLDER_SIZE, DatasetError, ImageDataset, _class_folders, _class_of,
-                                  _count, _decode, _decode_all, _image_files, _require_root, _split_folder,
+from selfsup.data.sources import (DEFAULT_IMAGEFOLDER_SIZE, DatasetError, ImageDataset, class_folders, class_of,
+                                  counted, decode_image, decode_all, list_image_files, require_root, split_folder,
                                   match_channels)
 
 CHANNEL_PROBE = 256  # files decoded up front to choose 1 or 3 channels
@@ -53,7 +53,7 @@ class LazyImages:
     def decode(self, rows: list[int], threads: bool = True) -> torch.Tensor:
         """uint8 [len(rows), C, S, S]; unreadable files as zeros (counted in ``unreadable``)."""
         files = [self.files[i] for i in rows]
-        arrays = _decode_all(files, self.size) if threads and len(files) > 8 else [_decode(f, self.size) for f in files]
+        arrays = decode_all(files, self.size) if threads and len(files) > 8 else [decode_image(f, self.size) for f in files]
         out = torch.zeros((len(rows), self.channels, self.size, self.size), dtype=torch.uint8)
         for k, (i, a) in enumerate(zip(rows, arrays)):
             if a is None:
@@ -113,18 +113,18 @@ def load_imagefolder_stream(split: str, root: Optional[Path], image_size: Option
     Channels: 1 if the first ``CHANNEL_PROBE`` files (in sorted order) are all grey, else 3. A
     folder that mixes grey and colour images later in its order is read as grey; set the
     channel count by making the first files colour, or use the in-memory loader."""
-    root = _require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
+    root = require_root(root, "imagefolder", "DIR (a folder of images, or of <class>/ sub-folders)")
     if not root.is_dir():
         raise DatasetError(f"imagefolder: {root} is not a folder; pass --data-dir DIR")
-    folder = _split_folder(root, split)
-    files = _image_files(folder)
+    folder = split_folder(root, split)
+    files = list_image_files(folder)
     if not files:
         raise DatasetError(f"imagefolder: no image files in {folder}; pass --data-dir pointing at a folder of images")
-    classes, labels = _class_of(files, folder, _class_folders(root, folder))
+    classes, labels = class_of(files, folder, class_folders(root, folder))
     size = image_size or DEFAULT_IMAGEFOLDER_SIZE
-    probe = [a for a in _decode_all(files[:CHANNEL_PROBE], size) if a is not None]
+    probe = [a for a in decode_all(files[:CHANNEL_PROBE], size) if a is not None]
     if not probe:
-        raise DatasetError(f"imagefolder: none of the first {_count(min(len(files), CHANNEL_PROBE), 'file')} in "
+        raise DatasetError(f"imagefolder: none of the first {counted(min(len(files), CHANNEL_PROBE), 'file')} in "
                            f"{folder} could be decoded; is it a folder of images?")
     channels = 1 if all(a.ndim == 2 for a in probe) else 3
     return StreamedImageFolder(LazyImages(files, size, channels),

@@ -17,7 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from selfsup.config import eval_size
+from selfsup.engine import labelled_splits
 from selfsup.errors import SelfsupError
+from selfsup.eval.finetune import reinitialise
+from selfsup.eval.run import load_run
+from selfsup.transforms import eval_view
 
 
 def cls_attention(vit, x: torch.Tensor) -> torch.Tensor:
@@ -71,13 +76,9 @@ def attention_report(run_dir: str | Path, num_images: int = 500, show: int = 6, 
     ``show`` test images, the image, each head's [CLS] attention overlaid, and the thresholded mask."""
     import json
 
-    from selfsup.eval.finetune import reinitialise
-    from selfsup.eval.run import _size, _splits, load_run
-    from selfsup.transforms import eval_view
-
     cfg, method, _ = load_run(run_dir)
-    _, test = _splits(cfg)
-    size = _size(cfg, test)
+    _, test = labelled_splits(cfg)
+    size = eval_size(cfg, test.image_size)
     vit = method.encoder.to(device).eval()
     images = test.images[:num_images]
     x = eval_view(images, cfg.data.mean, cfg.data.std, size).to(device)

@@ -13,12 +13,11 @@ import torch
 
 from selfsup.data.text import tokenize
 from selfsup.errors import SelfsupError
+from selfsup.nn.features import extract_features
 
 
 def encode_images(method, images: torch.Tensor, mean, std, size: int, device="cpu", batch_size: int = 512):
     """Normalised image embeddings [N, D] of uint8 images."""
-    from selfsup.nn.features import extract_features
-
     return extract_features(method, images, mean, std, size, batch_size, device, forward=method.encode_image)
 
 

@@ -29,10 +29,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.engine import labelled_splits
 from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import Classifier, cosine, light_augment
+from selfsup.backbones import create_backbone
+from selfsup.eval.finetune import finetune_classifier, run_finetune_config
+from selfsup.eval.run import load_run
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -65,8 +69,6 @@ class DistillConfig:
 
 def build_student(backbone_args: dict, num_classes: int, seed: int = 0) -> Classifier:
     """A randomly initialised ``create_backbone(**backbone_args)`` + linear head, seeded."""
-    from selfsup.backbones import create_backbone
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Classifier(create_backbone(**backbone_args), num_classes)
@@ -181,11 +183,8 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
     of the labels, distil it into a new student on every training image without labels, save
     the student under ``out`` (default RUN_DIR/distill_<pct>pct/). ``changes``: DistillConfig
     fields (None ignored). The result is also written to OUT/result.json."""
-    from selfsup.eval.finetune import finetune_classifier, run_finetune_config
-    from selfsup.eval.run import _splits, load_run
-
     cfg, method, meta = load_run(run_dir)
-    train, test = _splits(cfg)
+    train, test = labelled_splits(cfg)
     size = eval_size(cfg, train.image_size)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     b = cfg.backbone

@@ -11,14 +11,14 @@ import statistics
 from pathlib import Path
 
 from selfsup.errors import SelfsupError
-from selfsup.train.loggers import read_metrics, row_seconds
+from selfsup.engine import read_metrics, row_seconds
 
 LEVELS = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
 def time_to_accuracy(rows: list[dict], levels=LEVELS, key: str = "monitor/knn20_top1") -> dict[str, float | None]:
     """{"0.7": training seconds when ``key`` first reached 0.7, or None if it never did}; each row's
-    time from selfsup.train.loggers.row_seconds."""
+    time from selfsup.engine.row_seconds."""
     seconds = row_seconds(rows) or [0.0] * len(rows)
     points = [(t, r[key]) for t, r in zip(seconds, rows) if key in r]
     return {f"{lvl:g}": next((t for t, acc in points if acc >= lvl), None) for lvl in levels}

@@ -34,6 +34,7 @@ from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
 from selfsup.eval.linear import fit_probe
 from selfsup.transforms import ops
+from selfsup.backbones import create_backbone
 
 
 @dataclass
@@ -92,8 +93,6 @@ def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
     built by ``create_backbone`` gets exactly the weights a fresh one of its kind would have
     (its own scheme: Kaiming, zero-initialised last BN of each residual block).
     """
-    from selfsup.backbones import create_backbone
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in module.modules():

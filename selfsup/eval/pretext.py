@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.train.loggers import read_metrics
+from selfsup.engine import read_metrics
+from selfsup.data.batch import Batch
 
 
 def pretext_metrics(run_dir: str | Path) -> dict[str, float]:
@@ -37,8 +38,6 @@ def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | N
     size; the views' random parameters are seeded, so the number is reproducible. Methods that
     measure their task once an epoch instead (BiGAN, video tracking) report nothing here.
     ``texts``: caption tokens [N, L] for image-text methods."""
-    from selfsup.data.batch import Batch
-
     was = method.training
     method.eval()
     gen = torch.Generator().manual_seed(seed)

@@ -23,24 +23,30 @@ from selfsup import dist
 from selfsup.config import RunConfig, eval_size, load_run_config
 from selfsup.data import DatasetError
 from selfsup.data.labelled import load_labelled
-from selfsup.engine import Run, dataset_split, labelled_splits, load_run, run_split
+from selfsup.engine import Run, dataset_split, labelled_splits, load_run, read_metrics, run_split
 from selfsup.errors import SelfsupError
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
 from selfsup.nn.features import extract_features
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_accuracy, knn_predict
 from selfsup.eval.linear import fit_probe, linear_probe
-from selfsup.train.loggers import read_metrics
 from selfsup.transforms import Views, eval_view
 from selfsup.transforms.views import view_config
-
-
-def _train_split(cfg: RunConfig):
-    return run_split(cfg, "train")
-
-
-def _splits(cfg: RunConfig):
-    return labelled_splits(cfg)
+from selfsup.data import load_dataset
+from selfsup.data.sources import balanced_indices
+from selfsup.data.text import tokenize
+from selfsup.eval.clip import class_prompts, encode_images, encode_texts, retrieval, zero_shot
+from selfsup.eval.cluster import cluster_scores
+from selfsup.eval.diagnostics import (
+    alignment, effective_rank, embedding_std, infonce_bound_curve, per_dimension_std, uniformity,
+)
+from selfsup.eval.efficiency import efficiency
+from selfsup.eval.embed import embed_2d, plot_embedding
+from selfsup.eval.finetune import finetune, finetune_classifier, run_finetune_config
+from selfsup.eval.pretext import correlation, heldout_metrics, pretext_metrics
+from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
+from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
+from selfsup.eval.transfer import transfer_scores
 
 
 def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
@@ -48,9 +54,9 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
     """(train features, train labels, test features, test labels, config), cached per checkpoint.
     ``loaded``: the run's ``load_run`` result when the caller has it already (not built twice)."""
     cfg, method, meta = loaded or load_run(run_dir)
-    train, test = _splits(cfg)
+    train, test = labelled_splits(cfg)
     stamp = (Path(meta["checkpoint_dir"]) / "model.safetensors").stat().st_mtime_ns
-    size = _size(cfg, train)
+    size = eval_size(cfg, train.image_size)
     # keyed by the side too: eval.size may be edited after training
     cache = Path(run_dir) / "features" / f"step{meta.get('step')}-{stamp:x}-{size}px.safetensors"
     if cache.is_file():
@@ -186,7 +192,7 @@ def linear_fit_predicts(seed: int = 0):
 
 def evaluate_raw_pixels(cfg: RunConfig, protocol: str) -> dict:
     """The same protocol on flattened raw pixels: the reference row every table carries."""
-    train, test = _splits(cfg)
+    train, test = labelled_splits(cfg)
     result = _protocol(protocol, raw_pixel_features(train.images), train.labels,
                        raw_pixel_features(test.images), test.labels, cfg)
     result.update({"method": "raw pixels", "data": cfg.data.name})
@@ -209,8 +215,6 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
     fields. The result is also written to RUN_DIR/eval_finetune_<pct>pct.json (eval_scratch_...
     from scratch). ``labels``: fine-tune on the user's labels instead (all of them unless
     ``fraction``), tested on ``test`` or cross-validated over ``folds`` (one fine-tune per fold)."""
-    from selfsup.eval.finetune import finetune, finetune_classifier, run_finetune_config
-
     run = Run(run_dir)
     cfg, method, meta = run.cfg, run.method, run.meta
     encoder = getattr(method, "finetune_encoder", method.encoder)
@@ -239,26 +243,19 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
                                             f"{cfg.method_name}: {name} on {len(lab)} labels: top-1 {100 * res['top1']:.1f} %"))
         return _save(run_dir, variant, res, cfg)
     fraction = 0.1 if fraction is None else fraction
-    train, test_split = _splits(cfg)
+    train, test_split = labelled_splits(cfg)
     ft = run_finetune_config(cfg, fraction=fraction, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes)
-    result = finetune(encoder, train, test_split, cfg.data.mean, cfg.data.std, _size(cfg, train), ft, device, progress)
+    result = finetune(encoder, train, test_split, cfg.data.mean, cfg.data.std, eval_size(cfg, train.image_size), ft, device, progress)
     result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name, "encoder": kind,
                    "checkpoint_step": meta.get("step")})
     (Path(run_dir) / f"eval_{name}_{100 * fraction:g}pct.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def _size(cfg: RunConfig, train) -> int:
-    """Side of the images the encoder is evaluated at (eval.size, else the views')."""
-    return eval_size(cfg, train.image_size)
-
-
 def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0, labels=None,
                      test=None) -> dict:
     """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian
     accuracy; with ``labels`` (and ``test``), on the user's labelled images."""
-    from selfsup.eval.cluster import cluster_scores
-
     if labels is not None:
         run, _, _, f, y = user_features(run_dir, labels, test, device)
         res = {**cluster_scores(f, y, num_clusters, seed), "labels": str(Path(labels).expanduser().resolve())}
@@ -272,15 +269,12 @@ def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int =
     """t-SNE (and UMAP when umap-learn is installed) of up to ``max_points`` test features, a
     class-balanced seeded sample, coloured by label: RUN_DIR/embed2d_<kind>.png; with ``labels``,
     of the user's labelled images (RUN_DIR/embed2d_<kind>_labels-<name>.png)."""
-    from selfsup.data.sources import balanced_indices
-    from selfsup.eval.embed import embed_2d, plot_embedding
-
     if labels is not None:
         run, lab, _, fte, yte = user_features(run_dir, labels, test, device)
         cfg, classes, suffix, what = run.cfg, lab.classes, f"_{_variant(labels)}", "labelled"
     else:
         _, _, fte, yte, cfg = run_features(run_dir, device)
-        classes, suffix, what = getattr(_splits(cfg)[1], "classes", None), "", "test"
+        classes, suffix, what = getattr(labelled_splits(cfg)[1], "classes", None), "", "test"
     if kinds is None:
         import importlib.util
 
@@ -302,9 +296,6 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     for InfoNCE methods, the bound log N - L at several N on pairs of augmented views. Images: up to
     ``num_images`` of the run's test split, else (an unlabelled folder has none) of its training
     split, or of the user's ``labels`` set (a folder or CSV; only its images are used)."""
-    from selfsup.eval.diagnostics import (alignment, effective_rank, embedding_std, infonce_bound_curve,
-                                          per_dimension_std, uniformity)
-
     run = Run(run_dir)
     cfg, method, spec = run.cfg, run.method, run.spec
     if labels is not None:
@@ -349,7 +340,7 @@ def _held_out(run: Run, labels, test, protocol: str, why: str, device, test_feat
     else the run's own splits with their cached features."""
     if labels is None:
         ftr, _, fte, _, _ = run_features(run.dir, device, (run.cfg, run.method, run.meta))
-        train, test_set = _splits(run.cfg)
+        train, test_set = labelled_splits(run.cfg)
         return train, test_set, ftr, fte, "", f"on {run.cfg.data.name}"
     if test is None:
         raise SelfsupError(f"{protocol} on your labels needs --test DIR|FILE.csv: {why}")
@@ -368,9 +359,6 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     scratch, ``semi_steps`` each) only up to ``finetune_up_to``. RUN_DIR/semi.png plots them. With
     ``labels`` (and ``test``, required: every fraction is scored on the same held-out images), the
     fractions are of the user's labelled set, whose images are the semi-supervised methods' unlabelled ones."""
-    from selfsup.eval.finetune import run_finetune_config
-    from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
-
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
     train, test_set, ftr, fte, suffix, where = _held_out(run, labels, test, "semi", "each fraction of the labels is "
@@ -391,8 +379,6 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     """Linear probe fitted on clean features, accuracy under each corruption at severities 1-5, for
     the encoder and for raw pixels; RUN_DIR/robustness.png plots both with example images. With
     ``labels`` (and ``test``, required: corruptions are applied to held-out images), on the user's images."""
-    from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
-
     kinds = tuple(kinds or CORRUPTIONS)
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
@@ -423,9 +409,6 @@ def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None
     side; default digits), or on the user's ``labels`` (and ``test``), next to a random-init encoder
     and the target's raw pixels: RUN_DIR/eval_transfer_<target>.json. A target without a test split
     (an image folder of class sub-folders) is cross-validated over ``folds``."""
-    from selfsup.data import DatasetError, load_dataset
-    from selfsup.eval.transfer import transfer_scores
-
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
     if labels is not None:
@@ -452,8 +435,6 @@ def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None
 
 def evaluate_efficiency(run_dir, device: str = "cpu") -> dict:
     """images/s, training time, peak memory and time to each kNN-monitor accuracy, from the run's logs."""
-    from selfsup.eval.efficiency import efficiency
-
     cfg = load_run_config(run_dir)
     return _save(run_dir, "efficiency", efficiency(run_dir), cfg)
 
@@ -464,20 +445,16 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     run's training views, in eval mode (``heldout_metrics``); metrics a method measures once an epoch
     (BiGAN's G(E(x)), video tracking IoU) are their last logged value. ``train_last``: the last value
     logged during training (one training batch). Across runs: ``pretext_correlation``."""
-    from selfsup.eval.pretext import heldout_metrics, pretext_metrics
-
     cfg, method, _ = load_run(run_dir)
     logged = pretext_metrics(run_dir)
     if not logged:
         raise SelfsupError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
                            f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
-    train = _train_split(cfg)
+    train = run_split(cfg, "train")
     test = dataset_split(cfg, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
     texts = None
     if method.uses_text:
-        from selfsup.data.text import tokenize
-
         texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
     # batches of the training size: in-batch metrics (CLIP's caption accuracy, counting's contrast) depend on it
@@ -491,8 +468,6 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
 
 def pretext_correlation(run_dirs, device: str = "cpu") -> dict:
     """Per pretext metric shared by the runs, its correlation with linear-probe top-1 across them."""
-    from selfsup.eval.pretext import correlation
-
     results = [evaluate_pretext(r, device) for r in run_dirs]
     names = sorted(set.intersection(*(set(r["pretext"]) for r in results)))
     return {"protocol": "pretext", "runs": [{"run": r["run"], "method": r["method"], **r["pretext"],
@@ -512,17 +487,14 @@ def _clip_run(run_dir, device):
 def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {label}",), dataset: str | None = None,
                       data_dir: str | None = None) -> dict:
     """Classify the test split by text prompts alone (CLIP): top-1 / top-5 against chance."""
-    from selfsup.data import load_dataset
-    from selfsup.eval.clip import class_prompts, encode_images, encode_texts, zero_shot
-
     cfg, method = _clip_run(run_dir, device)
-    test = load_dataset(dataset, "test", data_dir) if dataset else _splits(cfg)[1]
+    test = load_dataset(dataset, "test", data_dir) if dataset else labelled_splits(cfg)[1]
     if not test.classes:
         raise SelfsupError(f"{test.name} has no class names to put into prompts")
     names = [c.lower().replace("/", " or ") for c in test.classes]  # "T-shirt/top" -> "t-shirt or top"
     per_class = class_prompts(names, list(prompts))
     text = encode_texts(method, [p for ps in per_class for p in ps], device).view(len(names), len(prompts), -1)
-    img = encode_images(method, test.images, cfg.data.mean, cfg.data.std, _size(cfg, test), device)
+    img = encode_images(method, test.images, cfg.data.mean, cfg.data.std, eval_size(cfg, test.image_size), device)
     res = {"protocol": "zeroshot", "prompts": list(prompts), "classes": names, "test_set": test.name,
            **zero_shot(img, test.labels, text)}
     return _save(run_dir, "zeroshot", res, cfg)
@@ -530,14 +502,12 @@ def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {labe
 
 def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> dict:
     """Recall@1/5 image -> text and text -> image on test images and their own captions."""
-    from selfsup.eval.clip import encode_images, encode_texts, retrieval
-
     cfg, method = _clip_run(run_dir, device)
-    _, test = _splits(cfg)
+    _, test = labelled_splits(cfg)
     if test.captions is None:
         raise SelfsupError(f"{test.name}'s test split has no captions to retrieve")
     n = min(max_pairs, len(test))
-    img = encode_images(method, test.images[:n], cfg.data.mean, cfg.data.std, _size(cfg, test), device)
+    img = encode_images(method, test.images[:n], cfg.data.mean, cfg.data.std, eval_size(cfg, test.image_size), device)
     captions = list(test.captions[:n])
     txt = encode_texts(method, captions, device)
     labels = test.labels[:n] if test.labels is not None else None

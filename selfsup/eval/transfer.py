@@ -20,6 +20,7 @@ from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled
 from selfsup.eval.linear import fit_probe
+from selfsup.eval.finetune import reinitialise
 
 
 def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channels: int, mean, std, size: int,
@@ -29,8 +30,6 @@ def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channel
     k-fold cross-validation over ``target_train``) for the encoder, a random-init copy of it and the
     target's raw pixels. Returns {"pretrained": {...}, "random_init": {...}, "raw_pixels": {...}},
     each with "knn" (top1_k<k>) and "linear" (top1), and "evaluation" (test set or cross-validation)."""
-    from selfsup.eval.finetune import reinitialise
-
     if target_train.labels is None or (target_test is not None and target_test.labels is None):
         raise SelfsupError(f"transfer needs labels on the target dataset {target_train.name!r}")
     kw = dict(mean=mean, std=std, size=size, device=device, precision=precision, batch_size=batch_size)

@@ -23,6 +23,8 @@ from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.registry import register
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -83,9 +85,6 @@ class Autoencoder(Method):
         return StepOutput(loss, {"pretext/recon_mse": loss.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:12], data.mean, data.std, data.size)
         noisy = corrupt(x, self.cfg.noise, self.cfg.noise_level)
         rows = [("original", x)] + ([("corrupted", noisy)] if self.cfg.noise != "none" else [])

@@ -26,6 +26,8 @@ from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
 from selfsup.registry import register
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -73,8 +75,6 @@ class BiGAN(Method):
     def on_epoch_start(self, epoch, data):
         """``pretext/recon_mse`` of G(E(x)) on 512 fixed training images, once an epoch (not in the
         step: it is a measurement, and a generator pass per step would cost ~10 % of training)."""
-        from selfsup.transforms import eval_view
-
         was = self.training
         self.eval()
         x = eval_view(data.dataset.images[:512].to(data.device), data.mean, data.std, data.size)
@@ -83,9 +83,6 @@ class BiGAN(Method):
         return {"pretext/recon_mse": recon}
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:12], data.mean, data.std, data.size)
         z = torch.randn(24, self.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(x.device)
         samples = denormalize(self.generator(z), data.mean, data.std)

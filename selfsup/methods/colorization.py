@@ -35,6 +35,7 @@ from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import register
 from selfsup.transforms.color import annealed_mean, gamut_ab_bins, lab_to_rgb, rgb_to_lab, soft_encode
 from selfsup.transforms.ops import denormalize
+from selfsup.transforms import eval_view
 
 L_BINS = 50  # split-brain's ab -> L classes: L in 0..100, bins of 2
 
@@ -119,8 +120,6 @@ class _ColourTask(Method):
         return (self.weights[hard] * ce).mean(), (logits.argmax(1) == hard).float().mean().detach()
 
     def _picture(self, images, data, ab_pred_fn, title: str) -> dict:
-        from selfsup.transforms import eval_view
-
         x = eval_view(images[:12], data.mean, data.std, data.size)
         lab = self.encoder.lab(x)
         grey = lab.clone()

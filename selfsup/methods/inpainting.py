@@ -30,6 +30,8 @@ from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
 from selfsup.registry import register
 from selfsup.transforms.pretext import block_masks
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -79,9 +81,6 @@ class ContextEncoder(Method):
                                  "loss_adv": loss_adv.detach(), "loss_d": loss_d.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:12], data.mean, data.std, data.size)
         c = self.cfg
         m = block_masks(len(x), x.shape[-1], c.mask, c.hole, c.random_blocks, torch.Generator().manual_seed(0), x.device)

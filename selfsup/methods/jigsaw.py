@@ -24,6 +24,7 @@ from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.registry import register
 from selfsup.transforms.pretext import jigsaw_tiles, maximal_hamming_permutations, resize
+from selfsup.transforms import eval_view
 
 
 @dataclass
@@ -68,8 +69,6 @@ class Jigsaw(Method):
         return StepOutput(loss, {"pretext/jigsaw_acc": (logits.argmax(1) == y).float().mean().detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-
         x = eval_view(images[:6], data.mean, data.std, data.size)
         tiles, y = self._tiles(x, torch.Generator().manual_seed(0))
         pred = self._logits(tiles).argmax(1).cpu()

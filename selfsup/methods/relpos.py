@@ -30,6 +30,8 @@ from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.registry import register
 from selfsup.transforms.pretext import relative_position_pairs, resize
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -74,9 +76,6 @@ class RelativePosition(Method):
         return StepOutput(loss, {"pretext/relpos_acc": (logits.argmax(1) == y).float().mean().detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:8], data.mean, data.std, data.size)
         centre, other, y = self._pairs(x, torch.Generator().manual_seed(0))
         f = self.encoder(torch.cat([centre, other]))

@@ -18,6 +18,8 @@ from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.registry import register
 from selfsup.transforms.pretext import rotations
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -46,9 +48,6 @@ class Rotation(Method):
         return StepOutput(loss, {"pretext/rotation_acc": acc})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:8], data.mean, data.std, data.size)
         xr, y = rotations(x)
         pred = self.head(self.encoder(xr)).argmax(1)

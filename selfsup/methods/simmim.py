@@ -21,6 +21,8 @@ from selfsup.backbones.vit import patchify, unpatchify
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import register
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -78,9 +80,6 @@ class SimMIM(Method):
         return StepOutput(loss, {"pretext/recon_l1": loss.detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:12], data.mean, data.std, data.size)
         pred, mask, _ = self.reconstruct(x, torch.Generator().manual_seed(0))
         p, c = self.encoder.patch_size, x.shape[1]

@@ -23,6 +23,8 @@ from selfsup.losses.reconstruction import gaussian_kl
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.registry import register
+from selfsup.transforms import eval_view
+from selfsup.transforms.ops import denormalize
 
 
 @dataclass
@@ -68,9 +70,6 @@ class VAE(Method):
                                  "kl": kl.mean().detach(), "pretext/recon_mse": sq.mean().detach()})
 
     def pictures(self, images, data) -> dict:
-        from selfsup.transforms import eval_view
-        from selfsup.transforms.ops import denormalize
-
         x = eval_view(images[:12], data.mean, data.std, data.size)
         mu, _ = self.posterior(x)
         z = torch.randn(24, self.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(mu.device)

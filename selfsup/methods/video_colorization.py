@@ -35,6 +35,7 @@ from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.methods.colorization import LabEncoder
 from selfsup.registry import register
 from selfsup.transforms.color import rgb_to_lab
+from selfsup.nn.kmeans import kmeans
 
 
 @dataclass
@@ -97,8 +98,6 @@ class VideoColorization(Method):
 
     def on_epoch_start(self, epoch, data):
         if not bool(self.colors_ready):
-            from selfsup.nn.kmeans import kmeans
-
             g = torch.Generator().manual_seed(0)
             lab = self._frames_lab(data.dataset.images[torch.randperm(len(data.dataset.images), generator=g)[:300]])
             ab = lab[:, :, 1:].permute(0, 1, 3, 4, 2).reshape(-1, 2)

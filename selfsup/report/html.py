@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from selfsup.errors import SelfsupError
-from selfsup.train.loggers import read_metrics, row_seconds
+from selfsup.engine import read_metrics, row_seconds
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;padding:0 1em;color:#222}
@@ -243,7 +243,7 @@ def _run_section(i: int, r: dict) -> str:
 
 
 def _minutes(rows: list[dict]) -> tuple[list[float], str]:
-    """Training minutes of every row (selfsup.train.loggers.row_seconds), or its step where the run
+    """Training minutes of every row (selfsup.engine.row_seconds), or its step where the run
     logged no time."""
     seconds = row_seconds(rows)
     if seconds is None:

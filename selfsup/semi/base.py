@@ -137,16 +137,12 @@ def register_semi(name: str) -> Callable[[type], type]:
 
 
 def list_semi_methods() -> list[str]:
-    import selfsup.semi  # noqa: F401  (the package imports every method file)
-
     return sorted(_SEMI)
 
 
 def create_semi_method(name: str, overrides: dict | None = None) -> tuple[SemiMethod, SemiConfig]:
     """(the method with its paper's hyper-parameters, the training settings) with ``overrides``
     (field -> value) applied to whichever of the two has the field; an unknown field is an error."""
-    import selfsup.semi  # noqa: F401
-
     if name not in _SEMI:
         raise UnknownNameError(unknown_name_message("semi-supervised method", name, list(_SEMI)))
     cls = _SEMI[name]

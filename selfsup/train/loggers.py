@@ -1,5 +1,5 @@
-"""Where a run's numbers and pictures go: metrics.jsonl always (written here, and read back by
-``read_metrics``), and the trackers people look at.
+"""Where a run's numbers and pictures go: metrics.jsonl always (read back by
+``selfsup.engine.read_metrics``), and the trackers people look at.
 
 ``train.loggers`` (default ``[tensorboard]``) adds any of:
 
@@ -195,22 +195,3 @@ class RunLogger:
             self._guard("mlflow", lambda: mlflow.end_run())
         if self.file:
             self.file.close()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()] if p.is_file() else []
-
-
-def row_seconds(rows: list[dict]) -> list[float] | None:
-    """The training time (s) of every metrics row: its own ``train_seconds``, or — monitor rows of
-    runs from before they carried one — interpolated from the training rows' steps around it.
-    None when the run logged no time at all."""
-    import numpy as np  # numpy is only needed here
-
-    timed = sorted((r["step"], r["train_seconds"]) for r in rows if "train_seconds" in r and "step" in r)
-    if not timed:
-        return None
-    steps, secs = zip(*timed)
-    return [r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs))
-            for r in rows]

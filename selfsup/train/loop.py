@@ -33,6 +33,13 @@ from selfsup.train.loggers import RunLogger, check_loggers
 from selfsup.train.pictures import draw, plot_curves
 from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
+from selfsup.config import parse_override, resolve, to_dict
+from selfsup.data import DatasetError, load_dataset
+from selfsup.data.sources import choose_image_size
+from selfsup.data.stream import StreamLoader, load_imagefolder_stream, sample_images
+from selfsup.data.text import tokenize
+from selfsup.nn.sync_bn import convert_sync_batchnorm
+from selfsup.transforms import eval_view
 
 
 class TrainingError(SelfsupError, RuntimeError):
@@ -66,8 +73,6 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
     if not dist.is_dist():
         return method
     if sync_bn:
-        from selfsup.nn.sync_bn import convert_sync_batchnorm
-
         convert_sync_batchnorm(method, device)
     from torch.nn.parallel import DistributedDataParallel
 
@@ -84,12 +89,7 @@ def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
     config; an image folder's side too (``choose_size``; a resumed run keeps the one its config
     recorded, or the old default 32 of a run from before the choice was recorded). Training reads no
     test split (``with_test=False``)."""
-    from selfsup.data import DatasetError, load_dataset
-    from selfsup.data.stream import load_imagefolder_stream, sample_images
-
     if cfg.data.name == "imagefolder" and cfg.data.image_size is None and cfg.data.dir and choose_size:
-        from selfsup.data.sources import choose_image_size
-
         cfg.data.image_size, why = choose_image_size(Path(cfg.data.dir))  # config.yaml records the choice
         if dist.is_main():
             print(f"imagefolder: training at {cfg.data.image_size} px ({why}); data.image_size=N chooses another")
@@ -147,7 +147,6 @@ class _Monitor:
         # diagnostics on what the loss acts on (the projection), in eval mode
         was = method.training
         method.eval()
-        from selfsup.transforms import eval_view
 
         x = eval_view(self.test_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
@@ -235,7 +234,6 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
     texts = None
     if method.uses_text:  # image-text methods (CLIP) get the captions as tokens
-        from selfsup.data.text import tokenize
 
         if train.captions is None:
             raise TrainingError(f"{cfg.method_name} trains on image-caption pairs, and {cfg.data.name} has no captions: "
@@ -243,7 +241,6 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                                 f"a captions.tsv (file name, a tab, the caption)")
         texts = tokenize(train.captions, method.cfg.context)
     if cfg.data.stream:  # batches decoded from disk by worker processes (selfsup.data.stream)
-        from selfsup.data.stream import StreamLoader
 
         loader = StreamLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(),
                               dist.world_size(), order_fn=method.epoch_order, texts=texts, workers=cfg.data.workers)
@@ -542,8 +539,6 @@ def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:
     (epochs, budget, max_steps; the learning-rate schedule is stretched to the new length from the
     current step), or after a non-finite loss a lower optim.lr, optim.clip_grad or train.precision.
     Changes are written into config.yaml and recorded in metrics.jsonl at the step they start."""
-    from selfsup.config import parse_override, resolve, to_dict
-
     cfg = load_run_config(run_dir)
     layers = [parse_override(c) if isinstance(c, str) else c for c in changes]
     if not layers:

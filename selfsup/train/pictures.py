@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfsup.methods.base import Picture
-from selfsup.train.loggers import read_metrics
+from selfsup.engine import read_metrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

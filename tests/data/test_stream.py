@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from selfsup.engine import labelled_splits
 from selfsup.data import load_dataset
 from selfsup.data.loader import InMemoryLoader
 from selfsup.data.stream import StreamLoader, load_imagefolder_stream, sample_images
@@ -125,7 +126,7 @@ def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, ti
 
     from selfsup.data.stream import LazyImages
     from selfsup.engine import _dataset
-    from selfsup.eval.run import _splits, evaluate, evaluate_raw_pixels, load_run
+    from selfsup.eval.run import evaluate, evaluate_raw_pixels, load_run
     from selfsup.train import fit
 
     root = make_folder(tmp_path / "data", n=48, split="train")
@@ -138,14 +139,14 @@ def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, ti
     path.write_text(path.read_text().replace("stream: true", "stream: false"))
     _dataset.cache_clear()
     cfg, _, _ = load_run(tmp_path / "s")
-    train, test = _splits(cfg)
+    train, test = labelled_splits(cfg)
     assert isinstance(train.images, LazyImages) and isinstance(test.images, torch.Tensor)
     ft = dict(fraction=0.5, steps=3)
     streamed = [evaluate(tmp_path / "s", p) for p in ("knn", "linear")] + [evaluate(tmp_path / "s", "finetune", **ft)]
     raw_streamed = evaluate_raw_pixels(cfg, "knn")
     _dataset.cache_clear()
     in_memory = [evaluate(tmp_path / "m", p) for p in ("knn", "linear")] + [evaluate(tmp_path / "m", "finetune", **ft)]
-    assert not isinstance(_splits(load_run(tmp_path / "m")[0])[0].images, LazyImages)
+    assert not isinstance(labelled_splits(load_run(tmp_path / "m")[0])[0].images, LazyImages)
     for a, b in zip(streamed, in_memory):
         assert a["top1"] == pytest.approx(b["top1"], abs=1e-6), a["protocol"]
     assert raw_streamed["top1"] == pytest.approx(evaluate_raw_pixels(load_run(tmp_path / "m")[0], "knn")["top1"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.engine import labelled_splits
 from selfsup.cli import main
 from selfsup.eval.diagnostics import infonce_bound_curve, per_dimension_std
 from selfsup.eval.efficiency import time_to_accuracy
@@ -194,9 +195,9 @@ def test_semi_from_python(run):
     assert rows[1]["finetune"] is not None and rows[2]["finetune"] is None and rows[2]["scratch"] is None
     from selfsup.eval.features import raw_pixel_features
     from selfsup.eval.linear import linear_probe
-    from selfsup.eval.run import _splits, load_run_config
+    from selfsup.eval.run import load_run_config
 
-    train, test = _splits(load_run_config(run))
+    train, test = labelled_splits(load_run_config(run))
     want = linear_probe(raw_pixel_features(train.images), train.labels, raw_pixel_features(test.images), test.labels)
     assert rows[2]["raw_pixels"] == pytest.approx(want["top1"])
 
@@ -327,7 +328,7 @@ def test_eval_size_encodes_test_images_at_its_own_side(run, tmp_path):
     import yaml
 
     from selfsup.nn.features import extract_features
-    from selfsup.eval.run import _splits, load_run, run_features
+    from selfsup.eval.run import load_run, run_features
 
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
@@ -339,7 +340,7 @@ def test_eval_size_encodes_test_images_at_its_own_side(run, tmp_path):
     ftr16, _, fte16, _, cfg = run_features(copy)
     assert cfg.eval.size == 16 and [p.name.endswith("-16px.safetensors") for p in (copy / "features").iterdir()] == [True]
     _, method, _ = load_run(copy)
-    _, test = _splits(cfg)
+    _, test = labelled_splits(cfg)
     want = extract_features(method.encoder, test.images, cfg.data.mean, cfg.data.std, 16, precision=cfg.train.precision)
     torch.testing.assert_close(fte16, want)
     assert not torch.allclose(fte16, fte8, atol=1e-3)

@@ -1,0 +1,72 @@
+"""What a claim is: its arms (a method with overrides), a measure and a rule (``Claim``), and the
+comparison every rule uses; selfsup.claims.catalog lists the claims, selfsup.claims.harness runs them."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from selfsup.bench import Entry, entry_config, mean_std
+from selfsup.config import recipe_path, to_dict
+from selfsup.errors import SelfsupError
+
+
+@dataclass
+class Arm:
+    """One configuration of a claim's experiment."""
+    name: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    data: str | None = None  # None: the claims' data set (--data)
+    backbone: str | None = None
+    recipe_of: str | None = None  # train with the method's recipe for this data set (a data set with no recipe
+    #                               of its own would otherwise get the generic defaults: a full ResNet-18)
+
+    def entry(self):
+        config = None
+        if self.recipe_of:
+            config = recipe_path(self.method, self.recipe_of)
+            if config is None:
+                raise SelfsupError(f"arm {self.name}: no recipe configs/{self.method}_{self.recipe_of}.yaml")
+        return Entry(self.name, self.method, str(config) if config else None)
+
+
+@dataclass
+class Claim:
+    name: str
+    statement: str
+    arms: list[Arm]
+    measure: Callable[[Path], dict[str, float]]  # a finished run -> its numbers
+    decide: Callable[[dict[str, list[dict]]], tuple[str, str]]  # arm -> per-seed numbers -> (verdict, reason)
+    columns: list[str] = field(default_factory=list)  # which numbers the table shows
+
+
+def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str, ...] = ()) -> str:
+    """A run directory name for the arm's resolved configuration: arms of different claims that resolve to
+    the same run share it — SimCLR's default and ``train.batch_size=256`` (its recipe's batch), MAE's and
+    ``method.mask_ratio=0.75`` — so each distinct run is trained once."""
+    cfg = to_dict(entry_config(arm.entry(), arm.data or data, None, arm.backbone, budget, None,
+                               [*arm.overrides, *extra_overrides]))
+    cfg.pop("out", None)
+    cfg.get("train", {}).pop("device", None)
+    cfg.get("train", {}).pop("seed", None)  # the seed is the run's sub-directory
+    sig = json.dumps(cfg, sort_keys=True, default=str)
+    return f"{arm.method}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
+
+
+def compare(a: list[float], b: list[float], margin: float) -> tuple[str, float]:
+    """Is a above b? ("higher" | "lower" | "tie", the difference of means). With seeds, a difference
+    must exceed max(margin, 2 x the larger std); with one seed, the margin."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    spread = max(s for s in (sa, sb, 0.0) if s is not None)
+    need = max(margin, 2 * spread)
+    d = ma - mb
+    return ("higher" if d > need else "lower" if d < -need else "tie"), d
+
+
+def verdict_from(outcome: str, expected: str = "higher") -> str:
+    if outcome == "tie":
+        return "inconclusive at this scale"
+    return "holds" if outcome == expected else "does not hold"
