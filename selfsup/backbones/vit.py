@@ -6,7 +6,8 @@ The transformer blocks and the patch embedding are timm's (``timm.layers.PatchEm
 more than timm's ``VisionTransformer.forward`` gives: MAE runs the encoder on the visible patches
 only (``tokens(x, keep=...)``), SimMIM replaces masked patch embeddings by a mask token
 (``tokens(x, mask=..., mask_token=...)``), DINO's pictures need the last block's [CLS] attention
-(``last_attention``), dense heads read the patch tokens as a map (``forward_maps``).
+(``last_attention``), dense heads read the patch tokens as a map (``forward_maps``), data2vec's
+teacher reads every block's output (``block_outputs``).
 
 Position embeddings: fixed 2-D sine-cosine (MAE, MoCo v3; the default) or learned (the original
 ViT). ``forward`` returns the [CLS] token after the final LayerNorm: [B, dim].
@@ -122,6 +123,17 @@ class ViT(nn.Module):
         for blk in self.blocks:
             t = blk(t)
         return self.norm(t)
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's output tokens, [CLS] first, before the final norm: ``depth`` tensors
+        [B, 1 + P, dim] (data2vec's teacher averages the top K of them)."""
+        t = self.embed(x)
+        t = torch.cat([self.cls_token.expand(len(t), -1, -1).to(t.dtype), t], dim=1)
+        outputs = []
+        for blk in self.blocks:
+            t = blk(t)
+            outputs.append(t)
+        return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tokens(x)[:, 0]

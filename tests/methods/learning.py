@@ -27,6 +27,19 @@ def digits_recipe(method: str, epochs: int, heads: dict) -> list[dict]:
     }]
 
 
+def vit_digits_recipe(method: str, epochs: int, heads: dict | None = None) -> list[dict]:
+    """A masked-modelling ViT on digits: vit_micro with 2-px patches (a 4 x 4 grid), AdamW, light crops."""
+    return [{
+        "method": {"name": method, **(heads or {})},
+        "data": {"name": "digits"},
+        "backbone": {"name": "vit_micro", "patch_size": 2},
+        "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0},
+        "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
+        "train": {"batch_size": 128, "epochs": epochs, "monitor_train": 0, "checkpoint_every": 0,
+                  "log_every": 1000, "seed": 0, "device": "cpu"},
+    }]
+
+
 def knn(method, cfg, train, test) -> dict:
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=train.image_size)
     ftr = extract_features(method.encoder, train.images, **kw)
