@@ -27,7 +27,6 @@ from torchvision import transforms as T
 
 from selfsup.config import load_yaml, parse_override, recipe_path, resolve
 from selfsup.transforms.views import view_config
-from selfsup.data import load_dataset
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
 from selfsup.train.loop import build_method, load_data, pick_device

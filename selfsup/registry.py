@@ -1,4 +1,5 @@
-"""Name -> method registry.
+"""Registries: one idiom (``Registry[T]``: add, get with "did you mean", names) for methods, view presets,
+backbones, data sets and semi-supervised methods.
 
 A method registers itself with ``@register("simclr", config=SimCLRConfig, views="simclr")``.
 The registry is what ``selfsup list methods``, ``create_method`` and the registry-wide tests
@@ -8,10 +9,54 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Generic, TypeVar
 
 from selfsup.errors import SelfsupError, UnknownNameError
+
+T = TypeVar("T")
+
+
+class Registry(Mapping[str, T], Generic[T]):
+    """Names -> things of one kind. ``add`` refuses a duplicate name; ``get`` (and ``reg[name]``) fails on
+    an unknown one with the closest known name and the list, as a KeyError subclass (``error``: another
+    exception class, e.g. the data side's DatasetError). Iterates in registration order; ``names()`` sorted."""
+
+    def __init__(self, kind: str, error: type[Exception] = UnknownNameError):
+        self.kind, self.error = kind, error
+        self._items: dict[str, T] = {}
+
+    def add(self, name: str, item: T) -> T:
+        if name in self._items:
+            raise SelfsupError(f"{self.kind} {name!r} is already registered ({self._items[name]!r})")
+        self._items[name] = item
+        return item
+
+    def get(self, name: str, hint: str = "") -> T:  # type: ignore[override]  (fails instead of returning None)
+        if name not in self._items:
+            raise self.error(unknown_name_message(self.kind, name, list(self._items)) + hint)
+        return self._items[name]
+
+    def __getitem__(self, name: str) -> T:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:  # Mapping's would call get, which raises for a miss
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def copy(self) -> "Registry[T]":
+        other = Registry(self.kind, self.error)
+        other._items = dict(self._items)
+        return other
 
 
 @dataclass(frozen=True)
@@ -24,17 +69,17 @@ class MethodSpec:
     summary: str = ""
 
 
-_METHODS: dict[str, MethodSpec] = {}
+METHODS: Registry[MethodSpec] = Registry("method")
 
 
 def register(name: str, *, config: type, views: str, uses_labels: bool = False) -> Callable[[type], type]:
     """Class decorator that registers a Method under ``name``; duplicate names fail."""
 
     def wrap(cls: type) -> type:
-        if name in _METHODS:
-            raise SelfsupError(f"method {name!r} is already registered by {_METHODS[name].cls.__module__}")
+        if name in METHODS:
+            raise SelfsupError(f"method {name!r} is already registered by {METHODS[name].cls.__module__}")
         doc = (cls.__doc__ or "").strip().splitlines()
-        _METHODS[name] = MethodSpec(name, cls, config, views, uses_labels, doc[0] if doc else "")
+        METHODS.add(name, MethodSpec(name, cls, config, views, uses_labels, doc[0] if doc else ""))
         cls.name = name
         return cls
 
@@ -42,8 +87,9 @@ def register(name: str, *, config: type, views: str, uses_labels: bool = False) 
 
 
 def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    """'unknown method 'simclrr'; did you mean 'simclr'? Known: ...' — shared by every registry."""
-    close = difflib.get_close_matches(name, known, n=1)
+    """'unknown method 'simclrr'; did you mean 'simclr'? Known: ...' — shared by every registry (and by
+    config keys). Case is ignored for the suggestion ('Fashion-MNIST' -> 'fashion-mnist')."""
+    close = difflib.get_close_matches(name, known, n=1) or difflib.get_close_matches(str(name).lower(), known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown {kind} {name!r}{hint} Known {kind}s: {', '.join(sorted(known))}"
 
@@ -51,34 +97,28 @@ def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
 # View presets (selfsup.transforms.views registers them): name -> a ViewConfig of the preset's defaults.
 # Kept here so that composing a configuration (core) can read a method's preset without importing
 # the transforms that apply it.
-_VIEW_PRESETS: dict[str, object] = {}
+VIEW_PRESETS: Registry = Registry("view preset")
 
 
 def register_view_preset(name: str, defaults) -> None:
-    if name in _VIEW_PRESETS:
-        raise SelfsupError(f"view preset {name!r} is already registered")
-    _VIEW_PRESETS[name] = defaults
+    VIEW_PRESETS.add(name, defaults)
 
 
 def view_preset(name: str):
     """A fresh copy of the preset's ViewConfig (changing it leaves the preset as it was)."""
-    if name not in _VIEW_PRESETS:
-        raise UnknownNameError(unknown_name_message("view preset", name, list(_VIEW_PRESETS)))
-    return dataclasses.replace(_VIEW_PRESETS[name])
+    return dataclasses.replace(VIEW_PRESETS.get(name))
 
 
 def list_view_presets() -> list[str]:
-    return sorted(_VIEW_PRESETS)
+    return VIEW_PRESETS.names()
 
 
 def get_method_spec(name: str) -> MethodSpec:
-    if name not in _METHODS:
-        raise UnknownNameError(unknown_name_message("method", name, list(_METHODS)))
-    return _METHODS[name]
+    return METHODS.get(name)
 
 
 def list_methods() -> list[str]:
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def method_specs() -> list[MethodSpec]:

@@ -1,5 +1,7 @@
-"""The code's layers are the documented ones: import-linter checks the contract in pyproject.toml
-(a layer imports only layers below it; applications > train, eval > engine > methods > parts > core)."""
+"""The code's layers are the documented ones (docs/architecture.md): import-linter checks the contract in
+pyproject.toml (a layer imports only layers below it: applications > train > eval > engine > methods >
+parts > core); no module imports selfsup inside a function or another module's private names; ruff's
+lint rules hold."""
 from __future__ import annotations
 
 import shutil
@@ -28,6 +30,15 @@ def test_the_contract_fails_on_a_layer_violation(tmp_path):
     out = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
                          env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert out.returncode != 0 and "selfsup.methods is not allowed to import selfsup.train" in out.stdout
+
+
+def test_ruff_finds_nothing():
+    """The lint rules in pyproject.toml: undefined and unused names, mutable defaults, == None."""
+    exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert exe, "ruff is part of the test extra: pip install -e '.[test]'"
+    out = subprocess.run([exe, "check", "--no-cache", "selfsup", "tests", "benchmarks"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 def _imports(path: Path):

@@ -11,17 +11,20 @@ from selfsup.backbones.convnet import ConvNet
 from selfsup.backbones.resnet import RESNET_LAYERS, ResNet
 from selfsup.backbones.timm_models import PREFIX, TimmBackbone
 from selfsup.backbones.vit import VIT_SIZES, ViT
-from selfsup.errors import IncompatibleError, SelfsupError, UnknownNameError
-from selfsup.registry import unknown_name_message
+from selfsup.errors import IncompatibleError, SelfsupError
+from selfsup.registry import Registry
 
-BACKBONES: dict[str, Callable[..., nn.Module]] = {name: partial(ResNet, name) for name in RESNET_LAYERS}
-BACKBONES["convnet"] = ConvNet
-BACKBONES["conv1d"] = Conv1dEncoder  # 1-D sequences (CPC audio encoder), input read as x.flatten(2)
-BACKBONES.update({name: partial(ViT, name) for name in VIT_SIZES})
+BACKBONES: Registry[Callable[..., nn.Module]] = Registry("backbone")
+for _name in RESNET_LAYERS:
+    BACKBONES.add(_name, partial(ResNet, _name))
+BACKBONES.add("convnet", ConvNet)
+BACKBONES.add("conv1d", Conv1dEncoder)  # 1-D sequences (CPC audio encoder), input read as x.flatten(2)
+for _name in VIT_SIZES:
+    BACKBONES.add(_name, partial(ViT, _name))
 
 
 def list_backbones() -> list[str]:
-    return sorted(BACKBONES)
+    return BACKBONES.names()
 
 
 def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float = 1.0,
@@ -41,8 +44,7 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
         model = TimmBackbone(name[len(PREFIX):], in_channels, image_size)
         model.backbone_args = {"name": name, "in_channels": in_channels, "image_size": image_size}
         return model
-    if name not in BACKBONES:
-        raise UnknownNameError(unknown_name_message("backbone", name, list(BACKBONES)) + f"; or {PREFIX}NAME for a timm model")
+    build = BACKBONES.get(name, hint=f"; or {PREFIX}NAME for a timm model")
     if name in VIT_SIZES:
         if image_size is None:
             raise SelfsupError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")
@@ -51,11 +53,11 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
                                f"({', '.join(VIT_SIZES)})")
         args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
                     drop_path=drop_path)
-        model = BACKBONES[name](**args)
+        model = build(**args)
         model.backbone_args = {"name": name, **args}
         return model
     args = dict(in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
-    model = BACKBONES[name](**args)
+    model = build(**args)
     model.backbone_args = {"name": name, **args}  # lets a method build a sibling (clone_backbone)
     return model
 

@@ -14,13 +14,13 @@ from selfsup.data.captions import load_captioned_digits, load_captioned_fashion_
 from selfsup.data.video import load_moving_shapes
 
 # synthetic colour sets (hue by class) for the colour pretext tasks: colorization, split-brain
-DATASETS["color-fashion-mnist"] = load_color_fashion_mnist
-DATASETS["color-digits"] = load_color_digits
+DATASETS.add("color-fashion-mnist", load_color_fashion_mnist)
+DATASETS.add("color-digits", load_color_digits)
 # the same with a random hue per image (colour a nuisance, not the label): the colour-augmentation ablation
-DATASETS["tinted-fashion-mnist"] = load_tinted_fashion_mnist
-DATASETS["tinted-digits"] = load_tinted_digits
-DATASETS["captioned-fashion-mnist"] = load_captioned_fashion_mnist  # SYNTHETIC templated captions (CLIP)
-DATASETS["captioned-digits"] = load_captioned_digits
-DATASETS["moving-shapes"] = load_moving_shapes  # SYNTHETIC videos as 2x2 frame mosaics (video colorization)
+DATASETS.add("tinted-fashion-mnist", load_tinted_fashion_mnist)
+DATASETS.add("tinted-digits", load_tinted_digits)
+DATASETS.add("captioned-fashion-mnist", load_captioned_fashion_mnist)  # SYNTHETIC templated captions (CLIP)
+DATASETS.add("captioned-digits", load_captioned_digits)
+DATASETS.add("moving-shapes", load_moving_shapes)  # SYNTHETIC videos as 2x2 frame mosaics (video colorization)
 
 __all__ = ["DATASETS", "DatasetError", "ImageDataset", "list_datasets", "load_dataset"]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import gzip
 import importlib
 import os
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.errors import SelfsupError
+from selfsup.registry import Registry
 
 __all__ = [
     "DATASETS",
@@ -1193,27 +1193,16 @@ def load_signals(split: str, root: Optional[Path], image_size: Optional[int]) ->
 
 Loader = Callable[[str, Optional[Path], Optional[int]], ImageDataset]
 
-DATASETS: dict[str, Loader] = {
-    "fashion-mnist": load_fashion_mnist,
-    "digits": load_digits,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "imagefolder": load_imagefolder,
-    "array": load_array,
-    "signals": load_signals,
-}
+DATASETS: Registry[Loader] = Registry("dataset", error=DatasetError)
+for _name, _loader in (("fashion-mnist", load_fashion_mnist), ("digits", load_digits), ("cifar10", load_cifar10),
+                       ("cifar100", load_cifar100), ("imagefolder", load_imagefolder), ("array", load_array),
+                       ("signals", load_signals)):
+    DATASETS.add(_name, _loader)
 
 
 def list_datasets() -> list[str]:
-    """Names accepted by :func:`load_dataset`."""
+    """Names accepted by :func:`load_dataset`, in registration order (the sources, then derived sets)."""
     return list(DATASETS)
-
-
-def _unknown_name_error(name: str) -> DatasetError:
-    """DatasetError listing the known names, with a 'did you mean' hint."""
-    close = difflib.get_close_matches(name.lower(), DATASETS, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return DatasetError(f"unknown dataset {name!r}.{hint} Known datasets: {', '.join(DATASETS)}")
 
 
 def load_dataset(
@@ -1227,14 +1216,13 @@ def load_dataset(
     ``root`` is a folder or file whose meaning depends on the source;
     ``image_size`` resizes every image to a square of that side.
     """
-    if name not in DATASETS:
-        raise _unknown_name_error(name)
+    loader = DATASETS.get(name)
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if image_size is not None and image_size <= 0:
         raise DatasetError(f"image_size must be a positive integer, got {image_size}")
     path = Path(root).expanduser() if root is not None else None
-    ds = DATASETS[name](split, path, image_size)
+    ds = loader(split, path, image_size)
     if image_size is not None and tuple(ds.images.shape[-2:]) != (image_size, image_size):
         ds = dataclasses.replace(ds, images=resize_images(ds.images, image_size))
     return ds

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from selfsup.config import ConfigError, from_dict
-from selfsup.errors import SelfsupError, UnknownNameError
-from selfsup.registry import unknown_name_message
+from selfsup.errors import SelfsupError
+from selfsup.registry import Registry
 from selfsup.transforms import ops
 from selfsup.transforms.randaugment import strong_augment, weak_augment
 
@@ -120,32 +120,28 @@ class SemiMethod(abc.ABC):
         """The step's loss and what to log (detached tensors or numbers)."""
 
 
-_SEMI: dict[str, type[SemiMethod]] = {}
+SEMI_METHODS: Registry[type[SemiMethod]] = Registry("semi-supervised method")
 
 
 def register_semi(name: str) -> Callable[[type], type]:
     """Class decorator registering a SemiMethod under ``name``."""
 
     def wrap(cls: type) -> type:
-        if name in _SEMI:
-            raise SelfsupError(f"semi-supervised method {name!r} is already registered")
+        SEMI_METHODS.add(name, cls)
         cls.name = name
-        _SEMI[name] = cls
         return cls
 
     return wrap
 
 
 def list_semi_methods() -> list[str]:
-    return sorted(_SEMI)
+    return SEMI_METHODS.names()
 
 
 def create_semi_method(name: str, overrides: dict | None = None) -> tuple[SemiMethod, SemiConfig]:
     """(the method with its paper's hyper-parameters, the training settings) with ``overrides``
     (field -> value) applied to whichever of the two has the field; an unknown field is an error."""
-    if name not in _SEMI:
-        raise UnknownNameError(unknown_name_message("semi-supervised method", name, list(_SEMI)))
-    cls = _SEMI[name]
+    cls = SEMI_METHODS.get(name)
     method_fields = {f.name for f in fields(cls.Config)}
     train_fields = {f.name for f in fields(SemiConfig)}
     over = dict(overrides or {})

@@ -115,7 +115,7 @@ def test_unknown_name_suggests_and_lists() -> None:
     with pytest.raises(DatasetError) as exc:
         load_dataset("cifar-10")
     msg = str(exc.value)
-    assert "Did you mean 'cifar10'" in msg
+    assert "did you mean 'cifar10'" in msg
     assert "fashion-mnist" in msg and "imagefolder" in msg
 
 

@@ -130,7 +130,7 @@ def test_byol_target_is_the_ema_of_the_online_network():
 
 
 def test_register_refuses_a_duplicate_name(monkeypatch):
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry, "METHODS", registry.METHODS.copy())
     spec = get_method_spec("simclr")
 
     class Other(Method):
@@ -138,7 +138,7 @@ def test_register_refuses_a_duplicate_name(monkeypatch):
 
     with pytest.raises(ValueError, match="simclr"):
         register("simclr", config=spec.config, views="simclr")(Other)
-    assert registry._METHODS["simclr"].cls is spec.cls
+    assert registry.METHODS["simclr"].cls is spec.cls
 
 
 def test_unknown_method_name_suggests():

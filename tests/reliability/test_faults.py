@@ -334,7 +334,6 @@ def test_cmyk_animated_and_bomb_images(tmp_path):
     import struct
     import zlib
 
-    import numpy as np
     from PIL import Image
 
     from selfsup.data import load_dataset

@@ -3,13 +3,11 @@ in data or in a project error (SelfsupError, whose message names the fix), never
 (issue 27). Property-based (hypothesis), a few dozen examples each to keep the suite fast."""
 from __future__ import annotations
 
-import io
 import pickle
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from selfsup.config import compose, parse_override

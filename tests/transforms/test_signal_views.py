@@ -7,7 +7,6 @@ T = 1024 samples row-major as [N, 1, 32, 32], on which the crop is exactly the i
 """
 from __future__ import annotations
 
-import pytest
 import torch
 
 from selfsup.config import load_yaml, recipe_path, resolve
