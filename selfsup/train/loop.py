@@ -347,7 +347,29 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps "
                   f"(train.steps={st['planned_steps']} trains the same weights on any machine)")
 
+    # The step of the first non-finite loss (-1: none yet), kept on the device: reading a loss on the
+    # host every micro-step would stall a GPU, so it is read only where it matters — before a metrics
+    # row, before a checkpoint (a checkpoint is never written after a non-finite loss) and at the end.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def check_finite() -> None:
+        bad = int(first_bad)
+        if dist.all_true(bad < 0):
+            return
+        saved = (ckpt_dir / "last" / "meta.json").is_file()
+        where = (f"The last good checkpoint is {ckpt_dir / 'last'} (step {read_meta(ckpt_dir / 'last').get('step')})"
+                 if saved else "No checkpoint was written before it")
+        at = f"at step {bad}" if bad >= 0 else "on another process"
+        raise TrainingError(
+            f"non-finite loss {at}, epoch {st['epoch']}. {where}. "
+            + (f"Continue from it with a lower learning rate, fp32 or clipping: `selfsup pretrain --resume "
+               f"{run_dir} optim.lr={cfg.optim.lr / 10:g}` (or train.precision=fp32, optim.clip_grad=1.0)"
+               if saved else
+               f"Start again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or "
+               f"optim.clip_grad=1.0, into another --out (or delete {run_dir})"))
+
     def checkpoint() -> None:
+        check_finite()
         rng = dist.all_gather_object(_rng_state(gen))  # every process's streams, for an exact resume
         if dist.is_main():
             state = {"loop": dict(st), "rng": rng[0], **({"rng_ranks": rng} if len(rng) > 1 else {})}
@@ -398,17 +420,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 with torch.autocast(**autocast), (contextlib.nullcontext() if sync else model.no_sync()):
                     out = model(batch)  # Method.forward is training_step
                 loss = out.loss
-                if not dist.all_true(bool(torch.isfinite(loss))):
-                    saved = (ckpt_dir / "last" / "meta.json").is_file()
-                    where = (f"The last good checkpoint is {ckpt_dir / 'last'} (step {read_meta(ckpt_dir / 'last').get('step')})"
-                             if saved else "No checkpoint was written before it")
-                    raise TrainingError(
-                        f"non-finite loss ({loss.item()}) at step {st['step']}, epoch {st['epoch']}. {where}. "
-                        + (f"Continue from it with a lower learning rate, fp32 or clipping: `selfsup pretrain --resume "
-                           f"{run_dir} optim.lr={cfg.optim.lr / 10:g}` (or train.precision=fp32, optim.clip_grad=1.0)"
-                           if saved else
-                           f"Start again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or "
-                           f"optim.clip_grad=1.0, into another --out (or delete {run_dir})"))
+                first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), st["step"], first_bad))
                 with contextlib.nullcontext() if sync else model.no_sync():
                     (loss / t_cfg.accumulate).backward()
                 micro += 1
@@ -431,6 +443,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 st["step"] += 1
                 method.on_step_end(progress())
                 if st["step"] % t_cfg.log_every == 0 or done():
+                    check_finite()
                     ips = rate_n / max(1e-9, now - rate_t)
                     rate_t, rate_n = now, 0
                     row = {"step": st["step"], "epoch": st["epoch"], "loss": loss.item(),
@@ -449,6 +462,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                     last_ckpt = st["train_seconds"]
                 if done():
                     break
+            check_finite()  # once an epoch at least, before the monitor reads the weights
             if st["batch_in_epoch"] >= len(loader):  # the epoch ran to its end (also when it ended the run)
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0

@@ -97,6 +97,28 @@ def test_nan_loss_names_the_step_and_suggests_a_lower_lr(tiny_config, tmp_path, 
     assert "step 2" in msg and "optim.lr" in msg and "No checkpoint was written" in msg and "another --out" in msg
 
 
+def test_a_nan_between_checks_is_reported_at_its_step_and_never_checkpointed(tiny_config, tmp_path, monkeypatch):
+    """The loss is read on the host only before a metrics row, a checkpoint and at an epoch's end (no sync
+    each step): a NaN at step 2 of a run that logs every 100 steps still names step 2, and no checkpoint
+    of the weights it spoiled is written (train.checkpoint_steps=3 would have written one at step 3)."""
+    real = SimCLR.training_step
+    calls = {"n": 0}
+
+    def step(self, batch):
+        out = real(self, batch)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out.loss = out.loss * float("nan")
+        return out
+
+    monkeypatch.setattr(SimCLR, "training_step", step)
+    with pytest.raises(TrainingError, match="non-finite loss at step 2") as e:
+        fit(tiny_config("simclr", "train.log_every=100", "train.checkpoint_steps=3"), tmp_path / "run",
+            progress_bar=False)
+    assert calls["n"] == 3 and "No checkpoint was written" in str(e.value)  # stopped at the checkpoint
+    assert not (tmp_path / "run" / "checkpoints" / "last").exists()
+
+
 def test_exploding_learning_rate_is_a_training_error(tiny_config, tmp_path):
     cfg = tiny_config("simclr", "optim.name=sgd", "optim.lr=1.0e+30", "optim.warmup=0.0", "train.epochs=3")
     with pytest.raises(TrainingError, match="lower optim.lr"):
