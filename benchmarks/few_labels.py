@@ -81,7 +81,7 @@ L2_WIDE = L2 + (1e-1, 1.0)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", nargs="?", help="a trained run on a labelled data set (not needed with --markdown)")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--finetune-up-to", type=float, default=0.01)
     p.add_argument("--arms", help="comma-separated arms to run (default all)")
@@ -94,12 +94,18 @@ def main() -> None:
     p.add_argument("--json")
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
     p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
+    p.add_argument("--markdown", metavar="JSON", help="print the README's table from an earlier run's --json and stop")
     a = p.parse_args()
+    if a.markdown:
+        print(markdown_table(summarise(json.load(open(a.markdown))["rows"])))
+        return
     if a.plot_only:
         d = json.load(open(a.plot_only))
         plot(d["summary"], list(dict.fromkeys(r["arm"] for r in d["rows"])), a.png,
              f"{d['method']} encoder: test top-1 by label budget")
         return
+    if not a.run_dir:
+        p.error("RUN_DIR is needed to measure (only --markdown and --plot-only read a results file alone)")
     torch.set_num_threads(2)
     seeds = [int(s) for s in a.seeds.split(",")]
     extra_arms = []
@@ -185,8 +191,30 @@ def main() -> None:
     if a.merge:
         rows = [r for r in json.load(open(a.merge))["rows"]
                 if not (want(r["arm"]) and r["budget"] in run_budgets)] + rows
+    summary = summarise(rows)
+    arms_all = list(dict.fromkeys(r["arm"] for r in rows))
+    print("\n| labels | " + " | ".join(arms_all) + " | chosen on validation | pays? | best of all | goal (+5) |")
+    print("|---" * (len(arms_all) + 5) + "|")
+    for s in summary:
+        cells = [(f"{s['arms'][x]['test']:.1f} ± {s['arms'][x]['test_std']:.1f}" if s["seeds"][x] > 1 else
+                  f"{s['arms'][x]['test']:.1f} (1 seed)") if x in s["arms"] else "—" for x in arms_all]
+        print(f"| {s['budget']} ({s['labels']}) | " + " | ".join(cells) + f" | {s['chosen']} | "
+              f"{'yes' if s['pays'] else 'no'} | {s['best']} | {'—' if s['goal'] is None else 'yes' if s['goal'] else 'no'} |")
+    if a.png:
+        plot(summary, arms_all, a.png, f"{cfg.method_name} encoder: test top-1 by label budget")
+    if a.json:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        with open(a.json, "w") as f:
+            json.dump({"run": a.run_dir, "method": cfg.method_name, "rows": rows, "summary": summary, "seeds": seeds,
+                       "val_size": VAL_SIZE, "margin": MARGIN, "commit": commit, "date": time.strftime("%Y-%m-%d"),
+                       "machine": platform.processor() or platform.machine()}, f, indent=1)
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Per label budget: each arm's mean validation and test accuracy over its seeds, and the rule's
+    verdicts (the arm chosen on validation, the labels-alone baseline, pays, the goal, the recipe)."""
     summary = []
-    for name, _ in budgets:
+    for name in README_LABELS:
         here = [r for r in rows if r["budget"] == name]
         if not here:
             continue
@@ -211,22 +239,34 @@ def main() -> None:
                         "seconds": {x: float(np.mean([r["seconds"] for r in here if r["arm"] == x and "seconds" in r] or [0]))
                                     for x in arms},
                         "arms": {x: {"val": m[0], "test": m[1], "test_std": m[2]} for x, m in mean.items()}})
-    arms_all = list(dict.fromkeys(r["arm"] for r in rows))
-    print("\n| labels | " + " | ".join(arms_all) + " | chosen on validation | pays? | best of all | goal (+5) |")
-    print("|---" * (len(arms_all) + 5) + "|")
+    return summary
+
+
+# The README's few-labels table: (column title, arm); "baseline" is the summary's labels-alone arm.
+README_COLUMNS = (("raw pixels (linear)", "raw pixels"), ("same network, from scratch", "baseline"),
+                  ("selfsup: linear probe", "linear"), ("selfsup: fine-tuned", "finetune"),
+                  ("selfsup + FixMatch (`selfsup semi`)", "fixmatch"))
+README_LABELS = {"10 per class": "100 (10 per class)", "1 %": "600 (1 %)", "10 %": "6,000 (10 %)"}
+
+
+def markdown_table(summary: list[dict]) -> str:
+    """The README's table from a results file's summary: mean ± std of test top-1 over the seeds (the
+    count said where it is not 3), the best of each row in bold, "—" where an arm did not run."""
+    lines = ["| labels | " + " | ".join(t for t, _ in README_COLUMNS) + " |", "|---" * (len(README_COLUMNS) + 1) + "|"]
     for s in summary:
-        cells = [(f"{s['arms'][x]['test']:.1f} ± {s['arms'][x]['test_std']:.1f}" if s["seeds"][x] > 1 else
-                  f"{s['arms'][x]['test']:.1f} (1 seed)") if x in s["arms"] else "—" for x in arms_all]
-        print(f"| {s['budget']} ({s['labels']}) | " + " | ".join(cells) + f" | {s['chosen']} | "
-              f"{'yes' if s['pays'] else 'no'} | {s['best']} | {'—' if s['goal'] is None else 'yes' if s['goal'] else 'no'} |")
-    if a.png:
-        plot(summary, arms_all, a.png, f"{cfg.method_name} encoder: test top-1 by label budget")
-    if a.json:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        with open(a.json, "w") as f:
-            json.dump({"run": a.run_dir, "method": cfg.method_name, "rows": rows, "summary": summary, "seeds": seeds,
-                       "val_size": VAL_SIZE, "margin": MARGIN, "commit": commit, "date": time.strftime("%Y-%m-%d"),
-                       "machine": platform.processor() or platform.machine()}, f, indent=1)
+        arms = [s.get("baseline") if a == "baseline" else a for _, a in README_COLUMNS]
+        best = max((s["arms"][a]["test"] for a in arms if a in s["arms"]), default=None)
+        cells = []
+        for a in arms:
+            if a not in s["arms"]:
+                cells.append("—")
+                continue
+            m, sd, n = s["arms"][a]["test"], s["arms"][a]["test_std"], s["seeds"][a]
+            text = f"{m:.1f} ± {sd:.1f} %" if n > 1 else f"{m:.1f} %"
+            text += "" if n == 3 else f" ({n} seed{'s' if n > 1 else ''})"
+            cells.append(f"**{text}**" if m == best else text)
+        lines.append(f"| {README_LABELS.get(s['budget'], s['budget'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def plot(summary: list[dict], arms: list[str], path: str, title: str) -> None:

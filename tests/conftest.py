@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,13 @@ def no_data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [])
     return empty
+
+
+_LEARNS = re.compile(r"_(learns?|learning)(_|$)")  # test_simclr_learns_digits, test_colour_tasks_learn, ...
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the tests that train a method and check that it learns (their names say so) as ``learning``."""
+    for item in items:
+        if _LEARNS.search(item.originalname or item.name) and "learning_rate" not in item.name:
+            item.add_marker(pytest.mark.learning)
