@@ -70,3 +70,26 @@ def swapped_prediction(scores: torch.Tensor, codes: torch.Tensor, temperature: f
         ce = -torch.einsum("ibk,vbk->iv", codes.detach().float(), log_p) / b  # [G, V]: mean over the batch
     off_diagonal = ~torch.eye(g, v, dtype=torch.bool, device=ce.device)  # a crop never predicts its own codes
     return ce[off_diagonal].mean()
+
+
+def power_law_prior(num_prototypes: int, tau: float = 0.25, device=None) -> torch.Tensor:
+    """PMSN's power-law prior over K prototypes (Assran et al. 2023, "The Hidden Uniform Cluster Prior
+    in Self-Supervised Learning", sec. 5): p_k proportional to k^(-tau) for k = 1..K, summing to 1.
+    tau = 0 is the uniform prior. Prototypes are exchangeable, so which one gets rank k is arbitrary."""
+    k = torch.arange(1, num_prototypes + 1, dtype=torch.float64, device=device)
+    prior = k.pow(-tau)
+    return (prior / prior.sum()).float()
+
+
+def prior_matching(mean_probs: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(p_bar || prior) = sum_k p_bar_k log(p_bar_k / prior_k): how far the mean prediction over the
+    anchors, p_bar [K], is from a prior [K] (None: uniform).
+
+    With the uniform prior this is log K - H(p_bar), MSN's mean-entropy maximisation (me-max) term
+    exactly as the official code computes it (``rloss`` in src/losses.py: -H(p_bar) + log K), whose
+    gradient is that of -H(p_bar); PMSN replaces the uniform prior by a power law. 0 log 0 = 0.
+    """
+    p = mean_probs.float()
+    log_prior = -torch.log(torch.tensor(float(p.shape[-1]), device=p.device)) if prior is None \
+        else prior.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    return torch.xlogy(p, p).sum(-1) - (p * log_prior).sum(-1)

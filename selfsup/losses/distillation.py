@@ -1,8 +1,11 @@
-"""Self-distillation losses (BYOL, SimSiam, DINO)."""
+"""Self-distillation losses (BYOL, SimSiam, DINO, iBOT) and DINOv2's additions (Sinkhorn-Knopp
+teacher, KoLeo)."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from selfsup.losses.clustering import sinkhorn
 
 
 def normalized_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
@@ -21,6 +24,41 @@ def negative_cosine(p: torch.Tensor, z: torch.Tensor, stop_gradient: bool = True
     return -(p * z).sum(dim=-1).mean()
 
 
+def centred_softmax(teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float = 0.04) -> torch.Tensor:
+    """DINO's teacher targets P_t = softmax((t - c) / tau_t): centred and sharpened, float32, no gradient.
+    teacher: [..., K] logits; center: [K]."""
+    with torch.autocast(teacher.device.type, enabled=False):
+        return F.softmax((teacher.float() - center.float()) / teacher_temp, dim=-1).detach()
+
+
+def sinkhorn_knopp_teacher(teacher: torch.Tensor, teacher_temp: float = 0.07, iterations: int = 3) -> torch.Tensor:
+    """DINOv2's alternative to centring (Oquab et al. 2023, sec. 4; the official
+    ``DINOLoss.sinkhorn_knopp_teacher``, taken from SwAV): the teacher's targets are SwAV's balanced
+    codes of its logits at temperature tau_t, Q = exp(t / tau_t) rescaled by 3 rounds of Sinkhorn-Knopp so
+    that every prototype gets an equal share of the batch (all processes). teacher: [..., K] logits ->
+    [..., K] targets, each row summing to 1, float32, no gradient. Replaces the centre: no EMA to update."""
+    shape = teacher.shape
+    return sinkhorn(teacher.reshape(-1, shape[-1]), epsilon=teacher_temp, iterations=iterations).view(shape)
+
+
+def dino_cross_entropy(student: torch.Tensor, targets: torch.Tensor, student_temp: float = 0.1) -> torch.Tensor:
+    """DINO's multi-crop cross-entropy given the teacher's target distributions.
+
+    student: [V, B, K] student logits of every crop (the G globals first); targets: [G, B, K] the
+    teacher's distributions on the global crops (``centred_softmax`` or ``sinkhorn_knopp_teacher``).
+    The loss is -sum_k P_t(x_i) log P_s(x_j), P_s = softmax(s / tau_s), averaged over the batch and over
+    the pairs (teacher global i, student crop j != i) — the official code's mean over terms."""
+    v, b, _ = student.shape
+    g = targets.shape[0]
+    # float32 throughout: under autocast the einsum (a batched matmul) would otherwise run in bf16
+    with torch.autocast(student.device.type, enabled=False):
+        p_t = targets.float().detach()  # [G, B, K], a target
+        log_p_s = F.log_softmax(student.float() / student_temp, dim=-1)  # [V, B, K]
+        ce = -torch.einsum("ibk,jbk->ij", p_t, log_p_s) / b  # [G, V]: mean over the batch
+    off_diagonal = ~torch.eye(g, v, dtype=torch.bool, device=ce.device)  # never the same crop
+    return ce[off_diagonal].mean()
+
+
 def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, student_temp: float = 0.1,
               teacher_temp: float = 0.04) -> torch.Tensor:
     """DINO's self-distillation cross-entropy (Caron et al. 2021, eq. 2-3 and Algorithm 1).
@@ -31,12 +69,36 @@ def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor
     P_s = softmax(s / tau_s). The loss is -sum_k P_t(x_i) log P_s(x_j) averaged over the batch and
     over the pairs (teacher global i, student crop j != i) — the official code's mean over terms.
     """
-    v, b, _ = student.shape
-    g = teacher.shape[0]
-    # float32 throughout: under autocast the einsum (a batched matmul) would otherwise run in bf16
+    return dino_cross_entropy(student, centred_softmax(teacher, center, teacher_temp), student_temp)
+
+
+def masked_patch_distillation(student: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                              student_temp: float = 0.1) -> torch.Tensor:
+    """iBOT's masked image modelling loss (Zhou et al. 2022, sec. 3; the official ``iBOTLoss``, and DINOv2's
+    ``iBOTPatchLoss.forward_masked``): at each masked patch the student's distribution over K prototypes
+    matches the teacher's target for the same patch of the same, unmasked view.
+
+    student: [M, K] student logits at the masked patches, in the order of ``mask.nonzero()`` (row-major
+    over images, then patches); targets: [M, K] the teacher's distributions there; mask: [N, P] bool,
+    True = masked (N images of all global views). Per image, the mean over its masked patches of
+    -sum_k P_t log P_s (P_s = softmax(s / tau_s)); then the mean over the N images, where an image with no
+    masked patch contributes 0 (the official ``/ mask.sum(-1).clamp(min=1)``, then ``.mean()``)."""
     with torch.autocast(student.device.type, enabled=False):
-        p_t = F.softmax((teacher.float() - center.float()) / teacher_temp, dim=-1).detach()  # [G, B, K], a target
-        log_p_s = F.log_softmax(student.float() / student_temp, dim=-1)  # [V, B, K]
-        ce = -torch.einsum("ibk,jbk->ij", p_t, log_p_s) / b  # [G, V]: mean over the batch
-    off_diagonal = ~torch.eye(g, v, dtype=torch.bool, device=ce.device)  # never the same crop
-    return ce[off_diagonal].mean()
+        ce = -(targets.float().detach() * F.log_softmax(student.float() / student_temp, dim=-1)).sum(-1)  # [M]
+        weight = (1.0 / mask.sum(-1).clamp_min(1).float())[:, None].expand_as(mask)[mask]  # [M]: 1 / |M_n|
+        return (ce * weight).sum() / mask.shape[0]
+
+
+def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """The Kozachenko-Leonenko differential-entropy regulariser (Sablayrolles et al. 2019, "Spreading
+    vectors for similarity search"), which DINOv2 adds on the student's [CLS] features (Oquab et al.
+    2023, sec. 4; the official ``KoLeoLoss``): with x_i L2-normalised and
+    d_i = min_{j != i} ||x_i - x_j||, L = -1/N sum_i log(d_i + eps). It pushes each feature away from its
+    nearest neighbour in the batch, spreading the features uniformly. x: [N, D], N >= 2; float32."""
+    with torch.autocast(x.device.type, enabled=False):
+        x = F.normalize(x.float(), eps=eps, dim=-1)
+        dots = (x @ x.T).detach()  # cosines; the nearest neighbour has the largest
+        dots.fill_diagonal_(float("-inf"))  # never itself (the official fills -1)
+        nearest = dots.argmax(dim=1)  # [N]
+        d = F.pairwise_distance(x, x[nearest], p=2, eps=eps)  # ||x_i - x_nn(i) + eps||, as nn.PairwiseDistance
+        return -torch.log(d + eps).mean()

@@ -13,7 +13,13 @@ sharpening alone to one dimension; together they balance (sec. 5.3, fig. 7).
 
 Ablations (config): ``center: false`` removes centering (c stays 0); ``teacher_temp`` and
 ``warmup_teacher_temp`` equal to ``student_temp`` remove sharpening. Nothing here is specific to
-a backbone: any encoder with ``num_features`` (ResNet now, ViT when it lands) works.
+a backbone: any encoder with ``num_features`` (ResNet or ViT) works.
+
+DINOv2's additions (Oquab et al. 2023, sec. 4; facebookresearch/dinov2 ``train/ssl_meta_arch.py``), off
+by default so that DINO stays DINO: ``koleo_weight`` (DINOv2: 0.1) adds the KoLeo regulariser on the
+student's backbone features of each global crop, summed over the crops; ``centering: sinkhorn``
+replaces the centre by 3 Sinkhorn-Knopp iterations on the teacher's logits (SwAV's balanced codes at
+temperature tau_t; the centre then stays as it is).
 """
 from __future__ import annotations
 
@@ -23,7 +29,8 @@ import torch
 from torch import nn
 
 from selfsup import dist
-from selfsup.losses.distillation import dino_loss
+from selfsup.errors import SelfsupError
+from selfsup.losses.distillation import centred_softmax, dino_cross_entropy, koleo, sinkhorn_knopp_teacher
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.dino_head import DINOHead
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
@@ -46,6 +53,8 @@ class DINOConfig:
     center_momentum: float = 0.9
     momentum_base: float = 0.996  # teacher EMA, raised to 1 along a cosine
     freeze_last_layer: float = 0.01  # fraction of training with no gradient to the last layer (1 of 100 epochs)
+    koleo_weight: float = 0.0  # DINOv2's KoLeo regulariser on the student's global-crop features (DINOv2: 0.1)
+    centering: str = "centre"  # "centre" (DINO's EMA centre) or "sinkhorn" (DINOv2's Sinkhorn-Knopp teacher)
 
 
 @register("dino", config=DINOConfig, views="dino")
@@ -56,6 +65,10 @@ class DINO(Method):
 
     def __init__(self, encoder: nn.Module, cfg: DINOConfig = DINOConfig()):
         super().__init__()
+        if cfg.centering not in ("centre", "sinkhorn"):
+            raise SelfsupError(f"method.centering={cfg.centering!r}: choose centre (DINO) or sinkhorn (DINOv2)")
+        if cfg.koleo_weight < 0:
+            raise SelfsupError(f"method.koleo_weight={cfg.koleo_weight}: must be >= 0 (0 = off; DINOv2 uses 0.1)")
         self.cfg = cfg
         self.encoder = encoder  # the student backbone: what evaluation sees
         self.head = DINOHead(encoder.num_features, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim,
@@ -82,18 +95,25 @@ class DINO(Method):
         views = batch.views  # G global crops [B, C, S, S], then L local crops [B, C, s, s]
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
         frozen = float(self.progress) < self.cfg.freeze_last_layer
-        s = self.head(encode_crops(self.encoder, views), freeze_last_layer=frozen).view(v, b, -1)  # [V, B, K]
+        h = encode_crops(self.encoder, views)  # [V*B, F], the G globals first
+        s = self.head(h, freeze_last_layer=frozen).view(v, b, -1)  # [V, B, K]
         with torch.no_grad():
             t = self.teacher_head(self.teacher_encoder(torch.cat(views[:g]))).view(g, b, -1)  # [G, B, K]
         tau_t = self.teacher_temp()
-        loss = dino_loss(s, t, self.center, self.cfg.student_temp, tau_t)
-        if self.cfg.center:
+        sinkhorn = self.cfg.centering == "sinkhorn"
+        p_t = sinkhorn_knopp_teacher(t, tau_t) if sinkhorn else centred_softmax(t, self.center, tau_t)  # [G, B, K]
+        loss = dino_cross_entropy(s, p_t, self.cfg.student_temp)
+        if self.cfg.center and not sinkhorn:
             self._pending.append(t.float().mean((0, 1)))  # this micro-batch's teacher mean [K]
         with torch.no_grad():  # entropy of the teacher's distribution: ~0 when sharpening wins, log K when centering does
-            p_t = torch.softmax((t.float() - self.center) / tau_t, dim=-1)
             entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
-        return StepOutput(loss, {"teacher_temp": tau_t, "momentum": cosine_momentum(self.cfg.momentum_base, float(self.progress)),
-                                 "teacher_entropy": entropy})
+        logs = {"teacher_temp": tau_t, "momentum": cosine_momentum(self.cfg.momentum_base, float(self.progress)),
+                "teacher_entropy": entropy}
+        if self.cfg.koleo_weight > 0:  # per global crop (never between two crops of one image), summed
+            k = sum(koleo(x) for x in h[:g * b].chunk(g))
+            logs["koleo"] = k.detach()
+            loss = loss + self.cfg.koleo_weight * k
+        return StepOutput(loss, logs)
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
