@@ -30,7 +30,8 @@ from selfsup.data.labelled import image_batches
 from selfsup.data.sources import warn_skipped
 from selfsup.engine import InputSpec, Run
 from selfsup.errors import SelfsupError
-from selfsup.eval.finetune import Classifier, finetune_classifier, run_finetune_config
+from selfsup.eval.finetune import finetune_classifier, run_finetune_config
+from selfsup.nn.classifier import Classifier
 from selfsup.eval.labelled import DEFAULT_FOLDS
 from selfsup.eval.linear import fit_probe
 from selfsup.eval.run import evaluate_finetune, linear_fit_predicts, score_user_labels, user_features, user_sets

@@ -25,7 +25,7 @@ from selfsup.engine import labelled_splits
 from selfsup.bench import entry_config, mean_std, train_or_resume
 from selfsup.config import eval_size, load_run_config
 from selfsup.eval.features import raw_pixel_features
-from selfsup.eval.finetune import reinitialise
+from selfsup.nn.classifier import reinitialise
 from selfsup.eval.linear import linear_probe
 from selfsup.eval.run import load_run
 from selfsup.nn.features import extract_features, recalibrate_batchnorm

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from selfsup.config import eval_size
 from selfsup.engine import labelled_splits
 from selfsup.errors import SelfsupError
-from selfsup.eval.finetune import reinitialise
+from selfsup.nn.classifier import reinitialise
 from selfsup.eval.run import load_run
 from selfsup.transforms import eval_view
 

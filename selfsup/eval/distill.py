@@ -33,7 +33,8 @@ from selfsup.engine import labelled_splits
 from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
-from selfsup.eval.finetune import Classifier, cosine, light_augment
+from selfsup.eval.finetune import cosine, light_augment
+from selfsup.nn.classifier import Classifier
 from selfsup.backbones import create_backbone
 from selfsup.eval.finetune import finetune_classifier, run_finetune_config
 from selfsup.eval.run import load_run

@@ -20,7 +20,7 @@ from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled
 from selfsup.eval.linear import fit_probe
-from selfsup.eval.finetune import reinitialise
+from selfsup.nn.classifier import reinitialise
 
 
 def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channels: int, mean, std, size: int,

@@ -17,7 +17,7 @@ from torch import nn
 
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
-from selfsup.eval.finetune import Classifier, reinitialise
+from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.semi.base import Batch, SemiConfig, SemiMethod, Views, lr_factor
 
 

@@ -51,6 +51,25 @@ def test_finetune_learns_reports_settings_and_only_touches_a_copy(digits):
     assert res["num_features"] == enc.num_features and 0 <= res["train_top1"] <= 1
 
 
+def test_the_semi_loop_recipe_is_the_semi_loops_labels_alone(digits):
+    """recipe=semi-loop trains exactly what selfsup.semi's "supervised" method trains on the same labelled
+    subset (same seed: the same weights), reports the protocol's keys, and learns."""
+    from selfsup.engine import InputSpec
+    from selfsup.semi import create_semi_method
+    from selfsup.semi.train import train_semi
+
+    train, test = digits
+    cfg = FinetuneConfig(fraction=0.1, recipe="semi-loop", semi_steps=60, flip_p=0.0)
+    model, res = finetune_classifier(encoder(), train, test, MEAN, STD, 8, cfg)
+    method, scfg = create_semi_method("supervised", {"steps": 60, "seed": 0, "flip_p": 0.0})
+    lab = train.labelled_subset(0.1, 0)
+    direct, ref = train_semi(method, scfg, encoder(), lab, lab, InputSpec(1, 8, 8, tuple(MEAN), tuple(STD)), 10,
+                             test=test)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), direct.state_dict().values()))
+    assert res["top1"] == ref["top1"] > 0.5 and res["steps"] == 60 and res["protocol"] == "finetune"
+    assert res["num_labelled"] == 144 and res["recipe"] == "semi-loop"
+
+
 def test_fixed_steps_small_fraction_and_bf16(digits):
     train, test = digits
     res = finetune(encoder(), train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.01, steps=4, precision="bf16"))
