@@ -102,3 +102,46 @@ def koleo(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
         nearest = dots.argmax(dim=1)  # [N]
         d = F.pairwise_distance(x, x[nearest], p=2, eps=eps)  # ||x_i - x_nn(i) + eps||, as nn.PairwiseDistance
         return -torch.log(d + eps).mean()
+
+
+@torch.no_grad()
+def mean_shift_neighbours(z: torch.Tensor, bank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MSF's NN(z, M, k) (Koohpayegani et al. 2021, sec. 3): the k bank entries closest to each target z
+    in Euclidean distance of unit vectors (= largest cosine). z: [N, D]; bank: [M, D], which already
+    holds this step's targets (so each z finds itself first, at distance 0, as in the official code).
+    Returns (the neighbours [N, k, D], unit length, no gradient; their cosines to z [N, k]);
+    k is capped at M."""
+    with torch.autocast(z.device.type, enabled=False):
+        z = F.normalize(z.float(), dim=-1)
+        b = F.normalize(bank.float(), dim=-1)
+        cos, idx = (z @ b.T).topk(min(k, b.shape[0]), dim=1)  # [N, k]: smallest distances 2 - 2 cos
+        return b[idx], cos
+
+
+def mean_shift_loss(p: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    """MSF's loss (Koohpayegani et al. 2021, eq. 1): L = 1/k sum_{b in NN(z, k)} ||p/||p|| - b||^2
+    = 1/k sum_b (2 - 2 cos(p, b)), mean over the batch: the online prediction p of one view is pulled
+    toward the mean of the target's k nearest neighbours in the memory bank (the target itself among
+    them). p: [N, D] (with gradient); neighbours: [N, k, D] unit vectors (no gradient). float32."""
+    with torch.autocast(p.device.type, enabled=False):
+        p = F.normalize(p.float(), dim=-1)
+        cos = torch.einsum("nd,nkd->nk", p, neighbours.detach().float())  # [N, k]
+        return (2 - 2 * cos).mean()
+
+
+def relational_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, student_temp: float = 0.1,
+                    teacher_temp: float = 0.04) -> torch.Tensor:
+    """ReSSL's relational cross-entropy (Zheng et al. 2021, eq. 3-5; the official ``ressl.py``).
+
+    q: [N, D] the student's embeddings of the strong view (with gradient); k: [N, D] the teacher's of the
+    weak view (no gradient); queue: [K, D] past teacher embeddings. All L2-normalised here. The relation
+    of an image to the queue is p^i = softmax_j(q . queue_j / tau_s) for the student and
+    softmax_j(k . queue_j / tau_t) for the teacher, tau_t < tau_s sharpening the target; the loss is
+    -sum_j p_t^j log p_s^j, mean over the batch. float32."""
+    with torch.autocast(q.device.type, enabled=False):
+        q = F.normalize(q.float(), dim=-1)
+        k = F.normalize(k.detach().float(), dim=-1)
+        queue = F.normalize(queue.detach().float(), dim=-1)
+        p_t = F.softmax(k @ queue.T / teacher_temp, dim=1)  # [N, K], a target
+        log_p_s = F.log_softmax(q @ queue.T / student_temp, dim=1)  # [N, K]
+        return -(p_t * log_p_s).sum(dim=1).mean()

@@ -139,3 +139,25 @@ def wmse_loss(z1: torch.Tensor, z2: torch.Tensor, w_size: int, w_iter: int = 1, 
             w1, w2 = whiten(z1[idx], eps), whiten(z2[idx], eps)
             total = total + normalized_mse_symmetric(w1, w2) * (len(idx) / n)
     return total / w_iter
+
+
+def tico_loss(z1: torch.Tensor, z2: torch.Tensor, c_prev: torch.Tensor, beta: float = 0.9,
+              rho: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """TiCo (Zhu, Liu, Wang 2022, Algorithm 1): with unit rows z1, z2 [N, D] and the running covariance
+    C_{t-1} [D, D] (no gradient),
+
+        B = z1^T z1 / N,   C_t = beta C_{t-1} + (1 - beta) B,
+        L = -1/N sum_i z1_i . z2_i + rho/N sum_i z1_i^T C_t z1_i.
+
+    The first term is transformation invariance; the second pushes z1 away from the directions the
+    embeddings have occupied lately (covariance contrast). The gradient flows through B, as in the
+    paper's algorithm; z2 (the momentum encoder's) is a target. Across processes B is the global batch's
+    (summed with gradient). Returns (loss, C_t detached: the caller stores it after the step)."""
+    with _no_autocast(z1):
+        z1 = F.normalize(z1.float(), dim=-1)
+        z2 = F.normalize(z2.detach().float(), dim=-1)
+        n = z1.shape[0] * dist.world_size()
+        b = dist.all_reduce_sum_with_grad(z1.T @ z1) / n  # [D, D]
+        c = beta * c_prev.detach().float() + (1 - beta) * b
+        loss = -(z1 * z2).sum(dim=1).mean() + rho * ((z1 @ c) * z1).sum(dim=1).mean()
+        return loss, c.detach()

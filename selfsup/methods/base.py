@@ -73,6 +73,8 @@ class Method(nn.Module, abc.ABC):
     # True when some steps leave trainable parameters without a gradient (SwAV's frozen prototypes,
     # a GAN's alternating halves): DDP must then look for them every step (find_unused_parameters)
     skips_parameters = False
+    # True for methods that need each view's crop geometry (batch.boxes; VICRegL's location matching)
+    needs_boxes = False
     # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
     # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module

@@ -321,7 +321,10 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                         batches = loader.iterate(st["epoch"])
                         batch = next(batches)
                     batch = batch.to(device)
-                    batch.views = views(batch.images, pgen)
+                    if method.needs_boxes:
+                        batch.views, batch.boxes = views(batch.images, pgen, boxes=True)
+                    else:
+                        batch.views = views(batch.images, pgen)
                     if t_cfg.channels_last:
                         batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
                     with torch.autocast(**autocast):
@@ -412,7 +415,10 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             micro = 0
             for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):
                 batch = batch.to(device)
-                batch.views = views(batch.images, gen)
+                if method.needs_boxes:
+                    batch.views, batch.boxes = views(batch.images, gen, boxes=True)
+                else:
+                    batch.views = views(batch.images, gen)
                 if t_cfg.channels_last:
                     batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
                 # accumulation: DDP averages gradients only on the micro-batch that ends a step

@@ -26,14 +26,16 @@ def _coin(n: int, p: float, gen: torch.Generator | None, device) -> torch.Tensor
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                        flip_p: float = 0.5, gen: torch.Generator | None = None) -> torch.Tensor:
+                        flip_p: float = 0.5, gen: torch.Generator | None = None, return_theta: bool = False):
     """Crop a random area fraction ``scale`` with aspect ``ratio`` from each image, resize it to
     ``size`` and flip it horizontally with probability ``flip_p``. [B,C,H,W] -> [B,C,size,size], as
     torchvision's; a 1-D signal keeps its layout: [B,C,1,T] -> [B,C,1,size] (and [B,C,T,1] likewise).
 
     One affine sampling grid per image: theta maps output coordinates in [-1, 1] to the
     crop's window in the input. Crops wider than the image are clipped to it, which stands in
-    for torchvision's 10 rejection-sampling retries.
+    for torchvision's 10 rejection-sampling retries. ``return_theta``: also return theta [B, 2, 3]
+    (the crop's geometry, flip included: a point (u, v) of the view in [-1, 1] comes from the image
+    point theta @ (u, v, 1)), for methods that match locations across views (VICRegL).
     """
     b, dev = x.shape[0], x.device
     area = uniform(b, gen, dev, *scale)
@@ -52,7 +54,8 @@ def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 
     h_in, w_in = x.shape[-2:]
     out = (1, size) if h_in == 1 < w_in else (size, 1) if w_in == 1 < h_in else (size, size)  # 1-D stays 1-D
     grid = F.affine_grid(theta, [b, x.shape[1], *out], align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return (out, theta) if return_theta else out
 
 
 def luma(x: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,9 @@ class ViewConfig:
     blur_p: tuple[float, float] = (0.5, 0.5)
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: tuple[float, float] = (0.0, 0.0)
+    # weak[i % 2] True: global crop i is a weak view, crop and flip only (no jitter, grayscale, blur,
+    # solarize), as the teacher/target view of MSF and ReSSL
+    weak: tuple[bool, bool] = (False, False)
     # multi-crop (Caron et al. 2020, SwAV sec. 3.2): ``num_global`` crops at ``size`` with ``crop_scale``
     # (global crop i, counted from 0, uses blur_p[i % 2] and solarize_p[i % 2]), then ``num_local`` smaller crops.
     # The defaults (2 global, 0 local) are the classic two views.
@@ -59,6 +62,9 @@ def view_config(cfg) -> ViewConfig:
 # grayscale 0.2; BYOL's asymmetry on the globals (blur 1.0 / 0.1, solarize 0 / 0.2), blur 0.5 on locals.
 # CMC (Tian et al. 2019, official train_CMC.py): random resized crop (scale 0.2-1) and flip only, then the colour
 # split: colour jitter or grayscale would let one view predict the other (a grayed image has DbDr = 0).
+# Weak/strong (MSF, Koohpayegani et al. 2021, official train_msf.py; ReSSL, Zheng et al. 2021): view 1 weak
+# (crop 0.2-1 and flip only) for the target/teacher, view 2 strong (MoCo v2's: crop 0.2-1, flip,
+# jitter 0.8 x (0.4,0.4,0.4,0.1), grayscale 0.2, blur 0.5) for the online network/student.
 # Pretext tasks (rotation, relative position, jigsaw, autoencoders): one lightly augmented view; the
 # task makes its own labels from it (RotNet's CIFAR runs: random crop and flip only).
 _PRESETS: dict[str, ViewConfig] = {
@@ -71,6 +77,7 @@ _PRESETS: dict[str, ViewConfig] = {
                        num_global=2, num_local=6, local_scale=(0.05, 0.14), local_blur_p=0.5),
     "dino": ViewConfig(crop_scale=(0.4, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2),
                        num_global=2, num_local=8, local_scale=(0.05, 0.4), local_blur_p=0.5, local_solarize_p=0.0),
+    "weak_strong": ViewConfig(crop_scale=(0.2, 1.0), blur_p=(0.0, 0.5), weak=(True, False)),
 }
 
 # the papers' local/global side ratio (96 px of 224), used when ``local_size`` is not given
@@ -107,9 +114,13 @@ class Views:
                                f"{self.size} (multi-crop's local crops are the small ones)")
 
     def _crop(self, x: torch.Tensor, size: int, scale, blur_p: float, solarize_p: float,
-              gen: torch.Generator | None) -> torch.Tensor:
+              gen: torch.Generator | None, weak: bool = False, thetas: list | None = None) -> torch.Tensor:
         c = self.cfg
-        v = ops.random_resized_crop(x, size, scale, c.crop_ratio, c.flip_p, gen)
+        v, theta = ops.random_resized_crop(x, size, scale, c.crop_ratio, c.flip_p, gen, return_theta=True)
+        if thetas is not None:  # the crop geometry, for methods that set needs_boxes
+            thetas.append(theta)
+        if weak:
+            return ops.normalize(v, self.mean, self.std)
         v = ops.color_jitter(v, c.jitter, c.jitter_p, gen)
         v = ops.random_grayscale(v, c.gray_p, gen)
         v = ops.gaussian_blur(v, blur_p, c.blur_sigma, gen=gen)
@@ -117,20 +128,24 @@ class Views:
             v = ops.solarize(v, solarize_p, gen=gen)
         return ops.normalize(v, self.mean, self.std)
 
-    def view(self, x: torch.Tensor, i: int, gen: torch.Generator | None) -> torch.Tensor:
+    def view(self, x: torch.Tensor, i: int, gen: torch.Generator | None, thetas: list | None = None) -> torch.Tensor:
         """Global crop ``i`` of float images ``x`` (asymmetric recipes alternate blur/solarize by i % 2)."""
         c = self.cfg
-        return self._crop(x, self.size, c.crop_scale, c.blur_p[i % 2], c.solarize_p[i % 2], gen)
+        return self._crop(x, self.size, c.crop_scale, c.blur_p[i % 2], c.solarize_p[i % 2], gen, c.weak[i % 2], thetas)
 
-    def local_view(self, x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+    def local_view(self, x: torch.Tensor, gen: torch.Generator | None, thetas: list | None = None) -> torch.Tensor:
         """One small multi-crop view: [B,C,local_size,local_size]."""
         c = self.cfg
-        return self._crop(x, self.local_size, c.local_scale, c.local_blur_p, c.local_solarize_p, gen)
+        return self._crop(x, self.local_size, c.local_scale, c.local_blur_p, c.local_solarize_p, gen, thetas=thetas)
 
-    def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None) -> list[torch.Tensor]:
+    def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None, boxes: bool = False):
+        """The views; with ``boxes``, (views, boxes): boxes[v] is view v's crop geometry theta [B, 2, 3]
+        (``ops.random_resized_crop``), for methods that set ``needs_boxes`` (VICRegL). Same draws either way."""
         x = ops.to_float(images)
-        views = [self.view(x, i, gen) for i in range(self.cfg.num_global)]
-        return views + [self.local_view(x, gen) for _ in range(self.cfg.num_local)]
+        thetas: list[torch.Tensor] = []
+        views = [self.view(x, i, gen, thetas) for i in range(self.cfg.num_global)]
+        views += [self.local_view(x, gen, thetas) for _ in range(self.cfg.num_local)]
+        return (views, thetas) if boxes else views
 
     def eval(self, images: torch.Tensor) -> torch.Tensor:
         """The deterministic view evaluation uses: resize to the training size, normalise."""

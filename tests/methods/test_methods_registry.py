@@ -36,7 +36,10 @@ def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
     batch = Batch(images, torch.arange(b), torch.randint(0, 10, (b,), generator=g))
     spec = get_method_spec(name)
     views = Views(view_preset(spec.views), [0.3] * c, [0.35] * c, image_size=8, min_views=spec.cls.min_views)
-    batch.views = views(images, g)
+    if spec.cls.needs_boxes:  # location-matching methods get each view's crop geometry
+        batch.views, batch.boxes = views(images, g, boxes=True)
+    else:
+        batch.views = views(images, g)
     if spec.cls.uses_text:  # image-text methods get captions
         from selfsup.data.text import tokenize
 
