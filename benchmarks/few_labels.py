@@ -249,12 +249,21 @@ README_COLUMNS = (("raw pixels (linear)", "raw pixels"), ("same network, from sc
 README_LABELS = {"10 per class": "100 (10 per class)", "1 %": "600 (1 %)", "10 %": "6,000 (10 %)"}
 
 
+def semi_loop_recipe_adopted(summary: list[dict]) -> bool:
+    """The rule in the module docstring: the semi loop's labels-only recipe beat the fine-tuning recipe
+    on validation by more than MARGIN at every budget where both ran (and they ran at one at least)."""
+    verdicts = [s["semi_loop_recipe_wins"] for s in summary if s["semi_loop_recipe_wins"] is not None]
+    return bool(verdicts) and all(verdicts)
+
+
 def markdown_table(summary: list[dict]) -> str:
     """The README's table from a results file's summary: mean ± std of test top-1 over the seeds (the
-    count said where it is not 3), the best of each row in bold, "—" where an arm did not run."""
+    count said where it is not 3), the best of each row in bold, "—" where an arm did not run. The
+    fine-tuned column is the fine-tuning protocol's recipe: the semi loop's when the rule adopted it."""
+    fine = "supervised" if semi_loop_recipe_adopted(summary) else "finetune"
     lines = ["| labels | " + " | ".join(t for t, _ in README_COLUMNS) + " |", "|---" * (len(README_COLUMNS) + 1) + "|"]
     for s in summary:
-        arms = [s.get("baseline") if a == "baseline" else a for _, a in README_COLUMNS]
+        arms = [s.get("baseline") if a == "baseline" else fine if a == "finetune" else a for _, a in README_COLUMNS]
         best = max((s["arms"][a]["test"] for a in arms if a in s["arms"]), default=None)
         cells = []
         for a in arms:
