@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from selfsup.config import resolve
+from selfsup.config import resolve, view_size
 from selfsup.data import load_dataset
 from selfsup.eval import extract_features, knn_accuracy
 from selfsup.train import fit
@@ -40,8 +40,8 @@ def vit_digits_recipe(method: str, epochs: int, heads: dict | None = None) -> li
     }]
 
 
-def knn(method, cfg, train, test) -> dict:
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=train.image_size)
+def knn(method, cfg, train, test, size: int | None = None) -> dict:
+    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size or train.image_size)
     ftr = extract_features(method.encoder, train.images, **kw)
     fte = extract_features(method.encoder, test.images, **kw)
     return knn_accuracy(ftr, train.labels, fte, test.labels, ks=(200, 20))
@@ -54,7 +54,8 @@ def trained_vs_random(tmp_path, layers) -> tuple[dict, dict]:
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     torch.manual_seed(cfg.train.seed)  # the very initialisation the run started from
     n = min(cfg.data.limit or len(train), len(train))
-    random_init = build_method(cfg, train.channels, n, train.image_size)
-    trained = build_method(cfg, train.channels, n, train.image_size)
+    size = view_size(cfg, train.image_size)  # views.size (upsampled digits) or the images' own side
+    random_init = build_method(cfg, train.channels, n, size)
+    trained = build_method(cfg, train.channels, n, size)
     trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
-    return knn(trained, cfg, train, test), knn(random_init, cfg, train, test)
+    return knn(trained, cfg, train, test, size), knn(random_init, cfg, train, test, size)

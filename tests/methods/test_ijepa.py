@@ -4,22 +4,15 @@ on_step_end along the linear schedule), and learning on digits."""
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import selfsup
-from selfsup.config import load_run_config, resolve
-from selfsup.data import load_dataset
 from selfsup.data.batch import Batch
-from selfsup.engine import build_method
 from selfsup.errors import SelfsupError
-from selfsup.eval import extract_features, knn_accuracy
 from selfsup.methods.ijepa import linear_momentum
 from selfsup.nn.multiblock_masking import block_size, multiblock_masks
-from selfsup.train import fit
 
 SMALL = dict(predictor_dim=32, predictor_depth=2, predictor_heads=4)
 
@@ -214,23 +207,10 @@ def test_ijepa_learns_on_digits(tmp_path):
                "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
                "train": {"batch_size": 128, "epochs": 4, "monitor_train": 0, "checkpoint_every": 0, "log_every": 5,
                          "seed": 0, "device": "cpu"}}]
-    t0 = time.time()
-    fit(resolve(layers), tmp_path / "run", progress_bar=False)
-    took = time.time() - t0
-    cfg = load_run_config(tmp_path / "run")
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    torch.manual_seed(cfg.train.seed)  # the very initialisation the run started from
-    random_init = build_method(cfg, 1, len(train), 16)
-    trained = build_method(cfg, 1, len(train), 16)
-    trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
+    from learning import trained_vs_random
 
-    def knn(method):
-        kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=16)
-        return knn_accuracy(extract_features(method.encoder, train.images, **kw), train.labels,
-                            extract_features(method.encoder, test.images, **kw), test.labels, ks=(200, 20))
-
-    a, r = knn(trained), knn(random_init)
-    print(f"ijepa ({took:.0f} s of training) kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; "
+    a, r = trained_vs_random(tmp_path, layers)
+    print(f"ijepa kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; "
           f"kNN-20 {a['top1_k20']:.3f} vs {r['top1_k20']:.3f}")
     assert a["top1"] >= r["top1"] + 0.03
     assert a["top1_k20"] >= r["top1_k20"] + 0.02

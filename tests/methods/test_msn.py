@@ -4,23 +4,16 @@ random anchors only, the EMA target encoder (no gradient, moved only in on_step_
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
 import selfsup
-from selfsup.config import load_run_config, resolve
-from selfsup.data import load_dataset
 from selfsup.data.batch import Batch
-from selfsup.engine import build_method
 from selfsup.errors import SelfsupError
-from selfsup.eval import extract_features, knn_accuracy
 from selfsup.losses.clustering import power_law_prior, prior_matching
 from selfsup.methods.msn import kept_patches, random_keep
-from selfsup.train import fit
 
 SMALL = dict(hidden_dim=32, out_dim=16, num_prototypes=12)
 
@@ -218,23 +211,10 @@ def test_msn_learns_on_digits(tmp_path):
                          "clip_grad": 3.0},
                "train": {"batch_size": 128, "epochs": 5, "monitor_train": 0, "checkpoint_every": 0, "log_every": 5,
                          "seed": 0, "device": "cpu"}}]
-    t0 = time.time()
-    fit(resolve(layers), tmp_path / "run", progress_bar=False)
-    took = time.time() - t0
-    cfg = load_run_config(tmp_path / "run")
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    torch.manual_seed(cfg.train.seed)  # the very initialisation the run started from
-    random_init = build_method(cfg, 1, len(train), 8)
-    trained = build_method(cfg, 1, len(train), 8)
-    trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
+    from learning import trained_vs_random
 
-    def knn(method):
-        kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=8)
-        return knn_accuracy(extract_features(method.encoder, train.images, **kw), train.labels,
-                            extract_features(method.encoder, test.images, **kw), test.labels, ks=(200, 20))
-
-    a, r = knn(trained), knn(random_init)
-    print(f"msn ({took:.0f} s of training) kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; "
+    a, r = trained_vs_random(tmp_path, layers)
+    print(f"msn kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; "
           f"kNN-20 {a['top1_k20']:.3f} vs {r['top1_k20']:.3f}")
     assert a["top1"] >= r["top1"] + 0.02
     assert a["top1_k20"] >= r["top1_k20"] + 0.02
