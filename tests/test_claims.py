@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from selfsup.claims import claims_by_name
+from selfsup.claims import experiment
 from selfsup.claims.experiment import Arm, arm_key, compare, verdict_from
 from selfsup.cli import main
 
@@ -76,6 +77,23 @@ def test_arms_that_resolve_to_the_same_run_share_it():
     assert arm_key(tinted, "digits", "4s") != arm_key(Arm("t", "simclr", data="tinted-digits"), "digits", "4s")
     with pytest.raises(ValueError, match="no recipe"):
         Arm("t", "simclr", recipe_of="nope").entry()
+
+
+def test_a_config_field_added_at_its_default_keeps_every_run_key(monkeypatch):
+    # finished claim runs are found by key: a new field whose default keeps the old behaviour (as
+    # views.weak or DINO's koleo_weight were) must not send every claim back to training
+    arms = [Arm("simclr", "simclr"), Arm("b64", "simclr", ("train.batch_size=64",)), Arm("mae", "mae")]
+    before = [arm_key(a, "digits", "4s") for a in arms]
+    real = experiment.to_dict
+
+    def with_a_new_field(obj):
+        d = real(obj)
+        if isinstance(d, dict) and "train" in d:
+            d["train"]["new_switch"] = False
+        return d
+    monkeypatch.setattr(experiment, "to_dict", with_a_new_field)
+    assert [arm_key(a, "digits", "4s") for a in arms] == before
+    assert len(set(before)) == 3
 
 
 def test_all_fifteen_claims_are_listed(capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from selfsup.bench import Entry, entry_config, mean_std
-from selfsup.config import recipe_path, to_dict
+from selfsup.config import recipe_path, resolve, to_dict
 from selfsup.errors import SelfsupError
 
 
@@ -46,14 +46,45 @@ class Claim:
 def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str, ...] = ()) -> str:
     """A run directory name for the arm's resolved configuration: arms of different claims that resolve to
     the same run share it — SimCLR's default and ``train.batch_size=256`` (its recipe's batch), MAE's and
-    ``method.mask_ratio=0.75`` — so each distinct run is trained once."""
+    ``method.mask_ratio=0.75`` — so each distinct run is trained once.
+
+    Only the settings that differ from the method's defaults are hashed: a config field added later at a
+    default that keeps the old behaviour leaves every key, and so every finished run, as it was."""
     cfg = to_dict(entry_config(arm.entry(), arm.data or data, None, arm.backbone, budget, None,
                                [*arm.overrides, *extra_overrides]))
-    cfg.pop("out", None)
-    cfg.get("train", {}).pop("device", None)
-    cfg.get("train", {}).pop("seed", None)  # the seed is the run's sub-directory
-    sig = json.dumps(cfg, sort_keys=True, default=str)
+    for volatile in (("out",), ("train", "device"), ("train", "seed")):  # the seed is the run's sub-directory
+        _pop(cfg, volatile)
+    defaults = to_dict(resolve([{"method": {"name": cfg["method"]["name"]}}]))
+    changed = {".".join(path): value for path, value in _leaves(cfg) if _get(defaults, path, _MISSING) != value}
+    changed["method.name"] = cfg["method"]["name"]  # a method's defaults are equal to nothing else's
+    sig = json.dumps(changed, sort_keys=True, default=str)
     return f"{arm.method}-{hashlib.sha1(sig.encode()).hexdigest()[:8]}"
+
+
+_MISSING = object()
+
+
+def _leaves(d: dict, prefix: tuple[str, ...] = ()):
+    """(path, value) of every non-dict value of a nested dict."""
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, (*prefix, k))
+        else:
+            yield (*prefix, k), v
+
+
+def _get(d: dict, path: tuple[str, ...], default):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _pop(d: dict, path: tuple[str, ...]) -> None:
+    parent = _get(d, path[:-1], None) if len(path) > 1 else d
+    if isinstance(parent, dict):
+        parent.pop(path[-1], None)
 
 
 def compare(a: list[float], b: list[float], margin: float) -> tuple[str, float]:
