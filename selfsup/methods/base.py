@@ -75,6 +75,12 @@ class Method(nn.Module, abc.ABC):
     skips_parameters = False
     # True for methods that need each view's crop geometry (batch.boxes; VICRegL's location matching)
     needs_boxes = False
+    # The fraction of training done, a host float, for schedules read inside training_step (DINO's teacher
+    # temperature, its frozen last layer): reading a device buffer there would cost a device-to-host copy and
+    # a sync every step on a GPU. The loop sets it before the first step (a resumed run starts where it
+    # stopped) and after every step, before on_step_end; a ``progress`` buffer a method keeps is its
+    # checkpointed record, written in on_step_end.
+    progress_now: float = 0.0
     # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
     # (memory banks hold one entry per image); build_method and create_method pass it.
     encoder: nn.Module

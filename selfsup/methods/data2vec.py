@@ -139,9 +139,10 @@ class Data2Vec(Method):
         with torch.no_grad():
             target_std, pred_std = y.std(0).mean(), pred.std(0).mean()
         return StepOutput(loss, {"pretext/regression": loss.detach(), "target_std": target_std, "pred_std": pred_std,
-                                 "ema_decay": self.ema_decay(float(self.progress))})
+                                 "ema_decay": self.ema_decay(self.progress_now)})
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         self.progress.fill_(progress)
+        self.progress_now = progress  # outside the loop too (the loop also sets it)
         ema_update(self.teacher, self.encoder, self.ema_decay(progress))

@@ -86,7 +86,7 @@ class DINO(Method):
         return self.head.bottleneck(self.encoder(x))
 
     def teacher_temp(self) -> float:
-        c, t = self.cfg, float(self.progress)
+        c, t = self.cfg, self.progress_now
         if c.warmup_teacher_temp_frac > 0 and t < c.warmup_teacher_temp_frac:  # linear warm-up
             return c.warmup_teacher_temp + (c.teacher_temp - c.warmup_teacher_temp) * t / c.warmup_teacher_temp_frac
         return c.teacher_temp
@@ -94,7 +94,7 @@ class DINO(Method):
     def training_step(self, batch) -> StepOutput:
         views = batch.views  # G global crops [B, C, S, S], then L local crops [B, C, s, s]
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
-        frozen = float(self.progress) < self.cfg.freeze_last_layer
+        frozen = self.progress_now < self.cfg.freeze_last_layer
         h = encode_crops(self.encoder, views)  # [V*B, F], the G globals first
         s = self.head(h, freeze_last_layer=frozen).view(v, b, -1)  # [V, B, K]
         with torch.no_grad():
@@ -107,7 +107,7 @@ class DINO(Method):
             self._pending.append(t.float().mean((0, 1)))  # this micro-batch's teacher mean [K]
         with torch.no_grad():  # entropy of the teacher's distribution: ~0 when sharpening wins, log K when centering does
             entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
-        logs = {"teacher_temp": tau_t, "momentum": cosine_momentum(self.cfg.momentum_base, float(self.progress)),
+        logs = {"teacher_temp": tau_t, "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now),
                 "teacher_entropy": entropy}
         if self.cfg.koleo_weight > 0:  # per global crop (never between two crops of one image), summed
             k = sum(koleo(x) for x in h[:g * b].chunk(g))
@@ -118,6 +118,7 @@ class DINO(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         self.progress.fill_(progress)
+        self.progress_now = progress  # outside the loop too (the loop also sets it)
         self.momentum = cosine_momentum(self.cfg.momentum_base, progress)
         ema_update(self.teacher_encoder, self.encoder, self.momentum)
         ema_update(self.teacher_head, self.head, self.momentum)

@@ -150,7 +150,7 @@ class IBOT(Method):
         return self.head.bottleneck(self.encoder(x))  # the normalised [CLS] bottleneck, as DINO
 
     def _warmed_up(self, start: float, end: float) -> float:
-        c, t = self.cfg, float(self.progress)
+        c, t = self.cfg, self.progress_now
         if c.warmup_teacher_temp_frac > 0 and t < c.warmup_teacher_temp_frac:  # linear warm-up
             return start + (end - start) * t / c.warmup_teacher_temp_frac
         return end
@@ -188,7 +188,7 @@ class IBOT(Method):
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
         x = torch.cat(views[:g])  # [G*B, C, S, S]
         mask = self.mask(g * b, x.device)  # [G*B, P]: each global crop of each image its own mask
-        frozen = float(self.progress) < self.cfg.freeze_last_layer
+        frozen = self.progress_now < self.cfg.freeze_last_layer
         cls_head, patch_head = self.heads(student=True)
         z = self.encoder.tokens(x, mask=mask, mask_token=self.mask_token)  # [G*B, 1 + P, D]: the masked globals
         h = z[:, 0]  # [G*B, D] student [CLS] of the masked globals
@@ -218,7 +218,7 @@ class IBOT(Method):
                     "teacher_patch_entropy": -(p_patch * p_patch.clamp_min(1e-12).log()).sum(-1).mean()
                     if len(p_patch) else torch.zeros(()),
                     "mask_ratio": mask.float().mean(), "teacher_temp": tau, "teacher_patch_temp": tau_p,
-                    "momentum": cosine_momentum(self.cfg.momentum_base, float(self.progress))}
+                    "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now)}
         if self.cfg.koleo_weight > 0:  # DINOv2: per global crop (never between two crops of one image), summed
             k = sum(koleo(c) for c in h[:g * b].chunk(g))
             logs["koleo"] = k.detach()
@@ -228,6 +228,7 @@ class IBOT(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         self.progress.fill_(progress)
+        self.progress_now = progress  # outside the loop too (the loop also sets it)
         self.momentum = cosine_momentum(self.cfg.momentum_base, progress)
         ema_update(self.teacher_encoder, self.encoder, self.momentum)
         ema_update(self.teacher_head, self.head, self.momentum)

@@ -396,6 +396,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     # checkpoint timing reads the training seconds, which are equal on every process (see below)
     last_ckpt, rate_t, rate_n = st["train_seconds"], time.perf_counter(), 0
     summary: dict = {}
+    method.progress_now = progress()  # a resumed run's schedules start where it stopped
     try:
         while not done():
             t0 = time.perf_counter()  # before on_epoch_start: its work (k-means, ...) counts as training time
@@ -447,7 +448,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 # be the same on every process, or the replicas drift apart and the last step hangs
                 st["train_seconds"] = dist.all_reduce_max(st["train_seconds"])
                 st["step"] += 1
-                method.on_step_end(progress())
+                method.progress_now = progress()
+                method.on_step_end(method.progress_now)
                 if st["step"] % t_cfg.log_every == 0 or done():
                     check_finite()
                     ips = rate_n / max(1e-9, now - rate_t)
