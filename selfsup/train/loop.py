@@ -144,17 +144,23 @@ class _Monitor:
         ftr = extract_features(method.encoder, self.train_images, **kw)
         fte = extract_features(method.encoder, self.test_images, **kw)
         res = knn_accuracy(ftr, self.train_labels, fte, self.test_labels, ks=(20,))
-        # diagnostics on what the loss acts on (the projection), in eval mode
-        was = method.training
-        method.eval()
-
-        x = eval_view(self.test_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-            z = method.embedding(x).float().cpu()
-        method.train(was)
+        z = self.embeddings(method, cfg, device, size)
         return {"monitor/knn20_top1": res["top1"], "diag/feature_std": embedding_std(fte),
                 "diag/feature_rank": effective_rank(fte[:512]), "diag/embedding_std": embedding_std(z),
                 "diag/embedding_rank": effective_rank(z), "diag/embedding_dim": z.shape[1]}
+
+    @torch.no_grad()
+    def embeddings(self, method, cfg: RunConfig, device, size: int) -> torch.Tensor:
+        """What the loss acts on (the projection) for 512 validation images, in eval mode: [512, D] on the
+        CPU. The global random streams are left as they were, so measuring changes no run's weights."""
+        was = method.training
+        method.eval()
+        x = eval_view(self.test_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+            z = method.embedding(x).float().cpu()
+        method.train(was)
+        return z
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -396,6 +402,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     # checkpoint timing reads the training seconds, which are equal on every process (see below)
     last_ckpt, rate_t, rate_n = st["train_seconds"], time.perf_counter(), 0
     summary: dict = {}
+    if monitor is not None and not resume:  # the spread a random initialisation gives, for _warn_collapse
+        z0 = monitor.embeddings(method, cfg, device, eval_size(cfg, views.size))
+        st["initial_embedding_std"], st["initial_embedding_rank"] = embedding_std(z0), effective_rank(z0)
     method.progress_now = progress()  # a resumed run's schedules start where it stopped
     try:
         while not done():
@@ -497,6 +506,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     summary.update({"steps": st["step"], "planned_steps": st["planned_steps"],
                     "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
                     "train_seconds": st["train_seconds"], "images_seen": st["images_seen"], **_peak_memory(device)})
+    summary.update({f"diag/{k}": st[k] for k in ("initial_embedding_std", "initial_embedding_rank") if k in st})
     logger.close(summary)
     if dist.is_main():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -539,13 +549,20 @@ def _peak_memory(device: torch.device) -> dict:
 
 
 def _warn_collapse(summary: dict) -> None:
-    std, dim = summary.get("diag/embedding_std"), summary.get("diag/embedding_dim")
-    rank = summary.get("diag/embedding_rank")
-    if std is not None and dim and std < 0.2 / math.sqrt(dim):
-        print(f"warning: embeddings look collapsed (per-dimension std {std:.4f} vs ~{1 / math.sqrt(dim):.4f} "
+    """Warn when training shrank the embeddings towards a point (per-dimension std far below the 1/sqrt(D)
+    of embeddings spread over the sphere) or onto about one direction (effective rank < 2) — and did so
+    itself: below half of what the random initialisation gave (a random network's embeddings are often
+    close together already, a random ViT's along few directions, and a short run that has not spread
+    them yet is not a collapse)."""
+    std, dim, rank = (summary.get(f"diag/embedding_{k}") for k in ("std", "dim", "rank"))
+    std0, rank0 = summary.get("diag/initial_embedding_std"), summary.get("diag/initial_embedding_rank")
+    if std is not None and dim and std < 0.2 / math.sqrt(dim) and (std0 is None or std < 0.5 * std0):
+        at_start = f", {std0:.4f} at initialisation" if std0 is not None else ""
+        print(f"warning: embeddings look collapsed (per-dimension std {std:.4f}{at_start}, vs ~{1 / math.sqrt(dim):.4f} "
               f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts")
-    elif rank is not None and rank < 2:
-        print(f"warning: effective rank of the embeddings is {rank:.2f}: dimensional collapse")
+    elif rank is not None and rank < 2 and (rank0 is None or rank < 0.5 * rank0):
+        at_start = f" ({rank0:.2f} at initialisation)" if rank0 is not None else ""
+        print(f"warning: effective rank of the embeddings is {rank:.2f}{at_start}: dimensional collapse")
 
 
 # what a resumed run may change: its length, and what a non-finite loss asks to change

@@ -192,3 +192,16 @@ def test_collapse_warnings_from_the_diagnostics(capsys):
     assert "dimensional collapse" in capsys.readouterr().out  # spread, but along ~one direction
     _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 40.0})
     assert capsys.readouterr().out == ""  # healthy: silent
+    # close together, as the random initialisation left them (a short run): not a collapse
+    _warn_collapse({"diag/embedding_std": 0.003, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
+                    "diag/embedding_rank": 20.0})
+    assert capsys.readouterr().out == ""
+    _warn_collapse({"diag/embedding_std": 0.001, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
+                    "diag/embedding_rank": 20.0})
+    assert "0.0040 at initialisation" in capsys.readouterr().out  # training shrank them: warned
+    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.9,
+                    "diag/initial_embedding_rank": 2.2})
+    assert capsys.readouterr().out == ""  # few directions from the start (a random ViT): not training's doing
+    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.2,
+                    "diag/initial_embedding_rank": 30.0})
+    assert "(30.00 at initialisation): dimensional collapse" in capsys.readouterr().out
