@@ -68,16 +68,25 @@ class InputSpec:
         return images
 
 
-def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None,
-                 image_size: int | None = None) -> torch.nn.Module:
-    """The configured method around a fresh backbone. ``num_samples``: the training-set size (memory
-    banks); ``image_size``: the side of the views (decoders); default: views.size or data.image_size."""
-    spec = get_method_spec(cfg.method_name)
+def build_encoder(cfg: RunConfig, in_channels: int, image_size: int | None = None) -> torch.nn.Module:
+    """A fresh backbone as ``cfg.backbone`` says, for views of side ``image_size`` (default: views.size or
+    data.image_size)."""
     b = cfg.backbone
     size = image_size or cfg.views.get("size") or cfg.data.image_size
-    encoder = create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
-                              stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
-                              pos_embed=b.pos_embed, drop_path=b.drop_path)
+    return create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
+                           stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
+                           pos_embed=b.pos_embed, drop_path=b.drop_path)
+
+
+def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None,
+                 image_size: int | None = None, encoder: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The configured method around ``encoder`` (default: a fresh backbone, ``build_encoder``).
+    ``num_samples``: the training-set size (memory banks); ``image_size``: the side of the views
+    (decoders); default: views.size or data.image_size. Methods copy the encoder they are given into
+    their targets and teachers, so weights a run starts from go into ``encoder`` before this."""
+    spec = get_method_spec(cfg.method_name)
+    size = image_size or cfg.views.get("size") or cfg.data.image_size
+    encoder = encoder if encoder is not None else build_encoder(cfg, in_channels, size)
     norm = (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else None
     return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None,
                        norm)

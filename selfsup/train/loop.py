@@ -24,7 +24,7 @@ from selfsup.config import RunConfig, eval_size, load_run_config, parse_duration
 from selfsup.transforms.views import view_config
 from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
-from selfsup.engine import InputSpec, build_method, checkpoint_meta
+from selfsup.engine import InputSpec, build_encoder, build_method, checkpoint_meta
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
@@ -222,15 +222,17 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
-    method = build_method(cfg, train.channels, len(train), cfg.views.get("size") or train.image_size)
+    side = cfg.views.get("size") or train.image_size
+    encoder = build_encoder(cfg, train.channels, side)
     if cfg.backbone.weights and not resume:  # a start from weights the user has (a resume has its own)
-        try:
-            got = load_backbone_weights(method.encoder, cfg.backbone.weights)
+        try:  # before the method is built: its EMA targets and teachers start as copies of these weights
+            got = load_backbone_weights(encoder, cfg.backbone.weights)
         except (OSError, ValueError) as e:
             raise TrainingError(str(e)) from None
         if dist.is_main():
             print(f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
                   + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else ""))
+    method = build_method(cfg, train.channels, len(train), side, encoder=encoder)
     method = method.to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)

@@ -69,6 +69,24 @@ def test_pretraining_starts_from_the_weights_file(tmp_path):
     assert_clean_error(rc, err, "no such file")
 
 
+@pytest.mark.parametrize("method,target", [("byol", "target_encoder"), ("dino", "teacher_encoder")])
+def test_ema_targets_start_from_the_weights_file_too(tmp_path, method, target):
+    """The file goes into the encoder before the method copies it into its EMA target (teacher): at
+    learning rate 0 the target is still the file's after training steps, not a random network."""
+    from safetensors.torch import load_file, save_file
+
+    w = {k: v.contiguous() for k, v in create_backbone("convnet", in_channels=1, width=0.25).state_dict().items()}
+    save_file(w, tmp_path / "w.safetensors")
+    heads = ["method.out_dim=32", "method.hidden_dim=32", "method.bottleneck_dim=8"] if method == "dino" else TINY[-2:]
+    rc, _, err = run_cli(["pretrain", "--method", method, "--backbone", "convnet", "--out", str(tmp_path / "r"),
+                          *TINY[:-2], *heads, "backbone.width=0.25", "optim.lr=0", "backbone.weights=" + str(tmp_path / "w.safetensors")])
+    assert rc == 0, err
+    got = load_file(tmp_path / "r" / "checkpoints" / "last" / "model.safetensors")
+    for k, v in w.items():
+        if v.is_floating_point() and "running" not in k:
+            torch.testing.assert_close(got[f"{target}.{k}"], v, rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")
+
+
 def test_timm_weights_load_into_a_timm_backbone(tmp_path):
     import timm
     from safetensors.torch import save_file
