@@ -188,7 +188,7 @@ class Run:
 
     @property
     def encoder(self) -> torch.nn.Module:
-        return self.method.encoder
+        return self.method.evaluated_encoder
 
     def split(self, split: str) -> ImageDataset:
         """The run's own ``split`` (see ``run_split``)."""

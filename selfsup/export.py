@@ -1,6 +1,6 @@
 """A run's encoder outside selfsup: weight files other libraries load, and features of a folder of images.
 
-Export writes ``method.encoder`` alone — no projection heads, no teacher, no optimiser — of a run's
+Export writes ``method.evaluated_encoder`` alone (``encoder``; I-JEPA's and MSN's EMA target) — no projection heads, no teacher, no optimiser — of a run's
 last checkpoint, in one of three forms:
 
 - ``safetensors``: our own state dict, with the backbone's constructor arguments, the method and

@@ -81,7 +81,7 @@ def references(out: Path) -> dict[str, float]:
                                               raw_pixel_features(test.images), test.labels, **probe)["top1"]
         if arch not in refs:
             size = eval_size(cfg, train.image_size)
-            enc = recalibrate_batchnorm(reinitialise(copy.deepcopy(method.encoder), 0), train.images, cfg.data.mean,
+            enc = recalibrate_batchnorm(reinitialise(copy.deepcopy(method.evaluated_encoder), 0), train.images, cfg.data.mean,
                                         cfg.data.std, size)
             kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, batch_size=cfg.eval.batch_size)
             refs[arch] = 100 * linear_probe(extract_features(enc, train.images, **kw), train.labels,

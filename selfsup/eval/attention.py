@@ -79,7 +79,7 @@ def attention_report(run_dir: str | Path, num_images: int = 500, show: int = 6, 
     cfg, method, _ = load_run(run_dir)
     _, test = labelled_splits(cfg)
     size = eval_size(cfg, test.image_size)
-    vit = method.encoder.to(device).eval()
+    vit = method.evaluated_encoder.to(device).eval()
     images = test.images[:num_images]
     x = eval_view(images, cfg.data.mean, cfg.data.std, size).to(device)
     with torch.no_grad():

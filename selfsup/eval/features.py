@@ -1,4 +1,5 @@
-"""Features for evaluation: evaluation only ever sees ``method.encoder`` (read through
+"""Features for evaluation: evaluation only ever sees ``method.evaluated_encoder`` (``encoder``, or
+the EMA target where the paper evaluates it) (read through
 ``selfsup.nn.features.extract_features``), and raw pixels are the reference row every table carries."""
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ and SimCLR v2 (Chen et al. 2020b, section 2): unlike the linear probe, the encod
 move too, so it measures how good a starting point the pretraining is when a few labels exist.
 
 What it sees: one module mapping normalised images [B,C,H,W] to [B, num_features], which the
-caller picks as ``getattr(method, "finetune_encoder", method.encoder)`` (SimCLR v2 fine-tunes
+caller picks as ``getattr(method, "finetune_encoder", method.evaluated_encoder)`` (SimCLR v2 fine-tunes
 from the middle of its projection head; every other method from its encoder). It trains a deep
 copy, so the method is never touched. ``from_scratch=True`` re-initialises the copy: the same
 architecture trained on the same labels from random weights, the supervised baseline.

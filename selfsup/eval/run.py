@@ -1,4 +1,5 @@
-"""Evaluate a run directory: rebuild the method, load its weights, evaluate ``method.encoder``.
+"""Evaluate a run directory: rebuild the method, load its weights, evaluate ``method.evaluated_encoder``
+(``method.encoder``, or the EMA target encoder where the paper evaluates that: I-JEPA, MSN).
 
 Every protocol (``PROTOCOLS``) is one function here taking the run directory; each writes its
 result to RUN_DIR/eval_<protocol>[_<variant>].json and its pictures next to it. Features of the
@@ -67,8 +68,8 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
             warnings.warn(f"the feature cache {cache} is unreadable ({e}); extracting the features again", stacklevel=2)
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
               precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
-    ftr = extract_features(method.encoder, train.images, **kw)
-    fte = extract_features(method.encoder, test.images, **kw)
+    ftr = extract_features(method.evaluated_encoder, train.images, **kw)
+    fte = extract_features(method.evaluated_encoder, test.images, **kw)
     if dist.is_main():  # under torchrun every process extracted its shard and holds all rows; one writes
         tmp = cache.with_name(f".{cache.name}.tmp{os.getpid()}")
         try:  # temp file + rename: a kill or a full disk never leaves a half-written cache
@@ -217,7 +218,7 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
     ``fraction``), tested on ``test`` or cross-validated over ``folds`` (one fine-tune per fold)."""
     run = Run(run_dir)
     cfg, method, meta = run.cfg, run.method, run.meta
-    encoder = getattr(method, "finetune_encoder", method.encoder)
+    encoder = getattr(method, "finetune_encoder", method.evaluated_encoder)
     kind = "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder"
     name = "scratch" if from_scratch else "finetune"
     if labels is not None:
@@ -318,7 +319,7 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
                                          enabled=cfg.train.precision == "bf16"):
         method.to(device)
-        h1, h2 = (method.encoder(v.to(device)).float().cpu() for v in (v1, v2))
+        h1, h2 = (method.evaluated_encoder(v.to(device)).float().cpu() for v in (v1, v2))
         z = method.embedding(eval_view(images, spec.mean, spec.std, spec.size).to(device)).float().cpu()
         z1, z2 = (method.embedding(v.to(device)).float().cpu() for v in (v1, v2))
     result = {"protocol": "diagnostics", "num_images": len(idx), "images": source,

@@ -111,6 +111,12 @@ class Method(nn.Module, abc.ABC):
         method's buffers."""
         return None
 
+    @property
+    def evaluated_encoder(self) -> nn.Module:
+        """The network evaluation, export, classifiers and the training monitor read: ``encoder`` unless the
+        paper evaluates another one (I-JEPA and MSN: their EMA target encoder)."""
+        return self.encoder
+
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """The vector the loss acts on, for collapse diagnostics; default: encoder features."""
         return self.encoder(x)

@@ -27,8 +27,9 @@ Details (sec. 3, appendix, and the official code facebookresearch/ijepa) that ma
 - the EMA momentum rises *linearly* (not along a cosine) from 0.996 to 1.0 over training (train.py's
   momentum_scheduler), applied in ``on_step_end``.
 
-Evaluation sees ``encoder``, the context encoder (it is the module that trains; the paper evaluates the
-target encoder, which is in the checkpoint as ``target_encoder``). selfsup's ViT carries a [CLS] token,
+Evaluation sees the target encoder (``evaluated_encoder`` is ``target_encoder``), as the paper and the
+official evaluation do; the context encoder ``encoder`` is the module that trains (``evaluate: online`` reads
+it instead: in a run of a few hundred steps the target still lags it). selfsup's ViT carries a [CLS] token,
 the official one does not: it runs through both encoders like any token and is dropped before the
 predictor and the targets, so nothing predicts it or from it, and features read from it (``forward``)
 are shaped only through attention to the patch tokens.
@@ -69,6 +70,9 @@ class IJEPAConfig:
     loss: str = "smooth_l1"  # the official code's D; "l2": the paper's eq. 1 (squared error, same averaging)
     momentum_base: float = 0.996  # EMA, raised linearly to momentum_final over training
     momentum_final: float = 1.0
+    # which encoder evaluation, export and classifiers read: the EMA target, as the paper; "online" reads the
+    # encoder that trains (a run of a few hundred steps: the target, moved by 1 - m a step, still lags it)
+    evaluate: str = "target"
 
 
 def linear_momentum(base: float, final: float, progress: float) -> float:
@@ -140,9 +144,11 @@ class IJEPA(Method):
                                f"method.predictor_heads to a divisor of it")
         if not 0.0 <= cfg.min_context < 1.0:
             raise SelfsupError(f"method.min_context={cfg.min_context}: a fraction of the patches, in [0, 1)")
+        if cfg.evaluate not in ("target", "online"):
+            raise SelfsupError(f"method.evaluate={cfg.evaluate!r}: choose target (the paper's) or online")
         self.cfg = cfg
-        self.encoder = encoder  # f_theta, the context encoder: what evaluation sees
-        self.target_encoder = frozen_copy(encoder)  # f_theta_bar: EMA of f_theta, never a gradient
+        self.encoder = encoder  # f_theta, the context encoder: what trains
+        self.target_encoder = frozen_copy(encoder)  # f_theta_bar: EMA of f_theta, never a gradient; evaluated
         self.predictor = Predictor(encoder.num_features, encoder.grid, cfg.predictor_dim, cfg.predictor_depth, heads)
         self.register_buffer("progress", torch.zeros(()))  # fraction of training done: the momentum's input
         self.momentum = cfg.momentum_base
@@ -179,6 +185,10 @@ class IJEPA(Method):
         return StepOutput(loss, {"pretext/jepa_loss": loss.detach(), "momentum": momentum,
                                  "context_patches": float(context.shape[1]), "target_patches": float(targets.shape[2]),
                                  "target_std": s_y.flatten(0, 2).std(0).mean()})
+
+    @property
+    def evaluated_encoder(self) -> nn.Module:
+        return self.target_encoder if self.cfg.evaluate == "target" else self.encoder
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:

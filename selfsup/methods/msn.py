@@ -40,8 +40,9 @@ PMSN (``prior: power_law``): the me-max term becomes KL(p_bar || p_prior) with a
 p_prior,k proportional to k^(-tau) (tau 0.25), for long-tailed data; with the uniform prior it is me-max
 exactly (``selfsup.losses.clustering.prior_matching``).
 
-Evaluation sees ``encoder``, the anchor encoder (the module that trains); the paper evaluates the
-target encoder, which is in the checkpoint as ``target_encoder``.
+Evaluation sees the target encoder (``evaluated_encoder`` is ``target_encoder``), as the paper does; the
+anchor encoder ``encoder`` is the module that trains (``evaluate: online`` reads it instead: in a run of a
+few hundred steps the target still lags it).
 Logged: ``msn_ce`` (the cross-entropy), ``prior_kl`` (the me-max / prior term), ``momentum``,
 ``target_max`` (the mean largest target probability: near 1 when the sharpening wins) and
 ``prototypes_used`` (distinct arg-max prototypes of the batch's targets: the official log's ``np``).
@@ -89,6 +90,9 @@ class MSNConfig:
     momentum_base: float = 0.996  # EMA, raised linearly towards momentum_final ...
     momentum_final: float = 1.0
     momentum_span: float = 1.25  # ... over 1.25 x the training steps (the official schedules): ends at 0.9992
+    # which encoder evaluation, export and classifiers read: the EMA target, as the paper; "online" reads the
+    # encoder that trains (a run of a few hundred steps: the target, moved by 1 - m a step, still lags it)
+    evaluate: str = "target"
 
 
 def kept_patches(num_patches: int, patch_drop: float) -> int:
@@ -142,8 +146,10 @@ class MSN(Method):
             raise SelfsupError(f"method.prior={cfg.prior!r}: choose uniform (MSN's me-max) or power_law (PMSN)")
         if cfg.temperature <= 0 or cfg.sharpen <= 0:
             raise SelfsupError("method.temperature and method.sharpen must be positive")
+        if cfg.evaluate not in ("target", "online"):
+            raise SelfsupError(f"method.evaluate={cfg.evaluate!r}: choose target (the paper's) or online")
         self.cfg = cfg
-        self.encoder = encoder  # f_theta, the anchor encoder: what evaluation sees
+        self.encoder = encoder  # f_theta, the anchor encoder: what trains
         self.head = projection_head(encoder.num_features, cfg.hidden_dim, cfg.out_dim, cfg.head_bn)
         self.target_encoder = frozen_copy(self.encoder)  # f_theta_bar: EMA, never a gradient
         self.target_head = frozen_copy(self.head)
@@ -205,6 +211,10 @@ class MSN(Method):
             momentum = c.momentum_base + (c.momentum_final - c.momentum_base) * (self.progress / c.momentum_span).clamp(0, 1)
         return StepOutput(loss, {"msn_ce": ce.detach(), "prior_kl": reg.detach(), "momentum": momentum,
                                  "target_max": p_plus.max(1).values.mean(), "prototypes_used": used})
+
+    @property
+    def evaluated_encoder(self) -> nn.Module:
+        return self.target_encoder if self.cfg.evaluate == "target" else self.encoder
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:

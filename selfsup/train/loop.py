@@ -141,8 +141,8 @@ class _Monitor:
     def __call__(self, method, cfg: RunConfig, device, size: int) -> dict:
         kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
                   precision=cfg.train.precision, channels_last=cfg.train.channels_last)
-        ftr = extract_features(method.encoder, self.train_images, **kw)
-        fte = extract_features(method.encoder, self.test_images, **kw)
+        ftr = extract_features(method.evaluated_encoder, self.train_images, **kw)
+        fte = extract_features(method.evaluated_encoder, self.test_images, **kw)
         res = knn_accuracy(ftr, self.train_labels, fte, self.test_labels, ks=(20,))
         z = self.embeddings(method, cfg, device, size)
         return {"monitor/knn20_top1": res["top1"], "diag/feature_std": embedding_std(fte),

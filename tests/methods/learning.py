@@ -42,8 +42,8 @@ def vit_digits_recipe(method: str, epochs: int, heads: dict | None = None) -> li
 
 def knn(method, cfg, train, test, size: int | None = None) -> dict:
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size or train.image_size)
-    ftr = extract_features(method.encoder, train.images, **kw)
-    fte = extract_features(method.encoder, test.images, **kw)
+    ftr = extract_features(method.evaluated_encoder, train.images, **kw)
+    fte = extract_features(method.evaluated_encoder, test.images, **kw)
     return knn_accuracy(ftr, train.labels, fte, test.labels, ks=(200, 20))
 
 

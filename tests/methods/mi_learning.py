@@ -39,8 +39,8 @@ def trained_vs_random_on(tmp_path, layers) -> tuple[dict, dict]:
     kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=train.image_size)
 
     def knn(method):
-        ftr = extract_features(method.encoder, train.images, **kw)
-        fte = extract_features(method.encoder, test.images, **kw)
+        ftr = extract_features(method.evaluated_encoder, train.images, **kw)
+        fte = extract_features(method.evaluated_encoder, test.images, **kw)
         return knn_accuracy(ftr, train.labels, fte, test.labels, ks=(200, 20))
 
     return knn(trained), knn(random_init)

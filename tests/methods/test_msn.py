@@ -202,7 +202,8 @@ def test_msn_learns_on_digits(tmp_path):
     encoder above the same ViT at its random initialisation. On the 2-px-patch grid a random vit_micro's
     [CLS] is mostly position (kNN-200 ~0.34); at 4-px patches on 16-px views (random kNN-200 0.49) MSN needs
     ~10 epochs to pass it, beyond this test's budget."""
-    layers = [{"method": {"name": "msn", "hidden_dim": 256, "out_dim": 64, "num_prototypes": 64, "momentum_base": 0.99},
+    layers = [{"method": {"name": "msn", "hidden_dim": 256, "out_dim": 64, "num_prototypes": 64, "momentum_base": 0.99,
+                          "evaluate": "online"},
                "data": {"name": "digits"},
                "backbone": {"name": "vit_micro", "patch_size": 2},
                "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0, "blur_p": [0.0, 0.0], "local_blur_p": 0.0,
