@@ -229,7 +229,9 @@ def summarise(rows: list[dict]) -> list[dict]:
         baseline = max(alone, key=lambda x: mean[x][0]) if alone else None
         refs = [mean[x][1] for x in ("raw pixels", baseline) if x in mean]
         pays = bool(all(mean[chosen][1] - r > MARGIN for r in refs))
-        best = max((x for x in arms if x != "raw pixels" and x not in LABELS_ALONE), key=lambda x: mean[x][0])
+        # issue 30's goal is about the pipelines selfsup offers from its encoder (fine-tune, or a
+        # semi-supervised method from it): the arm chosen on validation, never one from random weights
+        best = chosen
         goal = bool(mean[best][1] - mean[baseline][1] >= GOAL) if baseline else None
         recipe = (bool(mean["supervised"][0] - mean["finetune"][0] > MARGIN)
                   if {"supervised", "finetune"} <= set(mean) else None)
