@@ -2,7 +2,8 @@
 
 The README's first table. For a trained run on a labelled data set (Fashion-MNIST), a validation split
 is carved from the training split (VAL_SIZE images, seeded) and the labelled images are drawn, class-
-balanced and seeded, from the rest: 10 per class, 1 % and 10 % of the training split's size. Every arm
+balanced and seeded, from the rest: 10 per class, 1 % and 10 % of the training split's size, and all of
+the rest (100 %; its fine-tuning arms run only with --finetune-up-to 1, hours on a CPU). Every arm
 is scored on the validation split and on the test split:
 
 - raw pixels: the linear probe on flattened pixels (the reference every table carries);
@@ -86,7 +87,7 @@ def main() -> None:
     p.add_argument("--finetune-up-to", type=float, default=0.01)
     p.add_argument("--arms", help="comma-separated arms to run (default all)")
     p.add_argument("--finetune-grid", help="KEY=V1,V2: one more fine-tuning arm per value of a FinetuneConfig field")
-    p.add_argument("--budgets", help="comma-separated budgets to run: 10pc (10 per class), 1, 10 (default all)")
+    p.add_argument("--budgets", help="comma-separated budgets to run: 10pc (10 per class), 1, 10, 100 (default all)")
     p.add_argument("--merge", help="an earlier run's --json: its rows of the other arms and budgets join this run's")
     p.add_argument("--semi", help="comma-separated semi-supervised methods to add as arms (fixmatch, mixmatch, ...)")
     p.add_argument("--semi-scratch", action="store_true", help="also each --semi method from random weights")
@@ -126,8 +127,9 @@ def main() -> None:
     spec = run.spec
     val, pool = validation_split(len(ytr))
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
-    budgets = [("10 per class", per_class_fraction(ytr, 10)), ("1 %", 0.01), ("10 %", 0.1)]
-    keys = {"10pc": "10 per class", "1": "1 %", "10": "10 %"}
+    # 100 %: every labelled image of the training split but the validation split's
+    budgets = [("10 per class", per_class_fraction(ytr, 10)), ("1 %", 0.01), ("10 %", 0.1), ("100 %", 1.0)]
+    keys = {"10pc": "10 per class", "1": "1 %", "10": "10 %", "100": "100 %"}
     run_budgets = {keys[b] for b in a.budgets.split(",")} if a.budgets else {b for b, _ in budgets}
     encoder = getattr(run.method, "finetune_encoder", run.encoder)
     rows = []
@@ -199,7 +201,7 @@ def main() -> None:
         cells = [(f"{s['arms'][x]['test']:.1f} ± {s['arms'][x]['test_std']:.1f}" if s["seeds"][x] > 1 else
                   f"{s['arms'][x]['test']:.1f} (1 seed)") if x in s["arms"] else "—" for x in arms_all]
         print(f"| {s['budget']} ({s['labels']}) | " + " | ".join(cells) + f" | {s['chosen']} | "
-              f"{'yes' if s['pays'] else 'no'} | {s['best']} | {'—' if s['goal'] is None else 'yes' if s['goal'] else 'no'} |")
+              f"{'—' if s['pays'] is None else 'yes' if s['pays'] else 'no'} | {s['best']} | {'—' if s['goal'] is None else 'yes' if s['goal'] else 'no'} |")
     if a.png:
         plot(summary, arms_all, a.png, f"{cfg.method_name} encoder: test top-1 by label budget")
     if a.json:
@@ -227,8 +229,9 @@ def summarise(rows: list[dict]) -> list[dict]:
         # the labels alone from random weights: the better recipe on validation (a weak baseline flatters)
         alone = [x for x in LABELS_ALONE if x in mean]
         baseline = max(alone, key=lambda x: mean[x][0]) if alone else None
-        refs = [mean[x][1] for x in ("raw pixels", baseline) if x in mean]
-        pays = bool(all(mean[chosen][1] - r > MARGIN for r in refs))
+        # pays needs both references: without a labels-alone arm (100 %, fine-tuning not run) it is not judged
+        pays = (bool(all(mean[chosen][1] - mean[x][1] > MARGIN for x in ("raw pixels", baseline)))
+                if baseline and "raw pixels" in mean else None)
         # issue 30's goal is about the pipelines selfsup offers from its encoder (fine-tune, or a
         # semi-supervised method from it): the arm chosen on validation, never one from random weights
         best = chosen
@@ -248,7 +251,8 @@ def summarise(rows: list[dict]) -> list[dict]:
 README_COLUMNS = (("raw pixels (linear)", "raw pixels"), ("same network, from scratch", "baseline"),
                   ("selfsup: linear probe", "linear"), ("selfsup: fine-tuned", "finetune"),
                   ("selfsup + FixMatch (`selfsup semi`)", "fixmatch"))
-README_LABELS = {"10 per class": "100 (10 per class)", "1 %": "600 (1 %)", "10 %": "6,000 (10 %)"}
+README_LABELS = {"10 per class": "100 (10 per class)", "1 %": "600 (1 %)", "10 %": "6,000 (10 %)",
+                 "100 %": "50,000 (100 %, less the validation split)"}
 
 
 def semi_loop_recipe_adopted(summary: list[dict]) -> bool:
