@@ -53,7 +53,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from selfsup.data.sources import balanced_indices
+from selfsup.data.dataset import balanced_indices
 from selfsup.nn.features import extract_features
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config

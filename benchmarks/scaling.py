@@ -75,7 +75,7 @@ def make_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
     from selfsup.data import load_dataset
-    from selfsup.data.sources import resize_images
+    from selfsup.data.dataset import resize_images
 
     ds = load_dataset("fashion-mnist", "train")
     idx = torch.arange(n) % len(ds)

@@ -27,7 +27,7 @@ from torch import nn
 from selfsup import create_backbone
 from selfsup.data import DatasetError
 from selfsup.data.labelled import image_batches
-from selfsup.data.sources import warn_skipped
+from selfsup.data.decode import warn_skipped
 from selfsup.engine import InputSpec, Run
 from selfsup.errors import SelfsupError
 from selfsup.eval.finetune import finetune_classifier, run_finetune_config
@@ -39,7 +39,7 @@ from selfsup.transforms import eval_view
 from selfsup.config import compose
 from selfsup.data import load_dataset
 from selfsup.data.labelled import load_labelled
-from selfsup.data.sources import balanced_indices
+from selfsup.data.dataset import balanced_indices
 from selfsup.engine import build_method, dataset_split
 from selfsup.eval.distill import load_student
 from selfsup.eval.semi import per_class_fraction

@@ -35,7 +35,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods.base import Picture
 from selfsup.train.pictures import draw
 from selfsup.data.labelled import decode_files
-from selfsup.data.sources import load_imagefolder
+from selfsup.data.folder import load_imagefolder
 
 STRATEGIES = ("kmeans", "kcenter", "random")
 

@@ -21,7 +21,7 @@ import torch
 from selfsup.backbones import create_backbone
 from selfsup.config import RunConfig, eval_size, load_run_config, method_config, view_size
 from selfsup.data import DatasetError, ImageDataset
-from selfsup.data.sources import match_channels, resize_images
+from selfsup.data.dataset import match_channels, resize_images
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
 from selfsup.registry import get_method_spec, instantiate

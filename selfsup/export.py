@@ -36,7 +36,8 @@ from selfsup.backbones import VIT_SIZES
 from selfsup.backbones.resnet import RESNET_LAYERS
 from selfsup.data import DatasetError
 from selfsup.data.labelled import image_batches
-from selfsup.data.sources import IMAGE_EXTENSIONS, list_image_files, list_other_files, warn_skipped
+from selfsup.data.decode import warn_skipped
+from selfsup.data.folder import IMAGE_EXTENSIONS, list_image_files, list_other_files
 from selfsup.engine import Run
 from selfsup.nn.features import extract_features
 

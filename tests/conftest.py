@@ -58,14 +58,14 @@ def tiny_config():
 @pytest.fixture
 def no_data_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No dataset anywhere: empty $SELFSUP_DATA, no downloads, empty cache, no Debian package."""
-    from selfsup.data import sources
+    from selfsup.data import fashion_mnist
 
     empty = tmp_path / "empty-data"
     empty.mkdir()
     monkeypatch.setenv("SELFSUP_DATA", str(empty))
     monkeypatch.setenv("SELFSUP_ALLOW_DOWNLOAD", "0")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [])
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_SYSTEM_DIRS", [])
     return empty
 
 

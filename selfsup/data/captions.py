@@ -8,7 +8,7 @@ light". The captions carry the class, so a CLIP trained on them is weakly superv
 image-text reference point, and every number on these sets says the captions are generated.
 
 Users bring their own pairs as an image folder with a ``captions.tsv`` (file name, tab, caption):
-``selfsup.data.sources.load_captions_file``.
+``selfsup.data.folder.load_captions_file``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ from typing import Optional
 
 import torch
 
-from selfsup.data.sources import ImageDataset, load_digits, load_fashion_mnist
+from selfsup.data.dataset import ImageDataset
+from selfsup.data.digits import load_digits
+from selfsup.data.fashion_mnist import load_fashion_mnist
 
 FASHION_NAMES = [["t-shirt", "top", "tee"], ["trouser", "pair of trousers", "pants"], ["pullover", "sweater", "jumper"],
                  ["dress", "gown"], ["coat", "jacket"], ["sandal", "open shoe"], ["shirt", "blouse"],

@@ -17,7 +17,9 @@ from typing import Optional
 
 import torch
 
-from selfsup.data.sources import ImageDataset, load_digits, load_fashion_mnist
+from selfsup.data.dataset import ImageDataset
+from selfsup.data.digits import load_digits
+from selfsup.data.fashion_mnist import load_fashion_mnist
 
 HUE_NOISE = 0.03
 SATURATION = (0.6, 1.0)

@@ -20,8 +20,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from selfsup.data.sources import (DatasetError, ImageDataset, class_folders, class_of, counted, decode_all,
-                                  list_image_files, shown_paths, stack_images, warn_skipped, match_channels)
+from selfsup.data.dataset import DatasetError, ImageDataset, counted, match_channels, shown_paths
+from selfsup.data.decode import decode_all, stack_images, warn_skipped
+from selfsup.data.folder import class_folders, class_of, list_image_files
 
 
 def _label_order(names: set[str]) -> list[str]:

@@ -11,7 +11,7 @@ The loop sees the same things as with an in-memory set: ``LazyImages`` indexes l
 ``[N, C, S, S]`` tensor (decoding on access, for the kNN monitor's few thousand images and for
 DeepCluster's feature pass), and ``StreamLoader`` hands out the same batches in the same seeded
 order as ``InMemoryLoader`` (so a resumed run continues exactly, and processes split the data
-the same way). The same decoder as the in-memory image folder (``sources._decode``) keeps both
+the same way). The same decoder as the in-memory image folder (``decode.decode_image``) keeps both
 paths pixel for pixel equal.
 
 A file that cannot be decoded is only found when its batch is read: it is replaced by another image
@@ -29,9 +29,9 @@ import torch
 
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
-from selfsup.data.sources import (DEFAULT_IMAGEFOLDER_SIZE, DatasetError, ImageDataset, class_folders, class_of,
-                                  counted, decode_image, decode_all, list_image_files, require_root, split_folder,
-                                  match_channels)
+from selfsup.data.dataset import DatasetError, ImageDataset, counted, match_channels, require_root
+from selfsup.data.decode import decode_all, decode_image
+from selfsup.data.folder import DEFAULT_IMAGEFOLDER_SIZE, class_folders, class_of, list_image_files, split_folder
 
 CHANNEL_PROBE = 256  # files decoded up front to choose 1 or 3 channels
 

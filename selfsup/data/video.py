@@ -18,7 +18,7 @@ from typing import Optional
 
 import torch
 
-from selfsup.data.sources import DatasetError, ImageDataset
+from selfsup.data.dataset import DatasetError, ImageDataset
 from selfsup.errors import SelfsupError
 
 FRAMES, SIDE = 4, 32

@@ -34,7 +34,7 @@ from selfsup.eval.linear import fit_probe, linear_probe
 from selfsup.transforms import Views, eval_view
 from selfsup.transforms.views import view_config
 from selfsup.data import load_dataset
-from selfsup.data.sources import balanced_indices
+from selfsup.data.dataset import balanced_indices
 from selfsup.data.text import tokenize
 from selfsup.eval.clip import class_prompts, encode_images, encode_texts, retrieval, zero_shot
 from selfsup.eval.cluster import cluster_scores

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import torch
 
-from selfsup.data.sources import balanced_indices
+from selfsup.data.dataset import balanced_indices
 from selfsup.engine import InputSpec
 from selfsup.errors import SelfsupError
 from selfsup.eval.finetune import FinetuneConfig, finetune

@@ -13,7 +13,7 @@ import copy
 
 import torch
 
-from selfsup.data.sources import match_channels
+from selfsup.data.dataset import match_channels
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features, recalibrate_batchnorm
 from selfsup.eval.features import raw_pixel_features

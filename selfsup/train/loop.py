@@ -35,7 +35,7 @@ from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
 from selfsup.config import parse_override, resolve, to_dict
 from selfsup.data import DatasetError, load_dataset
-from selfsup.data.sources import choose_image_size
+from selfsup.data.folder import choose_image_size
 from selfsup.data.stream import StreamLoader, load_imagefolder_stream, sample_images
 from selfsup.data.text import tokenize
 from selfsup.nn.sync_bn import convert_sync_batchnorm

@@ -15,7 +15,7 @@ from PIL import Image
 
 from selfsup.transforms.views import ViewConfig
 from selfsup.data import DatasetError, load_dataset
-from selfsup.data import sources
+from selfsup.data import cifar
 from selfsup.transforms import Views
 
 
@@ -416,4 +416,4 @@ def test_cifar_labels_out_of_range_are_refused(tmp_path: Path) -> None:
 def test_intact_cifar_still_loads(tmp_path: Path) -> None:
     cifar10(tmp_path, labels=(9, 0))
     ds = load_dataset("cifar10", root=tmp_path)
-    assert len(ds) == 10 and ds.labels.tolist()[:2] == [9, 0] and ds.classes == sources.CIFAR10_CLASSES
+    assert len(ds) == 10 and ds.labels.tolist()[:2] == [9, 0] and ds.classes == cifar.CIFAR10_CLASSES

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from selfsup.data import DatasetError, list_datasets, load_dataset
-from selfsup.data.sources import (SIGNALS_CLASSES, SIGNALS_LENGTH, mu_law_decode, mu_law_encode,
+from selfsup.data.signals import (SIGNALS_CLASSES, SIGNALS_LENGTH, mu_law_decode, mu_law_encode,
                                   synth_signals)
 
 

@@ -1,4 +1,5 @@
-"""Tests for selfsup.data.sources: every source is fed small files in its real format."""
+"""Tests for the dataset sources (selfsup/data/*.py, by name in selfsup.data.sources): every source is fed
+small files in its real format."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 
 from selfsup.data import DATASETS, DatasetError, ImageDataset, list_datasets, load_dataset
-from selfsup.data import sources
+from selfsup.data import cifar, fashion_mnist
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -25,7 +26,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("SELFSUP_DATA", raising=False)
     monkeypatch.setenv("SELFSUP_ALLOW_DOWNLOAD", "0")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
-    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [tmp_path / "no-system-dir"])
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_SYSTEM_DIRS", [tmp_path / "no-system-dir"])
 
 
 # ---------------------------------------------------------------------------
@@ -78,7 +79,7 @@ def make_cifar10(parent: Path, per_batch: int = 2) -> tuple[np.ndarray, np.ndarr
         ys += y
     xt = rng.integers(0, 256, (3, 3072), dtype=np.uint8)
     write_pickle(folder / "test_batch", {b"data": xt, b"labels": [1, 2, 3]})
-    names = [n.encode() for n in sources.CIFAR10_CLASSES]
+    names = [n.encode() for n in cifar.CIFAR10_CLASSES]
     write_pickle(folder / "batches.meta", {b"label_names": names, b"num_vis": 3072})
     return np.concatenate(xs), np.array(ys), xt
 
@@ -235,7 +236,7 @@ def test_fmnist_missing_names_all_fixes(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not REAL_FMNIST.is_dir(), reason="Debian package dataset-fashion-mnist not installed")
 def test_fmnist_real_debian_package(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "FASHION_MNIST_SYSTEM_DIRS", [REAL_FMNIST])
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_SYSTEM_DIRS", [REAL_FMNIST])
     train = load_dataset("fashion-mnist", "train")  # its speed is measured by benchmarks, not asserted here
     test = load_dataset("fashion-mnist", "test")
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
@@ -274,7 +275,7 @@ def test_cifar10_folder_or_parent(tmp_path: Path) -> None:
         ds = load_dataset("cifar10", "train", root=root)
         assert ds.images.shape == (10, 3, 32, 32)
         assert np.array_equal(ds.images.numpy(), x.reshape(-1, 3, 32, 32))
-        assert ds.labels.tolist() == y.tolist() and ds.classes == sources.CIFAR10_CLASSES
+        assert ds.labels.tolist() == y.tolist() and ds.classes == cifar.CIFAR10_CLASSES
     test = load_dataset("cifar10", "test", root=tmp_path)
     assert np.array_equal(test.images.numpy(), xt.reshape(-1, 3, 32, 32))
     assert test.labels.tolist() == [1, 2, 3]
@@ -327,7 +328,7 @@ def test_codecs_only_latin1(tmp_path: Path) -> None:
     path = tmp_path / "sneaky"
     write_pickle(path, {b"x": Sneaky()})
     with pytest.raises(DatasetError, match="rot13"):
-        sources.safe_unpickle(path)
+        cifar.safe_unpickle(path)
 
 
 # ---------------------------------------------------------------------------

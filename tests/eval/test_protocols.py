@@ -17,7 +17,7 @@ from selfsup.eval.efficiency import time_to_accuracy
 from selfsup.eval.pretext import correlation
 from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, corrupt
 from selfsup.eval.run import PROTOCOLS, evaluate, pretext_correlation
-from selfsup.data.sources import match_channels
+from selfsup.data.dataset import match_channels
 
 
 def cli(argv, capsys) -> tuple[int, str, str]:
