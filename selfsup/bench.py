@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from selfsup.config import RunConfig, compose, load_run_config
+from selfsup.config import ConfigError, RunConfig, compose, load_run_config
 from selfsup.errors import SelfsupError
-from selfsup.eval.pretext import pretext_metrics
 from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_raw_pixels
 from selfsup.registry import get_method_spec, list_methods
 from selfsup.train import fit
@@ -31,6 +30,21 @@ COLUMNS = [("kNN-200", "eval_knn.json", "top1_k200", 100), ("kNN-20", "eval_knn.
            ("linear", "eval_linear.json", "top1", 100), ("cluster NMI", "eval_cluster.json", "nmi", 1),
            ("epochs", "summary.json", "epochs", 1), ("img/s", "eval_efficiency.json", "images_per_s", 1),
            ("emb. rank", "summary.json", "diag/embedding_rank", 1)]
+
+
+# read for every run whatever --protocols says: reading the logs costs nothing
+ALWAYS = ("efficiency",)
+
+
+def check_protocols(names) -> None:
+    """Fails unless every name is a protocol bench may run with its defaults (``Protocol.bench``)."""
+    unknown = [p for p in names if p not in PROTOCOLS or not PROTOCOLS[p].bench]
+    if unknown:
+        runs = [p.name + (f" ({p.note})" if p.note else "") for p in PROTOCOLS.values() if p.bench and p.name not in ALWAYS]
+        own = [p.name for p in PROTOCOLS.values() if not p.bench]
+        raise ConfigError(f"--protocols {','.join(unknown)}: bench runs {', '.join(runs[:-1])} and {runs[-1]}, and "
+                          f"always reads {' and '.join(ALWAYS)}; {', '.join(own[:-1])} and {own[-1]} take their own "
+                          f"options: run `selfsup eval` on the runs")
 
 
 @dataclass
@@ -73,9 +87,10 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
           progress_bar: bool = True) -> dict:
     """Train and evaluate every (entry, seed) not done yet; returns the leaderboard (also written to OUT)."""
 
+    check_protocols(protocols)
     out = Path(out or f"runs/bench-{data}-{budget or f'{epochs}ep'}")
     out.mkdir(parents=True, exist_ok=True)
-    protocols = list(dict.fromkeys(["efficiency", *protocols]))  # reading the logs costs nothing
+    protocols = list(dict.fromkeys([*ALWAYS, *protocols]))
     for e in entries:
         for seed in range(seeds):
             run = out / e.name / f"seed{seed}"
@@ -118,15 +133,9 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
 
 
 def _applies(run: Path) -> set[str]:
-    """The protocols a finished run can be measured by: pretext needs logged pretext metrics, zero-shot and
-    retrieval a text encoder (image-text methods); every other one any encoder."""
-
-    out = set(PROTOCOLS) - {"pretext", "zeroshot", "retrieval"}
-    if pretext_metrics(run):
-        out.add("pretext")
-    if hasattr(get_method_spec(load_run_config(run).method_name).cls, "encode_text"):
-        out |= {"zeroshot", "retrieval"}
-    return out
+    """The protocols a finished run can be measured by (``Protocol.applies``: pretext needs logged pretext
+    metrics, zero-shot and retrieval a text encoder); every other one any encoder."""
+    return {p.name for p in PROTOCOLS.values() if p.applies is None or p.applies(run)}
 
 
 def train_or_resume(run: Path, make_config: Callable[[], RunConfig], label: str, progress_bar: bool = True) -> None:

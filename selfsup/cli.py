@@ -12,7 +12,7 @@ from pathlib import Path
 from selfsup.config import ConfigError, RunConfig, compose, recipes_dir
 from selfsup.errors import SelfsupError
 from selfsup import dist, list_backbones, list_datasets
-from selfsup.bench import bench, parse_entries
+from selfsup.bench import bench, check_protocols, parse_entries
 from selfsup.claims import claims_by_name, run_claims
 from selfsup.classify import predict, semi_classifier, train_classifier
 from selfsup.config import parse_override
@@ -22,7 +22,8 @@ from selfsup.engine import labelled_splits
 from selfsup.eval.attention import attention_report
 from selfsup.eval.distill import distill_run
 from selfsup.eval.robustness import CORRUPTIONS
-from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_finetune, evaluate_raw_pixels, pretext_correlation
+from selfsup.eval.protocol import pct
+from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_raw_pixels, pretext_correlation
 from selfsup.export import embed_images, export_encoder
 from selfsup.registry import method_specs
 from selfsup.report.html import write_report
@@ -136,41 +137,26 @@ def _str_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-# which options each protocol takes (CLI flag -> evaluate() keyword); any other flag is an error
-_LABELS = {"labels": "labels", "test": "test"}  # a user's own labelled images (and test images)
-_EVAL_OPTIONS = {"knn": {**_LABELS, "folds": "folds", "seed": "seed"},
-                 "linear": {**_LABELS, "folds": "folds", "seed": "seed"},
-                 "finetune": {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
-                              "from_scratch": "from_scratch", "seed": "seed", **_LABELS, "folds": "folds"},
-                 "semi": {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed",
-                          "per_class": "per_class", "finetune_up_to": "finetune_up_to",
-                          "semi_methods": "semi_methods", "semi_steps": "semi_steps", **_LABELS},
-                 "cluster": {"clusters": "num_clusters", "seed": "seed", **_LABELS},
-                 "embed2d": {"embed": "kinds", "max_points": "max_points", "seed": "seed", **_LABELS},
-                 "diagnostics": {"seed": "seed", "labels": "labels"},
-                 "robustness": {"corruptions": "kinds", "seed": "seed", **_LABELS},
-                 "transfer": {"target": "target", "target_dir": "target_dir", "seed": "seed", **_LABELS,
-                              "folds": "folds"},
-                 "zeroshot": {"prompts": "prompts"}}
-
-
 def _cmd_eval(args) -> None:
-    allowed = _EVAL_OPTIONS.get(args.protocol, {})
-    flags = {k for opts in _EVAL_OPTIONS.values() for k in opts}
+    """Checks the flags against the protocol's options (selfsup.eval.run.PROTOCOLS), runs it on each run, prints
+    its summary (or the result as JSON)."""
+    protocol = PROTOCOLS[args.protocol]
+    flags = {k for p in PROTOCOLS.values() for k in p.options}
     given = {k: v for k, v in vars(args).items() if k in flags and v is not None and v is not False}
     for k in given:
-        if k not in allowed:
-            owners = " / ".join(f"`selfsup eval {p}`" for p, opts in _EVAL_OPTIONS.items() if k in opts)
+        if k not in protocol.options:
+            owners = " / ".join(f"`selfsup eval {p.name}`" for p in PROTOCOLS.values() if k in p.options)
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to `selfsup eval {args.protocol}`: "
                               f"it is an option of {owners}")
     if args.test and not args.labels:
         raise ConfigError("--test needs --labels: the labelled images a model is fitted on before it is tested")
-    if args.protocol == "finetune":
-        return _cmd_finetune(args)
-    options = {allowed[k]: v for k, v in given.items()}
+    options = {protocol.options[k]: v for k, v in given.items()}
+    if protocol.progress:
+        options["progress"] = not args.json
 
-    if dist.init_from_env(args.device) and args.protocol not in ("knn", "linear"):
-        raise ConfigError(f"under torchrun, `selfsup eval` shards the feature extraction of knn and linear; run "
+    if dist.init_from_env(args.device) and not protocol.sharded:
+        sharded = " and ".join(p.name for p in PROTOCOLS.values() if p.sharded)
+        raise ConfigError(f"under torchrun, `selfsup eval` shards the feature extraction of {sharded}; run "
                           f"`selfsup eval {args.protocol}` as one process (python -m selfsup / selfsup)")
     if args.protocol == "pretext" and len(args.run_dirs) > 1:
         res = pretext_correlation(args.run_dirs, device=args.device)
@@ -179,145 +165,23 @@ def _cmd_eval(args) -> None:
     for run_dir in args.run_dirs:
         res = evaluate(run_dir, args.protocol, device=args.device, **options)
         if dist.is_main():
-            print(json.dumps(res) if args.json else f"{run_dir}: {_format_result(args.protocol, res)}")
-
-
-def _pct(x) -> str:
-    return "—" if x is None else f"{100 * x:.2f} %"
-
-
-def _format_result(protocol: str, res: dict) -> str:
-    """One human line (or a few) per protocol result; on a user's labels, with how it was tested."""
-    line = _format_protocol(protocol, res)
-    if "evaluation" not in res or "num_labelled" not in res:
-        return line
-    worst = min(((c, a) for c, a in res["per_class"].items() if a is not None), key=lambda t: t[1], default=None)
-    return (f"{line}\n  {res['num_labelled']} labelled images, {res['evaluation']}"
-            + (" (± std over folds)" if "top1_std" in res else f" ({res['num_test']} images)")
-            + (f"; weakest class {worst[0]} {_pct(worst[1])}" if worst else "")
-            + (f"\n  confusion matrix: {res['picture']}" if res.get("picture") else ""))
-
-
-def _std(res: dict, key: str) -> str:
-    return f" ± {100 * res[key]:.2f}" if key in res else ""
-
-
-def _format_protocol(protocol: str, res: dict) -> str:
-    if protocol == "knn":
-        return "kNN " + ", ".join(f"k={k[6:]} {_pct(res[k])}{_std(res, 'top1_std_' + k[5:])}"
-                                  for k in res if k.startswith("top1_k"))
-    if protocol == "linear":
-        return f"linear top-1 {_pct(res['top1'])}{_std(res, 'top1_std')}" + (f" (l2 {res['l2']:g})" if "l2" in res else "")
-    if protocol == "finetune":
-        return (f"finetune top-1 {_pct(res['top1'])}{_std(res, 'top1_std')} ("
-                f"{'from scratch' if res['from_scratch'] else 'from the pretrained ' + res['encoder']}, "
-                f"{res['epochs']} epochs)")
-    if protocol == "cluster":
-        return f"k-means (k={res['k']}): NMI {res['nmi']:.3f}, ARI {res['ari']:.3f}, accuracy {_pct(res['accuracy'])}"
-    if protocol == "embed2d":
-        return "pictures: " + ", ".join(res["pictures"].values())
-    if protocol == "diagnostics":
-        f, z = res["features"], res["embedding"]
-        lines = [f"features  (d={f['dim']}): effective rank {f['effective_rank']:.1f}, alignment {f['alignment']:.3f}, "
-                 f"uniformity {f['uniformity']:.3f}, dead dims {_pct(f['std']['dead_fraction'])}",
-                 f"embedding (d={z['dim']}): effective rank {z['effective_rank']:.1f}, alignment {z['alignment']:.3f}, "
-                 f"uniformity {z['uniformity']:.3f}, mean std {z['mean_std']:.4f} (ideal {z['std']['ideal']:.4f})"]
-        if "infonce_bound" in res:
-            b = res["infonce_bound"]
-            lines.append("InfoNCE bound log N - L: " + ", ".join(
-                f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items()))
-        return "\n  " + "\n  ".join(lines)
-    if protocol == "semi":
-        def semi(r):
-            return "".join(f", {m} {_pct(r.get(m))} (from scratch {_pct(r.get(m + '_scratch'))})"
-                           for m in res.get("semi_methods", []))
-        return "\n  " + "\n  ".join(f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
-                                      f"{_pct(r['linear'])} (raw pixels {_pct(r.get('raw_pixels'))}), "
-                                      f"fine-tune {_pct(r['finetune'])}, from scratch {_pct(r['scratch'])}{semi(r)}"
-                                      for r in res["rows"]) + f"\n  picture: {res['picture']}"
-    if protocol == "robustness":
-        e, r = res["encoder"], res["raw_pixels"]
-        kinds = [k for k in res["severities"]]
-        return (f"clean {_pct(e['clean'])}, mean over corruptions {_pct(e['mean_corrupted'])} "
-                f"(raw pixels {_pct(r['clean'])} -> {_pct(r['mean_corrupted'])})\n  "
-                + "\n  ".join(f"{k:<10} " + " ".join(f"{100 * a:5.1f}" for a in e[k]) for k in kinds)
-                + f"\n  picture: {res['picture']}")
-    if protocol == "transfer":
-        def row(name):
-            knn = res[name]["knn"]
-            k = next(iter(knn))
-            return f"{name.replace('_', ' ')}: kNN-{k[6:]} {_pct(knn[k])}, linear {_pct(res[name]['linear'])}"
-
-        return f"{res['source']} -> {res['target']}: " + "; ".join(row(n) for n in ("pretrained", "random_init", "raw_pixels"))
-    if protocol == "efficiency":
-        t = ", ".join(f"{100 * float(k):g} % at {v / 60:.1f} min" for k, v in res["time_to_knn20"].items() if v is not None)
-        mem = f", peak memory {res['peak_rss_mb']:.0f} MiB" if res.get("peak_rss_mb") else ""
-        return (f"{res['images_per_s']:.0f} img/s, {res['train_seconds'] / 60:.1f} min of training{mem}; "
-                f"kNN-20 monitor reached {t or 'no level'}")
-    if protocol == "zeroshot":
-        return f"zero-shot top-1 {_pct(res['top1'])}, top-5 {_pct(res['top5'])} (chance {_pct(res['chance'])}) on {res['test_set']}"
-    if protocol == "retrieval":
-        ks = sorted(int(k[8:]) for k in res if k.startswith("chance_r"))
-
-        def recall(prefix):
-            return ", ".join(f"R@{k} {_pct(res[f'{prefix}r{k}'])}" for k in ks)
-
-        lines = [f"{res['pairs']} test pairs ({res.get('distinct_captions', '?')} distinct captions); "
-                 f"chance {recall('chance_')}"]
-        for d in ("image_to_text", "text_to_image"):
-            extra = [f"{kind} {recall(f'{d}_{kind}_')}" for kind in ("caption", "class") if f"{d}_{kind}_r{ks[0]}" in res]
-            lines.append(f"{d.replace('_to_', ' -> ')}: {recall(d + '_')}"
-                         + (f" (a hit if the same {'; '.join(extra)})" if extra else ""))
-        return "\n".join(lines)
-    if protocol == "pretext":
-        def metric(k, v):
-            if k not in res.get("heldout", ()):
-                return f"{k} {v:.4g} (last logged)"
-            return f"{k} {v:.4g} (on {res['heldout_images']} test images; last training batch {res['train_last'][k]:.4g})"
-
-        return ", ".join(metric(k, v) for k, v in res["pretext"].items()) + f"; linear top-1 {_pct(res['linear_top1'])}"
-    return json.dumps(res)
+            print(json.dumps(res) if args.json else f"{run_dir}: {protocol.describe(res)}")
 
 
 def _format_pretext(res: dict) -> str:
     def num(x):
         return "—" if x is None else f"{x:.3f}"
 
-    lines = [f"{r['run']}: linear {_pct(r['linear_top1'])}" for r in res["runs"]]
+    lines = [f"{r['run']}: linear {pct(r['linear_top1'])}" for r in res["runs"]]
     lines += [f"{name} vs linear top-1 over {c['n']} runs: Pearson {num(c['pearson'])}, Spearman {num(c['spearman'])}"
               for name, c in res["correlation"].items()]
     return "\n".join(lines)
 
 
-def _check_fraction(fraction: float) -> None:
-    if not 0.0 < fraction <= 1.0:
-        raise ConfigError(f"--fraction {fraction} is not a fraction of the labels: use e.g. 0.01, 0.1 or 1.0")
-
-
-def _cmd_finetune(args) -> None:
-    """Fine-tune the run's encoder (SimCLR v2: from its head's middle layer) on a labelled fraction."""
-    fraction = args.fraction if args.fraction is not None else (None if args.labels else 0.1)
-    if fraction is not None:
-        _check_fraction(fraction)
-    for run_dir in args.run_dirs:
-        res = evaluate_finetune(run_dir, fraction, epochs=args.epochs, steps=args.steps, from_scratch=args.from_scratch,
-                                device=args.device, progress=not args.json, labels=args.labels, test=args.test,
-                                **({"folds": args.folds} if args.folds is not None else {}),
-                                **({"seed": args.seed} if args.seed is not None else {}))
-        if args.json:
-            print(json.dumps(res))
-            continue
-        if args.labels:
-            print(f"{run_dir}: {_format_result('finetune', res)}")
-        else:
-            what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
-            print(f"{run_dir}: finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * fraction:g} % of the labels = "
-                  f"{res['num_labelled']} images, {res['steps']} steps)")
-
-
 def _cmd_distill(args) -> None:
     """SimCLR v2's third step: fine-tuned teacher -> student trained on unlabelled images."""
-    _check_fraction(args.fraction)
+    if not 0.0 < args.fraction <= 1.0:
+        raise ConfigError(f"--fraction {args.fraction} is not a fraction of the labels: use e.g. 0.01, 0.1 or 1.0")
     res = distill_run(args.run_dir, args.fraction, out=args.out, student=args.student, student_width=args.student_width,
                       teacher_epochs=args.teacher_epochs, device=args.device, progress=not args.json,
                       epochs=args.epochs, steps=args.steps, temperature=args.temperature)
@@ -333,12 +197,7 @@ def _cmd_bench(args) -> None:
     """Train and evaluate each method (and seed) not done yet; print and write the leaderboard."""
     if args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: give at least 1")
-
-    unknown = [p for p in args.protocols if p not in PROTOCOLS or p in ("finetune", "semi", "transfer")]
-    if unknown:
-        raise ConfigError(f"--protocols {','.join(unknown)}: bench runs knn, linear, cluster, diagnostics, robustness, "
-                          f"embed2d, pretext (pretext-task runs only), zeroshot and retrieval (image-text runs only); "
-                          f"finetune, semi and transfer take their own options: run `selfsup eval` on the runs")
+    check_protocols(args.protocols)
     budget = args.budget or (None if args.epochs else "15m")
     entries = parse_entries(args.methods)
     board = bench(entries, args.data, budget, args.seeds, args.out, args.protocols, args.backbone, args.data_dir,
@@ -404,7 +263,7 @@ def _cmd_classify(args) -> None:
     e = res["estimate"]
     spread = f" ± {100 * e['top1_std']:.2f}" if e.get("top1_std") is not None else ""
     print(f"{res['kind']} classifier of {res['num_classes']} classes on {res['num_labelled']} labelled images: "
-          f"expected top-1 {_pct(e['top1'])}{spread} ({e['evaluation']})\nsaved to {res['out']}; use it with "
+          f"expected top-1 {pct(e['top1'])}{spread} ({e['evaluation']})\nsaved to {res['out']}; use it with "
           f"`selfsup predict {res['out']} IMAGES --out predictions.csv`")
 
 
@@ -424,7 +283,7 @@ def _cmd_semi(args) -> None:
         print(json.dumps(res))
         return
     e = res["estimate"]
-    where = (f"test top-1 {_pct(e['top1'])} on {e['num_test']} images" if e["top1"] is not None
+    where = (f"test top-1 {pct(e['top1'])} on {e['num_test']} images" if e["top1"] is not None
              else "no test set (--test DIR|FILE.csv measures it)")
     print(f"{res['kind']} classifier of {res['num_classes']} classes from {res['num_labelled']} labelled and "
           f"{res['num_unlabelled']} unlabelled images ({res['train_seconds'] / 60:.1f} min): {where}\nsaved to "

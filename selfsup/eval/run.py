@@ -1,8 +1,9 @@
 """Evaluate a run directory: rebuild the method, load its weights, evaluate ``method.evaluated_encoder``
 (``method.encoder``, or the EMA target encoder where the paper evaluates that: I-JEPA, MSN).
 
-Every protocol (``PROTOCOLS``) is one function here taking the run directory; each writes its
-result to RUN_DIR/eval_<protocol>[_<variant>].json and its pictures next to it. Features of the
+Every protocol is one function here taking the run directory, registered by name in ``PROTOCOLS``
+with its options, its one-line summary and where it applies (``@protocol``, a ``Protocol``); each
+writes its result to RUN_DIR/eval_<protocol>[_<variant>].json and its pictures next to it. Features of the
 train and test splits are extracted once per checkpoint and cached in RUN_DIR/features/ (keyed
 by the checkpoint's step and file time, so a continued run gets fresh features), so knn, linear,
 cluster, embed2d, semi and robustness share one extraction.
@@ -15,13 +16,14 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from selfsup import dist
-from selfsup.config import RunConfig, eval_size, load_run_config
+from selfsup.config import ConfigError, RunConfig, eval_size, load_run_config
 from selfsup.data import DatasetError
 from selfsup.data.labelled import load_labelled
 from selfsup.engine import Run, dataset_split, labelled_splits, load_run, read_metrics, run_split
@@ -48,6 +50,21 @@ from selfsup.eval.pretext import correlation, heldout_metrics, pretext_metrics
 from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
 from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
 from selfsup.eval.transfer import transfer_scores
+from selfsup.eval.protocol import USER_LABELS, Protocol, pct, plus_minus
+from selfsup.registry import Registry, get_method_spec
+
+PROTOCOLS: Registry[Protocol] = Registry("evaluation protocol")
+
+
+def protocol(name: str, summary: Callable[[dict], str], options: dict[str, str] | None = None, **kw):
+    """Registers the decorated ``evaluate_<name>(run_dir, device, **options)`` as the protocol ``name``:
+    ``summary(result)`` is its human line, ``options`` its CLI flags (-> keywords); ``kw``: the other
+    ``Protocol`` fields (applies, note, bench, sharded, progress)."""
+    def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
+        PROTOCOLS.add(name, Protocol(name, fn, summary, dict(options or {}), **kw))
+        return fn
+
+    return wrap
 
 
 def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
@@ -156,6 +173,12 @@ def score_user_labels(run: Run, lab, tst, feats, y, protocol: str, labels, test,
     return _save(run_dir, variant, res, run.cfg)
 
 
+def _knn_summary(res: dict) -> str:
+    return "kNN " + ", ".join(f"k={k[6:]} {pct(res[k])}{plus_minus(res, 'top1_std_' + k[5:])}"
+                              for k in res if k.startswith("top1_k"))
+
+
+@protocol("knn", _knn_summary, {**USER_LABELS, "folds": "folds", "seed": "seed"}, sharded=True)
 def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
                  seed: int = 0) -> dict:
     """Weighted kNN. ``labels`` (a folder of class sub-folders or a CSV of path,label): on the user's
@@ -172,6 +195,11 @@ def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: in
     return _on_user_labels(run_dir, "knn", labels, test, folds, seed, device, fit_predicts)
 
 
+def _linear_summary(res: dict) -> str:
+    return f"linear top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')}" + (f" (l2 {res['l2']:g})" if "l2" in res else "")
+
+
+@protocol("linear", _linear_summary, {**USER_LABELS, "folds": "folds", "seed": "seed"}, sharded=True)
 def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
                     seed: int = 0) -> dict:
     """Linear probe (L2 strength chosen on a validation part of each training fold). ``labels``: as kNN's."""
@@ -208,6 +236,17 @@ def _protocol(protocol: str, ftr, ytr, fte, yte, cfg: RunConfig) -> dict:
     raise SelfsupError(f"unknown evaluation protocol {protocol!r}: choose knn or linear")
 
 
+def _finetune_summary(res: dict) -> str:
+    what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
+    if "labels" not in res:  # a fraction of the run's own labels
+        return (f"finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * res['fraction']:g} % of the labels = "
+                f"{res['num_labelled']} images, {res['steps']} steps)")
+    return f"finetune top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')} ({what}, {res['epochs']} epochs)"
+
+
+@protocol("finetune", _finetune_summary, {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
+                                          "from_scratch": "from_scratch", "seed": "seed", **USER_LABELS,
+                                          "folds": "folds"}, bench=False, progress=True)
 def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs: int | None = None,
                       steps: int | None = None, from_scratch: bool = False, device: str = "cpu",
                       progress: bool = False, labels=None, test=None, folds: int = DEFAULT_FOLDS, **changes) -> dict:
@@ -216,6 +255,8 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
     fields. The result is also written to RUN_DIR/eval_finetune_<pct>pct.json (eval_scratch_...
     from scratch). ``labels``: fine-tune on the user's labels instead (all of them unless
     ``fraction``), tested on ``test`` or cross-validated over ``folds`` (one fine-tune per fold)."""
+    if fraction is not None and not 0.0 < fraction <= 1.0:
+        raise ConfigError(f"--fraction {fraction} is not a fraction of the labels: use e.g. 0.01, 0.1 or 1.0")
     run = Run(run_dir)
     cfg, method, meta = run.cfg, run.method, run.meta
     encoder = getattr(method, "finetune_encoder", method.evaluated_encoder)
@@ -253,6 +294,11 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
     return result
 
 
+def _cluster_summary(res: dict) -> str:
+    return f"k-means (k={res['k']}): NMI {res['nmi']:.3f}, ARI {res['ari']:.3f}, accuracy {pct(res['accuracy'])}"
+
+
+@protocol("cluster", _cluster_summary, {"clusters": "num_clusters", "seed": "seed", **USER_LABELS})
 def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0, labels=None,
                      test=None) -> dict:
     """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian
@@ -265,6 +311,11 @@ def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = No
     return _save(run_dir, "cluster", cluster_scores(fte, yte, num_clusters, seed), cfg)
 
 
+def _embed2d_summary(res: dict) -> str:
+    return "pictures: " + ", ".join(res["pictures"].values())
+
+
+@protocol("embed2d", _embed2d_summary, {"embed": "kinds", "max_points": "max_points", "seed": "seed", **USER_LABELS})
 def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0, labels=None,
                      test=None) -> dict:
     """t-SNE (and UMAP when umap-learn is installed) of up to ``max_points`` test features, a
@@ -291,6 +342,20 @@ def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int =
     return _save(run_dir, f"embed2d{suffix}", {"protocol": "embed2d", "points": len(idx), "pictures": pictures}, cfg)
 
 
+def _diagnostics_summary(res: dict) -> str:
+    f, z = res["features"], res["embedding"]
+    lines = [f"features  (d={f['dim']}): effective rank {f['effective_rank']:.1f}, alignment {f['alignment']:.3f}, "
+             f"uniformity {f['uniformity']:.3f}, dead dims {pct(f['std']['dead_fraction'])}",
+             f"embedding (d={z['dim']}): effective rank {z['effective_rank']:.1f}, alignment {z['alignment']:.3f}, "
+             f"uniformity {z['uniformity']:.3f}, mean std {z['mean_std']:.4f} (ideal {z['std']['ideal']:.4f})"]
+    if "infonce_bound" in res:
+        b = res["infonce_bound"]
+        lines.append("InfoNCE bound log N - L: " + ", ".join(
+            f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items()))
+    return "\n  " + "\n  ".join(lines)
+
+
+@protocol("diagnostics", _diagnostics_summary, {"seed": "seed", "labels": "labels"})
 def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, seed: int = 0, labels=None) -> dict:
     """Representation diagnostics: effective rank (RankMe), per-dimension std, alignment and uniformity
     (Wang & Isola 2020) of the encoder's features and of the method's embedding (what its loss sees);
@@ -350,6 +415,20 @@ def _held_out(run: Run, labels, test, protocol: str, why: str, device, test_feat
     return train, test_set, run.features(train.images, device), fte, f"_{_variant(labels)}", "on your labels"
 
 
+def _semi_summary(res: dict) -> str:
+    def semi(r):
+        return "".join(f", {m} {pct(r.get(m))} (from scratch {pct(r.get(m + '_scratch'))})"
+                       for m in res.get("semi_methods", []))
+    return "\n  " + "\n  ".join(f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
+                                  f"{pct(r['linear'])} (raw pixels {pct(r.get('raw_pixels'))}), "
+                                  f"fine-tune {pct(r['finetune'])}, from scratch {pct(r['scratch'])}{semi(r)}"
+                                  for r in res["rows"]) + f"\n  picture: {res['picture']}"
+
+
+@protocol("semi", _semi_summary, {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed",
+                                  "per_class": "per_class", "finetune_up_to": "finetune_up_to",
+                                  "semi_methods": "semi_methods", "semi_steps": "semi_steps", **USER_LABELS},
+          bench=False)
 def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
                   steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
                   finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000, labels=None,
@@ -376,6 +455,15 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     return _save(run_dir, name if seed == 0 else f"{name}_seed{seed}", res, cfg)
 
 
+def _robustness_summary(res: dict) -> str:
+    e, r = res["encoder"], res["raw_pixels"]
+    return (f"clean {pct(e['clean'])}, mean over corruptions {pct(e['mean_corrupted'])} "
+            f"(raw pixels {pct(r['clean'])} -> {pct(r['mean_corrupted'])})\n  "
+            + "\n  ".join(f"{k:<10} " + " ".join(f"{100 * a:5.1f}" for a in e[k]) for k in res["severities"])
+            + f"\n  picture: {res['picture']}")
+
+
+@protocol("robustness", _robustness_summary, {"corruptions": "kinds", "seed": "seed", **USER_LABELS})
 def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0, labels=None, test=None) -> dict:
     """Linear probe fitted on clean features, accuracy under each corruption at severities 1-5, for
     the encoder and for raw pixels; RUN_DIR/robustness.png plots both with example images. With
@@ -404,6 +492,17 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     return _save(run_dir, name, res, cfg)
 
 
+def _transfer_summary(res: dict) -> str:
+    def row(name):
+        knn = res[name]["knn"]
+        k = next(iter(knn))
+        return f"{name.replace('_', ' ')}: kNN-{k[6:]} {pct(knn[k])}, linear {pct(res[name]['linear'])}"
+
+    return f"{res['source']} -> {res['target']}: " + "; ".join(row(n) for n in ("pretrained", "random_init", "raw_pixels"))
+
+
+@protocol("transfer", _transfer_summary, {"target": "target", "target_dir": "target_dir", "seed": "seed",
+                                          **USER_LABELS, "folds": "folds"}, bench=False)
 def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None = None, device: str = "cpu",
                       seed: int = 0, labels=None, test=None, folds: int = DEFAULT_FOLDS) -> dict:
     """The run's encoder probed on another labelled dataset ``target`` (resized to the run's image
@@ -434,12 +533,35 @@ def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None
     return _save(run_dir, f"transfer_{target}", res, cfg)
 
 
+def _efficiency_summary(res: dict) -> str:
+    t = ", ".join(f"{100 * float(k):g} % at {v / 60:.1f} min" for k, v in res["time_to_knn20"].items() if v is not None)
+    mem = f", peak memory {res['peak_rss_mb']:.0f} MiB" if res.get("peak_rss_mb") else ""
+    return (f"{res['images_per_s']:.0f} img/s, {res['train_seconds'] / 60:.1f} min of training{mem}; "
+            f"kNN-20 monitor reached {t or 'no level'}")
+
+
+@protocol("efficiency", _efficiency_summary)
 def evaluate_efficiency(run_dir, device: str = "cpu") -> dict:
     """images/s, training time, peak memory and time to each kNN-monitor accuracy, from the run's logs."""
     cfg = load_run_config(run_dir)
     return _save(run_dir, "efficiency", efficiency(run_dir), cfg)
 
 
+def _pretext_summary(res: dict) -> str:
+    def metric(k, v):
+        if k not in res.get("heldout", ()):
+            return f"{k} {v:.4g} (last logged)"
+        return f"{k} {v:.4g} (on {res['heldout_images']} test images; last training batch {res['train_last'][k]:.4g})"
+
+    return ", ".join(metric(k, v) for k, v in res["pretext"].items()) + f"; linear top-1 {pct(res['linear_top1'])}"
+
+
+def is_pretext_run(run_dir) -> bool:
+    """Whether a run logged pretext metrics (a pretext-task method: rotation, jigsaw, ...)."""
+    return bool(pretext_metrics(run_dir))
+
+
+@protocol("pretext", _pretext_summary, applies=is_pretext_run, note="pretext-task runs only")
 def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> dict:
     """The run's pretext metrics next to its linear-probe top-1 (computed if missing). ``pretext``:
     each metric measured on up to ``max_images`` held-out test images (a seeded sample) through the
@@ -485,6 +607,18 @@ def _clip_run(run_dir, device):
     return cfg, method.to(device)
 
 
+def has_text_encoder(run_dir) -> bool:
+    """Whether a run's method has a text encoder (image-text methods: CLIP), from its config alone."""
+    return hasattr(get_method_spec(load_run_config(run_dir).method_name).cls, "encode_text")
+
+
+def _zeroshot_summary(res: dict) -> str:
+    return (f"zero-shot top-1 {pct(res['top1'])}, top-5 {pct(res['top5'])} (chance {pct(res['chance'])}) "
+            f"on {res['test_set']}")
+
+
+@protocol("zeroshot", _zeroshot_summary, {"prompts": "prompts"}, applies=has_text_encoder,
+          note="image-text runs only")
 def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {label}",), dataset: str | None = None,
                       data_dir: str | None = None) -> dict:
     """Classify the test split by text prompts alone (CLIP): top-1 / top-5 against chance."""
@@ -501,6 +635,22 @@ def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {labe
     return _save(run_dir, "zeroshot", res, cfg)
 
 
+def _retrieval_summary(res: dict) -> str:
+    ks = sorted(int(k[8:]) for k in res if k.startswith("chance_r"))
+
+    def recall(prefix):
+        return ", ".join(f"R@{k} {pct(res[f'{prefix}r{k}'])}" for k in ks)
+
+    lines = [f"{res['pairs']} test pairs ({res.get('distinct_captions', '?')} distinct captions); "
+             f"chance {recall('chance_')}"]
+    for d in ("image_to_text", "text_to_image"):
+        extra = [f"{kind} {recall(f'{d}_{kind}_')}" for kind in ("caption", "class") if f"{d}_{kind}_r{ks[0]}" in res]
+        lines.append(f"{d.replace('_to_', ' -> ')}: {recall(d + '_')}"
+                     + (f" (a hit if the same {'; '.join(extra)})" if extra else ""))
+    return "\n".join(lines)
+
+
+@protocol("retrieval", _retrieval_summary, applies=has_text_encoder, note="image-text runs only")
 def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> dict:
     """Recall@1/5 image -> text and text -> image on test images and their own captions."""
     cfg, method = _clip_run(run_dir, device)
@@ -516,9 +666,3 @@ def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> d
            **retrieval(img, txt, labels=labels, captions=captions)}
     return _save(run_dir, "retrieval", res, cfg)
 
-
-PROTOCOLS = {"knn": evaluate_knn, "linear": evaluate_linear, "finetune": evaluate_finetune,
-             "semi": evaluate_semi, "cluster": evaluate_cluster, "embed2d": evaluate_embed2d,
-             "diagnostics": evaluate_diagnostics, "robustness": evaluate_robustness,
-             "transfer": evaluate_transfer, "pretext": evaluate_pretext, "efficiency": evaluate_efficiency,
-             "zeroshot": evaluate_zeroshot, "retrieval": evaluate_retrieval}
