@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -178,8 +178,7 @@ def load_checkpoint(path: str | Path, method: torch.nn.Module, expect: dict | No
             errors.append(str(e))
             continue
         if errors:
-            print(f"warning: {errors[0]}\nwarning: using the previous checkpoint {cand} (step {meta.get('step')})",
-                  file=sys.stderr)
+            warnings.warn(f"{errors[0]}; using the previous checkpoint {cand} (step {meta.get('step')})", stacklevel=2)
         return meta, state, cand
     if not path.exists() and not previous_of(path).exists():
         raise CheckpointDamaged(f"{path.parent} holds no checkpoint: was the run started? (a run killed before its "

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 import time
 from pathlib import Path
 
@@ -605,11 +606,35 @@ def _check_device(name: str | None) -> None:
         raise ConfigError(f"--device {name}: not a device; use cpu, cuda or cuda:N") from None
 
 
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def _warning_format(fallback):
+    """The library warns with ``warnings`` (a Python user can filter or record them); the CLI formats
+    selfsup's own as one line, ``warning: ...``, and anything else (torch's, a plugin's) as ``fallback``."""
+    def format(message, category, filename, lineno, line=None) -> str:
+        try:
+            ours = Path(filename).resolve().is_relative_to(_PACKAGE)
+        except (OSError, ValueError):
+            ours = False
+        if ours and issubclass(category, UserWarning):
+            return f"warning: {message}\n"
+        return fallback(message, category, filename, lineno, line)
+    return format
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        _check_device(getattr(args, "device", None))
-        args.func(args)
+        # selfsup's own warnings read "warning: ..." on stderr, as its errors "selfsup: error: ..."; each
+        # command shows a repeated warning again (a fresh filter state), and the format is put back after
+        with warnings.catch_warnings():
+            warnings.formatwarning = _warning_format(fallback := warnings.formatwarning)
+            try:
+                _check_device(getattr(args, "device", None))
+                args.func(args)
+            finally:
+                warnings.formatwarning = fallback
     except SelfsupError as e:  # a user error; anything else is a bug in selfsup and keeps its traceback
         if args.debug:
             raise

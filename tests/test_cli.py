@@ -187,10 +187,28 @@ def test_resume_with_a_damaged_last_checkpoint_uses_the_previous_one(pretrained,
     shutil.copytree(pretrained, run)
     state = run / "checkpoints" / "last" / "state.pt"
     state.write_bytes(state.read_bytes()[:64])
-    rc, out, err = run_cli(["pretrain", "--resume", str(run)])
+    with pytest.warns(UserWarning, match="last/state.pt is damaged.*; using the previous checkpoint"):
+        rc, out, err = run_cli(["pretrain", "--resume", str(run)])
     assert rc == 0, err
-    assert "last/state.pt is damaged" in err and "using the previous checkpoint" in err
     assert "previous checkpoint" in out and json.loads(out.splitlines()[-1])["steps"] > 0
+
+
+def test_a_real_process_shows_selfsups_warnings_as_one_line(tmp_path):
+    """The library warns through ``warnings`` (filterable, recordable); the CLI prints selfsup's own as
+    ``warning: ...`` on stderr, without Python's file:line prefix."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(24):
+        Image.fromarray((np.random.default_rng(i).random((8, 8)) * 255).astype("uint8")).save(folder / f"{i}.png")
+    (folder / "bad.png").write_bytes(b"not a png")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "selfsup", "pretrain", "--method", "simclr", "--data", "imagefolder",
+                           "--data-dir", str(folder), "--backbone", "convnet", "--batch-size", "8", "--epochs", "1",
+                           "--out", str(tmp_path / "r"), "backbone.width=0.25", "train.max_steps=1"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: imagefolder: skipped 1 unreadable file" in proc.stderr
+    assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
 
 
 def test_real_process_exit_code_and_stderr(tmp_path):

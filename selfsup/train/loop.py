@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -286,8 +287,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         elif dist.world_size() == 1:
             _set_rng_state(saved["state"]["rng"], gen)
         elif dist.is_main():  # another world size: the data split changes anyway, so no exact resume
-            print(f"warning: {used} was written by {len(ranks or [0])} process(es), this run has "
-                  f"{dist.world_size()}: resuming the weights and schedule, not the exact random streams")
+            warnings.warn(f"{used} was written by {len(ranks or [0])} process(es), this run has "
+                          f"{dist.world_size()}: resuming the weights and schedule, not the exact random streams",
+                          stacklevel=3)
         if "optim.lr" in changes:  # the saved groups carry their base rates; scale them all alike
             old_lr, new_lr = changes["optim.lr"]
             for g in optimizer.param_groups:
@@ -306,8 +308,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             return True
         if budget and st["train_seconds"] >= GUARD * budget:
             if dist.is_main() and not guarded:
-                print(f"warning: stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
-                      f"{st['planned_steps']} planned: the machine slowed down after the plan was made")
+                warnings.warn(f"stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
+                              f"{st['planned_steps']} planned: the machine slowed down after the plan was made",
+                              stacklevel=2)
             guarded.append(True)
             return True
         return st["planned_steps"] is not None and st["step"] >= st["planned_steps"]
@@ -516,7 +519,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         try:
             plot_curves(run_dir)
         except Exception as e:  # a missing plot must never lose a finished run
-            print(f"warning: could not draw curves.png: {e}")
+            warnings.warn(f"could not draw curves.png: {e}", stacklevel=2)
     return summary
 
 
@@ -534,7 +537,7 @@ def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path, l
             fig.savefig(out / f"{name}.png", dpi=110)
         logger.figures(figures, step)
     except Exception as e:  # a picture must never lose a finished run
-        print(f"warning: could not draw the method's pictures: {e}")
+        warnings.warn(f"could not draw the method's pictures: {e}", stacklevel=2)
 
 
 def _peak_memory(device: torch.device) -> dict:
@@ -560,11 +563,12 @@ def _warn_collapse(summary: dict) -> None:
     std0, rank0 = summary.get("diag/initial_embedding_std"), summary.get("diag/initial_embedding_rank")
     if std is not None and dim and std < 0.2 / math.sqrt(dim) and (std0 is None or std < 0.5 * std0):
         at_start = f", {std0:.4f} at initialisation" if std0 is not None else ""
-        print(f"warning: embeddings look collapsed (per-dimension std {std:.4f}{at_start}, vs ~{1 / math.sqrt(dim):.4f} "
-              f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts")
+        warnings.warn(f"embeddings look collapsed (per-dimension std {std:.4f}{at_start}, vs ~{1 / math.sqrt(dim):.4f} "
+                      f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts",
+                      stacklevel=3)
     elif rank is not None and rank < 2 and (rank0 is None or rank < 0.5 * rank0):
         at_start = f" ({rank0:.2f} at initialisation)" if rank0 is not None else ""
-        print(f"warning: effective rank of the embeddings is {rank:.2f}{at_start}: dimensional collapse")
+        warnings.warn(f"effective rank of the embeddings is {rank:.2f}{at_start}: dimensional collapse", stacklevel=3)
 
 
 # what a resumed run may change: its length, and what a non-finite loss asks to change

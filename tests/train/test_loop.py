@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from PIL import Image
 from selfsup.config import load_run_config, to_dict
 from selfsup.methods.simclr import SimCLR
 from selfsup.train import TrainingError, fit
+from selfsup.train.loop import _warn_collapse
 from selfsup.train.optim import lr_factor
 
 
@@ -183,25 +185,30 @@ def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):
         assert 0.0 <= summary["monitor/knn20_top1"] <= 1.0
 
 
-def test_collapse_warnings_from_the_diagnostics(capsys):
-    from selfsup.train.loop import _warn_collapse
+def warned(summary: dict) -> str:
+    """The warnings _warn_collapse gives for ``summary``, as one string ('' when silent)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _warn_collapse(summary)
+    assert all(issubclass(w.category, UserWarning) for w in caught)
+    return " ".join(str(w.message) for w in caught)
 
-    _warn_collapse({"diag/embedding_std": 0.001, "diag/embedding_dim": 128, "diag/embedding_rank": 1.0})
-    assert "embeddings look collapsed" in capsys.readouterr().out  # complete collapse: one point
-    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.5})
-    assert "dimensional collapse" in capsys.readouterr().out  # spread, but along ~one direction
-    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 40.0})
-    assert capsys.readouterr().out == ""  # healthy: silent
+
+def test_collapse_warnings_from_the_diagnostics():
+    assert "embeddings look collapsed" in warned(  # complete collapse: one point
+        {"diag/embedding_std": 0.001, "diag/embedding_dim": 128, "diag/embedding_rank": 1.0})
+    assert "dimensional collapse" in warned(  # spread, but along ~one direction
+        {"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.5})
+    assert warned({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 40.0}) == ""
     # close together, as the random initialisation left them (a short run): not a collapse
-    _warn_collapse({"diag/embedding_std": 0.003, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
-                    "diag/embedding_rank": 20.0})
-    assert capsys.readouterr().out == ""
-    _warn_collapse({"diag/embedding_std": 0.001, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
-                    "diag/embedding_rank": 20.0})
-    assert "0.0040 at initialisation" in capsys.readouterr().out  # training shrank them: warned
-    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.9,
-                    "diag/initial_embedding_rank": 2.2})
-    assert capsys.readouterr().out == ""  # few directions from the start (a random ViT): not training's doing
-    _warn_collapse({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.2,
-                    "diag/initial_embedding_rank": 30.0})
-    assert "(30.00 at initialisation): dimensional collapse" in capsys.readouterr().out
+    assert warned({"diag/embedding_std": 0.003, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
+                   "diag/embedding_rank": 20.0}) == ""
+    assert "0.0040 at initialisation" in warned(  # training shrank them: warned
+        {"diag/embedding_std": 0.001, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
+         "diag/embedding_rank": 20.0})
+    # few directions from the start (a random ViT): not training's doing
+    assert warned({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.9,
+                   "diag/initial_embedding_rank": 2.2}) == ""
+    assert "(30.00 at initialisation): dimensional collapse" in warned(
+        {"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.2,
+         "diag/initial_embedding_rank": 30.0})
