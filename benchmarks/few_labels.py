@@ -37,6 +37,9 @@ recipe (``supervised``: weak flip-and-shift views, SGD 0.03 with weight decay 5e
 the ``finetune`` arm's by more than MARGIN at every budget both ran at (rule fixed 2026-12-06, before the
 seeds 1 and 2 and the 10-per-class and 10 % runs of that arm; ``semi_loop_recipe_wins`` per budget).
 Every row records its arm's training seconds (pretraining not included: the run's summary has it).
+Which encoder the README's table shows (rule fixed 2026-12-06, before the runs of a 40-epoch NNCLR encoder
+against the 12-epoch SimCLR one): ``--compare A.json B.json`` — the results file whose chosen arm has the
+higher mean VALIDATION accuracy at more of the budgets both ran (a tie in count: the one already shown, A).
 
     python benchmarks/few_labels.py RUN_DIR [--seeds 0,1,2] [--finetune-up-to 0.01] [--json out.json]
         [--semi fixmatch --semi-scratch --semi-steps 1000] [--png table.png]
@@ -96,9 +99,16 @@ def main() -> None:
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
     p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
     p.add_argument("--markdown", metavar="JSON", help="print the README's table from an earlier run's --json and stop")
+    p.add_argument("--compare", nargs=2, metavar=("SHOWN", "NEW"),
+                   help="two results files: which one the README's table shows, by the rule above, and stop")
     a = p.parse_args()
     if a.markdown:
         print(markdown_table(summarise(json.load(open(a.markdown))["rows"])))
+        return
+    if a.compare:
+        shown, new = (summarise(json.load(open(f))["rows"]) for f in a.compare)
+        wins = readme_encoder_wins(shown, new)
+        print(f"the README shows {a.compare[1] if wins else a.compare[0]}")
         return
     if a.plot_only:
         d = json.load(open(a.plot_only))
@@ -260,6 +270,14 @@ def semi_loop_recipe_adopted(summary: list[dict]) -> bool:
     on validation by more than MARGIN at every budget where both ran (and they ran at one at least)."""
     verdicts = [s["semi_loop_recipe_wins"] for s in summary if s["semi_loop_recipe_wins"] is not None]
     return bool(verdicts) and all(verdicts)
+
+
+def readme_encoder_wins(shown: list[dict], new: list[dict]) -> bool:
+    """The rule in the module docstring: does ``new`` replace ``shown`` in the README? Per budget both ran,
+    the chosen arms' mean validation accuracies are compared; new must be higher at more budgets."""
+    a, b = ({s["budget"]: s["arms"][s["chosen"]]["val"] for s in x} for x in (shown, new))
+    both = set(a) & set(b)
+    return sum(b[k] > a[k] for k in both) > sum(a[k] > b[k] for k in both)
 
 
 def markdown_table(summary: list[dict]) -> str:
