@@ -38,7 +38,6 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup.config import load_yaml, recipe_path, resolve, eval_size
@@ -55,6 +54,7 @@ from selfsup.transforms.views import view_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from few_labels import validation_split  # noqa: E402  (the one validation split every benchmark carves)
+from throughput import PILPairs  # noqa: E402  (PIL images, a per-image transform applied for each view)
 
 try:
     from lightly.loss import NTXentLoss
@@ -63,20 +63,6 @@ try:
     from lightly.utils.lars import LARS
 except ImportError:  # the peer is an optional extra
     NTXentLoss = None
-
-
-class PILImages(torch.utils.data.Dataset):
-    """PIL images through a per-image transform that returns the two views (lightly's SimCLRTransform)."""
-
-    def __init__(self, images: torch.Tensor, transform):
-        self.images = [Image.fromarray(im[0].numpy(), mode="L") for im in images]
-        self.transform = transform
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return tuple(self.transform(self.images[i]))
 
 
 class LightlySimCLR(torch.nn.Module):
@@ -186,7 +172,7 @@ def main() -> None:
                                     min_scale=vc.crop_scale[0], random_gray_scale=vc.gray_p,
                                     gaussian_blur=vc.blur_p[0], hf_prob=vc.flip_p,
                                     normalize={"mean": list(cfg.data.mean), "std": list(cfg.data.std)})
-        dl = torch.utils.data.DataLoader(PILImages(train.images, transform), batch_size=bs, shuffle=True,
+        dl = torch.utils.data.DataLoader(PILPairs(train.images, transform.transforms[0]), batch_size=bs, shuffle=True,
                                          num_workers=workers, drop_last=True, persistent_workers=workers > 0)
 
         def step(v1, v2):
