@@ -99,11 +99,29 @@ def main() -> None:
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
     p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
     p.add_argument("--markdown", metavar="JSON", help="print the README's table from an earlier run's --json and stop")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="several passes' results files into one (--json OUT): a later file's row replaces an earlier "
+                        "one's of the same budget, arm and seed; the summary is computed again, then stop")
     p.add_argument("--compare", nargs=2, metavar=("SHOWN", "NEW"),
                    help="two results files: which one the README's table shows, by the rule above, and stop")
     a = p.parse_args()
     if a.markdown:
         print(markdown_table(summarise(json.load(open(a.markdown))["rows"])))
+        return
+    if a.combine:
+        if not a.json:
+            p.error("--combine writes --json OUT")
+        rows: dict = {}
+        files = [json.load(open(f)) for f in a.combine]
+        for d in files:
+            rows.update({(r["budget"], r["arm"], r["seed"]): r for r in d["rows"]})
+        first = next((d for d in files if "run" in d), files[0])
+        out = {k: first[k] for k in ("run", "method", "val_size", "margin", "machine") if k in first}
+        out.update({"rows": list(rows.values()), "summary": summarise(list(rows.values())),
+                    "seeds": sorted({r["seed"] for r in rows.values()}), "passes": [
+                        {"file": f, "commit": d.get("commit"), "date": d.get("date")} for f, d in zip(a.combine, files)]})
+        with open(a.json, "w") as f:
+            json.dump(out, f, indent=1)
         return
     if a.compare:
         shown, new = (summarise(json.load(open(f))["rows"]) for f in a.compare)
