@@ -43,7 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from selfsup.config import load_yaml, recipe_path, resolve, eval_size
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
-from selfsup.engine import build_method
+from selfsup.engine import build_encoder, build_method
 from selfsup.eval.knn import knn_accuracy
 from selfsup.eval.linear import fit_probe
 from selfsup.nn.features import extract_features
@@ -159,7 +159,7 @@ def main() -> None:
 
     def lightly_arm(seed: int, workers: int):
         torch.manual_seed(seed)
-        backbone = build_method(cfg, train.channels, len(train), size).encoder  # the same network
+        backbone = build_encoder(cfg, train.channels, size)  # the same network, the same initialisation
         model = LightlySimCLR(backbone, m["proj_hidden"], m["proj_dim"], m["proj_layers"])
         model = model.to(memory_format=torch.channels_last)
         # LARS at the recipe's rate and decay; lightly's LARS adapts every parameter (selfsup's leaves
