@@ -1,5 +1,6 @@
 """Speed levers of one training step, measured side by side in one run: precision (fp32 or bf16
-autocast), memory format (NCHW or channels_last), batch size and, optionally, torch.compile.
+autocast), memory format (NCHW or channels_last), batch size, the ResNet's tap-wise weight gradient
+(selfsup.backbones.tap_conv; a "plain convs" row runs nn.Conv2d throughout) and, optionally, torch.compile.
 
 The model and step are a method's Fashion-MNIST recipe (default SimCLR); the inputs are random
 tensors already in memory, so only the step itself is timed (the data path is
@@ -10,7 +11,8 @@ counts, since this machine is shared and noisy.
     python benchmarks/levers.py [--method simclr] [--steps 15] [--batch-sizes 256,512] [--compile] [--sizes 24,20]
                                 [--json out.json]
     python benchmarks/levers.py --profile   # where a step's time goes: torch.profiler's top operators, and
-                                            # each convolution of the encoder alone, in GFLOP/s
+                                            # each convolution of the encoder alone, in GFLOP/s, with
+                                            # the tap-wise weight gradient and without ("plain")
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import time
 
 import torch
 
+from selfsup.backbones.tap_conv import use_tap_convs
 from selfsup.config import load_yaml, recipe_path, resolve
 from selfsup.data.batch import Batch
 from selfsup.train.loop import build_method
@@ -28,10 +31,10 @@ from selfsup.train.optim import build_optimizer
 from throughput import time_steps  # benchmarks/ is on sys.path when this file runs as a script
 
 
-def make_step(cfg, channels: int, size: int, bf16: bool, channels_last: bool, compile_: bool):
+def make_step(cfg, channels: int, size: int, bf16: bool, channels_last: bool, compile_: bool, taps: bool = True):
     """A fresh model (same seed for every lever) and its training step on two views."""
     torch.manual_seed(0)
-    method = build_method(cfg, channels, image_size=size)
+    method = use_tap_convs(build_method(cfg, channels, image_size=size), on=taps)
     if channels_last:
         method = method.to(memory_format=torch.channels_last)
     opt = build_optimizer(method.param_groups(), cfg.optim, cfg.train.batch_size)
@@ -76,8 +79,8 @@ def profile(cfg, channels: int, size: int, steps: int) -> None:
     encoder(torch.randn(bs, channels, size, size))
     for h in hooks:
         h.remove()
-    print("| convolution | input | fp32 fwd GFLOP/s | fp32 fwd+bwd | bf16 fwd | bf16 fwd+bwd |")
-    print("|---|---|---|---|---|---|")
+    print("| convolution | input | fp32 fwd GFLOP/s | fp32 fwd+bwd | plain | bf16 fwd | bf16 fwd+bwd | plain |")
+    print("|---|---|---|---|---|---|---|---|")
     for n, (conv, shape) in enumerate(shapes.items()):
         conv = conv.to(memory_format=torch.channels_last)
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(n > 0)
@@ -85,7 +88,9 @@ def profile(cfg, channels: int, size: int, steps: int) -> None:
         flops = 2 * shape[0] * ho * wo * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
         cells = []
         for bf16 in (False, True):
-            for train in (False, True):
+            for train, taps in ((False, True), (True, True), (True, False)):
+                use_tap_convs(conv, on=taps)
+
                 def run():
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), torch.set_grad_enabled(train):
                         y = conv(x)
@@ -98,6 +103,7 @@ def profile(cfg, channels: int, size: int, steps: int) -> None:
                 dt = (time.perf_counter() - t0) / 3
                 # backward: weight gradient (1x the forward's FLOPs) plus the input gradient (1x) past the stem
                 cells.append(f"{flops * ((2 + (n > 0)) if train else 1) / dt / 1e9:.0f}")
+            use_tap_convs(conv)
         name = f"{conv.in_channels}->{conv.out_channels} k{conv.kernel_size[0]} s{conv.stride[0]}"
         print(f"| {name} | {list(shape[1:])} | " + " | ".join(cells) + " |")
 
@@ -124,16 +130,19 @@ def main() -> None:
     levers = [(False, False, False), (False, True, False), (True, False, False), (True, True, False)]
     if args.compile:
         levers.append((True, True, True))
-    levers = [(size, *lever) for lever in levers]
-    levers += [(int(s), True, True, False) for s in args.sizes.split(",") if s]
+    levers = [(size, *lever, True) for lever in levers]
+    levers += [(int(s), True, True, False, True) for s in args.sizes.split(",") if s]
+    # each bf16 / channels_last side once more with plain nn.Conv2d: what the tap-wise weight gradient buys
+    levers += [(side, True, True, False, False) for side, bf16, cl, comp, _ in list(levers) if bf16 and cl and not comp]
     rows = []
     for bs in (int(b) for b in args.batch_sizes.split(",")):
         cfg.train.batch_size = bs
-        for side, bf16, cl, comp in levers:
+        for side, bf16, cl, comp, taps in levers:
             fmt = torch.channels_last if cl else torch.contiguous_format
             x = [torch.randn(bs, channels, side, side).contiguous(memory_format=fmt) for _ in range(2)]
             rows.append({"batch_size": bs, "size": side, "precision": "bf16" if bf16 else "fp32", "channels_last": cl,
-                         "compile": comp, "step": make_step(cfg, channels, side, bf16, cl, comp), "x": x})
+                         "compile": comp, "tap_convs": taps, "step": make_step(cfg, channels, side, bf16, cl, comp, taps),
+                         "x": x})
     for _ in range(2):  # two interleaved rounds; the better one counts
         for r in rows:
             batches = iter(lambda r=r: tuple(r["x"]), None)
@@ -143,13 +152,13 @@ def main() -> None:
            "torch": torch.__version__, "method": args.method,
            "model": f"{cfg.backbone.name} width {cfg.backbone.width}", "steps": args.steps, "rows": []}
     print(f"{out['model']} ({args.method} step, two views), {args.steps} timed steps, best of 2 rounds")
-    print("| batch | px | precision | channels_last | compile | img/s | vs fp32 NCHW |")
-    print("|---|---|---|---|---|---|---|")
+    print("| batch | px | precision | channels_last | compile | tap convs | img/s | vs fp32 NCHW |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["precision"] == "fp32"
-                    and not b["channels_last"] and not b["compile"])
+                    and not b["channels_last"] and not b["compile"] and b["tap_convs"])
         ratio = r["images_per_s"] / base["images_per_s"]
-        print(f"| {r['batch_size']} | {r['size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | "
+        print(f"| {r['batch_size']} | {r['size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['tap_convs']} | "
               f"{r['images_per_s']:.0f} | {ratio:.2f}x |")
         out["rows"].append({k: v for k, v in r.items() if k not in ("step", "x")} | {"ratio_vs_fp32_nchw": ratio})
     if args.json:

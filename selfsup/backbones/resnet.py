@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from selfsup.backbones.tap_conv import use_tap_convs
+
 RESNET_LAYERS = {
     "resnet10": (BasicBlock, [1, 1, 1, 1]),
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
@@ -52,6 +54,8 @@ class ResNet(nn.Module):
                 nn.init.zeros_(m.bn3.weight)
             elif isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
+        # the last stages' maps are 1x1-2x2 on small images, where oneDNN's weight gradient is slow on the CPU
+        use_tap_convs(self)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int) -> nn.Sequential:
         downsample = None
