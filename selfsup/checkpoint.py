@@ -141,9 +141,12 @@ def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None 
     try:
         missing, unexpected = method.load_state_dict(tensors, strict=False)
     except RuntimeError as e:  # shape mismatches: another width or channel count
+        backbone = meta.get("backbone")
+        if isinstance(backbone, dict):  # written as "convnet(width=0.25, ...)"
+            backbone = f"{backbone.get('name')}({', '.join(f'{k}={v}' for k, v in backbone.items() if k != 'name')})"
         raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[-1].strip()}): it was "
                               f"made with another configuration of the method's heads or of the backbone (it says "
-                              f"backbone {meta.get('backbone')}); compare the method and backbone sections of the "
+                              f"backbone {backbone}); compare the method and backbone sections of the "
                               f"run's config.yaml with the command that built this model") from None
     if missing or unexpected:
         raise CheckpointError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected "

@@ -31,28 +31,60 @@ class ConfigError(SelfsupError):
     """A configuration that cannot be used; the message says which key and how to fix it."""
 
 
+@dataclass(frozen=True)
+class Bound:
+    """Allowed values of a number: lo <= v <= hi (strict where ``*_open``); None = no limit. A config field
+    carries its bound in ``field(metadata={"bound": ...})`` (see ``bounded``), checked after compose: values
+    the types admit but a run cannot use (train.batch_size=-3 would fail minutes later, deep in the loader, or
+    silently train nothing); a list or tuple is checked element by element."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def admits(self, v: float) -> bool:
+        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
+            return False
+        return self.hi is None or (v < self.hi or (not self.hi_open and v == self.hi))
+
+    def words(self) -> str:
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+POSITIVE, COUNT, NONNEG = Bound(0, lo_open=True), Bound(1), Bound(0)
+PROB, FRACTION = Bound(0, 1), Bound(0, 1, lo_open=True)
+
+
+def bounded(default: Any, bound: Bound, ordered: bool = False) -> Any:
+    """A dataclass field with its allowed range; ``ordered``: a (low, high) pair with low <= high."""
+    return field(default=default, metadata={"bound": bound, "ordered": ordered})
+
+
 @dataclass
 class DataConfig:
     name: str = "fashion-mnist"
     dir: str | None = None  # --data-dir; else $SELFSUP_DATA, the Debian path, torchvision's download
-    image_size: int | None = None  # resize on load; None keeps the native size (28 for Fashion-MNIST)
+    image_size: int | None = bounded(None, COUNT)  # resize on load; None keeps the native size (28 for Fashion-MNIST)
     mean: list[float] | None = None  # per-channel normalisation; None = computed from the training set
-    std: list[float] | None = None
-    limit: int | None = None  # use only the first N training images (quick experiments, tests)
+    std: list[float] | None = bounded(None, POSITIVE)
+    limit: int | None = bounded(None, COUNT)  # use only the first N training images (quick experiments, tests)
     stream: bool = False  # imagefolder: decode batches from disk in worker processes instead of in memory
-    workers: int = 2  # decoding processes of a streamed folder (0: in the training process)
+    workers: int = bounded(2, NONNEG)  # decoding processes of a streamed folder (0: in the training process)
 
 
 @dataclass
 class BackboneConfig:
     name: str = "resnet18"
-    width: float = 1.0  # channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
+    width: float = bounded(1.0, POSITIVE)  # channel multiplier (0.25 -> 16-32-64-128 channels for ResNet-18)
     small_stem: bool = True  # 3x3 conv stem, no max-pool: the CIFAR variant for images <= 64 px
-    stem_stride: int = 1  # stride of the small stem; 2 makes layer1 4x cheaper on 28-px inputs
+    stem_stride: int = bounded(1, COUNT)  # stride of the small stem; 2 makes layer1 4x cheaper on 28-px inputs
     # ViTs (vit_micro / vit_tiny / vit_small / vit_base); their image side is the views' size
-    patch_size: int = 4  # 28-32 px images: a 7x7 or 8x8 grid of tokens
+    patch_size: int = bounded(4, COUNT)  # 28-32 px images: a 7x7 or 8x8 grid of tokens
     pos_embed: str = "sincos"  # sincos (fixed, MAE / MoCo v3) | learned (the original ViT)
-    drop_path: float = 0.0  # stochastic depth rate of the last block
+    drop_path: float = bounded(0.0, Bound(0, 1, hi_open=True))  # stochastic depth rate of the last block
     # a local weights file (safetensors, or a torch state dict: torchvision's, timm's, a selfsup export)
     # loaded into the encoder before pretraining starts; name: timm:NAME builds any timm model
     weights: str | None = None
@@ -61,57 +93,57 @@ class BackboneConfig:
 @dataclass
 class OptimConfig:
     name: str = "lars"  # sgd | lars | adamw
-    lr: float = 0.3  # base learning rate for a batch of 256 (scaled linearly when scale_lr)
+    lr: float = bounded(0.3, NONNEG)  # base learning rate for a batch of 256 (scaled linearly when scale_lr)
     scale_lr: bool = True
-    weight_decay: float = 1e-6
-    momentum: float = 0.9
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup: float = 0.05  # fraction of training spent in linear warm-up (works for epochs and budgets)
+    weight_decay: float = bounded(1e-6, NONNEG)
+    momentum: float = bounded(0.9, PROB)
+    betas: tuple[float, float] = bounded((0.9, 0.999), Bound(0, 1, hi_open=True))
+    warmup: float = bounded(0.05, PROB)  # fraction of training spent in linear warm-up (works for epochs and budgets)
     schedule: str = "cosine"  # cosine | constant
-    min_lr_ratio: float = 0.0
-    clip_grad: float | None = None
+    min_lr_ratio: float = bounded(0.0, PROB)
+    clip_grad: float | None = bounded(None, POSITIVE)
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
+    epochs: int = bounded(100, COUNT)
     budget: str | None = None  # wall-clock budget, e.g. "15m", "90s", "1h"; overrides epochs. A planning input: the
     # loop times a few steps of a throwaway copy, fixes the number of steps the budget affords (planned_steps in
     # summary.json), and every schedule follows the step; the wall clock only guards (1.5 x budget)
-    steps: int | None = None  # the schedule's length in optimiser steps, instead of epochs or a budget (a budget
+    steps: int | None = bounded(None, COUNT)  # the schedule's length in optimiser steps, instead of epochs or a budget (a budget
     # run's planned_steps given here repeats its weights on any machine)
-    batch_size: int = 256
-    accumulate: int = 1  # gradient accumulation steps
+    batch_size: int = bounded(256, COUNT)
+    accumulate: int = bounded(1, COUNT)  # gradient accumulation steps
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     channels_last: bool = False
     seed: int = 0
-    threads: int | None = None  # torch intra-op threads; None = torch's default
-    log_every: int = 20  # steps between metrics.jsonl rows
-    monitor_every: int = 1  # epochs between online kNN monitor evaluations (0 = only at the end)
-    monitor_train: int = 5000  # images of the training set forming the monitor's kNN bank
-    monitor_val: int = 1000  # labelled training images held out of that bank, which it classifies: a validation
+    threads: int | None = bounded(None, COUNT)  # torch intra-op threads; None = torch's default
+    log_every: int = bounded(20, COUNT)  # steps between metrics.jsonl rows
+    monitor_every: int = bounded(1, NONNEG)  # epochs between online kNN monitor evaluations (0 = only at the end)
+    monitor_train: int = bounded(5000, NONNEG)  # images of the training set forming the monitor's kNN bank
+    monitor_val: int = bounded(1000, NONNEG)  # labelled training images held out of that bank, which it classifies: a validation
     # slice (seeded, fixed); training never reads the test split, which is kept for final numbers
-    checkpoint_every: int = 1  # epochs between checkpoints (last/ is always kept)
-    checkpoint_minutes: float = 5.0  # also checkpoint at least this often in long epochs
-    max_steps: int | None = None  # stop after N optimiser steps (tests, debugging)
-    checkpoint_steps: int = 0  # also checkpoint every N optimiser steps (0 = off)
+    checkpoint_every: int = bounded(1, NONNEG)  # epochs between checkpoints (last/ is always kept)
+    checkpoint_minutes: float = bounded(5.0, POSITIVE)  # also checkpoint at least this often in long epochs
+    max_steps: int | None = bounded(None, COUNT)  # stop after N optimiser steps (tests, debugging)
+    checkpoint_steps: int = bounded(0, NONNEG)  # also checkpoint every N optimiser steps (0 = off)
     sync_bn: bool = False  # distributed: BatchNorm statistics over the global batch (SyncBatchNorm)
     loggers: tuple[str, ...] = ("tensorboard",)  # any of LOGGERS; metrics.jsonl is always written
 
 
 @dataclass
 class EvalConfig:
-    knn_k: tuple[int, ...] = (200, 20)
-    knn_temperature: float = 0.07
-    linear_val_fraction: float = 0.1
-    linear_l2: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
-    batch_size: int = 512
+    knn_k: tuple[int, ...] = bounded((200, 20), COUNT)
+    knn_temperature: float = bounded(0.07, POSITIVE)
+    linear_val_fraction: float = bounded(0.1, Bound(0, 1, True, True))
+    linear_l2: tuple[float, ...] = bounded((1e-6, 1e-5, 1e-4, 1e-3, 1e-2), NONNEG)
+    batch_size: int = bounded(512, COUNT)
     # side of the images the evaluation (and the online monitor) encodes; None = views.size, else the
     # data's. Larger than views.size is FixRes (Touvron et al. 2019, "Fixing the train-test resolution
     # discrepancy"): random resized crops enlarge objects at training, so a test image shown whole at a
     # higher resolution matches their apparent size — and training at the lower one is cheaper.
-    size: int | None = None
+    size: int | None = bounded(None, COUNT)
 
 
 @dataclass
@@ -436,75 +468,37 @@ def resolve(layers: list[dict]) -> RunConfig:
     if unknown:
         raise ConfigError(f"train.loggers: unknown logger {unknown[0]!r}; choose any of {', '.join(LOGGERS)}, "
                           f"e.g. train.loggers=[tensorboard,wandb]")
-    _check_bounds(cfg, to_dict(preset))
+    _check_bounds(cfg, preset)
     return cfg
 
 
-@dataclass(frozen=True)
-class _Bound:
-    """Allowed values of a number: lo <= v <= hi (strict where ``*_open``); None = no limit."""
-
-    lo: float | None = None
-    hi: float | None = None
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def admits(self, v: float) -> bool:
-        if self.lo is not None and (v < self.lo or (self.lo_open and v == self.lo)):
-            return False
-        return self.hi is None or (v < self.hi or (not self.hi_open and v == self.hi))
-
-    def words(self) -> str:
-        if self.hi is None:
-            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
-        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
 
 
-_POSITIVE, _COUNT, _NONNEG = _Bound(0, lo_open=True), _Bound(1), _Bound(0)
-_PROB, _FRACTION = _Bound(0, 1), _Bound(0, 1, lo_open=True)
-# Values the types admit but a run cannot use (train.batch_size=-3 would fail minutes later, deep in the
-# loader, or silently train nothing); a list or tuple is checked element by element.
-_BOUNDS: dict[str, _Bound] = {
-    "data.image_size": _COUNT, "data.limit": _COUNT, "data.std": _POSITIVE,
-    "backbone.width": _POSITIVE, "backbone.stem_stride": _COUNT, "backbone.patch_size": _COUNT,
-    "backbone.drop_path": _Bound(0, 1, hi_open=True),
-    "optim.lr": _NONNEG, "optim.weight_decay": _NONNEG, "optim.momentum": _PROB,
-    "optim.betas": _Bound(0, 1, hi_open=True), "optim.warmup": _PROB, "optim.min_lr_ratio": _PROB,
-    "optim.clip_grad": _POSITIVE,
-    "train.epochs": _COUNT, "train.batch_size": _COUNT, "train.accumulate": _COUNT, "train.threads": _COUNT,
-    "train.log_every": _COUNT, "train.monitor_every": _NONNEG, "train.monitor_train": _NONNEG,
-    "train.monitor_val": _NONNEG, "train.checkpoint_every": _NONNEG, "train.checkpoint_minutes": _POSITIVE,
-    "train.max_steps": _COUNT, "train.steps": _COUNT, "train.checkpoint_steps": _NONNEG, "data.workers": _NONNEG,
-    "eval.knn_k": _COUNT, "eval.knn_temperature": _POSITIVE, "eval.linear_val_fraction": _Bound(0, 1, True, True),
-    "eval.linear_l2": _NONNEG, "eval.batch_size": _COUNT, "eval.size": _COUNT,
-    "views.size": _COUNT, "views.crop_scale": _FRACTION, "views.crop_ratio": _POSITIVE, "views.flip_p": _PROB,
-    "views.jitter_p": _PROB, "views.jitter": _NONNEG, "views.gray_p": _PROB, "views.blur_p": _PROB,
-    "views.blur_sigma": _POSITIVE, "views.solarize_p": _PROB, "views.num_global": _COUNT, "views.num_local": _NONNEG,
-    "views.local_size": _COUNT, "views.local_scale": _FRACTION, "views.local_blur_p": _PROB,
-    "views.local_solarize_p": _PROB,
-}
-_ORDERED_PAIRS = ("views.crop_scale", "views.crop_ratio", "views.blur_sigma", "views.local_scale")  # (low, high)
-
-
-def _check_bounds(cfg: RunConfig, view_defaults: dict) -> None:
-    """Refuse out-of-range values with the key, the allowed range, the value and the default."""
+def _check_bounds(cfg: RunConfig, preset: Any) -> None:
+    """Refuse out-of-range values with the key, the allowed range, the value and the default; the bounds are
+    the fields' metadata (``bounded``), the views' those of the method's preset (a ViewConfig)."""
+    sections = [(name, getattr(cfg, name), dataclasses.fields(getattr(RunConfig(), name)))
+                for name in ("data", "backbone", "optim", "train", "eval")]
+    sections.append(("views", cfg.views, dataclasses.fields(preset)))
     defaults = to_dict(RunConfig())
-    defaults["views"] = view_defaults
-    for key, bound in _BOUNDS.items():
-        section, name = key.split(".")
-        value = cfg.views.get(name) if section == "views" else getattr(getattr(cfg, section), name)
-        if value is None:
-            continue
-        items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
-        for i, v in items:
-            if not bound.admits(v):
-                where, given = (key, "") if i is None else (f"{key}[{i}]", f" in {key}={_flow(value)}")
-                kind = "an integer" if isinstance(v, int) else "a number"
-                raise ConfigError(f"{where}: expected {kind} {bound.words()}, got {v!r}{given} "
-                                  f"(the default is {key}={_flow(defaults[section][name])})")
-        if key in _ORDERED_PAIRS and value[0] > value[1]:
-            raise ConfigError(f"{key}: expected [low, high] with low <= high, got {_flow(value)}; "
-                              f"write {key}={_flow(sorted(value))}")
+    defaults["views"] = to_dict(preset)
+    for section, values, fields in sections:
+        for f in fields:
+            bound = f.metadata.get("bound")
+            value = values.get(f.name) if isinstance(values, dict) else getattr(values, f.name)
+            if bound is None or value is None:
+                continue
+            key = f"{section}.{f.name}"
+            items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
+            for i, v in items:
+                if not bound.admits(v):
+                    where, given = (key, "") if i is None else (f"{key}[{i}]", f" in {key}={_flow(value)}")
+                    kind = "an integer" if isinstance(v, int) else "a number"
+                    raise ConfigError(f"{where}: expected {kind} {bound.words()}, got {v!r}{given} "
+                                      f"(the default is {key}={_flow(defaults[section][f.name])})")
+            if f.metadata.get("ordered") and value[0] > value[1]:
+                raise ConfigError(f"{key}: expected [low, high] with low <= high, got {_flow(value)}; "
+                                  f"write {key}={_flow(sorted(value))}")
 
 
 def _flow(value: Any) -> str:
@@ -582,8 +576,11 @@ def _check_against_checkpoint(now: dict[str, Any], run_dir: Path, path: Path) ->
     trained = {}
     if isinstance(meta, dict) and isinstance(meta.get("method"), str):
         trained["method.name"] = meta["method"]
-    # meta["backbone"] reads "convnet(width=0.25, small_stem=True, stem_stride=1)"
-    m = re.fullmatch(r"\s*([^()\s]+)\((.*)\)\s*", str(meta.get("backbone", "")) if isinstance(meta, dict) else "")
+    backbone = meta.get("backbone") if isinstance(meta, dict) else None
+    if isinstance(backbone, dict):
+        trained.update({f"backbone.{k}": v for k, v in backbone.items()})
+    # checkpoints before 2026-12-07 wrote it as one string: "convnet(width=0.25, small_stem=True, stem_stride=1)"
+    m = re.fullmatch(r"\s*([^()\s]+)\((.*)\)\s*", backbone) if isinstance(backbone, str) else None
     if m:
         trained["backbone.name"] = m.group(1)
         for pair in m.group(2).split(","):

@@ -93,15 +93,15 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
-    """meta.json: the method, every structural backbone field ("convnet(width=0.25, ...)") and the data's
-    name, side and limit, which config.load_run_config compares with an edited config.yaml before any
-    weights are read, and (``extra``) the input spec, training-set size, step and epoch."""
-    b = cfg.backbone
-    shape = f"width={b.width}, small_stem={b.small_stem}, stem_stride={b.stem_stride}"
-    if b.name.startswith("vit"):  # drop_path is left out: it regularises, the weights fit either way
-        shape += f", patch_size={b.patch_size}, pos_embed={b.pos_embed}"
+    """meta.json: the method, every structural backbone field ({"name": "convnet", "width": 0.25, ...}) and
+    the data's name, side and limit, which config.load_run_config compares with an edited config.yaml before
+    any weights are read, and (``extra``) the input spec, training-set size, step and epoch."""
+    fields = ["name", "width", "small_stem", "stem_stride"]
+    if cfg.backbone.name.startswith("vit"):  # drop_path is left out: it regularises, the weights fit either way
+        fields += ["patch_size", "pos_embed"]
+    backbone = {k: getattr(cfg.backbone, k) for k in fields}
     data = {k: getattr(cfg.data, k) for k in ("name", "image_size", "limit")}  # data.mean/std: in extra's input
-    return {"method": cfg.method_name, "backbone": f"{b.name}({shape})", "data": data, **extra}
+    return {"method": cfg.method_name, "backbone": backbone, "data": data, **extra}
 
 
 @functools.lru_cache(maxsize=4)

@@ -3,6 +3,8 @@ the expected type and the value given; property-based tests (hypothesis) over ov
 from __future__ import annotations
 
 import dataclasses
+import re
+import typing
 import tempfile
 from pathlib import Path
 
@@ -225,3 +227,33 @@ def test_parse_override_of_any_text_is_a_mapping_or_a_config_error(text):
         assert repr(text) in str(e) or repr(text.split("=", 1)[0]) in str(e), (text, str(e))
         return
     assert isinstance(out, dict) and len(out) == 1
+
+
+# numbers a run can take any value of (a seed, a view's size left to the data, ...): every other number of
+# the sections declares its allowed range beside the field, so a new field cannot forget one
+_UNBOUNDED_NUMBERS = {"data.mean", "train.seed"}
+
+
+def test_every_number_of_the_sections_declares_its_bound_beside_the_field():
+    unbounded = set()
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            numeric = any(t in (int, float) for t in _leaf_types(hints[f.name]))
+            if numeric and "bound" not in f.metadata:
+                unbounded.add(f"{section}.{f.name}")
+    assert unbounded == _UNBOUNDED_NUMBERS
+
+
+def _leaf_types(hint) -> set:
+    args = typing.get_args(hint)
+    return {hint} if not args else set().union(*(_leaf_types(a) for a in args if a is not Ellipsis))
+
+
+@pytest.mark.parametrize("key,value,words", [("train.batch_size", 0, "an integer >= 1"),
+                                             ("views.crop_scale", [0.9, 0.2], "low <= high"),
+                                             ("views.jitter_p", 1.5, "in [0, 1]")])
+def test_a_field_bound_refuses_a_value_with_its_range_and_default(key, value, words):
+    with pytest.raises(ConfigError, match=re.escape(words)) as e:
+        resolve([SIMCLR, _nested(key, value)])
+    assert "the default is" in str(e.value) or "write" in str(e.value)

@@ -10,7 +10,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from selfsup.config import from_dict
+from selfsup.config import COUNT, FRACTION, NONNEG, POSITIVE, PROB, bounded, from_dict
 from selfsup.errors import SelfsupError
 from selfsup.registry import list_view_presets, register_view_preset, view_preset  # noqa: F401  (public here too)
 from selfsup.transforms import ops
@@ -19,28 +19,28 @@ from selfsup.transforms import ops
 class ViewConfig:
     """Augmentation of each view; two-element tuples hold (view 1, view 2) for asymmetric recipes."""
 
-    size: int | None = None  # output side; None = the data's image size
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    flip_p: float = 0.5
-    jitter_p: float = 0.8
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
-    gray_p: float = 0.2
-    blur_p: tuple[float, float] = (0.5, 0.5)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    solarize_p: tuple[float, float] = (0.0, 0.0)
+    size: int | None = bounded(None, COUNT)  # output side; None = the data's image size
+    crop_scale: tuple[float, float] = bounded((0.08, 1.0), FRACTION, ordered=True)
+    crop_ratio: tuple[float, float] = bounded((3 / 4, 4 / 3), POSITIVE, ordered=True)
+    flip_p: float = bounded(0.5, PROB)
+    jitter_p: float = bounded(0.8, PROB)
+    jitter: tuple[float, float, float, float] = bounded((0.4, 0.4, 0.4, 0.1), NONNEG)  # brightness, contrast, saturation, hue
+    gray_p: float = bounded(0.2, PROB)
+    blur_p: tuple[float, float] = bounded((0.5, 0.5), PROB)
+    blur_sigma: tuple[float, float] = bounded((0.1, 2.0), POSITIVE, ordered=True)
+    solarize_p: tuple[float, float] = bounded((0.0, 0.0), PROB)
     # weak[i % 2] True: global crop i is a weak view, crop and flip only (no jitter, grayscale, blur,
     # solarize), as the teacher/target view of MSF and ReSSL
     weak: tuple[bool, bool] = (False, False)
     # multi-crop (Caron et al. 2020, SwAV sec. 3.2): ``num_global`` crops at ``size`` with ``crop_scale``
     # (global crop i, counted from 0, uses blur_p[i % 2] and solarize_p[i % 2]), then ``num_local`` smaller crops.
     # The defaults (2 global, 0 local) are the classic two views.
-    num_global: int = 2
-    num_local: int = 0
-    local_size: int | None = None  # side of a local crop; None = 96/224 of the global side, the papers' ratio
-    local_scale: tuple[float, float] = (0.05, 0.14)  # SwAV's; DINO uses (0.05, 0.4)
-    local_blur_p: float = 0.5
-    local_solarize_p: float = 0.0
+    num_global: int = bounded(2, COUNT)
+    num_local: int = bounded(0, NONNEG)
+    local_size: int | None = bounded(None, COUNT)  # side of a local crop; None = 96/224 of the global side, the papers' ratio
+    local_scale: tuple[float, float] = bounded((0.05, 0.14), FRACTION, ordered=True)  # SwAV's; DINO uses (0.05, 0.4)
+    local_blur_p: float = bounded(0.5, PROB)
+    local_solarize_p: float = bounded(0.0, PROB)
 
 
 def view_config(cfg) -> ViewConfig:

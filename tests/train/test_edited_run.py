@@ -62,6 +62,22 @@ def test_another_backbone_width_names_the_key_to_restore_for_resume_and_eval(run
     assert all(torch.equal(v, saved[k]) for k, v in method.state_dict().items())
 
 
+def test_meta_holds_the_backbone_as_fields_and_older_strings_are_still_compared(run):
+    import json
+
+    meta_path = run / "checkpoints" / "last" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["backbone"]["name"] == "convnet" and meta["backbone"]["width"] == 0.25
+    # checkpoints written before the backbone became a dict say it as one string
+    b = meta["backbone"]
+    meta["backbone"] = f"{b['name']}(" + ", ".join(f"{k}={v}" for k, v in b.items() if k != "name") + ")"
+    meta_path.write_text(json.dumps(meta))
+    load_run_config(run)  # unchanged config: no error
+    edit(run, "backbone", "width", 0.5)
+    with pytest.raises(ConfigError, match=r"says backbone.width=0.5.*trained with backbone.width=0.25"):
+        load_run_config(run)
+
+
 def test_another_method_names_the_method_to_restore(run):
     edit(run, "method", "name", "byol")
     with pytest.raises(ConfigError) as e:
