@@ -83,6 +83,15 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_config, tmp_path,
         assert any(k.startswith("target_encoder.") for k in weights(b))
 
 
+def test_a_resnet_with_tap_wise_weight_gradients_resumes_exactly(tiny_config, tmp_path, monkeypatch):
+    """ResNet-10 on 8-px digits: its last stages' 2x2 and 1x1 maps take the tap-wise weight gradient
+    (selfsup.backbones.tap_conv), which must be as repeatable as oneDNN's."""
+    over = (*OVERRIDES, "backbone.name=resnet10", "backbone.width=0.125")
+    fit(tiny_config("simclr", *over), tmp_path / "a", progress_bar=False)
+    b = interrupted_then_resumed(tiny_config, tmp_path, monkeypatch, "simclr", 3, True, *over)
+    assert_same_weights(tmp_path / "a", b)
+
+
 def test_resumed_metrics_read_like_one_run(tiny_config, tmp_path, monkeypatch):
     """Steps logged after the last checkpoint and then redone after the resume must not appear twice
     in metrics.jsonl (curves.png would draw them twice), so the log continues the step count."""
