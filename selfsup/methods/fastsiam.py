@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.errors import SelfsupError
 from selfsup.losses.distillation import negative_cosine
 from selfsup.methods.base import StepOutput
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
@@ -30,6 +31,12 @@ register_view_preset("fastsiam", ViewConfig(num_global=4))
 @register("fastsiam", config=SimSiamConfig, views="fastsiam")
 class FastSiam(SimSiam):
     """FastSiam: each view's prediction matches the mean projection of the other views, through a stop-gradient."""
+
+    def __init__(self, encoder, cfg: SimSiamConfig = SimSiamConfig()):
+        if cfg.nn_support:  # SimSiam's NNSiam option; FastSiam's mean target has no nearest-neighbour variant here
+            raise SelfsupError("fastsiam has no nearest-neighbour target: method.nn_support is SimSiam's (NNSiam); "
+                               "leave it at 0 or use --method simsiam")
+        super().__init__(encoder, cfg)
 
     def training_step(self, batch) -> StepOutput:
         views = batch.views  # K views [N, C, H, W]

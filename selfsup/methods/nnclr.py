@@ -17,14 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from selfsup.losses import infonce_bound
-from selfsup.losses.moco import nearest_neighbour, nnclr_loss, two_views
+from selfsup.losses.moco import nnclr_loss, two_views
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.nn.queue import Queue
+from selfsup.nn.queue import SupportSet
 from selfsup.registry import register
 
 
@@ -48,19 +47,10 @@ class NNCLR(Method):
         self.encoder = encoder
         self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, num_layers=3, last_bn=True)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, num_layers=2)
-        self.support = Queue(cfg.queue_size, cfg.proj_dim)  # Q, in buffers (checkpointed)
-        self._pending: list[torch.Tensor] = []  # this step's z1, enqueued in on_step_end
+        self.support = SupportSet(cfg.queue_size, cfg.proj_dim)  # Q, in buffers (checkpointed)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))
-
-    def _neighbours(self, z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(support):
-            return nearest_neighbour(z, support)  # [N, D] unit neighbours, [N] cosines
-        # first step only: the support set starts empty. In a set that held this batch, z's nearest
-        # neighbour would be z itself, so use that (the step is then plain SimCLR-with-predictor)
-        z = F.normalize(z.detach().float(), dim=1)
-        return z, torch.ones(z.shape[0], device=z.device)
 
     def training_step(self, batch) -> StepOutput:
         x1, x2 = two_views(batch.views, self.name)  # [N, C, H, W] each
@@ -68,14 +58,14 @@ class NNCLR(Method):
         z = self.projector(self.encoder(torch.cat([x1, x2])))  # [2N, D]
         p = self.predictor(z)  # [2N, D]
         z1, z2, p1, p2 = z[:n], z[n:], p[:n], p[n:]
-        support = self.support.items()  # [M, D]: Q as of this step, before this step's z1
-        nn1, cos1 = self._neighbours(z1, support)  # NN(z_i, Q), no gradient
-        nn2, cos2 = self._neighbours(z2, support)
+        # NN(z_i, Q) [N, D] (unit, no gradient) and its cosine [N], in Q as of this step, before this
+        # step's z1; on the first step Q is empty and NN(z) = z (the step is then SimCLR-with-predictor)
+        (nn1, cos1), (nn2, cos2) = self.support.neighbours(z1, z2)
         tau, dcl = self.cfg.temperature, self.cfg.decoupled
         loss12, candidates = nnclr_loss(nn1, p2, tau, dcl)  # NN of view 1 vs predictions of view 2
         loss21, _ = nnclr_loss(nn2, p1, tau, dcl)  # and the views swapped
         loss = (loss12 + loss21) / 2
-        self._pending.append(F.normalize(z1.detach().float(), dim=1))
+        self.support.stage(z1)  # enqueued in on_step_end
         # how close the positives the loss uses are (1.0 = the image itself);
         # with labels one would log the neighbours' class agreement instead
         logs = {"nn_cosine": (cos1.mean() + cos2.mean()) / 2}
@@ -83,8 +73,5 @@ class NNCLR(Method):
             logs["infonce_bound"] = infonce_bound(loss.detach(), candidates)
         return StepOutput(loss, logs)
 
-    @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
-        for z1 in self._pending:  # Q <- Q + {z1}: the oldest entries drop out
-            self.support.push(z1)
-        self._pending.clear()
+        self.support.flush()  # Q <- Q + {z1}: the oldest entries drop out

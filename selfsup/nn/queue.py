@@ -1,5 +1,6 @@
-"""Stores of past embeddings used as negatives or neighbours: a FIFO queue (MoCo, NNCLR, SwAV)
-and a per-image memory bank (InstDisc, CMC).
+"""Stores of past embeddings used as negatives or neighbours: a FIFO queue (MoCo, SwAV), the
+nearest-neighbour support set built on it (NNCLR; BYOL's and SimSiam's ``nn_support`` option) and a
+per-image memory bank (InstDisc, CMC).
 
 Both keep their contents in buffers, so checkpoints carry them and a resumed run continues
 with exactly the same negatives. Neither ever holds a tensor with gradient history: what
@@ -15,6 +16,7 @@ from torch import nn
 
 from selfsup import dist
 from selfsup.errors import SelfsupError
+from selfsup.losses.moco import nearest_neighbour
 
 
 class Queue(nn.Module):
@@ -57,6 +59,48 @@ class Queue(nn.Module):
 
     def __len__(self) -> int:
         return int(self.filled)
+
+
+class SupportSet(Queue):
+    """NNCLR's support set Q (Dwibedi et al. 2021): a FIFO queue of past L2-normalised embeddings in
+    which each new embedding is replaced by its nearest neighbour (cosine). NNCLR uses it for its
+    positives; BYOL and SimSiam for their targets with ``nn_support > 0`` (NN-BYOL, NNSiam).
+
+    State changes only in the method's ``on_step_end``: ``neighbours`` looks Q up as it was before the
+    step, ``stage`` holds this step's embeddings (detached, normalised), and ``flush`` (from the hook)
+    pushes them. The buffers are Queue's, so checkpoints hold the same keys.
+    """
+
+    def __init__(self, size: int, dim: int):
+        super().__init__(size, dim)
+        self._pending: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def neighbours(self, *zs: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each [N, D] z: (NN(z, Q) [N, D], unit length, no gradient; its cosine to z [N]).
+
+        While Q is empty (the first step) each z is its own neighbour: in a set that held this batch,
+        z's nearest neighbour would be z itself."""
+        support = self.items() if len(self) else None  # [M, D], one copy for all the lookups
+        out = []
+        for z in zs:
+            if support is not None:
+                out.append(nearest_neighbour(z, support))
+            else:
+                z = F.normalize(z.detach().float(), dim=1)
+                out.append((z, torch.ones(z.shape[0], device=z.device)))
+        return out
+
+    def stage(self, z: torch.Tensor) -> None:
+        """Hold [N, D] embeddings of this step for the next ``flush`` (Q itself is left unchanged)."""
+        self._pending.append(F.normalize(z.detach().float(), dim=1))
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        """Q <- Q + the staged embeddings, the oldest entries dropping out; call from ``on_step_end``."""
+        for z in self._pending:
+            self.push(z)
+        self._pending.clear()
 
 
 class MemoryBank(nn.Module):
