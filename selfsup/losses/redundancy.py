@@ -1,4 +1,4 @@
-"""Redundancy-reduction and whitening losses (Barlow Twins, VICReg, W-MSE): pure functions.
+"""Redundancy-reduction and whitening losses (Barlow Twins, VICReg, VIbCReg, W-MSE): pure functions.
 
 They act on the statistics of a whole batch of embeddings, so each computes in float32 with
 autocast off (a bf16 cross-correlation loses the 1 - C_ii it is trying to drive to zero), and
@@ -89,6 +89,49 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
         v1, c1 = var_cov(z1)
         v2, c2 = var_cov(z2)
         variance, covariance = (v1 + v2) / 2, c1 + c2
+        loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
+        return loss, {"invariance": invariance.detach(), "variance": variance.detach(),
+                      "covariance": covariance.detach()}
+
+
+def normalized_covariance(z: torch.Tensor) -> torch.Tensor:
+    """VIbCReg's normalised covariance (Lee & Aune 2021): each dimension of z [N, D] centred over the
+    batch and divided by its L2 norm, then Zhat^T Zhat [D, D]: the correlation matrix of the
+    dimensions (ones on the diagonal, entries in [-1, 1] whatever the scale of z or D)."""
+    zc = z - z.mean(0)
+    zn = F.normalize(zc, dim=0)  # columns to unit norm (as the official code, F.normalize(p=2, dim=0))
+    return zn.T @ zn
+
+
+def vibcreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
+                 cov_coeff: float = 200.0, gamma: float = 1.0,
+                 eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """VIbCReg (Lee & Aune 2021): lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')], with
+
+    - invariance s = mean over the N x D entries of (z - z')^2 (MSE), as VICReg;
+    - variance   v(Z) = (1/D) sum_j max(0, gamma - sqrt(Var(z^j) + eps)), unbiased variance, as VICReg's,
+      but the two branches are summed (the paper's equation and the official code; VICReg's code averages);
+    - better covariance c(Z) = (1/D^2) sum_{i != j} rho_ij^2 with rho = ``normalized_covariance(Z)``, the
+      correlation matrix: the mean of the squared off-diagonal entries over all D^2 entries (the official
+      code zeroes the diagonal, then takes the mean), so its scale depends on neither D nor the embeddings'
+      scale; VICReg's (1/D) sum of squared raw covariances grows with both.
+    Defaults lambda 25, mu 25, nu 200, gamma 1 (the paper's and ML4ITS/vibcreg config_vibcreg.yaml).
+    z1, z2: [N, D]. Embeddings of all processes are gathered (with gradient) first, so every statistic is
+    the whole batch's. Returns (loss, {"invariance", "variance", "covariance"}): the unweighted terms as they
+    enter the sum (variance and covariance already summed over the branches), detached.
+    """
+    with _no_autocast(z1):
+        z1, z2 = dist.gather_with_grad(z1.float()), dist.gather_with_grad(z2.float())  # [N', D]
+        d = z1.shape[1]
+        invariance = F.mse_loss(z1, z2)
+
+        def var_cov(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            std = torch.sqrt(z.var(0) + eps)  # [D], unbiased
+            return F.relu(gamma - std).mean(), _off_diagonal_sq_sum(normalized_covariance(z)) / d ** 2
+
+        v1, c1 = var_cov(z1)
+        v2, c2 = var_cov(z2)
+        variance, covariance = v1 + v2, c1 + c2
         loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
         return loss, {"invariance": invariance.detach(), "variance": variance.detach(),
                       "covariance": covariance.detach()}

@@ -20,6 +20,7 @@ CASES = {
     "clip": dict(embed_dim=16, text_width=16, text_layers=1, text_heads=2, context=12),
     "barlow": dict(proj_hidden=32, proj_dim=32),
     "vicreg": dict(proj_hidden=32, proj_dim=32),
+    "vibcreg": dict(proj_hidden=32, proj_dim=32, iternorm_groups=4),  # IterNorm statistics of the global batch
     "swav": dict(num_prototypes=10, proj_hidden=32, proj_dim=16, freeze_prototypes_iters=0),
     "dino": dict(out_dim=64, hidden_dim=32, bottleneck_dim=16, freeze_last_layer=0.0),
 }
