@@ -579,7 +579,7 @@ def _check_against_checkpoint(now: dict[str, Any], run_dir: Path, path: Path) ->
     backbone = meta.get("backbone") if isinstance(meta, dict) else None
     if isinstance(backbone, dict):
         trained.update({f"backbone.{k}": v for k, v in backbone.items()})
-    # checkpoints before 2026-12-07 wrote it as one string: "convnet(width=0.25, small_stem=True, stem_stride=1)"
+    # checkpoints older than commit 03c6925 wrote it as one string: "convnet(width=0.25, small_stem=True, stem_stride=1)"
     m = re.fullmatch(r"\s*([^()\s]+)\((.*)\)\s*", backbone) if isinstance(backbone, str) else None
     if m:
         trained["backbone.name"] = m.group(1)
