@@ -25,23 +25,11 @@ from pathlib import Path
 
 import numpy as np
 
-CHILD = textwrap.dedent("""
-    import glob, json, sys, threading, time
-    from pathlib import Path
+from scaling import WATCH_WORKERS  # benchmarks/ is on sys.path when this file runs as a script
 
-    worker_peak = [0.0]
-    def watch():  # the largest VmHWM of any child process seen, sampled from /proc (Linux)
-        while True:
-            for f in glob.glob("/proc/self/task/*/children"):
-                for pid in open(f).read().split():
-                    try:
-                        for line in open(f"/proc/{pid}/status"):
-                            if line.startswith("VmHWM"):
-                                worker_peak[0] = max(worker_peak[0], int(line.split()[1]) / 1024)
-                    except OSError:
-                        pass
-            time.sleep(0.05)
-    threading.Thread(target=watch, daemon=True).start()
+CHILD = WATCH_WORKERS + textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
 
     arm, folder, size = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     files = sorted(p for p in folder.rglob("*") if p.suffix in (".png", ".jpg"))

@@ -27,23 +27,30 @@ from pathlib import Path
 
 import numpy as np
 
-# one epoch of SimCLR on a small convnet; bf16 off so the numbers do not depend on the CPU's bf16 support
-CHILD = textwrap.dedent("""
-    import glob, json, sys, threading, time
-    import torch
-
+# child-process code (prepended to a child's script; benchmarks/decode.py uses it too): a thread recording in
+# worker_peak[0] the largest VmHWM (peak RSS, MiB) of any child process seen, sampled from /proc (Linux)
+WATCH_WORKERS = textwrap.dedent("""
+    import glob, threading, time
     worker_peak = [0.0]
-    def watch():  # the largest VmHWM (peak RSS) of any child process seen, sampled from /proc (Linux)
+    def watch():
         while True:
             for f in glob.glob("/proc/self/task/*/children"):
                 for pid in open(f).read().split():
                     try:
-                        for line in open(f"/proc/{{pid}}/status"):
+                        for line in open(f"/proc/{pid}/status"):
                             if line.startswith("VmHWM:"):
                                 worker_peak[0] = max(worker_peak[0], int(line.split()[1]) / 1024)
                     except OSError:
                         pass
-            time.sleep(0.2)
+            time.sleep(0.05)
+    threading.Thread(target=watch, daemon=True).start()
+""")
+
+# one epoch of SimCLR on a small convnet; bf16 off so the numbers do not depend on the CPU's bf16 support
+CHILD = textwrap.dedent("""
+    import json, sys, time
+    import torch
+
     torch.set_num_threads({threads})
     from selfsup.config import resolve
     from selfsup.train import fit
@@ -51,8 +58,8 @@ CHILD = textwrap.dedent("""
     import selfsup.train.loop as loop
     real = loop.load_data
     stamp = {{}}
-    def timed(cfg):
-        out = real(cfg)
+    def timed(cfg, **kw):  # fit passes load_data's keyword options
+        out = real(cfg, **kw)
         stamp["startup"] = time.perf_counter() - t0
         return out
     loop.load_data = timed
@@ -61,7 +68,6 @@ CHILD = textwrap.dedent("""
                "optim": {{"name": "lars", "lr": 0.5}},
                "train": {{"batch_size": 256, "epochs": 1, "monitor_train": 0, "device": "cpu",
                          "threads": {threads}, "checkpoint_every": 0, "checkpoint_minutes": 1e9}}}}]
-    threading.Thread(target=watch, daemon=True).start()
     s = fit(resolve(layers), sys.argv[1], progress_bar=False)
     # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec
     hwm = next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:"))
@@ -97,7 +103,7 @@ def write_folder(root: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 def run(data: dict, out: Path, threads: int) -> dict:
     """One epoch in a fresh process (its peak memory is its own): the child's JSON line."""
-    p = subprocess.run([sys.executable, "-c", CHILD.format(threads=threads), str(out), json.dumps(data)],
+    p = subprocess.run([sys.executable, "-c", WATCH_WORKERS + CHILD.format(threads=threads), str(out), json.dumps(data)],
                        capture_output=True, text=True)
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-3000:])
