@@ -380,8 +380,8 @@ def make_parser() -> argparse.ArgumentParser:
     g = pt.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int)
     g.add_argument("--budget", help="wall-clock training budget, e.g. 15m: timed before the first step, it becomes a "
-                                    "number of steps (planned_steps in summary.json; train.steps=N repeats it) that "
-                                    "every schedule follows")
+                                    "number of steps (planned_steps in summary.json) that every schedule follows, "
+                                    "re-planned on the way if the machine's speed drifts")
     pt.add_argument("--batch-size", type=int)
     pt.add_argument("--out", help="run directory (default runs/METHOD-DATA-TIME)")
     pt.add_argument("--config", help="YAML file of overrides")

@@ -109,9 +109,12 @@ class TrainConfig:
     epochs: int = bounded(100, COUNT)
     budget: str | None = None  # wall-clock budget, e.g. "15m", "90s", "1h"; overrides epochs. A planning input: the
     # loop times a few steps of a throwaway copy, fixes the number of steps the budget affords (planned_steps in
-    # summary.json), and every schedule follows the step; the wall clock only guards (1.5 x budget)
+    # summary.json), and every schedule follows the step; the plan is checked on the way (replan) and the wall
+    # clock guards (1.5 x budget)
+    replan: bool = True  # a budget's plan is checked at 10/25/50/75/90 % of it against the loop's own rate and the
+    # steps left re-planned when they differ by > 3 % (false: the probe's plan only, which train.steps=N repeats)
     steps: int | None = bounded(None, COUNT)  # the schedule's length in optimiser steps, instead of epochs or a budget (a budget
-    # run's planned_steps given here repeats its weights on any machine)
+    # run's planned_steps given here repeats its weights on any machine when its plan was never changed)
     batch_size: int = bounded(256, COUNT)
     accumulate: int = bounded(1, COUNT)  # gradient accumulation steps
     precision: str = "fp32"  # fp32 | bf16 (autocast)

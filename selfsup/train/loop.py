@@ -267,7 +267,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     # The schedule's length in optimiser steps: train.steps, else epochs x steps per epoch, else (a budget)
     # planned from the measured speed before the first step (plan_budget). Every schedule (learning rate,
     # EMA momentum, DINO's teacher temperature, SwAV's queue start) is a function of the step, so one seed
-    # and one length train the same weights on a busy and a quiet machine; the wall clock is only a guard.
+    # and one length train the same weights on a busy and a quiet machine. A budget's plan is checked against
+    # the loop's own rate on the way (replan_budget), and the wall clock guards.
     # max_steps stops a run early; it never reshapes the schedule.
     budget = parse_duration(t_cfg.budget) if t_cfg.budget and not t_cfg.steps else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
@@ -281,6 +282,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         st = saved["state"]["loop"]
         if "planned_steps" not in st or {"train.budget", "train.epochs", "train.steps"} & set(changes):
             st["planned_steps"] = fixed_steps  # another length (a budget: planned again at the current speed)
+            for k in ("anchor", "plan", "plan_seconds", "replans_done"):  # the old plan's clock goes with it
+                st.pop(k, None)
         ranks = saved["state"].get("rng_ranks")  # one RNG state per process of a distributed run
         if ranks and len(ranks) == dist.world_size():
             _set_rng_state(ranks[dist.rank()], gen)
@@ -299,7 +302,12 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                   + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else ""))
 
     def progress() -> float:
-        return min(1.0, st["step"] / st["planned_steps"]) if st["planned_steps"] else 0.0
+        """The schedules' clock, 0 -> 1: step / planned_steps, or, after a budget's re-plan, the same line from
+        the re-plan's anchor (step a, progress p_a) to 1 at the new planned_steps, so the clock never jumps."""
+        if not st["planned_steps"]:
+            return 0.0
+        a, p_a = st.get("anchor", (0, 0.0))
+        return min(1.0, p_a + (st["step"] - a) * (1.0 - p_a) / max(1, st["planned_steps"] - a))
 
     guarded: list = []  # the guard's warning is said once
 
@@ -357,9 +365,38 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         rate = seconds_per_step() + epoch_start_seconds / max(1, steps_per_epoch)
         elapsed = dist.all_reduce_max(elapsed + (time.perf_counter() - since))  # + this epoch's start and the probe
         st["planned_steps"] = st["step"] + max(1, int((budget - elapsed) / max(rate, 1e-9)))
+        st["anchor"], st["plan"] = (st["step"], progress()), [[st["step"], st["planned_steps"], round(rate, 5)]]
+        st["plan_seconds"], st["replans_done"] = elapsed, 0
         if dist.is_main():
-            print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps "
-                  f"(train.steps={st['planned_steps']} trains the same weights on any machine)")
+            print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
+                  + (", checked against the loop's own rate on the way" if t_cfg.replan else
+                     f" (train.steps={st['planned_steps']} trains the same weights on any machine)"))
+
+    def replan_budget() -> None:
+        """A shared machine's speed drifts after the probe (measured: a plan of 0.175 s per step, a sustained
+        0.216, 18.5 minutes for a 15-minute budget), so at REPLAN_AT fractions of the budget the steps left
+        are planned again from the loop's own rate since the last plan, when it differs from the plan by more
+        than REPLAN_TOLERANCE of the steps left. The schedules' clock continues from where it is (no jump);
+        the plan's history goes to summary.json. A plan left unchanged repeats with train.steps=N."""
+        k = st["replans_done"]
+        if k >= len(REPLAN_AT) or st["train_seconds"] < REPLAN_AT[k] * budget:
+            return
+        st["replans_done"] = k + 1
+        a_step, a_seconds = st["plan"][-1][0], st["plan_seconds"]
+        if st["step"] <= a_step or not t_cfg.replan:
+            return
+        rate = (st["train_seconds"] - a_seconds) / (st["step"] - a_step)
+        left = st["planned_steps"] - st["step"]
+        new_left = max(1, int((budget - st["train_seconds"]) / max(rate, 1e-9)))
+        if abs(new_left - left) <= REPLAN_TOLERANCE * max(1, left):
+            return
+        st["anchor"] = (st["step"], progress())
+        st["planned_steps"] = st["step"] + new_left
+        st["plan"].append([st["step"], st["planned_steps"], round(rate, 5)])
+        st["plan_seconds"] = st["train_seconds"]
+        if dist.is_main():
+            print(f"budget {t_cfg.budget}: {rate:.3f} s per step since step {a_step}, {left} steps left planned "
+                  f"-> {new_left} (re-planned at step {st['step']}, {st['train_seconds']:.0f} s)")
 
     # The step of the first non-finite loss (-1: none yet), kept on the device: reading a loss on the
     # host every micro-step would stall a GPU, so it is read only where it matters — before a metrics
@@ -462,6 +499,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 # be the same on every process, or the replicas drift apart and the last step hangs
                 st["train_seconds"] = dist.all_reduce_max(st["train_seconds"])
                 st["step"] += 1
+                if budget and "plan" in st:
+                    replan_budget()
                 method.progress_now = progress()
                 method.on_step_end(method.progress_now)
                 if st["step"] % t_cfg.log_every == 0 or done():
@@ -509,6 +548,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         if bar is not None:
             bar.close()
     summary.update({"steps": st["step"], "planned_steps": st["planned_steps"],
+                    **({"budget_plan": st["plan"]} if "plan" in st else {}),
                     "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
                     "train_seconds": st["train_seconds"], "images_seen": st["images_seen"], **_peak_memory(device)})
     summary.update({f"diag/{k}": st[k] for k in ("initial_embedding_std", "initial_embedding_rank") if k in st})
@@ -575,6 +615,8 @@ def _warn_collapse(summary: dict) -> None:
 RESUME_CHANGES = ("train.epochs", "train.budget", "train.steps", "train.max_steps", "optim.lr", "optim.clip_grad",
                   "train.precision")
 PLAN_SKIP, PLAN_STEPS = 2, 8  # a budget's plan: probe steps left out (allocation, first-call costs), then timed
+REPLAN_AT = (0.1, 0.25, 0.5, 0.75, 0.9)  # fractions of a budget at which its plan is checked against the loop's rate
+REPLAN_TOLERANCE = 0.03  # ... and changed when the steps left differ by more than this fraction
 GUARD = 1.5  # a planned budget run stops anyway at this multiple of its budget
 
 
