@@ -52,6 +52,7 @@ import platform
 import subprocess
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -79,6 +80,16 @@ def validation_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 MARGIN = 1.0  # points of test accuracy
 LABELS_ALONE = ("scratch", "supervised-scratch")  # random weights, the labels and nothing else
 GOAL = 5.0  # issue 30: the best pipeline over scratch, points of mean test accuracy
+SEMI_STEPS = 1000  # a semi-supervised arm's default length; another --semi-steps names its arm "fixmatch[steps=N]"
+
+
+def base_arm(arm: str) -> str:
+    """"fixmatch[steps=3000]" -> "fixmatch": the arm without its non-default settings."""
+    return arm.split("[", 1)[0]
+
+
+def from_scratch(arm: str) -> bool:
+    return arm == "scratch" or base_arm(arm).endswith("-scratch")
 L2 = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 L2_WIDE = L2 + (1e-1, 1.0)
 
@@ -94,7 +105,7 @@ def main() -> None:
     p.add_argument("--merge", help="an earlier run's --json: its rows of the other arms and budgets join this run's")
     p.add_argument("--semi", help="comma-separated semi-supervised methods to add as arms (fixmatch, mixmatch, ...)")
     p.add_argument("--semi-scratch", action="store_true", help="also each --semi method from random weights")
-    p.add_argument("--semi-steps", type=int, default=1000)
+    p.add_argument("--semi-steps", type=int, default=SEMI_STEPS)
     p.add_argument("--json")
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
     p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
@@ -106,7 +117,7 @@ def main() -> None:
                    help="two results files: which one the README's table shows, by the rule above, and stop")
     a = p.parse_args()
     if a.markdown:
-        print(markdown_table(summarise(json.load(open(a.markdown))["rows"])))
+        print(readme_tables(json.load(open(a.markdown))))
         return
     if a.combine:
         if not a.json:
@@ -117,6 +128,8 @@ def main() -> None:
             rows.update({(r["budget"], r["arm"], r["seed"]): r for r in d["rows"]})
         first = next((d for d in files if "run" in d), files[0])
         out = {k: first[k] for k in ("run", "method", "val_size", "margin", "machine") if k in first}
+        out["pretraining_seconds"] = next((d["pretraining_seconds"] for d in files if d.get("pretraining_seconds")),
+                                          None)
         out.update({"rows": list(rows.values()), "summary": summarise(list(rows.values())),
                     "seeds": sorted({r["seed"] for r in rows.values()}), "passes": [
                         {"file": f, "commit": d.get("commit"), "date": d.get("date")} for f, d in zip(a.combine, files)]})
@@ -143,7 +156,9 @@ def main() -> None:
         extra_arms = [(f"finetune[{key}={v}]", {key: type(getattr(FinetuneConfig(), key))(v)})
                       for v in values.split(",")]
     semi = [m for m in (a.semi or "").split(",") if m]
-    semi_arms = [(m, False) for m in semi] + ([(f"{m}-scratch", True) for m in semi] if a.semi_scratch else [])
+    steps_tag = "" if a.semi_steps == SEMI_STEPS else f"[steps={a.semi_steps}]"  # another length: another arm
+    semi_arms = [(m + steps_tag, False) for m in semi] + (
+        [(f"{m}-scratch{steps_tag}", True) for m in semi] if a.semi_scratch else [])
     wanted = set(a.arms.split(",")) | {name for name, _ in extra_arms} if a.arms else None
 
     def want(arm: str) -> bool:
@@ -203,7 +218,7 @@ def main() -> None:
             for arm, scratch in semi_arms:
                 if not want(arm):
                     continue
-                m, scfg = create_semi_method(arm.removesuffix("-scratch"), {
+                m, scfg = create_semi_method(base_arm(arm).removesuffix("-scratch"), {
                     "steps": a.semi_steps, "seed": seed, "flip_p": float(cfg.views.get("flip_p", 0.5)),
                     "precision": cfg.train.precision, "channels_last": cfg.train.channels_last})
                 model, res = train_semi(m, scfg, encoder, train.subset(lab), train.subset(pool), spec, 10,
@@ -236,6 +251,7 @@ def main() -> None:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         with open(a.json, "w") as f:
             json.dump({"run": a.run_dir, "method": cfg.method_name, "rows": rows, "summary": summary, "seeds": seeds,
+                       "pretraining_seconds": pretraining_seconds(a.run_dir),
                        "val_size": VAL_SIZE, "margin": MARGIN, "commit": commit, "date": time.strftime("%Y-%m-%d"),
                        "machine": platform.processor() or platform.machine()}, f, indent=1)
 
@@ -252,7 +268,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         mean = {arm: (np.mean([r["val"] for r in here if r["arm"] == arm]),
                       np.mean([r["test"] for r in here if r["arm"] == arm]),
                       np.std([r["test"] for r in here if r["arm"] == arm])) for arm in arms}
-        encoder_arms = [x for x in arms if x not in ("raw pixels", "scratch") and not x.endswith("-scratch")]
+        encoder_arms = [x for x in arms if x != "raw pixels" and not from_scratch(x)]
         chosen = max(encoder_arms, key=lambda x: mean[x][0])
         # the labels alone from random weights: the better recipe on validation (a weak baseline flatters)
         alone = [x for x in LABELS_ALONE if x in mean]
@@ -269,7 +285,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         summary.append({"budget": name, "labels": here[0]["labels"], "chosen": chosen, "pays": pays,
                         "best": best, "baseline": baseline, "goal": goal, "semi_loop_recipe_wins": recipe,
                         "seeds": {x: len([r for r in here if r["arm"] == x]) for x in arms},
-                        "seconds": {x: float(np.mean([r["seconds"] for r in here if r["arm"] == x and "seconds" in r] or [0]))
+                        # the median: one seed's time on a busy shared machine must not speak for the arm
+                        "seconds": {x: float(np.median([r["seconds"] for r in here if r["arm"] == x and "seconds" in r] or [0]))
                                     for x in arms},
                         "arms": {x: {"val": m[0], "test": m[1], "test_std": m[2]} for x, m in mean.items()}})
     return summary
@@ -298,6 +315,48 @@ def readme_encoder_wins(shown: list[dict], new: list[dict]) -> bool:
     return sum(b[k] > a[k] for k in both) > sum(a[k] > b[k] for k in both)
 
 
+def pretraining_seconds(run_dir: str) -> float | None:
+    """The run's own training seconds (summary.json), which every encoder arm's CPU time includes."""
+    path = Path(run_dir) / "summary.json"
+    return json.loads(path.read_text()).get("train_seconds") if path.is_file() else None
+
+
+def column_arm(s: dict, arm: str) -> str | None:
+    """The summary's arm for a README column at one budget: "baseline" is the labels-alone arm; a
+    semi-supervised column the variant of that method (its lengths) with the best mean VALIDATION accuracy."""
+    if arm == "baseline":
+        return s.get("baseline")
+    variants = [x for x in s["arms"] if base_arm(x) == arm]
+    return max(variants, key=lambda x: s["arms"][x]["val"]) if variants else None
+
+
+def readme_tables(results: dict) -> str:
+    """The README's few-labels table and, below it, each cell's CPU minutes (pretraining included)."""
+    summary = summarise(results["rows"])
+    return markdown_table(summary) + "\n\n" + minutes_table(summary, results.get("pretraining_seconds"))
+
+
+def minutes_table(summary: list[dict], pretraining: float | None) -> str:
+    """CPU minutes behind each cell of markdown_table: the arm's own training (median over its seeds; a
+    probe's and a kNN's seconds are not recorded: "< 1"), plus the encoder's pretraining for encoder arms."""
+    fine = "supervised" if semi_loop_recipe_adopted(summary) else "finetune"
+    pre = f"{pretraining / 60:.0f} + " if pretraining else "pretraining + "
+    lines = ["| CPU minutes (2 cores) | " + " | ".join(t for t, _ in README_COLUMNS) + " |",
+             "|---" * (len(README_COLUMNS) + 1) + "|"]
+    for s in summary:
+        cells = []
+        for _, col in README_COLUMNS:
+            arm = column_arm(s, fine if col == "finetune" else col)
+            if arm is None or arm not in s["arms"]:
+                cells.append("—")
+                continue
+            own = s["seconds"].get(arm, 0.0) / 60
+            text = f"{own:.0f}" if own >= 1 else "< 1"
+            cells.append(text if arm == "raw pixels" or from_scratch(arm) else pre + text)
+        lines.append(f"| {README_LABELS.get(s['budget'], s['budget'])} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def markdown_table(summary: list[dict]) -> str:
     """The README's table from a results file's summary: mean ± std of test top-1 over the seeds (the
     count said where it is not 3), the best of each row in bold, "—" where an arm did not run. The
@@ -305,7 +364,7 @@ def markdown_table(summary: list[dict]) -> str:
     fine = "supervised" if semi_loop_recipe_adopted(summary) else "finetune"
     lines = ["| labels | " + " | ".join(t for t, _ in README_COLUMNS) + " |", "|---" * (len(README_COLUMNS) + 1) + "|"]
     for s in summary:
-        arms = [s.get("baseline") if a == "baseline" else fine if a == "finetune" else a for _, a in README_COLUMNS]
+        arms = [column_arm(s, fine if a == "finetune" else a) for _, a in README_COLUMNS]
         best = max((s["arms"][a]["test"] for a in arms if a in s["arms"]), default=None)
         cells = []
         for a in arms:
@@ -314,7 +373,9 @@ def markdown_table(summary: list[dict]) -> str:
                 continue
             m, sd, n = s["arms"][a]["test"], s["arms"][a]["test_std"], s["seeds"][a]
             text = f"{m:.1f} ± {sd:.1f} %" if n > 1 else f"{m:.1f} %"
-            text += "" if n == 3 else f" ({n} seed{'s' if n > 1 else ''})"
+            said = [a.split("[", 1)[1].rstrip("]").replace("steps=", "") + " steps"] if "[steps=" in a else []
+            said += [] if n == 3 else [f"{n} seed{'s' if n > 1 else ''}"]
+            text += f" ({', '.join(said)})" if said else ""
             cells.append(f"**{text}**" if m == best else text)
         lines.append(f"| {README_LABELS.get(s['budget'], s['budget'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
