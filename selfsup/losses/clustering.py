@@ -1,4 +1,5 @@
-"""Clustering losses (SwAV): balanced soft codes by Sinkhorn-Knopp and the swapped prediction.
+"""Clustering losses: SwAV's balanced soft codes by Sinkhorn-Knopp and swapped prediction, DeepCluster-v2's
+cross-entropy against k-means prototypes, MSN's priors.
 
 Pure functions: the prototype scores, the queue rows and the codes are all passed in.
 """
@@ -70,6 +71,21 @@ def swapped_prediction(scores: torch.Tensor, codes: torch.Tensor, temperature: f
         ce = -torch.einsum("ibk,vbk->iv", codes.detach().float(), log_p) / b  # [G, V]: mean over the batch
     off_diagonal = ~torch.eye(g, v, dtype=torch.bool, device=ce.device)  # a crop never predicts its own codes
     return ce[off_diagonal].mean()
+
+
+def prototype_cross_entropy(z: torch.Tensor, prototypes: list[torch.Tensor], targets: list[torch.Tensor],
+                            temperature: float = 0.1) -> torch.Tensor:
+    """DeepCluster-v2's loss (Caron et al. 2020, SwAV paper sec. 4; the official main_deepclusterv2.py):
+    for each set h of prototypes C_h (k-means centroids, [K_h, D], unit rows, no gradient), the
+    cross-entropy of softmax(z . C_h^T / tau) against the hard k-means assignment y_h of each sample,
+    averaged over the samples and then over the sets.
+
+    z: [N, D] unit embeddings of every crop (with gradient); targets: per set, int64 [N] (a crop
+    takes its image's assignment). float32: tau = 0.1 would magnify bf16's rounding of the cosines."""
+    with torch.autocast(z.device.type, enabled=False):
+        z = z.float()
+        losses = [F.cross_entropy(z @ c.detach().float().T / temperature, y) for c, y in zip(prototypes, targets)]
+    return torch.stack(losses).mean()
 
 
 def power_law_prior(num_prototypes: int, tau: float = 0.25, device=None) -> torch.Tensor:

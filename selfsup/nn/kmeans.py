@@ -141,3 +141,29 @@ def uniform_cluster_order(labels: torch.Tensor, generator: torch.Generator) -> t
     pos = torch.where(size[:, None] > m, slots, with_repl)  # [K', m], positions inside each cluster
     picks = grouped[starts[nonempty][:, None] + pos].flatten()  # [K' * m]
     return picks[torch.randperm(len(picks), generator=generator)[:n]]
+
+
+def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None,
+                     init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """DeepCluster-v2's k-means on the unit sphere (Caron et al. 2020, SwAV paper sec. 4 and appendix;
+    the official ``cluster_memory``): x [N, d] unit rows; k initial centroids drawn from x (or ``init``
+    [k, d]); each iteration assigns every point to the centroid of largest dot product, moves each
+    non-empty cluster's centroid to its points' mean and back onto the sphere (an empty cluster keeps
+    its centroid); a last assignment after ``iters`` moves. Returns (assign int64 [N], centroids [k, d]).
+
+    Written here (a dozen tensor ops) rather than with faiss or scikit-learn: neither is spherical by
+    default and the official algorithm is this one, run on whatever device the memory lives on."""
+    n, d = x.shape
+    if n < k:
+        raise SelfsupError(f"spherical k-means with k={k} needs at least k points, got {n}: lower "
+                           f"method.num_prototypes")
+    x = x.float()
+    c = init.float().clone() if init is not None else x[torch.randperm(n, generator=generator)[:k].to(x.device)].clone()
+    assign = (x @ c.T).argmax(1)  # the E step: [N]
+    for _ in range(iters):
+        sums = torch.zeros_like(c).index_add_(0, assign, x)  # [k, d]
+        counts = torch.bincount(assign, minlength=k)  # [k]
+        filled = counts > 0
+        c[filled] = torch.nn.functional.normalize(sums[filled] / counts[filled, None], dim=1)
+        assign = (x @ c.T).argmax(1)
+    return assign, c

@@ -22,7 +22,8 @@ def layers(name: str) -> list[dict]:
     data = ("moving-shapes" if name == "video_colorization" else "color-digits" if cls.needs_color
             else "captioned-digits" if cls.uses_text else "digits")
     backbone = {"name": "vit_micro", "patch_size": 4} if cls.needs_vit else {"name": "convnet", "width": 0.25}
-    method = {"deepcluster": {"num_clusters": 10}}.get(name, {})  # 256 images: the default k is 10000
+    # 256 images: DeepCluster's default k is 10000, DeepCluster-v2's 3 x 3000
+    method = {"deepcluster": {"num_clusters": 10}, "deepclusterv2": {"num_prototypes": [10, 10]}}.get(name, {})
     return [{"method": {"name": name, **method}, "data": {"name": data, "limit": 256}, "backbone": backbone,
              "train": {"batch_size": 16, "epochs": 1, "max_steps": 3, "device": "cpu", "threads": 1,
                        "monitor_train": 200, "monitor_val": 100, "log_every": 1, "sync_bn": True}}]
