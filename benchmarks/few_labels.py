@@ -27,7 +27,9 @@ its mean VALIDATION accuracy beats the default fine-tune's by more than MARGIN a
 ``--semi fixmatch,mixmatch,...`` adds the semi-supervised methods (selfsup.semi) as arms: from the run's
 encoder (arm "fixmatch") and, with ``--semi-scratch``, from random weights of the same architecture
 ("fixmatch-scratch"), each on the labelled images plus the rest of the pool as unlabelled images, for
-``--semi-steps`` steps at the method's paper settings (nothing tuned). Issue 30's goal, fixed here: the
+``--semi-steps`` steps at the method's paper settings (nothing tuned; another length than SEMI_STEPS is an arm
+of its own, "fixmatch[steps=3000]", and the README's FixMatch column shows the length best on VALIDATION).
+Issue 30's goal, fixed here: the
 arm chosen on validation beats scratch (labels alone) by at least GOAL points of mean test accuracy.
 The baseline "from scratch" is whichever labels-alone arm from random weights (``scratch``: the fine-tuning
 recipe; ``supervised-scratch``: the semi loop's recipe, ``--semi supervised --semi-scratch``) has the higher
@@ -36,7 +38,9 @@ recipe (``supervised``: weak flip-and-shift views, SGD 0.03 with weight decay 5e
 1,000 steps) becomes the fine-tuning protocol's recipe if, from the encoder, its mean VALIDATION accuracy beats
 the ``finetune`` arm's by more than MARGIN at every budget both ran at (rule fixed 2026-12-06, before the
 seeds 1 and 2 and the 10-per-class and 10 % runs of that arm; ``semi_loop_recipe_wins`` per budget).
-Every row records its arm's training seconds (pretraining not included: the run's summary has it).
+Every row records its arm's training seconds; the results file records the encoder's pretraining seconds
+(the run's summary.json), and ``--markdown`` prints below the accuracies each cell's CPU minutes (the arm's
+median over its seeds, plus the pretraining for the arms that start from the encoder).
 Which encoder the README's table shows (rule fixed 2026-12-06, before the runs of a 40-epoch NNCLR encoder
 against the 12-epoch SimCLR one): ``--compare A.json B.json`` — the results file whose chosen arm has the
 higher mean VALIDATION accuracy at more of the budgets both ran (a tie in count: the one already shown, A).

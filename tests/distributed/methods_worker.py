@@ -10,9 +10,10 @@ import traceback
 from pathlib import Path
 
 import torch
+import yaml
 
 from selfsup import dist
-from selfsup.config import resolve
+from selfsup.config import recipe_path, resolve
 from selfsup.registry import get_method_spec, list_methods
 from selfsup.train import fit, resume
 
@@ -22,8 +23,10 @@ def layers(name: str) -> list[dict]:
     data = ("moving-shapes" if name == "video_colorization" else "color-digits" if cls.needs_color
             else "captioned-digits" if cls.uses_text else "digits")
     backbone = {"name": "vit_micro", "patch_size": 4} if cls.needs_vit else {"name": "convnet", "width": 0.25}
-    # 256 images: DeepCluster's default k is 10000, DeepCluster-v2's 3 x 3000
-    method = {"deepcluster": {"num_clusters": 10}, "deepclusterv2": {"num_prototypes": [10, 10]}}.get(name, {})
+    # the method's settings of its digits recipe where it has one (sized for a small set: DeepCluster's
+    # default k is 10000 and DeepCluster-v2's 3 x 3000, more than the 256 images here), else its defaults
+    path = recipe_path(name, "digits")
+    method = {k: v for k, v in yaml.safe_load(path.read_text()).get("method", {}).items() if k != "name"} if path else {}
     return [{"method": {"name": name, **method}, "data": {"name": data, "limit": 256}, "backbone": backbone,
              "train": {"batch_size": 16, "epochs": 1, "max_steps": 3, "device": "cpu", "threads": 1,
                        "monitor_train": 200, "monitor_val": 100, "log_every": 1, "sync_bn": True}}]
