@@ -366,7 +366,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         elapsed = dist.all_reduce_max(elapsed + (time.perf_counter() - since))  # + this epoch's start and the probe
         st["planned_steps"] = st["step"] + max(1, int((budget - elapsed) / max(rate, 1e-9)))
         st["anchor"], st["plan"] = (st["step"], progress()), [[st["step"], st["planned_steps"], round(rate, 5)]]
-        st["plan_seconds"], st["replans_done"] = elapsed, 0
+        # checks only ahead of the plan (a resumed run with a longer budget may be past some of them already)
+        st["plan_seconds"], st["replans_done"] = elapsed, sum(f * budget <= elapsed for f in REPLAN_AT)
         if dist.is_main():
             print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
                   + (", checked against the loop's own rate on the way" if t_cfg.replan else
