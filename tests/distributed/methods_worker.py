@@ -20,7 +20,7 @@ from selfsup.train import fit, resume
 
 def layers(name: str) -> list[dict]:
     cls = get_method_spec(name).cls
-    data = ("moving-shapes" if name == "video_colorization" else "color-digits" if cls.needs_color
+    data = ("moving-shapes" if recipe_path(name, "moving-shapes") else "color-digits" if cls.needs_color
             else "captioned-digits" if cls.uses_text else "digits")
     backbone = {"name": "vit_micro", "patch_size": 4} if cls.needs_vit else {"name": "convnet", "width": 0.25}
     # the method's settings of its digits recipe where it has one (sized for a small set: DeepCluster's

@@ -1,0 +1,101 @@
+"""Shuffle and Learn — Misra, Zitnick, Hebert. "Shuffle and Learn: Unsupervised Learning using Temporal
+Order Verification", ECCV 2016.
+
+Idea: a video's frames come in an order that only makes sense if the network understands what moves.
+Given a tuple of three frames, the network tells whether they are in temporal order. From five frames
+(a, b, c, d, e) of a video the paper takes (b, c, d) and its reverse (d, c, b) as positives and
+(b, a, d), (b, e, d) — the middle replaced by a frame from outside the interval — as negatives, 25 %
+positives and 75 % negatives (the ratio its ablation chose). A triplet siamese network: one encoder
+(shared weights) per frame, the three feature vectors concatenated, a linear layer (fc8) to "in order"
+or "not", cross-entropy.
+
+Here: the SYNTHETIC moving-shapes videos (selfsup.data.video: 4 frames of 32 px as a 2x2 mosaic), so
+from frames (0, 1, 2, 3) the end pairs are (0, 2) and (1, 3): positive (0, 1, 2) / (1, 2, 3), negative
+(0, 3, 2) / (1, 0, 3) (the middle from the one side outside the interval that 4 frames leave), each
+reversed with probability 1/2. Every video is drawn for its tuple in every step (the paper samples
+tuples from high-motion windows; every video here moves). The frames are the raw ones, normalised, no
+crops (the paper's random crops serve a 227-px AlexNet). The paper's fc6-fc7 belong to AlexNet's trunk;
+on the pooled ResNet features the default puts fc8 directly on the concatenation (``hidden=0``), and
+``hidden>0`` adds a per-frame Linear-ReLU layer (fc7) first. Evaluation sees single frames: the
+evaluated encoder reads frame 0 of each video's mosaic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfsup.data.video import split_frames
+from selfsup.errors import SelfsupError
+from selfsup.methods.base import Method, StepOutput
+from selfsup.registry import register
+
+
+@dataclass
+class ShuffleLearnConfig:
+    positive_fraction: float = 0.25  # the paper's best ratio: 25 % positive tuples, 75 % negative
+    hidden: int = 0  # 0: fc8 on the concatenated encoder features; >0: a per-frame fc7 of this width first
+
+
+class FirstFrame(nn.Module):
+    """What evaluation reads: a video's 2x2 mosaic [N, C, 2S, 2S] -> the encoder's features of frame 0 [N, F]."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.num_features = net.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(split_frames(x)[:, 0])
+
+
+# the frame tuples of a 4-frame video: (positive, negative) for the end pairs (0, 2) and (1, 3)
+TUPLES = torch.tensor([[[0, 1, 2], [0, 3, 2]],
+                       [[1, 2, 3], [1, 0, 3]]])  # [end pair, positive / negative, 3 frames]
+
+
+@register("shuffle_learn", config=ShuffleLearnConfig, views="pretext")
+class ShuffleLearn(Method):
+    """Temporal order verification: are these three frames of a video in order (or reversed)?"""
+
+    min_views = 1  # the method reads the raw frames (batch.images), not augmented views
+
+    def __init__(self, encoder: nn.Module, cfg: ShuffleLearnConfig = ShuffleLearnConfig(),
+                 normalization: tuple | None = None):
+        super().__init__()
+        if not 0.0 < cfg.positive_fraction < 1.0:
+            raise SelfsupError(f"method.positive_fraction={cfg.positive_fraction}: a fraction in (0, 1)")
+        self.cfg = cfg
+        self.encoder = FirstFrame(encoder)
+        c = len(normalization[0])
+        self.register_buffer("mean", torch.tensor(normalization[0], dtype=torch.float32).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(normalization[1], dtype=torch.float32).view(1, c, 1, 1))
+        f = encoder.num_features
+        self.fc7 = nn.Sequential(nn.Linear(f, cfg.hidden), nn.ReLU(inplace=True)) if cfg.hidden else nn.Identity()
+        self.fc8 = nn.Linear(3 * (cfg.hidden or f), 2)  # "not in order" (0) / "in order" (1)
+
+    def draw(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """For n videos: frame indices [n, 3] of each one's tuple and its label [n] (1: in order), from the
+        global RNG (seeded by the run, checkpointed)."""
+        ends = torch.randint(0, 2, (n,))
+        label = (torch.rand(n) < self.cfg.positive_fraction).long()
+        frames = TUPLES[ends, 1 - label]  # [n, 3]
+        reverse = torch.rand(n) < 0.5
+        frames[reverse] = frames[reverse].flip(1)  # (d, c, b) is as much "in order" as (b, c, d)
+        return frames.to(device), label.to(device)
+
+    def training_step(self, batch) -> StepOutput:
+        images = batch.images  # uint8 mosaics [B, C, 2S, 2S]
+        if images.shape[-1] % 2 or images.shape[-2] % 2:
+            raise SelfsupError("shuffle_learn reads 4-frame videos stored as 2x2 mosaics: --data moving-shapes")
+        video = (split_frames(images).float() / 255 - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)  # [B, 4, C, S, S]
+        b = len(video)
+        frames, label = self.draw(b, video.device)
+        tuples = video[torch.arange(b, device=video.device)[:, None], frames]  # [B, 3, C, S, S]
+        f = self.fc7(self.encoder.net(tuples.flatten(0, 1)))  # [3B, F']: one shared encoder for the three frames
+        logits = self.fc8(f.view(b, -1)).float()  # the three frames' features side by side: [B, 3F'] -> [B, 2]
+        loss = F.cross_entropy(logits, label)
+        acc = (logits.detach().argmax(1) == label).float().mean()
+        return StepOutput(loss, {"pretext/order_acc": acc})
