@@ -14,10 +14,11 @@ from frames (0, 1, 2, 3) the end pairs are (0, 2) and (1, 3): positive (0, 1, 2)
 (0, 3, 2) / (1, 0, 3) (the middle from the one side outside the interval that 4 frames leave), each
 reversed with probability 1/2. Every video is drawn for its tuple in every step (the paper samples
 tuples from high-motion windows; every video here moves). The frames are the raw ones, normalised, no
-crops (the paper's random crops serve a 227-px AlexNet). The paper's fc6-fc7 belong to AlexNet's trunk;
-on the pooled ResNet features the default puts fc8 directly on the concatenation (``hidden=0``), and
-``hidden>0`` adds a per-frame Linear-ReLU layer (fc7) first. Evaluation sees single frames: the
-evaluated encoder reads frame 0 of each video's mosaic.
+crops (the paper's random crops serve a 227-px AlexNet). As AlexNet's fc6-fc7 read pool5's spatial map,
+fc7 here reads the encoder's feature map pooled to ``grid`` x ``grid`` cells (where the shapes are is what
+tells the order); fc8 reads the three frames' fc7 side by side, through one hidden layer by default (a
+linear fc8, the paper's, scores the frames additively: see ``fc8_hidden``). Evaluation sees single frames: the
+evaluated encoder reads frame 0 of each video's mosaic (pooled features, as every method's).
 """
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ from selfsup.registry import register
 @dataclass
 class ShuffleLearnConfig:
     positive_fraction: float = 0.25  # the paper's best ratio: 25 % positive tuples, 75 % negative
-    hidden: int = 0  # 0: fc8 on the concatenated encoder features; >0: a per-frame fc7 of this width first
+    grid: int = 4  # the feature map is pooled to grid x grid cells before fc7 (AlexNet's pool5: 6 x 6)
+    hidden: int = 256  # fc7's width per frame (the paper's 4096, scaled with the smaller encoder)
+    fc8_hidden: int = 256  # 0: the paper's linear fc8; >0: fc8 as a hidden ReLU layer of this width, then linear
 
 
 class FirstFrame(nn.Module):
@@ -72,9 +75,19 @@ class ShuffleLearn(Method):
         c = len(normalization[0])
         self.register_buffer("mean", torch.tensor(normalization[0], dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(normalization[1], dtype=torch.float32).view(1, c, 1, 1))
-        f = encoder.num_features
-        self.fc7 = nn.Sequential(nn.Linear(f, cfg.hidden), nn.ReLU(inplace=True)) if cfg.hidden else nn.Identity()
-        self.fc8 = nn.Linear(3 * (cfg.hidden or f), 2)  # "not in order" (0) / "in order" (1)
+        if not hasattr(encoder, "forward_maps"):
+            raise SelfsupError("shuffle_learn reads the encoder's feature map (where things are): choose a "
+                               "convolutional or ViT backbone with forward_maps")
+        # fc7 on the spatial map, as AlexNet's fc6-fc7 on pool5: a pooled vector forgets where the shapes are,
+        # and where they are is what tells the order here
+        self.fc7 = nn.Sequential(nn.AdaptiveAvgPool2d(cfg.grid), nn.Flatten(),
+                                 nn.Linear(encoder.num_features * cfg.grid ** 2, cfg.hidden), nn.ReLU(inplace=True))
+        # "not in order" (0) / "in order" (1). A linear fc8 scores the three frames additively, w_a.h(a) +
+        # w_b.h(b) + w_c.h(c), which cannot say whether the shapes of b lie between those of a and c when single
+        # frames carry no cue of their time (constant-velocity shapes from random starts); one hidden layer
+        # compares the frames (fc8_hidden=0: the paper's linear fc8)
+        self.fc8 = (nn.Sequential(nn.Linear(3 * cfg.hidden, cfg.fc8_hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(cfg.fc8_hidden, 2)) if cfg.fc8_hidden else nn.Linear(3 * cfg.hidden, 2))
 
     def draw(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """For n videos: frame indices [n, 3] of each one's tuple and its label [n] (1: in order), from the
@@ -94,7 +107,7 @@ class ShuffleLearn(Method):
         b = len(video)
         frames, label = self.draw(b, video.device)
         tuples = video[torch.arange(b, device=video.device)[:, None], frames]  # [B, 3, C, S, S]
-        f = self.fc7(self.encoder.net(tuples.flatten(0, 1)))  # [3B, F']: one shared encoder for the three frames
+        f = self.fc7(self.encoder.net.forward_maps(tuples.flatten(0, 1)))  # [3B, H]: one encoder for the three frames
         logits = self.fc8(f.view(b, -1)).float()  # the three frames' features side by side: [B, 3F'] -> [B, 2]
         loss = F.cross_entropy(logits, label)
         acc = (logits.detach().argmax(1) == label).float().mean()

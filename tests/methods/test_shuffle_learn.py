@@ -50,8 +50,9 @@ def test_loss_equals_an_explicit_computation():
     video = (split_frames(b.images).float() / 255 - torch.tensor(MEAN).view(1, 1, 3, 1, 1)) / torch.tensor(STD).view(1, 1, 3, 1, 1)
     loss = 0.0
     for i in range(len(video)):
-        feats = torch.cat([m.encoder.net(video[i, t][None])[0] for t in frames[i]])  # three frames side by side
-        logits = m.fc8(feats)
+        # fc7 of each frame's feature map, the three side by side, then fc8
+        feats = torch.cat([m.fc7(m.encoder.net.forward_maps(video[i, t][None]))[0] for t in frames[i]])
+        logits = m.fc8(feats[None])[0]
         loss += -F.log_softmax(logits, 0)[label[i]]
     torch.testing.assert_close(out.loss, loss / len(video), rtol=1e-5, atol=1e-6)
     assert 0.0 <= out.logs["pretext/order_acc"] <= 1.0
@@ -75,18 +76,19 @@ def test_refuses_a_fraction_outside_zero_one():
 
 
 def test_shuffle_learn_learns_temporal_order(tmp_path):
-    """5 epochs on 600 moving-shapes videos: the order accuracy rises well above the 75 % that always
-    answering "not in order" gets."""
+    """24 epochs on 1,200 moving-shapes videos (~900 steps): the order accuracy of the last epoch is well above
+    the 75 % that always answering "not in order" gets. Seen (2026-12-06, seed 0, 40 epochs): ~75 % for the
+    first 10 epochs, then 85 % by epoch 14, 90 % by 20, 96 % by 35."""
     from selfsup.train import fit
 
-    layers = digits_recipe("shuffle_learn", 5, {})
-    layers[0]["data"] = {"name": "moving-shapes", "limit": 600}
+    layers = digits_recipe("shuffle_learn", 24, {})
+    layers[0]["data"] = {"name": "moving-shapes", "limit": 1200}
     layers[0]["backbone"] = {"name": "convnet", "width": 0.5}
-    layers[0]["optim"] = {"name": "adamw", "lr": 2e-3, "weight_decay": 1e-4, "scale_lr": False}
+    layers[0]["optim"] = {"name": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "scale_lr": False}
     layers[0]["train"].update(log_every=1, batch_size=32, monitor_train=0)
     fit(resolve(layers), tmp_path / "run", progress_bar=False)
     rows = [json.loads(r) for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     acc = [r["pretext/order_acc"] for r in rows if "pretext/order_acc" in r]
-    late = sum(acc[-18:]) / 18  # the last epoch's steps
-    print(f"shuffle and learn: order accuracy first epoch {sum(acc[:18]) / 18:.3f}, last {late:.3f}")
+    first, late = sum(acc[:37]) / 37, sum(acc[-37:]) / 37  # the first and the last epoch's steps
+    print(f"shuffle and learn: order accuracy first epoch {first:.3f}, last {late:.3f}")
     assert late > 0.85
