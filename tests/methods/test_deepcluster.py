@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from learning import interrupt_after
 from safetensors.torch import load_file
 from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi
@@ -20,7 +21,7 @@ from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
 from selfsup.methods.base import EpochContext
 from selfsup.nn.kmeans import kmeans, pca_whiten, split_empty_clusters, uniform_cluster_order
-from selfsup.train import fit, loop, resume
+from selfsup.train import fit, resume
 from selfsup.checkpoint import load_state
 
 # ------------------------------------------------------------------------------------ k-means pieces
@@ -240,19 +241,6 @@ def test_nmi_between_consecutive_clusterings_is_logged_every_epoch(tiny_config, 
     assert all(0 <= r["pseudo_acc"] <= 1 for r in rows if "loss" in r)
 
 
-def _interrupt_after(monkeypatch, steps):
-    calls = {"n": 0}
-    real = loop.set_lr
-
-    def set_lr(opt, factor):
-        calls["n"] += 1
-        if calls["n"] > steps:
-            raise KeyboardInterrupt
-        real(opt, factor)
-
-    monkeypatch.setattr(loop, "set_lr", set_lr)
-
-
 @pytest.mark.parametrize("stop,every_step", [
     (6, True),   # mid-epoch 1: after the second k-means, inside a uniform-over-clusters order
     (4, True),   # at the epoch boundary: the k-means of epoch 1 is redone from the restored RNG
@@ -262,7 +250,7 @@ def test_resumed_deepcluster_equals_uninterrupted(tiny_config, tmp_path, monkeyp
     fit(tiny_config("deepcluster", *OVERRIDES), tmp_path / "a", progress_bar=False)
     minutes = "train.checkpoint_minutes=1.0e-6" if every_step else "train.checkpoint_minutes=1000"
     with monkeypatch.context() as m:
-        _interrupt_after(m, stop)
+        interrupt_after(m, stop)
         with pytest.raises(KeyboardInterrupt):
             fit(tiny_config("deepcluster", *OVERRIDES, minutes), tmp_path / "b", progress_bar=False)
     saved = load_state(tmp_path / "b" / "checkpoints" / "last")["state"]["loop"]

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from learning import digits_recipe, trained_vs_random
+from learning import digits_recipe, interrupt_after, trained_vs_random
 from safetensors.torch import load_file
 
 import selfsup
@@ -156,21 +156,11 @@ def test_needs_its_global_crops():
 def test_resumes_exactly(tiny_config, tmp_path, monkeypatch, stop):
     """Interrupted and resumed, the memory, prototypes, assignments and weights equal an uninterrupted
     run's: the k-means draws come from the checkpointed RNG and the memory is a buffer."""
-    from selfsup.train import loop
-
     overrides = ("train.epochs=3", "train.checkpoint_minutes=1.0e-6", "method.num_prototypes=[10,10]",
                  "method.proj_hidden=32", "method.proj_dim=16", "train.monitor_every=0")
     fit(tiny_config("deepclusterv2", *overrides), tmp_path / "a", progress_bar=False)
-    calls, real = {"n": 0}, loop.set_lr
-
-    def set_lr(opt, factor):
-        calls["n"] += 1
-        if calls["n"] > stop:
-            raise KeyboardInterrupt
-        real(opt, factor)
-
     with monkeypatch.context() as m:
-        m.setattr(loop, "set_lr", set_lr)
+        interrupt_after(m, stop)
         with pytest.raises(KeyboardInterrupt):
             fit(tiny_config("deepclusterv2", *overrides), tmp_path / "b", progress_bar=False)
     assert resume(tmp_path / "b", progress_bar=False)["steps"] == 12

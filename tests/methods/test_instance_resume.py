@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from learning import interrupt_after
 from safetensors.torch import load_file
 
 from selfsup.train import fit, resume
-from selfsup.train import loop
 
 OVERRIDES = ("train.epochs=2", "optim.warmup=0.25", "method.negatives=64")  # 4 steps per epoch
 
@@ -19,17 +19,8 @@ def weights(run):
 @pytest.mark.parametrize("method,stop", [("instdisc", 3), ("cmc", 5)])
 def test_bank_method_resumes_exactly(tiny_config, tmp_path, monkeypatch, method, stop):
     fit(tiny_config(method, *OVERRIDES), tmp_path / "a", progress_bar=False)
-    calls = {"n": 0}
-    real = loop.set_lr
-
-    def set_lr(opt, factor):  # Ctrl-C during optimiser step stop + 1
-        calls["n"] += 1
-        if calls["n"] > stop:
-            raise KeyboardInterrupt
-        real(opt, factor)
-
     with monkeypatch.context() as m:
-        m.setattr(loop, "set_lr", set_lr)
+        interrupt_after(m, stop)  # Ctrl-C during optimiser step stop + 1
         with pytest.raises(KeyboardInterrupt):
             fit(tiny_config(method, *OVERRIDES, "train.checkpoint_minutes=1.0e-6"), tmp_path / "b",
                 progress_bar=False)
