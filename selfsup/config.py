@@ -475,8 +475,6 @@ def resolve(layers: list[dict]) -> RunConfig:
     return cfg
 
 
-
-
 def _check_bounds(cfg: RunConfig, preset: Any) -> None:
     """Refuse out-of-range values with the key, the allowed range, the value and the default; the bounds are
     the fields' metadata (``bounded``), the views' those of the method's preset (a ViewConfig)."""

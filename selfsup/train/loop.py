@@ -282,7 +282,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         st = saved["state"]["loop"]
         if "planned_steps" not in st or {"train.budget", "train.epochs", "train.steps"} & set(changes):
             st["planned_steps"] = fixed_steps  # another length (a budget: planned again at the current speed)
-            for k in ("anchor", "plan", "plan_seconds", "replans_done"):  # the old plan's clock goes with it
+            for k in ("plan", "replans_done"):  # the old plan's clock goes with it
                 st.pop(k, None)
         ranks = saved["state"].get("rng_ranks")  # one RNG state per process of a distributed run
         if ranks and len(ranks) == dist.world_size():
@@ -302,11 +302,12 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                   + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else ""))
 
     def progress() -> float:
-        """The schedules' clock, 0 -> 1: step / planned_steps, or, after a budget's re-plan, the same line from
-        the re-plan's anchor (step a, progress p_a) to 1 at the new planned_steps, so the clock never jumps."""
+        """The schedules' clock, 0 -> 1: step / planned_steps, or, for a budget, the line from its last plan's
+        (step, progress) to 1 at planned_steps, so that a re-plan changes the clock's pace, never its value."""
         if not st["planned_steps"]:
             return 0.0
-        a, p_a = st.get("anchor", (0, 0.0))
+        last = st["plan"][-1] if "plan" in st else {"step": 0, "progress": 0.0}
+        a, p_a = last["step"], last["progress"]
         return min(1.0, p_a + (st["step"] - a) * (1.0 - p_a) / max(1, st["planned_steps"] - a))
 
     guarded: list = []  # the guard's warning is said once
@@ -365,9 +366,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         rate = seconds_per_step() + epoch_start_seconds / max(1, steps_per_epoch)
         elapsed = dist.all_reduce_max(elapsed + (time.perf_counter() - since))  # + this epoch's start and the probe
         st["planned_steps"] = st["step"] + max(1, int((budget - elapsed) / max(rate, 1e-9)))
-        st["anchor"], st["plan"] = (st["step"], progress()), [[st["step"], st["planned_steps"], round(rate, 5)]]
+        st["plan"] = [_plan_entry(st["step"], st["planned_steps"], rate, progress(), elapsed)]
         # checks only ahead of the plan (a resumed run with a longer budget may be past some of them already)
-        st["plan_seconds"], st["replans_done"] = elapsed, sum(f * budget <= elapsed for f in REPLAN_AT)
+        st["replans_done"] = sum(f * budget <= elapsed for f in REPLAN_AT)
         if dist.is_main():
             print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
                   + (", checked against the loop's own rate on the way" if t_cfg.replan else
@@ -383,7 +384,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         if k >= len(REPLAN_AT) or st["train_seconds"] < REPLAN_AT[k] * budget:
             return
         st["replans_done"] = k + 1
-        a_step, a_seconds = st["plan"][-1][0], st["plan_seconds"]
+        a_step, a_seconds = st["plan"][-1]["step"], st["plan"][-1]["seconds"]
         if st["step"] <= a_step or not t_cfg.replan:
             return
         rate = (st["train_seconds"] - a_seconds) / (st["step"] - a_step)
@@ -391,10 +392,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         new_left = max(1, int((budget - st["train_seconds"]) / max(rate, 1e-9)))
         if abs(new_left - left) <= REPLAN_TOLERANCE * max(1, left):
             return
-        st["anchor"] = (st["step"], progress())
+        st["plan"].append(_plan_entry(st["step"], st["step"] + new_left, rate, progress(), st["train_seconds"]))
         st["planned_steps"] = st["step"] + new_left
-        st["plan"].append([st["step"], st["planned_steps"], round(rate, 5)])
-        st["plan_seconds"] = st["train_seconds"]
         if dist.is_main():
             print(f"budget {t_cfg.budget}: {rate:.3f} s per step since step {a_step}, {left} steps left planned "
                   f"-> {new_left} (re-planned at step {st['step']}, {st['train_seconds']:.0f} s)")
@@ -619,6 +618,13 @@ PLAN_SKIP, PLAN_STEPS = 2, 8  # a budget's plan: probe steps left out (allocatio
 REPLAN_AT = (0.1, 0.25, 0.5, 0.75, 0.9)  # fractions of a budget at which its plan is checked against the loop's rate
 REPLAN_TOLERANCE = 0.03  # ... and changed when the steps left differ by more than this fraction
 GUARD = 1.5  # a planned budget run stops anyway at this multiple of its budget
+
+
+def _plan_entry(step: int, planned: int, rate: float, progress: float, seconds: float) -> dict:
+    """One plan of a budget (summary.json's budget_plan): made at ``step`` with ``seconds`` trained and the
+    schedules' clock at ``progress``, for ``planned`` steps in all at ``rate`` s per step."""
+    return {"step": step, "planned_steps": planned, "s_per_step": round(rate, 5), "progress": progress,
+            "seconds": seconds}
 
 
 def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from selfsup.config import resolve, view_size
 from selfsup.data import load_dataset
 from selfsup.eval import extract_features, knn_accuracy
-from selfsup.train import fit, loop
+from selfsup.train import fit
 from selfsup.train.loop import build_method
 
 
@@ -60,16 +60,3 @@ def trained_vs_random(tmp_path, layers) -> tuple[dict, dict]:
     trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
     return knn(trained, cfg, train, test, size), knn(random_init, cfg, train, test, size)
 
-
-def interrupt_after(monkeypatch, steps: int) -> None:
-    """Ctrl-C during optimiser step ``steps + 1`` (after its backward, before the update), for resume tests."""
-    calls = {"n": 0}
-    real = loop.set_lr
-
-    def set_lr(opt, factor):
-        calls["n"] += 1
-        if calls["n"] > steps:
-            raise KeyboardInterrupt
-        real(opt, factor)
-
-    monkeypatch.setattr(loop, "set_lr", set_lr)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from learning import interrupt_after
+from resuming import interrupt_after
 from safetensors.torch import load_file
 from sklearn.datasets import make_blobs
 from sklearn.metrics import normalized_mutual_info_score as nmi

@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from learning import digits_recipe, interrupt_after, trained_vs_random
+from learning import digits_recipe, trained_vs_random
+from resuming import interrupt_after
 from safetensors.torch import load_file
 
 import selfsup

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from learning import interrupt_after
+from resuming import interrupt_after
 from safetensors.torch import load_file
 
 from selfsup.train import fit, resume

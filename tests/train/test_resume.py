@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from resuming import interrupt_after
 from safetensors.torch import load_file
 
 from selfsup.train import fit, resume
-from selfsup.train import loop
 from selfsup.checkpoint import load_state
 
 # 256 digits images, batch 64: 4 steps per epoch, 2 epochs = 8 steps
@@ -31,20 +31,6 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=0, atol=1e-6, msg=lambda m: f"{k}: {m}")
-
-
-def interrupt_after(monkeypatch, steps: int) -> None:
-    """Ctrl-C during optimiser step ``steps + 1`` (after its backward, before the update)."""
-    calls = {"n": 0}
-    real = loop.set_lr
-
-    def set_lr(opt, factor):
-        calls["n"] += 1
-        if calls["n"] > steps:
-            raise KeyboardInterrupt
-        real(opt, factor)
-
-    monkeypatch.setattr(loop, "set_lr", set_lr)
 
 
 def interrupted_then_resumed(tiny_config, tmp_path, monkeypatch, method, stop, every_step, *overrides):
