@@ -13,7 +13,7 @@ from selfsup.backbones import create_backbone, list_backbones
 from selfsup.config import compose, from_dict, load_run_config
 from selfsup.data import list_datasets as _list_datasets
 from selfsup.errors import SelfsupError
-from selfsup.registry import get_method_spec, instantiate, list_methods
+from selfsup.registry import BuildContext, get_method_spec, instantiate, list_methods
 import selfsup.methods  # noqa: E402,F401  registers every method: importing any selfsup module fills the registry
 
 
@@ -32,8 +32,8 @@ def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: f
     if isinstance(backbone, str):
         backbone = create_backbone(backbone, in_channels=in_channels, width=width, small_stem=small_stem,
                                    image_size=image_size)
-    return instantiate(spec.cls, backbone, cfg, num_samples,
-                       (in_channels, image_size, image_size) if image_size else None, normalization)
+    return instantiate(spec, backbone, cfg, BuildContext(num_samples, (in_channels, image_size, image_size)
+                                                         if image_size else None, normalization))
 
 
 def pretrain(method: str = "simclr", data: str = "fashion-mnist", data_dir: str | None = None,

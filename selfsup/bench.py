@@ -61,7 +61,7 @@ def parse_entries(text: str) -> list[Entry]:
     explicitly, with their data: e.g. colorization on color-fashion-mnist)."""
 
     if text.strip() == "all":
-        special = [m for m in list_methods() if get_method_spec(m).cls.needs_color or get_method_spec(m).cls.uses_text]
+        special = [m for m in list_methods() if (n := get_method_spec(m).needs).color or n.text or n.video]
         if special:
             print(f"bench: 'all' leaves out {', '.join(special)} (they need colour images, captions or videos: "
                   f"bench them on their own data set)")

@@ -41,6 +41,7 @@ from selfsup.data import load_dataset
 from selfsup.data.labelled import load_labelled
 from selfsup.data.dataset import balanced_indices
 from selfsup.engine import build_method, dataset_split
+from selfsup.methods.base import encoder_to_finetune
 from selfsup.eval.distill import load_student
 from selfsup.eval.semi import per_class_fraction
 from selfsup.export import image_files
@@ -74,7 +75,7 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
         run = Run(run_dir)
         lab, _ = user_sets(run, labels)
         spec = run.spec
-        encoder = getattr(run.method, "finetune_encoder", run.encoder)
+        encoder = encoder_to_finetune(run.method)
         args = _backbone_args(encoder, run)
         est = evaluate_finetune(run_dir, epochs=epochs, device=device, progress=progress, labels=labels, test=test,
                                 folds=folds, seed=seed)
@@ -116,7 +117,7 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
     ``semi_classifier``."""
     if init is not None:
         run = Run(init)
-        encoder = getattr(run.method, "finetune_encoder", run.encoder)
+        encoder = encoder_to_finetune(run.method)
         args, spec, cfg = _backbone_args(encoder, run), run.spec, run.cfg
         if data is None:  # the images the run pretrained on
             try:

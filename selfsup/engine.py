@@ -24,7 +24,7 @@ from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.dataset import match_channels, resize_images
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
-from selfsup.registry import get_method_spec, instantiate
+from selfsup.registry import BuildContext, get_method_spec, instantiate
 from selfsup.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
 from selfsup.data import load_dataset
 from selfsup.data.stream import load_imagefolder_stream
@@ -88,8 +88,8 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
     size = image_size or cfg.views.get("size") or cfg.data.image_size
     encoder = encoder if encoder is not None else build_encoder(cfg, in_channels, size)
     norm = (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else None
-    return instantiate(spec.cls, encoder, method_config(cfg), num_samples, (in_channels, size, size) if size else None,
-                       norm)
+    ctx = BuildContext(num_samples, (in_channels, size, size) if size else None, norm)
+    return instantiate(spec, encoder, method_config(cfg), ctx)
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:

@@ -60,27 +60,86 @@ class Registry(Mapping[str, T], Generic[T]):
 
 
 @dataclass(frozen=True)
+class Needs:
+    """What a method needs from a run, declared once at registration (``@register(..., needs=Needs(...))``)
+    and read by the loop, the data side, ``instantiate``'s checks, the tests and bench — never probed
+    on the method object."""
+
+    views: int = 2  # augmented views training_step reads (1: single-view pretext tasks, no second view made)
+    color: bool = False  # 3-channel images (colorization, split-brain: Lab)
+    backbone: str = "any"  # "vit": patches and tokens (MAE, I-JEPA, ...); "any": every backbone
+    text: bool = False  # caption tokens in batch.texts (CLIP); the class has ``encode_text``
+    boxes: bool = False  # each view's crop geometry in batch.boxes (VICRegL's location matching)
+    video: bool = False  # the frames of a video in batch.images (moving-shapes; Shuffle and Learn)
+    labels: bool = False  # trains on labels: a supervised reference point, marked in listings and tables
+    # some steps leave trainable parameters without a gradient (SwAV's frozen prototypes, DINO's frozen
+    # last layer): DDP must then look for them every step (find_unused_parameters)
+    skips_parameters: bool = False
+
+    def __post_init__(self):
+        if self.views < 1 or self.backbone not in ("any", "vit"):
+            raise SelfsupError(f"Needs(views={self.views}, backbone={self.backbone!r}): views >= 1, "
+                               "backbone 'any' or 'vit'")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What every method's ``__init__(encoder, cfg, ctx)`` receives beside its config: ``num_samples`` the
+    training-set size (memory banks), ``image_shape`` (C, H, W) of the views (decoders, pixel heads),
+    ``normalization`` the views' (mean, std) (methods that need absolute colours: Lab). A field is None
+    where the caller did not know it; ``require`` says how to give it."""
+
+    num_samples: int | None = None
+    image_shape: tuple | None = None
+    normalization: tuple | None = None
+    method: str = "this method"  # the registered name, for messages (instantiate fills it)
+
+    _HOW = {"num_samples": ("the training-set size", "num_samples=len(dataset)"),
+            "image_shape": ("the views' (C, H, W)", "image_size=H, in_channels=C"),
+            "normalization": ("the views' (mean, std)", "normalization=(mean, std)")}
+
+    def require(self, field: str):
+        """The field's value; a clear error (what it is, how to pass it) where the caller did not give it."""
+        value = getattr(self, field)
+        if value is None or (field == "num_samples" and value < 1):
+            what, how = self._HOW[field]
+            raise SelfsupError(f"{self.method} needs {what} ({field}): selfsup.create_method(..., {how}), "
+                               "or train through selfsup pretrain (which passes it)")
+        return value
+
+
+@dataclass(frozen=True)
 class MethodSpec:
     name: str
     cls: type
     config: type  # dataclass holding the method's hyper-parameters (paper defaults)
     views: str  # name of the view preset in selfsup.transforms.views
-    uses_labels: bool = False  # supervised reference points are marked as such
+    needs: Needs = Needs()
     summary: str = ""
+
+    @property
+    def uses_labels(self) -> bool:
+        return self.needs.labels
 
 
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register(name: str, *, config: type, views: str, uses_labels: bool = False) -> Callable[[type], type]:
-    """Class decorator that registers a Method under ``name``; duplicate names fail."""
+def register(name: str, *, config: type, views: str, needs: Needs = Needs(),
+             summary: str | None = None) -> Callable[[type], type]:
+    """Class decorator that registers a Method under ``name`` with its config dataclass (the paper's
+    defaults), its view preset and what it needs. Duplicate names fail. One class may be registered under
+    several names (MoCo v1 and v2 differ only in their config, each with its own ``summary``, the
+    listing's line; default: the class docstring's first line): the instance gets its name and needs
+    from the spec when ``instantiate`` builds it, the class is left as it is."""
 
     def wrap(cls: type) -> type:
         if name in METHODS:
             raise SelfsupError(f"method {name!r} is already registered by {METHODS[name].cls.__module__}")
+        if needs.text and not callable(getattr(cls, "encode_text", None)):
+            raise SelfsupError(f"method {name!r} declares needs.text but {cls.__name__} has no encode_text(ids)")
         doc = (cls.__doc__ or "").strip().splitlines()
-        METHODS.add(name, MethodSpec(name, cls, config, views, uses_labels, doc[0] if doc else ""))
-        cls.name = name
+        METHODS.add(name, MethodSpec(name, cls, config, views, needs, summary or (doc[0] if doc else "")))
         return cls
 
     return wrap
@@ -125,21 +184,16 @@ def method_specs() -> list[MethodSpec]:
     return [get_method_spec(n) for n in list_methods()]
 
 
-def instantiate(cls: type, encoder, cfg, num_samples: int | None = None, image_shape: tuple | None = None,
-                normalization: tuple | None = None):
-    """``cls(encoder, cfg)``, plus, for methods whose __init__ asks for them: ``num_samples=`` the
-    training-set size (memory banks), ``image_shape=(C, H, W)`` of the views (decoders, pixel
-    heads) and ``normalization=(mean, std)`` of the views (methods that need absolute colours: Lab)."""
-    import inspect
-
-    params = inspect.signature(cls.__init__).parameters
-    extra = {}
-    if "num_samples" in params:
-        extra["num_samples"] = num_samples
-    for name, value, how in (("image_shape", image_shape, "image_size=H (the views' side)"),
-                             ("normalization", normalization, "normalization=(mean, std) of the views")):
-        if name in params:
-            if value is None:  # every method that asks needs it: say so here, once, not in each method
-                raise SelfsupError(f"{cls.__name__} needs the views' {name}: create_method(..., {how})")
-            extra[name] = value
-    return cls(encoder, cfg, **extra)
+def instantiate(spec: MethodSpec, encoder, cfg, ctx: BuildContext = BuildContext()):
+    """``spec.cls(encoder, cfg, ctx)`` after checking the spec's needs against what it is given (a ViT for
+    the ViT-only methods, colour views for the Lab ones) with one message each; the instance carries
+    the spec's ``name`` and ``needs``."""
+    if spec.needs.backbone == "vit" and not hasattr(encoder, "patch_size"):
+        raise SelfsupError(f"{spec.name} needs a ViT backbone (patches and tokens), not "
+                           f"{type(encoder).__name__}: e.g. --backbone vit_tiny (or vit_micro)")
+    if spec.needs.color and ctx.image_shape is not None and ctx.image_shape[0] != 3:
+        raise SelfsupError(f"{spec.name} needs colour images (3 channels), got {ctx.image_shape[0]}: "
+                           "use a colour data set (e.g. --data color-digits, cifar10, an RGB image folder)")
+    method = spec.cls(encoder, cfg, dataclasses.replace(ctx, method=spec.name))
+    method.name, method.needs = spec.name, spec.needs
+    return method

@@ -14,7 +14,7 @@ class Batch:
     views: list[torch.Tensor] = field(default_factory=list)  # augmented float views, filled by the loop
     texts: torch.Tensor | None = None  # int64 [B, L] caption tokens (selfsup.data.text), for image-text methods
     # per view, the crop geometry theta [B, 2, 3] (selfsup.transforms.ops.random_resized_crop); filled by the
-    # loop only for methods that set needs_boxes (VICRegL's location matching)
+    # loop only for methods that declare needs.boxes (VICRegL's location matching)
     boxes: list[torch.Tensor] | None = None
 
     def to(self, device) -> "Batch":

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.engine import labelled_splits
+from selfsup.methods.base import encoder_to_finetune
 from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
@@ -200,7 +201,7 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
     student_net = build_student(backbone_args, num_classes, dcfg.seed)  # an unknown backbone fails here, early
 
     ft_cfg = run_finetune_config(cfg, fraction=fraction, epochs=teacher_epochs, seed=dcfg.seed)
-    encoder = getattr(method, "finetune_encoder", method.evaluated_encoder)
+    encoder = encoder_to_finetune(method)
     teacher, teacher_res = finetune_classifier(encoder, train, test, cfg.data.mean, cfg.data.std, size, ft_cfg,
                                                device, progress)
     res = distill(teacher, student_net, train.images, test, cfg.data.mean, cfg.data.std, size, dcfg, device, progress)

@@ -27,6 +27,7 @@ from selfsup.config import ConfigError, RunConfig, eval_size, load_run_config
 from selfsup.data import DatasetError
 from selfsup.data.labelled import load_labelled
 from selfsup.engine import Run, dataset_split, labelled_splits, load_run, read_metrics, run_split
+from selfsup.methods.base import EncodesText, FinetunesOwnEncoder, encoder_to_finetune
 from selfsup.errors import SelfsupError
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
 from selfsup.nn.features import extract_features
@@ -259,8 +260,8 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
         raise ConfigError(f"--fraction {fraction} is not a fraction of the labels: use e.g. 0.01, 0.1 or 1.0")
     run = Run(run_dir)
     cfg, method, meta = run.cfg, run.method, run.meta
-    encoder = getattr(method, "finetune_encoder", method.evaluated_encoder)
-    kind = "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder"
+    encoder = encoder_to_finetune(method)
+    kind = "finetune_encoder" if isinstance(method, FinetunesOwnEncoder) else "encoder"
     name = "scratch" if from_scratch else "finetune"
     if labels is not None:
         lab, tst = user_sets(run, labels, test)
@@ -448,7 +449,7 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
         fractions = (per_class_fraction(train.labels, per_class), *fractions)
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
     res = semi_supervised(run.encoder, train, test_set, ftr, fte, spec.mean, spec.std, spec.size, fractions, ft,
-                          device, progress, finetune_encoder=getattr(run.method, "finetune_encoder", None),
+                          device, progress, finetune_encoder=encoder_to_finetune(run.method),
                           finetune_up_to=finetune_up_to, semi_methods=tuple(semi_methods or ()),
                           semi_steps=semi_steps)
     res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / f"{name}.png", title))
@@ -577,9 +578,9 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     test = dataset_split(cfg, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
     texts = None
-    if method.uses_text:
+    if method.needs.text:
         texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)
-    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
+    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.needs.views)
     # batches of the training size: in-batch metrics (CLIP's caption accuracy, counting's contrast) depend on it
     heldout = heldout_metrics(method.to(device), test.images[pick], views, texts, cfg.train.batch_size, device,
                               cfg.train.precision)
@@ -601,7 +602,7 @@ def pretext_correlation(run_dirs, device: str = "cpu") -> dict:
 
 def _clip_run(run_dir, device):
     cfg, method, _ = load_run(run_dir)
-    if not hasattr(method, "encode_text"):
+    if not isinstance(method, EncodesText):
         raise SelfsupError(f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
                            f"image-text methods (--method clip)")
     return cfg, method.to(device)
@@ -609,7 +610,7 @@ def _clip_run(run_dir, device):
 
 def has_text_encoder(run_dir) -> bool:
     """Whether a run's method has a text encoder (image-text methods: CLIP), from its config alone."""
-    return hasattr(get_method_spec(load_run_config(run_dir).method_name).cls, "encode_text")
+    return get_method_spec(load_run_config(run_dir).method_name).needs.text
 
 
 def _zeroshot_summary(res: dict) -> str:

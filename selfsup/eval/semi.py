@@ -51,6 +51,7 @@ def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
     spec = InputSpec(train.channels, train.image_size, size, tuple(mean), tuple(std))
     rows = []
+    start = encoder if finetune_encoder is None else finetune_encoder  # what fine-tuning and the semi methods train
     for f in fractions:
         idx = balanced_indices(train.labels, f, ft.seed)
         lin = linear_probe(train_features[idx], train.labels[idx], test_features, test.labels, seed=ft.seed)
@@ -58,7 +59,7 @@ def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch
         row = {"fraction": f, "num_labelled": len(idx), "linear": lin["top1"], "raw_pixels": raw["top1"],
                "finetune": None, "scratch": None}
         if f <= finetune_up_to:
-            tuned = finetune(finetune_encoder or encoder, train, test, mean, std, size,
+            tuned = finetune(start, train, test, mean, std, size,
                              replace(ft, fraction=f, from_scratch=False), device, progress)
             scratch = finetune(encoder, train, test, mean, std, size, replace(ft, fraction=f, from_scratch=True),
                                device, progress)
@@ -69,7 +70,7 @@ def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch
                     method, cfg = create_semi_method(name, {"steps": semi_steps, "seed": ft.seed, "flip_p": ft.flip_p,
                                                             "precision": ft.precision,
                                                             "channels_last": ft.channels_last})
-                    _, res = train_semi(method, cfg, finetune_encoder or encoder, train.subset(idx), train, spec,
+                    _, res = train_semi(method, cfg, start, train.subset(idx), train, spec,
                                         int(train.labels.max()) + 1, test, from_scratch, device, progress)
                     row[key] = res["top1"]
         rows.append(row)

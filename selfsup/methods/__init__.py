@@ -6,10 +6,10 @@ adding its file: nothing here needs editing.
 import importlib
 import pkgutil
 
-from selfsup.methods.base import EpochContext, Method, StepOutput
+from selfsup.methods.base import EncodesText, EpochContext, FinetunesOwnEncoder, Method, StepOutput, encoder_to_finetune
 
 for _m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _m.name != "base" and not _m.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_m.name}")
 
-__all__ = ["EpochContext", "Method", "StepOutput"]
+__all__ = ["EncodesText", "EpochContext", "FinetunesOwnEncoder", "Method", "StepOutput", "encoder_to_finetune"]

@@ -22,7 +22,7 @@ from torch import nn
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
 
@@ -55,15 +55,16 @@ def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
     raise SelfsupError(f"noise {noise!r}: choose none, mask or gaussian")
 
 
-@register("ae", config=AutoencoderConfig, views="pretext")
+@register("dae", config=DenoisingAutoencoderConfig, views="pretext", needs=Needs(views=1),  # the config is the difference
+          summary="Reconstruct the clean view from a corrupted one (masking noise by default).")
+@register("ae", config=AutoencoderConfig, views="pretext", needs=Needs(views=1))
 class Autoencoder(Method):
     """Encode the view to a bottleneck code and decode it back; pixel MSE."""
 
-    min_views = 1
-
     def __init__(self, encoder: nn.Module, cfg: AutoencoderConfig = AutoencoderConfig(),
-                 image_shape: tuple | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
+        image_shape = ctx.require("image_shape")
         if cfg.noise not in ("none", "mask", "gaussian"):
             raise SelfsupError(f"method.noise={cfg.noise!r}: choose none, mask or gaussian")
         self.cfg = cfg
@@ -94,8 +95,3 @@ class Autoencoder(Method):
         rows = [(n, denormalize(r, data.mean, data.std)) for n, r in rows]
         title = "Denoising autoencoder" if self.cfg.noise != "none" else "Autoencoder"
         return {"reconstructions": Picture(rows, caps, f"{title}: inputs and reconstructions")}
-
-
-@register("dae", config=DenoisingAutoencoderConfig, views="pretext")
-class DenoisingAutoencoder(Autoencoder):
-    """Reconstruct the clean view from a corrupted one (masking noise by default)."""

@@ -24,7 +24,7 @@ from torch import nn
 from selfsup.losses.redundancy import barlow_twins_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -42,7 +42,8 @@ class BarlowTwinsConfig:
 class BarlowTwins(Method):
     """Barlow Twins: the cross-correlation of the two views' embeddings is pushed to the identity."""
 
-    def __init__(self, encoder: nn.Module, cfg: BarlowTwinsConfig = BarlowTwinsConfig()):
+    def __init__(self, encoder: nn.Module, cfg: BarlowTwinsConfig = BarlowTwinsConfig(),
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from selfsup.data.batch import Batch
 from selfsup.nn.features import extract_features
+from selfsup.registry import Needs
 
 
 @dataclass
@@ -60,29 +62,19 @@ class Method(nn.Module, abc.ABC):
     the loop always calls, never inside ``forward``.
     """
 
+    # The registered name and what the method needs (selfsup.registry.Needs: views, colour, a ViT, captions,
+    # crop boxes, video, labels, DDP's unused parameters), declared at registration and set on the instance by
+    # selfsup.registry.instantiate; the class defaults are for a method built by hand.
     name = "method"
-    # views training_step reads from batch.views; the single-view pretext tasks (rotation, jigsaw,
-    # autoencoders, ...) set 1 so the loop does not augment a second view for nothing
-    min_views = 2
-    # True for methods that need colour images (colorization, split-brain: Lab); tests and docs read it
-    needs_color = False
-    # True for methods that need a ViT backbone (MAE, SimMIM: patches and tokens)
-    needs_vit = False
-    # True for image-text methods (CLIP): the loop hands them caption tokens as batch.texts
-    uses_text = False
-    # True when some steps leave trainable parameters without a gradient (SwAV's frozen prototypes,
-    # a GAN's alternating halves): DDP must then look for them every step (find_unused_parameters)
-    skips_parameters = False
-    # True for methods that need each view's crop geometry (batch.boxes; VICRegL's location matching)
-    needs_boxes = False
+    needs: Needs = Needs()
     # The fraction of training done, a host float, for schedules read inside training_step (DINO's teacher
     # temperature, its frozen last layer): reading a device buffer there would cost a device-to-host copy and
     # a sync every step on a GPU. The loop sets it before the first step (a resumed run starts where it
     # stopped) and after every step, before on_step_end; a ``progress`` buffer a method keeps is its
     # checkpointed record, written in on_step_end.
     progress_now: float = 0.0
-    # A subclass whose __init__ takes a keyword ``num_samples`` receives the training-set size
-    # (memory banks hold one entry per image); build_method and create_method pass it.
+    # __init__(encoder, cfg, ctx): ctx is a selfsup.registry.BuildContext (training-set size for memory banks,
+    # the views' shape for decoders, their normalisation for Lab); build_method and create_method pass it.
     encoder: nn.Module
 
     @abc.abstractmethod
@@ -134,3 +126,27 @@ class Method(nn.Module, abc.ABC):
             if p.requires_grad:
                 (no_decay if p.ndim <= 1 else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lars_exclude": True}]
+
+
+# Optional abilities, as Protocols (checked with isinstance, not getattr probes).
+
+@runtime_checkable
+class FinetunesOwnEncoder(Protocol):
+    """A method whose paper fine-tunes another network than the evaluated encoder: SimCLR v2 fine-tunes
+    the backbone plus the projection head's first layer."""
+
+    @property
+    def finetune_encoder(self) -> nn.Module: ...
+
+
+@runtime_checkable
+class EncodesText(Protocol):
+    """An image-text method (``Needs.text``; CLIP): caption token ids [B, L] -> text embeddings [B, D]."""
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+
+def encoder_to_finetune(method: Method) -> nn.Module:
+    """What fine-tuning, distillation's teacher and classifiers start from: the method's own
+    ``finetune_encoder`` where it has one, else its evaluated encoder."""
+    return method.finetune_encoder if isinstance(method, FinetunesOwnEncoder) else method.evaluated_encoder

@@ -25,7 +25,7 @@ from selfsup.losses.adversarial import discriminator_loss
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
 
@@ -38,14 +38,13 @@ class BiGANConfig:
     disc_hidden: int = 256
 
 
-@register("bigan", config=BiGANConfig, views="pretext")
+@register("bigan", config=BiGANConfig, views="pretext", needs=Needs(views=1))
 class BiGAN(Method):
     """Encoder and generator trained against a joint discriminator D(x, z)."""
 
-    min_views = 1
-
-    def __init__(self, encoder: nn.Module, cfg: BiGANConfig = BiGANConfig(), image_shape: tuple | None = None):
+    def __init__(self, encoder: nn.Module, cfg: BiGANConfig = BiGANConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
+        image_shape = ctx.require("image_shape")
         self.cfg = cfg
         self.encoder = encoder
         c, h, _ = image_shape

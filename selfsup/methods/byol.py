@@ -30,7 +30,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn import cosine_momentum, ema_update, frozen_copy, mlp
 from selfsup.nn.multicrop import encode_crops, num_global_crops
 from selfsup.nn.queue import SupportSet
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -48,7 +48,7 @@ class BYOLConfig:
 class BYOL(Method):
     """BYOL: online network predicts an EMA target's projection of the other view."""
 
-    def __init__(self, encoder: nn.Module, cfg: BYOLConfig = BYOLConfig()):
+    def __init__(self, encoder: nn.Module, cfg: BYOLConfig = BYOLConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -31,7 +31,7 @@ from selfsup.data.text import PAD, VOCAB_SIZE
 from selfsup.errors import SelfsupError
 from selfsup.losses.precision import float32_loss
 from selfsup.methods.base import Method, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -73,14 +73,11 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2, logits
 
 
-@register("clip", config=CLIPConfig, views="pretext")
+@register("clip", config=CLIPConfig, views="pretext", needs=Needs(views=1, text=True))
 class CLIP(Method):
     """Contrast images with their captions; zero-shot classification from prompts afterwards."""
 
-    min_views = 1
-    uses_text = True
-
-    def __init__(self, encoder: nn.Module, cfg: CLIPConfig = CLIPConfig()):
+    def __init__(self, encoder: nn.Module, cfg: CLIPConfig = CLIPConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -26,7 +26,7 @@ from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import info_nce, infonce_bound
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.queue import MemoryBank
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 class YDbDrSplit(nn.Module):
@@ -108,8 +108,9 @@ class CMCConfig:
 class CMC(Method):
     """CMC: one encoder per view (Y/DbDr, or image/gradient), pairwise contrast against per-view banks."""
 
-    def __init__(self, encoder: nn.Module, cfg: CMCConfig = CMCConfig(), num_samples: int | None = None):
+    def __init__(self, encoder: nn.Module, cfg: CMCConfig = CMCConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
+        num_samples = ctx.require("num_samples")
         self.cfg = cfg
         enc2 = clone_backbone(encoder, in_channels=2)  # the 2-channel view (DbDr or dx,dy); fresh weights
         in_channels = encoder.backbone_args["in_channels"]

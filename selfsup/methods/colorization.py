@@ -32,7 +32,7 @@ from torch import nn
 from selfsup.backbones import clone_backbone
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.color import annealed_mean, gamut_ab_bins, lab_to_rgb, rgb_to_lab, soft_encode
 from selfsup.transforms.ops import denormalize
 from selfsup.transforms import eval_view
@@ -86,8 +86,6 @@ class _ColourTask(Method):
     """Shared machinery: Lab of the view, dense logits from a network's feature maps, the ab bins
     and their rebalancing weights (estimated once from the training images, kept as buffers)."""
 
-    min_views = 1
-    needs_color = True
 
     def _setup_bins(self, grid: float):
         centres = gamut_ab_bins(grid)
@@ -140,13 +138,15 @@ class ColorizationConfig:
     temperature: float = 0.38  # annealed-mean decoding (pictures)
 
 
-@register("colorization", config=ColorizationConfig, views="pretext")
+@register("colorization", config=ColorizationConfig, views="pretext", needs=Needs(views=1, color=True))
 class Colorization(_ColourTask):
     """Predict the ab colour channels from the lightness L, per pixel."""
 
     def __init__(self, encoder: nn.Module, cfg: ColorizationConfig = ColorizationConfig(),
-                 image_shape: tuple | None = None, normalization: tuple | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
+        normalization = ctx.require("normalization")
+        image_shape = ctx.require("image_shape")
         _check_inputs("colorization", image_shape, normalization)
         if cfg.mode not in ("classification", "regression"):
             raise SelfsupError(f"method.mode={cfg.mode!r}: choose classification or regression")
@@ -192,13 +192,15 @@ class SplitBrainConfig:
     half_width: bool = True  # each half gets half the channels, so the pair costs about one network
 
 
-@register("splitbrain", config=SplitBrainConfig, views="pretext")
+@register("splitbrain", config=SplitBrainConfig, views="pretext", needs=Needs(views=1, color=True))
 class SplitBrain(_ColourTask):
     """Two half networks: L -> ab and ab -> L; features of both, concatenated."""
 
     def __init__(self, encoder: nn.Module, cfg: SplitBrainConfig = SplitBrainConfig(),
-                 image_shape: tuple | None = None, normalization: tuple | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
+        normalization = ctx.require("normalization")
+        image_shape = ctx.require("image_shape")
         _check_inputs("splitbrain", image_shape, normalization)
         self.cfg = cfg
         width = encoder.backbone_args.get("width", 1.0) * (0.5 if cfg.half_width else 1.0)

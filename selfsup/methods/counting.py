@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.methods.base import Method, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -31,13 +31,11 @@ class CountingConfig:
     margin: float = 10.0  # M
 
 
-@register("counting", config=CountingConfig, views="pretext")
+@register("counting", config=CountingConfig, views="pretext", needs=Needs(views=1))
 class Counting(Method):
     """The counts of the whole image equal the sum of the counts of its 2x2 tiles."""
 
-    min_views = 1
-
-    def __init__(self, encoder: nn.Module, cfg: CountingConfig = CountingConfig()):
+    def __init__(self, encoder: nn.Module, cfg: CountingConfig = CountingConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -31,7 +31,7 @@ from selfsup.errors import SelfsupError
 from selfsup.losses.contrastive import infonce_bound
 from selfsup.losses.mutual_info import cpc_info_nce
 from selfsup.methods.base import Method, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -127,7 +127,7 @@ class CPCEncoder(nn.Module):
 class CPC(Method):
     """CPC: predict the encodings of pieces further down/ahead from an autoregressive context (InfoNCE)."""
 
-    def __init__(self, encoder: nn.Module, cfg: CPCConfig = CPCConfig()):
+    def __init__(self, encoder: nn.Module, cfg: CPCConfig = CPCConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         d_z = encoder.num_features  # the backbone's width: the size of each z

@@ -41,7 +41,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
 from selfsup.nn.ema import ema_update, frozen_copy
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -62,17 +62,12 @@ def instance_norm_over_patches(y: torch.Tensor) -> torch.Tensor:
     return F.instance_norm(y.transpose(1, 2)).transpose(1, 2)
 
 
-@register("data2vec", config=Data2VecConfig, views="pretext")
+@register("data2vec", config=Data2VecConfig, views="pretext", needs=Needs(views=1, backbone="vit"))
 class Data2Vec(Method):
     """A masked student regresses the EMA teacher's normalised top-K block average at masked patches."""
 
-    min_views = 1
-    needs_vit = True
-
-    def __init__(self, encoder: nn.Module, cfg: Data2VecConfig = Data2VecConfig()):
+    def __init__(self, encoder: nn.Module, cfg: Data2VecConfig = Data2VecConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not hasattr(encoder, "block_outputs"):
-            raise SelfsupError("data2vec needs a ViT backbone (e.g. --backbone vit_tiny)")
         depth = len(encoder.blocks)
         if not 1 <= cfg.top_k <= depth:
             raise SelfsupError(f"method.top_k={cfg.top_k}: must be between 1 and the ViT's {depth} blocks")

@@ -26,10 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import dist
-from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method, StepOutput
 from selfsup.nn.kmeans import kmeans, pca_whiten, uniform_cluster_order
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -47,11 +46,9 @@ class DeepCluster(Method):
     """DeepCluster: k-means pseudo-labels of the whole set each epoch, classified by the network."""
 
     def __init__(self, encoder: nn.Module, cfg: DeepClusterConfig = DeepClusterConfig(),
-                 num_samples: int | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not num_samples or num_samples < 1:
-            raise SelfsupError("DeepCluster keeps a pseudo-label per training image: build it with "
-                               "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
+        num_samples = ctx.require("num_samples")
         self.cfg = cfg
         self.encoder = encoder
         d = cfg.mlp_hidden or encoder.num_features

@@ -34,7 +34,7 @@ from selfsup.methods.base import EpochContext, Method, StepOutput
 from selfsup.nn import mlp
 from selfsup.nn.kmeans import spherical_kmeans
 from selfsup.nn.multicrop import encode_crops, num_global_crops
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -53,11 +53,9 @@ class DeepClusterV2(Method):
     prototypes every crop is classified against."""
 
     def __init__(self, encoder: nn.Module, cfg: DeepClusterV2Config = DeepClusterV2Config(),
-                 num_samples: int | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not num_samples or num_samples < 1:
-            raise SelfsupError("DeepCluster-v2 keeps an embedding and an assignment per training image: build it "
-                               "with selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
+        num_samples = ctx.require("num_samples")
         if not cfg.num_prototypes or min(cfg.num_prototypes) < 2:
             raise SelfsupError(f"method.num_prototypes={list(cfg.num_prototypes)}: one or more sets of >= 2 prototypes")
         self.cfg = cfg

@@ -45,7 +45,7 @@ from selfsup.methods.moco import MoCo, MoCoV2Config
 from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.queue import Queue
 from selfsup.nn.shuffle_bn import grouped_forward, shuffled_forward
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -64,11 +64,11 @@ def dense_head(d: int, hidden: int, out: int) -> nn.Sequential:
 class DenseCL(MoCo):
     """DenseCL: MoCo v2 plus a per-location InfoNCE between feature-matched dense projections."""
 
-    def __init__(self, encoder: nn.Module, cfg: DenseCLConfig = DenseCLConfig()):
+    def __init__(self, encoder: nn.Module, cfg: DenseCLConfig = DenseCLConfig(), ctx: BuildContext = BuildContext()):
         if not hasattr(encoder, "forward_maps"):
             raise SelfsupError("densecl needs a backbone with a spatial feature map (forward_maps): use a convnet or "
                                "resnet backbone, e.g. backbone.name=resnet18")
-        super().__init__(encoder, cfg)  # encoder, global head, key encoder + head, global queue
+        super().__init__(encoder, cfg, ctx)  # encoder, global head, key encoder + head, global queue
         d = encoder.num_features
         self.dense_head = dense_head(d, cfg.mlp_hidden or d, cfg.dim)
         self.key_dense_head = frozen_copy(self.dense_head)

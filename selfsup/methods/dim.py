@@ -27,7 +27,7 @@ from selfsup.errors import IncompatibleError, SelfsupError
 from selfsup.losses.contrastive import infonce_bound
 from selfsup.losses.mutual_info import dim_infonce, dim_jsd
 from selfsup.methods.base import Method, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -65,7 +65,7 @@ class CriticEmbedding(nn.Module):
 class DIM(Method):
     """Deep InfoMax (local): maximise MI between the global vector and every local feature."""
 
-    def __init__(self, encoder: nn.Module, cfg: DIMConfig = DIMConfig()):
+    def __init__(self, encoder: nn.Module, cfg: DIMConfig = DIMConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.estimator not in ("jsd", "infonce"):
             raise SelfsupError(f"dim estimator must be 'jsd' or 'infonce', got {cfg.estimator!r}")

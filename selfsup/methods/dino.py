@@ -35,7 +35,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.dino_head import DINOHead
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.multicrop import encode_crops, num_global_crops
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -57,13 +57,12 @@ class DINOConfig:
     centering: str = "centre"  # "centre" (DINO's EMA centre) or "sinkhorn" (DINOv2's Sinkhorn-Knopp teacher)
 
 
-@register("dino", config=DINOConfig, views="dino")
+# skips_parameters: the last layer gets no gradient while freeze_last_layer lasts
+@register("dino", config=DINOConfig, views="dino", needs=Needs(skips_parameters=True))
 class DINO(Method):
     """DINO: a student matches a centred, sharpened EMA teacher across multi-crop views."""
 
-    skips_parameters = True  # the last layer gets no gradient while freeze_last_layer lasts
-
-    def __init__(self, encoder: nn.Module, cfg: DINOConfig = DINOConfig()):
+    def __init__(self, encoder: nn.Module, cfg: DINOConfig = DINOConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.centering not in ("centre", "sinkhorn"):
             raise SelfsupError(f"method.centering={cfg.centering!r}: choose centre (DINO) or sinkhorn (DINOv2)")

@@ -21,7 +21,7 @@ from selfsup.errors import SelfsupError
 from selfsup.losses.distillation import negative_cosine
 from selfsup.methods.base import StepOutput
 from selfsup.methods.simsiam import SimSiam, SimSiamConfig
-from selfsup.registry import register, register_view_preset
+from selfsup.registry import BuildContext, register, register_view_preset
 from selfsup.transforms.views import ViewConfig
 
 # SimSiam's augmentations (SimCLR's), K = 4 views; registered beside the one method that uses it
@@ -32,11 +32,11 @@ register_view_preset("fastsiam", ViewConfig(num_global=4))
 class FastSiam(SimSiam):
     """FastSiam: each view's prediction matches the mean projection of the other views, through a stop-gradient."""
 
-    def __init__(self, encoder, cfg: SimSiamConfig = SimSiamConfig()):
+    def __init__(self, encoder, cfg: SimSiamConfig = SimSiamConfig(), ctx: BuildContext = BuildContext()):
         if cfg.nn_support:  # SimSiam's NNSiam option; FastSiam's mean target has no nearest-neighbour variant here
             raise SelfsupError("fastsiam has no nearest-neighbour target: method.nn_support is SimSiam's (NNSiam); "
                                "leave it at 0 or use --method simsiam")
-        super().__init__(encoder, cfg)
+        super().__init__(encoder, cfg, ctx)
 
     def training_step(self, batch) -> StepOutput:
         views = batch.views  # K views [N, C, H, W]

@@ -58,7 +58,7 @@ from selfsup.nn.blockwise_masking import blockwise_mask
 from selfsup.nn.dino_head import DINOHead
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.multicrop import encode_crops, num_global_crops
-from selfsup.registry import register, register_view_preset
+from selfsup.registry import BuildContext, Needs, register, register_view_preset
 from selfsup.transforms.views import ViewConfig
 
 # The official main_ibot.py defaults: 2 global crops of scale 0.14-1 and no local crops (--local_crops_number 0;
@@ -97,17 +97,13 @@ class IBOTConfig:
     centering: str = "centre"  # "centre" (iBOT's two EMA centres) or "sinkhorn" (DINOv2's Sinkhorn-Knopp teacher)
 
 
-@register("ibot", config=IBOTConfig, views="ibot")
+# skips_parameters: the last layer gets no gradient while freeze_last_layer lasts
+@register("ibot", config=IBOTConfig, views="ibot", needs=Needs(backbone="vit", skips_parameters=True))
 class IBOT(Method):
     """DINO's [CLS] self-distillation plus masked-patch self-distillation with the EMA teacher as tokenizer."""
 
-    needs_vit = True
-    skips_parameters = True  # the last layer gets no gradient while freeze_last_layer lasts
-
-    def __init__(self, encoder: nn.Module, cfg: IBOTConfig = IBOTConfig()):
+    def __init__(self, encoder: nn.Module, cfg: IBOTConfig = IBOTConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not hasattr(encoder, "tokens"):
-            raise SelfsupError("ibot needs a ViT backbone (e.g. --backbone vit_tiny)")
         if cfg.centering not in ("centre", "sinkhorn"):
             raise SelfsupError(f"method.centering={cfg.centering!r}: choose centre (iBOT) or sinkhorn (DINOv2)")
         if cfg.koleo_weight < 0:

@@ -52,7 +52,7 @@ from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.multiblock_masking import multiblock_masks
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -119,17 +119,12 @@ class Predictor(nn.Module):
         return self.proj(self.norm(t[:, k_c:])).view(m, n, k_t, -1)  # the mask tokens' outputs only
 
 
-@register("ijepa", config=IJEPAConfig, views="pretext")
+@register("ijepa", config=IJEPAConfig, views="pretext", needs=Needs(views=1, backbone="vit"))
 class IJEPA(Method):
     """I-JEPA: from a context block, a narrow predictor regresses an EMA encoder's target-block patch features."""
 
-    min_views = 1
-    needs_vit = True
-
-    def __init__(self, encoder: nn.Module, cfg: IJEPAConfig = IJEPAConfig()):
+    def __init__(self, encoder: nn.Module, cfg: IJEPAConfig = IJEPAConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not hasattr(encoder, "tokens"):
-            raise SelfsupError("ijepa needs a ViT backbone (e.g. --backbone vit_micro)")
         if cfg.loss not in ("smooth_l1", "l2"):
             raise SelfsupError(f"method.loss={cfg.loss!r}: choose smooth_l1 (the official code) or l2 "
                                f"(the paper's eq. 1)")

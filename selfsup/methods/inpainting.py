@@ -28,7 +28,7 @@ from selfsup.losses.reconstruction import masked_mse
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
 from selfsup.nn.gan import Discriminator, frozen_call
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.pretext import block_masks
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
@@ -46,15 +46,14 @@ class InpaintingConfig:
     disc_width: int = 64
 
 
-@register("inpainting", config=InpaintingConfig, views="pretext")
+@register("inpainting", config=InpaintingConfig, views="pretext", needs=Needs(views=1))
 class ContextEncoder(Method):
     """Inpaint a removed region from its context; reconstruction + adversarial loss."""
 
-    min_views = 1
-
     def __init__(self, encoder: nn.Module, cfg: InpaintingConfig = InpaintingConfig(),
-                 image_shape: tuple | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
+        image_shape = ctx.require("image_shape")
         block_masks(1, 8, cfg.mask, cfg.hole)  # an unknown mask kind fails here, not mid-run
         self.cfg = cfg
         self.encoder = encoder

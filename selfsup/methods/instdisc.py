@@ -22,7 +22,7 @@ from selfsup.losses.contrastive import info_nce, infonce_bound
 from selfsup.losses.instance import nce_instance, nce_log_z
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.queue import MemoryBank
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -39,8 +39,9 @@ class InstDiscConfig:
 class InstDisc(Method):
     """InstDisc: every image its own class; NCE against a memory bank of the whole training set."""
 
-    def __init__(self, encoder: nn.Module, cfg: InstDiscConfig = InstDiscConfig(), num_samples: int | None = None):
+    def __init__(self, encoder: nn.Module, cfg: InstDiscConfig = InstDiscConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
+        num_samples = ctx.require("num_samples")
         if cfg.loss not in ("nce", "softmax"):
             raise SelfsupError(f"instdisc: method.loss must be 'nce' or 'softmax', got {cfg.loss!r}")
         self.cfg = cfg

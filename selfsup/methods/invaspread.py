@@ -19,7 +19,7 @@ from torch import nn
 from selfsup.losses.contrastive import infonce_bound, nt_xent
 from selfsup.losses.instance import invariant_spreading
 from selfsup.methods.base import Method, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -33,7 +33,8 @@ class InvaSpreadConfig:
 class InvaSpread(Method):
     """InvaSpread: in-batch instance softmax over 2N views, invariance + spreading terms, no bank."""
 
-    def __init__(self, encoder: nn.Module, cfg: InvaSpreadConfig = InvaSpreadConfig()):
+    def __init__(self, encoder: nn.Module, cfg: InvaSpreadConfig = InvaSpreadConfig(),
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -22,7 +22,7 @@ from torch import nn
 
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.pretext import jigsaw_tiles, maximal_hamming_permutations, resize
 from selfsup.transforms import eval_view
 
@@ -37,13 +37,11 @@ class JigsawConfig:
     head_hidden: int = 512  # the paper: 9 x fc6 (1024) concatenated -> fc7 (4096) -> fc8; scaled down
 
 
-@register("jigsaw", config=JigsawConfig, views="pretext")
+@register("jigsaw", config=JigsawConfig, views="pretext", needs=Needs(views=1))
 class Jigsaw(Method):
     """Predict which permutation shuffled the 3x3 tiles."""
 
-    min_views = 1
-
-    def __init__(self, encoder: nn.Module, cfg: JigsawConfig = JigsawConfig()):
+    def __init__(self, encoder: nn.Module, cfg: JigsawConfig = JigsawConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -23,7 +23,7 @@ from torch import nn
 from selfsup.backbones.vit import patchify, sincos_2d, unpatchify
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
 
@@ -51,19 +51,15 @@ def random_masking(n: int, num_patches: int, ratio: float, device=None,
     return shuffle[:, :k], torch.gather(mask, 1, restore), restore
 
 
-@register("mae", config=MAEConfig, views="pretext")
+@register("mae", config=MAEConfig, views="pretext", needs=Needs(views=1, backbone="vit"))
 class MAE(Method):
     """Masked autoencoder: encode the visible 25 %, decode all patches, MSE on the hidden ones."""
 
-    min_views = 1
-    needs_vit = True
-
-    def __init__(self, encoder: nn.Module, cfg: MAEConfig = MAEConfig(), image_shape: tuple | None = None):
+    def __init__(self, encoder: nn.Module, cfg: MAEConfig = MAEConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
+        image_shape = ctx.require("image_shape")
         from timm.models.vision_transformer import Block
 
-        if not hasattr(encoder, "tokens"):
-            raise SelfsupError("mae needs a ViT backbone (e.g. --backbone vit_tiny)")
         if not 0.0 <= cfg.mask_ratio < 1.0:
             raise SelfsupError(f"method.mask_ratio={cfg.mask_ratio}: must be in [0, 1)")
         self.cfg = cfg

@@ -36,7 +36,7 @@ from torch import nn
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.hog import hog_patch_targets
 
 
@@ -56,17 +56,13 @@ def hog_cell(patch_size: int, cell_size: int) -> int:
     return patch_size // 2 if patch_size % 2 == 0 and patch_size // 2 >= 4 else patch_size
 
 
-@register("maskfeat", config=MaskFeatConfig, views="pretext")
+@register("maskfeat", config=MaskFeatConfig, views="pretext", needs=Needs(views=1, backbone="vit"))
 class MaskFeat(Method):
     """Masked patches replaced by a mask token; a linear head regresses their HOG features; MSE."""
 
-    min_views = 1
-    needs_vit = True
-
-    def __init__(self, encoder: nn.Module, cfg: MaskFeatConfig = MaskFeatConfig(), image_shape: tuple | None = None):
+    def __init__(self, encoder: nn.Module, cfg: MaskFeatConfig = MaskFeatConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not hasattr(encoder, "tokens"):
-            raise SelfsupError("maskfeat needs a ViT backbone (e.g. --backbone vit_tiny)")
+        image_shape = ctx.require("image_shape")
         if not 0.0 < cfg.mask_ratio < 1.0:
             raise SelfsupError(f"method.mask_ratio={cfg.mask_ratio}: must be in (0, 1)")
         self.cfg = cfg

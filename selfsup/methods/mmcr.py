@@ -32,7 +32,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.heads import mlp
 from selfsup.nn.multicrop import num_global_crops
-from selfsup.registry import register, register_view_preset
+from selfsup.registry import BuildContext, register, register_view_preset
 from selfsup.transforms.views import ViewConfig
 
 # The official ImageNet views (mmcr/imagenet/data.py, Barlow Twins' augmentations, BYOL's asymmetric pair):
@@ -55,7 +55,7 @@ class MMCRConfig:
 class MMCR(Method):
     """MMCR: maximise the nuclear norm of the matrix of per-image centroids of k views."""
 
-    def __init__(self, encoder: nn.Module, cfg: MMCRConfig = MMCRConfig()):
+    def __init__(self, encoder: nn.Module, cfg: MMCRConfig = MMCRConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

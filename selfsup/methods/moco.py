@@ -31,7 +31,7 @@ from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.heads import mlp
 from selfsup.nn.queue import Queue
 from selfsup.nn.shuffle_bn import grouped_forward, shuffled_forward
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -52,11 +52,13 @@ class MoCoV2Config(MoCoV1Config):
     temperature: float = 0.2
 
 
+@register("mocov2", config=MoCoV2Config, views="simclr",  # no code of its own: the config is the difference
+          summary="MoCo v2: MoCo v1 with an MLP head, tau 0.2 and SimCLR's augmentation with blur.")
 @register("mocov1", config=MoCoV1Config, views="mocov1")
 class MoCo(Method):
     """MoCo v1: queries against a momentum-encoded queue of keys, with shuffled BN."""
 
-    def __init__(self, encoder: nn.Module, cfg: MoCoV1Config = MoCoV1Config()):
+    def __init__(self, encoder: nn.Module, cfg: MoCoV1Config = MoCoV1Config(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
@@ -104,11 +106,3 @@ class MoCo(Method):
         for k in self._pending:  # enqueue the newest keys, dequeue the oldest (sec. 3.2)
             self.queue.push(k)
         self._pending.clear()
-
-
-@register("mocov2", config=MoCoV2Config, views="simclr")
-class MoCoV2(MoCo):
-    """MoCo v2: MoCo v1 with an MLP head, tau 0.2 and SimCLR's augmentation with blur."""
-
-    # No code of its own: the config is the difference. A subclass (not a second registration of
-    # the same class) only so that each method class keeps its own registered ``name``.

@@ -25,7 +25,7 @@ from selfsup.losses.moco import mocov3_loss, two_views
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -49,7 +49,7 @@ _NO_PATCH_EMBED = (
 class MoCoV3(Method):
     """MoCo v3: symmetric in-batch contrast of predicted queries against momentum keys."""
 
-    def __init__(self, encoder: nn.Module, cfg: MoCoV3Config = MoCoV3Config()):
+    def __init__(self, encoder: nn.Module, cfg: MoCoV3Config = MoCoV3Config(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -30,7 +30,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.heads import mlp
 from selfsup.nn.queue import Queue
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -47,7 +47,7 @@ class MSFConfig:
 class MSF(Method):
     """MSF: the online prediction moves toward the target's k nearest neighbours in a memory bank."""
 
-    def __init__(self, encoder: nn.Module, cfg: MSFConfig = MSFConfig()):
+    def __init__(self, encoder: nn.Module, cfg: MSFConfig = MSFConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -62,7 +62,7 @@ from selfsup.losses.clustering import power_law_prior, prior_matching, sinkhorn
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.multicrop import num_global_crops, running_stats_frozen
-from selfsup.registry import register, register_view_preset
+from selfsup.registry import BuildContext, Needs, register, register_view_preset
 from selfsup.transforms.views import ViewConfig
 
 # The official MSN transforms (src/data_manager.py, configs/pretrain/msn_vits16.yaml): random crops of
@@ -130,16 +130,12 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int, bn: bool) -> nn.
     return head
 
 
-@register("msn", config=MSNConfig, views="msn")
+@register("msn", config=MSNConfig, views="msn", needs=Needs(backbone="vit"))
 class MSN(Method):
     """MSN: masked anchor views predict the prototype assignment of the unmasked target view (me-max against collapse)."""
 
-    needs_vit = True
-
-    def __init__(self, encoder: nn.Module, cfg: MSNConfig = MSNConfig()):
+    def __init__(self, encoder: nn.Module, cfg: MSNConfig = MSNConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not hasattr(encoder, "tokens"):
-            raise SelfsupError("msn needs a ViT backbone (e.g. --backbone vit_micro): it drops patch tokens")
         if not 0.0 <= cfg.patch_drop < 1.0:
             raise SelfsupError(f"method.patch_drop={cfg.patch_drop}: a fraction of the patches, in [0, 1)")
         if cfg.prior not in ("uniform", "power_law"):

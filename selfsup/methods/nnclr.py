@@ -24,7 +24,7 @@ from selfsup.losses.moco import nnclr_loss, two_views
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.nn.queue import SupportSet
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -41,7 +41,7 @@ class NNCLRConfig:
 class NNCLR(Method):
     """NNCLR: the positive is the nearest neighbour from a support queue of past embeddings."""
 
-    def __init__(self, encoder: nn.Module, cfg: NNCLRConfig = NNCLRConfig()):
+    def __init__(self, encoder: nn.Module, cfg: NNCLRConfig = NNCLRConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -28,7 +28,7 @@ from torch import nn
 
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.pretext import relative_position_pairs, resize
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
@@ -43,13 +43,11 @@ class RelPosConfig:
     head_hidden: int = 512  # the paper's fc7 (4096) on the concatenated fc6 features, scaled down
 
 
-@register("relpos", config=RelPosConfig, views="pretext")
+@register("relpos", config=RelPosConfig, views="pretext", needs=Needs(views=1))
 class RelativePosition(Method):
     """Predict where a neighbouring patch sits relative to the centre patch (8-way)."""
 
-    min_views = 1
-
-    def __init__(self, encoder: nn.Module, cfg: RelPosConfig = RelPosConfig()):
+    def __init__(self, encoder: nn.Module, cfg: RelPosConfig = RelPosConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

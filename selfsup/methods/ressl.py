@@ -30,7 +30,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import ema_update, frozen_copy
 from selfsup.nn.heads import mlp
 from selfsup.nn.queue import Queue
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ReSSLConfig:
 class ReSSL(Method):
     """ReSSL: the student's relations to a queue of teacher embeddings match the teacher's, sharpened."""
 
-    def __init__(self, encoder: nn.Module, cfg: ReSSLConfig = ReSSLConfig()):
+    def __init__(self, encoder: nn.Module, cfg: ReSSLConfig = ReSSLConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

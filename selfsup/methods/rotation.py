@@ -16,7 +16,7 @@ from torch import nn
 
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.pretext import rotations
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
@@ -27,13 +27,11 @@ class RotationConfig:
     head_hidden: int = 0  # 0: a linear 4-way head; > 0: one hidden layer (the paper classifies after conv blocks)
 
 
-@register("rotation", config=RotationConfig, views="pretext")
+@register("rotation", config=RotationConfig, views="pretext", needs=Needs(views=1))
 class Rotation(Method):
     """Predict which of four rotations was applied."""
 
-    min_views = 1
-
-    def __init__(self, encoder: nn.Module, cfg: RotationConfig = RotationConfig()):
+    def __init__(self, encoder: nn.Module, cfg: RotationConfig = RotationConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -31,7 +31,7 @@ from torch import nn
 from selfsup.data.video import split_frames
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -59,15 +59,15 @@ TUPLES = torch.tensor([[[0, 1, 2], [0, 3, 2]],
                        [[1, 2, 3], [1, 0, 3]]])  # [end pair, positive / negative, 3 frames]
 
 
-@register("shuffle_learn", config=ShuffleLearnConfig, views="pretext")
+# video: the method reads the raw frames (batch.images), not augmented views
+@register("shuffle_learn", config=ShuffleLearnConfig, views="pretext", needs=Needs(views=1, video=True))
 class ShuffleLearn(Method):
     """Temporal order verification: are these three frames of a video in order (or reversed)?"""
 
-    min_views = 1  # the method reads the raw frames (batch.images), not augmented views
-
     def __init__(self, encoder: nn.Module, cfg: ShuffleLearnConfig = ShuffleLearnConfig(),
-                 normalization: tuple | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
+        normalization = ctx.require("normalization")
         if not 0.0 < cfg.positive_fraction < 1.0:
             raise SelfsupError(f"method.positive_fraction={cfg.positive_fraction}: a fraction in (0, 1)")
         self.cfg = cfg

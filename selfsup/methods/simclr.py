@@ -21,7 +21,7 @@ from selfsup.losses import infonce_bound, nt_xent
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn import mlp
 from selfsup.nn.multicrop import encode_crops, num_global_crops
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -37,7 +37,7 @@ class SimCLRConfig:
 class SimCLR(Method):
     """SimCLR: NT-Xent between two augmented views, through a projection head."""
 
-    def __init__(self, encoder: nn.Module, cfg: SimCLRConfig = SimCLRConfig()):
+    def __init__(self, encoder: nn.Module, cfg: SimCLRConfig = SimCLRConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -32,7 +32,7 @@ from selfsup.errors import SelfsupError
 from selfsup.losses import infonce_bound, nt_xent
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -65,7 +65,7 @@ class HeadPrefix(nn.Module):
 class SimCLRv2(Method):
     """SimCLR v2: NT-Xent through a 3-layer BN head; fine-tune from the head's middle layer."""
 
-    def __init__(self, encoder: nn.Module, cfg: SimCLRv2Config = SimCLRv2Config()):
+    def __init__(self, encoder: nn.Module, cfg: SimCLRv2Config = SimCLRv2Config(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if not 0 <= cfg.finetune_layer < cfg.proj_layers:
             raise SelfsupError(f"method.finetune_layer={cfg.finetune_layer} must be in 0..{cfg.proj_layers - 1} "

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup.backbones.vit import patchify, unpatchify
-from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
 
@@ -49,17 +48,13 @@ def block_mask(n: int, grid: int, block: int, ratio: float, device=None,
     return m.to(device)
 
 
-@register("simmim", config=SimMIMConfig, views="pretext")
+@register("simmim", config=SimMIMConfig, views="pretext", needs=Needs(views=1, backbone="vit"))
 class SimMIM(Method):
     """Masked patches replaced by a mask token in the encoder; a linear head predicts their pixels; L1."""
 
-    min_views = 1
-    needs_vit = True
-
-    def __init__(self, encoder: nn.Module, cfg: SimMIMConfig = SimMIMConfig(), image_shape: tuple | None = None):
+    def __init__(self, encoder: nn.Module, cfg: SimMIMConfig = SimMIMConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
-        if not hasattr(encoder, "tokens"):
-            raise SelfsupError("simmim needs a ViT backbone (e.g. --backbone vit_tiny)")
+        image_shape = ctx.require("image_shape")
         self.cfg = cfg
         self.encoder = encoder
         d, p, c = encoder.num_features, encoder.patch_size, image_shape[0]

@@ -33,7 +33,7 @@ from selfsup.losses.distillation import negative_cosine
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.nn.queue import SupportSet
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -51,7 +51,7 @@ class SimSiamConfig:
 class SimSiam(Method):
     """SimSiam: a predictor matches the other view's projection, through a stop-gradient."""
 
-    def __init__(self, encoder: nn.Module, cfg: SimSiamConfig = SimSiamConfig()):
+    def __init__(self, encoder: nn.Module, cfg: SimSiamConfig = SimSiamConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

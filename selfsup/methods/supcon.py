@@ -19,12 +19,11 @@ from selfsup.losses.contrastive import infonce_bound
 from selfsup.losses.instance import supcon
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 class MissingLabelsError(SelfsupError):
     """SupCon was handed an unlabelled batch."""
-
 
 @dataclass
 class SupConConfig:
@@ -33,11 +32,11 @@ class SupConConfig:
     proj_dim: int = 128
 
 
-@register("supcon", config=SupConConfig, views="simclr", uses_labels=True)
+@register("supcon", config=SupConConfig, views="simclr", needs=Needs(labels=True))
 class SupCon(Method):
     """SupCon (uses labels): positives are all views of the same class in the batch (L_out)."""
 
-    def __init__(self, encoder: nn.Module, cfg: SupConConfig = SupConConfig()):
+    def __init__(self, encoder: nn.Module, cfg: SupConConfig = SupConConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

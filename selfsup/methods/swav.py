@@ -28,7 +28,7 @@ from selfsup.methods.base import Method, StepOutput
 from selfsup.nn import mlp
 from selfsup.nn.multicrop import encode_crops, num_global_crops
 from selfsup.nn.queue import Queue
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -45,13 +45,12 @@ class SwAVConfig:
     queue_crops: int = 2  # global crops, one queue each: must equal views.num_global when queue_size > 0
 
 
-@register("swav", config=SwAVConfig, views="swav")
+# skips_parameters: the prototypes get no gradient while freeze_prototypes_iters lasts
+@register("swav", config=SwAVConfig, views="swav", needs=Needs(skips_parameters=True))
 class SwAV(Method):
     """SwAV: swapped prediction of Sinkhorn cluster codes between crops."""
 
-    skips_parameters = True  # the prototypes get no gradient while freeze_prototypes_iters lasts
-
-    def __init__(self, encoder: nn.Module, cfg: SwAVConfig = SwAVConfig()):
+    def __init__(self, encoder: nn.Module, cfg: SwAVConfig = SwAVConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
@@ -81,7 +80,7 @@ class SwAV(Method):
         c = self.prototypes.weight  # [K, D], unit rows
         if int(self.iteration) < self.cfg.freeze_prototypes_iters:
             # frozen: no gradient at all, so the optimiser skips C (the official p.grad = None); hence
-            # skips_parameters (DDP's find_unused_parameters)
+            # needs.skips_parameters (DDP's find_unused_parameters)
             c = c.detach()
         # scores in float32: tau = 0.1 and epsilon = 0.05 would magnify bf16's rounding of the cosines
         with torch.autocast(z.device.type, enabled=False):

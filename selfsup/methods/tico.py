@@ -25,7 +25,7 @@ from selfsup.losses.redundancy import tico_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import cosine_momentum, ema_update, frozen_copy
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -41,7 +41,7 @@ class TiCoConfig:
 class TiCo(Method):
     """TiCo: invariance to the momentum encoder's view plus contrast against a running covariance."""
 
-    def __init__(self, encoder: nn.Module, cfg: TiCoConfig = TiCoConfig()):
+    def __init__(self, encoder: nn.Module, cfg: TiCoConfig = TiCoConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -22,7 +22,7 @@ from torch import nn
 from selfsup.losses.reconstruction import gaussian_kl
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.nn.decoder import ConvDecoder
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms import eval_view
 from selfsup.transforms.ops import denormalize
 
@@ -35,14 +35,13 @@ class VAEConfig:
     beta: float = 1.0  # weight of the KL term (1: the ELBO)
 
 
-@register("vae", config=VAEConfig, views="pretext")
+@register("vae", config=VAEConfig, views="pretext", needs=Needs(views=1))
 class VAE(Method):
     """Variational autoencoder: reparameterised Gaussian code, ELBO."""
 
-    min_views = 1
-
-    def __init__(self, encoder: nn.Module, cfg: VAEConfig = VAEConfig(), image_shape: tuple | None = None):
+    def __init__(self, encoder: nn.Module, cfg: VAEConfig = VAEConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
+        image_shape = ctx.require("image_shape")
         self.cfg = cfg
         self.encoder = encoder
         self.to_q = nn.Linear(encoder.num_features, 2 * cfg.latent_dim)  # -> (mu, log sigma^2)

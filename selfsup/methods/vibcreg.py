@@ -37,7 +37,7 @@ from selfsup.losses.redundancy import vibcreg_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
 from selfsup.nn.iternorm import IterNorm
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -57,7 +57,7 @@ class VIbCRegConfig:
 class VIbCReg(Method):
     """VIbCReg: VICReg with an IterNorm-whitened projector output and a normalised covariance term."""
 
-    def __init__(self, encoder: nn.Module, cfg: VIbCRegConfig = VIbCRegConfig()):
+    def __init__(self, encoder: nn.Module, cfg: VIbCRegConfig = VIbCRegConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

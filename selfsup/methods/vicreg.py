@@ -24,7 +24,7 @@ from torch import nn
 from selfsup.losses.redundancy import vicreg_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -45,7 +45,7 @@ class VICRegConfig:
 class VICReg(Method):
     """VICReg: invariance + variance hinge + covariance decorrelation on the embeddings."""
 
-    def __init__(self, encoder: nn.Module, cfg: VICRegConfig = VICRegConfig()):
+    def __init__(self, encoder: nn.Module, cfg: VICRegConfig = VICRegConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -36,7 +36,7 @@ from selfsup.losses.moco import two_views
 from selfsup.losses.redundancy import vicreg_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 
 
 @dataclass
@@ -61,13 +61,12 @@ def _projector(d: int, hidden: int, out: int) -> nn.Sequential:
     return p
 
 
-@register("vicregl", config=VICRegLConfig, views="byol")
+# boxes: the loop hands each view's crop geometry in batch.boxes
+@register("vicregl", config=VICRegLConfig, views="byol", needs=Needs(boxes=True))
 class VICRegL(Method):
     """VICRegL: VICReg on pooled embeddings + VICReg on local vectors matched by location and by feature."""
 
-    needs_boxes = True  # the loop hands each view's crop geometry in batch.boxes
-
-    def __init__(self, encoder: nn.Module, cfg: VICRegLConfig = VICRegLConfig()):
+    def __init__(self, encoder: nn.Module, cfg: VICRegLConfig = VICRegLConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if not hasattr(encoder, "forward_maps"):
             raise SelfsupError("vicregl needs a backbone with a spatial feature map (forward_maps): use a convnet or "
@@ -102,7 +101,7 @@ class VICRegL(Method):
         x1, x2 = two_views(batch.views, self.name)  # [N, C, H, W] each
         if batch.boxes is None:
             raise SelfsupError("vicregl matches locations through the crops' geometry: the batch needs boxes "
-                               "(Views(..., boxes=True); the training loop fills them for methods with needs_boxes)")
+                               "(Views(..., boxes=True); the training loop fills them for methods that declare needs.boxes)")
         c = self.cfg
         f1, f2 = self.encoder.forward_maps(x1), self.encoder.forward_maps(x2)  # [N, F, h, w]
         n, f, h, w = f1.shape

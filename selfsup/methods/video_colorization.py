@@ -29,11 +29,10 @@ from torch import nn
 
 from selfsup.backbones import clone_backbone
 from selfsup.data.video import make_videos, split_frames
-from selfsup.errors import SelfsupError
 from selfsup.losses.precision import float32_loss
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.methods.colorization import LabEncoder
-from selfsup.registry import register
+from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms.color import rgb_to_lab
 from selfsup.nn.kmeans import kmeans
 
@@ -56,18 +55,14 @@ def propagate(f_ref: torch.Tensor, f_tgt: torch.Tensor, values: torch.Tensor, te
     return attn @ values.float()
 
 
-@register("video_colorization", config=VideoColorizationConfig, views="pretext")
+@register("video_colorization", config=VideoColorizationConfig, views="pretext", needs=Needs(views=1, color=True, video=True))
 class VideoColorization(Method):
     """Colour the last frame by pointing at reference pixels; tracking by the same pointing."""
 
-    min_views = 1
-    needs_color = True
-
     def __init__(self, encoder: nn.Module, cfg: VideoColorizationConfig = VideoColorizationConfig(),
-                 image_shape: tuple | None = None, normalization: tuple | None = None):
+                 ctx: BuildContext = BuildContext()):
         super().__init__()
-        if image_shape[0] != 3:
-            raise SelfsupError("video_colorization needs colour videos: --data moving-shapes")
+        normalization = ctx.require("normalization")
         self.cfg = cfg
         net = clone_backbone(encoder, in_channels=1)
         self.encoder = LabEncoder(*normalization, {"L": net})  # evaluation: grey mosaic -> pooled features

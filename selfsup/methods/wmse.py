@@ -28,7 +28,7 @@ from torch import nn
 from selfsup.losses.redundancy import wmse_loss
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.heads import mlp
-from selfsup.registry import register
+from selfsup.registry import BuildContext, register
 
 
 @dataclass
@@ -49,7 +49,7 @@ _SINGULAR_EPS = 0.1
 class WMSE(Method):
     """W-MSE: MSE between positives after whitening the embeddings in sub-batches."""
 
-    def __init__(self, encoder: nn.Module, cfg: WMSEConfig = WMSEConfig()):
+    def __init__(self, encoder: nn.Module, cfg: WMSEConfig = WMSEConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

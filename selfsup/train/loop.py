@@ -70,7 +70,7 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
     process, so they are already equal everywhere, and broadcasting a 65536-key queue every step
     would cost more than the step; BatchNorm running statistics stay per process (rank 0's are
     saved), or global with sync_bn. ``find_unused_parameters`` (an extra graph traversal a step) only
-    for methods whose steps can leave parameters out (``Method.skips_parameters``)."""
+    for methods whose steps can leave parameters out (``Needs.skips_parameters``)."""
     if not dist.is_dist():
         return method
     if sync_bn:
@@ -81,7 +81,7 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
     no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
                else "broadcast_buffers")
     return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=method.skips_parameters, gradient_as_bucket_view=True,
+                                   find_unused_parameters=method.needs.skips_parameters, gradient_as_bucket_view=True,
                                    **{no_sync: False})
 
 
@@ -240,9 +240,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     model = distribute(method, device, t_cfg.sync_bn)  # before the optimiser: SyncBatchNorm keeps the same parameters
     if dist.world_size() > 1:  # other augmentations, masks and shuffles on every process (the weights stay equal)
         torch.manual_seed(t_cfg.seed + 1_000_003 * dist.rank())
-    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.min_views)
+    views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.needs.views)
     texts = None
-    if method.uses_text:  # image-text methods (CLIP) get the captions as tokens
+    if method.needs.text:  # image-text methods (CLIP) get the captions as tokens
 
         if train.captions is None:
             raise TrainingError(f"{cfg.method_name} trains on image-caption pairs, and {cfg.data.name} has no captions: "
@@ -341,7 +341,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                         batches = loader.iterate(st["epoch"])
                         batch = next(batches)
                     batch = batch.to(device)
-                    if method.needs_boxes:
+                    if method.needs.boxes:
                         batch.views, batch.boxes = views(batch.images, pgen, boxes=True)
                     else:
                         batch.views = views(batch.images, pgen)
@@ -467,7 +467,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             micro = 0
             for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):
                 batch = batch.to(device)
-                if method.needs_boxes:
+                if method.needs.boxes:
                     batch.views, batch.boxes = views(batch.images, gen, boxes=True)
                 else:
                     batch.views = views(batch.images, gen)

@@ -117,7 +117,7 @@ class Views:
               gen: torch.Generator | None, weak: bool = False, thetas: list | None = None) -> torch.Tensor:
         c = self.cfg
         v, theta = ops.random_resized_crop(x, size, scale, c.crop_ratio, c.flip_p, gen, return_theta=True)
-        if thetas is not None:  # the crop geometry, for methods that set needs_boxes
+        if thetas is not None:  # the crop geometry, for methods that declare needs.boxes
             thetas.append(theta)
         if weak:
             return ops.normalize(v, self.mean, self.std)
@@ -140,7 +140,7 @@ class Views:
 
     def __call__(self, images: torch.Tensor, gen: torch.Generator | None = None, boxes: bool = False):
         """The views; with ``boxes``, (views, boxes): boxes[v] is view v's crop geometry theta [B, 2, 3]
-        (``ops.random_resized_crop``), for methods that set ``needs_boxes`` (VICRegL). Same draws either way."""
+        (``ops.random_resized_crop``), for methods that declare ``needs.boxes`` (VICRegL). Same draws either way."""
         x = ops.to_float(images)
         thetas: list[torch.Tensor] = []
         views = [self.view(x, i, gen, thetas) for i in range(self.cfg.num_global)]

@@ -19,10 +19,10 @@ from selfsup.train import fit, resume
 
 
 def layers(name: str) -> list[dict]:
-    cls = get_method_spec(name).cls
-    data = ("moving-shapes" if recipe_path(name, "moving-shapes") else "color-digits" if cls.needs_color
-            else "captioned-digits" if cls.uses_text else "digits")
-    backbone = {"name": "vit_micro", "patch_size": 4} if cls.needs_vit else {"name": "convnet", "width": 0.25}
+    needs = get_method_spec(name).needs
+    data = ("moving-shapes" if needs.video else "color-digits" if needs.color
+            else "captioned-digits" if needs.text else "digits")
+    backbone = {"name": "vit_micro", "patch_size": 4} if needs.backbone == "vit" else {"name": "convnet", "width": 0.25}
     # the method's settings of its digits recipe where it has one (sized for a small set: DeepCluster's
     # default k is 10000 and DeepCluster-v2's 3 x 3000, more than the 256 images here), else its defaults
     path = recipe_path(name, "digits")

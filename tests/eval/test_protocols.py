@@ -270,7 +270,7 @@ def test_heldout_pretext_metric_is_reproducible_and_leaves_the_global_rng_alone(
 
     images = load_dataset("digits", "test").images[:100]
     m = selfsup.create_method("dae", backbone="convnet", in_channels=1, width=0.5, image_size=8)
-    views = Views(view_preset("pretext"), (0.3,), (0.3,), 8, m.min_views)
+    views = Views(view_preset("pretext"), (0.3,), (0.3,), 8, m.needs.views)
     torch.manual_seed(123)
     state = torch.get_rng_state()
     a = heldout_metrics(m, images, views, batch_size=32)

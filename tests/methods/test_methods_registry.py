@@ -17,13 +17,13 @@ METHODS = selfsup.list_methods()
 
 
 def channels(name: str) -> int:
-    return 3 if get_method_spec(name).cls.needs_color else 1
+    return 3 if get_method_spec(name).needs.color else 1
 
 
 def make(name: str) -> Method:
     torch.manual_seed(0)
     c = channels(name)
-    vit = get_method_spec(name).cls.needs_vit
+    vit = get_method_spec(name).needs.backbone == "vit"
     return selfsup.create_method(name, backbone="vit_micro" if vit else "convnet", in_channels=c,
                                  width=1.0 if vit else 0.25, num_samples=64, image_size=8,
                                  normalization=([0.3] * c, [0.35] * c))
@@ -35,12 +35,12 @@ def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
     images = torch.randint(0, 256, (b, c, 8, 8), dtype=torch.uint8, generator=g)
     batch = Batch(images, torch.arange(b), torch.randint(0, 10, (b,), generator=g))
     spec = get_method_spec(name)
-    views = Views(view_preset(spec.views), [0.3] * c, [0.35] * c, image_size=8, min_views=spec.cls.min_views)
-    if spec.cls.needs_boxes:  # location-matching methods get each view's crop geometry
+    views = Views(view_preset(spec.views), [0.3] * c, [0.35] * c, image_size=8, min_views=spec.needs.views)
+    if spec.needs.boxes:  # location-matching methods get each view's crop geometry
         batch.views, batch.boxes = views(images, g, boxes=True)
     else:
         batch.views = views(images, g)
-    if spec.cls.uses_text:  # image-text methods get captions
+    if spec.needs.text:  # image-text methods get captions
         from selfsup.data.text import tokenize
 
         batch.texts = tokenize([f"a photo of a {int(y)}" for y in batch.labels], 16)
@@ -166,3 +166,50 @@ def test_methods_that_need_the_image_shape_say_so():
         selfsup.create_method("ae", backbone="convnet", in_channels=1)  # no image_size: no decoder can be built
     with pytest.raises(ValueError, match="normalization"):
         selfsup.create_method("colorization", backbone="convnet", in_channels=3, image_size=8)
+
+
+@pytest.mark.parametrize("name", [m for m in METHODS if get_method_spec(m).needs.backbone == "vit"])
+def test_a_vit_only_method_given_a_cnn_refuses_once_from_its_declared_needs(name):
+    with pytest.raises(ValueError, match=f"{name} needs a ViT backbone.*--backbone vit_tiny"):
+        selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, num_samples=8, image_size=8,
+                              normalization=([0.3], [0.35]))
+
+
+def test_a_colour_method_given_grey_images_refuses_from_its_declared_needs():
+    for name in [m for m in METHODS if get_method_spec(m).needs.color]:
+        with pytest.raises(ValueError, match=f"{name} needs colour images \\(3 channels\\), got 1"):
+            selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, image_size=8,
+                                  normalization=([0.3], [0.35]))
+
+
+def test_needs_are_data_on_the_spec_not_attributes_probed_on_the_class():
+    import ast
+    import inspect
+
+    from selfsup.registry import Needs, register
+
+    old = {"min_views", "needs_color", "needs_vit", "uses_text", "skips_parameters", "needs_boxes", "uses_labels"}
+    for spec in selfsup.registry.method_specs():
+        body = ast.parse(inspect.getsource(inspect.getmodule(spec.cls))).body
+        attrs = {t.id for c in body if isinstance(c, ast.ClassDef) for s in c.body if isinstance(s, ast.Assign)
+                 for t in s.targets if isinstance(t, ast.Name)}
+        assert not attrs & old, f"{spec.name}: declare {attrs & old} in @register(..., needs=Needs(...))"
+        assert isinstance(spec.needs, Needs)
+    assert "signature" not in inspect.getsource(selfsup.registry.instantiate)  # a BuildContext, always passed
+    with pytest.raises(ValueError, match="views >= 1"):
+        Needs(views=0)
+    with pytest.raises(ValueError, match="needs.text but NoText has no encode_text"):
+        register("no_text_method", config=object, views="simclr", needs=Needs(text=True))(type("NoText", (), {}))
+    assert "no_text_method" not in METHODS and "no_text_method" not in selfsup.list_methods()
+
+
+def test_optional_abilities_are_protocols():
+    from selfsup.methods import EncodesText, FinetunesOwnEncoder, encoder_to_finetune
+
+    v2, v1 = make("simclrv2"), make("simclr")
+    assert isinstance(v2, FinetunesOwnEncoder) and not isinstance(v1, FinetunesOwnEncoder)
+    assert encoder_to_finetune(v1) is v1.evaluated_encoder
+    head = encoder_to_finetune(v2)  # backbone + the projection head's first layer (SimCLR v2, sec. 2)
+    assert head(torch.zeros(2, 1, 8, 8)).shape[1] == v2.projector[0].out_features
+    assert [m for m in METHODS if isinstance(make(m), EncodesText)] == [m for m in METHODS
+                                                                        if get_method_spec(m).needs.text]

@@ -56,8 +56,7 @@ def sgd_step(m: MoCo, loss: torch.Tensor, lr: float = 0.5) -> None:
 
 def test_v1_and_v2_are_the_papers_configs_of_one_method():
     v1, v2 = get_method_spec("mocov1"), get_method_spec("mocov2")
-    assert issubclass(v2.cls, v1.cls)
-    assert not [k for k, v in vars(v2.cls).items() if callable(v)], "v2 must add no code to v1, only a config"
+    assert v2.cls is v1.cls, "v2 must add no code to v1, only a config"
     assert (v1.views, v2.views) == ("mocov1", "simclr")  # v2: SimCLR's augmentation with blur
     c1, c2 = MoCoV1Config(), MoCoV2Config()
     assert (c1.temperature, c1.mlp, c1.dim, c1.queue_size, c1.momentum) == (0.07, False, 128, 65536, 0.999)
