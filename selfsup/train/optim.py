@@ -42,6 +42,8 @@ class LARS(torch.optim.Optimizer):
 
 
 def build_optimizer(groups: list[dict], cfg: OptimConfig, batch_size: int) -> torch.optim.Optimizer:
+    """The optimiser over a method's ``param_groups``; a group may carry ``lr_scale`` (its base rate relative
+    to the run's: All4One's transformer at 0.1 of it), ``fixed_lr`` (see set_lr) and ``lars_exclude``."""
     lr = cfg.lr * batch_size / 256 if cfg.scale_lr else cfg.lr
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
@@ -56,7 +58,8 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, batch_size: int) -> to
     else:
         raise SelfsupError(f"optim.name {cfg.name!r}: choose sgd, lars or adamw")
     for g in opt.param_groups:
-        g["base_lr"] = lr
+        g["base_lr"] = lr * g.get("lr_scale", 1.0)
+        g["lr"] = g["base_lr"]
     return opt
 
 
