@@ -223,7 +223,7 @@ def main() -> None:
                 if not want(arm):
                     continue
                 m, scfg = create_semi_method(base_arm(arm).removesuffix("-scratch"), {
-                    "steps": a.semi_steps, "seed": seed, "flip_p": float(cfg.views.get("flip_p", 0.5)),
+                    "steps": a.semi_steps, "seed": seed, "flip_p": cfg.views.flip_p,
                     "precision": cfg.train.precision, "channels_last": cfg.train.channels_last})
                 model, res = train_semi(m, scfg, encoder, train.subset(lab), train.subset(pool), spec, 10,
                                         from_scratch=scratch)

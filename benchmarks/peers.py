@@ -239,12 +239,12 @@ def main() -> None:
         torch.manual_seed(seed)
         # the same network and initialisation, with plain convolutions (the tap-wise gradient is selfsup's own)
         backbone = use_tap_convs(build_encoder(cfg, train.channels, size), on=False)
-        model = LightlySimCLR(backbone, m["proj_hidden"], m["proj_dim"], m["proj_layers"])
+        model = LightlySimCLR(backbone, m.proj_hidden, m.proj_dim, m.proj_layers)
         model = model.to(memory_format=torch.channels_last)
         # LARS at the recipe's rate and decay; lightly's LARS adapts every parameter (selfsup's leaves
         # norms and biases out, as the paper): the peer's own optimiser, as a user of it would write it
         opt = LARS(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
-        criterion = NTXentLoss(temperature=m["temperature"])
+        criterion = NTXentLoss(temperature=m.temperature)
         jitter = vc.jitter
         transform = SimCLRTransform(input_size=size, cj_prob=vc.jitter_p, cj_strength=1.0, cj_bright=jitter[0],
                                     cj_contrast=jitter[1], cj_sat=jitter[2], cj_hue=jitter[3],

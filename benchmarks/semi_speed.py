@@ -40,7 +40,7 @@ def main() -> None:
     train = run.split("train")
     lab = train.labelled_subset(a.fraction, 0)
     encoder = getattr(run.method, "finetune_encoder", run.encoder)
-    common = {"flip_p": float(cfg.views.get("flip_p", 0.5)), "precision": cfg.train.precision,
+    common = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision,
               "channels_last": cfg.train.channels_last}
     rows = {}
     for name in list_semi_methods():

@@ -149,7 +149,7 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
         encoder = build_method(cfg, spec.channels, len(unlabelled), spec.size).encoder
         args = dict(encoder.backbone_args)
         search = [Path(data_dir).expanduser()] if data_dir else []
-    defaults = {"flip_p": float(cfg.views.get("flip_p", 0.5)), "precision": cfg.train.precision,
+    defaults = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision,
                 "channels_last": cfg.train.channels_last}
     return encoder, args, spec, unlabelled, test, defaults, search
 

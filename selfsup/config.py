@@ -151,18 +151,21 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    method: dict[str, Any] = field(default_factory=lambda: {"name": "simclr"})  # name + method config fields
+    """A run's whole configuration. In a layer (a recipe, a config file, overrides) ``method`` is a mapping of
+    ``name`` and the method's fields and ``views`` a mapping of overrides of the method's view preset; after
+    ``resolve`` (the one compose step) ``method`` is the method's config dataclass (its paper defaults filled
+    in), ``method_name`` its registered name and ``views`` a ``ViewConfig`` (the preset with the overrides)."""
+
+    method: Any = field(default_factory=lambda: {"name": "simclr"})
     data: DataConfig = field(default_factory=DataConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    views: dict[str, Any] = field(default_factory=dict)  # overrides of the method's view preset
+    views: Any = field(default_factory=dict)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     out: str | None = None
-
-    @property
-    def method_name(self) -> str:
-        return self.method["name"]
+    # set by resolve, written as method.name; "derived": no layer gives it (from_dict refuses it as a key)
+    method_name: str = field(default="simclr", metadata={"derived": True})
 
 
 # ----------------------------------------------------------------------------------- parsing
@@ -284,7 +287,7 @@ def from_dict(cls: type, data: dict | Any, path: str = "") -> Any:
         return data
     if not isinstance(data, dict):
         raise ConfigError(f"{path or cls.__name__}: expected a mapping of keys, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("derived")}
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
@@ -296,7 +299,13 @@ def from_dict(cls: type, data: dict | Any, path: str = "") -> Any:
 
 
 def to_dict(obj: Any) -> Any:
-    """Dataclass -> plain YAML-friendly dict (tuples become lists)."""
+    """Dataclass -> plain YAML-friendly dict (tuples become lists); a resolved RunConfig writes its method as
+    ``{name, **fields}``, the form a layer gives (so that ``resolve([to_dict(cfg)])`` equals ``cfg``)."""
+    if isinstance(obj, RunConfig):
+        d = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if not f.metadata.get("derived")}
+        if dataclasses.is_dataclass(obj.method):
+            d["method"] = {"name": obj.method_name, **d["method"]}
+        return d
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
@@ -449,6 +458,10 @@ def resolve(layers: list[dict]) -> RunConfig:
             layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
     cfg = from_dict(RunConfig, _renamed(merged))
+    for key, what in (("method", "its name and settings, e.g. method: {name: simclr, temperature: 0.5}"),
+                      ("views", "overrides of the method's view preset, e.g. views: {crop_scale: [0.4, 1.0]}")):
+        if not isinstance(getattr(cfg, key), dict):
+            raise ConfigError(f"{key}: expected a mapping of {what}; got {getattr(cfg, key)!r}")
     if not isinstance(cfg.method.get("name"), str):
         raise ConfigError(f"method.name: expected a method name (a string; `selfsup list methods`), "
                           f"got {cfg.method.get('name')!r}")
@@ -456,10 +469,10 @@ def resolve(layers: list[dict]) -> RunConfig:
         spec = get_method_spec(cfg.method["name"])
     except KeyError as e:
         raise ConfigError(e.args[0]) from None
-    fields = {k: v for k, v in cfg.method.items() if k != "name"}
-    cfg.method = {"name": spec.name, **to_dict(from_dict(spec.config, fields, "method"))}
+    cfg.method_name = spec.name
+    cfg.method = from_dict(spec.config, {k: v for k, v in cfg.method.items() if k != "name"}, "method")
     preset = view_preset(spec.views)  # a ViewConfig (selfsup.transforms.views registers the presets)
-    cfg.views = to_dict(from_dict(type(preset), deep_merge(to_dict(preset), cfg.views), "views"))
+    cfg.views = from_dict(type(preset), deep_merge(to_dict(preset), cfg.views), "views")
     if cfg.optim.name not in ("sgd", "lars", "adamw"):
         raise ConfigError(f"optim.name {cfg.optim.name!r}: choose sgd, lars or adamw")
     if cfg.train.precision not in ("fp32", "bf16"):
@@ -486,7 +499,7 @@ def _check_bounds(cfg: RunConfig, preset: Any) -> None:
     for section, values, fields in sections:
         for f in fields:
             bound = f.metadata.get("bound")
-            value = values.get(f.name) if isinstance(values, dict) else getattr(values, f.name)
+            value = getattr(values, f.name)
             if bound is None or value is None:
                 continue
             key = f"{section}.{f.name}"
@@ -507,14 +520,9 @@ def _flow(value: Any) -> str:
     return yaml.safe_dump(to_dict(value), default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
-def method_config(cfg: RunConfig) -> Any:
-    spec = get_method_spec(cfg.method_name)
-    return from_dict(spec.config, {k: v for k, v in cfg.method.items() if k != "name"}, "method")
-
-
 def view_size(cfg: RunConfig, image_size: int) -> int:
     """Side of the training views: views.size, else the data's ``image_size``."""
-    return cfg.views.get("size") or image_size
+    return cfg.views.size or image_size
 
 
 def eval_size(cfg: RunConfig, image_size: int) -> int:

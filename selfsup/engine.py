@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from selfsup.backbones import create_backbone
-from selfsup.config import RunConfig, eval_size, load_run_config, method_config, view_size
+from selfsup.config import RunConfig, eval_size, load_run_config, view_size
 from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.dataset import match_channels, resize_images
 from selfsup.errors import SelfsupError
@@ -72,7 +72,7 @@ def build_encoder(cfg: RunConfig, in_channels: int, image_size: int | None = Non
     """A fresh backbone as ``cfg.backbone`` says, for views of side ``image_size`` (default: views.size or
     data.image_size)."""
     b = cfg.backbone
-    size = image_size or cfg.views.get("size") or cfg.data.image_size
+    size = image_size or cfg.views.size or cfg.data.image_size
     return create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
                            stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
                            pos_embed=b.pos_embed, drop_path=b.drop_path)
@@ -85,11 +85,11 @@ def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = Non
     (decoders); default: views.size or data.image_size. Methods copy the encoder they are given into
     their targets and teachers, so weights a run starts from go into ``encoder`` before this."""
     spec = get_method_spec(cfg.method_name)
-    size = image_size or cfg.views.get("size") or cfg.data.image_size
+    size = image_size or cfg.views.size or cfg.data.image_size
     encoder = encoder if encoder is not None else build_encoder(cfg, in_channels, size)
     norm = (cfg.data.mean, cfg.data.std) if cfg.data.mean is not None else None
     ctx = BuildContext(num_samples, (in_channels, size, size) if size else None, norm)
-    return instantiate(spec, encoder, method_config(cfg), ctx)
+    return instantiate(spec, encoder, cfg.method, ctx)
 
 
 def checkpoint_meta(cfg: RunConfig, **extra) -> dict:

@@ -48,7 +48,7 @@ def test_type_coercion():
     cfg = resolve([SIMCLR, parse_override("optim.lr=1"), parse_override("views.crop_scale=[0.2, 1]"),
                    parse_override("eval.knn_k=20")])
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
-    assert cfg.views["crop_scale"] == [0.2, 1.0]
+    assert cfg.views.crop_scale == (0.2, 1.0)
     assert cfg.eval.knn_k == (20,)
     assert from_dict(TrainConfig, {"max_steps": None}).max_steps is None
 
@@ -83,7 +83,7 @@ def test_layers_later_wins_and_merge_deeply():
     assert cfg.optim.lr == 0.4  # last layer wins
     assert cfg.optim.momentum == 0.8  # earlier key in the same section survives
     assert cfg.train.epochs == 7
-    assert cfg.method["temperature"] == 0.3
+    assert cfg.method.temperature == 0.3
     assert cfg.train.batch_size == RunConfig().train.batch_size  # untouched: the default
 
 
@@ -91,17 +91,32 @@ def test_default_method_survives_a_layer_that_sets_only_its_fields():
     """Defaults are the first layer: a recipe or override that sets method.temperature keeps the
     default method name (simclr), as `selfsup pretrain --data digits` picks simclr's recipe."""
     cfg = resolve([{"method": {"temperature": 0.5}}])
-    assert cfg.method_name == "simclr" and cfg.method["temperature"] == 0.5
+    assert cfg.method_name == "simclr" and cfg.method.temperature == 0.5
     assert resolve([{}]).method_name == "simclr"
 
 
 def test_method_fields_and_view_preset_are_resolved():
     cfg = resolve([{"method": "byol"}])
     assert cfg.method_name == "byol"
-    assert cfg.method["tau_base"] == 0.996  # the method's defaults are filled in
-    assert cfg.views["solarize_p"] == [0.0, 0.2]  # BYOL's view preset
+    assert cfg.method.tau_base == 0.996  # the method's defaults are filled in
+    assert cfg.views.solarize_p == (0.0, 0.2)  # BYOL's view preset
     cfg = resolve([{"method": "byol", "views": {"flip_p": 0.0}}])
-    assert cfg.views["flip_p"] == 0.0 and cfg.views["blur_p"] == [1.0, 0.1]
+    assert cfg.views.flip_p == 0.0 and cfg.views.blur_p == (1.0, 0.1)
+
+
+def test_after_compose_the_method_and_views_are_typed_and_round_trip():
+    from selfsup.methods.byol import BYOLConfig
+    from selfsup.transforms.views import ViewConfig
+
+    cfg = resolve([{"method": {"name": "byol", "tau_base": 0.99}, "views": {"flip_p": 0.0}}])
+    assert type(cfg.method) is BYOLConfig and type(cfg.views) is ViewConfig  # parsed once, not dicts
+    d = to_dict(cfg)
+    assert d["method"]["name"] == "byol" and d["method"]["tau_base"] == 0.99 and "method_name" not in d
+    again = resolve([d])
+    assert again == cfg and to_dict(again) == d
+    assert "unknown config key 'method_name'" in error_of({"method_name": "byol"})  # derived, never given
+    assert "method: expected a mapping" in error_of({"method": 5})
+    assert "views: expected a mapping" in error_of({"views": [0.2, 1.0]})
 
 
 def test_unknown_method_lists_known_ones():

@@ -193,7 +193,7 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
     name = b.name if student.lower() == "same" else student
     backbone_args = dict(name=name, in_channels=train.channels, width=student_width or b.width,
                          small_stem=b.small_stem, stem_stride=b.stem_stride)
-    dcfg = DistillConfig(flip_p=float(cfg.views.get("flip_p", 0.5)), precision=cfg.train.precision,
+    dcfg = DistillConfig(flip_p=cfg.views.flip_p, precision=cfg.train.precision,
                          channels_last=cfg.train.channels_last)
     dcfg = DistillConfig(**{**asdict(dcfg), **{k: v for k, v in changes.items() if v is not None}})
     if dcfg.temperature <= 0:

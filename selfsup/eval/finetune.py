@@ -275,6 +275,6 @@ def run_finetune_config(cfg, **changes) -> FinetuneConfig:
     """The protocol's settings for a pretraining run (a RunConfig): its flip probability (0 where
     mirror images are other classes, like digits), precision and memory format; ``changes``
     (None values ignored) override any field."""
-    base = FinetuneConfig(flip_p=float(cfg.views.get("flip_p", 0.5)), precision=cfg.train.precision,
+    base = FinetuneConfig(flip_p=cfg.views.flip_p, precision=cfg.train.precision,
                           channels_last=cfg.train.channels_last)
     return FinetuneConfig(**{**asdict(base), **{k: v for k, v in changes.items() if v is not None}})

@@ -223,7 +223,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
-    side = cfg.views.get("size") or train.image_size
+    side = cfg.views.size or train.image_size
     encoder = build_encoder(cfg, train.channels, side)
     if cfg.backbone.weights and not resume:  # a start from weights the user has (a resume has its own)
         try:  # before the method is built: its EMA targets and teachers start as copies of these weights

@@ -10,7 +10,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from selfsup.config import COUNT, FRACTION, NONNEG, POSITIVE, PROB, bounded, from_dict
+from selfsup.config import COUNT, FRACTION, NONNEG, POSITIVE, PROB, bounded
 from selfsup.errors import SelfsupError
 from selfsup.registry import list_view_presets, register_view_preset, view_preset  # noqa: F401  (public here too)
 from selfsup.transforms import ops
@@ -44,8 +44,8 @@ class ViewConfig:
 
 
 def view_config(cfg) -> ViewConfig:
-    """The ViewConfig of a resolved RunConfig (whose ``views`` section is a plain dict)."""
-    return from_dict(ViewConfig, cfg.views, "views")
+    """A copy of a resolved RunConfig's views (the caller may change it without changing the run's)."""
+    return dataclasses.replace(cfg.views)
 
 
 # SimCLR (Chen et al. 2020, appendix A): crop 0.08-1, flip, colour jitter 0.8 x (0.4,0.4,0.4,0.1),

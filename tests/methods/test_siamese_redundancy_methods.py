@@ -218,7 +218,7 @@ def test_byol_no_bn_ablation_config_loads_and_removes_bn_from_the_heads():
     assert load_yaml(path) == {"method": {"head_bn": False}}  # the file changes nothing else
     args = make_parser().parse_args(["pretrain", "--method", "byol", "--data", "fashion-mnist", "--config", str(path)])
     cfg = build_config(args)
-    assert cfg.method_name == "byol" and cfg.method["head_bn"] is False
+    assert cfg.method_name == "byol" and cfg.method.head_bn is False
     assert cfg.backbone.name == "resnet10"  # the fashion-mnist recipe still applies underneath
     m = build_method(cfg, in_channels=1)
     heads = [m.projector, m.predictor, m.target_projector]

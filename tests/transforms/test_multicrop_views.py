@@ -102,7 +102,7 @@ def test_config_validation():
         Views(dataclasses.replace(ViewConfig(), num_global=1), MEAN, STD, image_size=8)
     # the fields are ordinary recipe keys: a run config overrides them
     cfg = resolve([{"method": "simclr", "views": {"num_local": 4, "local_size": 5, "local_scale": [0.1, 0.3]}}])
-    assert cfg.views["num_local"] == 4 and cfg.views["local_scale"] == [0.1, 0.3]
+    assert cfg.views.num_local == 4 and cfg.views.local_scale == (0.1, 0.3)
 
 
 def test_encode_crops_groups_by_size_and_keeps_the_order():
