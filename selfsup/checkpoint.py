@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import warnings
+from typing import IO
 from pathlib import Path
 
 import torch
@@ -73,24 +74,24 @@ class RunLock:
 
     def __init__(self, run_dir: str | Path):
         self.path = Path(run_dir) / self.NAME
-        self.file = None
+        self.file: IO[str] | None = None
 
     def __enter__(self) -> "RunLock":
         import fcntl
 
-        self.file = open(self.path, "a+")
+        self.file = file = open(self.path, "a+")
         try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            file.close()
             raise CheckpointError(f"{self.path.parent} is being written by process {holder} (a pretrain or resume "
                                   f"still running): wait for it to finish, or choose another --out") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(str(os.getpid()))
-        self.file.flush()
+        file.seek(0)
+        file.truncate()
+        file.write(str(os.getpid()))
+        file.flush()
         return self
 
     def __exit__(self, *exc) -> None:

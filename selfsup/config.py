@@ -249,8 +249,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         # an element's own error ('data.mean[0]: ...') is the precise one; else name every accepted type
-        inner = [e for e in errors if not e.startswith(f"{path}: expected")]
-        raise ConfigError(inner[0] if inner else f"{path}: expected {_describe(tp)}, got {value!r}")
+        precise = [e for e in errors if not e.startswith(f"{path}: expected")]
+        raise ConfigError(precise[0] if precise else f"{path}: expected {_describe(tp)}, got {value!r}")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
             value = [value] if origin is tuple and typing.get_args(tp)[-1:] == (Ellipsis,) else value
@@ -261,14 +261,14 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             if len(value) != len(args):
                 raise ConfigError(f"{path}: expected {_describe(tp)}, got {len(value)} ({list(value)!r})")
             return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-        inner = args[0] if args else Any
-        out = [_coerce(v, inner, f"{path}[{i}]") for i, v in enumerate(value)]
+        item: Any = args[0] if args else Any
+        out = [_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if origin is tuple else out
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
         return dict(value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

@@ -154,9 +154,9 @@ def gather_uneven(x: torch.Tensor) -> torch.Tensor:
     if world_size() == 1:
         return x
     n = torch.tensor([x.shape[0]], device=x.device)
-    sizes = [torch.zeros_like(n) for _ in range(world_size())]
-    dist.all_gather(sizes, n)
-    sizes = [int(s.item()) for s in sizes]
+    counts = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(counts, n)
+    sizes = [int(s.item()) for s in counts]
     pad = x.new_zeros((max(sizes) - x.shape[0], *x.shape[1:]))
     parts = [x.new_zeros((max(sizes), *x.shape[1:])) for _ in sizes]
     dist.all_gather(parts, torch.cat([x, pad]).contiguous())

@@ -33,7 +33,7 @@ class Registry(Mapping[str, T], Generic[T]):
         self._items[name] = item
         return item
 
-    def get(self, name: str, hint: str = "") -> T:  # type: ignore[override]  (fails instead of returning None)
+    def get(self, name: str, hint: str = "") -> T:  # type: ignore[override]  # fails instead of returning None
         if name not in self._items:
             raise self.error(unknown_name_message(self.kind, name, list(self._items)) + hint)
         return self._items[name]
@@ -54,7 +54,7 @@ class Registry(Mapping[str, T], Generic[T]):
         return sorted(self._items)
 
     def copy(self) -> "Registry[T]":
-        other = Registry(self.kind, self.error)
+        other: Registry[T] = Registry(self.kind, self.error)
         other._items = dict(self._items)
         return other
 
