@@ -22,8 +22,7 @@ from selfsup.data import DATASETS
 from selfsup.engine import labelled_splits
 from selfsup.eval.attention import attention_report
 from selfsup.eval.distill import distill_run
-from selfsup.eval.robustness import CORRUPTIONS
-from selfsup.eval.protocol import pct
+from selfsup.eval.protocol import cli_options, comma_list, pct
 from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_raw_pixels, pretext_correlation
 from selfsup.export import embed_images, export_encoder
 from selfsup.registry import method_specs
@@ -127,31 +126,20 @@ def _cmd_pretrain(args) -> None:
         print(json.dumps({"run": str(run_dir), **{k: v for k, v in summary.items() if not k.startswith("diag/")}}))
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 0.01,0.1,1") from None
-
-
-def _str_list(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
 def _cmd_eval(args) -> None:
     """Checks the flags against the protocol's options (selfsup.eval.run.PROTOCOLS), runs it on each run, prints
     its summary (or the result as JSON)."""
     protocol = PROTOCOLS[args.protocol]
-    flags = {k for p in PROTOCOLS.values() for k in p.options}
+    flags = cli_options(PROTOCOLS.values())
     given = {k: v for k, v in vars(args).items() if k in flags and v is not None and v is not False}
     for k in given:
-        if k not in protocol.options:
-            owners = " / ".join(f"`selfsup eval {p.name}`" for p in PROTOCOLS.values() if k in p.options)
+        if k not in protocol.keywords:
+            owners = " / ".join(f"`selfsup eval {p}`" for p in flags[k][1])
             raise ConfigError(f"--{k.replace('_', '-')} does not apply to `selfsup eval {args.protocol}`: "
                               f"it is an option of {owners}")
     if args.test and not args.labels:
         raise ConfigError("--test needs --labels: the labelled images a model is fitted on before it is tested")
-    options = {protocol.options[k]: v for k, v in given.items()}
+    options = {protocol.keywords[k]: v for k, v in given.items()}
     if protocol.progress:
         options["progress"] = not args.json
 
@@ -397,36 +385,9 @@ def make_parser() -> argparse.ArgumentParser:
                                                                      "runs also give the correlation across them)")
     ev.add_argument("--json", action="store_true", help="print each result as one JSON object (one line per run)")
     ev.add_argument("--device", default="cpu")
-    ev.add_argument("--fraction", type=float, help="finetune: fraction of the training labels (default 0.1)")
-    ev.add_argument("--epochs", type=int, help="finetune, semi: fine-tuning epochs over the labelled subset "
-                                                "(default 60 at 1 %%, else 30)")
-    ev.add_argument("--steps", type=int, help="finetune, semi: a fixed number of fine-tuning steps instead of epochs")
-    ev.add_argument("--from-scratch", action="store_true", help="finetune: random init, the supervised baseline")
-    ev.add_argument("--fractions", type=_float_list, help="semi: label fractions (default 0.01,0.1,1)")
-    ev.add_argument("--per-class", type=int, help="semi: also N labels of every class (e.g. 10), first")
-    ev.add_argument("--finetune-up-to", type=float, help="semi: fine-tune (and train from scratch) only at fractions "
-                                                         "up to this one (default 1; 0: linear probes only)")
-    ev.add_argument("--semi-methods", type=_str_list, help="semi: also these semi-supervised methods (fixmatch, "
-                                                           "mixmatch, vat, pseudolabel, supervised), from the encoder "
-                                                           "and from scratch, where fine-tuning runs")
-    ev.add_argument("--semi-steps", type=int, help="semi: steps of each --semi-methods run (default 1000)")
-    ev.add_argument("--clusters", type=int, help="cluster: k of k-means (default: the number of classes)")
-    ev.add_argument("--embed", type=_str_list, help="embed2d: tsne and/or umap (default tsne, and umap if installed)")
-    ev.add_argument("--max-points", type=int, help="embed2d: test images embedded (default 3000, class-balanced)")
-    ev.add_argument("--corruptions", type=_str_list, help=f"robustness: any of {','.join(CORRUPTIONS)} (default all)")
-    ev.add_argument("--labels", metavar="DIR|FILE.csv",
-                    help="knn, linear, finetune, semi, cluster, embed2d, transfer, robustness (diagnostics: their images): "
-                         "your own labels instead of the run's dataset: a folder with one sub-folder per class, or a CSV of path,label rows (paths relative "
-                         "to the CSV or to the pretraining folder)")
-    ev.add_argument("--test", metavar="DIR|FILE.csv", help="with --labels: labelled images to test on "
-                                                          "(default: stratified k-fold cross-validation)")
-    ev.add_argument("--folds", type=int, help="with --labels and no --test: cross-validation folds (default 5)")
-    ev.add_argument("--target", help="transfer: the labelled dataset to probe on (default digits)")
-    ev.add_argument("--target-dir", help="transfer: where the target dataset is (as --data-dir)")
-    ev.add_argument("--seed", type=int, help="subset / k-means / corruption seed (default 0)")
-    ev.add_argument("--prompts", type=lambda t: [p.strip() for p in t.split("|") if p.strip()],
-                    help="zeroshot: prompt templates with {label}, several separated by | and averaged "
-                         "(default 'a photo of a {label}')")
+    for name, (opt, owners) in cli_options(PROTOCOLS.values()).items():  # declared by the protocols
+        kind = {"action": "store_true"} if opt.switch else {"type": opt.type, "metavar": opt.metavar}
+        ev.add_argument(opt.flag, dest=name, help=f"{', '.join(owners)}: {opt.help}".replace("%", "%%"), **kind)
     ev.set_defaults(func=_cmd_eval)
 
     ds = sub.add_parser("distill", help="SimCLR v2 distillation: fine-tune a teacher on a fraction of the labels, "
@@ -456,7 +417,7 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", default=None, help="wall-clock training budget per run (default 15m)")
     g.add_argument("--epochs", type=int, help="epochs per run instead of a budget")
     bn.add_argument("--seeds", type=int, default=1, help="runs per method; the leaderboard shows mean +- std")
-    bn.add_argument("--protocols", type=_str_list, default=["knn", "linear"],
+    bn.add_argument("--protocols", type=comma_list(), default=["knn", "linear"],
                     help="evaluations per run (default knn,linear; efficiency is always read)")
     bn.add_argument("--out", help="bench directory (default runs/bench-DATA-BUDGET); re-run to resume")
     bn.add_argument("--device", default="cpu")
@@ -464,7 +425,7 @@ def make_parser() -> argparse.ArgumentParser:
     bn.set_defaults(func=_cmd_bench)
 
     cl = sub.add_parser("claims", help="run the experiments behind the field's claims; write docs/claims.md")
-    cl.add_argument("--only", type=_str_list, help="claim names, comma-separated (default: all fifteen)")
+    cl.add_argument("--only", type=comma_list(), help="claim names, comma-separated (default: all fifteen)")
     cl.add_argument("--list", action="store_true", help="list the claims and exit")
     cl.add_argument("--budget-per-run", default="5m", help="wall-clock training budget of each run (default 5m)")
     cl.add_argument("--seeds", type=int, default=1, help="seeds per arm; the spread decides 'inconclusive'")

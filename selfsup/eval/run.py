@@ -11,6 +11,7 @@ cluster, embed2d, semi and robustness share one extraction.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -51,21 +52,52 @@ from selfsup.eval.pretext import correlation, heldout_metrics, pretext_metrics
 from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, plot_robustness, robustness_curves
 from selfsup.eval.semi import per_class_fraction, plot_semi, semi_supervised
 from selfsup.eval.transfer import transfer_scores
-from selfsup.eval.protocol import USER_LABELS, Protocol, pct, plus_minus
+from selfsup.eval.protocol import FOLDS, LABELS, SEED, USER_LABELS, Option, Protocol, comma_list, pct, plus_minus
 from selfsup.registry import Registry, get_method_spec
 
 PROTOCOLS: Registry[Protocol] = Registry("evaluation protocol")
 
 
-def protocol(name: str, summary: Callable[[dict], str], options: dict[str, str] | None = None, **kw):
+def protocol(name: str, summary: Callable[[dict], str], options: tuple[Option, ...] = (), **kw):
     """Registers the decorated ``evaluate_<name>(run_dir, device, **options)`` as the protocol ``name``:
-    ``summary(result)`` is its human line, ``options`` its CLI flags (-> keywords); ``kw``: the other
-    ``Protocol`` fields (applies, note, bench, sharded, progress)."""
+    ``summary(result)`` is its human line, ``options`` its flags of ``selfsup eval`` (each an ``Option``, whose
+    keyword the function must take); ``kw``: the other ``Protocol`` fields (applies, note, bench, sharded,
+    progress)."""
     def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
-        PROTOCOLS.add(name, Protocol(name, fn, summary, dict(options or {}), **kw))
+        params = inspect.signature(fn).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())  # **changes: e.g. FinetuneConfig fields
+        missing = [o.keyword or o.name for o in options if (o.keyword or o.name) not in params and not takes_any]
+        if missing:
+            raise TypeError(f"protocol {name!r}: {fn.__name__} takes no {', '.join(missing)} (its options' keywords)")
+        PROTOCOLS.add(name, Protocol(name, fn, summary, tuple(options), **kw))
         return fn
 
     return wrap
+
+
+# the options one or two protocols take, declared once (LABELS, TEST, FOLDS, SEED: selfsup.eval.protocol)
+FRACTION = Option("fraction", "fraction of the training labels (default 0.1)", type=float)
+EPOCHS = Option("epochs", "fine-tuning epochs over the labelled subset (default 60 at 1 %, else 30)", type=int)
+STEPS = Option("steps", "a fixed number of fine-tuning steps instead of epochs", type=int)
+FROM_SCRATCH = Option("from_scratch", "random init, the supervised baseline", switch=True)
+FRACTIONS = Option("fractions", "label fractions (default 0.01,0.1,1)", type=comma_list(float))
+PER_CLASS = Option("per_class", "also N labels of every class (e.g. 10), first", type=int)
+FINETUNE_UP_TO = Option("finetune_up_to", "fine-tune (and train from scratch) only at fractions up to this one "
+                                          "(default 1; 0: linear probes only)", type=float)
+SEMI_METHODS = Option("semi_methods", "also these semi-supervised methods (fixmatch, mixmatch, vat, pseudolabel, "
+                                      "supervised), from the encoder and from scratch, where fine-tuning runs",
+                      type=comma_list())
+SEMI_STEPS = Option("semi_steps", "steps of each --semi-methods run (default 1000)", type=int)
+CLUSTERS = Option("clusters", "k of k-means (default: the number of classes)", keyword="num_clusters", type=int)
+EMBED = Option("embed", "tsne and/or umap (default tsne, and umap if installed)", keyword="kinds", type=comma_list())
+MAX_POINTS = Option("max_points", "test images embedded (default 3000, class-balanced)", type=int)
+CORRUPTION_KINDS = Option("corruptions", f"any of {','.join(CORRUPTIONS)} (default all)", keyword="kinds",
+                          type=comma_list())
+TARGET = Option("target", "the labelled dataset to probe on (default digits)")
+TARGET_DIR = Option("target_dir", "where the target dataset is (as --data-dir)")
+PROMPTS = Option("prompts", "prompt templates with {label}, several separated by | and averaged "
+                            "(default 'a photo of a {label}')",
+                 type=lambda t: [p.strip() for p in t.split("|") if p.strip()])
 
 
 def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
@@ -179,7 +211,7 @@ def _knn_summary(res: dict) -> str:
                               for k in res if k.startswith("top1_k"))
 
 
-@protocol("knn", _knn_summary, {**USER_LABELS, "folds": "folds", "seed": "seed"}, sharded=True)
+@protocol("knn", _knn_summary, (*USER_LABELS, FOLDS, SEED), sharded=True)
 def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
                  seed: int = 0) -> dict:
     """Weighted kNN. ``labels`` (a folder of class sub-folders or a CSV of path,label): on the user's
@@ -200,7 +232,7 @@ def _linear_summary(res: dict) -> str:
     return f"linear top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')}" + (f" (l2 {res['l2']:g})" if "l2" in res else "")
 
 
-@protocol("linear", _linear_summary, {**USER_LABELS, "folds": "folds", "seed": "seed"}, sharded=True)
+@protocol("linear", _linear_summary, (*USER_LABELS, FOLDS, SEED), sharded=True)
 def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
                     seed: int = 0) -> dict:
     """Linear probe (L2 strength chosen on a validation part of each training fold). ``labels``: as kNN's."""
@@ -245,9 +277,8 @@ def _finetune_summary(res: dict) -> str:
     return f"finetune top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')} ({what}, {res['epochs']} epochs)"
 
 
-@protocol("finetune", _finetune_summary, {"fraction": "fraction", "epochs": "epochs", "steps": "steps",
-                                          "from_scratch": "from_scratch", "seed": "seed", **USER_LABELS,
-                                          "folds": "folds"}, bench=False, progress=True)
+@protocol("finetune", _finetune_summary, (FRACTION, EPOCHS, STEPS, FROM_SCRATCH, SEED, *USER_LABELS, FOLDS),
+          bench=False, progress=True)
 def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs: int | None = None,
                       steps: int | None = None, from_scratch: bool = False, device: str = "cpu",
                       progress: bool = False, labels=None, test=None, folds: int = DEFAULT_FOLDS, **changes) -> dict:
@@ -299,7 +330,7 @@ def _cluster_summary(res: dict) -> str:
     return f"k-means (k={res['k']}): NMI {res['nmi']:.3f}, ARI {res['ari']:.3f}, accuracy {pct(res['accuracy'])}"
 
 
-@protocol("cluster", _cluster_summary, {"clusters": "num_clusters", "seed": "seed", **USER_LABELS})
+@protocol("cluster", _cluster_summary, (CLUSTERS, SEED, *USER_LABELS))
 def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0, labels=None,
                      test=None) -> dict:
     """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian
@@ -316,7 +347,7 @@ def _embed2d_summary(res: dict) -> str:
     return "pictures: " + ", ".join(res["pictures"].values())
 
 
-@protocol("embed2d", _embed2d_summary, {"embed": "kinds", "max_points": "max_points", "seed": "seed", **USER_LABELS})
+@protocol("embed2d", _embed2d_summary, (EMBED, MAX_POINTS, SEED, *USER_LABELS))
 def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0, labels=None,
                      test=None) -> dict:
     """t-SNE (and UMAP when umap-learn is installed) of up to ``max_points`` test features, a
@@ -356,7 +387,7 @@ def _diagnostics_summary(res: dict) -> str:
     return "\n  " + "\n  ".join(lines)
 
 
-@protocol("diagnostics", _diagnostics_summary, {"seed": "seed", "labels": "labels"})
+@protocol("diagnostics", _diagnostics_summary, (SEED, LABELS))
 def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, seed: int = 0, labels=None) -> dict:
     """Representation diagnostics: effective rank (RankMe), per-dimension std, alignment and uniformity
     (Wang & Isola 2020) of the encoder's features and of the method's embedding (what its loss sees);
@@ -426,10 +457,8 @@ def _semi_summary(res: dict) -> str:
                                   for r in res["rows"]) + f"\n  picture: {res['picture']}"
 
 
-@protocol("semi", _semi_summary, {"fractions": "fractions", "epochs": "epochs", "steps": "steps", "seed": "seed",
-                                  "per_class": "per_class", "finetune_up_to": "finetune_up_to",
-                                  "semi_methods": "semi_methods", "semi_steps": "semi_steps", **USER_LABELS},
-          bench=False)
+@protocol("semi", _semi_summary, (FRACTIONS, EPOCHS, STEPS, SEED, PER_CLASS, FINETUNE_UP_TO, SEMI_METHODS,
+                                  SEMI_STEPS, *USER_LABELS), bench=False)
 def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
                   steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
                   finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000, labels=None,
@@ -464,7 +493,7 @@ def _robustness_summary(res: dict) -> str:
             + f"\n  picture: {res['picture']}")
 
 
-@protocol("robustness", _robustness_summary, {"corruptions": "kinds", "seed": "seed", **USER_LABELS})
+@protocol("robustness", _robustness_summary, (CORRUPTION_KINDS, SEED, *USER_LABELS))
 def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0, labels=None, test=None) -> dict:
     """Linear probe fitted on clean features, accuracy under each corruption at severities 1-5, for
     the encoder and for raw pixels; RUN_DIR/robustness.png plots both with example images. With
@@ -502,8 +531,7 @@ def _transfer_summary(res: dict) -> str:
     return f"{res['source']} -> {res['target']}: " + "; ".join(row(n) for n in ("pretrained", "random_init", "raw_pixels"))
 
 
-@protocol("transfer", _transfer_summary, {"target": "target", "target_dir": "target_dir", "seed": "seed",
-                                          **USER_LABELS, "folds": "folds"}, bench=False)
+@protocol("transfer", _transfer_summary, (TARGET, TARGET_DIR, SEED, *USER_LABELS, FOLDS), bench=False)
 def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None = None, device: str = "cpu",
                       seed: int = 0, labels=None, test=None, folds: int = DEFAULT_FOLDS) -> dict:
     """The run's encoder probed on another labelled dataset ``target`` (resized to the run's image
@@ -618,7 +646,7 @@ def _zeroshot_summary(res: dict) -> str:
             f"on {res['test_set']}")
 
 
-@protocol("zeroshot", _zeroshot_summary, {"prompts": "prompts"}, applies=has_text_encoder,
+@protocol("zeroshot", _zeroshot_summary, (PROMPTS,), applies=has_text_encoder,
           note="image-text runs only")
 def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {label}",), dataset: str | None = None,
                       data_dir: str | None = None) -> dict:

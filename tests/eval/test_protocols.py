@@ -308,6 +308,29 @@ def test_protocol_options_are_checked(run, capsys):
             "pretext", "efficiency", "zeroshot", "retrieval"} == set(PROTOCOLS)
 
 
+def test_a_protocol_declares_its_flags_and_the_cli_is_built_from_them(capsys):
+    """Each option once, with its type and help, in the protocol; `selfsup eval --help` names the protocols
+    that take it; a keyword the protocol's function lacks, or one flag declared twice differently, fails."""
+    import argparse
+
+    from selfsup.eval.protocol import Option, Protocol, cli_options
+    from selfsup.eval.run import protocol
+
+    opts = cli_options(PROTOCOLS.values())
+    assert opts["clusters"][0].keyword == "num_clusters" and opts["clusters"][1] == ["cluster"]
+    assert opts["fractions"][0].type("0.01,0.1") == [0.01, 0.1]
+    with pytest.raises(argparse.ArgumentTypeError, match="comma-separated float"):
+        opts["fractions"][0].type("0.1,x")
+    rc, out, _ = cli(["eval", "--help"], capsys)
+    assert rc == 0 and "cluster: k of k-means" in out and "finetune, semi: fine-tuning epochs" in out
+    with pytest.raises(TypeError, match="takes no colour"):
+        protocol("bad", str, (Option("colour", "a flag the function lacks"),))(lambda run_dir, device="cpu": {})
+    assert "bad" not in PROTOCOLS
+    twice = [Protocol("a", dict, str, (Option("k", "one"),)), Protocol("b", dict, str, (Option("k", "other"),))]
+    with pytest.raises(ValueError, match="declared twice"):
+        cli_options(twice)
+
+
 def test_feature_cache_follows_the_checkpoint(run):
     from selfsup.eval.run import run_features
 
