@@ -33,6 +33,7 @@ from selfsup.engine import labelled_splits
 from selfsup.methods.base import encoder_to_finetune
 from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
+from selfsup.nn.stepper import Stepper
 from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import cosine, light_augment
 from selfsup.nn.classifier import Classifier
@@ -100,36 +101,22 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
     steps_per_epoch = n // bs  # drop the last incomplete batch, as pretraining does
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(cfg.seed + 2)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc="distil", disable=not progress, unit="step", dynamic_ncols=True)
+    steps = Stepper(opt, total, cosine, cfg.precision, device, "distillation",
+                    f"lower the learning rate (now {cfg.lr}) or use fp32", progress, "distil")
     student.train()
-    step, loss = 0, torch.tensor(float("nan"))
-    while step < total:
+    while steps.left:
         for idx in torch.randperm(n, generator=gen)[:steps_per_epoch * bs].split(bs):
-            if step >= total:
+            if not steps.left:
                 break
             x = light_augment(train_images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * cosine(step, total)
-            with torch.autocast(**autocast):
+            with steps.autocast():
                 with torch.no_grad():
                     t_logits = teacher(x)  # [B, K], same view as the student's
                 s_logits = student(x)  # [B, K]
-            loss = distillation_loss(s_logits, t_logits, cfg.temperature)
-            if not torch.isfinite(loss):
-                raise SelfsupError(f"distillation diverged (loss {loss.item()}) at step {step}: lower the learning "
-                                   f"rate (now {cfg.lr}) or use fp32")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-    bar.close()
+            steps.update(distillation_loss(s_logits, t_logits, cfg.temperature))
+    steps.close()
 
     kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
               precision=cfg.precision, channels_last=cfg.channels_last)
@@ -142,7 +129,7 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
             "student_top1": (s_pred == test.labels).float().mean().item(),
             "teacher_top1": (t_pred == test.labels).float().mean().item(),
             "agreement": (s_pred == t_pred).float().mean().item(), **settings,
-            "num_unlabelled": n, "final_loss": loss.item(), "loss": "-sum p_T(y|x;tau) log p_S(y|x;tau)",
+            "num_unlabelled": n, "final_loss": steps.loss.item(), "loss": "-sum p_T(y|x;tau) log p_S(y|x;tau)",
             "seconds": time.time() - t0}
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from selfsup.engine import InputSpec
 from selfsup.errors import SelfsupError
+from selfsup.nn.stepper import Stepper
 from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.nn.features import extract_features
 from selfsup.eval.linear import fit_probe
@@ -183,9 +184,9 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
         p.requires_grad_(True)
     opt, optimizer = optimizer_for(model, cfg)
-    base_lrs = [g["lr"] for g in opt.param_groups]
+    lrs = [g["lr"] for g in opt.param_groups]
     # reported: SGD's encoder group (the first), or AdamW's lowest layer (layer decay makes it the smallest)
-    encoder_lr = base_lrs[0] if optimizer.startswith("sgd") else min(base_lrs)
+    encoder_lr = lrs[0] if optimizer.startswith("sgd") else min(lrs)
 
     bs = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / bs)
@@ -197,36 +198,22 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     images, labels = labelled.images, labelled.labels.to(device)
     if isinstance(images, torch.Tensor):
         images = images.to(device)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc="fine-tune" + (" (from scratch)" if cfg.from_scratch else ""), disable=not progress,
-               unit="step", dynamic_ncols=True)
+    steps = Stepper(opt, total, cosine, cfg.precision, device, "fine-tuning",
+                    f"lower the learning rates (now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) "
+                    f"or use fp32", progress, "fine-tune" + (" (from scratch)" if cfg.from_scratch else ""))
     model.train()
-    step, loss = 0, torch.tensor(float("nan"))
-    while step < total:
+    while steps.left:
         # nearly equal batches (tensor_split) so that no batch is a lone image batch norm cannot use
         for idx in torch.randperm(n, generator=gen).tensor_split(steps_per_epoch):
-            if step >= total:
+            if not steps.left:
                 break
             x = light_augment(images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            for g, lr in zip(opt.param_groups, base_lrs):
-                g["lr"] = lr * cosine(step, total)
-            with torch.autocast(**autocast):
+            with steps.autocast():
                 logits = model(x)  # [B, K]
-            loss = F.cross_entropy(logits.float(), labels[idx])
-            if not torch.isfinite(loss):
-                raise SelfsupError(f"fine-tuning diverged (loss {loss.item()}) at step {step}: lower the learning rates "
-                                   f"(now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            bar.update(1)
-    bar.close()
+            steps.update(F.cross_entropy(logits.float(), labels[idx]))
+    steps.close()
 
     kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
               precision=cfg.precision, channels_last=cfg.channels_last)
@@ -238,7 +225,7 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
                     batch_size=bs, crop_scale=list(cfg.crop_scale), encoder_lr=encoder_lr)
     result = {"protocol": "finetune", "top1": top1, "train_top1": train_top1, **settings,
               "num_labelled": n, "labelled_per_class": [int(c) for c in per_class],
-              "num_features": int(enc.num_features), "final_loss": loss.item(), "optimizer": optimizer,
+              "num_features": int(enc.num_features), "final_loss": steps.loss.item(), "optimizer": optimizer,
               "schedule": "cosine, no warm-up", "augmentation": "random resized crop + flip",
               "seconds": time.time() - t0}
     return model, result

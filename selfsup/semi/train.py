@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from selfsup.errors import SelfsupError
+from selfsup.nn.stepper import Stepper
 from selfsup.nn.features import extract_features
 from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.semi.base import Batch, SemiConfig, SemiMethod, Views, lr_factor
@@ -93,43 +94,31 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
         model = model.to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     opt = _optimizer(model, cfg)
-    base_lrs = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     views = Views(spec.mean, spec.std, spec.size, cfg.flip_p, gen, device)
     lab_idx = _Cycler(len(labelled), cfg.batch_size, gen)
     unl_idx = _Cycler(len(unlabelled), cfg.mu * cfg.batch_size, gen)
     y_all = labelled.labels.to(device)
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.steps, desc=f"{method.name}" + (" (from scratch)" if from_scratch else ""),
-               disable=not progress, unit="step", dynamic_ncols=True)
+    steps = Stepper(opt, cfg.steps, lambda step, total: lr_factor(cfg.schedule, step, total), cfg.precision, device,
+                    method.name, f"lower lr (now {cfg.lr}) or use fp32", progress,
+                    method.name + (" (from scratch)" if from_scratch else ""))
     tail = max(1, cfg.steps // 10)
     sums: dict = {}
     model.train()
     for step in range(cfg.steps):
         i, j = lab_idx.next(), unl_idx.next()
         batch = Batch(labelled.images[i], y_all[i.to(device)], unlabelled.images[j], step, cfg.steps)
-        for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * lr_factor(cfg.schedule, step, cfg.steps)
-        with torch.autocast(**autocast):
+        with steps.autocast():
             loss, logs = method.loss(model, batch, views)
-        if not torch.isfinite(loss):
-            raise SelfsupError(f"{method.name} diverged (loss {loss.item()}) at step {step}: lower lr (now {cfg.lr}) "
-                               f"or use fp32")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        steps.update(loss)
         if ema is not None:
             _update_ema(ema, model, min(cfg.ema, (1 + step) / (10 + step)))  # bias-corrected early on
         if step >= cfg.steps - tail:  # tensors are summed where they are; read once, after the last step
             for k, v in {"loss": loss.detach(), **logs}.items():
                 sums[k] = sums.get(k, 0.0) + v / tail
-        bar.update(1)
         if progress and step % 20 == 0:
-            bar.set_postfix({k: f"{float(v):.3g}" for k, v in logs.items()})
-    bar.close()
+            steps.bar.set_postfix({k: f"{float(v):.3g}" for k, v in logs.items()})
+    steps.close()
     train_seconds = time.time() - t0
     keep = (ema if ema is not None else model).eval()
     kw = dict(spec=spec, device=device, precision=cfg.precision)
