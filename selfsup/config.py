@@ -85,6 +85,7 @@ class BackboneConfig:
     patch_size: int = bounded(4, COUNT)  # 28-32 px images: a 7x7 or 8x8 grid of tokens
     pos_embed: str = "sincos"  # sincos (fixed, MAE / MoCo v3) | learned (the original ViT)
     drop_path: float = bounded(0.0, Bound(0, 1, hi_open=True))  # stochastic depth rate of the last block
+    pool: str = "token"  # the features evaluation reads: token ([CLS]) | avg (the patch tokens' mean: BEiT's probe)
     # a local weights file (safetensors, or a torch state dict: torchvision's, timm's, a selfsup export)
     # loaded into the encoder before pretraining starts; name: timm:NAME builds any timm model
     weights: str | None = None

@@ -75,7 +75,7 @@ def build_encoder(cfg: RunConfig, in_channels: int, image_size: int | None = Non
     size = image_size or cfg.views.size or cfg.data.image_size
     return create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
                            stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
-                           pos_embed=b.pos_embed, drop_path=b.drop_path)
+                           pos_embed=b.pos_embed, drop_path=b.drop_path, pool=b.pool)
 
 
 def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None,
@@ -98,7 +98,7 @@ def checkpoint_meta(cfg: RunConfig, **extra) -> dict:
     any weights are read, and (``extra``) the input spec, training-set size, step and epoch."""
     fields = ["name", "width", "small_stem", "stem_stride"]
     if cfg.backbone.name.startswith("vit"):  # drop_path is left out: it regularises, the weights fit either way
-        fields += ["patch_size", "pos_embed"]
+        fields += ["patch_size", "pos_embed", "pool"]
     backbone = {k: getattr(cfg.backbone, k) for k in fields}
     data = {k: getattr(cfg.data, k) for k in ("name", "image_size", "limit")}  # data.mean/std: in extra's input
     return {"method": cfg.method_name, "backbone": backbone, "data": data, **extra}

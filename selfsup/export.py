@@ -137,7 +137,8 @@ def timm_args(b: dict) -> dict:
     if b["name"] in VIT_SIZES:
         dim, depth, heads = VIT_SIZES[b["name"]]
         return dict(img_size=b["image_size"], patch_size=b["patch_size"], in_chans=b["in_channels"], num_classes=0,
-                    embed_dim=dim, depth=depth, num_heads=heads, global_pool="token", no_embed_class=True)
+                    embed_dim=dim, depth=depth, num_heads=heads, global_pool=b.get("pool", "token"),
+                    fc_norm=False, no_embed_class=True)  # fc_norm off: the norm comes before the pooling, as ours
     from timm.models.resnet import BasicBlock, Bottleneck
 
     block, layers = RESNET_LAYERS[b["name"]]
@@ -184,7 +185,7 @@ def _snippet(meta: dict, fmt: str, path: str) -> str:
         lines = head + ["from timm.models.vision_transformer import VisionTransformer",
                         f"m = VisionTransformer(img_size={b['image_size']}, patch_size={b['patch_size']}, "
                         f"in_chans={b['in_channels']}, num_classes=0, embed_dim={dim}, depth={depth}, "
-                        f"num_heads={heads}, global_pool='token', no_embed_class=True)"]
+                        f"num_heads={heads}, global_pool='{b.get('pool', 'token')}', fc_norm=False, no_embed_class=True)"]
     else:
         block, layers = RESNET_LAYERS[b["name"]]
         if fmt == "torchvision":

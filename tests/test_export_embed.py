@@ -74,9 +74,9 @@ def test_resnet_exports_to_timm_too(tiny_config, tmp_path):
         assert torch.allclose(m(x), encoder_of(run)(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("pos_embed", ["sincos", "learned"])
-def test_timm_export_of_a_vit(tiny_config, tmp_path, pos_embed):
-    backbone = {"name": "vit_micro", "width": 1.0, "patch_size": 4, "pos_embed": pos_embed}  # 8 px: a 2x2 grid
+@pytest.mark.parametrize("pos_embed,pool", [("sincos", "token"), ("learned", "token"), ("sincos", "avg")])
+def test_timm_export_of_a_vit(tiny_config, tmp_path, pos_embed, pool):
+    backbone = {"name": "vit_micro", "width": 1.0, "patch_size": 4, "pos_embed": pos_embed, "pool": pool}  # 2x2 grid
     run = make_run(tiny_config, tmp_path / "run", backbone)
     path, meta = export_encoder(run, "timm")
     sd = torch.load(path, weights_only=True)

@@ -29,13 +29,15 @@ def list_backbones() -> list[str]:
 
 def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float = 1.0,
                     small_stem: bool = True, stem_stride: int = 1, image_size: int | None = None,
-                    patch_size: int = 4, pos_embed: str = "sincos", drop_path: float = 0.0) -> nn.Module:
+                    patch_size: int = 4, pos_embed: str = "sincos", drop_path: float = 0.0,
+                    pool: str = "token") -> nn.Module:
     """Build an encoder. Every backbone maps [B, in_channels, H, W] to [B, num_features].
     ``timm:NAME`` builds timm's model NAME (global-pooled features; ``image_size`` for ViTs).
 
     CNNs take ``width`` (a channel multiplier), ``small_stem`` and ``stem_stride``; ViTs (vit_micro,
     vit_tiny, vit_small, vit_base) take ``image_size`` (required: their position embeddings are per
-    patch), ``patch_size``, ``pos_embed`` (sincos | learned) and ``drop_path``.
+    patch), ``patch_size``, ``pos_embed`` (sincos | learned), ``drop_path`` and ``pool`` (token: the [CLS]
+    output; avg: the mean of the patch tokens, as BEiT's linear probe).
 
     >>> create_backbone("resnet18", in_channels=1, width=0.5).num_features
     256
@@ -52,10 +54,13 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
             raise SelfsupError(f"{name}: width={width} applies to CNNs; pick a ViT size instead "
                                f"({', '.join(VIT_SIZES)})")
         args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
-                    drop_path=drop_path)
+                    drop_path=drop_path, pool=pool)
         model = build(**args)
         model.backbone_args = {"name": name, **args}
         return model
+    if pool != "token":
+        raise SelfsupError(f"backbone.pool={pool!r} applies to ViTs ({', '.join(VIT_SIZES)}); a CNN's features are "
+                           "always the average of its last feature map")
     args = dict(in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
     model = build(**args)
     model.backbone_args = {"name": name, **args}  # lets a method build a sibling (clone_backbone)

@@ -48,7 +48,7 @@ class ViT(nn.Module):
     """[B, C, H, W] -> [CLS] features [B, dim]; see the module docstring for the other entry points."""
 
     def __init__(self, size: str = "vit_tiny", in_channels: int = 3, image_size: int = 32, patch_size: int = 4,
-                 pos_embed: str = "sincos", drop_path: float = 0.0):
+                 pos_embed: str = "sincos", drop_path: float = 0.0, pool: str = "token"):
         super().__init__()
         from timm.layers import PatchEmbed
         from timm.models.vision_transformer import Block
@@ -59,6 +59,9 @@ class ViT(nn.Module):
             raise SelfsupError(f"image side {image_size} is not a multiple of the patch size {patch_size}")
         if pos_embed not in ("sincos", "learned"):
             raise SelfsupError(f"backbone.pos_embed={pos_embed!r}: choose sincos or learned")
+        if pool not in ("token", "avg"):
+            raise SelfsupError(f"backbone.pool={pool!r}: choose token (the [CLS] output) or avg (the patch tokens' mean)")
+        self.pool = pool  # what forward returns (timm's global_pool): [CLS], or the mean of the patch tokens
         dim, depth, heads = VIT_SIZES[size]
         self.patch_size, self.grid = patch_size, image_size // patch_size
         self.num_patches, self.num_features, self.num_heads = self.grid ** 2, dim, heads
@@ -136,7 +139,8 @@ class ViT(nn.Module):
         return outputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tokens(x)[:, 0]
+        t = self.tokens(x)  # [B, 1 + P, dim]
+        return t[:, 0] if self.pool == "token" else t[:, 1:].mean(1)
 
     def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens as a feature map [B, dim, grid, grid] (for dense heads)."""

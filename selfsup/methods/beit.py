@@ -39,7 +39,7 @@ from selfsup.transforms.ops import denormalize
 @dataclass
 class BEiTConfig:
     mask_ratio: float = 0.4  # 75 of 196 patches
-    min_block: float = 0.2  # a masked block holds >= this fraction of the masked patches (16 of 75)
+    min_block: float = 16 / 75  # a masked block holds >= this fraction of the masked patches (16 of 75)
     vocab: int = 8192  # the paper's (DALL-E's); the small-data recipes use a few hundred
     code_dim: int = 32  # the tokenizer's code vectors
     tokenizer_hidden: int = 64  # its conv channels
@@ -146,9 +146,10 @@ class BEiT(Method):
         self.cfg = cfg
         self.encoder = encoder
         d = encoder.num_features
-        self.mask_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(d), std=0.02))
+        # the official init: normal(0, 0.02) truncated at +-0.02 (timm's trunc_normal_ with a=-std, b=std)
+        self.mask_token = nn.Parameter(nn.init.trunc_normal_(torch.zeros(d), std=0.02, a=-0.02, b=0.02))
         self.head = nn.Linear(d, cfg.vocab)  # the paper's lm_head
-        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.trunc_normal_(self.head.weight, std=0.02, a=-0.02, b=0.02)
         nn.init.zeros_(self.head.bias)
         self.tokenizer = VQTokenizer(image_shape[0], encoder.patch_size, cfg.vocab, cfg.code_dim,
                                      cfg.tokenizer_hidden)
@@ -157,7 +158,7 @@ class BEiT(Method):
     def mask(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         g = self.encoder.grid
         num = int(round(self.cfg.mask_ratio * g * g))
-        return blockwise_mask(n, g, num, min_block=max(1, int(self.cfg.min_block * num)), device=device,
+        return blockwise_mask(n, g, num, min_block=max(1, round(self.cfg.min_block * num)), device=device,
                               generator=generator)  # [N, P] True = masked
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,24 @@ def test_vit_shapes_and_token_entry_points():
         create_backbone("vit_micro", image_size=16, width=0.5)
 
 
+def test_a_vit_pools_its_cls_token_or_the_mean_of_its_patch_tokens():
+    from selfsup.errors import SelfsupError
+
+    torch.manual_seed(0)
+    tok = create_backbone("vit_micro", in_channels=1, image_size=8, patch_size=2)
+    avg = create_backbone("vit_micro", in_channels=1, image_size=8, patch_size=2, pool="avg")
+    avg.load_state_dict(tok.state_dict())  # the same weights: pooling is no parameter
+    x = torch.randn(3, 1, 8, 8)
+    with torch.no_grad():
+        t = tok.tokens(x)  # [3, 1 + 16, dim]
+        assert torch.equal(tok(x), t[:, 0]) and torch.allclose(avg(x), t[:, 1:].mean(1))
+    assert avg.backbone_args["pool"] == "avg"  # a clone, a classifier and an export rebuild it so
+    with pytest.raises(SelfsupError, match="applies to ViTs"):
+        create_backbone("convnet", in_channels=1, pool="avg")
+    with pytest.raises(SelfsupError, match="choose token"):
+        create_backbone("vit_micro", in_channels=1, image_size=8, pool="mean")
+
+
 def test_last_attention_is_what_the_fused_block_computes():
     m = vit()
     x = torch.randn(2, 1, 16, 16)
