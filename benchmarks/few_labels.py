@@ -153,6 +153,8 @@ def main() -> None:
     if not a.run_dir:
         p.error("RUN_DIR is needed to measure (only --markdown and --plot-only read a results file alone)")
     torch.set_num_threads(2)
+    # the code this pass runs: HEAD when it starts (a pass lasts up to an hour; later commits are not in it)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     seeds = [int(s) for s in a.seeds.split(",")]
     extra_arms = []
     if a.finetune_grid:
@@ -252,7 +254,6 @@ def main() -> None:
     if a.png:
         plot(summary, arms_all, a.png, f"{cfg.method_name} encoder: test top-1 by label budget")
     if a.json:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         with open(a.json, "w") as f:
             json.dump({"run": a.run_dir, "method": cfg.method_name, "rows": rows, "summary": summary, "seeds": seeds,
                        "pretraining_seconds": pretraining_seconds(a.run_dir),
