@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import dist
+from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method, Picture, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
 from selfsup.registry import BuildContext, Needs, register
@@ -94,7 +95,6 @@ class VQTokenizer(nn.Module):
         params = list(self.encoder.parameters()) + list(self.decoder.parameters())
         opt = torch.optim.Adam(params, lr=cfg.tokenizer_lr)
         bs = min(cfg.tokenizer_batch, len(images))
-        recon = used = 0.0
         with torch.enable_grad():
             for p in params:
                 p.requires_grad_(True)
@@ -129,11 +129,11 @@ class VQTokenizer(nn.Module):
                         self.codebook[dead] = flat.detach()[pick]
                         self.ema_sum[dead] = self.codebook[dead]
                         self.ema_count[dead] = 1.0
-                recon, used = rec.item(), int(ids.unique().numel())
             for p in params:
                 p.requires_grad_(False)
         self.trained.fill_(True)
-        return {"tokenizer/recon_mse": recon, "tokenizer/codes_used": used}
+        # the last step's, read once here (not a device sync per step)
+        return {"tokenizer/recon_mse": rec.item(), "tokenizer/codes_used": int(ids.unique().numel())}
 
 
 @register("beit", config=BEiTConfig, views="pretext", needs=Needs(views=1, backbone="vit"))
@@ -143,6 +143,9 @@ class BEiT(Method):
     def __init__(self, encoder: nn.Module, cfg: BEiTConfig = BEiTConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         image_shape = ctx.require("image_shape")
+        if cfg.tokenizer_steps < 1 or cfg.vocab < 2:
+            raise SelfsupError(f"method.tokenizer_steps={cfg.tokenizer_steps}, method.vocab={cfg.vocab}: the tokenizer "
+                               "needs at least 1 step and 2 tokens")
         self.cfg = cfg
         self.encoder = encoder
         d = encoder.num_features
