@@ -541,8 +541,13 @@ def parse_duration(text: str | float | int) -> float:
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
 
 
+def config_yaml(cfg: RunConfig) -> str:
+    """The config as config.yaml holds it (every field, in declaration order)."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    Path(path).write_text(config_yaml(cfg))
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:

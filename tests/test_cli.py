@@ -230,8 +230,11 @@ def test_demo_on_digits_prints_the_comparison_table(tmp_path):
         for key in ("knn200", "knn20", "linear"):
             assert 10.0 < row[key] <= 100.0  # percentages, above chance on 10 classes
     few = table[2:]  # the few-labels rows: 10 per class, 1 %, 10 %, 100 % of digits' 1438 training images
-    assert [r["labels"] for r in few] == [100, 14, 144, 1438]
+    assert [r["labels"] for r in few] == [14, 100, 144, 1438]
     assert all(10.0 < r["linear"] <= 100.0 and 10.0 < r["raw_pixels_linear"] <= 100.0 for r in few)
+    # fine-tuning and scratch where they are cheap (10 per class, 1 %), "—" where they are not
+    assert all(10.0 < r["finetune"] <= 100.0 and 10.0 < r["scratch"] <= 100.0 for r in few[:2])
+    assert all(r["finetune"] is None and r["scratch"] is None for r in few[2:])
     assert "raw pixels" in out and "simclr" in out and "few labels" in out
 
 

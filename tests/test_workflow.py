@@ -70,15 +70,35 @@ def run(folders) -> Path:
     rc, out, err = run_cli(["pretrain", "--method", "simclr", "--data", "imagefolder", "--data-dir",
                             str(root / "flat_copy"), "--out", str(root / "run"), *TINY])
     assert rc == 0, err
+    (root / "pretrain_stdout.txt").write_text(out)
     shutil.rmtree(root / "flat_copy")
     return root / "run"
 
 
-def test_folder_side_is_chosen_from_the_data_and_recorded(run):
+def test_folder_side_is_chosen_from_the_data_and_recorded(run, folders):
     cfg = (run / "config.yaml").read_text()
     assert "image_size: 8" in cfg  # digits are 8 px: the median side, not a silent 32
+    printed = (folders["root"] / "pretrain_stdout.txt").read_text()
+    assert "imagefolder: training at 8 px (median shorter side of" in printed and "data.image_size=N" in printed
     meta = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())
     assert meta["input"]["channels"] == 1 and meta["input"]["stored_size"] == 8 and meta["num_samples"] == len(load_dataset("digits", "train"))
+
+
+def test_the_side_is_the_median_shorter_side_capped_for_the_cpu(tmp_path):
+    from selfsup.data.folder import AUTO_SIZE_CAP, choose_image_size
+
+    # shorter sides 12, 20, 20, 30 and 90 (landscape and portrait): the median is 20, not the mean nor the floor
+    (tmp_path / "mixed").mkdir()
+    for i, (w, h) in enumerate([(12, 40), (20, 20), (25, 20), (30, 31), (200, 90)]):
+        Image.new("L", (w, h)).save(tmp_path / "mixed" / f"{i}.png")
+    (tmp_path / "mixed" / "broken.png").write_bytes(b"not an image")  # skipped, not counted
+    assert choose_image_size(tmp_path / "mixed") == (20, "median shorter side of 5 images is 20 px")
+    (tmp_path / "big" / "train").mkdir(parents=True)  # a train/ sub-folder is the one measured
+    for i in range(3):
+        Image.new("RGB", (300, 400)).save(tmp_path / "big" / "train" / f"{i}.jpg")
+    side, why = choose_image_size(tmp_path / "big")
+    assert side == AUTO_SIZE_CAP < 300 and why.endswith(f"is 300 px, capped at {AUTO_SIZE_CAP} for the CPU")
+    assert choose_image_size(tmp_path / "big", cap=128)[0] == 128
 
 
 def test_labels_from_a_folder_and_from_a_csv_are_the_same_set(folders):
@@ -154,6 +174,26 @@ def test_eval_on_the_users_labels_cross_validated_and_on_a_test_folder(run, fold
     assert set(res["per_class"]) == {f"digit{i}" for i in range(10)}
 
 
+def test_finetune_cluster_and_embed2d_on_the_users_labels(run, folders):
+    root = folders["root"]
+    # fine-tuning, cross-validated: one fine-tune per fold, every labelled image predicted once
+    rc, out, err = run_cli(["eval", "finetune", str(run), "--labels", str(root / "labelled"), "--folds", "2",
+                            "--epochs", "15", "--json"])
+    assert rc == 0, err
+    cv = last_json(out)
+    assert cv["evaluation"] == "stratified 2-fold cross-validation" and len(cv["fold_top1"]) == 2
+    assert sum(map(sum, cv["confusion"])) == 100 and Path(cv["picture"]).is_file()
+    assert cv["top1"] > 0.3  # chance is 0.1
+    # k-means on the labelled images' features, scored against their labels
+    rc, out, err = run_cli(["eval", "cluster", str(run), "--labels", str(root / "labelled"), "--json"])
+    assert rc == 0, err
+    res = last_json(out)
+    assert res["k"] == 10 and res["nmi"] > 0.3 and (run / "eval_cluster_labels-labelled.json").is_file()
+    rc, out, err = run_cli(["eval", "embed2d", str(run), "--labels", str(root / "labelled"), "--json"])
+    assert rc == 0, err
+    assert last_json(out)["points"] == 100 and (run / "embed2d_tsne_labels-labelled.png").is_file()
+
+
 def test_eval_without_labels_on_an_unlabelled_run_says_how_to_bring_them(run):
     rc, _, err = run_cli(["eval", "knn", str(run)])
     assert_clean_error(rc, err, "could not be read", "--labels DIR")  # its training folder is gone, too
@@ -167,6 +207,14 @@ def test_transfer_to_a_labelled_folder_without_a_test_split_is_cross_validated(r
     assert rc == 0, err
     res = last_json(out)
     assert res["evaluation"].startswith("stratified") and res["pretrained"]["linear"] > 0.5
+    # the same report as eval on the user's labels: the folds' spread, class by class, a confusion PNG
+    assert 0 < res["pretrained"]["linear_std"] < 0.5 and "linear_std" in res["raw_pixels"]
+    assert set(res["per_class"]) == {f"digit{i}" for i in range(10)}
+    assert sum(map(sum, res["confusion"])) == 100  # every labelled image predicted once, by its held-out fold
+    assert Path(res["picture"]).is_file()
+    from selfsup.eval.run import PROTOCOLS
+
+    assert f"linear {100 * res['pretrained']['linear']:.2f} % ± " in PROTOCOLS["transfer"].summary(res)
 
 
 def test_export_and_embed_need_no_training_data(run, folders, tmp_path):

@@ -524,9 +524,11 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
 
 def _transfer_summary(res: dict) -> str:
     def row(name):
-        knn = res[name]["knn"]
-        k = next(iter(knn))
-        return f"{name.replace('_', ' ')}: kNN-{k[6:]} {pct(knn[k])}, linear {pct(res[name]['linear'])}"
+        r = res[name]
+        k = next(iter(r["knn"]))
+        std = {"knn": r.get("knn_std", {}).get(k), "linear": r.get("linear_std")}
+        return (f"{name.replace('_', ' ')}: kNN-{k[6:]} {pct(r['knn'][k])}{plus_minus(std, 'knn')}, "
+                f"linear {pct(r['linear'])}{plus_minus(std, 'linear')}")
 
     return f"{res['source']} -> {res['target']}: " + "; ".join(row(n) for n in ("pretrained", "random_init", "raw_pixels"))
 
@@ -559,6 +561,11 @@ def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None
                           ks=cfg.eval.knn_k, knn_temperature=cfg.eval.knn_temperature, device=device,
                           precision=cfg.train.precision, batch_size=cfg.eval.batch_size, seed=seed, folds=folds)
     res.update({"protocol": "transfer", "source": cfg.data.name, "target": target, "image_size": spec.size})
+    how = "on its test split" if tgt_test is not None else res["evaluation"]
+    res["picture"] = str(plot_confusion(res["confusion"], res["classes"],
+                                        Path(run_dir) / f"eval_transfer_{target}_confusion.png",
+                                        f"{cfg.method_name} -> {target}: linear probe, {how}: "
+                                        f"top-1 {100 * res['pretrained']['linear']:.1f} %"))
     return _save(run_dir, f"transfer_{target}", res, cfg)
 
 

@@ -29,7 +29,9 @@ def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channel
     """kNN and linear top-1 on ``target_*`` (labelled ImageDatasets; ``target_test`` None: stratified
     k-fold cross-validation over ``target_train``) for the encoder, a random-init copy of it and the
     target's raw pixels. Returns {"pretrained": {...}, "random_init": {...}, "raw_pixels": {...}},
-    each with "knn" (top1_k<k>) and "linear" (top1), and "evaluation" (test set or cross-validation)."""
+    each with "knn" (top1_k<k>) and "linear" (top1) (cross-validated: "knn_std" and "linear_std" over the
+    folds too), "evaluation" (test set or cross-validation), and the pretrained encoder's linear probe
+    class by class: "classes", "per_class" (accuracy) and "confusion" (rows true, columns predicted)."""
     if target_train.labels is None or (target_test is not None and target_test.labels is None):
         raise SelfsupError(f"transfer needs labels on the target dataset {target_train.name!r}")
     kw = dict(mean=mean, std=std, size=size, device=device, precision=precision, batch_size=batch_size)
@@ -54,6 +56,11 @@ def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channel
                                                   folds, seed, offset=len(target_train)) for k in ks}
         lin = evaluate_labelled(linear, target_train, target_test, folds, seed, offset=len(target_train))
         out[name] = {"knn": {k: r["top1"] for k, r in scored.items()}, "linear": lin["top1"]}
+        if "top1_std" in lin:  # cross-validated: the spread over the folds
+            out[name]["knn_std"] = {k: r["top1_std"] for k, r in scored.items()}
+            out[name]["linear_std"] = lin["top1_std"]
+        if name == "pretrained":  # the encoder's linear probe, class by class (the other rows are references)
+            out.update({"classes": lin["classes"], "per_class": lin["per_class"], "confusion": lin["confusion"]})
         how = lin["evaluation"]
     out["evaluation"] = how
     return out
