@@ -195,7 +195,26 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
+    """OUT/leaderboard.{json,csv,md} from the run directories in OUT (``build_leaderboard``)."""
+    board = build_leaderboard(out, entries, seeds)
+    (out / "leaderboard.json").write_text(json.dumps(board, indent=1))
+    names = [c for c, *_ in COLUMNS]
+    with open(out / "leaderboard.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "method", "backbone", "seeds_done", "failed", "uses_labels", *[x for c in names for x in (c, c + " std")]])
+        for r in board["rows"]:
+            w.writerow([r["name"], r["method"], r.get("backbone", ""), r["seeds_done"], r["failed"], r["uses_labels"],
+                        *[("" if r[x] is None else f"{r[x]:.4g}") for c in names for x in (c, c + " std")]])
+    (out / "leaderboard.md").write_text(leaderboard_markdown(board))
+    board["out"] = str(out)
+    return board
 
+
+def build_leaderboard(out: Path, entries: list[Entry] = (), seeds: int = 1) -> dict:
+    """The leaderboard of OUT, computed from its run directories alone (OUT/<name>/seed<k>/ and
+    OUT/raw_pixels.json): ``entries`` for ``seeds`` seeds each, and every other row already in OUT with
+    however many seeds it ran. Nothing is written; a committed leaderboard must equal this (tested)."""
+    entries = list(entries)
     # rows of earlier calls with other method lists stay on the board (their runs are in OUT too)
     named = {e.name for e in entries}
     for d in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in named):
@@ -223,20 +242,13 @@ def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
     board = {"rows": rows, "seeds": seeds, "raw_pixels": raw and {
         "kNN-200": 100 * raw["knn"]["top1_k200"], "kNN-20": 100 * raw["knn"]["top1_k20"],
         "linear": 100 * raw["linear"]["top1"]}}
-    (out / "leaderboard.json").write_text(json.dumps(board, indent=1))
-    names = [c for c, *_ in COLUMNS]
-    with open(out / "leaderboard.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["name", "method", "backbone", "seeds_done", "failed", "uses_labels", *[x for c in names for x in (c, c + " std")]])
-        for r in rows:
-            w.writerow([r["name"], r["method"], r.get("backbone", ""), r["seeds_done"], r["failed"], r["uses_labels"],
-                        *[("" if r[x] is None else f"{r[x]:.4g}") for c in names for x in (c, c + " std")]])
-    (out / "leaderboard.md").write_text(_markdown(board, names))
-    board["out"] = str(out)
     return board
 
 
-def _markdown(board: dict, names: list[str]) -> str:
+def leaderboard_markdown(board: dict) -> str:
+    """The leaderboard as OUT/leaderboard.md holds it."""
+    names = [c for c, *_ in COLUMNS]
+
     def cell(r, c):
         m, s = r.get(c), r.get(c + " std")
         if m is None:
