@@ -205,10 +205,10 @@ def _cmd_claims(args) -> None:
     if args.list:
         print("\n".join(f"{c.name}: {c.statement}" for c in claims))
         return
-    if args.seeds < 1:
+    if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: give at least 1")
     res = run_claims(claims, args.out, args.data, args.budget_per_run, args.seeds, args.device, doc=args.doc,
-                     extra_overrides=tuple(args.overrides))
+                     extra_overrides=tuple(args.overrides), fresh=args.fresh)
     print(f"\n{args.doc}: " + ", ".join(f"{k} {v['verdict']}" for k, v in res.items()))
 
 
@@ -443,8 +443,11 @@ def make_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("claims", help="run the experiments behind the field's claims; write docs/claims.md")
     cl.add_argument("--only", type=comma_list(), help="claim names, comma-separated (default: all fifteen)")
     cl.add_argument("--list", action="store_true", help="list the claims and exit")
-    cl.add_argument("--budget-per-run", default="5m", help="wall-clock training budget of each run (default 5m)")
-    cl.add_argument("--seeds", type=int, default=1, help="seeds per arm; the spread decides 'inconclusive'")
+    cl.add_argument("--budget-per-run", default="3m", help="wall-clock training budget of each run (default 3m)")
+    cl.add_argument("--seeds", type=int, help="seeds per arm (default: each claim's registered number, 3; fewer "
+                                              "give at most 'inconclusive')")
+    cl.add_argument("--fresh", action="store_true", help="runs trained under an earlier version of a claim's rule: "
+                                                         "move them aside and train new ones (else: refused)")
     cl.add_argument("--data", default="fashion-mnist")
     cl.add_argument("--out", default="runs/claims", help="where the runs go (re-run to resume)")
     cl.add_argument("--doc", default="docs/claims.md", help="the page written from the results")

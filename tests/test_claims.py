@@ -2,6 +2,7 @@
 the rules, docs page written, and a second call that trains nothing."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -10,58 +11,163 @@ import yaml
 
 from selfsup.claims import claims_by_name
 from selfsup.claims import experiment
-from selfsup.claims.experiment import Arm, arm_key, compare, verdict_from
+from selfsup.claims.experiment import Arm, arm_key
+from selfsup.claims.rules import FAILS, HOLDS, INCONCLUSIVE, All, Diff
 from selfsup.cli import main
 
 
-def test_compare_counts_a_difference_only_above_the_spread():
-    assert compare([80.0], [78.0], margin=1.0) == ("higher", 2.0)
-    assert compare([80.0], [79.5], margin=1.0)[0] == "tie"
-    assert compare([80, 84, 76], [78, 78.5, 77.5], margin=1.0)[0] == "tie"  # 2 points, but a 4-point spread
-    assert compare([80, 80.5, 79.5], [78, 78.5, 77.5], margin=1.0)[0] == "higher"
-    assert verdict_from("tie").startswith("inconclusive") and verdict_from("lower") == "does not hold"
+def test_a_difference_counts_only_above_the_margin_and_the_spread():
+    one = {"a": [{"x": 80.0}], "b": [{"x": 78.0}]}
+    assert Diff("a", "x", "b").judge(one, 1.0)[0] == HOLDS  # 2 points, one seed: the margin alone
+    assert Diff("a", "x", "b").judge(one, 3.0)[0] == INCONCLUSIVE  # under a 3-point margin
+    assert Diff("b", "x", "a").judge(one, 1.0)[0] == FAILS  # b is 2 points below a: beyond the margin
+    wide = {"a": [{"x": v} for v in (80, 84, 76)], "b": [{"x": v} for v in (78, 78.5, 77.5)]}
+    assert Diff("a", "x", "b").judge(wide, 1.0)[0] == INCONCLUSIVE  # 2 points, but a spread of 2 x 4 = 8
+    tight = {"a": [{"x": v} for v in (80, 80.5, 79.5)], "b": [{"x": v} for v in (78, 78.5, 77.5)]}
+    verdict, reading = Diff("a", "x", "b").judge(tight, 1.0)
+    assert verdict == HOLDS and "= +2" in reading and "spread 1" in reading  # 2 x the sample std 0.5
+    assert Diff("a", "x", "b", expect="lower").judge(tight, 1.0)[0] == FAILS
+    assert Diff("b", "x", "a", expect="lower").judge(tight, 1.0)[0] == HOLDS
 
 
-def _decide(name, per_arm):
-    return claims_by_name([name])[0].decide({a: [m] for a, m in per_arm.items()})[0]
+def test_not_lower_and_same_count_the_spread_against_the_claim():
+    def arms(a, b):
+        return {"a": [{"x": v} for v in a], "b": [{"x": v} for v in b]}
+
+    # a is 0.5 below b: within a 1-point margin with tight seeds; beyond it once the spread is counted
+    assert Diff("a", "x", "b", expect="not_lower").judge(arms([79.5] * 3, [80] * 3), 1.0)[0] == HOLDS
+    assert Diff("a", "x", "b", expect="not_lower").judge(arms([79, 79.5, 80], [80] * 3), 1.0)[0] == INCONCLUSIVE
+    assert Diff("a", "x", "b", expect="not_lower").judge(arms([77] * 3, [80] * 3), 1.0)[0] == FAILS
+    assert Diff("a", "x", "b", expect="same").judge(arms([80.4] * 3, [80] * 3), 1.0)[0] == HOLDS
+    assert Diff("a", "x", "b", expect="same").judge(arms([81.5] * 3, [80] * 3), 1.0)[0] == FAILS
+    assert Diff("a", "x", "b", expect="same").judge(arms([80, 80.5, 81], [80] * 3), 1.0)[0] == INCONCLUSIVE
 
 
-def test_the_rules_decide_from_hand_made_numbers():
-    # DINO: each ablation collapses in its own mode, read from the teacher's entropy (not the embedding's rank)
-    dino = {"dino": {"embedding_rank": 30, "teacher_entropy": 5.0, "log_K": 6.93},
-            "no_centering": {"embedding_rank": 6, "teacher_entropy": 0.0, "log_K": 6.93},
-            "no_sharpening": {"embedding_rank": 8.4, "teacher_entropy": 6.9, "log_K": 6.93}}
-    assert _decide("dino-centering-sharpening", dino) == "holds"
-    dino["no_sharpening"]["teacher_entropy"] = 4.0  # collapsed, but not to the uniform output
-    assert _decide("dino-centering-sharpening", dino) == "does not hold"
-    # BYOL: no BN collapses (rank); GN + WS trains when its probe is within the margin of BN's
-    byol = {"byol": {"embedding_rank": 32, "linear": 84.3}, "byol_no_bn": {"embedding_rank": 3.7, "linear": 80.5},
-            "byol_gn_ws": {"embedding_rank": 14, "linear": 83.6}}
-    assert _decide("byol-needs-bn", byol) == "holds"
-    byol["byol_gn_ws"]["linear"] = 81.0
-    assert _decide("byol-needs-bn", byol) == "does not hold"
-    # more negatives: the probe must rise from batch 64 to 512; the bound is reported beside it
-    neg = {f"b{n}": {"linear": 85 + i, "bound_N32": 2.9, "bound_N512": 3.5 + i / 10}
-           for i, n in enumerate((64, 128, 256, 512))}
-    assert _decide("more-negatives", neg) == "holds"
-    neg["b512"]["linear"] = 83.0  # 2 points below b64: lower, beyond the margin
-    assert _decide("more-negatives", neg) == "does not hold"
-    # MoCo's queue: at batch 64 it must match SimCLR at 512 (within the one-seed margin)
-    queue = {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 85.5}}
-    assert _decide("queue-decouples", queue) == "holds"
-    queue["simclr_b512"]["linear"] = 88.0
-    assert _decide("queue-decouples", queue) == "does not hold"
-    # augmentations: removing crop or colour must cost more than removing blur
-    aug = {"all": {"linear": 80}, "no_crop": {"linear": 60}, "no_colour": {"linear": 70}, "no_blur": {"linear": 79}}
-    assert _decide("augmentations", aug) == "holds"
-    aug["no_colour"]["linear"] = 79.5
-    assert _decide("augmentations", aug) == "does not hold"
-    # label efficiency: a gap at 1 % that shrinks by 100 %
-    le = {"rotation": {"pretrained_1pct": 60, "scratch_1pct": 40, "pretrained_10pct": 75, "scratch_10pct": 70,
-                       "pretrained_100pct": 85, "scratch_100pct": 88}}
-    assert _decide("label-efficiency", le) == "holds"
-    le["rotation"]["scratch_1pct"] = 65
-    assert _decide("label-efficiency", le) == "does not hold"
+def test_a_ratio_a_constant_and_all_of_several():
+    per_arm = {"a": [{"rank": 5.0, "ent": 6.5, "logk": 7.0}] * 2, "b": [{"rank": 30.0}, {"rank": 34.0}]}
+    # 5 below 0.25 x 32 = 8 by more than twice the scaled std (0.25 x 2.83 x 2 = 1.41): holds
+    assert Diff("a", "rank", "b", expect="lower", factor=0.25, margin=0.0).judge(per_arm, 1.0)[0] == HOLDS
+    assert Diff("a", "ent", b_key="logk", factor=0.9, margin=0.0).judge(per_arm, 1.0)[0] == HOLDS  # 6.5 > 6.3
+    assert Diff("a", "ent", const=7.0, margin=0.0).judge(per_arm, 1.0)[0] == FAILS
+    yes, no, unsure = (Diff("a", "ent", const=c, margin=0.2) for c in (6.0, 7.0, 6.4))
+    assert All(yes, yes).judge(per_arm, 1.0)[0] == HOLDS
+    assert All(yes, unsure).judge(per_arm, 1.0)[0] == INCONCLUSIVE
+    assert All(unsure, no).judge(per_arm, 1.0)[0] == FAILS
+    with pytest.raises(ValueError, match="expect"):
+        Diff("a", "x", "b", expect="bigger")
+    with pytest.raises(ValueError, match="not both"):
+        Diff("a", "x", "b", const=1.0)
+
+
+def _seeds(numbers: dict[str, dict[str, float]], spread: float = 0.1) -> dict[str, list[dict]]:
+    """Three seeds per arm around the given means (± spread)."""
+    return {arm: [{k: v + d for k, v in m.items()} for d in (-spread, 0.0, spread)] for arm, m in numbers.items()}
+
+
+# per claim: means for which its rule holds, then a change of some of them for which it does not hold
+# (beyond the margin and the spread) and one for which it is inconclusive (inside them)
+CASES = {
+    "label-efficiency": ({"rotation": {"gap_1pct": 10.0, "gap_100pct": -2.0}},
+                         {"rotation": {"gap_1pct": -3.0, "gap_100pct": -2.0}},
+                         {"rotation": {"gap_1pct": 0.5, "gap_100pct": -2.0}}),
+    "finetune-vs-linear": ({"simclr": {"gain": 2.0}, "mae": {"gain": 6.0}, "rotation": {"gain": 3.0}},
+                           {"simclr": {"gain": 2.0}, "mae": {"gain": -3.0}, "rotation": {"gain": 3.0}},
+                           {"simclr": {"gain": 2.0}, "mae": {"gain": 3.5}, "rotation": {"gain": 3.0}}),
+    "more-negatives": ({"b64": {"linear": 85.0, "bound_N512": 3.4}, "b128": {}, "b256": {},
+                        "b512": {"linear": 87.0, "bound_N512": 3.8}},
+                       {"b64": {"linear": 88.0, "bound_N512": 3.4}, "b128": {}, "b256": {},
+                        "b512": {"linear": 86.0, "bound_N512": 3.8}},
+                       {"b64": {"linear": 86.5, "bound_N512": 3.4}, "b128": {}, "b256": {},
+                        "b512": {"linear": 87.0, "bound_N512": 3.8}}),
+    "queue-decouples": ({"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0},
+                         "simclr_b512": {"linear": 85.3}},
+                        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0},
+                         "simclr_b512": {"linear": 88.0}},
+                        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0},
+                         "simclr_b512": {"linear": 85.9}}),
+    "projection-head": ({"simclr": {"linear_h": 88.0, "linear_z": 80.0}},
+                        {"simclr": {"linear_h": 78.0, "linear_z": 80.0}},
+                        {"simclr": {"linear_h": 80.5, "linear_z": 80.0}}),
+    "augmentations": ({"all": {"linear": 80.0}, "no_crop": {"linear": 60.0}, "no_colour": {"linear": 70.0},
+                       "no_blur": {"linear": 79.5}},
+                      {"all": {"linear": 80.0}, "no_crop": {"linear": 60.0}, "no_colour": {"linear": 82.0},
+                       "no_blur": {"linear": 79.5}},
+                      {"all": {"linear": 80.0}, "no_crop": {"linear": 60.0}, "no_colour": {"linear": 79.0},
+                       "no_blur": {"linear": 79.5}}),
+    "byol-needs-bn": ({"byol": {"embedding_rank": 32.0, "linear": 84.0},
+                       "byol_no_bn": {"embedding_rank": 3.7, "linear": 78.0},
+                       "byol_gn_ws": {"embedding_rank": 14.0, "linear": 83.6}},
+                      {"byol": {"embedding_rank": 32.0, "linear": 84.0},
+                       "byol_no_bn": {"embedding_rank": 3.7, "linear": 78.0},
+                       "byol_gn_ws": {"embedding_rank": 14.0, "linear": 81.0}},
+                      {"byol": {"embedding_rank": 32.0, "linear": 84.0},
+                       "byol_no_bn": {"embedding_rank": 3.7, "linear": 83.5},
+                       "byol_gn_ws": {"embedding_rank": 14.0, "linear": 83.6}}),
+    "simsiam-stop-gradient": ({"simsiam": {"embedding_rank": 100.0, "linear": 85.0},
+                               "no_stop_gradient": {"embedding_rank": 2.0, "linear": 70.0}},
+                              {"simsiam": {"embedding_rank": 100.0, "linear": 85.0},
+                               "no_stop_gradient": {"embedding_rank": 2.0, "linear": 87.0}},
+                              {"simsiam": {"embedding_rank": 100.0, "linear": 85.0},
+                               "no_stop_gradient": {"embedding_rank": 2.0, "linear": 84.5}}),
+    "dino-centering-sharpening": ({"dino": {"teacher_entropy": 5.0, "log_K": 6.93},
+                                   "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
+                                   "no_sharpening": {"teacher_entropy": 6.9, "log_K": 6.93}},
+                                  {"dino": {"teacher_entropy": 5.0, "log_K": 6.93},
+                                   "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
+                                   "no_sharpening": {"teacher_entropy": 4.0, "log_K": 6.93}},
+                                  {"dino": {"teacher_entropy": 5.0, "log_K": 6.93},
+                                   "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
+                                   "no_sharpening": {"teacher_entropy": 6.27, "log_K": 6.93}}),
+    "moco-momentum": ({"m0.99": {"linear": 86.0}, "m0": {"linear": 80.0}},
+                      {"m0.99": {"linear": 80.0}, "m0": {"linear": 86.0}},
+                      {"m0.99": {"linear": 86.0}, "m0": {"linear": 85.5}}),
+    "mae-mask-ratio": ({"mask25": {"linear": 78.0}, "mask50": {"linear": 80.0}, "mask75": {"linear": 82.0}},
+                       {"mask25": {"linear": 78.0}, "mask50": {"linear": 84.0}, "mask75": {"linear": 82.0}},
+                       {"mask25": {"linear": 78.0}, "mask50": {"linear": 81.5}, "mask75": {"linear": 82.0}}),
+    "multi-crop": ({"swav_2x": {"linear": 84.0}, "swav_2x+6": {"linear": 86.0}},
+                   {"swav_2x": {"linear": 86.0}, "swav_2x+6": {"linear": 84.0}},
+                   {"swav_2x": {"linear": 85.5}, "swav_2x+6": {"linear": 86.0}}),
+    "contrastive-vs-reconstruction": ({"simclr": {"linear": 87.0}, "ae": {"linear": 84.0}},
+                                      {"simclr": {"linear": 82.0}, "ae": {"linear": 84.0}},
+                                      {"simclr": {"linear": 84.5}, "ae": {"linear": 84.0}}),
+    "pretext-is-task-specific": ({"rotation": {"drop": 20.0}, "simclr": {"drop": 10.0}},
+                                 {"rotation": {"drop": 5.0}, "simclr": {"drop": 10.0}},
+                                 {"rotation": {"drop": 10.8}, "simclr": {"drop": 10.0}}),
+    "clip-zero-shot": ({"clip": {"zero_shot": 60.0, "1_shot": 45.0, "16_shot": 75.0}},
+                       {"clip": {"zero_shot": 40.0, "1_shot": 45.0, "16_shot": 75.0}},
+                       {"clip": {"zero_shot": 45.5, "1_shot": 45.0, "16_shot": 75.0}}),
+}
+
+
+def test_every_claim_has_cases_for_each_verdict():
+    assert set(CASES) == {c.name for c in claims_by_name()}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_rule_holds_fails_and_is_inconclusive_on_hand_made_numbers(name):
+    (claim,) = claims_by_name([name])
+    holds, fails, unsure = (_seeds(numbers) for numbers in CASES[name])
+    assert claim.decide(holds)[0] == HOLDS, claim.decide(holds)[1]
+    assert claim.decide(fails)[0] == FAILS, claim.decide(fails)[1]
+    assert claim.decide(unsure)[0] == INCONCLUSIVE, claim.decide(unsure)[1]
+    # wide seeds make a clear difference inconclusive
+    assert claim.decide(_seeds(CASES[name][0], spread=30.0))[0] == INCONCLUSIVE
+    # fewer seeds than registered: at most inconclusive, and the reason says so
+    one = {a: runs[1:2] for a, runs in holds.items()}
+    verdict, why = claim.decide(one)
+    assert verdict == INCONCLUSIVE and f"1 of the {claim.seeds} registered seeds" in why and "say: holds" in why
+
+
+def test_a_claims_rule_is_registered_with_its_settings():
+    c = claims_by_name(["moco-momentum"])[0]
+    assert c.seeds >= 3 and c.margin == 1.0
+    assert "m0.99's linear above m0's linear by more than max(1 point, twice the larger std)" in c.describe()
+    before = c.fingerprint()
+    assert dataclasses.replace(c, margin=2.0).fingerprint() != before
+    assert dataclasses.replace(c, seeds=5).fingerprint() != before
+    assert dataclasses.replace(c, rule=Diff("m0", "linear", "m0.99", expect="lower")).fingerprint() != before
+    assert dataclasses.replace(c, history=("an edit to the page",)).fingerprint() == before  # not a setting
+    assert len({x.fingerprint() for x in claims_by_name()}) == 15
 
 
 def test_arms_that_resolve_to_the_same_run_share_it():
@@ -107,7 +213,7 @@ def test_all_fifteen_claims_are_listed(capsys):
 def test_claims_end_to_end_on_digits(tmp_path, capsys):
     out, doc = tmp_path / "claims", tmp_path / "claims.md"
     argv = ["claims", "--only", "projection-head,contrastive-vs-reconstruction", "--data", "digits",
-            "--budget-per-run", "4s", "--out", str(out), "--doc", str(doc), "backbone.width=0.25",
+            "--budget-per-run", "4s", "--seeds", "1", "--out", str(out), "--doc", str(doc), "backbone.width=0.25",
             "train.monitor_train=0"]
     assert main(argv) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
@@ -120,21 +226,24 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     from selfsup.claims.harness import run_claims
 
     results = run_claims(claims_by_name(["projection-head", "contrastive-vs-reconstruction"]), out, "digits", "4s",
-                         progress_bar=False, extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
+                         seeds=1, progress_bar=False, extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
     for name, res in results.items():
         claim = claims_by_name([name])[0]  # here every arm is its own method, so a run is found by its method
-        arms = {a.name: [json.loads(p.read_text()) for p in sorted((out / "runs").glob(f"{a.method}-*/seed*/"
-                                                                                          f"claim_{name}.json"))]
-                for a in claim.arms}
+        arms = {a.name: [json.loads(p.read_text())["measured"] for p in sorted((out / "runs").glob(
+                    f"{a.method}-*/seed*/claim_{name}.json"))] for a in claim.arms}
         assert arms == res["arms"] and all(len(v) == 1 for v in arms.values())
         verdict = page.split(f"## {name}: ")[1].split("\n")[0]
         assert verdict == res["verdict"] == claim.decide(arms)[0]
-        assert verdict in ("holds", "does not hold") or verdict.startswith("inconclusive")
+        assert verdict == INCONCLUSIVE and "1 of the 3 registered seeds" in res["reason"]  # one seed of three
+        assert f"**Rule** (fingerprint {claim.fingerprint()}). Holds when {claim.describe()}" in page
     refs = json.loads((out / "references.json").read_text())  # the no-pretraining rows every table is read against
     assert set(refs) == {"digits: raw pixels", "digits: random-init convnet x0.25"}
     assert all(10 < v <= 100 for v in refs.values()) and "digits: random-init convnet x0.25" in page
-    measured = json.loads(next((out / "runs").glob("simclr-*/seed0/claim_projection-head.json")).read_text())
+    cached = json.loads(next((out / "runs").glob("simclr-*/seed0/claim_projection-head.json")).read_text())
+    measured = cached["measured"]
     assert set(measured) == {"linear_h", "linear_z"} and 10 < measured["linear_h"] <= 100
+    assert cached["fingerprint"] == claims_by_name(["projection-head"])[0].fingerprint() and cached["seconds"] > 0
+    assert "minutes of training" in page
     stamp = next((out / "runs").glob("simclr-*/seed0/summary.json")).stat().st_mtime_ns
     capsys.readouterr()
     assert main(argv) == 0  # resumes: nothing is trained or measured again
@@ -159,16 +268,51 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     assert "## contrastive-vs-reconstruction: not yet run" in doc.read_text()  # its simclr arm is a new run now
 
 
-def test_claims_with_two_seeds_show_the_spread(tmp_path):
+def test_claims_with_two_seeds_show_the_spread_and_every_seed(tmp_path):
     out, doc = tmp_path / "claims", tmp_path / "claims.md"
     assert main(["claims", "--only", "projection-head", "--data", "digits", "--budget-per-run", "3s", "--seeds", "2",
                  "--out", str(out), "--doc", str(doc), "backbone.width=0.25", "train.monitor_train=0"]) == 0
     (run,) = (out / "runs").iterdir()
     assert sorted(p.name for p in run.iterdir()) == ["seed0", "seed1"]
     assert [yaml.safe_load((run / s / "config.yaml").read_text())["train"]["seed"] for s in ("seed0", "seed1")] == [0, 1]
-    h = [json.loads((run / s / "claim_projection-head.json").read_text())["linear_h"] for s in ("seed0", "seed1")]
+    h = [json.loads((run / s / "claim_projection-head.json").read_text())["measured"]["linear_h"]
+         for s in ("seed0", "seed1")]
     page = doc.read_text()
-    assert "2 seed(s) per arm" in page and "twice the larger spread" in page
+    assert "twice the larger std over the seeds" in page
     section = page.split("## projection-head:")[1].split("\n## ")[0]
     row = next(line for line in section.splitlines() if line.startswith("| simclr |"))
-    assert f"{(h[0] + h[1]) / 2:.3g} ± " in row  # mean ± std over the two seeds
+    assert f"{(h[0] + h[1]) / 2:.3g} ± " in row and f"({h[0]:.3g}, {h[1]:.3g})" in row  # mean ± std, each seed
+
+
+def test_a_rule_changed_after_its_runs_cannot_reuse_them(tmp_path, capsys):
+    from selfsup.claims.harness import RuleChanged, run_claims
+
+    out = tmp_path / "claims"
+    kw = dict(data="digits", budget="3s", seeds=1, progress_bar=False,
+              extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
+    (claim,) = claims_by_name(["projection-head"])
+    first = run_claims([claim], out, **kw)["projection-head"]
+    run = next((out / "runs").glob("simclr-*/seed0"))
+    recorded = json.loads((run / "registered.json").read_text())
+    assert recorded["claims"]["projection-head"] == claim.fingerprint() and len(recorded["claims"]) == 15
+    # the same rule: the run and its measurement are reused
+    assert run_claims([claim], out, **kw)["projection-head"]["arms"] == first["arms"]
+    # the margin moved after the numbers were seen: refused, before anything trains
+    moved = dataclasses.replace(claim, margin=0.5)
+    with pytest.raises(RuleChanged, match="--fresh"):
+        run_claims([moved], out, **kw)
+    assert not run.with_name("seed0.previous").exists()
+    # the page does not judge it by the old runs either
+    page = tmp_path / "claims.md"
+    run_claims([], out, doc=page, **kw)
+    assert "## projection-head: not yet run" not in page.read_text()  # the catalog's own rule still matches
+    # --fresh: the old run is kept aside, a new one trains under the new rule
+    capsys.readouterr()
+    again = run_claims([moved], out, fresh=True, **kw)["projection-head"]
+    assert "another version of claim projection-head's rule" in capsys.readouterr().out
+    assert run.with_name("seed0.previous").is_dir() and (run / "claim_projection-head.json").is_file()
+    assert json.loads((run / "registered.json").read_text())["claims"]["projection-head"] == moved.fingerprint()
+    assert again["fingerprint"] == moved.fingerprint() != first["fingerprint"]
+    # and now the catalog's rule is the one its runs were not trained under
+    run_claims([], out, doc=page, **kw)
+    assert "## projection-head: not yet run" in page.read_text() and "--fresh" in page.read_text()

@@ -1,5 +1,5 @@
-"""What a claim is: its arms (a method with overrides), a measure and a rule (``Claim``), and the
-comparison every rule uses; selfsup.claims.catalog lists the claims, selfsup.claims.harness runs them."""
+"""What a claim is: its arms (a method with overrides), a measure and a rule (``Claim``), declared before
+any run; selfsup.claims.rules judges, selfsup.claims.catalog lists the claims, selfsup.claims.harness runs them."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from selfsup.bench import Entry, entry_config, mean_std
+from selfsup.bench import Entry, entry_config
+from selfsup.claims.rules import INCONCLUSIVE, Rule
 from selfsup.config import recipe_path, resolve, to_dict
 from selfsup.errors import SelfsupError
 
@@ -35,12 +36,41 @@ class Arm:
 
 @dataclass
 class Claim:
+    """A claim as a pre-registered experiment: everything that decides its verdict (arms, measure, rule
+    with its direction, margin, seeds) is declared here before any run, and fingerprinted: runs trained
+    under another fingerprint cannot judge it (selfsup.claims.harness)."""
     name: str
     statement: str
     arms: list[Arm]
     measure: Callable[[Path], dict[str, float]]  # a finished run -> its numbers
-    decide: Callable[[dict[str, list[dict]]], tuple[str, str]]  # arm -> per-seed numbers -> (verdict, reason)
+    rule: Rule  # selfsup.claims.rules: what must hold, in which direction, by how much
     columns: list[str] = field(default_factory=list)  # which numbers the table shows
+    margin: float = 1.0  # the smallest difference that counts, in the measure's units (accuracy points)
+    seeds: int = 3  # seeds per arm before a verdict other than "inconclusive" can be given
+    report: Callable[[dict[str, list[dict]]], str] | None = None  # numbers shown beside the verdict, not judged
+    history: tuple[str, ...] = ()  # earlier rules, dated, with the commit that changed them
+
+    def describe(self) -> str:
+        """The rule as docs/claims.md states it."""
+        return f"{self.rule.describe(self.margin)} — over {self.seeds} seeds per arm (fewer: inconclusive)"
+
+    def fingerprint(self) -> str:
+        """A hash of everything registered: a change to any of it is a new experiment."""
+        arms = [(a.name, a.method, a.overrides, a.data, a.backbone, a.recipe_of) for a in self.arms]
+        sig = json.dumps([self.statement, arms, getattr(self.measure, "__qualname__", str(self.measure)),
+                          self.columns, self.rule.describe(self.margin), self.margin, self.seeds], default=str)
+        return hashlib.sha1(sig.encode()).hexdigest()[:10]
+
+    def decide(self, per_arm: dict[str, list[dict]]) -> tuple[str, str]:
+        """(verdict, reason) by the rule; fewer seeds than registered: at most "inconclusive"."""
+        verdict, reading = self.rule.judge(per_arm, self.margin)
+        ran = min((len(v) for v in per_arm.values()), default=0)
+        if ran < self.seeds:
+            verdict, reading = INCONCLUSIVE, (f"{ran} of the {self.seeds} registered seeds ran (the rule alone would "
+                                              f"say: {verdict}); {reading}")
+        if self.report:
+            reading += f". Reported, not judged: {self.report(per_arm)}"
+        return verdict, reading
 
 
 def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str, ...] = ()) -> str:
@@ -85,19 +115,3 @@ def _pop(d: dict, path: tuple[str, ...]) -> None:
     parent = _get(d, path[:-1], None) if len(path) > 1 else d
     if isinstance(parent, dict):
         parent.pop(path[-1], None)
-
-
-def compare(a: list[float], b: list[float], margin: float) -> tuple[str, float]:
-    """Is a above b? ("higher" | "lower" | "tie", the difference of means). With seeds, a difference
-    must exceed max(margin, 2 x the larger std); with one seed, the margin."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    spread = max(s for s in (sa, sb, 0.0) if s is not None)
-    need = max(margin, 2 * spread)
-    d = ma - mb
-    return ("higher" if d > need else "lower" if d < -need else "tie"), d
-
-
-def verdict_from(outcome: str, expected: str = "higher") -> str:
-    if outcome == "tie":
-        return "inconclusive at this scale"
-    return "holds" if outcome == expected else "does not hold"

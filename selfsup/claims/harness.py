@@ -1,16 +1,22 @@
 """The harness behind `selfsup claims`: train each claim's arms (seeded runs under one budget),
-measure them, decide a verdict, and write docs/claims.md.
+measure them, judge them by the claim's pre-registered rule, and write docs/claims.md.
 
-A claim (selfsup.claims.catalog; its types in selfsup.claims.experiment) is a statement, the arms of its experiment (a method with
-overrides, e.g. SimSiam with and without stop-gradient), a ``measure`` (run directory -> named
-numbers) and a ``decide`` (numbers per arm -> verdict and reason). Runs live in
-OUT/runs/<method>-<hash of the arm's settings>/seed<k>/, ordinary run directories shared by every
-claim with the same arm (SimCLR's default run serves five claims); a finished run and a claim's
-measurement of it (``claim_<name>.json``) are never redone, so an interrupted `selfsup claims` resumes.
+A claim (selfsup.claims.catalog; its types in selfsup.claims.experiment, its rules in
+selfsup.claims.rules) is a statement, the arms of its experiment (a method with overrides, e.g. SimSiam
+with and without stop-gradient), a ``measure`` (run directory -> named numbers) and a rule with its
+direction, margin and seeds. Runs live in OUT/runs/<method>-<hash of the arm's settings>/seed<k>/,
+ordinary run directories shared by every claim with the same arm (SimCLR's default run serves several
+claims); a finished run and a claim's measurement of it (``claim_<name>.json``) are never redone, so an
+interrupted `selfsup claims` resumes.
 
-Verdicts: "holds", "does not hold", or "inconclusive at this scale". With several seeds a
-difference counts only when it exceeds twice the spread (the larger std of the two arms); with
-one seed only a difference above the claim's margin counts, and the page says one seed was run.
+Pre-registration: before a run trains, it records the fingerprint of every claim of the catalog as it
+stands (``registered.json``: the rules fixed before the run). A claim whose fingerprint is not the one its
+runs recorded — its rule, margin, seeds, arms or measure changed after they were trained — refuses them:
+they cannot judge a rule written after they were seen. ``fresh=True`` (`--fresh`) moves such runs aside
+(``seed<k>.previous``, nothing lost) and trains new ones.
+
+Verdicts: "holds", "does not hold", or "inconclusive" (selfsup.claims.rules: a difference counts only
+above the margin and twice the seeds' larger std; fewer seeds than registered give at most inconclusive).
 """
 from __future__ import annotations
 
@@ -31,12 +37,14 @@ from selfsup.eval.run import load_run
 from selfsup.nn.features import extract_features, recalibrate_batchnorm
 from selfsup.claims.catalog import catalog
 from selfsup.claims.experiment import Claim, arm_key
+from selfsup.errors import SelfsupError
 
 
-def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist", budget: str = "5m",
-               seeds: int = 1, device: str = "cpu", progress_bar: bool = True, doc: str | Path | None = None,
-               extra_overrides: tuple[str, ...] = ()) -> dict:
-    """Train, measure and judge ``claims``; write ``doc`` (markdown); returns {claim: result}.
+def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist", budget: str = "3m",
+               seeds: int | None = None, device: str = "cpu", progress_bar: bool = True,
+               doc: str | Path | None = None, extra_overrides: tuple[str, ...] = (), fresh: bool = False) -> dict:
+    """Train, measure and judge ``claims`` (``seeds`` per arm; None: each claim's registered number);
+    write ``doc`` (markdown); returns {claim: result}.
 
     The page covers every claim of the catalog whose runs are already measured under ``out``, not only
     ``claims``: `--only` splits the work over several calls and each call rewrites the
@@ -44,13 +52,47 @@ def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist"
     out = Path(out)
     results = {}
     for c in claims:
-        results[c.name] = _judge(c, out, data, budget, seeds, device, progress_bar, extra_overrides, train=True)
+        results[c.name] = _judge(c, out, data, budget, seeds or c.seeds, device, progress_bar, extra_overrides,
+                                 train=True, fresh=fresh)
         print(f"claim {c.name}: {results[c.name]['verdict']} — {results[c.name]['reason']}")
     if doc:
-        page = {c.name: results.get(c.name) or _judge(c, out, data, budget, seeds, device, progress_bar,
+        page = {c.name: results.get(c.name) or _judge(c, out, data, budget, seeds or c.seeds, device, progress_bar,
                                                        extra_overrides, train=False) for c in catalog()}
-        write_doc(page, doc, data, budget, seeds, references(out))
+        write_doc(page, doc, data, budget, references(out), cpu_minutes(out))
     return results
+
+
+class RuleChanged(SelfsupError):
+    """A claim's runs were trained under another version of its rule."""
+
+
+def register(run: Path, claim: Claim) -> None:
+    """Record in ``run`` the fingerprint of every claim as it stands now (the catalog's, and ``claim``'s,
+    the one it trains for), before the run trains."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "registered.json").write_text(json.dumps(
+        {"date": time.strftime("%Y-%m-%d"), "commit": _commit(),
+         "claims": {**{c.name: c.fingerprint() for c in catalog()}, claim.name: claim.fingerprint()}}, indent=1))
+
+
+def registered(run: Path, c: Claim) -> str | None:
+    """The fingerprint ``run`` recorded for ``c`` before it trained (None: none recorded)."""
+    p = run / "registered.json"
+    return json.loads(p.read_text())["claims"].get(c.name) if p.is_file() else None
+
+
+def cpu_minutes(out: Path) -> dict[str, float]:
+    """Training and measuring time of every run under OUT/runs (summary.json's train_seconds, and the
+    seconds each claim's measurement took), in minutes."""
+    train = measure = 0.0
+    for run in out.glob("runs/*/seed*"):
+        if run.name.endswith(".previous"):
+            continue
+        if (run / "summary.json").is_file():
+            train += json.loads((run / "summary.json").read_text()).get("train_seconds", 0.0)
+        for m in run.glob("claim_*.json"):
+            measure += json.loads(m.read_text()).get("seconds", 0.0)
+    return {"training": train / 60, "measuring": measure / 60}
 
 
 def references(out: Path) -> dict[str, float]:
@@ -91,11 +133,22 @@ def references(out: Path) -> dict[str, float]:
 
 
 def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str, progress_bar: bool,
-           extra_overrides: tuple[str, ...], train: bool) -> dict:
+           extra_overrides: tuple[str, ...], train: bool, fresh: bool = False) -> dict:
     """One claim's result: train (``train``) and measure its arms' runs, then decide. Without ``train``, only
-    what is already measured is read, and a claim with a missing measurement comes back as not yet run."""
+    what is already measured under this claim's fingerprint is read, and a claim with a missing measurement
+    comes back as not yet run."""
     per_arm: dict[str, list[dict]] = {}
-    commands, missing = [], False
+    commands, missing, stale = [], False, []
+    fingerprint = c.fingerprint()
+    runs = [out / "runs" / arm_key(arm, data, budget, extra_overrides) / f"seed{seed}" for arm in c.arms
+            for seed in range(seeds)]
+    before = [r for r in runs if r.exists() and registered(r, c) != fingerprint]
+    if before and train and not fresh:  # refused before anything trains
+        raise RuleChanged(f"claim {c.name}: {len(before)} run(s), e.g. {before[0]}, were trained before its rule "
+                          f"took its present form (fingerprint {fingerprint}; the run recorded "
+                          f"{registered(before[0], c) or 'none'}): they cannot judge a rule written after they were "
+                          f"seen. Train new ones with `selfsup claims --only {c.name} --fresh` (the old runs are "
+                          f"kept as seed<k>.previous)")
     for arm in c.arms:
         per_arm[arm.name] = []
         key = arm_key(arm, data, budget, extra_overrides)
@@ -106,19 +159,33 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
                             + (f" --config configs/{arm.method}_{arm.recipe_of}.yaml" if arm.recipe_of else "")
                             + (f" --backbone {arm.backbone}" if arm.backbone else "") + f" --out {run} "
                             + " ".join(o for o in overrides if not o.startswith("train.device")))
+            if run in before:
+                if not train:
+                    stale.append(run)
+                    continue
+                _retire(run, f"it was trained under another version of claim {c.name}'s rule")
             cache = run / f"claim_{c.name}.json"
             if not cache.is_file():
                 if not train:
                     missing = True
                     continue
                 if (run / "summary.json").is_file() and not _has_weights(run):
-                    _retire(run)
+                    _retire(run, "finished, but its weights are not on this machine")
+                if not (run / "registered.json").is_file():
+                    register(run, c)  # the rules as they stand, before the run is seen
                 train_or_resume(run, functools.partial(entry_config, arm.entry(), arm.data or data, None,
                                                        arm.backbone, budget, None, overrides),
                                 f"claim {c.name}: {arm.name} seed {seed}", progress_bar)
-                cache.write_text(json.dumps(c.measure(run), indent=1))
-            per_arm[arm.name].append(json.loads(cache.read_text()))
-    result = {"statement": c.statement, "arms": per_arm, "columns": c.columns, "commands": commands}
+                t0 = time.time()
+                measured = c.measure(run)
+                cache.write_text(json.dumps({"fingerprint": fingerprint, "measured": measured,
+                                             "seconds": time.time() - t0}, indent=1))
+            per_arm[arm.name].append(json.loads(cache.read_text())["measured"])
+    result = {"statement": c.statement, "rule": c.describe(), "fingerprint": fingerprint, "history": c.history,
+              "arms": per_arm, "columns": c.columns, "commands": commands}
+    if stale:
+        return {**result, "verdict": "not yet run", "reason": f"its runs under {out} were trained under an earlier "
+                f"rule; `selfsup claims --only {c.name} --fresh` runs it under this one."}
     if missing:
         return {**result, "verdict": "not yet run", "reason": f"`selfsup claims --only {c.name}` has not finished."}
     verdict, reason = c.decide(per_arm)
@@ -129,18 +196,19 @@ def _has_weights(run: Path) -> bool:
     return any((run / "checkpoints" / d / "model.safetensors").is_file() for d in ("last", "previous"))
 
 
-def _retire(run: Path) -> None:
-    """A finished run whose weights are gone — weights are git-ignored, so a fresh checkout has a run's numbers
-    but not its weights — cannot serve a new measurement: move it to ``seed<k>.previous`` (nothing lost) and
-    train the arm again. The other claims' measurements of the old run leave with it (they measured another
-    sample of the arm), so those claims read "not yet run" until they are run again; say which."""
+def _retire(run: Path, why: str) -> None:
+    """Move ``run`` aside to ``seed<k>.previous`` (nothing lost) so that its arm trains again: its weights are
+    gone (weights are git-ignored, so a fresh checkout has a run's numbers but not its weights), or it was
+    trained under another version of a claim's rule. The other claims' measurements of the old run leave with
+    it (they measured another sample of the arm), so those claims read "not yet run" until they are run
+    again; say which."""
     import shutil
 
     old = run.with_name(run.name + ".previous")
     shutil.rmtree(old, ignore_errors=True)
     run.rename(old)
     others = sorted(p.stem.removeprefix("claim_") for p in old.glob("claim_*.json"))
-    print(f"== {run}: finished, but its weights are not on this machine; moved to {old.name} and training it again"
+    print(f"== {run}: {why}; moved to {old.name} and training it again"
           + (f"; run `selfsup claims --only {','.join(others)}` after this to re-measure the new run" if others else ""))
 
 
@@ -158,26 +226,35 @@ def _commit() -> str:
         return "unknown"
 
 
-def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: int,
-              refs: dict[str, float] | None = None) -> Path:
-    """docs/claims.md: per claim the statement, the commands, a table (mean ± std over seeds) and the verdict."""
+def write_doc(results: dict, path: str | Path, data: str, budget: str, refs: dict[str, float] | None = None,
+              minutes: dict[str, float] | None = None) -> Path:
+    """docs/claims.md: per claim the statement, its pre-registered rule (and the rule's history), the
+    verdict with the rule's reading, a table of every seed's value and mean ± std per arm, the commands."""
     import torch
 
-    lines = ["# The seeds' claims, reproduced", "",
+    lines = ["# The field's claims, tested", "",
              f"Generated by `selfsup claims` on {time.strftime('%Y-%m-%d')}, commit {_commit()}, "
              f"{platform.machine()} with {torch.get_num_threads()} torch threads; data set {data}, "
-             f"{budget} of training per run, {seeds} seed(s) per arm"
-             + (" — with one seed a difference counts only above each claim's margin, and spreads are unknown."
-                if seeds == 1 else ", a difference counts only above twice the larger spread."), ""]
+             f"{budget} of training per run. Each claim's rule (arms, measure, direction, margin, seeds) was fixed "
+             "in selfsup/claims/catalog.py before its runs, which record it (a rule changed later cannot reuse "
+             "them). A difference counts only above the margin and twice the larger std over the seeds; fewer "
+             "seeds than registered, or a difference inside them, is \"inconclusive\".", ""]
+    if minutes:
+        lines += [f"CPU time of the runs on this page: {minutes['training']:.0f} minutes of training and "
+                  f"{minutes['measuring']:.0f} of measuring.", ""]
     if refs:
         lines += ["Linear probes with no pretraining, to read the tables against (top-1 %): "
                   + "; ".join(f"{k} {v:.1f}" for k, v in sorted(refs.items())) + ".", ""]
     verdicts = [r["verdict"] for r in results.values()]
     lines += [f"Summary: {verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
-              f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive at this scale"
+              f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive"
               + (f", {verdicts.count('not yet run')} not yet run" if "not yet run" in verdicts else "") + ".", ""]
     for name, r in results.items():
-        lines += [f"## {name}: {r['verdict']}", "", f"**Claim.** {r['statement']}", "", f"**Verdict.** {r['reason']}", ""]
+        lines += [f"## {name}: {r['verdict']}", "", f"**Claim.** {r['statement']}", "",
+                  f"**Rule** (fingerprint {r['fingerprint']}). Holds when {r['rule']}.", "",
+                  f"**Verdict.** {r['reason']}", ""]
+        if r["history"]:
+            lines += ["**The rule's history.** " + " ".join(r["history"]), ""]
         cols = r["columns"] or sorted({k for runs in r["arms"].values() for m in runs for k in m})
         lines.append("| arm | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---|" * len(cols))
@@ -189,7 +266,8 @@ def write_doc(results: dict, path: str | Path, data: str, budget: str, seeds: in
                     cells.append("—")
                     continue
                 mu, sd = mean_std(vals)
-                cells.append(f"{mu:.3g}" + (f" ± {sd:.2g}" if sd is not None else ""))
+                seeds = f" ({', '.join(f'{v:.3g}' for v in vals)})" if len(vals) > 1 else ""
+                cells.append(f"{mu:.3g}" + (f" ± {sd:.2g}" if sd is not None else "") + seeds)
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines += ["", "<details><summary>commands</summary>", "", "```bash", *r["commands"], "```", "", "</details>", ""]
     path = Path(path)
