@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.data.dataset import balanced_indices
+from selfsup.data.dataset import balanced_indices, validation_split as carve_validation
 from selfsup.nn.features import extract_features
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config
@@ -73,14 +73,15 @@ from selfsup.engine import Run, labelled_splits
 from selfsup.semi import create_semi_method
 from selfsup.semi.train import train_semi
 
-VAL_SIZE, VAL_SEED = 10_000, 12345
+VAL_SIZE = 10_000
 
 
 def validation_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(validation rows, the other rows) of a training split of n images: VAL_SIZE seeded rows, sorted;
-    benchmarks/selection.py carves the same one."""
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VAL_SEED))
-    return perm[:VAL_SIZE].sort().values, perm[VAL_SIZE:].sort().values
+    """(validation rows, the other rows) of a training split of n images, sorted: VAL_SIZE rows of
+    selfsup's one validation permutation (selfsup.data.dataset.validation_split, whose first rows are also
+    the training monitor's); benchmarks/selection.py and peers.py carve the same one."""
+    val, rest = carve_validation(n, VAL_SIZE)
+    return val.sort().values, rest.sort().values
 MARGIN = 1.0  # points of test accuracy
 LABELS_ALONE = ("scratch", "supervised-scratch")  # random weights, the labels and nothing else
 GOAL = 5.0  # issue 30: the best pipeline over scratch, points of mean test accuracy

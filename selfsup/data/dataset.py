@@ -111,6 +111,18 @@ class ImageDataset:
         return self.subset(balanced_indices(self.labels, fraction, seed))
 
 
+VALIDATION_SEED = 12345
+
+
+def validation_split(n: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation rows, the other rows) of a training split of ``n`` images: the first ``size`` rows of one
+    seeded permutation, and the rest in that order. Every validation split selfsup carves from a training
+    split is a prefix of this permutation, so a smaller one (the training monitor's) lies inside a larger
+    one (the benchmarks'), and every choice — recipes, sides, levers — is made on images no test number saw."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(VALIDATION_SEED))
+    return perm[:size], perm[size:]
+
+
 def balanced_indices(labels: torch.Tensor, fraction: float, seed: int = 0) -> torch.Tensor:
     """Sorted indices of a seeded, class-balanced sample of ``labels``.
 

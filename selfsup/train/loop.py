@@ -36,6 +36,7 @@ from selfsup.train.optim import build_optimizer, lr_factor, set_lr
 from selfsup.transforms import Views
 from selfsup.config import parse_override, resolve, to_dict
 from selfsup.data import DatasetError, load_dataset
+from selfsup.data.dataset import validation_split
 from selfsup.data.folder import choose_image_size
 from selfsup.data.stream import StreamLoader, load_imagefolder_stream, sample_images
 from selfsup.data.text import tokenize
@@ -133,9 +134,9 @@ class _Monitor:
         t = cfg.train
         if train.labels is None or t.monitor_train <= 0 or t.monitor_val <= 0 or len(train) < 2:
             return None
-        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345))
         n_val = min(t.monitor_val, len(train) // 2)  # disjoint: a validation image is never its own neighbour
-        val, bank = perm[:n_val], perm[n_val:n_val + t.monitor_train]
+        val, rest = validation_split(len(train), n_val)
+        bank = rest[:t.monitor_train]
         return cls(train.images[bank], train.labels[bank], train.images[val], train.labels[val])
 
     @torch.no_grad()

@@ -249,3 +249,31 @@ def test_collapse_warnings_from_the_diagnostics():
     assert "(30.00 at initialisation): dimensional collapse" in warned(
         {"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.2,
          "diag/initial_embedding_rank": 30.0})
+
+
+def test_training_and_its_monitor_never_read_the_test_split(tiny_config, tmp_path, monkeypatch):
+    """Choices are made on validation data carved from train (the monitor's slice); the test split is
+    read only by the final evaluation, after training."""
+    from selfsup.data.sources import DATASETS
+
+    real, read = DATASETS.get("digits"), []
+
+    def recording(split, root, image_size):
+        read.append(split)
+        return real(split, root, image_size)
+
+    monkeypatch.setitem(DATASETS._items, "digits", recording)
+    cfg = tiny_config("simclr", "train.epochs=2", "train.monitor_train=200", "train.monitor_val=100")
+    summary = fit(cfg, tmp_path / "run", progress_bar=False)
+    assert 0.0 <= summary["monitor/knn20_top1"] <= 1.0  # the monitor ran ...
+    assert read and set(read) == {"train"}  # ... on a slice of train, as did everything else
+
+
+def test_one_validation_permutation_the_monitor_inside_the_benchmarks():
+    from selfsup.data.dataset import validation_split
+
+    small, rest = validation_split(1000, 50)
+    large, _ = validation_split(1000, 200)
+    assert len(small) == 50 and sorted(torch.cat([small, rest]).tolist()) == list(range(1000))  # a partition
+    assert torch.equal(large[:50], small)  # the monitor's slice is inside every larger validation split
+    assert torch.equal(validation_split(1000, 50)[0], small)  # fixed: seeded, not the global RNG
