@@ -167,3 +167,23 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.
         c[filled] = torch.nn.functional.normalize(sums[filled] / counts[filled, None], dim=1)
         assign = (x @ c.T).argmax(1)
     return assign, c
+
+
+@torch.no_grad()
+def momentum_grouping(groups: torch.Tensor, z: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SMoG's synchronous momentum grouping (Pang et al. 2022, sec. 3.2): each of the N embeddings z
+    [N, D] (unit rows, every process's) joins the group of largest cosine among ``groups`` [K, D], and
+    every group that received members moves towards their mean,
+
+        g_k <- beta g_k + (1 - beta) mean_{i : a_i = k} z_i,
+
+    the others staying where they are: a clustering that advances one step per training step instead of
+    DeepCluster's epoch-long k-means. Returns (the moved groups [K, D] float32, the assignment a [N])."""
+    k = groups.shape[0]
+    g, z = groups.float(), z.float()
+    assign = (z @ torch.nn.functional.normalize(g, dim=1).T).argmax(1)  # [N]
+    sums = torch.zeros_like(g).index_add_(0, assign, z)  # [K, D]
+    counts = torch.bincount(assign, minlength=k)  # [K]
+    moved, filled = g.clone(), counts > 0
+    moved[filled] = beta * g[filled] + (1 - beta) * sums[filled] / counts[filled, None]
+    return moved, assign
