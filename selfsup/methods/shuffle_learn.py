@@ -31,6 +31,7 @@ from torch import nn
 from selfsup.data.video import split_frames
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
+from selfsup.nn.frames import FirstFrame
 from selfsup.registry import BuildContext, Needs, register
 
 
@@ -40,18 +41,6 @@ class ShuffleLearnConfig:
     grid: int = 4  # the feature map is pooled to grid x grid cells before fc7 (AlexNet's pool5: 6 x 6)
     hidden: int = 256  # fc7's width per frame (the paper's 4096, scaled with the smaller encoder)
     fc8_hidden: int = 256  # 0: the paper's linear fc8; >0: fc8 as a hidden ReLU layer of this width, then linear
-
-
-class FirstFrame(nn.Module):
-    """What evaluation reads: a video's 2x2 mosaic [N, C, 2S, 2S] -> the encoder's features of frame 0 [N, F]."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        self.num_features = net.num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(split_frames(x)[:, 0])
 
 
 # the frame tuples of a 4-frame video: (positive, negative) for the end pairs (0, 2) and (1, 3)
