@@ -13,8 +13,8 @@ from pathlib import Path
 from selfsup.config import ConfigError, RunConfig, compose, config_yaml, recipes_dir
 from selfsup.errors import SelfsupError
 from selfsup import dist, list_backbones, list_datasets
-from selfsup.bench import bench, check_protocols, parse_entries
-from selfsup.claims import claims_by_name, run_claims
+from selfsup.experiments.bench import bench, check_protocols, parse_entries
+from selfsup.experiments.claims import claims_by_name, run_claims
 from selfsup.classify import predict, semi_classifier, train_classifier
 from selfsup.config import parse_override
 from selfsup.curate import near_duplicates, neighbors, select_images

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from selfsup.bench import Entry, bench, parse_entries
+from selfsup.experiments.bench import Entry, bench, parse_entries
 from selfsup.cli import main
 
 TINY = ("backbone.width=0.25", "train.max_steps=3", "train.monitor_train=256", "train.batch_size=64")

@@ -9,10 +9,10 @@ import shutil
 import pytest
 import yaml
 
-from selfsup.claims import claims_by_name
-from selfsup.claims import experiment
-from selfsup.claims.experiment import Arm, arm_key
-from selfsup.claims.rules import FAILS, HOLDS, INCONCLUSIVE, All, Diff
+from selfsup.experiments.claims import claims_by_name
+from selfsup.experiments.claims import experiment
+from selfsup.experiments.claims.experiment import Arm, arm_key
+from selfsup.experiments.claims.rules import FAILS, HOLDS, INCONCLUSIVE, All, Diff
 from selfsup.cli import main
 
 
@@ -223,7 +223,7 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     assert "selfsup pretrain --method simclr --data digits --budget 4s" in page  # the exact commands
     # each verdict on the page is its rule applied to the numbers measured in the runs (read back from
     # every arm's claim_<name>.json), whichever way the tiny budget makes it fall
-    from selfsup.claims.harness import run_claims
+    from selfsup.experiments.claims.harness import run_claims
 
     results = run_claims(claims_by_name(["projection-head", "contrastive-vs-reconstruction"]), out, "digits", "4s",
                          seeds=1, progress_bar=False, extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
@@ -285,7 +285,7 @@ def test_claims_with_two_seeds_show_the_spread_and_every_seed(tmp_path):
 
 
 def test_a_rule_changed_after_its_runs_cannot_reuse_them(tmp_path, capsys):
-    from selfsup.claims.harness import RuleChanged, run_claims
+    from selfsup.experiments.claims.harness import RuleChanged, run_claims
 
     out = tmp_path / "claims"
     kw = dict(data="digits", budget="3s", seeds=1, progress_bar=False,

@@ -40,7 +40,7 @@ LEADERBOARDS = sorted((ROOT / "benchmarks" / "results").glob("*/leaderboard.md")
 def test_each_leaderboard_is_its_run_directories(md):
     """leaderboard.md and .json hold what the run directories beside them give (their eval_*.json and
     summary.json, mean ± std over their seeds): no row edited by hand, none left behind by a rerun."""
-    from selfsup.bench import COLUMNS, build_leaderboard, leaderboard_markdown
+    from selfsup.experiments.bench import COLUMNS, build_leaderboard, leaderboard_markdown
 
     board = build_leaderboard(md.parent)
     assert md.read_text() == leaderboard_markdown(board), (

@@ -4,6 +4,7 @@ same recipe as in one (configs/ in a checkout is a link to the package's recipes
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,8 +25,14 @@ def installed(tmp_path_factory) -> dict:
     checkout's editable-install hook lives in a .pth file there, and .pth files on an appended path are
     not run)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # built from a copy of the sources: setuptools leaves build/lib behind in the tree it builds, and a module
+    # since moved or deleted there would be packed into the next wheel
+    src = tmp / "src"
+    shutil.copytree(ROOT / "selfsup", src / "selfsup", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp / "dist"), str(ROOT)], check=True, capture_output=True)
+                    str(tmp / "dist"), str(src)], check=True, capture_output=True)
     wheel = next((tmp / "dist").glob("selfsup-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
@@ -46,10 +53,12 @@ def _selfsup(installed: dict, *args: str) -> subprocess.CompletedProcess:
     return out
 
 
-def test_the_wheel_holds_every_recipe(installed):
+def test_the_wheel_holds_every_recipe_and_module(installed):
     names = set(zipfile.ZipFile(installed["wheel"]).namelist())
     recipes = {p.relative_to(ROOT / "selfsup").as_posix() for p in (ROOT / "selfsup" / "recipes").rglob("*.yaml")}
     assert recipes and {f"selfsup/{r}" for r in recipes} <= names
+    modules = {f"selfsup/{p.relative_to(ROOT / 'selfsup').as_posix()}" for p in (ROOT / "selfsup").rglob("*.py")}
+    assert {n for n in names if n.endswith(".py")} == modules  # every module, and nothing stale
 
 
 def test_the_installed_command_resolves_the_recipe(installed):

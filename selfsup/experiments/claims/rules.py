@@ -16,7 +16,7 @@ need = max(margin, spread):
 
 ``All`` holds when every part holds, does not hold when any part does not, else is inconclusive. A rule's
 ``describe()`` is the sentence docs/claims.md prints, and, with the claim's other registered settings, what
-the harness fingerprints: a rule changed after its runs exist cannot reuse them (selfsup.claims.harness).
+the harness fingerprints: a rule changed after its runs exist cannot reuse them (selfsup.experiments.claims.harness).
 Hand-written: a few lines of arithmetic no statistics library states in this form.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What a claim is: its arms (a method with overrides), a measure and a rule (``Claim``), declared before
-any run; selfsup.claims.rules judges, selfsup.claims.catalog lists the claims, selfsup.claims.harness runs them."""
+any run; selfsup.experiments.claims.rules judges, selfsup.experiments.claims.catalog lists the claims, selfsup.experiments.claims.harness runs them."""
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from selfsup.bench import Entry, entry_config
-from selfsup.claims.rules import INCONCLUSIVE, Rule
+from selfsup.experiments.bench import Entry, entry_config
+from selfsup.experiments.claims.rules import INCONCLUSIVE, Rule
 from selfsup.config import recipe_path, resolve, to_dict
 from selfsup.errors import SelfsupError
 
@@ -38,12 +38,12 @@ class Arm:
 class Claim:
     """A claim as a pre-registered experiment: everything that decides its verdict (arms, measure, rule
     with its direction, margin, seeds) is declared here before any run, and fingerprinted: runs trained
-    under another fingerprint cannot judge it (selfsup.claims.harness)."""
+    under another fingerprint cannot judge it (selfsup.experiments.claims.harness)."""
     name: str
     statement: str
     arms: list[Arm]
     measure: Callable[[Path], dict[str, float]]  # a finished run -> its numbers
-    rule: Rule  # selfsup.claims.rules: what must hold, in which direction, by how much
+    rule: Rule  # selfsup.experiments.claims.rules: what must hold, in which direction, by how much
     columns: list[str] = field(default_factory=list)  # which numbers the table shows
     margin: float = 1.0  # the smallest difference that counts, in the measure's units (accuracy points)
     seeds: int = 3  # seeds per arm before a verdict other than "inconclusive" can be given

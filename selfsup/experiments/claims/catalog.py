@@ -1,5 +1,5 @@
 """The fifteen claims of the field's study notes, each a pre-registered experiment: arms, a measure, a rule
-(selfsup.claims.rules) with its direction, margin and seeds, all fixed here before any run.
+(selfsup.experiments.claims.rules) with its direction, margin and seeds, all fixed here before any run.
 
 Measures reuse the evaluation suite (selfsup.eval.run) and cache in the run directory. Accuracies are in
 percent and margins in the same absolute points (a Diff on another unit states its own margin).
@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from selfsup.engine import labelled_splits, run_split
-from selfsup.claims.experiment import Arm, Claim
-from selfsup.claims.rules import All, Diff
+from selfsup.experiments.claims.experiment import Arm, Claim
+from selfsup.experiments.claims.rules import All, Diff
 from selfsup.errors import SelfsupError
 from selfsup.config import eval_size, load_run_config
 from selfsup.eval.finetune import FinetuneConfig
