@@ -625,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume {run_dir}`",
               file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `selfsup list methods | head`: the reader left; nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 0
     finally:
         dist.destroy()  # a process group that torchrun's run joined
     return 0

@@ -262,3 +262,12 @@ def test_a_data_set_without_a_recipe_is_warned_about_before_training(tmp_path):
     assert rc == 2 and "no recipe" not in err  # asked for: no warning
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "tinted-digits", *common, "train.bath_size=3"])
     assert rc == 2 and "no recipe" not in err and "bath_size" in err  # a config error comes alone
+
+
+def test_output_piped_into_a_reader_that_leaves_is_not_an_error():
+    # `selfsup list methods | head -0`: the reader has gone before selfsup writes (it is still importing)
+    proc = subprocess.Popen([sys.executable, "-m", "selfsup", "list", "methods", "-v"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err
