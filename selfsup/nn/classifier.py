@@ -15,7 +15,7 @@ class Classifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int):
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.num_features, num_classes)
+        self.head = nn.Linear(int(getattr(encoder, "num_features")), num_classes)  # every backbone declares it
         nn.init.normal_(self.head.weight, std=0.01)  # SimCLR's supervised head: N(0, 0.01^2), zero bias
         nn.init.zeros_(self.head.bias)
 
@@ -33,8 +33,9 @@ def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in module.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
         for m in module.modules():
             args = getattr(m, "backbone_args", None)
             if args is not None:

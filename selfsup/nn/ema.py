@@ -22,7 +22,8 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     own buffers: its batch-norm running statistics are those of its own forward passes (in train mode),
     as in the official MoCo (only ``param_k`` are updated), BYOL and DINO code, so the target (the DINO
     teacher offered for evaluation among them) carries statistics of its own weights, not the student's."""
-    t_params, o_params = list(target.parameters()), list(online.parameters())
+    t_params: list[torch.Tensor] = list(target.parameters())
+    o_params: list[torch.Tensor] = list(online.parameters())
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, o_params, alpha=1 - momentum)
 

@@ -63,6 +63,11 @@ class IterNorm(nn.Module):
     """Grouped iterative whitening of [N, D] features (see the module docstring). ``affine``: a learned
     weight and bias per channel after the whitening; ``bias=False`` keeps the weight only."""
 
+    running_mean: torch.Tensor  # [G, c]
+    running_wm: torch.Tensor  # [G, c, c]
+    weight: nn.Parameter | None
+    bias: nn.Parameter | None
+
     def __init__(self, num_features: int, num_groups: int = 64, iterations: int = 5, eps: float = 1e-5,
                  momentum: float = 0.1, affine: bool = True, bias: bool = True):
         super().__init__()

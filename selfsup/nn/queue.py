@@ -27,6 +27,10 @@ class Queue(nn.Module):
     steps never contrast against noise that looks like data.
     """
 
+    data: torch.Tensor  # [size, dim]
+    ptr: torch.Tensor
+    filled: torch.Tensor
+
     def __init__(self, size: int, dim: int):
         super().__init__()
         self.size = size
@@ -111,6 +115,8 @@ class MemoryBank(nn.Module):
     ``sample(k)`` draws k random entries as negatives (with replacement, as the paper's NCE).
     """
 
+    data: torch.Tensor  # [num_samples, dim]
+
     def __init__(self, num_samples: int, dim: int, seed: int = 0):
         super().__init__()
         if not num_samples or num_samples < 1:
@@ -120,7 +126,7 @@ class MemoryBank(nn.Module):
         self.register_buffer("data", F.normalize(torch.randn(num_samples, dim, generator=g), dim=1))
 
     def __len__(self) -> int:
-        return self.data.shape[0]
+        return int(self.data.shape[0])
 
     def get(self, index: torch.Tensor) -> torch.Tensor:
         """[B] indices -> [B, dim] entries (a copy, no gradient)."""

@@ -41,6 +41,9 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         xc = xf - mean.view(shape)
         var = dist.all_reduce_sum_with_grad(xc.pow(2).sum(dims)) / n  # [C], biased (as BN normalises)
         if self.track_running_stats:
+            # the buffers exist whenever running statistics are tracked (narrowed for the type checker)
+            assert self.num_batches_tracked is not None and self.running_mean is not None
+            assert self.running_var is not None
             with torch.no_grad():
                 self.num_batches_tracked += 1
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)

@@ -52,8 +52,8 @@ def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 
     theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
     h_in, w_in = x.shape[-2:]
-    out = (1, size) if h_in == 1 < w_in else (size, 1) if w_in == 1 < h_in else (size, size)  # 1-D stays 1-D
-    grid = F.affine_grid(theta, [b, x.shape[1], *out], align_corners=False)
+    side = (1, size) if h_in == 1 < w_in else (size, 1) if w_in == 1 < h_in else (size, size)  # 1-D stays 1-D
+    grid = F.affine_grid(theta, [b, x.shape[1], *side], align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     return (out, theta) if return_theta else out
 
