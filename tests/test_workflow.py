@@ -194,6 +194,18 @@ def test_finetune_cluster_and_embed2d_on_the_users_labels(run, folders):
     assert last_json(out)["points"] == 100 and (run / "embed2d_tsne_labels-labelled.png").is_file()
 
 
+def test_evaluate_from_python_on_the_users_labels_is_the_cli(run, folders):
+    import selfsup
+
+    root = folders["root"]
+    rc, out, err = run_cli(["eval", "linear", str(run), "--labels", str(root / "labels.csv"), "--test",
+                            str(root / "test"), "--json"])
+    assert rc == 0, err
+    cli = last_json(out)
+    api = selfsup.evaluate(str(run), "linear", labels=str(root / "labels.csv"), test=str(root / "test"))
+    assert api["top1"] == cli["top1"] and api["per_class"] == cli["per_class"] and api["confusion"] == cli["confusion"]
+
+
 def test_eval_without_labels_on_an_unlabelled_run_says_how_to_bring_them(run):
     rc, _, err = run_cli(["eval", "knn", str(run)])
     assert_clean_error(rc, err, "could not be read", "--labels DIR")  # its training folder is gone, too
