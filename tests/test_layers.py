@@ -43,7 +43,7 @@ def test_ruff_finds_nothing():
 
 def test_the_core_layer_and_the_parts_type_check():
     """mypy over what [tool.mypy] in pyproject.toml names: the core modules (config, registry, errors, dist,
-    checkpoint) and the losses, nn and transforms packages; the files come from there, so a new core module
+    checkpoint) and the losses, nn, transforms and backbones packages; the files come from there, so a new core module
     is added in one place."""
     from mypy import api
 
@@ -54,7 +54,7 @@ def test_the_core_layer_and_the_parts_type_check():
     core = {m.strip() for m in layers[-1].split(":")}
     checked = {"selfsup." + Path(f).stem for f in files}
     assert core <= checked  # the contract's core layer, all of it
-    assert {"selfsup.losses", "selfsup.nn", "selfsup.transforms"} <= checked
+    assert {"selfsup.losses", "selfsup.nn", "selfsup.transforms", "selfsup.backbones"} <= checked
     stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml"), *[str(ROOT / f) for f in files]])
     assert status == 0, stdout[-4000:] + stderr[-2000:]
 

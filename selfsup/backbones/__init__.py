@@ -42,9 +42,10 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
     >>> create_backbone("resnet18", in_channels=1, width=0.5).num_features
     256
     """
+    model: nn.Module
     if name.startswith(PREFIX):  # any timm model by name (random init; backbone.weights loads a file)
         model = TimmBackbone(name[len(PREFIX):], in_channels, image_size)
-        model.backbone_args = {"name": name, "in_channels": in_channels, "image_size": image_size}
+        setattr(model, "backbone_args", {"name": name, "in_channels": in_channels, "image_size": image_size})
         return model
     build = BACKBONES.get(name, hint=f"; or {PREFIX}NAME for a timm model")
     if name in VIT_SIZES:
@@ -56,14 +57,14 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
         args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
                     drop_path=drop_path, pool=pool)
         model = build(**args)
-        model.backbone_args = {"name": name, **args}
+        setattr(model, "backbone_args", {"name": name, **args})
         return model
     if pool != "token":
         raise SelfsupError(f"backbone.pool={pool!r} applies to ViTs ({', '.join(VIT_SIZES)}); a CNN's features are "
                            "always the average of its last feature map")
     args = dict(in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
     model = build(**args)
-    model.backbone_args = {"name": name, **args}  # lets a method build a sibling (clone_backbone)
+    setattr(model, "backbone_args", {"name": name, **args})  # lets a method build a sibling (clone_backbone)
     return model
 
 

@@ -33,7 +33,7 @@ class ResNet(nn.Module):
         if small_stem:
             # stem_stride 2 halves the resolution at once: 4x fewer FLOPs in layer1 for 28-px inputs
             self.conv1 = nn.Conv2d(in_channels, widths[0], 3, stem_stride, 1, bias=False)
-            self.maxpool = nn.Identity()
+            self.maxpool: nn.Module = nn.Identity()
         else:
             self.conv1 = nn.Conv2d(in_channels, widths[0], 7, 2, 3, bias=False)
             self.maxpool = nn.MaxPool2d(3, 2, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,14 +32,14 @@ class TimmBackbone(nn.Module):
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
             raise UnknownNameError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
                                    + " (timm.list_models('PATTERN*') lists them)")
-        kwargs = dict(pretrained=False, num_classes=0, in_chans=in_channels)
+        kwargs: dict[str, Any] = dict(pretrained=False, num_classes=0, in_chans=in_channels)
+        model = None
         try:
-            self.model = timm.create_model(name, img_size=image_size, **kwargs) if image_size else None
+            model = timm.create_model(name, img_size=image_size, **kwargs) if image_size else None
         except TypeError:  # a CNN: no img_size argument
-            self.model = None
-        if self.model is None:
-            self.model = timm.create_model(name, **kwargs)
-        self.num_features = int(self.model.num_features)
+            model = None
+        self.model: nn.Module = model if model is not None else timm.create_model(name, **kwargs)
+        self.num_features = int(getattr(self.model, "num_features"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)  # [B, num_features]
@@ -53,7 +54,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        sd = load_file(str(path))
+        sd: Any = load_file(str(path))
     else:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)

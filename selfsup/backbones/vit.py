@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from functools import partial
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -75,7 +76,8 @@ class ViT(nn.Module):
             self.register_buffer("pos_embed", pos)  # fixed, but saved: a checkpoint says what it used
         rates = [drop_path * i / max(1, depth - 1) for i in range(depth)]  # stochastic depth, linear in depth
         self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=r,
-                                           norm_layer=partial(nn.LayerNorm, eps=1e-6)) for r in rates])
+                                           norm_layer=cast(type[nn.Module], partial(nn.LayerNorm, eps=1e-6)))
+                                     for r in rates])  # (timm's hint names a class; it calls any factory)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._init()
 
@@ -119,6 +121,8 @@ class ViT(nn.Module):
         (plus their position), as SimMIM does (P' = P)."""
         t = self.embed(x)  # [B, P, dim]
         if mask is not None:
+            if mask_token is None:
+                raise SelfsupError("a mask needs its mask_token: the embedding that replaces the masked patches")
             t = torch.where(mask[..., None], mask_token.to(t.dtype) + self.position(self.grid), t)
         if keep is not None:
             t = torch.gather(t, 1, keep[..., None].expand(-1, -1, t.shape[-1]))
@@ -157,8 +161,10 @@ class ViT(nn.Module):
         t = torch.cat([self.cls_token.expand(len(t), -1, -1).to(t.dtype), t], dim=1)
         for blk in self.blocks[:-1]:
             t = blk(t)
-        blk = self.blocks[-1]
-        attn = blk.attn
+        from timm.models.vision_transformer import Attention, Block  # timm loads on first use
+
+        blk = cast(Block, self.blocks[-1])
+        attn = cast(Attention, blk.attn)
         b, n, d = t.shape
         qkv = attn.qkv(blk.norm1(t)).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         q, k = attn.q_norm(qkv[0]), attn.k_norm(qkv[1])
