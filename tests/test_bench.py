@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
 from selfsup.experiments.bench import Entry, bench, parse_entries
 from selfsup.cli import main
 
+ROOT = Path(__file__).resolve().parent.parent
 TINY = ("backbone.width=0.25", "train.max_steps=3", "train.monitor_train=256", "train.batch_size=64")
 
 
@@ -100,3 +102,22 @@ def test_protocols_that_apply_only_to_some_methods(tmp_path, capsys):
     assert "simclr seed 0: pretext does not apply" in capsys.readouterr().out
     assert main(["bench", "--methods", "simclr", "--data", "digits", "--protocols", "finetune", "--out", str(out)]) == 2
     assert "own options" in capsys.readouterr().err
+
+
+def test_the_like_for_like_tables_compose_every_row():
+    """benchmarks/like_for_like.py: every method of each table composes its config with the table's common
+    encoder and side (a recipe key that no longer exists fails here, not hours into the runs)."""
+    import importlib.util
+
+    from selfsup.experiments.bench import entry_config
+
+    spec = importlib.util.spec_from_file_location("like_for_like", ROOT / "benchmarks" / "like_for_like.py")
+    lfl = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lfl)
+    cnn, vit = lfl.family_methods("cnn"), lfl.family_methods("vit")
+    assert {"simclr", "byol", "supcon"} <= set(cnn) and {"mae", "ijepa"} <= set(vit) and not set(cnn) & set(vit)
+    for family, methods in (("cnn", cnn), ("vit", vit)):
+        for m in methods:
+            cfg = entry_config(Entry(m, m), "fashion-mnist", None, None, "5m", None, list(lfl.COMMON[family]))
+            assert cfg.backbone.name == ("resnet10" if family == "cnn" else "vit_micro"), m
+            assert cfg.views.size is None and cfg.eval.size is None and cfg.train.budget == "5m", m
