@@ -13,6 +13,7 @@ Streaming is not the bottleneck of training when its files/s exceed the training
 
     python benchmarks/decode.py [--n 100000] [--size 32] [--dir /tmp/selfsup-decode] [--workers 0,1,2] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,16 +92,30 @@ def main() -> None:
     arms = ["pil", "tvio"] + [f"selfsup_w{w}" for w in args.workers.split(",")]
     rows = []
     for arm in arms:
-        out = subprocess.run([sys.executable, "-c", CHILD, arm, str(folder), str(args.size)], capture_output=True,
-                             text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, arm, str(folder), str(args.size)], capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = rows[-1]
-        print(f"{arm:12s} {r['files_per_s']:8.0f} files/s  ({r['files']} files in {r['seconds']:.1f} s)  peak RSS "
-              f"{r['peak_rss_mb']:.0f} MiB, largest worker {r['largest_worker_mb']:.0f} MiB", flush=True)
+        print(
+            f"{arm:12s} {r['files_per_s']:8.0f} files/s  ({r['files']} files in {r['seconds']:.1f} s)  peak RSS "
+            f"{r['peak_rss_mb']:.0f} MiB, largest worker {r['largest_worker_mb']:.0f} MiB",
+            flush=True,
+        )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     if args.json:
-        Path(args.json).write_text(json.dumps({"commit": commit, "machine": platform.processor() or platform.machine(),
-                                               "n": args.n, "size": args.size, "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "commit": commit,
+                    "machine": platform.processor() or platform.machine(),
+                    "n": args.n,
+                    "size": args.size,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

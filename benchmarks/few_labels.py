@@ -48,6 +48,7 @@ higher mean VALIDATION accuracy at more of the budgets both ran (a tie in count:
     python benchmarks/few_labels.py RUN_DIR [--seeds 0,1,2] [--finetune-up-to 0.01] [--json out.json]
         [--semi fixmatch --semi-scratch --semi-steps 1000] [--png table.png]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,6 +83,8 @@ def validation_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     the training monitor's); benchmarks/selection.py and peers.py carve the same one."""
     val, rest = carve_validation(n, VAL_SIZE)
     return val.sort().values, rest.sort().values
+
+
 MARGIN = 1.0  # points of test accuracy
 LABELS_ALONE = ("scratch", "supervised-scratch")  # random weights, the labels and nothing else
 GOAL = 5.0  # issue 30: the best pipeline over scratch, points of mean test accuracy
@@ -89,12 +92,14 @@ SEMI_STEPS = 1000  # a semi-supervised arm's default length; another --semi-step
 
 
 def base_arm(arm: str) -> str:
-    """"fixmatch[steps=3000]" -> "fixmatch": the arm without its non-default settings."""
+    """ "fixmatch[steps=3000]" -> "fixmatch": the arm without its non-default settings."""
     return arm.split("[", 1)[0]
 
 
 def from_scratch(arm: str) -> bool:
     return arm == "scratch" or base_arm(arm).endswith("-scratch")
+
+
 L2 = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
 L2_WIDE = L2 + (1e-1, 1.0)
 
@@ -115,11 +120,19 @@ def main() -> None:
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
     p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
     p.add_argument("--markdown", metavar="JSON", help="print the README's table from an earlier run's --json and stop")
-    p.add_argument("--combine", nargs="+", metavar="JSON",
-                   help="several passes' results files into one (--json OUT): a later file's row replaces an earlier "
-                        "one's of the same budget, arm and seed; the summary is computed again, then stop")
-    p.add_argument("--compare", nargs=2, metavar=("SHOWN", "NEW"),
-                   help="two results files: which one the README's table shows, by the rule above, and stop")
+    p.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="several passes' results files into one (--json OUT): a later file's row replaces an earlier "
+        "one's of the same budget, arm and seed; the summary is computed again, then stop",
+    )
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("SHOWN", "NEW"),
+        help="two results files: which one the README's table shows, by the rule above, and stop",
+    )
     a = p.parse_args()
     if a.markdown:
         print(readme_tables(json.load(open(a.markdown))))
@@ -133,11 +146,19 @@ def main() -> None:
             rows.update({(r["budget"], r["arm"], r["seed"]): r for r in d["rows"]})
         first = next((d for d in files if "run" in d), files[0])
         out = {k: first[k] for k in ("run", "method", "val_size", "margin", "machine") if k in first}
-        out["pretraining_seconds"] = next((d["pretraining_seconds"] for d in files if d.get("pretraining_seconds")),
-                                          None)
-        out.update({"rows": list(rows.values()), "summary": summarise(list(rows.values())),
-                    "seeds": sorted({r["seed"] for r in rows.values()}), "passes": [
-                        {"file": f, "commit": d.get("commit"), "date": d.get("date")} for f, d in zip(a.combine, files)]})
+        out["pretraining_seconds"] = next(
+            (d["pretraining_seconds"] for d in files if d.get("pretraining_seconds")), None
+        )
+        out.update(
+            {
+                "rows": list(rows.values()),
+                "summary": summarise(list(rows.values())),
+                "seeds": sorted({r["seed"] for r in rows.values()}),
+                "passes": [
+                    {"file": f, "commit": d.get("commit"), "date": d.get("date")} for f, d in zip(a.combine, files)
+                ],
+            }
+        )
         with open(a.json, "w") as f:
             json.dump(out, f, indent=1)
         return
@@ -148,8 +169,12 @@ def main() -> None:
         return
     if a.plot_only:
         d = json.load(open(a.plot_only))
-        plot(d["summary"], list(dict.fromkeys(r["arm"] for r in d["rows"])), a.png,
-             f"{d['method']} encoder: test top-1 by label budget")
+        plot(
+            d["summary"],
+            list(dict.fromkeys(r["arm"] for r in d["rows"])),
+            a.png,
+            f"{d['method']} encoder: test top-1 by label budget",
+        )
         return
     if not a.run_dir:
         p.error("RUN_DIR is needed to measure (only --markdown and --plot-only read a results file alone)")
@@ -160,12 +185,14 @@ def main() -> None:
     extra_arms = []
     if a.finetune_grid:
         key, _, values = a.finetune_grid.partition("=")
-        extra_arms = [(f"finetune[{key}={v}]", {key: type(getattr(FinetuneConfig(), key))(v)})
-                      for v in values.split(",")]
+        extra_arms = [
+            (f"finetune[{key}={v}]", {key: type(getattr(FinetuneConfig(), key))(v)}) for v in values.split(",")
+        ]
     semi = [m for m in (a.semi or "").split(",") if m]
     steps_tag = "" if a.semi_steps == SEMI_STEPS else f"[steps={a.semi_steps}]"  # another length: another arm
     semi_arms = [(m + steps_tag, False) for m in semi] + (
-        [(f"{m}-scratch{steps_tag}", True) for m in semi] if a.semi_scratch else [])
+        [(f"{m}-scratch{steps_tag}", True) for m in semi] if a.semi_scratch else []
+    )
     wanted = set(a.arms.split(",")) | {name for name, _ in extra_arms} if a.arms else None
 
     def want(arm: str) -> bool:
@@ -192,74 +219,133 @@ def main() -> None:
             y = ytr[lab]
 
             def score(pred_val, pred_test):
-                return (100 * (pred_val == ytr[val]).float().mean().item(),
-                        100 * (pred_test == yte).float().mean().item())
+                return (
+                    100 * (pred_val == ytr[val]).float().mean().item(),
+                    100 * (pred_test == yte).float().mean().item(),
+                )
 
             arms, seconds = {}, {}
-            for arm, f_lab, f_val, f_te, grid in (("raw pixels", raw_tr[lab], raw_tr[val], raw_te, L2),
-                                                   ("linear", ftr[lab], ftr[val], fte, L2),
-                                                   ("linear-wide-l2", ftr[lab], ftr[val], fte, L2_WIDE)):
+            for arm, f_lab, f_val, f_te, grid in (
+                ("raw pixels", raw_tr[lab], raw_tr[val], raw_te, L2),
+                ("linear", ftr[lab], ftr[val], fte, L2),
+                ("linear-wide-l2", ftr[lab], ftr[val], fte, L2_WIDE),
+            ):
                 if want(arm):
                     probe = fit_probe(f_lab, y, 10, grid, 0.1, seed)
                     arms[arm] = score(probe.predict(f_val), probe.predict(f_te))
             for k in (20, 200):
                 if want(f"knn-{k}"):
-                    arms[f"knn-{k}"] = score(knn_predict(ftr[lab], y, ftr[val], k, 0.07, 10).argmax(1),
-                                             knn_predict(ftr[lab], y, fte, k, 0.07, 10).argmax(1))
+                    arms[f"knn-{k}"] = score(
+                        knn_predict(ftr[lab], y, ftr[val], k, 0.07, 10).argmax(1),
+                        knn_predict(ftr[lab], y, fte, k, 0.07, 10).argmax(1),
+                    )
             if fraction <= a.finetune_up_to:
                 # all of the labelled images, on the protocol's schedule for their share of the training split
                 ft = run_finetune_config(cfg, fraction=1.0, seed=seed, epochs=60 if fraction <= 0.01 else 30)
                 labelled = train.subset(lab)
-                for arm, change in (("finetune", {}), ("finetune-lpft", {"head_init": "probe"}),
-                                    ("scratch", {"from_scratch": True}), *extra_arms):
+                for arm, change in (
+                    ("finetune", {}),
+                    ("finetune-lpft", {"head_init": "probe"}),
+                    ("scratch", {"from_scratch": True}),
+                    *extra_arms,
+                ):
                     if not want(arm):
                         continue
                     t0 = time.time()
-                    model, _ = finetune_classifier(encoder, labelled, labelled, spec.mean, spec.std, spec.size,
-                                                   replace(ft, **change), "cpu")
+                    model, _ = finetune_classifier(
+                        encoder, labelled, labelled, spec.mean, spec.std, spec.size, replace(ft, **change), "cpu"
+                    )
                     kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=ft.precision)
-                    arms[arm] = score(extract_features(model, train.images[val], **kw).argmax(1),
-                                      extract_features(model, test.images, **kw).argmax(1))
+                    arms[arm] = score(
+                        extract_features(model, train.images[val], **kw).argmax(1),
+                        extract_features(model, test.images, **kw).argmax(1),
+                    )
                     seconds[arm] = time.time() - t0
                     print(f"  {arm} in {time.time() - t0:.0f} s", flush=True)
             for arm, scratch in semi_arms:
                 if not want(arm):
                     continue
-                m, scfg = create_semi_method(base_arm(arm).removesuffix("-scratch"), {
-                    "steps": a.semi_steps, "seed": seed, "flip_p": cfg.views.flip_p,
-                    "precision": cfg.train.precision, "channels_last": cfg.train.channels_last})
-                model, res = train_semi(m, scfg, encoder, train.subset(lab), train.subset(pool), spec, 10,
-                                        from_scratch=scratch)
+                m, scfg = create_semi_method(
+                    base_arm(arm).removesuffix("-scratch"),
+                    {
+                        "steps": a.semi_steps,
+                        "seed": seed,
+                        "flip_p": cfg.views.flip_p,
+                        "precision": cfg.train.precision,
+                        "channels_last": cfg.train.channels_last,
+                    },
+                )
+                model, res = train_semi(
+                    m, scfg, encoder, train.subset(lab), train.subset(pool), spec, 10, from_scratch=scratch
+                )
                 kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=scfg.precision)
-                arms[arm] = score(extract_features(model, train.images[val], **kw).argmax(1),
-                                  extract_features(model, test.images, **kw).argmax(1))
+                arms[arm] = score(
+                    extract_features(model, train.images[val], **kw).argmax(1),
+                    extract_features(model, test.images, **kw).argmax(1),
+                )
                 seconds[arm] = res["train_seconds"]
                 print(f"  {arm} in {res['train_seconds']:.0f} s ({res['final']})", flush=True)
             for arm, (v, t) in arms.items():
-                rows.append({"budget": name, "labels": len(lab), "seed": seed, "arm": arm, "val": v, "test": t,
-                             **({"seconds": seconds[arm]} if arm in seconds else {})})
-            print(f"{name} ({len(lab)} labels) seed {seed}: " + ", ".join(f"{k} {v:.1f}/{t:.1f}" for k, (v, t)
-                                                                           in arms.items()), flush=True)
+                rows.append(
+                    {
+                        "budget": name,
+                        "labels": len(lab),
+                        "seed": seed,
+                        "arm": arm,
+                        "val": v,
+                        "test": t,
+                        **({"seconds": seconds[arm]} if arm in seconds else {}),
+                    }
+                )
+            print(
+                f"{name} ({len(lab)} labels) seed {seed}: "
+                + ", ".join(f"{k} {v:.1f}/{t:.1f}" for k, (v, t) in arms.items()),
+                flush=True,
+            )
     if a.merge:
-        rows = [r for r in json.load(open(a.merge))["rows"]
-                if not (want(r["arm"]) and r["budget"] in run_budgets)] + rows
+        rows = [
+            r for r in json.load(open(a.merge))["rows"] if not (want(r["arm"]) and r["budget"] in run_budgets)
+        ] + rows
     summary = summarise(rows)
     arms_all = list(dict.fromkeys(r["arm"] for r in rows))
     print("\n| labels | " + " | ".join(arms_all) + " | chosen on validation | pays? | best of all | goal (+5) |")
     print("|---" * (len(arms_all) + 5) + "|")
     for s in summary:
-        cells = [(f"{s['arms'][x]['test']:.1f} ± {s['arms'][x]['test_std']:.1f}" if s["seeds"][x] > 1 else
-                  f"{s['arms'][x]['test']:.1f} (1 seed)") if x in s["arms"] else "—" for x in arms_all]
-        print(f"| {s['budget']} ({s['labels']}) | " + " | ".join(cells) + f" | {s['chosen']} | "
-              f"{'—' if s['pays'] is None else 'yes' if s['pays'] else 'no'} | {s['best']} | {'—' if s['goal'] is None else 'yes' if s['goal'] else 'no'} |")
+        cells = [
+            (
+                f"{s['arms'][x]['test']:.1f} ± {s['arms'][x]['test_std']:.1f}"
+                if s["seeds"][x] > 1
+                else f"{s['arms'][x]['test']:.1f} (1 seed)"
+            )
+            if x in s["arms"]
+            else "—"
+            for x in arms_all
+        ]
+        print(
+            f"| {s['budget']} ({s['labels']}) | " + " | ".join(cells) + f" | {s['chosen']} | "
+            f"{'—' if s['pays'] is None else 'yes' if s['pays'] else 'no'} | {s['best']} | {'—' if s['goal'] is None else 'yes' if s['goal'] else 'no'} |"
+        )
     if a.png:
         plot(summary, arms_all, a.png, f"{cfg.method_name} encoder: test top-1 by label budget")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"run": a.run_dir, "method": cfg.method_name, "rows": rows, "summary": summary, "seeds": seeds,
-                       "pretraining_seconds": pretraining_seconds(a.run_dir),
-                       "val_size": VAL_SIZE, "margin": MARGIN, "commit": commit, "date": time.strftime("%Y-%m-%d"),
-                       "machine": platform.processor() or platform.machine()}, f, indent=1)
+            json.dump(
+                {
+                    "run": a.run_dir,
+                    "method": cfg.method_name,
+                    "rows": rows,
+                    "summary": summary,
+                    "seeds": seeds,
+                    "pretraining_seconds": pretraining_seconds(a.run_dir),
+                    "val_size": VAL_SIZE,
+                    "margin": MARGIN,
+                    "commit": commit,
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": platform.processor() or platform.machine(),
+                },
+                f,
+                indent=1,
+            )
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -271,39 +357,70 @@ def summarise(rows: list[dict]) -> list[dict]:
         if not here:
             continue
         arms = sorted({r["arm"] for r in here}, key=lambda x: [r["arm"] for r in here].index(x))
-        mean = {arm: (np.mean([r["val"] for r in here if r["arm"] == arm]),
-                      np.mean([r["test"] for r in here if r["arm"] == arm]),
-                      np.std([r["test"] for r in here if r["arm"] == arm])) for arm in arms}
+        mean = {
+            arm: (
+                np.mean([r["val"] for r in here if r["arm"] == arm]),
+                np.mean([r["test"] for r in here if r["arm"] == arm]),
+                np.std([r["test"] for r in here if r["arm"] == arm]),
+            )
+            for arm in arms
+        }
         encoder_arms = [x for x in arms if x != "raw pixels" and not from_scratch(x)]
         chosen = max(encoder_arms, key=lambda x: mean[x][0])
         # the labels alone from random weights: the better recipe on validation (a weak baseline flatters)
         alone = [x for x in LABELS_ALONE if x in mean]
         baseline = max(alone, key=lambda x: mean[x][0]) if alone else None
         # pays needs both references: without a labels-alone arm (100 %, fine-tuning not run) it is not judged
-        pays = (bool(all(mean[chosen][1] - mean[x][1] > MARGIN for x in ("raw pixels", baseline)))
-                if baseline and "raw pixels" in mean else None)
+        pays = (
+            bool(all(mean[chosen][1] - mean[x][1] > MARGIN for x in ("raw pixels", baseline)))
+            if baseline and "raw pixels" in mean
+            else None
+        )
         # issue 30's goal is about the pipelines selfsup offers from its encoder (fine-tune, or a
         # semi-supervised method from it): the arm chosen on validation, never one from random weights
         best = chosen
         goal = bool(mean[best][1] - mean[baseline][1] >= GOAL) if baseline else None
-        recipe = (bool(mean["supervised"][0] - mean["finetune"][0] > MARGIN)
-                  if {"supervised", "finetune"} <= set(mean) else None)
-        summary.append({"budget": name, "labels": here[0]["labels"], "chosen": chosen, "pays": pays,
-                        "best": best, "baseline": baseline, "goal": goal, "semi_loop_recipe_wins": recipe,
-                        "seeds": {x: len([r for r in here if r["arm"] == x]) for x in arms},
-                        # the median: one seed's time on a busy shared machine must not speak for the arm
-                        "seconds": {x: float(np.median([r["seconds"] for r in here if r["arm"] == x and "seconds" in r] or [0]))
-                                    for x in arms},
-                        "arms": {x: {"val": m[0], "test": m[1], "test_std": m[2]} for x, m in mean.items()}})
+        recipe = (
+            bool(mean["supervised"][0] - mean["finetune"][0] > MARGIN)
+            if {"supervised", "finetune"} <= set(mean)
+            else None
+        )
+        summary.append(
+            {
+                "budget": name,
+                "labels": here[0]["labels"],
+                "chosen": chosen,
+                "pays": pays,
+                "best": best,
+                "baseline": baseline,
+                "goal": goal,
+                "semi_loop_recipe_wins": recipe,
+                "seeds": {x: len([r for r in here if r["arm"] == x]) for x in arms},
+                # the median: one seed's time on a busy shared machine must not speak for the arm
+                "seconds": {
+                    x: float(np.median([r["seconds"] for r in here if r["arm"] == x and "seconds" in r] or [0]))
+                    for x in arms
+                },
+                "arms": {x: {"val": m[0], "test": m[1], "test_std": m[2]} for x, m in mean.items()},
+            }
+        )
     return summary
 
 
 # The README's few-labels table: (column title, arm); "baseline" is the summary's labels-alone arm.
-README_COLUMNS = (("raw pixels (linear)", "raw pixels"), ("same network, from scratch", "baseline"),
-                  ("selfsup: linear probe", "linear"), ("selfsup: fine-tuned", "finetune"),
-                  ("selfsup + FixMatch (`selfsup semi`)", "fixmatch"))
-README_LABELS = {"10 per class": "100 (10 per class)", "1 %": "600 (1 %)", "10 %": "6,000 (10 %)",
-                 "100 %": "50,000 (100 %, less the validation split)"}
+README_COLUMNS = (
+    ("raw pixels (linear)", "raw pixels"),
+    ("same network, from scratch", "baseline"),
+    ("selfsup: linear probe", "linear"),
+    ("selfsup: fine-tuned", "finetune"),
+    ("selfsup + FixMatch (`selfsup semi`)", "fixmatch"),
+)
+README_LABELS = {
+    "10 per class": "100 (10 per class)",
+    "1 %": "600 (1 %)",
+    "10 %": "6,000 (10 %)",
+    "100 %": "50,000 (100 %, less the validation split)",
+}
 
 
 def semi_loop_recipe_adopted(summary: list[dict]) -> bool:
@@ -347,8 +464,10 @@ def minutes_table(summary: list[dict], pretraining: float | None) -> str:
     probe's and a kNN's seconds are not recorded: "< 1"), plus the encoder's pretraining for encoder arms."""
     fine = "supervised" if semi_loop_recipe_adopted(summary) else "finetune"
     pre = f"{pretraining / 60:.0f} + " if pretraining else "pretraining + "
-    lines = ["| CPU minutes (2 cores) | " + " | ".join(t for t, _ in README_COLUMNS) + " |",
-             "|---" * (len(README_COLUMNS) + 1) + "|"]
+    lines = [
+        "| CPU minutes (2 cores) | " + " | ".join(t for t, _ in README_COLUMNS) + " |",
+        "|---" * (len(README_COLUMNS) + 1) + "|",
+    ]
     for s in summary:
         cells = []
         for _, col in README_COLUMNS:

@@ -14,6 +14,7 @@ counts, since this machine is shared and noisy.
                                             # each convolution of the encoder alone, in GFLOP/s, with
                                             # the tap-wise weight gradient and without ("plain")
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,7 +86,9 @@ def profile(cfg, channels: int, size: int, steps: int) -> None:
         conv = conv.to(memory_format=torch.channels_last)
         x = torch.randn(shape).contiguous(memory_format=torch.channels_last).requires_grad_(n > 0)
         ho, wo = conv(x[:1]).shape[-2:]
-        flops = 2 * shape[0] * ho * wo * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        flops = (
+            2 * shape[0] * ho * wo * conv.in_channels * conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+        )
         cells = []
         for bf16 in (False, True):
             for train, taps in ((False, True), (True, True), (True, False)):
@@ -96,6 +99,7 @@ def profile(cfg, channels: int, size: int, steps: int) -> None:
                         y = conv(x)
                     if train:
                         y.backward(torch.ones_like(y))
+
                 run()
                 t0 = time.perf_counter()
                 for _ in range(3):
@@ -115,15 +119,24 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=15)
     ap.add_argument("--batch-sizes", default="256", help="comma-separated; each gets the four precision/format rows")
     ap.add_argument("--compile", action="store_true", help="add a torch.compile row (bf16, channels_last)")
-    ap.add_argument("--sizes", default="", help="comma-separated view sides for extra rows of the recipe's step "
-                    "(bf16, channels_last) at a lower training resolution, e.g. 24,20")
+    ap.add_argument(
+        "--sizes",
+        default="",
+        help="comma-separated view sides for extra rows of the recipe's step "
+        "(bf16, channels_last) at a lower training resolution, e.g. 24,20",
+    )
     ap.add_argument("--profile", action="store_true", help="profile the recipe's step and its convolutions instead")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
 
     # the recipe's model; mean/std given so that no data set has to be read
-    cfg = resolve([{"method": {"name": args.method}}, load_yaml(recipe_path(args.method, args.data)),
-                   {"data": {"name": args.data, "mean": [0.5], "std": [0.25]}}])
+    cfg = resolve(
+        [
+            {"method": {"name": args.method}},
+            load_yaml(recipe_path(args.method, args.data)),
+            {"data": {"name": args.data, "mean": [0.5], "std": [0.25]}},
+        ]
+    )
     channels, size = 1, 28  # Fashion-MNIST
     if args.profile:
         return profile(cfg, channels, size, min(args.steps, 3))
@@ -140,26 +153,49 @@ def main() -> None:
         for side, bf16, cl, comp, taps in levers:
             fmt = torch.channels_last if cl else torch.contiguous_format
             x = [torch.randn(bs, channels, side, side).contiguous(memory_format=fmt) for _ in range(2)]
-            rows.append({"batch_size": bs, "size": side, "precision": "bf16" if bf16 else "fp32", "channels_last": cl,
-                         "compile": comp, "tap_convs": taps, "step": make_step(cfg, channels, side, bf16, cl, comp, taps),
-                         "x": x})
+            rows.append(
+                {
+                    "batch_size": bs,
+                    "size": side,
+                    "precision": "bf16" if bf16 else "fp32",
+                    "channels_last": cl,
+                    "compile": comp,
+                    "tap_convs": taps,
+                    "step": make_step(cfg, channels, side, bf16, cl, comp, taps),
+                    "x": x,
+                }
+            )
     for _ in range(2):  # two interleaved rounds; the better one counts
         for r in rows:
             batches = iter(lambda r=r: tuple(r["x"]), None)
             ips = time_steps(r["step"], batches, args.steps, warmup=5 if r["compile"] else 2)
             r["images_per_s"] = max(r.get("images_per_s", 0.0), ips)
-    out = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
-           "torch": torch.__version__, "method": args.method,
-           "model": f"{cfg.backbone.name} width {cfg.backbone.width}", "steps": args.steps, "rows": []}
+    out = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "method": args.method,
+        "model": f"{cfg.backbone.name} width {cfg.backbone.width}",
+        "steps": args.steps,
+        "rows": [],
+    }
     print(f"{out['model']} ({args.method} step, two views), {args.steps} timed steps, best of 2 rounds")
     print("| batch | px | precision | channels_last | compile | tap convs | img/s | vs fp32 NCHW |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        base = next(b for b in rows if b["batch_size"] == r["batch_size"] and b["precision"] == "fp32"
-                    and not b["channels_last"] and not b["compile"] and b["tap_convs"])
+        base = next(
+            b
+            for b in rows
+            if b["batch_size"] == r["batch_size"]
+            and b["precision"] == "fp32"
+            and not b["channels_last"]
+            and not b["compile"]
+            and b["tap_convs"]
+        )
         ratio = r["images_per_s"] / base["images_per_s"]
-        print(f"| {r['batch_size']} | {r['size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['tap_convs']} | "
-              f"{r['images_per_s']:.0f} | {ratio:.2f}x |")
+        print(
+            f"| {r['batch_size']} | {r['size']} | {r['precision']} | {r['channels_last']} | {r['compile']} | {r['tap_convs']} | "
+            f"{r['images_per_s']:.0f} | {ratio:.2f}x |"
+        )
         out["rows"].append({k: v for k, v in r.items() if k not in ("step", "x")} | {"ratio_vs_fp32_nchw": ratio})
     if args.json:
         with open(args.json, "w") as f:

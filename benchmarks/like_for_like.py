@@ -22,6 +22,7 @@ Resumable (finished runs are skipped): run it in pieces, `--only a,b,c`, wheneve
     python benchmarks/like_for_like.py --family vit
     python benchmarks/like_for_like.py --list
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,21 @@ from selfsup.registry import get_method_spec, list_methods
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMON = {  # the encoder and side every row of a table shares
-    "cnn": ("backbone.name=resnet10", "backbone.width=0.75", "backbone.small_stem=true", "backbone.stem_stride=2",
-            "views.size=null", "eval.size=null"),
-    "vit": ("backbone.name=vit_micro", "backbone.width=1.0", "backbone.patch_size=4", "views.size=null",
-            "eval.size=null"),
+    "cnn": (
+        "backbone.name=resnet10",
+        "backbone.width=0.75",
+        "backbone.small_stem=true",
+        "backbone.stem_stride=2",
+        "views.size=null",
+        "eval.size=null",
+    ),
+    "vit": (
+        "backbone.name=vit_micro",
+        "backbone.width=1.0",
+        "backbone.patch_size=4",
+        "views.size=null",
+        "eval.size=null",
+    ),
 }
 
 
@@ -78,13 +90,32 @@ def main() -> None:
         methods = wanted
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"like-for-like-{a.family}-{a.budget}")
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
     with open(out / "passes.jsonl", "a") as f:  # which commit and date each pass of the table ran at
-        f.write(json.dumps({"date": time.strftime("%Y-%m-%d"), "commit": commit, "methods": methods,
-                            "budget": a.budget, "seeds": a.seeds, "common": COMMON[a.family]}) + "\n")
-    bench([Entry(m, m) for m in methods], "fashion-mnist", a.budget, a.seeds, out,
-          protocols=("knn", "linear", "cluster"), overrides=COMMON[a.family])
+        f.write(
+            json.dumps(
+                {
+                    "date": time.strftime("%Y-%m-%d"),
+                    "commit": commit,
+                    "methods": methods,
+                    "budget": a.budget,
+                    "seeds": a.seeds,
+                    "common": COMMON[a.family],
+                }
+            )
+            + "\n"
+        )
+    bench(
+        [Entry(m, m) for m in methods],
+        "fashion-mnist",
+        a.budget,
+        a.seeds,
+        out,
+        protocols=("knn", "linear", "cluster"),
+        overrides=COMMON[a.family],
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ kNN-200 80 % and linear 88 % on validation is the time to accuracy.
     pip install 'selfsup[bench]'   # the peers (lightly) from PyPI
     python benchmarks/peers.py [--rounds 3] [--steps 20] [--minutes 0 [--eval-every M]] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -106,7 +107,7 @@ def matmul_peak(n: int, reps: int = 20) -> float:
         t0 = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / statistics.median(times)
+    return 2 * n**3 / statistics.median(times)
 
 
 def step_flops(step, v1, v2) -> float:
@@ -129,7 +130,9 @@ def scores(encoder, cfg, train, test, val: torch.Tensor, rest: torch.Tensor, fin
     ``final`` (training on all of train). selfsup's one evaluation, for either arm's backbone."""
     was_training = encoder.training
     encoder.eval()
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=eval_size(cfg, train.image_size), precision=cfg.train.precision)
+    kw = dict(
+        mean=cfg.data.mean, std=cfg.data.std, size=eval_size(cfg, train.image_size), precision=cfg.train.precision
+    )
     ftr = extract_features(encoder, train.images, **kw)
     out = {"knn200_val": knn_accuracy(ftr[rest], train.labels[rest], ftr[val], train.labels[val], ks=(200,))["top1"]}
     probe = fit_probe(ftr[rest], train.labels[rest], 10, cfg.eval.linear_l2, 0.1, 0)
@@ -154,8 +157,10 @@ def equal_minutes(args, cfg, train, test, workers, med, peer, selfsup_arm, light
     every = args.eval_every or args.minutes / 6
     best_w = max(workers, key=lambda w: med[f"lightly_w{w}"])
     result = {"minutes": args.minutes, "eval_every_minutes": every, "targets": TARGETS}
-    for name, make, rate in (("selfsup", lambda: selfsup_arm(0), med["selfsup"]),
-                             ("lightly", lambda: lightly_arm(0, best_w), peer)):
+    for name, make, rate in (
+        ("selfsup", lambda: selfsup_arm(0), med["selfsup"]),
+        ("lightly", lambda: lightly_arm(0, best_w), peer),
+    ):
         encoder, opt, step, batches = make()
         bs = cfg.train.batch_size
         planned = max(1, int(args.minutes * 60 * rate / bs))
@@ -174,10 +179,12 @@ def equal_minutes(args, cfg, train, test, workers, med, peer, selfsup_arm, light
             final = c == checkpoints[-1]
             point = {"minutes": trained / 60, "steps": steps, **scores(encoder, cfg, train, test, val, rest, final)}
             curve.append(point)
-            print(f"{name} {point['minutes']:.1f} min, {steps}/{planned} steps: kNN-200 val "
-                  f"{100 * point['knn200_val']:.2f} %, linear val {100 * point['linear_val']:.2f} %"
-                  + (f"; test {100 * point['knn200_test']:.2f} / {100 * point['linear_test']:.2f} %" if final else ""),
-                  flush=True)
+            print(
+                f"{name} {point['minutes']:.1f} min, {steps}/{planned} steps: kNN-200 val "
+                f"{100 * point['knn200_val']:.2f} %, linear val {100 * point['linear_val']:.2f} %"
+                + (f"; test {100 * point['knn200_test']:.2f} / {100 * point['linear_test']:.2f} %" if final else ""),
+                flush=True,
+            )
         reached = {k: next((p["minutes"] for p in curve if p[k] >= v), None) for k, v in TARGETS.items()}
         result[name] = {"planned_steps": planned, "curve": curve, "minutes_to": reached, **curve[-1]}
     return result
@@ -233,6 +240,7 @@ def main() -> None:
                 for batch in loader.iterate(epoch):
                     yield tuple(views(batch.images, gen))
                 epoch += 1
+
         return method.encoder, opt, step, batches
 
     def lightly_arm(seed: int, workers: int):
@@ -246,13 +254,28 @@ def main() -> None:
         opt = LARS(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=cfg.optim.weight_decay)
         criterion = NTXentLoss(temperature=m.temperature)
         jitter = vc.jitter
-        transform = SimCLRTransform(input_size=size, cj_prob=vc.jitter_p, cj_strength=1.0, cj_bright=jitter[0],
-                                    cj_contrast=jitter[1], cj_sat=jitter[2], cj_hue=jitter[3],
-                                    min_scale=vc.crop_scale[0], random_gray_scale=vc.gray_p,
-                                    gaussian_blur=vc.blur_p[0], hf_prob=vc.flip_p,
-                                    normalize={"mean": list(cfg.data.mean), "std": list(cfg.data.std)})
-        dl = torch.utils.data.DataLoader(PILPairs(train.images, transform.transforms[0]), batch_size=bs, shuffle=True,
-                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+        transform = SimCLRTransform(
+            input_size=size,
+            cj_prob=vc.jitter_p,
+            cj_strength=1.0,
+            cj_bright=jitter[0],
+            cj_contrast=jitter[1],
+            cj_sat=jitter[2],
+            cj_hue=jitter[3],
+            min_scale=vc.crop_scale[0],
+            random_gray_scale=vc.gray_p,
+            gaussian_blur=vc.blur_p[0],
+            hf_prob=vc.flip_p,
+            normalize={"mean": list(cfg.data.mean), "std": list(cfg.data.std)},
+        )
+        dl = torch.utils.data.DataLoader(
+            PILPairs(train.images, transform.transforms[0]),
+            batch_size=bs,
+            shuffle=True,
+            num_workers=workers,
+            drop_last=True,
+            persistent_workers=workers > 0,
+        )
 
         def step(v1, v2):
             v1, v2 = (v.contiguous(memory_format=torch.channels_last) for v in (v1, v2))
@@ -265,6 +288,7 @@ def main() -> None:
         def batches():
             while True:
                 yield from dl
+
         return backbone, opt, step, batches
 
     rates: dict[str, list[float]] = {"compute-only": [], "selfsup": []}
@@ -285,19 +309,33 @@ def main() -> None:
     flop, executed = (f / bs for f in model_and_executed_flops(s_step, s_encoder, *rand))
     peak = statistics.median(matmul_peak(args.matmul_n) for _ in range(3))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    out = {"commit": commit, "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-           "threads": torch.get_num_threads(), "torch": torch.__version__, "batch_size": bs, "view_size": size,
-           "rates": rates, "median": med, "selfsup_over_lightly": med["selfsup"] / peer,
-           "step_mflop_per_image": flop / 1e6, "executed_mflop_per_image": executed / 1e6, "matmul_peak_gflops": peak / 1e9,
-           "selfsup_gflops": med["selfsup"] * flop / 1e9, "compute_only_gflops": med["compute-only"] * flop / 1e9}
+    out = {
+        "commit": commit,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batch_size": bs,
+        "view_size": size,
+        "rates": rates,
+        "median": med,
+        "selfsup_over_lightly": med["selfsup"] / peer,
+        "step_mflop_per_image": flop / 1e6,
+        "executed_mflop_per_image": executed / 1e6,
+        "matmul_peak_gflops": peak / 1e9,
+        "selfsup_gflops": med["selfsup"] * flop / 1e9,
+        "compute_only_gflops": med["compute-only"] * flop / 1e9,
+    }
     out["selfsup_fraction_of_peak"] = out["selfsup_gflops"] / out["matmul_peak_gflops"]
     out["compute_only_fraction_of_peak"] = out["compute_only_gflops"] / out["matmul_peak_gflops"]
     print("\nmedian img/s: " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()))
     print(f"selfsup / lightly (best workers): {out['selfsup_over_lightly']:.2f}x   (goal >= 2.5x)")
-    print(f"step: {out['step_mflop_per_image']:.1f} MFLOP per image ({out['executed_mflop_per_image']:.1f} executed); selfsup {out['selfsup_gflops']:.0f} GFLOP/s, "
-          f"compute-only {out['compute_only_gflops']:.0f} GFLOP/s, bf16 matmul peak ({args.matmul_n}^3) "
-          f"{out['matmul_peak_gflops']:.0f} GFLOP/s: {100 * out['selfsup_fraction_of_peak']:.0f} % / "
-          f"{100 * out['compute_only_fraction_of_peak']:.0f} % of it   (goal >= 70 %)")
+    print(
+        f"step: {out['step_mflop_per_image']:.1f} MFLOP per image ({out['executed_mflop_per_image']:.1f} executed); selfsup {out['selfsup_gflops']:.0f} GFLOP/s, "
+        f"compute-only {out['compute_only_gflops']:.0f} GFLOP/s, bf16 matmul peak ({args.matmul_n}^3) "
+        f"{out['matmul_peak_gflops']:.0f} GFLOP/s: {100 * out['selfsup_fraction_of_peak']:.0f} % / "
+        f"{100 * out['compute_only_fraction_of_peak']:.0f} % of it   (goal >= 70 %)"
+    )
 
     if args.minutes > 0:
         out["equal_minutes"] = equal_minutes(args, cfg, train, test, workers, med, peer, selfsup_arm, lightly_arm)

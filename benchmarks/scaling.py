@@ -13,6 +13,7 @@ Expected: epoch time linear in N for all three; memory growing with N in memory,
 
     python benchmarks/scaling.py [--sizes 2500,5000,10000,20000] [--size 64] [--workers 2] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,8 +87,20 @@ def make_images(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     ds = load_dataset("fashion-mnist", "train")
     idx = torch.arange(n) % len(ds)
     grey = resize_images(ds.images[idx], size).float() / 255  # [n, 1, S, S]
-    hue = torch.tensor([[1.0, 0.3, 0.3], [0.3, 1.0, 0.3], [0.3, 0.3, 1.0], [1.0, 1.0, 0.3], [0.3, 1.0, 1.0],
-                        [1.0, 0.3, 1.0], [1.0, 0.6, 0.2], [0.6, 0.2, 1.0], [0.5, 0.5, 0.5], [1.0, 1.0, 1.0]])
+    hue = torch.tensor(
+        [
+            [1.0, 0.3, 0.3],
+            [0.3, 1.0, 0.3],
+            [0.3, 0.3, 1.0],
+            [1.0, 1.0, 0.3],
+            [0.3, 1.0, 1.0],
+            [1.0, 0.3, 1.0],
+            [1.0, 0.6, 0.2],
+            [0.6, 0.2, 1.0],
+            [0.5, 0.5, 0.5],
+            [1.0, 1.0, 1.0],
+        ]
+    )
     rgb = (grey * hue[ds.labels[idx]].view(n, 3, 1, 1) * 255).round().to(torch.uint8)
     return rgb.permute(0, 2, 3, 1).numpy(), ds.labels[idx].numpy()
 
@@ -103,8 +116,11 @@ def write_folder(root: Path, x: np.ndarray, y: np.ndarray) -> None:
 
 def run(data: dict, out: Path, threads: int) -> dict:
     """One epoch in a fresh process (its peak memory is its own): the child's JSON line."""
-    p = subprocess.run([sys.executable, "-c", WATCH_WORKERS + CHILD.format(threads=threads), str(out), json.dumps(data)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", WATCH_WORKERS + CHILD.format(threads=threads), str(out), json.dumps(data)],
+        capture_output=True,
+        text=True,
+    )
     if p.returncode != 0:
         raise RuntimeError(p.stderr[-3000:])
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -128,28 +144,42 @@ def main() -> None:
             folder, array = tmp / f"folder{n}", tmp / f"array{n}.npz"
             write_folder(folder, x_all[:n], y_all[:n])
             np.savez(array, x=x_all[:n], y=y_all[:n])
-            ways = {"array": {"name": "array", "dir": str(array)},
-                    "folder": {"name": "imagefolder", "dir": str(folder), "image_size": args.size},
-                    "stream": {"name": "imagefolder", "dir": str(folder), "image_size": args.size, "stream": True,
-                               "workers": args.workers}}
+            ways = {
+                "array": {"name": "array", "dir": str(array)},
+                "folder": {"name": "imagefolder", "dir": str(folder), "image_size": args.size},
+                "stream": {
+                    "name": "imagefolder",
+                    "dir": str(folder),
+                    "image_size": args.size,
+                    "stream": True,
+                    "workers": args.workers,
+                },
+            }
             for way in args.ways.split(","):
                 r = run(ways[way], tmp / f"run-{way}-{n}", args.threads)
                 r.update(way=way, n=n, s_per_1k=1000 * r["epoch_s"] / r["images"])
                 rows.append(r)
-                print(f"N={n:6d} {way:7s} start-up {r['startup_s']:6.1f} s  epoch {r['epoch_s']:6.1f} s  "
-                      f"{r['s_per_1k']:5.2f} s/1k img  peak RSS {r['peak_rss_mb']:6.0f} MiB  "
-                      f"(largest worker process {r['worker_peak_rss_mb']:4.0f} MiB)", flush=True)
+                print(
+                    f"N={n:6d} {way:7s} start-up {r['startup_s']:6.1f} s  epoch {r['epoch_s']:6.1f} s  "
+                    f"{r['s_per_1k']:5.2f} s/1k img  peak RSS {r['peak_rss_mb']:6.0f} MiB  "
+                    f"(largest worker process {r['worker_peak_rss_mb']:4.0f} MiB)",
+                    flush=True,
+                )
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; image {args.size} px RGB")
     print("| N | way | start-up s | epoch s | s / 1k images | peak RSS MiB | largest worker MiB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['n']} | {r['way']} | {r['startup_s']:.1f} | {r['epoch_s']:.1f} | {r['s_per_1k']:.2f} | "
-              f"{r['peak_rss_mb']:.0f} | {r['worker_peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['n']} | {r['way']} | {r['startup_s']:.1f} | {r['epoch_s']:.1f} | {r['s_per_1k']:.2f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['worker_peak_rss_mb']:.0f} |"
+        )
     for way in {r["way"] for r in rows}:
         w = sorted((r for r in rows if r["way"] == way), key=lambda r: r["n"])
         if len(w) > 1:
-            print(f"{way}: N x{w[-1]['n'] / w[0]['n']:.0f} -> epoch time x{w[-1]['epoch_s'] / w[0]['epoch_s']:.2f}, "
-                  f"peak RSS {w[0]['peak_rss_mb']:.0f} -> {w[-1]['peak_rss_mb']:.0f} MiB")
+            print(
+                f"{way}: N x{w[-1]['n'] / w[0]['n']:.0f} -> epoch time x{w[-1]['epoch_s'] / w[0]['epoch_s']:.2f}, "
+                f"peak RSS {w[0]['peak_rss_mb']:.0f} -> {w[-1]['peak_rss_mb']:.0f} MiB"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -15,6 +15,7 @@ among the picks) is reported too.
 
     python benchmarks/selection.py RUN_DIR [--sizes 100,500] [--seeds 0,1,2] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,44 +51,90 @@ def main() -> None:
     rows = []
     for n in sizes:
         for strategy in STRATEGIES:
-            for seed in (seeds if strategy != "kcenter" else seeds[:1]):
+            for seed in seeds if strategy != "kcenter" else seeds[:1]:
                 t0 = time.time()
                 idx = pool[select_indices(ftr[pool], n, strategy, seed)]
                 pick_s = time.time() - t0
-                probe = fit_probe(ftr[idx], ytr[idx], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction,
-                                  seed)
+                probe = fit_probe(
+                    ftr[idx], ytr[idx], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction, seed
+                )
                 acc, val_acc = 100 * probe.accuracy(fte, yte), 100 * probe.accuracy(ftr[val], ytr[val])
                 classes = len(set(ytr[idx].tolist()))
-                rows.append({"n": n, "strategy": strategy, "seed": seed, "val": val_acc, "linear": acc,
-                             "classes": classes, "pick_seconds": pick_s})
-                print(f"n={n:4d} {strategy:8s} seed {seed}: validation {val_acc:.2f} %, test {acc:.2f} %, {classes} "
-                      f"classes, picked in {pick_s:.1f} s", flush=True)
+                rows.append(
+                    {
+                        "n": n,
+                        "strategy": strategy,
+                        "seed": seed,
+                        "val": val_acc,
+                        "linear": acc,
+                        "classes": classes,
+                        "pick_seconds": pick_s,
+                    }
+                )
+                print(
+                    f"n={n:4d} {strategy:8s} seed {seed}: validation {val_acc:.2f} %, test {acc:.2f} %, {classes} "
+                    f"classes, picked in {pick_s:.1f} s",
+                    flush=True,
+                )
     table = []
     for n in sizes:
+
         def of(strategy, key):
             return [r[key] for r in rows if r["n"] == n and r["strategy"] == strategy]
 
         base = np.mean(of("random", "val"))
         for strategy in STRATEGIES:
             diff = float(np.mean(of(strategy, "val")) - base)
-            verdict = ("-" if strategy == "random" else
-                       "pays" if diff > MARGIN else "hurts" if diff < -MARGIN else "no difference")
-            table.append({"n": n, "strategy": strategy, "val": float(np.mean(of(strategy, "val"))),
-                          "mean": float(np.mean(of(strategy, "linear"))), "std": float(np.std(of(strategy, "linear"))),
-                          "runs": len(of(strategy, "val")), "val_minus_random": diff, "verdict": verdict,
-                          "classes": of(strategy, "classes")})
-    print(f"\n| labels | strategy | validation | test (mean ± std) | runs | validation vs random | verdict "
-          f"(margin {MARGIN:g}) |")
+            verdict = (
+                "-"
+                if strategy == "random"
+                else "pays"
+                if diff > MARGIN
+                else "hurts"
+                if diff < -MARGIN
+                else "no difference"
+            )
+            table.append(
+                {
+                    "n": n,
+                    "strategy": strategy,
+                    "val": float(np.mean(of(strategy, "val"))),
+                    "mean": float(np.mean(of(strategy, "linear"))),
+                    "std": float(np.std(of(strategy, "linear"))),
+                    "runs": len(of(strategy, "val")),
+                    "val_minus_random": diff,
+                    "verdict": verdict,
+                    "classes": of(strategy, "classes"),
+                }
+            )
+    print(
+        f"\n| labels | strategy | validation | test (mean ± std) | runs | validation vs random | verdict "
+        f"(margin {MARGIN:g}) |"
+    )
     print("|---|---|---|---|---|---|---|")
     for t in table:
-        print(f"| {t['n']} | {t['strategy']} | {t['val']:.2f} | {t['mean']:.2f} ± {t['std']:.2f} | {t['runs']} | "
-              f"{t['val_minus_random']:+.2f} | {t['verdict']} |")
+        print(
+            f"| {t['n']} | {t['strategy']} | {t['val']:.2f} | {t['mean']:.2f} ± {t['std']:.2f} | {t['runs']} | "
+            f"{t['val_minus_random']:+.2f} | {t['verdict']} |"
+        )
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"run": a.run_dir, "method": cfg.method_name, "data": cfg.data.name, "rows": rows, "table": table,
-                       "margin": MARGIN, "commit": commit, "machine": platform.processor() or platform.machine(),
-                       "date": time.strftime("%Y-%m-%d")}, f, indent=1)
+            json.dump(
+                {
+                    "run": a.run_dir,
+                    "method": cfg.method_name,
+                    "data": cfg.data.name,
+                    "rows": rows,
+                    "table": table,
+                    "margin": MARGIN,
+                    "commit": commit,
+                    "machine": platform.processor() or platform.machine(),
+                    "date": time.strftime("%Y-%m-%d"),
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ fine-tuning and from-scratch arms at a label budget. Pretraining time is read fr
 
     python benchmarks/semi_speed.py RUN_DIR [--fraction 0.01] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,7 @@ def main() -> None:
     train = run.split("train")
     lab = train.labelled_subset(a.fraction, 0)
     encoder = getattr(run.method, "finetune_encoder", run.encoder)
-    common = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision,
-              "channels_last": cfg.train.channels_last}
+    common = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision, "channels_last": cfg.train.channels_last}
     rows = {}
     for name in list_semi_methods():
         per = []
@@ -63,9 +63,20 @@ def main() -> None:
     if a.json:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         with open(a.json, "w") as f:
-            json.dump({"run": a.run_dir, "fraction": a.fraction, "labelled": len(lab), "rows": rows, "commit": commit,
-                       "date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
-                       "threads": torch.get_num_threads()}, f, indent=1)
+            json.dump(
+                {
+                    "run": a.run_dir,
+                    "fraction": a.fraction,
+                    "labelled": len(lab),
+                    "rows": rows,
+                    "commit": commit,
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": platform.processor() or platform.machine(),
+                    "threads": torch.get_num_threads(),
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

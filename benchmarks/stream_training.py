@@ -13,6 +13,7 @@ training step, which is the cost this measures.
 
     python benchmarks/stream_training.py [--n 20000] [--size 32] [--steps 300] [--workers 0,1,2] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,22 +55,51 @@ def main() -> None:
         run = Path(args.dir) / f"run-{arm}"
         shutil.rmtree(run, ignore_errors=True)
         stream = [] if arm == "memory" else ["data.stream=true", f"data.workers={arm.split('_w')[1]}"]
-        cmd = [sys.executable, "-m", "selfsup", "pretrain", "--method", "simclr", "--data", "imagefolder",
-               "--data-dir", str(folder), "--out", str(run), f"train.steps={args.steps}", "train.monitor_every=0",
-               "train.log_every=10", f"data.image_size={args.size}", *stream]
+        cmd = [
+            sys.executable,
+            "-m",
+            "selfsup",
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(folder),
+            "--out",
+            str(run),
+            f"train.steps={args.steps}",
+            "train.monitor_every=0",
+            "train.log_every=10",
+            f"data.image_size={args.size}",
+            *stream,
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, capture_output=True, text=True)
         rows.append({"arm": arm, "images_per_s": rate(run, args.skip), "wall_seconds": time.perf_counter() - t0})
-        print(f"{arm:10s} {rows[-1]['images_per_s']:7.0f} img/s  (whole run {rows[-1]['wall_seconds']:.0f} s)", flush=True)
+        print(
+            f"{arm:10s} {rows[-1]['images_per_s']:7.0f} img/s  (whole run {rows[-1]['wall_seconds']:.0f} s)", flush=True
+        )
     base = rows[0]["images_per_s"]
     for r in rows:
         r["ratio_to_memory"] = r["images_per_s"] / base
     print("ratios to memory: " + ", ".join(f"{r['arm']} {r['ratio_to_memory']:.2f}" for r in rows[1:]))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     if args.json:
-        Path(args.json).write_text(json.dumps({"commit": commit, "machine": platform.processor() or platform.machine(),
-                                               "n": args.n, "size": args.size, "steps": args.steps, "skip": args.skip,
-                                               "rows": rows}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "commit": commit,
+                    "machine": platform.processor() or platform.machine(),
+                    "n": args.n,
+                    "size": args.size,
+                    "steps": args.steps,
+                    "skip": args.skip,
+                    "rows": rows,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ On a GPU the selfsup path moves the uint8 batch to the device and augments it th
 training loop does; the PIL pipeline decodes and augments on the host workers, then copies the
 float views (pinned memory).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,10 +53,12 @@ class PILPairs(torch.utils.data.Dataset):
 def torchvision_transform(vc, size, mean, std):
     """The same augmentation as the selfsup preset, per image with torchvision (PIL)."""
     b, c, s, h = vc.jitter
-    ops = [T.RandomResizedCrop(size, scale=tuple(vc.crop_scale), ratio=tuple(vc.crop_ratio)),
-           T.RandomHorizontalFlip(vc.flip_p),
-           T.RandomApply([T.ColorJitter(b, c, s, h)], p=vc.jitter_p),
-           T.RandomGrayscale(vc.gray_p)]
+    ops = [
+        T.RandomResizedCrop(size, scale=tuple(vc.crop_scale), ratio=tuple(vc.crop_ratio)),
+        T.RandomHorizontalFlip(vc.flip_p),
+        T.RandomApply([T.ColorJitter(b, c, s, h)], p=vc.jitter_p),
+        T.RandomGrayscale(vc.gray_p),
+    ]
     if vc.blur_p[0] > 0:
         ops.append(T.RandomApply([T.GaussianBlur(max(3, int(0.1 * size) | 1), (0.1, 2.0))], p=vc.blur_p[0]))
     return T.Compose(ops + [T.ToTensor(), T.Normalize(mean, std)])
@@ -92,8 +95,14 @@ def main() -> None:
     over = {"data": {"name": args.data}, "train": {"device": args.device}}
     if args.batch_size:
         over["train"]["batch_size"] = args.batch_size
-    cfg = resolve([{"method": {"name": args.method}}, load_yaml(recipe_path(args.method, args.data)), over,
-                   *(parse_override(o) for o in args.overrides)])
+    cfg = resolve(
+        [
+            {"method": {"name": args.method}},
+            load_yaml(recipe_path(args.method, args.data)),
+            over,
+            *(parse_override(o) for o in args.overrides),
+        ]
+    )
     train, _ = load_data(cfg)
     torch.manual_seed(0)
     dev = pick_device(cfg.train.device)
@@ -135,9 +144,16 @@ def main() -> None:
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     if dev.type == "cuda":
         machine += f", {torch.cuda.get_device_name(dev)}"
-    results = {"machine": machine, "device": str(dev),
-               "torch": torch.__version__, "model": f"{cfg.backbone.name} width {cfg.backbone.width}",
-               "precision": cfg.train.precision, "channels_last": cl, "batch_size": bs, "steps": args.steps}
+    results = {
+        "machine": machine,
+        "device": str(dev),
+        "torch": torch.__version__,
+        "model": f"{cfg.backbone.name} width {cfg.backbone.width}",
+        "precision": cfg.train.precision,
+        "channels_last": cl,
+        "batch_size": bs,
+        "steps": args.steps,
+    }
     print(f"{results['model']}, batch {bs}, {cfg.train.precision}, channels_last={cl}, {args.steps} timed steps each")
     results["compute_only"] = time_steps(step, random_batches(), args.steps, sync=sync)
     print(f"compute-only (random tensors):     {results['compute_only']:8.1f} img/s")
@@ -145,8 +161,15 @@ def main() -> None:
     print(f"selfsup batched views:             {results['selfsup']:8.1f} img/s")
     ds = PILPairs(train.images[: bs * n_batches], torchvision_transform(vc, views.size, cfg.data.mean, cfg.data.std))
     for w in [int(x) for x in args.workers.split(",")]:
-        dl = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=w, drop_last=True,
-                                         persistent_workers=False, pin_memory=dev.type == "cuda")
+        dl = torch.utils.data.DataLoader(
+            ds,
+            batch_size=bs,
+            shuffle=True,
+            num_workers=w,
+            drop_last=True,
+            persistent_workers=False,
+            pin_memory=dev.type == "cuda",
+        )
         results[f"torchvision_w{w}"] = time_steps(step, iter(dl), args.steps, sync=sync)
         print(f"torchvision/PIL DataLoader, {w} workers: {results[f'torchvision_w{w}']:8.1f} img/s")
     best_tv = max(v for k, v in results.items() if k.startswith("torchvision_w"))

@@ -12,6 +12,7 @@ in new/ (with one corrupt file) to predict. Then, each step timed:
 
 Writes OUT/workflow.json (numbers, timings, machine, commit) and prints a summary.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -81,16 +82,39 @@ def main() -> None:
         last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
         return json.loads(last) if last.startswith("{") else None
 
-    step("pretrain", "pretrain", "--method", a.method, "--data", "imagefolder", "--data-dir", str(data / "flat"),
-         "--budget", a.budget, "--out", str(run))
+    step(
+        "pretrain",
+        "pretrain",
+        "--method",
+        a.method,
+        "--data",
+        "imagefolder",
+        "--data-dir",
+        str(data / "flat"),
+        "--budget",
+        a.budget,
+        "--out",
+        str(run),
+    )
     knn = step("eval knn --labels (cv)", "eval", "knn", str(run), "--labels", str(data / "labelled"), "--json")
     lin = step("eval linear --labels (cv)", "eval", "linear", str(run), "--labels", str(data / "labelled"), "--json")
-    lin_test = step("eval linear --labels --test", "eval", "linear", str(run), "--labels", str(data / "labelled"),
-                    "--test", str(data / "test"), "--json")
-    clf = step("classify", "classify", str(run), "--labels", str(data / "labelled"), "--out", str(out / "clf"),
-               "--json")
-    pred = step("predict", "predict", str(out / "clf"), str(data / "new"), "--out", str(out / "predictions.csv"),
-                "--json")
+    lin_test = step(
+        "eval linear --labels --test",
+        "eval",
+        "linear",
+        str(run),
+        "--labels",
+        str(data / "labelled"),
+        "--test",
+        str(data / "test"),
+        "--json",
+    )
+    clf = step(
+        "classify", "classify", str(run), "--labels", str(data / "labelled"), "--out", str(out / "clf"), "--json"
+    )
+    pred = step(
+        "predict", "predict", str(out / "clf"), str(data / "new"), "--out", str(out / "predictions.csv"), "--json"
+    )
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     predict_acc = sum(truth[r["path"]] == r["label"] for r in rows) / len(rows)
     step("select", "select", str(run), "--n", "100", "--out", str(out / "to_label.csv"), "--json")
@@ -100,14 +124,22 @@ def main() -> None:
     cfg = (run / "config.yaml").read_text()
     side = next(line.split(":")[1].strip() for line in cfg.splitlines() if line.strip().startswith("image_size"))
     result = {
-        "images": a.images, "budget": a.budget, "method": a.method, "image_size": side,
+        "images": a.images,
+        "budget": a.budget,
+        "method": a.method,
+        "image_size": side,
         "knn_cv": {k: knn[k] for k in knn if k.startswith("top1")},
         "linear_cv": {"top1": lin["top1"], "top1_std": lin["top1_std"], "folds": lin["folds"]},
         "linear_test": {"top1": lin_test["top1"], "num_test": lin_test["num_test"]},
-        "classifier_estimate": clf["estimate"]["top1"], "predict": {"rows": pred["rows"], "skipped": pred["skipped"],
-                                                                    "accuracy": predict_acc},
-        "seconds": steps, "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
+        "classifier_estimate": clf["estimate"]["top1"],
+        "predict": {"rows": pred["rows"], "skipped": pred["skipped"], "accuracy": predict_acc},
+        "seconds": steps,
+        "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+        ).stdout.strip(),
+    }
     (out / "workflow.json").write_text(json.dumps(result, indent=1))
     print(json.dumps(result, indent=1))
 

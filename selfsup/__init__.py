@@ -5,6 +5,7 @@
 >>> method.encoder.num_features
 128
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -17,9 +18,17 @@ from selfsup.registry import BuildContext, get_method_spec, instantiate, list_me
 import selfsup.methods  # noqa: E402,F401  registers every method: importing any selfsup module fills the registry
 
 
-def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: float = 1.0,
-                  small_stem: bool = True, num_samples: int | None = None, image_size: int | None = None,
-                  normalization: tuple | None = None, **config):
+def create_method(
+    name: str,
+    backbone="resnet18",
+    in_channels: int = 3,
+    width: float = 1.0,
+    small_stem: bool = True,
+    num_samples: int | None = None,
+    image_size: int | None = None,
+    normalization: tuple | None = None,
+    **config,
+):
     """Build a registered method around a backbone (a name or an ``nn.Module`` with ``num_features``).
 
     ``config`` overrides fields of the method's config dataclass, e.g. ``temperature=0.5``.
@@ -30,16 +39,30 @@ def create_method(name: str, backbone="resnet18", in_channels: int = 3, width: f
     spec = get_method_spec(name)
     cfg = from_dict(spec.config, config, "method")
     if isinstance(backbone, str):
-        backbone = create_backbone(backbone, in_channels=in_channels, width=width, small_stem=small_stem,
-                                   image_size=image_size)
-    return instantiate(spec, backbone, cfg, BuildContext(num_samples, (in_channels, image_size, image_size)
-                                                         if image_size else None, normalization))
+        backbone = create_backbone(
+            backbone, in_channels=in_channels, width=width, small_stem=small_stem, image_size=image_size
+        )
+    return instantiate(
+        spec,
+        backbone,
+        cfg,
+        BuildContext(num_samples, (in_channels, image_size, image_size) if image_size else None, normalization),
+    )
 
 
-def pretrain(method: str = "simclr", data: str = "fashion-mnist", data_dir: str | None = None,
-             budget: str | None = None, epochs: int | None = None, out: str | None = None,
-             config: str | None = None, overrides=(), recipe: bool = True, resume: bool = False,
-             progress_bar: bool = True) -> dict:
+def pretrain(
+    method: str = "simclr",
+    data: str = "fashion-mnist",
+    data_dir: str | None = None,
+    budget: str | None = None,
+    epochs: int | None = None,
+    out: str | None = None,
+    config: str | None = None,
+    overrides=(),
+    recipe: bool = True,
+    resume: bool = False,
+    progress_bar: bool = True,
+) -> dict:
     """Pretrain as ``selfsup pretrain`` does, with the same configuration (selfsup.config.compose:
     paper defaults < recipe < ``config`` file < these arguments < ``overrides`` such as
     "optim.lr=0.5"), into ``out``. Refuses a directory that holds another run unless ``resume``.
@@ -72,5 +95,14 @@ def list_datasets() -> list[str]:
     return _list_datasets()
 
 
-__all__ = ["SelfsupError", "__version__", "create_backbone", "create_method", "evaluate", "list_backbones",
-           "list_datasets", "list_methods", "pretrain"]
+__all__ = [
+    "SelfsupError",
+    "__version__",
+    "create_backbone",
+    "create_method",
+    "evaluate",
+    "list_backbones",
+    "list_datasets",
+    "list_methods",
+    "pretrain",
+]

@@ -5,6 +5,7 @@ crash or a full disk mid-write leaves the earlier one intact. The checkpoint it 
 as ``previous`` beside it; ``load_checkpoint`` falls back to it when ``last`` is damaged (a
 truncated file, or a kill between the two renames) and says so.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def previous_of(path: str | Path) -> Path:
     return Path(path).parent / "previous"
 
 
-def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: dict, meta: dict) -> None:
+def save_checkpoint(
+    path: str | Path, method: torch.nn.Module, optimizer: torch.optim.Optimizer | None, state: dict, meta: dict
+) -> None:
     path = Path(path)
     tmp = path.parent / f".{path.name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -53,10 +55,12 @@ def save_checkpoint(path: str | Path, method: torch.nn.Module, optimizer: torch.
     # error): the earlier checkpoints are untouched
     except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"could not write the checkpoint {path} ({getattr(e, 'strerror', None) or e}); the "
-                              f"earlier checkpoint "
-                              f"in {path.parent} is intact. Free disk space, then continue with "
-                              f"`selfsup pretrain --resume {path.parent.parent}`") from None
+        raise CheckpointError(
+            f"could not write the checkpoint {path} ({getattr(e, 'strerror', None) or e}); the "
+            f"earlier checkpoint "
+            f"in {path.parent} is intact. Free disk space, then continue with "
+            f"`selfsup pretrain --resume {path.parent.parent}`"
+        ) from None
     prev = previous_of(path)
     if path.exists():
         # last -> previous, then tmp -> last: a kill between the renames leaves previous to resume from
@@ -86,8 +90,10 @@ class RunLock:
             file.seek(0)
             holder = file.read().strip() or "another process"
             file.close()
-            raise CheckpointError(f"{self.path.parent} is being written by process {holder} (a pretrain or resume "
-                                  f"still running): wait for it to finish, or choose another --out") from None
+            raise CheckpointError(
+                f"{self.path.parent} is being written by process {holder} (a pretrain or resume "
+                f"still running): wait for it to finish, or choose another --out"
+            ) from None
         file.seek(0)
         file.truncate()
         file.write(str(os.getpid()))
@@ -123,7 +129,9 @@ def read_meta(path: str | Path) -> dict:
     except (OSError, ValueError) as e:  # unreadable, not UTF-8, or not JSON
         raise CheckpointDamaged(f"{p} is unreadable ({type(e).__name__}); the file is damaged") from None
     if not isinstance(meta, dict):  # valid JSON, but not the object the writer makes
-        raise CheckpointDamaged(f"{p} holds {type(meta).__name__}, not the checkpoint's JSON object; the file is damaged")
+        raise CheckpointDamaged(
+            f"{p} holds {type(meta).__name__}, not the checkpoint's JSON object; the file is damaged"
+        )
     return meta
 
 
@@ -133,8 +141,10 @@ def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None 
     meta = read_meta(path)
     for key, want in (expect or {}).items():
         if str(meta.get(key)) != str(want):
-            raise CheckpointError(f"checkpoint {path} is from {key} {meta.get(key)!r}, not {want!r}: "
-                                  f"point at a run of the same {key}, or change --{key} to {meta.get(key)!r}")
+            raise CheckpointError(
+                f"checkpoint {path} is from {key} {meta.get(key)!r}, not {want!r}: "
+                f"point at a run of the same {key}, or change --{key} to {meta.get(key)!r}"
+            )
     try:
         tensors = load_file(path / "model.safetensors")
     except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
@@ -145,13 +155,17 @@ def load_weights(path: str | Path, method: torch.nn.Module, expect: dict | None 
         backbone = meta.get("backbone")
         if isinstance(backbone, dict):  # written as "convnet(width=0.25, ...)"
             backbone = f"{backbone.get('name')}({', '.join(f'{k}={v}' for k, v in backbone.items() if k != 'name')})"
-        raise CheckpointError(f"checkpoint {path} does not fit this model ({str(e).splitlines()[-1].strip()}): it was "
-                              f"made with another configuration of the method's heads or of the backbone (it says "
-                              f"backbone {backbone}); compare the method and backbone sections of the "
-                              f"run's config.yaml with the command that built this model") from None
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model ({str(e).splitlines()[-1].strip()}): it was "
+            f"made with another configuration of the method's heads or of the backbone (it says "
+            f"backbone {backbone}); compare the method and backbone sections of the "
+            f"run's config.yaml with the command that built this model"
+        ) from None
     if missing or unexpected:
-        raise CheckpointError(f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected "
-                              f"{unexpected[:3]}): it was made with another method or backbone configuration")
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model (missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}): it was made with another method or backbone configuration"
+        )
     return meta
 
 
@@ -166,8 +180,9 @@ def load_state(path: str | Path) -> dict:
         raise CheckpointDamaged(f"{file} is damaged or unsafe to load ({type(e).__name__}); it was refused") from None
 
 
-def load_checkpoint(path: str | Path, method: torch.nn.Module, expect: dict | None = None,
-                    with_state: bool = True) -> tuple[dict, dict | None, Path]:
+def load_checkpoint(
+    path: str | Path, method: torch.nn.Module, expect: dict | None = None, with_state: bool = True
+) -> tuple[dict, dict | None, Path]:
     """Weights (and, with ``with_state``, optimiser/RNG/loop state) from ``path`` (checkpoints/last),
     or from the previous checkpoint when ``path`` is damaged or missing, with a warning that names
     both. Returns (meta, state or None, the directory used). A checkpoint of another method or
@@ -185,7 +200,12 @@ def load_checkpoint(path: str | Path, method: torch.nn.Module, expect: dict | No
             warnings.warn(f"{errors[0]}; using the previous checkpoint {cand} (step {meta.get('step')})", stacklevel=2)
         return meta, state, cand
     if not path.exists() and not previous_of(path).exists():
-        raise CheckpointDamaged(f"{path.parent} holds no checkpoint: was the run started? (a run killed before its "
-                                f"first checkpoint has nothing to resume: start it again)")
-    raise CheckpointDamaged(f"no usable checkpoint in {path.parent}: " + "; ".join(errors)
-                            + ". Start a new run, or restore the files from a backup")
+        raise CheckpointDamaged(
+            f"{path.parent} holds no checkpoint: was the run started? (a run killed before its "
+            f"first checkpoint has nothing to resume: start it again)"
+        )
+    raise CheckpointDamaged(
+        f"no usable checkpoint in {path.parent}: "
+        + "; ".join(errors)
+        + ". Start a new run, or restore the files from a backup"
+    )

@@ -11,6 +11,7 @@ A classifier directory holds ``classifier.safetensors`` (encoder and head weight
 accuracy and where it came from); it needs neither the run directory nor selfsup's method code.
 SimCLR v2's distilled students (``selfsup distill``) are read the same way.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,15 +56,26 @@ WEIGHTS, INFO = "classifier.safetensors", "classifier.json"
 def _backbone_args(module: nn.Module, run: Run) -> dict:
     args = getattr(module, "backbone_args", None)
     if args is None:
-        raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(module).__name__} that combines several networks, "
-                           f"not one backbone, so a classifier file cannot rebuild it; classify the features of "
-                           f"`selfsup embed` instead, or pretrain a method with a single backbone")
+        raise SelfsupError(
+            f"the {run.cfg.method_name} encoder is a {type(module).__name__} that combines several networks, "
+            f"not one backbone, so a classifier file cannot rebuild it; classify the features of "
+            f"`selfsup embed` instead, or pretrain a method with a single backbone"
+        )
     return dict(args)
 
 
-def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, finetune: bool = False,
-                     test: str | Path | None = None, folds: int = DEFAULT_FOLDS, epochs: int | None = None,
-                     seed: int = 0, device: str = "cpu", progress: bool = True) -> dict:
+def train_classifier(
+    run_dir: str | Path,
+    labels: str | Path,
+    out: str | Path,
+    finetune: bool = False,
+    test: str | Path | None = None,
+    folds: int = DEFAULT_FOLDS,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     """Train a classifier on the user's ``labels`` (folder of class sub-folders or CSV of path,label)
     from the run's encoder, save it to ``out`` (see the module docstring) and return its info, with
     ``estimate``: the same recipe cross-validated over ``folds`` (or tested on ``test``)."""
@@ -77,8 +89,9 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
         spec = run.spec
         encoder = encoder_to_finetune(run.method)
         args = _backbone_args(encoder, run)
-        est = evaluate_finetune(run_dir, epochs=epochs, device=device, progress=progress, labels=labels, test=test,
-                                folds=folds, seed=seed)
+        est = evaluate_finetune(
+            run_dir, epochs=epochs, device=device, progress=progress, labels=labels, test=test, folds=folds, seed=seed
+        )
         ft = run_finetune_config(run.cfg, fraction=1.0, epochs=epochs, seed=seed)
         model, fit = finetune_classifier(encoder, lab, lab, spec.mean, spec.std, spec.size, ft, device, progress)
         how = {"kind": "finetune", "epochs": fit["epochs"], "steps": fit["steps"], "train_top1": fit["train_top1"]}
@@ -87,17 +100,27 @@ def train_classifier(run_dir: str | Path, labels: str | Path, out: str | Path, f
         spec = run.spec
         args = _backbone_args(run.encoder, run)
         est = score_user_labels(run, lab, tst, both, y, "linear", labels, test, folds, seed, linear_fit_predicts(seed))
-        feats = both[:len(lab)]  # the labelled rows come first
-        probe = fit_probe(feats, lab.labels, len(lab.classes), run.cfg.eval.linear_l2,
-                          run.cfg.eval.linear_val_fraction, seed)
+        feats = both[: len(lab)]  # the labelled rows come first
+        probe = fit_probe(
+            feats, lab.labels, len(lab.classes), run.cfg.eval.linear_l2, run.cfg.eval.linear_val_fraction, seed
+        )
         model = Classifier(copy.deepcopy(run.encoder), len(lab.classes))
         model.head = probe.as_linear()  # reads raw features: the standardisation is folded in
         how = {"kind": "linear", "l2": probe.l2, "train_top1": probe.accuracy(feats, lab.labels)}
-    info = {"classes": list(lab.classes), "num_classes": len(lab.classes), "backbone": args,
-            "input": spec.as_dict(), **how, "num_labelled": len(lab), "labels": est["labels"],
-            "estimate": {k: est.get(k) for k in ("evaluation", "top1", "top1_std", "folds", "num_test", "per_class")},
-            "run": str(Path(run_dir).resolve()), "method": run.cfg.method_name, "checkpoint_step": run.meta.get("step"),
-            "seconds": time.time() - t0}
+    info = {
+        "classes": list(lab.classes),
+        "num_classes": len(lab.classes),
+        "backbone": args,
+        "input": spec.as_dict(),
+        **how,
+        "num_labelled": len(lab),
+        "labels": est["labels"],
+        "estimate": {k: est.get(k) for k in ("evaluation", "top1", "top1_std", "folds", "num_test", "per_class")},
+        "run": str(Path(run_dir).resolve()),
+        "method": run.cfg.method_name,
+        "checkpoint_step": run.meta.get("step"),
+        "seconds": time.time() - t0,
+    }
     return save_classifier(model, info, out)
 
 
@@ -123,8 +146,10 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
             try:
                 unlabelled = dataset_split(cfg, "train")
             except DatasetError as e:
-                raise DatasetError(f"semi: the images {init} pretrained on could not be read ({e}); name the unlabelled "
-                                   f"images: --data NAME, or --data imagefolder --data-dir DIR") from None
+                raise DatasetError(
+                    f"semi: the images {init} pretrained on could not be read ({e}); name the unlabelled "
+                    f"images: --data NAME, or --data imagefolder --data-dir DIR"
+                ) from None
             try:
                 test = dataset_split(cfg, "test")
             except DatasetError:
@@ -137,7 +162,6 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
                 test = None
         search = [Path(data_dir).expanduser()] if data_dir else run.label_search()
     else:  # a fresh encoder: the architecture of selfsup's supervised reference recipe for this data
-
         if data is None:
             raise SelfsupError("semi: give --data (the unlabelled images) or --init RUN_DIR (a run's encoder and data)")
         flags = {"method": "supcon", "data": {"name": data, **({"dir": data_dir} if data_dir else {})}}
@@ -149,8 +173,7 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
         encoder = build_method(cfg, spec.channels, len(unlabelled), spec.size).encoder
         args = dict(encoder.backbone_args)
         search = [Path(data_dir).expanduser()] if data_dir else []
-    defaults = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision,
-                "channels_last": cfg.train.channels_last}
+    defaults = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision, "channels_last": cfg.train.channels_last}
     return encoder, args, spec, unlabelled, test, defaults, search
 
 
@@ -161,11 +184,22 @@ def _prepared(ds, spec: InputSpec):
     return replace(ds, images=spec.prepare(ds.images))
 
 
-def semi_classifier(method: str, out: str | Path, labels: str | Path | None = None, test: str | Path | None = None,
-                    init: str | Path | None = None, from_scratch: bool = False, data: str | None = None,
-                    data_dir: str | None = None, per_class: int | None = None, fraction: float | None = None,
-                    backbone: str | None = None, overrides: dict | None = None, device: str = "cpu",
-                    progress: bool = True) -> dict:
+def semi_classifier(
+    method: str,
+    out: str | Path,
+    labels: str | Path | None = None,
+    test: str | Path | None = None,
+    init: str | Path | None = None,
+    from_scratch: bool = False,
+    data: str | None = None,
+    data_dir: str | None = None,
+    per_class: int | None = None,
+    fraction: float | None = None,
+    backbone: str | None = None,
+    overrides: dict | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     """Train a classifier with a semi-supervised ``method`` (fixmatch, mixmatch, vat, pseudolabel) on a
     few labelled and many unlabelled images and save it as ``selfsup classify`` does.
 
@@ -181,8 +215,10 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
     if (out / WEIGHTS).exists():
         raise SelfsupError(f"{out} already holds a classifier: choose another --out, or delete it first")
     if (labels is None) == (per_class is None and fraction is None):
-        raise SelfsupError("semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
-                           "dataset's own labels")
+        raise SelfsupError(
+            "semi: give the labels: --labels DIR|FILE.csv, or --per-class N / --fraction F of a labelled "
+            "dataset's own labels"
+        )
     create_semi_method(method, overrides)  # a typo in a setting fails before any data is read
     encoder, args, spec, unlabelled, data_test, defaults, search = _semi_data(init, data, data_dir, backbone)
     if labels is not None:
@@ -191,27 +227,42 @@ def semi_classifier(method: str, out: str | Path, labels: str | Path | None = No
         classes = list(lab.classes)
     else:
         if unlabelled.labels is None:
-            raise SelfsupError(f"--per-class/--fraction sample the dataset's own labels, and {unlabelled.name} has none: "
-                               f"give --labels DIR|FILE.csv")
+            raise SelfsupError(
+                f"--per-class/--fraction sample the dataset's own labels, and {unlabelled.name} has none: "
+                f"give --labels DIR|FILE.csv"
+            )
         seed = int((overrides or {}).get("seed", 0))
         frac = fraction if fraction is not None else per_class_fraction(unlabelled.labels, per_class)
         lab = unlabelled.subset(balanced_indices(unlabelled.labels, frac, seed))
-        tst = data_test if test is None else load_labelled(test, spec.channels, spec.stored_size,
-                                                           unlabelled.classes)
+        tst = data_test if test is None else load_labelled(test, spec.channels, spec.stored_size, unlabelled.classes)
         classes = list(unlabelled.classes or [str(i) for i in range(int(unlabelled.labels.max()) + 1)])
     sm, scfg = create_semi_method(method, {**defaults, **(overrides or {})})
-    model, res = train_semi(sm, scfg, encoder, lab, unlabelled, spec, len(classes), tst, from_scratch, device,
-                            progress)
-    info = {"classes": classes, "num_classes": len(classes), "backbone": args, "input": spec.as_dict(),
-            "kind": method, "num_labelled": len(lab), "num_unlabelled": len(unlabelled),
-            "labels": str(Path(labels).resolve()) if labels is not None else
-            (f"{per_class} per class" if per_class is not None else f"{fraction:g} of the labels"),
-            "estimate": {"evaluation": "test" if res["top1"] is not None else None, "top1": res["top1"],
-                         "num_test": len(tst) if tst is not None else None},
-            "train_top1": res["train_top1"], "init": str(Path(init).resolve()) if init else None,
-            "from_scratch": from_scratch or init is None, "settings": res["settings"],
-            "method_settings": res["method_settings"], "final": res["final"], "train_seconds": res["train_seconds"],
-            "seconds": time.time() - t0}
+    model, res = train_semi(sm, scfg, encoder, lab, unlabelled, spec, len(classes), tst, from_scratch, device, progress)
+    info = {
+        "classes": classes,
+        "num_classes": len(classes),
+        "backbone": args,
+        "input": spec.as_dict(),
+        "kind": method,
+        "num_labelled": len(lab),
+        "num_unlabelled": len(unlabelled),
+        "labels": str(Path(labels).resolve())
+        if labels is not None
+        else (f"{per_class} per class" if per_class is not None else f"{fraction:g} of the labels"),
+        "estimate": {
+            "evaluation": "test" if res["top1"] is not None else None,
+            "top1": res["top1"],
+            "num_test": len(tst) if tst is not None else None,
+        },
+        "train_top1": res["train_top1"],
+        "init": str(Path(init).resolve()) if init else None,
+        "from_scratch": from_scratch or init is None,
+        "settings": res["settings"],
+        "method_settings": res["method_settings"],
+        "final": res["final"],
+        "train_seconds": res["train_seconds"],
+        "seconds": time.time() - t0,
+    }
     return save_classifier(model, info, out)
 
 
@@ -226,17 +277,27 @@ def load_classifier(clf_dir: str | Path) -> tuple[Classifier, dict, InputSpec]:
         return model.eval(), info, InputSpec.from_dict(info["input"])
     if (d / "student.safetensors").is_file():
         model, info = load_student(d / "student.safetensors")
-        spec = InputSpec(info["backbone"]["in_channels"], info["size"], info["size"], tuple(info["mean"]),
-                         tuple(info["std"]))
+        spec = InputSpec(
+            info["backbone"]["in_channels"], info["size"], info["size"], tuple(info["mean"]), tuple(info["std"])
+        )
         classes = info.get("classes") or [str(i) for i in range(info["num_classes"])]
         return model.eval(), {**info, "classes": classes}, spec
-    raise SelfsupError(f"{d} is not a classifier directory ({INFO} and {WEIGHTS} from `selfsup classify`, or "
-                       f"student.safetensors from `selfsup distill`)")
+    raise SelfsupError(
+        f"{d} is not a classifier directory ({INFO} and {WEIGHTS} from `selfsup classify`, or "
+        f"student.safetensors from `selfsup distill`)"
+    )
 
 
 @torch.no_grad()
-def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int = 1, batch_size: int = 256,
-            device: str = "cpu", progress: bool = True) -> dict:
+def predict(
+    clf_dir: str | Path,
+    images: str | Path,
+    out: str | Path,
+    top_k: int = 1,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     """Classify every image file below ``images`` (or one file) and write ``out`` (CSV): path
     (relative to ``images``), label, probability, then label_2, probability_2, ... up to ``top_k``.
     Unreadable files are skipped and counted in one warning, as the loaders do."""
@@ -251,8 +312,9 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
         raise SelfsupError(f"--out {out}: predictions are written as a .csv file")
     root, files, others = image_files(images)
     if others:
-        warnings.warn(f"predict: ignored {len(others)} non-image file{'s' * (len(others) != 1)} (by extension)",
-                      stacklevel=2)
+        warnings.warn(
+            f"predict: ignored {len(others)} non-image file{'s' * (len(others) != 1)} (by extension)", stacklevel=2
+        )
     model.to(device)
     rows, skipped = [], []
     for kept, x, bad in image_batches(files, spec.channels, spec.stored_size, batch_size, "predicting", progress):
@@ -262,13 +324,16 @@ def predict(clf_dir: str | Path, images: str | Path, out: str | Path, top_k: int
         p = model(eval_view(x.to(device), spec.mean, spec.std, spec.size)).float().softmax(1).cpu()  # [B, K]
         prob, idx = p.topk(top_k, dim=1)
         for f, pr, ix in zip(kept, prob.tolist(), idx.tolist()):
-            rows.append([f.relative_to(root).as_posix()] + [v for c, q in zip(ix, pr) for v in (classes[c], f"{q:.4f}")])
+            rows.append(
+                [f.relative_to(root).as_posix()] + [v for c, q in zip(ix, pr) for v in (classes[c], f"{q:.4f}")]
+            )
     warn_skipped(skipped)
     if not rows:
         raise DatasetError(f"none of the {len(files)} image files in {images} could be decoded")
     out.parent.mkdir(parents=True, exist_ok=True)
-    header = ["path", "label", "probability"] + [f"{k}_{j}" for j in range(2, top_k + 1)
-                                                  for k in ("label", "probability")]
+    header = ["path", "label", "probability"] + [
+        f"{k}_{j}" for j in range(2, top_k + 1) for k in ("label", "probability")
+    ]
     with open(out, "w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
     return {"out": str(out), "rows": len(rows), "skipped": len(skipped), "classes": classes}

@@ -1,5 +1,6 @@
 """The ``selfsup`` command: list, pretrain, eval, demo. Every error names its fix; no tracebacks
 for mistakes a user can make (pass --debug to see one anyway)."""
+
 from __future__ import annotations
 
 import argparse
@@ -76,8 +77,10 @@ def build_config(args) -> RunConfig:
     cfg = made.cfg
     if os.environ.get("RANK", "0") == "0":  # under torchrun: once, not once per process
         if made.recipe and made.borrowed:
-            print(f"recipe: {made.recipe} (no {made.method} recipe for {made.data}: the CPU recipe for small images, "
-                  f"without its image sides)")
+            print(
+                f"recipe: {made.recipe} (no {made.method} recipe for {made.data}: the CPU recipe for small images, "
+                f"without its image sides)"
+            )
         elif made.recipe:
             print(f"recipe: {made.recipe}")
         elif not args.no_recipe and not args.config:
@@ -95,22 +98,34 @@ def _warn_no_recipe(method: str, data: str) -> None:
     if data not in DATASETS:  # an unknown name fails when the data loads, with its own message
         return
     others = sorted(p.name for p in recipes_dir().glob(f"{method}_*.yaml"))
-    hint = (f"; to start from another data set's tuned recipe pass --config {recipes_dir() / others[0]}"
-            f" (recipes for {method}: {', '.join(others)})" if others else "")
-    print(f"warning: no recipe {method}_{data}.yaml in {recipes_dir()}: training with the generic defaults "
-          f"(a full-width ResNet-18, the paper's views and optimiser: slow on a CPU){hint}", file=sys.stderr)
+    hint = (
+        f"; to start from another data set's tuned recipe pass --config {recipes_dir() / others[0]}"
+        f" (recipes for {method}: {', '.join(others)})"
+        if others
+        else ""
+    )
+    print(
+        f"warning: no recipe {method}_{data}.yaml in {recipes_dir()}: training with the generic defaults "
+        f"(a full-width ResNet-18, the paper's views and optimiser: slow on a CPU){hint}",
+        file=sys.stderr,
+    )
 
 
 def _cmd_pretrain(args) -> None:
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in ("method", "data", "data_dir", "backbone", "batch_size", "out",
-                                                      "config") if getattr(args, k)]
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in ("method", "data", "data_dir", "backbone", "batch_size", "out", "config")
+            if getattr(args, k)
+        ]
         given += [o for o in args.overrides if o.split("=")[0] not in RESUME_CHANGES]
         given += ["--no-recipe"] if args.no_recipe else []
         if given:  # silently ignoring them would train something else than the user asked for
-            raise ConfigError(f"--resume continues {args.resume} as its config.yaml says; it cannot change "
-                              f"{', '.join(given)}. It may change {', '.join(RESUME_CHANGES)} (and --epochs, --budget); "
-                              f"for anything else start a new run with another --out")
+            raise ConfigError(
+                f"--resume continues {args.resume} as its config.yaml says; it cannot change "
+                f"{', '.join(given)}. It may change {', '.join(RESUME_CHANGES)} (and --epochs, --budget); "
+                f"for anything else start a new run with another --out"
+            )
         changes = [o for o in args.overrides if o.split("=")[0] in RESUME_CHANGES]
         changes += [f"train.epochs={args.epochs}"] if args.epochs else []
         changes += [f"train.budget={args.budget}"] if args.budget else []
@@ -139,8 +154,9 @@ def _cmd_eval(args) -> None:
     for k in given:
         if k not in protocol.keywords:
             owners = " / ".join(f"`selfsup eval {p}`" for p in flags[k][1])
-            raise ConfigError(f"--{k.replace('_', '-')} does not apply to `selfsup eval {args.protocol}`: "
-                              f"it is an option of {owners}")
+            raise ConfigError(
+                f"--{k.replace('_', '-')} does not apply to `selfsup eval {args.protocol}`: it is an option of {owners}"
+            )
     if args.test and not args.labels:
         raise ConfigError("--test needs --labels: the labelled images a model is fitted on before it is tested")
     options = {protocol.keywords[k]: v for k, v in given.items()}
@@ -149,8 +165,10 @@ def _cmd_eval(args) -> None:
 
     if dist.init_from_env(args.device) and not protocol.sharded:
         sharded = " and ".join(p.name for p in PROTOCOLS.values() if p.sharded)
-        raise ConfigError(f"under torchrun, `selfsup eval` shards the feature extraction of {sharded}; run "
-                          f"`selfsup eval {args.protocol}` as one process (python -m selfsup / selfsup)")
+        raise ConfigError(
+            f"under torchrun, `selfsup eval` shards the feature extraction of {sharded}; run "
+            f"`selfsup eval {args.protocol}` as one process (python -m selfsup / selfsup)"
+        )
     if args.protocol == "pretext" and len(args.run_dirs) > 1:
         res = pretext_correlation(args.run_dirs, device=args.device)
         print(json.dumps(res) if args.json else _format_pretext(res))
@@ -166,8 +184,10 @@ def _format_pretext(res: dict) -> str:
         return "—" if x is None else f"{x:.3f}"
 
     lines = [f"{r['run']}: linear {pct(r['linear_top1'])}" for r in res["runs"]]
-    lines += [f"{name} vs linear top-1 over {c['n']} runs: Pearson {num(c['pearson'])}, Spearman {num(c['spearman'])}"
-              for name, c in res["correlation"].items()]
+    lines += [
+        f"{name} vs linear top-1 over {c['n']} runs: Pearson {num(c['pearson'])}, Spearman {num(c['spearman'])}"
+        for name, c in res["correlation"].items()
+    ]
     return "\n".join(lines)
 
 
@@ -175,15 +195,27 @@ def _cmd_distill(args) -> None:
     """SimCLR v2's third step: fine-tuned teacher -> student trained on unlabelled images."""
     if not 0.0 < args.fraction <= 1.0:
         raise ConfigError(f"--fraction {args.fraction} is not a fraction of the labels: use e.g. 0.01, 0.1 or 1.0")
-    res = distill_run(args.run_dir, args.fraction, out=args.out, student=args.student, student_width=args.student_width,
-                      teacher_epochs=args.teacher_epochs, device=args.device, progress=not args.json,
-                      epochs=args.epochs, steps=args.steps, temperature=args.temperature)
+    res = distill_run(
+        args.run_dir,
+        args.fraction,
+        out=args.out,
+        student=args.student,
+        student_width=args.student_width,
+        teacher_epochs=args.teacher_epochs,
+        device=args.device,
+        progress=not args.json,
+        epochs=args.epochs,
+        steps=args.steps,
+        temperature=args.temperature,
+    )
     if args.json:
         print(json.dumps(res))
     else:
-        print(f"teacher top-1 {100 * res['teacher_top1']:.2f} % ({100 * args.fraction:g} % of the labels), "
-              f"student top-1 {100 * res['student_top1']:.2f} % ({res['student']['name']}, no labels), "
-              f"agreement {100 * res['agreement']:.2f} %\nstudent weights: {res['weights']}")
+        print(
+            f"teacher top-1 {100 * res['teacher_top1']:.2f} % ({100 * args.fraction:g} % of the labels), "
+            f"student top-1 {100 * res['student_top1']:.2f} % ({res['student']['name']}, no labels), "
+            f"agreement {100 * res['agreement']:.2f} %\nstudent weights: {res['weights']}"
+        )
 
 
 def _cmd_bench(args) -> None:
@@ -193,8 +225,19 @@ def _cmd_bench(args) -> None:
     check_protocols(args.protocols)
     budget = args.budget or (None if args.epochs else "15m")
     entries = parse_entries(args.methods)
-    board = bench(entries, args.data, budget, args.seeds, args.out, args.protocols, args.backbone, args.data_dir,
-                  tuple(args.overrides), args.epochs, args.device)
+    board = bench(
+        entries,
+        args.data,
+        budget,
+        args.seeds,
+        args.out,
+        args.protocols,
+        args.backbone,
+        args.data_dir,
+        tuple(args.overrides),
+        args.epochs,
+        args.device,
+    )
     out = Path(board["out"])
     print((out / "leaderboard.md").read_text())
     print(f"leaderboard: {out}/leaderboard.md, .json, .csv")
@@ -207,8 +250,17 @@ def _cmd_claims(args) -> None:
         return
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds {args.seeds}: give at least 1")
-    res = run_claims(claims, args.out, args.data, args.budget_per_run, args.seeds, args.device, doc=args.doc,
-                     extra_overrides=tuple(args.overrides), fresh=args.fresh)
+    res = run_claims(
+        claims,
+        args.out,
+        args.data,
+        args.budget_per_run,
+        args.seeds,
+        args.device,
+        doc=args.doc,
+        extra_overrides=tuple(args.overrides),
+        fresh=args.fresh,
+    )
     print(f"\n{args.doc}: " + ", ".join(f"{k} {v['verdict']}" for k, v in res.items()))
 
 
@@ -218,11 +270,13 @@ def _cmd_viz(args) -> None:
         print(json.dumps(res))
         return
     t, r = res["trained"], res["random_init"]
-    print(f"[CLS] attention vs foreground, IoU over {res['images']} test images ({100 * res['mass']:g} % mass):\n"
-          f"  trained     best head {t['best_head']:.3f}, mean head {t['mean_head']:.3f}, union {t['union_of_heads']:.3f}\n"
-          f"  random init best head {r['best_head']:.3f}, mean head {r['mean_head']:.3f}, union {r['union_of_heads']:.3f}\n"
-          f"  whole image {res['whole_image']:.3f} (the foreground's area fraction: the floor)\n"
-          f"picture: {res['picture']}")
+    print(
+        f"[CLS] attention vs foreground, IoU over {res['images']} test images ({100 * res['mass']:g} % mass):\n"
+        f"  trained     best head {t['best_head']:.3f}, mean head {t['mean_head']:.3f}, union {t['union_of_heads']:.3f}\n"
+        f"  random init best head {r['best_head']:.3f}, mean head {r['mean_head']:.3f}, union {r['union_of_heads']:.3f}\n"
+        f"  whole image {res['whole_image']:.3f} (the foreground's area fraction: the floor)\n"
+        f"picture: {res['picture']}"
+    )
 
 
 def _cmd_report(args) -> None:
@@ -232,32 +286,48 @@ def _cmd_report(args) -> None:
 def _cmd_export(args) -> None:
     path, meta = export_encoder(args.run_dir, args.format, args.out)
     side = {"safetensors": "", "hf": " (input spec in its config.json)"}.get(
-        args.format, f" (normalisation and this code in {path.with_suffix('.json')})")
-    print(f"wrote {meta['backbone']['name']} encoder of {args.run_dir} ({meta['num_features']} features) to {path}"
-          f"{side}\nload it with:\n\n{meta['snippet']}")
+        args.format, f" (normalisation and this code in {path.with_suffix('.json')})"
+    )
+    print(
+        f"wrote {meta['backbone']['name']} encoder of {args.run_dir} ({meta['num_features']} features) to {path}"
+        f"{side}\nload it with:\n\n{meta['snippet']}"
+    )
 
 
 def _cmd_embed(args) -> None:
     res = embed_images(args.run_dir, args.images, args.out, args.batch_size, args.device)
     listing = f", file list in {res['files']}" if res["files"] else ""
-    print(f"wrote {res['rows']} x {res['features']} float32 features to {res['out']}{listing}"
-          + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""))
+    print(
+        f"wrote {res['rows']} x {res['features']} float32 features to {res['out']}{listing}"
+        + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else "")
+    )
 
 
 def _cmd_classify(args) -> None:
     """A linear head (or a fine-tune) on the user's labels, saved with its classes and input spec."""
     out = args.out or str(Path(args.run_dir) / f"classifier_{'finetune' if args.finetune else 'linear'}")
-    res = train_classifier(args.run_dir, args.labels, out, finetune=args.finetune, test=args.test,
-                           folds=args.folds or 5, epochs=args.epochs, seed=args.seed, device=args.device,
-                           progress=not args.json)
+    res = train_classifier(
+        args.run_dir,
+        args.labels,
+        out,
+        finetune=args.finetune,
+        test=args.test,
+        folds=args.folds or 5,
+        epochs=args.epochs,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.json,
+    )
     if args.json:
         print(json.dumps(res))
         return
     e = res["estimate"]
     spread = f" ± {100 * e['top1_std']:.2f}" if e.get("top1_std") is not None else ""
-    print(f"{res['kind']} classifier of {res['num_classes']} classes on {res['num_labelled']} labelled images: "
-          f"expected top-1 {pct(e['top1'])}{spread} ({e['evaluation']})\nsaved to {res['out']}; use it with "
-          f"`selfsup predict {res['out']} IMAGES --out predictions.csv`")
+    print(
+        f"{res['kind']} classifier of {res['num_classes']} classes on {res['num_labelled']} labelled images: "
+        f"expected top-1 {pct(e['top1'])}{spread} ({e['evaluation']})\nsaved to {res['out']}; use it with "
+        f"`selfsup predict {res['out']} IMAGES --out predictions.csv`"
+    )
 
 
 def _cmd_semi(args) -> None:
@@ -268,19 +338,36 @@ def _cmd_semi(args) -> None:
     for flag in ("steps", "seed"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
-    res = semi_classifier(args.method, args.out, labels=args.labels, test=args.test, init=args.init,
-                          from_scratch=args.from_scratch, data=args.data, data_dir=args.data_dir,
-                          per_class=args.per_class, fraction=args.fraction, backbone=args.backbone,
-                          overrides=overrides, device=args.device, progress=not args.json)
+    res = semi_classifier(
+        args.method,
+        args.out,
+        labels=args.labels,
+        test=args.test,
+        init=args.init,
+        from_scratch=args.from_scratch,
+        data=args.data,
+        data_dir=args.data_dir,
+        per_class=args.per_class,
+        fraction=args.fraction,
+        backbone=args.backbone,
+        overrides=overrides,
+        device=args.device,
+        progress=not args.json,
+    )
     if args.json:
         print(json.dumps(res))
         return
     e = res["estimate"]
-    where = (f"test top-1 {pct(e['top1'])} on {e['num_test']} images" if e["top1"] is not None
-             else "no test set (--test DIR|FILE.csv measures it)")
-    print(f"{res['kind']} classifier of {res['num_classes']} classes from {res['num_labelled']} labelled and "
-          f"{res['num_unlabelled']} unlabelled images ({res['train_seconds'] / 60:.1f} min): {where}\nsaved to "
-          f"{res['out']}; use it with `selfsup predict {res['out']} IMAGES --out predictions.csv`")
+    where = (
+        f"test top-1 {pct(e['top1'])} on {e['num_test']} images"
+        if e["top1"] is not None
+        else "no test set (--test DIR|FILE.csv measures it)"
+    )
+    print(
+        f"{res['kind']} classifier of {res['num_classes']} classes from {res['num_labelled']} labelled and "
+        f"{res['num_unlabelled']} unlabelled images ({res['train_seconds'] / 60:.1f} min): {where}\nsaved to "
+        f"{res['out']}; use it with `selfsup predict {res['out']} IMAGES --out predictions.csv`"
+    )
 
 
 def _cmd_predict(args) -> None:
@@ -288,8 +375,10 @@ def _cmd_predict(args) -> None:
     if args.json:
         print(json.dumps(res))
         return
-    print(f"wrote {res['rows']} predictions to {res['out']}"
-          + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else ""))
+    print(
+        f"wrote {res['rows']} predictions to {res['out']}"
+        + (f" ({res['skipped']} unreadable files skipped)" if res["skipped"] else "")
+    )
 
 
 def _cmd_select(args) -> None:
@@ -297,15 +386,21 @@ def _cmd_select(args) -> None:
     if args.json:
         print(json.dumps({k: v for k, v in res.items() if k != "indices"}))
         return
-    print(f"{res['n']} of {res['pool']} images to label next ({res['strategy']}) in {res['out']}: fill in the label "
-          f"column and pass it to --labels; contact sheet {res['picture']}")
+    print(
+        f"{res['n']} of {res['pool']} images to label next ({res['strategy']}) in {res['out']}: fill in the label "
+        f"column and pass it to --labels; contact sheet {res['picture']}"
+    )
 
 
 def _cmd_neighbors(args) -> None:
     if args.duplicates:
         res = near_duplicates(args.run_dir, args.threshold, args.out, args.images, args.device)
-        print(json.dumps(res) if args.json else f"{res['pairs']} near-duplicate pairs (cosine >= {res['threshold']}) "
-                                                 f"among {res['pool']} images: {res['out']}")
+        print(
+            json.dumps(res)
+            if args.json
+            else f"{res['pairs']} near-duplicate pairs (cosine >= {res['threshold']}) "
+            f"among {res['pool']} images: {res['out']}"
+        )
         return
     if not args.query:
         raise ConfigError("neighbors: give --query IMAGE... (or --duplicates to list near-duplicate pairs)")
@@ -320,20 +415,36 @@ def _cmd_neighbors(args) -> None:
 
 def _cmd_demo(args) -> None:
     """Pretrain SimCLR on Fashion-MNIST, evaluate, print learned features next to raw pixels."""
-    ns = argparse.Namespace(config=None, method=args.method, data=args.data, data_dir=args.data_dir, backbone=None,
-                            epochs=None, budget=args.budget, batch_size=None, overrides=[], out=args.out,
-                            no_recipe=False)
+    ns = argparse.Namespace(
+        config=None,
+        method=args.method,
+        data=args.data,
+        data_dir=args.data_dir,
+        backbone=None,
+        epochs=None,
+        budget=args.budget,
+        batch_size=None,
+        overrides=[],
+        out=args.out,
+        no_recipe=False,
+    )
     cfg = build_config(ns)
-    print(f"run directory: {cfg.out}\npretraining {cfg.method_name} on {cfg.data.name} for {cfg.train.budget or cfg.train.epochs}")
+    print(
+        f"run directory: {cfg.out}\npretraining {cfg.method_name} on {cfg.data.name} for {cfg.train.budget or cfg.train.epochs}"
+    )
     t0 = time.time()
     summary = fit(cfg, cfg.out)
     rows = []
-    for name, get in (("raw pixels", lambda p: evaluate_raw_pixels(cfg, p)),
-                      (f"{cfg.method_name} ({cfg.backbone.name})", lambda p: evaluate(cfg.out, p))):
+    for name, get in (
+        ("raw pixels", lambda p: evaluate_raw_pixels(cfg, p)),
+        (f"{cfg.method_name} ({cfg.backbone.name})", lambda p: evaluate(cfg.out, p)),
+    ):
         knn, lin = get("knn"), get("linear")
         rows.append((name, 100 * knn["top1_k200"], 100 * knn["top1_k20"], 100 * lin["top1"]))
-    print(f"\n{cfg.data.name}, test split — {summary['epochs']:.1f} epochs in {summary['train_seconds'] / 60:.1f} min "
-          f"of training ({(time.time() - t0) / 60:.1f} min in all)")
+    print(
+        f"\n{cfg.data.name}, test split — {summary['epochs']:.1f} epochs in {summary['train_seconds'] / 60:.1f} min "
+        f"of training ({(time.time() - t0) / 60:.1f} min in all)"
+    )
     print(f"{'features':<28}{'kNN-200':>9}{'kNN-20':>9}{'linear':>9}")
     for r in rows:
         print(f"{r[0]:<28}{r[1]:>8.2f}%{r[2]:>8.2f}%{r[3]:>8.2f}%")
@@ -344,23 +455,39 @@ def _cmd_demo(args) -> None:
     train_labels = labelled_splits(cfg)[0].labels
     small = max(0.01, per_class_fraction(train_labels, 10))  # 10 per class and 1 %, on any data set's size
     semi = evaluate(cfg.out, "semi", fractions=(0.01, 0.1), per_class=10, finetune_up_to=small)
-    few = [(r["num_labelled"], r["fraction"], 100 * r["raw_pixels"], r["scratch"], 100 * r["linear"], r["finetune"])
-           for r in sorted(semi["rows"], key=lambda r: r["num_labelled"])]
+    few = [
+        (r["num_labelled"], r["fraction"], 100 * r["raw_pixels"], r["scratch"], 100 * r["linear"], r["finetune"])
+        for r in sorted(semi["rows"], key=lambda r: r["num_labelled"])
+    ]
     few.append((len(train_labels), 1.0, rows[0][3], None, rows[1][3], None))
 
     def cell(v):
         return f"{'—':>12}" if v is None else f"{100 * v:>11.2f}%"
 
-    print(f"\nfew labels: test top-1 ({cfg.method_name}'s encoder; — : `selfsup eval semi {cfg.out}` measures it, "
-          f"minutes to hours)\n{'labels':<20}{'raw pixels':>12}{'scratch':>12}{'linear':>12}{'fine-tuned':>12}")
+    print(
+        f"\nfew labels: test top-1 ({cfg.method_name}'s encoder; — : `selfsup eval semi {cfg.out}` measures it, "
+        f"minutes to hours)\n{'labels':<20}{'raw pixels':>12}{'scratch':>12}{'linear':>12}{'fine-tuned':>12}"
+    )
     for n, fraction, raw, scratch, lin, tuned in few:
         labels = f"{n} ({100 * fraction:.3g} %)"
         print(f"{labels:<20}{raw:>11.2f}%{cell(scratch)}{lin:>11.2f}%{cell(tuned)}")
     print(f"\nrun directory: {cfg.out}  (curves.png, metrics.jsonl, tb/, checkpoints/)")
-    Path(cfg.out, "demo_table.json").write_text(json.dumps(
-        [{"features": r[0], "knn200": r[1], "knn20": r[2], "linear": r[3]} for r in rows]
-        + [{"labels": n, "raw_pixels_linear": raw, "scratch": None if s is None else 100 * s, "linear": lin,
-            "finetune": None if t is None else 100 * t} for n, _, raw, s, lin, t in few], indent=1))
+    Path(cfg.out, "demo_table.json").write_text(
+        json.dumps(
+            [{"features": r[0], "knn200": r[1], "knn20": r[2], "linear": r[3]} for r in rows]
+            + [
+                {
+                    "labels": n,
+                    "raw_pixels_linear": raw,
+                    "scratch": None if s is None else 100 * s,
+                    "linear": lin,
+                    "finetune": None if t is None else 100 * t,
+                }
+                for n, _, raw, s, lin, t in few
+            ],
+            indent=1,
+        )
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -381,24 +508,34 @@ def make_parser() -> argparse.ArgumentParser:
     pt.add_argument("--backbone")
     g = pt.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int)
-    g.add_argument("--budget", help="wall-clock training budget, e.g. 15m: timed before the first step, it becomes a "
-                                    "number of steps (planned_steps in summary.json) that every schedule follows, "
-                                    "re-planned on the way if the machine's speed drifts")
+    g.add_argument(
+        "--budget",
+        help="wall-clock training budget, e.g. 15m: timed before the first step, it becomes a "
+        "number of steps (planned_steps in summary.json) that every schedule follows, "
+        "re-planned on the way if the machine's speed drifts",
+    )
     pt.add_argument("--batch-size", type=int)
     pt.add_argument("--out", help="run directory (default runs/METHOD-DATA-TIME)")
     pt.add_argument("--config", help="YAML file of overrides")
     pt.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly where it stopped")
     pt.add_argument("--no-recipe", action="store_true", help="ignore configs/METHOD_DATA.yaml")
-    pt.add_argument("--print-config", action="store_true", help="print the composed config (paper defaults < "
-                                                                 "recipe < --config < overrides) as YAML and stop")
+    pt.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the composed config (paper defaults < recipe < --config < overrides) as YAML and stop",
+    )
     pt.add_argument("overrides", nargs="*", help="key=value, e.g. optim.lr=0.5 train.precision=bf16")
     pt.set_defaults(func=_cmd_pretrain)
 
     ev = sub.add_parser("eval", help="evaluate a run's encoder")
 
     ev.add_argument("protocol", choices=list(PROTOCOLS))
-    ev.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="one or more run directories (pretext: several "
-                                                                     "runs also give the correlation across them)")
+    ev.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="one or more run directories (pretext: several runs also give the correlation across them)",
+    )
     ev.add_argument("--json", action="store_true", help="print each result as one JSON object (one line per run)")
     ev.add_argument("--device", default="cpu")
     for name, (opt, owners) in cli_options(PROTOCOLS.values()).items():  # declared by the protocols
@@ -406,8 +543,11 @@ def make_parser() -> argparse.ArgumentParser:
         ev.add_argument(opt.flag, dest=name, help=f"{', '.join(owners)}: {opt.help}".replace("%", "%%"), **kind)
     ev.set_defaults(func=_cmd_eval)
 
-    ds = sub.add_parser("distill", help="SimCLR v2 distillation: fine-tune a teacher on a fraction of the labels, "
-                                        "train a student on all images without labels")
+    ds = sub.add_parser(
+        "distill",
+        help="SimCLR v2 distillation: fine-tune a teacher on a fraction of the labels, "
+        "train a student on all images without labels",
+    )
     ds.add_argument("run_dir")
     ds.add_argument("--fraction", type=float, default=0.1, help="labels the teacher is fine-tuned on (default 0.1)")
     ds.add_argument("--out", help="where the student goes (default RUN_DIR/distill_<pct>pct)")
@@ -422,10 +562,16 @@ def make_parser() -> argparse.ArgumentParser:
     ds.add_argument("--device", default="cpu")
     ds.set_defaults(func=_cmd_distill)
 
-    bn = sub.add_parser("bench", help="train several methods under one budget, evaluate them alike, write a leaderboard")
-    bn.add_argument("--methods", default="all", help="comma-separated method names, or NAME=METHOD:CONFIG for a "
-                                                      "variant (e.g. byol_no_bn=byol:configs/ablations/byol_no_bn.yaml); "
-                                                      "default: all registered methods")
+    bn = sub.add_parser(
+        "bench", help="train several methods under one budget, evaluate them alike, write a leaderboard"
+    )
+    bn.add_argument(
+        "--methods",
+        default="all",
+        help="comma-separated method names, or NAME=METHOD:CONFIG for a "
+        "variant (e.g. byol_no_bn=byol:configs/ablations/byol_no_bn.yaml); "
+        "default: all registered methods",
+    )
     bn.add_argument("--data", default="fashion-mnist")
     bn.add_argument("--data-dir")
     bn.add_argument("--backbone", help="force one backbone on every method (default: each recipe's)")
@@ -433,8 +579,12 @@ def make_parser() -> argparse.ArgumentParser:
     g.add_argument("--budget", default=None, help="wall-clock training budget per run (default 15m)")
     g.add_argument("--epochs", type=int, help="epochs per run instead of a budget")
     bn.add_argument("--seeds", type=int, default=1, help="runs per method; the leaderboard shows mean +- std")
-    bn.add_argument("--protocols", type=comma_list(), default=["knn", "linear"],
-                    help="evaluations per run (default knn,linear; efficiency is always read)")
+    bn.add_argument(
+        "--protocols",
+        type=comma_list(),
+        default=["knn", "linear"],
+        help="evaluations per run (default knn,linear; efficiency is always read)",
+    )
     bn.add_argument("--out", help="bench directory (default runs/bench-DATA-BUDGET); re-run to resume")
     bn.add_argument("--device", default="cpu")
     bn.add_argument("overrides", nargs="*", help="key=value for every run, e.g. train.batch_size=128")
@@ -444,10 +594,17 @@ def make_parser() -> argparse.ArgumentParser:
     cl.add_argument("--only", type=comma_list(), help="claim names, comma-separated (default: all fifteen)")
     cl.add_argument("--list", action="store_true", help="list the claims and exit")
     cl.add_argument("--budget-per-run", default="3m", help="wall-clock training budget of each run (default 3m)")
-    cl.add_argument("--seeds", type=int, help="seeds per arm (default: each claim's registered number, 3; fewer "
-                                              "give at most 'inconclusive')")
-    cl.add_argument("--fresh", action="store_true", help="runs trained under an earlier version of a claim's rule: "
-                                                         "move them aside and train new ones (else: refused)")
+    cl.add_argument(
+        "--seeds",
+        type=int,
+        help="seeds per arm (default: each claim's registered number, 3; fewer give at most 'inconclusive')",
+    )
+    cl.add_argument(
+        "--fresh",
+        action="store_true",
+        help="runs trained under an earlier version of a claim's rule: "
+        "move them aside and train new ones (else: refused)",
+    )
     cl.add_argument("--data", default="fashion-mnist")
     cl.add_argument("--out", default="runs/claims", help="where the runs go (re-run to resume)")
     cl.add_argument("--doc", default="docs/claims.md", help="the page written from the results")
@@ -456,8 +613,12 @@ def make_parser() -> argparse.ArgumentParser:
     cl.set_defaults(func=_cmd_claims)
 
     vz = sub.add_parser("viz", help="pictures of a trained encoder")
-    vz.add_argument("what", choices=["attention"], help="attention: a ViT's last-block [CLS] attention per head "
-                                                         "(DINO's emergent segmentation), with its IoU vs the foreground")
+    vz.add_argument(
+        "what",
+        choices=["attention"],
+        help="attention: a ViT's last-block [CLS] attention per head "
+        "(DINO's emergent segmentation), with its IoU vs the foreground",
+    )
     vz.add_argument("run_dir")
     vz.add_argument("--images", type=int, default=500, help="test images the IoU is averaged over")
     vz.add_argument("--show", type=int, default=6, help="images drawn in attention.png")
@@ -473,29 +634,45 @@ def make_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", help="write a run's encoder alone, loadable by torchvision, timm or selfsup")
     ex.add_argument("run_dir", metavar="RUN_DIR")
-    ex.add_argument("--format", required=True, choices=["torchvision", "timm", "safetensors", "hf"],
-                    help="torchvision (ResNets), timm (ViTs, ResNets), safetensors (any backbone; "
-                         "selfsup.export.load_encoder), hf (a timm model directory, config.json + model.safetensors: "
-                         "timm.create_model('local-dir:DIR'); ViTs, ResNets with the 7x7 stem)")
+    ex.add_argument(
+        "--format",
+        required=True,
+        choices=["torchvision", "timm", "safetensors", "hf"],
+        help="torchvision (ResNets), timm (ViTs, ResNets), safetensors (any backbone; "
+        "selfsup.export.load_encoder), hf (a timm model directory, config.json + model.safetensors: "
+        "timm.create_model('local-dir:DIR'); ViTs, ResNets with the 7x7 stem)",
+    )
     ex.add_argument("--out", help="file to write (default RUN_DIR/export/encoder_FORMAT.pth or .safetensors)")
     ex.set_defaults(func=_cmd_export)
 
     em = sub.add_parser("embed", help="features of a folder of images (or one image) from a run's encoder")
     em.add_argument("run_dir", metavar="RUN_DIR")
     em.add_argument("images", metavar="IMAGES", help="a folder (searched recursively) or one image file")
-    em.add_argument("--out", required=True, help="features.npy (+ features.files.jsonl, one JSON path per row) or features.parquet")
+    em.add_argument(
+        "--out", required=True, help="features.npy (+ features.files.jsonl, one JSON path per row) or features.parquet"
+    )
     em.add_argument("--batch-size", type=int, default=256)
     em.add_argument("--device", default="cpu")
     em.set_defaults(func=_cmd_embed)
 
     cf = sub.add_parser("classify", help="train a classifier on your labels from a run's encoder and save it")
     cf.add_argument("run_dir", metavar="RUN_DIR")
-    cf.add_argument("--labels", required=True, metavar="DIR|FILE.csv",
-                    help="a folder with one sub-folder per class, or a CSV of path,label rows")
-    cf.add_argument("--test", metavar="DIR|FILE.csv", help="labelled images the expected accuracy is measured on "
-                                                          "(default: cross-validation over --labels)")
-    cf.add_argument("--finetune", action="store_true", help="fine-tune the encoder with the head (default: a linear "
-                                                             "head on frozen features)")
+    cf.add_argument(
+        "--labels",
+        required=True,
+        metavar="DIR|FILE.csv",
+        help="a folder with one sub-folder per class, or a CSV of path,label rows",
+    )
+    cf.add_argument(
+        "--test",
+        metavar="DIR|FILE.csv",
+        help="labelled images the expected accuracy is measured on (default: cross-validation over --labels)",
+    )
+    cf.add_argument(
+        "--finetune",
+        action="store_true",
+        help="fine-tune the encoder with the head (default: a linear head on frozen features)",
+    )
     cf.add_argument("--epochs", type=int, help="--finetune: epochs over the labels (default 30)")
     cf.add_argument("--folds", type=int, help="cross-validation folds for the estimate (default 5)")
     cf.add_argument("--seed", type=int, default=0)
@@ -504,29 +681,51 @@ def make_parser() -> argparse.ArgumentParser:
     cf.add_argument("--device", default="cpu")
     cf.set_defaults(func=_cmd_classify)
 
-    sm = sub.add_parser("semi", help="train a classifier on few labels and many unlabelled images at once "
-                                     "(FixMatch, MixMatch, VAT, pseudo-labels), from scratch or from a run")
-    sm.add_argument("--method", required=True, help="fixmatch | mixmatch | vat | pseudolabel | supervised (labels only)")
-    sm.add_argument("--init", metavar="RUN_DIR", help="start from this run's encoder (and, without --data, train on "
-                                                      "the images it pretrained on)")
-    sm.add_argument("--from-scratch", action="store_true", help="with --init: its architecture and input spec, "
-                                                                "random weights (the baseline)")
+    sm = sub.add_parser(
+        "semi",
+        help="train a classifier on few labels and many unlabelled images at once "
+        "(FixMatch, MixMatch, VAT, pseudo-labels), from scratch or from a run",
+    )
+    sm.add_argument(
+        "--method", required=True, help="fixmatch | mixmatch | vat | pseudolabel | supervised (labels only)"
+    )
+    sm.add_argument(
+        "--init",
+        metavar="RUN_DIR",
+        help="start from this run's encoder (and, without --data, train on the images it pretrained on)",
+    )
+    sm.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="with --init: its architecture and input spec, random weights (the baseline)",
+    )
     sm.add_argument("--data", help="the unlabelled images: a dataset name (imagefolder with --data-dir)")
     sm.add_argument("--data-dir")
     sm.add_argument("--backbone", help="without --init: the encoder (default: the supervised reference recipe's)")
-    sm.add_argument("--labels", metavar="DIR|FILE.csv", help="a folder with one sub-folder per class, or a CSV of "
-                                                             "path,label rows")
-    sm.add_argument("--per-class", type=int, help="instead of --labels: this many of the dataset's own labels per class")
+    sm.add_argument(
+        "--labels", metavar="DIR|FILE.csv", help="a folder with one sub-folder per class, or a CSV of path,label rows"
+    )
+    sm.add_argument(
+        "--per-class", type=int, help="instead of --labels: this many of the dataset's own labels per class"
+    )
     sm.add_argument("--fraction", type=float, help="instead of --labels: this fraction of the dataset's own labels")
-    sm.add_argument("--test", metavar="DIR|FILE.csv", help="labelled images the result is measured on (default: the "
-                                                           "dataset's test split with --per-class/--fraction)")
+    sm.add_argument(
+        "--test",
+        metavar="DIR|FILE.csv",
+        help="labelled images the result is measured on (default: the "
+        "dataset's test split with --per-class/--fraction)",
+    )
     sm.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
     sm.add_argument("--seed", type=int)
     sm.add_argument("--out", required=True, help="classifier directory, read by `selfsup predict`")
     sm.add_argument("--json", action="store_true")
     sm.add_argument("--device", default="cpu")
-    sm.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the method's and training's settings, e.g. "
-                                                                      "threshold=0.9 mu=3 lr=0.01 encoder_lr=0.003")
+    sm.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="the method's and training's settings, e.g. threshold=0.9 mu=3 lr=0.01 encoder_lr=0.003",
+    )
     sm.set_defaults(func=_cmd_semi)
 
     pr = sub.add_parser("predict", help="classify a folder of images with a saved classifier; write a CSV")
@@ -539,12 +738,18 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="cpu")
     pr.set_defaults(func=_cmd_predict)
 
-    se = sub.add_parser("select", help="which images to label next: diverse or representative picks from the embeddings")
+    se = sub.add_parser(
+        "select", help="which images to label next: diverse or representative picks from the embeddings"
+    )
     se.add_argument("run_dir", metavar="RUN_DIR")
     se.add_argument("--n", type=int, required=True, help="how many images to pick")
-    se.add_argument("--strategy", default="kmeans", choices=["kmeans", "kcenter", "random"],
-                    help="kmeans (default): representative, the image nearest each of n centroids; kcenter: diverse, a "
-                         "core-set cover (picks outliers: below random at 100 and 500 labels, docs/benchmarks.md)")
+    se.add_argument(
+        "--strategy",
+        default="kmeans",
+        choices=["kmeans", "kcenter", "random"],
+        help="kmeans (default): representative, the image nearest each of n centroids; kcenter: diverse, a "
+        "core-set cover (picks outliers: below random at 100 and 500 labels, docs/benchmarks.md)",
+    )
     se.add_argument("--images", metavar="DIR", help="pick from this folder (default: the run's training images)")
     se.add_argument("--out", default="to_label.csv", help="CSV of path,label (label empty) + a contact-sheet PNG")
     se.add_argument("--seed", type=int, default=0)
@@ -592,6 +797,7 @@ _PACKAGE = Path(__file__).resolve().parent
 def _warning_format(fallback):
     """The library warns with ``warnings`` (a Python user can filter or record them); the CLI formats
     selfsup's own as one line, ``warning: ...``, and anything else (torch's, a plugin's) as ``fallback``."""
+
     def format(message, category, filename, lineno, line=None) -> str:
         try:
             ours = Path(filename).resolve().is_relative_to(_PACKAGE)
@@ -600,6 +806,7 @@ def _warning_format(fallback):
         if ours and issubclass(category, UserWarning):
             return f"warning: {message}\n"
         return fallback(message, category, filename, lineno, line)
+
     return format
 
 
@@ -622,8 +829,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         run_dir = getattr(args, "resume", None) or getattr(args, "running", None) or "RUN_DIR"
-        print(f"\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume {run_dir}`",
-              file=sys.stderr)
+        print(
+            f"\ninterrupted; the last checkpoint is kept — continue with `selfsup pretrain --resume {run_dir}`",
+            file=sys.stderr,
+        )
         return 130
     except BrokenPipeError:  # `selfsup list methods | head`: the reader left; nothing is wrong
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes

@@ -6,6 +6,7 @@ errors that name the closest valid key, because a typo that silently does nothin
 15-minute run; values a type admits but a run cannot use (``train.batch_size=-3``, NaN, a
 probability of 2) are errors naming the key, the allowed range, the value and the default.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -114,7 +115,9 @@ class TrainConfig:
     # clock guards (1.5 x budget)
     replan: bool = True  # a budget's plan is checked at 10/25/50/75/90 % of it against the loop's own rate and the
     # steps left re-planned when they differ by > 3 % (false: the probe's plan only, which train.steps=N repeats)
-    steps: int | None = bounded(None, COUNT)  # the schedule's length in optimiser steps, instead of epochs or a budget (a budget
+    steps: int | None = bounded(
+        None, COUNT
+    )  # the schedule's length in optimiser steps, instead of epochs or a budget (a budget
     # run's planned_steps given here repeats its weights on any machine when its plan was never changed)
     batch_size: int = bounded(256, COUNT)
     accumulate: int = bounded(1, COUNT)  # gradient accumulation steps
@@ -126,7 +129,9 @@ class TrainConfig:
     log_every: int = bounded(20, COUNT)  # steps between metrics.jsonl rows
     monitor_every: int = bounded(1, NONNEG)  # epochs between online kNN monitor evaluations (0 = only at the end)
     monitor_train: int = bounded(5000, NONNEG)  # images of the training set forming the monitor's kNN bank
-    monitor_val: int = bounded(1000, NONNEG)  # labelled training images held out of that bank, which it classifies: a validation
+    monitor_val: int = bounded(
+        1000, NONNEG
+    )  # labelled training images held out of that bank, which it classifies: a validation
     # slice (seeded, fixed); training never reads the test split, which is kept for final numbers
     checkpoint_every: int = bounded(1, NONNEG)  # epochs between checkpoints (last/ is always kept)
     checkpoint_minutes: float = bounded(5.0, POSITIVE)  # also checkpoint at least this often in long epochs
@@ -171,6 +176,7 @@ class RunConfig:
 
 # ----------------------------------------------------------------------------------- parsing
 
+
 class _Loader(yaml.SafeLoader):
     """SafeLoader that reads 1e-6 as a float (PyYAML follows YAML 1.1, where a float needs a dot) and
     refuses a key given twice in one mapping (YAML says last wins: a silent, likely unintended choice)."""
@@ -180,17 +186,21 @@ class _Loader(yaml.SafeLoader):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} appears twice in one section "
-                                                        f"(delete one)", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one section (delete one)", key_node.start_mark
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?$"
-               r"|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"),
-    list("-+0123456789."))
+    re.compile(
+        r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$|^[-+]?\.[0-9_]+(?:[eE][-+][0-9]+)?$"
+        r"|^[-+]?[0-9][0-9_]*\.[0-9_]*$|^[-+]?\.(?:inf|Inf|INF)$|^\.(?:nan|NaN|NAN)$"
+    ),
+    list("-+0123456789."),
+)
 
 
 def _yaml(text: str):
@@ -372,7 +382,9 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: the top level must be a mapping of sections (method:, train:, ...)")
     data = _renamed(data)
     try:  # unknown keys and wrong types of the file alone, so that the message can name the file
-        from_dict(RunConfig, {**data, "method": {"name": data["method"]}} if isinstance(data.get("method"), str) else data)
+        from_dict(
+            RunConfig, {**data, "method": {"name": data["method"]}} if isinstance(data.get("method"), str) else data
+        )
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return data
@@ -431,8 +443,9 @@ class Composed:
     data: str
 
 
-def compose(flags: dict | None = None, config_file: str | Path | None = None, overrides=(),
-            use_recipe: bool = True) -> Composed:
+def compose(
+    flags: dict | None = None, config_file: str | Path | None = None, overrides=(), use_recipe: bool = True
+) -> Composed:
     """The one place a run's configuration is made (CLI, Python API, bench and claims alike):
     method paper defaults < recipe for (method, data) < ``config_file`` < ``flags`` (nested dicts,
     as the CLI's flags) < ``overrides`` ("key=value" strings or dicts). Pure: prints nothing."""
@@ -445,8 +458,14 @@ def compose(flags: dict | None = None, config_file: str | Path | None = None, ov
     if recipe:
         layer = load_yaml(recipe)
         if borrowed:
-            layer = {k: ({f: v for f, v in sec.items() if f not in _DATA_SPECIFIC.get(k, ())}
-                         if isinstance(sec, dict) else sec) for k, sec in layer.items()}
+            layer = {
+                k: (
+                    {f: v for f, v in sec.items() if f not in _DATA_SPECIFIC.get(k, ())}
+                    if isinstance(sec, dict)
+                    else sec
+                )
+                for k, sec in layer.items()
+            }
         base.append(layer)
     return Composed(resolve(base + layers), recipe, borrowed, method, data)
 
@@ -459,13 +478,16 @@ def resolve(layers: list[dict]) -> RunConfig:
             layer = {**layer, "method": {"name": layer["method"]}}
         merged = deep_merge(merged, layer)
     cfg = from_dict(RunConfig, _renamed(merged))
-    for key, what in (("method", "its name and settings, e.g. method: {name: simclr, temperature: 0.5}"),
-                      ("views", "overrides of the method's view preset, e.g. views: {crop_scale: [0.4, 1.0]}")):
+    for key, what in (
+        ("method", "its name and settings, e.g. method: {name: simclr, temperature: 0.5}"),
+        ("views", "overrides of the method's view preset, e.g. views: {crop_scale: [0.4, 1.0]}"),
+    ):
         if not isinstance(getattr(cfg, key), dict):
             raise ConfigError(f"{key}: expected a mapping of {what}; got {getattr(cfg, key)!r}")
     if not isinstance(cfg.method.get("name"), str):
-        raise ConfigError(f"method.name: expected a method name (a string; `selfsup list methods`), "
-                          f"got {cfg.method.get('name')!r}")
+        raise ConfigError(
+            f"method.name: expected a method name (a string; `selfsup list methods`), got {cfg.method.get('name')!r}"
+        )
     try:
         spec = get_method_spec(cfg.method["name"])
     except KeyError as e:
@@ -479,12 +501,16 @@ def resolve(layers: list[dict]) -> RunConfig:
     if cfg.train.precision not in ("fp32", "bf16"):
         raise ConfigError(f"train.precision {cfg.train.precision!r}: choose fp32 or bf16")
     if cfg.train.budget is not None and parse_duration(cfg.train.budget) <= 0:
-        raise ConfigError(f"train.budget (--budget) {cfg.train.budget!r}: a budget must be positive, e.g. 90s, 15m "
-                          f"or 1.5h (leave it out to train train.epochs)")
+        raise ConfigError(
+            f"train.budget (--budget) {cfg.train.budget!r}: a budget must be positive, e.g. 90s, 15m "
+            f"or 1.5h (leave it out to train train.epochs)"
+        )
     unknown = [n for n in cfg.train.loggers if n not in LOGGERS]
     if unknown:
-        raise ConfigError(f"train.loggers: unknown logger {unknown[0]!r}; choose any of {', '.join(LOGGERS)}, "
-                          f"e.g. train.loggers=[tensorboard,wandb]")
+        raise ConfigError(
+            f"train.loggers: unknown logger {unknown[0]!r}; choose any of {', '.join(LOGGERS)}, "
+            f"e.g. train.loggers=[tensorboard,wandb]"
+        )
     _check_bounds(cfg, preset)
     return cfg
 
@@ -492,8 +518,10 @@ def resolve(layers: list[dict]) -> RunConfig:
 def _check_bounds(cfg: RunConfig, preset: Any) -> None:
     """Refuse out-of-range values with the key, the allowed range, the value and the default; the bounds are
     the fields' metadata (``bounded``), the views' those of the method's preset (a ViewConfig)."""
-    sections = [(name, getattr(cfg, name), dataclasses.fields(getattr(RunConfig(), name)))
-                for name in ("data", "backbone", "optim", "train", "eval")]
+    sections = [
+        (name, getattr(cfg, name), dataclasses.fields(getattr(RunConfig(), name)))
+        for name in ("data", "backbone", "optim", "train", "eval")
+    ]
     sections.append(("views", cfg.views, dataclasses.fields(preset)))
     defaults = to_dict(RunConfig())
     defaults["views"] = to_dict(preset)
@@ -509,11 +537,15 @@ def _check_bounds(cfg: RunConfig, preset: Any) -> None:
                 if not bound.admits(v):
                     where, given = (key, "") if i is None else (f"{key}[{i}]", f" in {key}={_flow(value)}")
                     kind = "an integer" if isinstance(v, int) else "a number"
-                    raise ConfigError(f"{where}: expected {kind} {bound.words()}, got {v!r}{given} "
-                                      f"(the default is {key}={_flow(defaults[section][f.name])})")
+                    raise ConfigError(
+                        f"{where}: expected {kind} {bound.words()}, got {v!r}{given} "
+                        f"(the default is {key}={_flow(defaults[section][f.name])})"
+                    )
             if f.metadata.get("ordered") and value[0] > value[1]:
-                raise ConfigError(f"{key}: expected [low, high] with low <= high, got {_flow(value)}; "
-                                  f"write {key}={_flow(sorted(value))}")
+                raise ConfigError(
+                    f"{key}: expected [low, high] with low <= high, got {_flow(value)}; "
+                    f"write {key}={_flow(sorted(value))}"
+                )
 
 
 def _flow(value: Any) -> str:
@@ -567,10 +599,12 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         name = method.get("name") if isinstance(method, dict) else method
         _check_against_checkpoint({"method.name": name}, run_dir, path)
         raise ConfigError(f"{path}: {e}") from None
-    now = {"method.name": cfg.method_name,
-           **{f"backbone.{f.name}": getattr(cfg.backbone, f.name) for f in dataclasses.fields(BackboneConfig)},
-           # what the encoder's input was; data.dir may change (the data moved), these may not
-           **{f"data.{k}": getattr(cfg.data, k) for k in ("name", "image_size", "limit", "mean", "std")}}
+    now = {
+        "method.name": cfg.method_name,
+        **{f"backbone.{f.name}": getattr(cfg.backbone, f.name) for f in dataclasses.fields(BackboneConfig)},
+        # what the encoder's input was; data.dir may change (the data moved), these may not
+        **{f"data.{k}": getattr(cfg.data, k) for k in ("name", "image_size", "limit", "mean", "std")},
+    }
     _check_against_checkpoint(now, run_dir, path)
     return cfg
 
@@ -610,6 +644,8 @@ def _check_against_checkpoint(now: dict[str, Any], run_dir: Path, path: Path) ->
         said = ", ".join(f"{k}={now[k]}" for k in changed)
         was = ", ".join(f"{k}={trained[k]}" for k in changed)
         restore = "; ".join(f"{k.split('.')[0]}: {{{k.split('.')[1]}: {trained[k]}}}" for k in changed)
-        raise ConfigError(f"{path} says {said}, but the checkpoint in {ckpt} was trained with {was}: the config was "
-                          f"edited after training. Restore it ({restore}) to resume or evaluate this run; to try "
-                          f"the new settings, start a new run with another --out")
+        raise ConfigError(
+            f"{path} says {said}, but the checkpoint in {ckpt} was trained with {was}: the config was "
+            f"edited after training. Restore it ({restore}) to resume or evaluate this run; to try "
+            f"the new settings, start a new run with another --out"
+        )

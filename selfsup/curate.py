@@ -19,6 +19,7 @@ Budget"). ``kmeans`` is therefore the default.
 k-means is scikit-learn's (k-means++ seeding); k-center greedy is a dozen lines of torch
 here (no maintained library ships it for plain tensors).
 """
+
 from __future__ import annotations
 
 import csv
@@ -50,7 +51,7 @@ def kcenter_greedy(x: torch.Tensor, n: int, chunk: int = 8192) -> torch.Tensor:
     for _ in range(n - 1):
         c = x[chosen[-1]]
         for i in range(0, len(x), chunk):  # min distance to the chosen set, updated with the newest pick
-            dist[i:i + chunk] = torch.minimum(dist[i:i + chunk], ((x[i:i + chunk] - c) ** 2).sum(1))
+            dist[i : i + chunk] = torch.minimum(dist[i : i + chunk], ((x[i : i + chunk] - c) ** 2).sum(1))
         chosen.append(int(dist.argmax()))
     return torch.tensor(chosen)
 
@@ -94,14 +95,20 @@ def pool_of(run: Run, images: str | Path | None) -> ImageDataset:
     return dataclasses.replace(ds, images=run.spec.prepare(ds.images))  # the encoder's channels
 
 
-def contact_sheet(images: torch.Tensor, path: str | Path, title: str = "", captions: list[str] | None = None,
-                  columns: int = 20, row_names: list[str] | None = None) -> Path:
+def contact_sheet(
+    images: torch.Tensor,
+    path: str | Path,
+    title: str = "",
+    captions: list[str] | None = None,
+    columns: int = 20,
+    row_names: list[str] | None = None,
+) -> Path:
     """uint8 images [N, C, H, W] as a PNG grid of ``columns`` per row (selfsup.train.pictures.draw),
     with an optional caption under each image and a name for each row."""
     x = images.float() / 255
     starts = range(0, len(x), columns)
-    rows = [((row_names[r] if row_names else ""), x[i:i + columns]) for r, i in enumerate(starts)]
-    caps = [captions[i:i + columns] for i in starts] if captions else None
+    rows = [((row_names[r] if row_names else ""), x[i : i + columns]) for r, i in enumerate(starts)]
+    caps = [captions[i : i + columns] for i in starts] if captions else None
     fig = draw(Picture(rows, caps, title))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +141,15 @@ def _names(pool, idx: torch.Tensor, root: Path | None) -> list[str]:
     return out
 
 
-def select_images(run_dir: str | Path, n: int, out: str | Path, strategy: str = "kmeans",
-                  images: str | Path | None = None, seed: int = 0, device: str = "cpu") -> dict:
+def select_images(
+    run_dir: str | Path,
+    n: int,
+    out: str | Path,
+    strategy: str = "kmeans",
+    images: str | Path | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict:
     """Write ``out`` (CSV: path,label with the label left empty, in pick order, to fill in and pass
     to ``--labels``; ``index`` instead of ``path`` for data sets that are not folders) and a contact
     sheet of the picks beside it."""
@@ -151,15 +165,30 @@ def select_images(run_dir: str | Path, n: int, out: str | Path, strategy: str = 
     with open(out, "w", newline="") as f:
         csv.writer(f).writerows([["path" if _files(pool) else "index", "label"], *([p, ""] for p in names)])
     shown = idx[:200]
-    picture = contact_sheet(torch.stack([pool.images[int(i)] for i in shown]), out.with_suffix(".png"),
-                            f"{len(idx)} images to label ({strategy})"
-                            + (f", the first {len(shown)} in pick order" if len(shown) < len(idx) else ""))
-    return {"out": str(out), "picture": str(picture), "strategy": strategy, "n": len(idx), "pool": len(pool),
-            "indices": idx.tolist()}
+    picture = contact_sheet(
+        torch.stack([pool.images[int(i)] for i in shown]),
+        out.with_suffix(".png"),
+        f"{len(idx)} images to label ({strategy})"
+        + (f", the first {len(shown)} in pick order" if len(shown) < len(idx) else ""),
+    )
+    return {
+        "out": str(out),
+        "picture": str(picture),
+        "strategy": strategy,
+        "n": len(idx),
+        "pool": len(pool),
+        "indices": idx.tolist(),
+    }
 
 
-def neighbors(run_dir: str | Path, queries: list[str | Path], k: int = 8, out: str | Path | None = None,
-              images: str | Path | None = None, device: str = "cpu") -> dict:
+def neighbors(
+    run_dir: str | Path,
+    queries: list[str | Path],
+    k: int = 8,
+    out: str | Path | None = None,
+    images: str | Path | None = None,
+    device: str = "cpu",
+) -> dict:
     """For each query image file, its ``k`` nearest images of the pool (cosine similarity of the
     encoder's features) drawn as one row of a PNG grid: the query, then its neighbours, nearest first."""
     run = Run(run_dir)
@@ -181,17 +210,33 @@ def neighbors(run_dir: str | Path, queries: list[str | Path], k: int = 8, out: s
             grid.append(pool.images[j])
             captions.append(f"{s:.3f}")
     out = Path(out or Path(run_dir) / "neighbors.png")
-    picture = contact_sheet(torch.stack(grid), out, f"{run.cfg.method_name}: {idx.shape[1]} nearest images per query "
-                            f"(cosine similarity)", captions, columns=idx.shape[1] + 1,
-                            row_names=[Path(f).name[:18] for f in q_files])
+    picture = contact_sheet(
+        torch.stack(grid),
+        out,
+        f"{run.cfg.method_name}: {idx.shape[1]} nearest images per query (cosine similarity)",
+        captions,
+        columns=idx.shape[1] + 1,
+        row_names=[Path(f).name[:18] for f in q_files],
+    )
     root = _root(run, images)
-    return {"picture": str(picture), "queries": q_files,
-            "neighbors": [[{"image": name, "similarity": s} for name, s in zip(_names(pool, row, root), srow)]
-                          for row, srow in zip(idx, sim.tolist())]}
+    return {
+        "picture": str(picture),
+        "queries": q_files,
+        "neighbors": [
+            [{"image": name, "similarity": s} for name, s in zip(_names(pool, row, root), srow)]
+            for row, srow in zip(idx, sim.tolist())
+        ],
+    }
 
 
-def near_duplicates(run_dir: str | Path, threshold: float = 0.98, out: str | Path | None = None,
-                    images: str | Path | None = None, device: str = "cpu", chunk: int = 2048) -> dict:
+def near_duplicates(
+    run_dir: str | Path,
+    threshold: float = 0.98,
+    out: str | Path | None = None,
+    images: str | Path | None = None,
+    device: str = "cpu",
+    chunk: int = 2048,
+) -> dict:
     """Pairs of pool images whose features' cosine similarity is at least ``threshold`` (each image
     paired with its nearest other image; a pair listed once), most similar first, to ``out`` (CSV)."""
     if not -1.0 <= threshold <= 1.0:
@@ -201,7 +246,7 @@ def near_duplicates(run_dir: str | Path, threshold: float = 0.98, out: str | Pat
     x = F.normalize(run.features(pool.images, device), dim=1)
     pairs = {}
     for i in range(0, len(x), chunk):
-        s = x[i:i + chunk] @ x.T  # [c, N]
+        s = x[i : i + chunk] @ x.T  # [c, N]
         rows = torch.arange(i, min(i + chunk, len(x)))
         s[torch.arange(len(rows)), rows] = -2.0  # not itself
         best, j = s.max(1)
@@ -221,5 +266,13 @@ def near_duplicates(run_dir: str | Path, threshold: float = 0.98, out: str | Pat
     return {"out": str(out), "pairs": len(ranked), "threshold": threshold, "pool": len(pool)}
 
 
-__all__ = ["STRATEGIES", "contact_sheet", "kcenter_greedy", "kmeans_representatives", "near_duplicates", "neighbors",
-           "select_indices", "select_images"]
+__all__ = [
+    "STRATEGIES",
+    "contact_sheet",
+    "kcenter_greedy",
+    "kmeans_representatives",
+    "near_duplicates",
+    "neighbors",
+    "select_indices",
+    "select_images",
+]

@@ -9,6 +9,7 @@ over them, or a quantity every process computes identically); the backward of a 
 the incoming gradients over processes; DDP then averages the parameter gradients. Together that
 is exactly the gradient of one process's loss on the whole global batch (tests/distributed prove it).
 """
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,10 @@ def init_from_env(device: str = "auto") -> bool:
         return False
     missing = [k for k in ("RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={env_world_size()} but {', '.join(missing)} not set: launch with "
-                           f"`torchrun --nproc_per_node=N -m selfsup pretrain ...`")
+        raise RuntimeError(
+            f"WORLD_SIZE={env_world_size()} but {', '.join(missing)} not set: launch with "
+            f"`torchrun --nproc_per_node=N -m selfsup pretrain ...`"
+        )
     cuda = torch.cuda.is_available() and not str(device).startswith("cpu")
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))

@@ -8,6 +8,7 @@ into every checkpoint's meta.json by training, so a run can be rebuilt and used 
 without reading its training data again (which may have moved, or lived on another machine).
 Runs written before the spec existed fall back to reading their training split once.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,13 @@ class InputSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "InputSpec":
-        return cls(int(d["channels"]), int(d["stored_size"]), int(d["size"]), tuple(map(float, d["mean"])),
-                   tuple(map(float, d["std"])))
+        return cls(
+            int(d["channels"]),
+            int(d["stored_size"]),
+            int(d["size"]),
+            tuple(map(float, d["mean"])),
+            tuple(map(float, d["std"])),
+        )
 
     @classmethod
     def of(cls, cfg: RunConfig, channels: int, stored_size: int) -> "InputSpec":
@@ -73,13 +79,27 @@ def build_encoder(cfg: RunConfig, in_channels: int, image_size: int | None = Non
     data.image_size)."""
     b = cfg.backbone
     size = image_size or cfg.views.size or cfg.data.image_size
-    return create_backbone(b.name, in_channels=in_channels, width=b.width, small_stem=b.small_stem,
-                           stem_stride=b.stem_stride, image_size=size, patch_size=b.patch_size,
-                           pos_embed=b.pos_embed, drop_path=b.drop_path, pool=b.pool)
+    return create_backbone(
+        b.name,
+        in_channels=in_channels,
+        width=b.width,
+        small_stem=b.small_stem,
+        stem_stride=b.stem_stride,
+        image_size=size,
+        patch_size=b.patch_size,
+        pos_embed=b.pos_embed,
+        drop_path=b.drop_path,
+        pool=b.pool,
+    )
 
 
-def build_method(cfg: RunConfig, in_channels: int, num_samples: int | None = None,
-                 image_size: int | None = None, encoder: torch.nn.Module | None = None) -> torch.nn.Module:
+def build_method(
+    cfg: RunConfig,
+    in_channels: int,
+    num_samples: int | None = None,
+    image_size: int | None = None,
+    encoder: torch.nn.Module | None = None,
+) -> torch.nn.Module:
     """The configured method around ``encoder`` (default: a fresh backbone, ``build_encoder``).
     ``num_samples``: the training-set size (memory banks); ``image_size``: the side of the views
     (decoders); default: views.size or data.image_size. Methods copy the encoder they are given into
@@ -129,9 +149,11 @@ def run_split(cfg: RunConfig, split: str) -> ImageDataset:
         return dataset_split(cfg, split)
     except DatasetError as e:
         where = f" at {cfg.data.dir}" if cfg.data.dir else ""
-        raise DatasetError(f"this needs the run's {split} split ({cfg.data.name}{where}), which could not be read: "
-                           f"{e}. Evaluate with your own labels instead (--labels DIR|FILE.csv [--test DIR|FILE.csv]); "
-                           f"select and neighbors take the folder as --images DIR") from None
+        raise DatasetError(
+            f"this needs the run's {split} split ({cfg.data.name}{where}), which could not be read: "
+            f"{e}. Evaluate with your own labels instead (--labels DIR|FILE.csv [--test DIR|FILE.csv]); "
+            f"select and neighbors take the folder as --images DIR"
+        ) from None
 
 
 def labelled_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
@@ -143,9 +165,11 @@ def labelled_splits(cfg: RunConfig) -> tuple[ImageDataset, ImageDataset]:
         test = None
     if train.labels is None or test is None or test.labels is None:
         where = f" at {cfg.data.dir}" if cfg.data.dir else ""
-        raise DatasetError(f"{cfg.data.name}{where} has no labelled train and test splits to evaluate on; give the "
-                           f"labels you have: --labels DIR (one sub-folder per class) or --labels FILE.csv (path,label "
-                           f"rows), optionally --test DIR|FILE.csv (without it, cross-validation)")
+        raise DatasetError(
+            f"{cfg.data.name}{where} has no labelled train and test splits to evaluate on; give the "
+            f"labels you have: --labels DIR (one sub-folder per class) or --labels FILE.csv (path,label "
+            f"rows), optionally --test DIR|FILE.csv (without it, cross-validation)"
+        )
     return train, test
 
 
@@ -168,8 +192,10 @@ class Run:
         self.cfg = load_run_config(self.dir)  # 'not a run directory' and edited configs fail first
         meta = _first_meta(self.dir)
         if meta is None:
-            raise CheckpointError(f"{self.dir} has no checkpoint (no checkpoints/last/meta.json): the run has not saved "
-                                  f"one yet; let it train (selfsup pretrain --resume {self.dir}) or point at another run")
+            raise CheckpointError(
+                f"{self.dir} has no checkpoint (no checkpoints/last/meta.json): the run has not saved "
+                f"one yet; let it train (selfsup pretrain --resume {self.dir}) or point at another run"
+            )
         if isinstance(meta.get("input"), dict) and meta.get("num_samples"):
             self.spec = InputSpec.from_dict(meta["input"])
             self.num_samples = int(meta["num_samples"])
@@ -177,13 +203,17 @@ class Run:
             train = self.split("train")
             self.num_samples = min(self.cfg.data.limit, len(train)) if self.cfg.data.limit else len(train)
             if self.cfg.data.mean is None or self.cfg.data.std is None:
-                raise SelfsupError(f"{self.dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
-                                   f"encoder was trained with (per-channel lists)")
+                raise SelfsupError(
+                    f"{self.dir / 'config.yaml'} has no data.mean / data.std: add the normalisation the "
+                    f"encoder was trained with (per-channel lists)"
+                )
             self.spec = InputSpec.of(self.cfg, train.channels, train.image_size)
-        self.method = build_method(self.cfg, self.spec.channels, self.num_samples,
-                                   view_size(self.cfg, self.spec.stored_size))
-        meta, _, used = load_checkpoint(self.dir / "checkpoints" / "last", self.method,
-                                        {"method": self.cfg.method_name}, with_state=False)
+        self.method = build_method(
+            self.cfg, self.spec.channels, self.num_samples, view_size(self.cfg, self.spec.stored_size)
+        )
+        meta, _, used = load_checkpoint(
+            self.dir / "checkpoints" / "last", self.method, {"method": self.cfg.method_name}, with_state=False
+        )
         self.meta = {**meta, "checkpoint_dir": str(used)}
 
     @property
@@ -202,9 +232,16 @@ class Run:
     def features(self, images, device: str | torch.device = "cpu", batch_size: int | None = None) -> torch.Tensor:
         """float32 [N, F] features of uint8 images [N, C, H, W] (prepared to the spec first)."""
         images = self.spec.prepare(images) if isinstance(images, torch.Tensor) else images
-        return extract_features(self.encoder, images, self.spec.mean, self.spec.std, self.spec.size,
-                                batch_size=batch_size or self.cfg.eval.batch_size, device=device,
-                                precision=self.cfg.train.precision)
+        return extract_features(
+            self.encoder,
+            images,
+            self.spec.mean,
+            self.spec.std,
+            self.spec.size,
+            batch_size=batch_size or self.cfg.eval.batch_size,
+            device=device,
+            precision=self.cfg.train.precision,
+        )
 
 
 def load_run(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module, dict]:
@@ -226,5 +263,6 @@ def row_seconds(rows: list[dict]) -> list[float] | None:
     if not timed:
         return None
     steps, secs = zip(*timed)
-    return [r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs))
-            for r in rows]
+    return [
+        r["train_seconds"] if "train_seconds" in r else float(np.interp(r.get("step", 0), steps, secs)) for r in rows
+    ]

@@ -5,6 +5,7 @@ Every message names the fix. The command line turns these (and only these) into 
 traceback. ``SelfsupError`` is a ValueError, and the name lookups a KeyError, so callers written
 against the built-in exceptions keep working.
 """
+
 from __future__ import annotations
 
 

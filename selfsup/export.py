@@ -19,6 +19,7 @@ load it), because a plain state dict cannot say how its inputs were normalised.
 Embedding (``embed_images``) decodes a folder of image files batch by batch the way the image-folder
 dataset does, views them as evaluation does, and writes float32 features [N, F] with the file list.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,6 +67,7 @@ def _load_run(run_dir: str | Path) -> _Run:
 
 # ------------------------------------------------------------------------------------------ export
 
+
 def supported_formats(backbone: str) -> tuple[str, ...]:
     """The export formats that can express a backbone (by name)."""
     if backbone in RESNET_LAYERS:
@@ -80,12 +82,22 @@ def encoder_meta(run: _Run) -> dict:
     channels, image side and normalisation, feature size, checkpoint step."""
     args = getattr(run.encoder, "backbone_args", None)
     if args is None:  # CMC's two encoders, Lab encoders, CPC's context network: not one backbone
-        raise SelfsupError(f"the {run.cfg.method_name} encoder is a {type(run.encoder).__name__} that combines several "
-                           f"networks, not one backbone built by create_backbone, so no format can rebuild it from "
-                           f"constructor arguments; load it with selfsup.eval.run.load_run(RUN_DIR) instead")
-    return {"backbone": dict(args), "method": run.cfg.method_name, "in_channels": args["in_channels"],
-            "image_size": run.size, "mean": list(run.cfg.data.mean), "std": list(run.cfg.data.std),
-            "num_features": run.encoder.num_features, "step": run.meta.get("step"), "selfsup_version": __version__}
+        raise SelfsupError(
+            f"the {run.cfg.method_name} encoder is a {type(run.encoder).__name__} that combines several "
+            f"networks, not one backbone built by create_backbone, so no format can rebuild it from "
+            f"constructor arguments; load it with selfsup.eval.run.load_run(RUN_DIR) instead"
+        )
+    return {
+        "backbone": dict(args),
+        "method": run.cfg.method_name,
+        "in_channels": args["in_channels"],
+        "image_size": run.size,
+        "mean": list(run.cfg.data.mean),
+        "std": list(run.cfg.data.std),
+        "num_features": run.encoder.num_features,
+        "step": run.meta.get("step"),
+        "selfsup_version": __version__,
+    }
 
 
 def _resnet_stem(m: nn.Module, b: dict) -> None:
@@ -136,14 +148,27 @@ def timm_args(b: dict) -> dict:
     the ``model_args`` of a timm config.json, except a ResNet's block class, given by name)."""
     if b["name"] in VIT_SIZES:
         dim, depth, heads = VIT_SIZES[b["name"]]
-        return dict(img_size=b["image_size"], patch_size=b["patch_size"], in_chans=b["in_channels"], num_classes=0,
-                    embed_dim=dim, depth=depth, num_heads=heads, global_pool=b.get("pool", "token"),
-                    fc_norm=False, no_embed_class=True)  # fc_norm off: the norm comes before the pooling, as ours
+        return dict(
+            img_size=b["image_size"],
+            patch_size=b["patch_size"],
+            in_chans=b["in_channels"],
+            num_classes=0,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
+            global_pool=b.get("pool", "token"),
+            fc_norm=False,
+            no_embed_class=True,
+        )  # fc_norm off: the norm comes before the pooling, as ours
     from timm.models.resnet import BasicBlock, Bottleneck
 
     block, layers = RESNET_LAYERS[b["name"]]
-    return dict(block=BasicBlock if block.__name__ == "BasicBlock" else Bottleneck, layers=list(layers),
-                num_classes=0, in_chans=b["in_channels"])
+    return dict(
+        block=BasicBlock if block.__name__ == "BasicBlock" else Bottleneck,
+        layers=list(layers),
+        num_classes=0,
+        in_chans=b["in_channels"],
+    )
 
 
 def timm_pretrained_cfg(meta: dict) -> dict:
@@ -151,11 +176,19 @@ def timm_pretrained_cfg(meta: dict) -> dict:
     channels, side and normalisation, not ImageNet's 3x224x224 and statistics. Images are resized
     whole (crop_pct 1), bilinearly, as selfsup's evaluation view does."""
     c, s = meta["in_channels"], meta["image_size"]
-    return {"input_size": (c, s, s), "mean": tuple(meta["mean"]), "std": tuple(meta["std"]),
-            "interpolation": "bilinear", "crop_pct": 1.0, "crop_mode": "center", "num_classes": 0,
-            "fixed_input_size": meta["backbone"]["name"].startswith("vit"), "first_conv": "conv1"
-            if not meta["backbone"]["name"].startswith("vit") else "patch_embed.proj", "classifier": "head"
-            if meta["backbone"]["name"].startswith("vit") else "fc", "license": "the run's data licence"}
+    return {
+        "input_size": (c, s, s),
+        "mean": tuple(meta["mean"]),
+        "std": tuple(meta["std"]),
+        "interpolation": "bilinear",
+        "crop_pct": 1.0,
+        "crop_mode": "center",
+        "num_classes": 0,
+        "fixed_input_size": meta["backbone"]["name"].startswith("vit"),
+        "first_conv": "conv1" if not meta["backbone"]["name"].startswith("vit") else "patch_embed.proj",
+        "classifier": "head" if meta["backbone"]["name"].startswith("vit") else "fc",
+        "license": "the run's data licence",
+    }
 
 
 def _check_format(backbone: str, fmt: str) -> None:
@@ -163,10 +196,15 @@ def _check_format(backbone: str, fmt: str) -> None:
         raise SelfsupError(f"unknown export format {fmt!r}: choose from {', '.join(FORMATS)}")
     ok = supported_formats(backbone)
     if fmt not in ok:
-        why = (" (torchvision's ViT has another module layout; timm's matches ours)" if fmt == "torchvision"
-               and "timm" in ok else "")
-        raise SelfsupError(f"--format {fmt} cannot express a {backbone} backbone{why}: export {backbone} with "
-                           f"--format {' or --format '.join(ok)}")
+        why = (
+            " (torchvision's ViT has another module layout; timm's matches ours)"
+            if fmt == "torchvision" and "timm" in ok
+            else ""
+        )
+        raise SelfsupError(
+            f"--format {fmt} cannot express a {backbone} backbone{why}: export {backbone} with "
+            f"--format {' or --format '.join(ok)}"
+        )
 
 
 def _snippet(meta: dict, fmt: str, path: str) -> str:
@@ -174,42 +212,53 @@ def _snippet(meta: dict, fmt: str, path: str) -> str:
     if fmt == "safetensors":
         return f"from selfsup.export import load_encoder\nm = load_encoder({path!r})  # eval mode"
     b = meta["backbone"]
-    load = (f"load_file({path!r})" if path.endswith(".safetensors")
-            else f"torch.load({path!r}, weights_only=True)")
+    load = f"load_file({path!r})" if path.endswith(".safetensors") else f"torch.load({path!r}, weights_only=True)"
     head = ["import torch", "from torch import nn"]
     if path.endswith(".safetensors"):
         head.append("from safetensors.torch import load_file")
 
     if b["name"] in VIT_SIZES:  # timm (torchvision's ViT was refused before)
         dim, depth, heads = VIT_SIZES[b["name"]]
-        lines = head + ["from timm.models.vision_transformer import VisionTransformer",
-                        f"m = VisionTransformer(img_size={b['image_size']}, patch_size={b['patch_size']}, "
-                        f"in_chans={b['in_channels']}, num_classes=0, embed_dim={dim}, depth={depth}, "
-                        f"num_heads={heads}, global_pool='{b.get('pool', 'token')}', fc_norm=False, no_embed_class=True)"]
+        lines = head + [
+            "from timm.models.vision_transformer import VisionTransformer",
+            f"m = VisionTransformer(img_size={b['image_size']}, patch_size={b['patch_size']}, "
+            f"in_chans={b['in_channels']}, num_classes=0, embed_dim={dim}, depth={depth}, "
+            f"num_heads={heads}, global_pool='{b.get('pool', 'token')}', fc_norm=False, no_embed_class=True)",
+        ]
     else:
         block, layers = RESNET_LAYERS[b["name"]]
         if fmt == "torchvision":
             head.append("import torchvision")
-            build = (f"torchvision.models.{b['name']}()" if b["name"] != "resnet10" else
-                     f"torchvision.models.resnet.ResNet(torchvision.models.resnet.{block.__name__}, {layers})")
+            build = (
+                f"torchvision.models.{b['name']}()"
+                if b["name"] != "resnet10"
+                else f"torchvision.models.resnet.ResNet(torchvision.models.resnet.{block.__name__}, {layers})"
+            )
         else:
             head.append("import timm")
-            build = (f"timm.create_model({b['name']!r}, num_classes=0, in_chans={b['in_channels']})"
-                     if b["name"] != "resnet10" else
-                     f"timm.models.resnet.ResNet(timm.models.resnet.{block.__name__}, {layers}, num_classes=0, "
-                     f"in_chans={b['in_channels']})")
+            build = (
+                f"timm.create_model({b['name']!r}, num_classes=0, in_chans={b['in_channels']})"
+                if b["name"] != "resnet10"
+                else f"timm.models.resnet.ResNet(timm.models.resnet.{block.__name__}, {layers}, num_classes=0, "
+                f"in_chans={b['in_channels']})"
+            )
         lines = head + [f"m = {build}"]
         if b["small_stem"]:
-            lines += [f"m.conv1 = nn.Conv2d({b['in_channels']}, 64, 3, {b['stem_stride']}, 1, bias=False)  "
-                      f"# selfsup's small-image stem: 3x3 conv, no max-pool",
-                      "m.maxpool = nn.Identity()"]
+            lines += [
+                f"m.conv1 = nn.Conv2d({b['in_channels']}, 64, 3, {b['stem_stride']}, 1, bias=False)  "
+                f"# selfsup's small-image stem: 3x3 conv, no max-pool",
+                "m.maxpool = nn.Identity()",
+            ]
         elif b["in_channels"] != 3 and fmt == "torchvision":
             lines.append(f"m.conv1 = nn.Conv2d({b['in_channels']}, 64, 7, 2, 3, bias=False)")
         if fmt == "torchvision":
             lines.append("m.fc = nn.Identity()  # features, not classes")
-    lines += [f"m.load_state_dict({load})", "m.eval()",
-              f"# inputs: [B, {b['in_channels']}, {meta['image_size']}, {meta['image_size']}] in [0, 1], "
-              f"normalised with mean {meta['mean']} and std {meta['std']}; outputs [B, {meta['num_features']}]"]
+    lines += [
+        f"m.load_state_dict({load})",
+        "m.eval()",
+        f"# inputs: [B, {b['in_channels']}, {meta['image_size']}, {meta['image_size']}] in [0, 1], "
+        f"normalised with mean {meta['mean']} and std {meta['std']}; outputs [B, {meta['num_features']}]",
+    ]
     return "\n".join(lines)
 
 
@@ -261,19 +310,28 @@ def _write_hf(sd: dict, meta: dict, out: Path) -> tuple[Path, dict]:
     if b["name"] in VIT_SIZES:
         architecture = "vit_tiny_patch16_224"  # any timm ViT entry point: model_args give every dimension
     elif b.get("small_stem", True):
-        raise SelfsupError(f"--format hf: timm's ResNet has no 3x3 small-image stem (this run's {b['name']} has one), "
-                           f"so timm.create_model cannot rebuild it from a config; use --format timm (a state dict and the "
-                           f"code that builds the model) or --format safetensors")
+        raise SelfsupError(
+            f"--format hf: timm's ResNet has no 3x3 small-image stem (this run's {b['name']} has one), "
+            f"so timm.create_model cannot rebuild it from a config; use --format timm (a state dict and the "
+            f"code that builds the model) or --format safetensors"
+        )
     else:
         architecture = {"resnet50": "resnet50", "resnet34": "resnet34"}.get(b["name"], "resnet18")
         args = {k: v for k, v in args.items() if k != "block"}  # the entry point's block; layers set the depth
-    cfg = {"architecture": architecture, "num_classes": 0, "num_features": meta["num_features"], "model_args": args,
-           "pretrained_cfg": {**timm_pretrained_cfg(meta), "input_size": list(timm_pretrained_cfg(meta)["input_size"])},
-           "selfsup": {k: v for k, v in meta.items() if k != "snippet"}}
+    cfg = {
+        "architecture": architecture,
+        "num_classes": 0,
+        "num_features": meta["num_features"],
+        "model_args": args,
+        "pretrained_cfg": {**timm_pretrained_cfg(meta), "input_size": list(timm_pretrained_cfg(meta)["input_size"])},
+        "selfsup": {k: v for k, v in meta.items() if k != "snippet"},
+    }
     out.mkdir(parents=True, exist_ok=True)
     save_file(sd, out / "model.safetensors")
-    snippet = (f"import timm\nm = timm.create_model('local-dir:{out}', pretrained=True)  # eval() for features\n"
-               f"cfg = timm.data.resolve_data_config({{}}, model=m)  # the run's input size, mean and std")
+    snippet = (
+        f"import timm\nm = timm.create_model('local-dir:{out}', pretrained=True)  # eval() for features\n"
+        f"cfg = timm.data.resolve_data_config({{}}, model=m)  # the run's input size, mean and std"
+    )
     meta = {**meta, "format": "hf", "snippet": snippet}
     cfg["selfsup"]["snippet"] = snippet
     (out / "config.json").write_text(json.dumps(cfg, indent=1))
@@ -288,10 +346,12 @@ def _check_fits(sd: dict, want: dict, meta: dict, fmt: str) -> None:
         raise RuntimeError(f"{name}: selfsup's keys no longer match {fmt}'s ({diff}); this is a bug in selfsup.export")
     if any(sd[k].shape != want[k].shape for k in sd):
         # the only structural freedom left is the channel widths: a width multiplier
-        raise SelfsupError(f"this run's {name} has width={meta['backbone'].get('width')} "
-                           f"({sd['conv1.weight'].shape[0]} stem channels instead of 64); {fmt}'s ResNet has fixed "
-                           f"channel widths and cannot express it: export with --format safetensors "
-                           f"(selfsup.export.load_encoder rebuilds it)")
+        raise SelfsupError(
+            f"this run's {name} has width={meta['backbone'].get('width')} "
+            f"({sd['conv1.weight'].shape[0]} stem channels instead of 64); {fmt}'s ResNet has fixed "
+            f"channel widths and cannot express it: export with --format safetensors "
+            f"(selfsup.export.load_encoder rebuilds it)"
+        )
 
 
 def read_export_meta(path: str | Path) -> dict:
@@ -301,9 +361,11 @@ def read_export_meta(path: str | Path) -> dict:
     with safe_open(str(path), "pt") as f:
         raw = f.metadata() or {}
     if raw.get(_MAGIC[0]) != _MAGIC[1]:
-        raise SelfsupError(f"{path} is not an encoder written by `selfsup export --format safetensors` "
-                           f"(its metadata has no {_MAGIC[0]}={_MAGIC[1]}); a checkpoint's model.safetensors holds "
-                           f"the whole method: use selfsup.eval.run.load_run(RUN_DIR)")
+        raise SelfsupError(
+            f"{path} is not an encoder written by `selfsup export --format safetensors` "
+            f"(its metadata has no {_MAGIC[0]}={_MAGIC[1]}); a checkpoint's model.safetensors holds "
+            f"the whole method: use selfsup.eval.run.load_run(RUN_DIR)"
+        )
     return {k: json.loads(v) for k, v in raw.items() if k != _MAGIC[0]}
 
 
@@ -321,6 +383,7 @@ def load_encoder(path: str | Path) -> nn.Module:
 
 # ------------------------------------------------------------------------------------------ embed
 
+
 def image_files(images: str | Path) -> tuple[Path, list[Path], list[Path]]:
     """(root the listed paths are relative to, image files, other files): every image-extension
     file below a folder (sorted, hidden ones left out, as the image-folder dataset lists them) and
@@ -332,13 +395,21 @@ def image_files(images: str | Path) -> tuple[Path, list[Path], list[Path]]:
         raise DatasetError(f"{p} does not exist: pass a folder of images or one image file")
     files, others = list_image_files(p), [f for f in list_other_files(p) if not f.name.startswith(".")]
     if not files:
-        raise DatasetError(f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) below {p}"
-                           + (f"; it holds {len(others)} other files" if others else ""))
+        raise DatasetError(
+            f"no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) below {p}"
+            + (f"; it holds {len(others)} other files" if others else "")
+        )
     return p, files, others
 
 
-def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch_size: int = 256,
-                 device: str = "cpu", progress: bool = True) -> dict:
+def embed_images(
+    run_dir: str | Path,
+    images: str | Path,
+    out: str | Path,
+    batch_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     """Features of image files from the run's encoder: float32 [N, F] to ``out`` (.npy, with the
     file list, one path relative to ``images`` per row as a JSON string per line (a file name may hold a
     newline), in OUT.files.jsonl; or .parquet with columns
@@ -358,17 +429,23 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
     run = _load_run(run_dir)
     root, files, others = image_files(images)
     if others:
-        warnings.warn(f"embed: ignored {len(others)} non-image file{'s' * (len(others) != 1)} (by extension): "
-                      + ", ".join(f.relative_to(root).as_posix() for f in others[:5])
-                      + (", ..." if len(others) > 5 else ""), stacklevel=2)
+        warnings.warn(
+            f"embed: ignored {len(others)} non-image file{'s' * (len(others) != 1)} (by extension): "
+            + ", ".join(f.relative_to(root).as_posix() for f in others[:5])
+            + (", ..." if len(others) > 5 else ""),
+            stacklevel=2,
+        )
     cfg = run.cfg
     run.encoder.to(device)
     feats, kept, skipped = [], [], []
     for done, x, bad in image_batches(files, run.channels, run.stored_size, batch_size, "embedding", progress):
         skipped += bad
         if done:
-            feats.append(extract_features(run.encoder, x, cfg.data.mean, cfg.data.std, run.size,
-                                          batch_size=len(x), device=device).numpy())
+            feats.append(
+                extract_features(
+                    run.encoder, x, cfg.data.mean, cfg.data.std, run.size, batch_size=len(x), device=device
+                ).numpy()
+            )
             kept += done
     warn_skipped(skipped)
     if not kept:
@@ -387,5 +464,10 @@ def embed_images(run_dir: str | Path, images: str | Path, out: str | Path, batch
         np.save(out, x)
         listing = out.with_suffix(".files.jsonl")  # JSON strings: a newline in a file name stays in its line
         listing.write_text("".join(json.dumps(n) + "\n" for n in names))
-    return {"out": str(out), "files": str(listing) if listing else None, "rows": len(x), "features": x.shape[1],
-            "skipped": len(skipped)}
+    return {
+        "out": str(out),
+        "files": str(listing) if listing else None,
+        "rows": len(x),
+        "features": x.shape[1],
+        "skipped": len(skipped),
+    }

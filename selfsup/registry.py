@@ -5,6 +5,7 @@ A method registers itself with ``@register("simclr", config=SimCLRConfig, views=
 The registry is what ``selfsup list methods``, ``create_method`` and the registry-wide tests
 iterate over, so adding a method is: its file, its recipe in ``configs/``, nothing else.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -78,8 +79,9 @@ class Needs:
 
     def __post_init__(self):
         if self.views < 1 or self.backbone not in ("any", "vit"):
-            raise SelfsupError(f"Needs(views={self.views}, backbone={self.backbone!r}): views >= 1, "
-                               "backbone 'any' or 'vit'")
+            raise SelfsupError(
+                f"Needs(views={self.views}, backbone={self.backbone!r}): views >= 1, backbone 'any' or 'vit'"
+            )
 
 
 @dataclass(frozen=True)
@@ -94,17 +96,21 @@ class BuildContext:
     normalization: tuple | None = None
     method: str = "this method"  # the registered name, for messages (instantiate fills it)
 
-    _HOW = {"num_samples": ("the training-set size", "num_samples=len(dataset)"),
-            "image_shape": ("the views' (C, H, W)", "image_size=H, in_channels=C"),
-            "normalization": ("the views' (mean, std)", "normalization=(mean, std)")}
+    _HOW = {
+        "num_samples": ("the training-set size", "num_samples=len(dataset)"),
+        "image_shape": ("the views' (C, H, W)", "image_size=H, in_channels=C"),
+        "normalization": ("the views' (mean, std)", "normalization=(mean, std)"),
+    }
 
     def require(self, field: str):
         """The field's value; a clear error (what it is, how to pass it) where the caller did not give it."""
         value = getattr(self, field)
         if value is None or (field == "num_samples" and value < 1):
             what, how = self._HOW[field]
-            raise SelfsupError(f"{self.method} needs {what} ({field}): selfsup.create_method(..., {how}), "
-                               "or train through selfsup pretrain (which passes it)")
+            raise SelfsupError(
+                f"{self.method} needs {what} ({field}): selfsup.create_method(..., {how}), "
+                "or train through selfsup pretrain (which passes it)"
+            )
         return value
 
 
@@ -125,8 +131,9 @@ class MethodSpec:
 METHODS: Registry[MethodSpec] = Registry("method")
 
 
-def register(name: str, *, config: type, views: str, needs: Needs = Needs(),
-             summary: str | None = None) -> Callable[[type], type]:
+def register(
+    name: str, *, config: type, views: str, needs: Needs = Needs(), summary: str | None = None
+) -> Callable[[type], type]:
     """Class decorator that registers a Method under ``name`` with its config dataclass (the paper's
     defaults), its view preset and what it needs. Duplicate names fail. One class may be registered under
     several names (MoCo v1 and v2 differ only in their config, each with its own ``summary``, the
@@ -189,11 +196,15 @@ def instantiate(spec: MethodSpec, encoder, cfg, ctx: BuildContext = BuildContext
     the ViT-only methods, colour views for the Lab ones) with one message each; the instance carries
     the spec's ``name`` and ``needs``."""
     if spec.needs.backbone == "vit" and not hasattr(encoder, "patch_size"):
-        raise SelfsupError(f"{spec.name} needs a ViT backbone (patches and tokens), not "
-                           f"{type(encoder).__name__}: e.g. --backbone vit_tiny (or vit_micro)")
+        raise SelfsupError(
+            f"{spec.name} needs a ViT backbone (patches and tokens), not "
+            f"{type(encoder).__name__}: e.g. --backbone vit_tiny (or vit_micro)"
+        )
     if spec.needs.color and ctx.image_shape is not None and ctx.image_shape[0] != 3:
-        raise SelfsupError(f"{spec.name} needs colour images (3 channels), got {ctx.image_shape[0]}: "
-                           "use a colour data set (e.g. --data color-digits, cifar10, an RGB image folder)")
+        raise SelfsupError(
+            f"{spec.name} needs colour images (3 channels), got {ctx.image_shape[0]}: "
+            "use a colour data set (e.g. --data color-digits, cifar10, an RGB image folder)"
+        )
     method = spec.cls(encoder, cfg, dataclasses.replace(ctx, method=spec.name))
     method.name, method.needs = spec.name, spec.needs
     return method

@@ -1,4 +1,5 @@
 """Shared fixtures: single-threaded torch, tiny run configurations, an isolated data environment."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,13 @@ torch.set_num_threads(int(os.environ.get("SELFSUP_TEST_THREADS", "1")))
 # red CI always reproduces; HYPOTHESIS_PROFILE=explore draws fresh examples to hunt for new faults
 # (a fault found there becomes an @example in its test) and HYPOTHESIS_EXAMPLES of them (default 300).
 hypothesis_settings.register_profile("suite", derandomize=True, print_blob=True, max_examples=30, deadline=None)
-hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True,
-                                     max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "300")), deadline=None)
+hypothesis_settings.register_profile(
+    "explore",
+    derandomize=False,
+    print_blob=True,
+    max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", "300")),
+    deadline=None,
+)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 # Small heads for the methods the tiny configs know; a method not listed keeps its defaults.

@@ -1,4 +1,5 @@
 """A helper for the resume tests of every directory (tests/ is on sys.path through its conftest.py)."""
+
 from __future__ import annotations
 
 from selfsup.train import loop

@@ -1,5 +1,6 @@
 """`selfsup bench`: trains each entry and seed, evaluates them alike, aggregates mean +- std, resumes
 without retraining, and records a failing entry without stopping the others."""
+
 from __future__ import annotations
 
 import csv
@@ -19,7 +20,10 @@ TINY = ("backbone.width=0.25", "train.max_steps=3", "train.monitor_train=256", "
 def test_parse_entries_checks_names_and_files(tmp_path):
     cfg = tmp_path / "v.yaml"
     cfg.write_text("method:\n  head_bn: false\n")
-    assert parse_entries(f"simclr, byol_nobn=byol:{cfg}") == [Entry("simclr", "simclr"), Entry("byol_nobn", "byol", str(cfg))]
+    assert parse_entries(f"simclr, byol_nobn=byol:{cfg}") == [
+        Entry("simclr", "simclr"),
+        Entry("byol_nobn", "byol", str(cfg)),
+    ]
     with pytest.raises(KeyError, match="simclrr"):
         parse_entries("simclrr")
     with pytest.raises(ValueError, match="not found"):
@@ -33,8 +37,18 @@ def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
     bad.write_text("method:\n  no_such_field: 1\n")
     out = tmp_path / "bench"
     entries = [Entry("simclr", "simclr"), Entry("broken", "simclr", str(bad))]
-    board = bench(entries, "digits", None, seeds=2, out=out, protocols=("knn", "linear"), backbone="convnet",
-                  overrides=TINY, epochs=1, progress_bar=False)
+    board = bench(
+        entries,
+        "digits",
+        None,
+        seeds=2,
+        out=out,
+        protocols=("knn", "linear"),
+        backbone="convnet",
+        overrides=TINY,
+        epochs=1,
+        progress_bar=False,
+    )
     rows = {r["name"]: r for r in board["rows"]}
     assert rows["simclr"]["seeds_done"] == 2 and rows["broken"]["failed"] == 2
     assert "no_such_field" in (out / "broken" / "seed0" / "failed.txt").read_text()
@@ -50,15 +64,45 @@ def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
     # a second call trains nothing: summaries and evaluations stay as they were
     stamp = (out / "simclr" / "seed1" / "summary.json").stat().st_mtime_ns
     (out / "simclr" / "seed1" / "eval_knn.json").unlink()  # a missing evaluation is redone
-    rc = main(["bench", "--methods", "simclr", "--data", "digits", "--epochs", "1", "--seeds", "2",
-               "--backbone", "convnet", "--out", str(out), *TINY])
+    rc = main(
+        [
+            "bench",
+            "--methods",
+            "simclr",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--seeds",
+            "2",
+            "--backbone",
+            "convnet",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     assert rc == 0
     assert (out / "simclr" / "seed1" / "summary.json").stat().st_mtime_ns == stamp
     assert (out / "simclr" / "seed1" / "eval_knn.json").is_file()
     assert "| broken" in (out / "leaderboard.md").read_text()  # rows of an earlier call with other methods stay
     # an earlier call's two seeds keep their spread, and the heading says so, after a one-seed call
-    main(["bench", "--methods", "byol", "--data", "digits", "--epochs", "1", "--backbone", "convnet", "--out", str(out),
-          *TINY])
+    main(
+        [
+            "bench",
+            "--methods",
+            "byol",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--backbone",
+            "convnet",
+            "--out",
+            str(out),
+            *TINY,
+        ]
+    )
     md = (out / "leaderboard.md").read_text()
     assert "mean ± std where a row has several seeds" in md and "| simclr | convnet x0.25 | 2/2 |" in md
     assert "leaderboard" in capsys.readouterr().out
@@ -93,8 +137,27 @@ def test_protocols_that_apply_only_to_some_methods(tmp_path, capsys):
     """`--protocols pretext` on a mixed list: the pretext-task run gets its pretext metrics next to its
     linear accuracy, the contrastive run leaves the protocol out and is not marked failed."""
     out = tmp_path / "bench"
-    assert main(["bench", "--methods", "rotation,simclr", "--data", "digits", "--epochs", "1", "--backbone", "convnet",
-                 "--protocols", "knn,pretext", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--methods",
+                "rotation,simclr",
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--backbone",
+                "convnet",
+                "--protocols",
+                "knn,pretext",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     rot = json.loads((out / "rotation" / "seed0" / "eval_pretext.json").read_text())
     assert 0 <= rot["pretext"]["rotation_acc"] <= 1 and 0 < rot["linear_top1"] <= 1
     assert not (out / "simclr" / "seed0" / "eval_pretext.json").exists()

@@ -1,5 +1,6 @@
 """`selfsup claims` end to end on digits with a tiny budget: runs shared between claims, verdicts from
 the rules, docs page written, and a second call that trains nothing."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -67,75 +68,144 @@ def _seeds(numbers: dict[str, dict[str, float]], spread: float = 0.1) -> dict[st
 # per claim: means for which its rule holds, then a change of some of them for which it does not hold
 # (beyond the margin and the spread) and one for which it is inconclusive (inside them)
 CASES = {
-    "label-efficiency": ({"rotation": {"gap_1pct": 10.0, "gap_100pct": -2.0}},
-                         {"rotation": {"gap_1pct": -3.0, "gap_100pct": -2.0}},
-                         {"rotation": {"gap_1pct": 0.5, "gap_100pct": -2.0}}),
-    "finetune-vs-linear": ({"simclr": {"gain": 2.0}, "mae": {"gain": 6.0}, "rotation": {"gain": 3.0}},
-                           {"simclr": {"gain": 2.0}, "mae": {"gain": -3.0}, "rotation": {"gain": 3.0}},
-                           {"simclr": {"gain": 2.0}, "mae": {"gain": 3.5}, "rotation": {"gain": 3.0}}),
-    "more-negatives": ({"b64": {"linear": 85.0, "bound_N512": 3.4}, "b128": {}, "b256": {},
-                        "b512": {"linear": 87.0, "bound_N512": 3.8}},
-                       {"b64": {"linear": 88.0, "bound_N512": 3.4}, "b128": {}, "b256": {},
-                        "b512": {"linear": 86.0, "bound_N512": 3.8}},
-                       {"b64": {"linear": 86.5, "bound_N512": 3.4}, "b128": {}, "b256": {},
-                        "b512": {"linear": 87.0, "bound_N512": 3.8}}),
-    "queue-decouples": ({"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0},
-                         "simclr_b512": {"linear": 85.3}},
-                        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0},
-                         "simclr_b512": {"linear": 88.0}},
-                        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0},
-                         "simclr_b512": {"linear": 85.9}}),
-    "projection-head": ({"simclr": {"linear_h": 88.0, "linear_z": 80.0}},
-                        {"simclr": {"linear_h": 78.0, "linear_z": 80.0}},
-                        {"simclr": {"linear_h": 80.5, "linear_z": 80.0}}),
-    "augmentations": ({"all": {"linear": 80.0}, "no_crop": {"linear": 60.0}, "no_colour": {"linear": 70.0},
-                       "no_blur": {"linear": 79.5}},
-                      {"all": {"linear": 80.0}, "no_crop": {"linear": 60.0}, "no_colour": {"linear": 82.0},
-                       "no_blur": {"linear": 79.5}},
-                      {"all": {"linear": 80.0}, "no_crop": {"linear": 60.0}, "no_colour": {"linear": 79.0},
-                       "no_blur": {"linear": 79.5}}),
-    "byol-needs-bn": ({"byol": {"embedding_rank": 32.0, "linear": 84.0},
-                       "byol_no_bn": {"embedding_rank": 3.7, "linear": 78.0},
-                       "byol_gn_ws": {"embedding_rank": 14.0, "linear": 83.6}},
-                      {"byol": {"embedding_rank": 32.0, "linear": 84.0},
-                       "byol_no_bn": {"embedding_rank": 3.7, "linear": 78.0},
-                       "byol_gn_ws": {"embedding_rank": 14.0, "linear": 81.0}},
-                      {"byol": {"embedding_rank": 32.0, "linear": 84.0},
-                       "byol_no_bn": {"embedding_rank": 3.7, "linear": 83.5},
-                       "byol_gn_ws": {"embedding_rank": 14.0, "linear": 83.6}}),
-    "simsiam-stop-gradient": ({"simsiam": {"embedding_rank": 100.0, "linear": 85.0},
-                               "no_stop_gradient": {"embedding_rank": 2.0, "linear": 70.0}},
-                              {"simsiam": {"embedding_rank": 100.0, "linear": 85.0},
-                               "no_stop_gradient": {"embedding_rank": 2.0, "linear": 87.0}},
-                              {"simsiam": {"embedding_rank": 100.0, "linear": 85.0},
-                               "no_stop_gradient": {"embedding_rank": 2.0, "linear": 84.5}}),
-    "dino-centering-sharpening": ({"dino": {"teacher_entropy": 5.0, "log_K": 6.93},
-                                   "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
-                                   "no_sharpening": {"teacher_entropy": 6.9, "log_K": 6.93}},
-                                  {"dino": {"teacher_entropy": 5.0, "log_K": 6.93},
-                                   "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
-                                   "no_sharpening": {"teacher_entropy": 4.0, "log_K": 6.93}},
-                                  {"dino": {"teacher_entropy": 5.0, "log_K": 6.93},
-                                   "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
-                                   "no_sharpening": {"teacher_entropy": 6.27, "log_K": 6.93}}),
-    "moco-momentum": ({"m0.99": {"linear": 86.0}, "m0": {"linear": 80.0}},
-                      {"m0.99": {"linear": 80.0}, "m0": {"linear": 86.0}},
-                      {"m0.99": {"linear": 86.0}, "m0": {"linear": 85.5}}),
-    "mae-mask-ratio": ({"mask25": {"linear": 78.0}, "mask50": {"linear": 80.0}, "mask75": {"linear": 82.0}},
-                       {"mask25": {"linear": 78.0}, "mask50": {"linear": 84.0}, "mask75": {"linear": 82.0}},
-                       {"mask25": {"linear": 78.0}, "mask50": {"linear": 81.5}, "mask75": {"linear": 82.0}}),
-    "multi-crop": ({"swav_2x": {"linear": 84.0}, "swav_2x+6": {"linear": 86.0}},
-                   {"swav_2x": {"linear": 86.0}, "swav_2x+6": {"linear": 84.0}},
-                   {"swav_2x": {"linear": 85.5}, "swav_2x+6": {"linear": 86.0}}),
-    "contrastive-vs-reconstruction": ({"simclr": {"linear": 87.0}, "ae": {"linear": 84.0}},
-                                      {"simclr": {"linear": 82.0}, "ae": {"linear": 84.0}},
-                                      {"simclr": {"linear": 84.5}, "ae": {"linear": 84.0}}),
-    "pretext-is-task-specific": ({"rotation": {"drop": 20.0}, "simclr": {"drop": 10.0}},
-                                 {"rotation": {"drop": 5.0}, "simclr": {"drop": 10.0}},
-                                 {"rotation": {"drop": 10.8}, "simclr": {"drop": 10.0}}),
-    "clip-zero-shot": ({"clip": {"zero_shot": 60.0, "1_shot": 45.0, "16_shot": 75.0}},
-                       {"clip": {"zero_shot": 40.0, "1_shot": 45.0, "16_shot": 75.0}},
-                       {"clip": {"zero_shot": 45.5, "1_shot": 45.0, "16_shot": 75.0}}),
+    "label-efficiency": (
+        {"rotation": {"gap_1pct": 10.0, "gap_100pct": -2.0}},
+        {"rotation": {"gap_1pct": -3.0, "gap_100pct": -2.0}},
+        {"rotation": {"gap_1pct": 0.5, "gap_100pct": -2.0}},
+    ),
+    "finetune-vs-linear": (
+        {"simclr": {"gain": 2.0}, "mae": {"gain": 6.0}, "rotation": {"gain": 3.0}},
+        {"simclr": {"gain": 2.0}, "mae": {"gain": -3.0}, "rotation": {"gain": 3.0}},
+        {"simclr": {"gain": 2.0}, "mae": {"gain": 3.5}, "rotation": {"gain": 3.0}},
+    ),
+    "more-negatives": (
+        {
+            "b64": {"linear": 85.0, "bound_N512": 3.4},
+            "b128": {},
+            "b256": {},
+            "b512": {"linear": 87.0, "bound_N512": 3.8},
+        },
+        {
+            "b64": {"linear": 88.0, "bound_N512": 3.4},
+            "b128": {},
+            "b256": {},
+            "b512": {"linear": 86.0, "bound_N512": 3.8},
+        },
+        {
+            "b64": {"linear": 86.5, "bound_N512": 3.4},
+            "b128": {},
+            "b256": {},
+            "b512": {"linear": 87.0, "bound_N512": 3.8},
+        },
+    ),
+    "queue-decouples": (
+        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 85.3}},
+        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 88.0}},
+        {"mocov2_b64": {"linear": 85.0}, "simclr_b64": {"linear": 83.0}, "simclr_b512": {"linear": 85.9}},
+    ),
+    "projection-head": (
+        {"simclr": {"linear_h": 88.0, "linear_z": 80.0}},
+        {"simclr": {"linear_h": 78.0, "linear_z": 80.0}},
+        {"simclr": {"linear_h": 80.5, "linear_z": 80.0}},
+    ),
+    "augmentations": (
+        {
+            "all": {"linear": 80.0},
+            "no_crop": {"linear": 60.0},
+            "no_colour": {"linear": 70.0},
+            "no_blur": {"linear": 79.5},
+        },
+        {
+            "all": {"linear": 80.0},
+            "no_crop": {"linear": 60.0},
+            "no_colour": {"linear": 82.0},
+            "no_blur": {"linear": 79.5},
+        },
+        {
+            "all": {"linear": 80.0},
+            "no_crop": {"linear": 60.0},
+            "no_colour": {"linear": 79.0},
+            "no_blur": {"linear": 79.5},
+        },
+    ),
+    "byol-needs-bn": (
+        {
+            "byol": {"embedding_rank": 32.0, "linear": 84.0},
+            "byol_no_bn": {"embedding_rank": 3.7, "linear": 78.0},
+            "byol_gn_ws": {"embedding_rank": 14.0, "linear": 83.6},
+        },
+        {
+            "byol": {"embedding_rank": 32.0, "linear": 84.0},
+            "byol_no_bn": {"embedding_rank": 3.7, "linear": 78.0},
+            "byol_gn_ws": {"embedding_rank": 14.0, "linear": 81.0},
+        },
+        {
+            "byol": {"embedding_rank": 32.0, "linear": 84.0},
+            "byol_no_bn": {"embedding_rank": 3.7, "linear": 83.5},
+            "byol_gn_ws": {"embedding_rank": 14.0, "linear": 83.6},
+        },
+    ),
+    "simsiam-stop-gradient": (
+        {
+            "simsiam": {"embedding_rank": 100.0, "linear": 85.0},
+            "no_stop_gradient": {"embedding_rank": 2.0, "linear": 70.0},
+        },
+        {
+            "simsiam": {"embedding_rank": 100.0, "linear": 85.0},
+            "no_stop_gradient": {"embedding_rank": 2.0, "linear": 87.0},
+        },
+        {
+            "simsiam": {"embedding_rank": 100.0, "linear": 85.0},
+            "no_stop_gradient": {"embedding_rank": 2.0, "linear": 84.5},
+        },
+    ),
+    "dino-centering-sharpening": (
+        {
+            "dino": {"teacher_entropy": 5.0, "log_K": 6.93},
+            "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
+            "no_sharpening": {"teacher_entropy": 6.9, "log_K": 6.93},
+        },
+        {
+            "dino": {"teacher_entropy": 5.0, "log_K": 6.93},
+            "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
+            "no_sharpening": {"teacher_entropy": 4.0, "log_K": 6.93},
+        },
+        {
+            "dino": {"teacher_entropy": 5.0, "log_K": 6.93},
+            "no_centering": {"teacher_entropy": 0.0, "log_K": 6.93},
+            "no_sharpening": {"teacher_entropy": 6.27, "log_K": 6.93},
+        },
+    ),
+    "moco-momentum": (
+        {"m0.99": {"linear": 86.0}, "m0": {"linear": 80.0}},
+        {"m0.99": {"linear": 80.0}, "m0": {"linear": 86.0}},
+        {"m0.99": {"linear": 86.0}, "m0": {"linear": 85.5}},
+    ),
+    "mae-mask-ratio": (
+        {"mask25": {"linear": 78.0}, "mask50": {"linear": 80.0}, "mask75": {"linear": 82.0}},
+        {"mask25": {"linear": 78.0}, "mask50": {"linear": 84.0}, "mask75": {"linear": 82.0}},
+        {"mask25": {"linear": 78.0}, "mask50": {"linear": 81.5}, "mask75": {"linear": 82.0}},
+    ),
+    "multi-crop": (
+        {"swav_2x": {"linear": 84.0}, "swav_2x+6": {"linear": 86.0}},
+        {"swav_2x": {"linear": 86.0}, "swav_2x+6": {"linear": 84.0}},
+        {"swav_2x": {"linear": 85.5}, "swav_2x+6": {"linear": 86.0}},
+    ),
+    "contrastive-vs-reconstruction": (
+        {"simclr": {"linear": 87.0}, "ae": {"linear": 84.0}},
+        {"simclr": {"linear": 82.0}, "ae": {"linear": 84.0}},
+        {"simclr": {"linear": 84.5}, "ae": {"linear": 84.0}},
+    ),
+    "pretext-is-task-specific": (
+        {"rotation": {"drop": 20.0}, "simclr": {"drop": 10.0}},
+        {"rotation": {"drop": 5.0}, "simclr": {"drop": 10.0}},
+        {"rotation": {"drop": 10.8}, "simclr": {"drop": 10.0}},
+    ),
+    "clip-zero-shot": (
+        {"clip": {"zero_shot": 60.0, "1_shot": 45.0, "16_shot": 75.0}},
+        {"clip": {"zero_shot": 40.0, "1_shot": 45.0, "16_shot": 75.0}},
+        {"clip": {"zero_shot": 45.5, "1_shot": 45.0, "16_shot": 75.0}},
+    ),
 }
 
 
@@ -197,6 +267,7 @@ def test_a_config_field_added_at_its_default_keeps_every_run_key(monkeypatch):
         if isinstance(d, dict) and "train" in d:
             d["train"]["new_switch"] = False
         return d
+
     monkeypatch.setattr(experiment, "to_dict", with_a_new_field)
     assert [arm_key(a, "digits", "4s") for a in arms] == before
     assert len(set(before)) == 3
@@ -212,9 +283,23 @@ def test_all_fifteen_claims_are_listed(capsys):
 
 def test_claims_end_to_end_on_digits(tmp_path, capsys):
     out, doc = tmp_path / "claims", tmp_path / "claims.md"
-    argv = ["claims", "--only", "projection-head,contrastive-vs-reconstruction", "--data", "digits",
-            "--budget-per-run", "4s", "--seeds", "1", "--out", str(out), "--doc", str(doc), "backbone.width=0.25",
-            "train.monitor_train=0"]
+    argv = [
+        "claims",
+        "--only",
+        "projection-head,contrastive-vs-reconstruction",
+        "--data",
+        "digits",
+        "--budget-per-run",
+        "4s",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--doc",
+        str(doc),
+        "backbone.width=0.25",
+        "train.monitor_train=0",
+    ]
     assert main(argv) == 0
     runs = sorted(p.name for p in (out / "runs").iterdir())
     assert len(runs) == 2 and runs[0].startswith("ae-") and runs[1].startswith("simclr-")  # simclr's run is shared
@@ -225,12 +310,24 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     # every arm's claim_<name>.json), whichever way the tiny budget makes it fall
     from selfsup.experiments.claims.harness import run_claims
 
-    results = run_claims(claims_by_name(["projection-head", "contrastive-vs-reconstruction"]), out, "digits", "4s",
-                         seeds=1, progress_bar=False, extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
+    results = run_claims(
+        claims_by_name(["projection-head", "contrastive-vs-reconstruction"]),
+        out,
+        "digits",
+        "4s",
+        seeds=1,
+        progress_bar=False,
+        extra_overrides=("backbone.width=0.25", "train.monitor_train=0"),
+    )
     for name, res in results.items():
         claim = claims_by_name([name])[0]  # here every arm is its own method, so a run is found by its method
-        arms = {a.name: [json.loads(p.read_text())["measured"] for p in sorted((out / "runs").glob(
-                    f"{a.method}-*/seed*/claim_{name}.json"))] for a in claim.arms}
+        arms = {
+            a.name: [
+                json.loads(p.read_text())["measured"]
+                for p in sorted((out / "runs").glob(f"{a.method}-*/seed*/claim_{name}.json"))
+            ]
+            for a in claim.arms
+        }
         assert arms == res["arms"] and all(len(v) == 1 for v in arms.values())
         verdict = page.split(f"## {name}: ")[1].split("\n")[0]
         assert verdict == res["verdict"] == claim.decide(arms)[0]
@@ -253,7 +350,9 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     # a later call on one claim rewrites the page with everything measured so far, not only that claim
     assert main([*argv[:2], "projection-head", *argv[3:]]) == 0
     again = doc.read_text()
-    assert "## contrastive-vs-reconstruction: not yet run" not in again and "## contrastive-vs-reconstruction: " in again
+    assert (
+        "## contrastive-vs-reconstruction: not yet run" not in again and "## contrastive-vs-reconstruction: " in again
+    )
     # a fresh checkout has a run's numbers but not its (git-ignored) weights: a claim that needs them retires
     # the run to seed0.previous, trains the arm again, and says which claims measured the retired run
     sim = next((out / "runs").glob("simclr-*/seed0"))
@@ -264,19 +363,46 @@ def test_claims_end_to_end_on_digits(tmp_path, capsys):
     said = capsys.readouterr().out
     assert "weights are not on this machine" in said and "--only contrastive-vs-reconstruction" in said
     assert (sim.with_name("seed0.previous") / "claim_contrastive-vs-reconstruction.json").is_file()  # nothing lost
-    assert (sim / "checkpoints" / "last" / "model.safetensors").is_file() and (sim / "claim_projection-head.json").is_file()
+    assert (sim / "checkpoints" / "last" / "model.safetensors").is_file() and (
+        sim / "claim_projection-head.json"
+    ).is_file()
     assert "## contrastive-vs-reconstruction: not yet run" in doc.read_text()  # its simclr arm is a new run now
 
 
 def test_claims_with_two_seeds_show_the_spread_and_every_seed(tmp_path):
     out, doc = tmp_path / "claims", tmp_path / "claims.md"
-    assert main(["claims", "--only", "projection-head", "--data", "digits", "--budget-per-run", "3s", "--seeds", "2",
-                 "--out", str(out), "--doc", str(doc), "backbone.width=0.25", "train.monitor_train=0"]) == 0
+    assert (
+        main(
+            [
+                "claims",
+                "--only",
+                "projection-head",
+                "--data",
+                "digits",
+                "--budget-per-run",
+                "3s",
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--doc",
+                str(doc),
+                "backbone.width=0.25",
+                "train.monitor_train=0",
+            ]
+        )
+        == 0
+    )
     (run,) = (out / "runs").iterdir()
     assert sorted(p.name for p in run.iterdir()) == ["seed0", "seed1"]
-    assert [yaml.safe_load((run / s / "config.yaml").read_text())["train"]["seed"] for s in ("seed0", "seed1")] == [0, 1]
-    h = [json.loads((run / s / "claim_projection-head.json").read_text())["measured"]["linear_h"]
-         for s in ("seed0", "seed1")]
+    assert [yaml.safe_load((run / s / "config.yaml").read_text())["train"]["seed"] for s in ("seed0", "seed1")] == [
+        0,
+        1,
+    ]
+    h = [
+        json.loads((run / s / "claim_projection-head.json").read_text())["measured"]["linear_h"]
+        for s in ("seed0", "seed1")
+    ]
     page = doc.read_text()
     assert "twice the larger std over the seeds" in page
     section = page.split("## projection-head:")[1].split("\n## ")[0]
@@ -288,8 +414,13 @@ def test_a_rule_changed_after_its_runs_cannot_reuse_them(tmp_path, capsys):
     from selfsup.experiments.claims.harness import RuleChanged, run_claims
 
     out = tmp_path / "claims"
-    kw = dict(data="digits", budget="3s", seeds=1, progress_bar=False,
-              extra_overrides=("backbone.width=0.25", "train.monitor_train=0"))
+    kw = dict(
+        data="digits",
+        budget="3s",
+        seeds=1,
+        progress_bar=False,
+        extra_overrides=("backbone.width=0.25", "train.monitor_train=0"),
+    )
     (claim,) = claims_by_name(["projection-head"])
     first = run_claims([claim], out, **kw)["projection-head"]
     run = next((out / "runs").glob("simclr-*/seed0"))

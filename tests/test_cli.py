@@ -1,4 +1,5 @@
 """The `selfsup` command end to end, in-process (selfsup.cli.main) and once as a real process."""
+
 from __future__ import annotations
 
 import contextlib
@@ -48,8 +49,24 @@ def assert_clean_error(rc: int, err: str, *needles: str, one_line: bool = True) 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("cli") / "run"
-    rc, out, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--backbone", "convnet",
-                            "--epochs", "1", "--batch-size", "64", "--out", str(run), "train.max_steps=5"])
+    rc, out, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--backbone",
+            "convnet",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            str(run),
+            "train.max_steps=5",
+        ]
+    )
     assert rc == 0, err
     assert "Traceback" not in err
     summary = last_json(out)
@@ -85,7 +102,11 @@ def test_eval_knn_json(pretrained):
     assert res["method"] == "simclr"
     assert json.loads((pretrained / "eval_knn.json").read_text())["top1"] == res["top1"]
     rc, out, _ = run_cli(["eval", "knn", str(pretrained)])
-    assert rc == 0 and out.strip().splitlines()[-1] == f"{pretrained}: kNN k=200 {100 * res['top1_k200']:.2f} %, k=20 {100 * res['top1_k20']:.2f} %"
+    assert (
+        rc == 0
+        and out.strip().splitlines()[-1]
+        == f"{pretrained}: kNN k=200 {100 * res['top1_k200']:.2f} %, k=20 {100 * res['top1_k20']:.2f} %"
+    )
 
 
 def test_eval_linear_json(pretrained):
@@ -110,14 +131,17 @@ def test_unknown_method(tmp_path):
 
 
 def test_config_typo(tmp_path):
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"),
-                          "train.bath_size=32"])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"), "train.bath_size=32"]
+    )
     assert_clean_error(rc, err, "train.bath_size", "Did you mean 'batch_size'")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"),
-                          "train.batch_size=abc"])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"), "train.batch_size=abc"]
+    )
     assert_clean_error(rc, err, "train.batch_size")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"),
-                          "--budget", "ten minutes"])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"), "--budget", "ten minutes"]
+    )
     assert_clean_error(rc, err, "15m")
     rc, _, err = run_cli(["pretrain", "--method", "simclr", "--config", str(tmp_path / "missing.yaml")])
     assert_clean_error(rc, err, "--config")
@@ -149,8 +173,23 @@ def image_folder(root: Path, good: int, corrupt: int) -> Path:
 def test_imagefolder_with_a_corrupt_file(tmp_path):
     folder = image_folder(tmp_path / "imgs", good=3, corrupt=1)
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
-        rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "imagefolder", "--data-dir", str(folder),
-                              "--backbone", "convnet", "--batch-size", "64", "--out", str(tmp_path / "r")])
+        rc, _, err = run_cli(
+            [
+                "pretrain",
+                "--method",
+                "simclr",
+                "--data",
+                "imagefolder",
+                "--data-dir",
+                str(folder),
+                "--backbone",
+                "convnet",
+                "--batch-size",
+                "64",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
     # 3 readable images cannot fill a batch of 64: the error says which batch size works
     assert_clean_error(rc, err, "--batch-size 3")
 
@@ -158,8 +197,19 @@ def test_imagefolder_with_a_corrupt_file(tmp_path):
 def test_imagefolder_with_only_corrupt_files(tmp_path):
     folder = image_folder(tmp_path / "imgs", good=0, corrupt=2)
     with pytest.warns(UserWarning, match="skipped 2 unreadable"):
-        rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "imagefolder", "--data-dir", str(folder),
-                              "--out", str(tmp_path / "r")])
+        rc, _, err = run_cli(
+            [
+                "pretrain",
+                "--method",
+                "simclr",
+                "--data",
+                "imagefolder",
+                "--data-dir",
+                str(folder),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
     assert_clean_error(rc, err, "could be decoded")
 
 
@@ -202,10 +252,34 @@ def test_a_real_process_shows_selfsups_warnings_as_one_line(tmp_path):
         Image.fromarray((np.random.default_rng(i).random((8, 8)) * 255).astype("uint8")).save(folder / f"{i}.png")
     (folder / "bad.png").write_bytes(b"not a png")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "selfsup", "pretrain", "--method", "simclr", "--data", "imagefolder",
-                           "--data-dir", str(folder), "--backbone", "convnet", "--batch-size", "8", "--epochs", "1",
-                           "--out", str(tmp_path / "r"), "backbone.width=0.25", "train.max_steps=1"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfsup",
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(folder),
+            "--backbone",
+            "convnet",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "backbone.width=0.25",
+            "train.max_steps=1",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "warning: imagefolder: skipped 1 unreadable file" in proc.stderr
     assert "UserWarning" not in proc.stderr and "warnings.warn" not in proc.stderr
@@ -213,8 +287,24 @@ def test_a_real_process_shows_selfsups_warnings_as_one_line(tmp_path):
 
 def test_real_process_exit_code_and_stderr(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "selfsup", "pretrain", "--method", "byoll", "--data", "digits",
-                           "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "selfsup",
+            "pretrain",
+            "--method",
+            "byoll",
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert_clean_error(proc.returncode, proc.stderr, "byoll", "'byol'")
     assert proc.stdout == ""
     assert not (tmp_path / "r").exists()
@@ -266,8 +356,9 @@ def test_a_data_set_without_a_recipe_is_warned_about_before_training(tmp_path):
 
 def test_output_piped_into_a_reader_that_leaves_is_not_an_error():
     # `selfsup list methods | head -0`: the reader has gone before selfsup writes (it is still importing)
-    proc = subprocess.Popen([sys.executable, "-m", "selfsup", "list", "methods", "-v"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfsup", "list", "methods", "-v"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdout.close()
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 0 and "Traceback" not in err and "BrokenPipe" not in err

@@ -1,4 +1,5 @@
 """`selfsup eval finetune` and `selfsup distill` end to end on a tiny SimCLR v2 run (5 steps on digits)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -32,9 +33,27 @@ def last_json(stdout: str) -> dict:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("cli-v2") / "run"
-    rc, _, err = run_cli(["pretrain", "--method", "simclrv2", "--data", "digits", "--backbone", "convnet",
-                          "--epochs", "1", "--batch-size", "64", "--out", str(run), "train.max_steps=5",
-                          "train.monitor_train=0", "method.proj_hidden=64", "backbone.width=0.25"])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclrv2",
+            "--data",
+            "digits",
+            "--backbone",
+            "convnet",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            str(run),
+            "train.max_steps=5",
+            "train.monitor_train=0",
+            "method.proj_hidden=64",
+            "backbone.width=0.25",
+        ]
+    )
     assert rc == 0, err
     return run
 
@@ -57,9 +76,27 @@ def test_eval_finetune_json(tiny_run):
 
 def test_distill_json_and_the_saved_student(tiny_run, tmp_path):
     out_dir = tmp_path / "student"
-    rc, out, err = run_cli(["distill", str(tiny_run), "--fraction", "0.1", "--out", str(out_dir), "--steps", "3",
-                            "--teacher-epochs", "5", "--temperature", "2", "--student", "convnet",
-                            "--student-width", "0.125", "--json"])
+    rc, out, err = run_cli(
+        [
+            "distill",
+            str(tiny_run),
+            "--fraction",
+            "0.1",
+            "--out",
+            str(out_dir),
+            "--steps",
+            "3",
+            "--teacher-epochs",
+            "5",
+            "--temperature",
+            "2",
+            "--student",
+            "convnet",
+            "--student-width",
+            "0.125",
+            "--json",
+        ]
+    )
     assert rc == 0, err
     res = last_json(out)
     for k in ("top1", "teacher_top1", "student_top1", "agreement"):
@@ -86,13 +123,16 @@ def test_distill_default_out_and_same_student(tiny_run):
     assert student(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["eval", "finetune", "{run}", "--fraction", "1.5"], "--fraction"),
-    (["eval", "knn", "{run}", "--fraction", "0.1"], "eval finetune"),
-    (["distill", "{run}", "--fraction", "0"], "--fraction"),
-    (["distill", "{run}", "--student", "resnet99"], "resnet"),
-    (["distill", "{run}", "--temperature", "0"], "temperature"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["eval", "finetune", "{run}", "--fraction", "1.5"], "--fraction"),
+        (["eval", "knn", "{run}", "--fraction", "0.1"], "eval finetune"),
+        (["distill", "{run}", "--fraction", "0"], "--fraction"),
+        (["distill", "{run}", "--student", "resnet99"], "resnet"),
+        (["distill", "{run}", "--temperature", "0"], "temperature"),
+    ],
+)
 def test_bad_input_is_one_clean_line(tiny_run, argv, needle):
     rc, _, err = run_cli([a.format(run=tiny_run) for a in argv])
     assert rc == 2, err

@@ -1,10 +1,22 @@
 """Configuration: layering, validation with suggestions, override and duration parsing."""
+
 from __future__ import annotations
 
 import pytest
 
-from selfsup.config import (ConfigError, RunConfig, from_dict, load_run_config, load_yaml, parse_duration,
-                            parse_override, resolve, save_config, to_dict, TrainConfig)
+from selfsup.config import (
+    ConfigError,
+    RunConfig,
+    from_dict,
+    load_run_config,
+    load_yaml,
+    parse_duration,
+    parse_override,
+    resolve,
+    save_config,
+    to_dict,
+    TrainConfig,
+)
 
 
 def error_of(*layers) -> str:
@@ -16,14 +28,17 @@ def error_of(*layers) -> str:
 SIMCLR = {"method": {"name": "simclr"}}
 
 
-@pytest.mark.parametrize("override,bad,suggestion", [
-    ("optim.lr_rate=0.1", "optim.lr_rate", "lr"),
-    ("train.bath_size=64", "train.bath_size", "batch_size"),
-    ("method.temprature=0.2", "method.temprature", "temperature"),
-    ("backbone.widht=0.5", "backbone.widht", "width"),
-    ("trian.epochs=3", "trian", "train"),
-    ("views.flip_pp=0.1", "views.flip_pp", "flip_p"),
-])
+@pytest.mark.parametrize(
+    "override,bad,suggestion",
+    [
+        ("optim.lr_rate=0.1", "optim.lr_rate", "lr"),
+        ("train.bath_size=64", "train.bath_size", "batch_size"),
+        ("method.temprature=0.2", "method.temprature", "temperature"),
+        ("backbone.widht=0.5", "backbone.widht", "width"),
+        ("trian.epochs=3", "trian", "train"),
+        ("views.flip_pp=0.1", "views.flip_pp", "flip_p"),
+    ],
+)
 def test_unknown_key_at_any_level_suggests_the_close_key(override, bad, suggestion):
     msg = error_of(SIMCLR, parse_override(override))
     assert repr(bad) in msg
@@ -36,17 +51,32 @@ def test_far_typo_lists_valid_keys():
     assert "Valid keys" in msg and "'lr'" not in msg and "lr" in msg
 
 
-@pytest.mark.parametrize("override", ["train.batch_size=abc", "train.batch_size=1.5", "optim.lr=fast",
-                                      "backbone.small_stem=3", "train.epochs=true", "views.crop_scale=[0.2]",
-                                      "data.mean=0.5"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.batch_size=abc",
+        "train.batch_size=1.5",
+        "optim.lr=fast",
+        "backbone.small_stem=3",
+        "train.epochs=true",
+        "views.crop_scale=[0.2]",
+        "data.mean=0.5",
+    ],
+)
 def test_wrong_types_are_refused(override):
     msg = error_of(SIMCLR, parse_override(override))
     assert override.split("=")[0] in msg
 
 
 def test_type_coercion():
-    cfg = resolve([SIMCLR, parse_override("optim.lr=1"), parse_override("views.crop_scale=[0.2, 1]"),
-                   parse_override("eval.knn_k=20")])
+    cfg = resolve(
+        [
+            SIMCLR,
+            parse_override("optim.lr=1"),
+            parse_override("views.crop_scale=[0.2, 1]"),
+            parse_override("eval.knn_k=20"),
+        ]
+    )
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
     assert cfg.views.crop_scale == (0.2, 1.0)
     assert cfg.eval.knn_k == (20,)
@@ -64,8 +94,10 @@ def test_parse_override():
             parse_override(bad)
 
 
-@pytest.mark.parametrize("text,value", [("1e-6", 1e-6), ("5e-4", 5e-4), ("1.0e30", 1e30), ("2E3", 2000.0),
-                                        ("1.0e-6", 1e-6), ("0.3", 0.3), ("3", 3.0)])
+@pytest.mark.parametrize(
+    "text,value",
+    [("1e-6", 1e-6), ("5e-4", 5e-4), ("1.0e30", 1e30), ("2E3", 2000.0), ("1.0e-6", 1e-6), ("0.3", 0.3), ("3", 3.0)],
+)
 def test_scientific_notation_is_a_number(text, value, tmp_path):
     """`optim.weight_decay=1e-6` is how people write it; YAML 1.1 (PyYAML) reads 1e-6 as a string."""
     cfg = resolve([SIMCLR, parse_override(f"optim.weight_decay={text}")])
@@ -75,11 +107,13 @@ def test_scientific_notation_is_a_number(text, value, tmp_path):
 
 
 def test_layers_later_wins_and_merge_deeply():
-    cfg = resolve([
-        {"method": {"name": "simclr", "temperature": 0.3}, "optim": {"lr": 0.1, "momentum": 0.8}},
-        {"optim": {"lr": 0.2}, "train": {"epochs": 7}},
-        parse_override("optim.lr=0.4"),
-    ])
+    cfg = resolve(
+        [
+            {"method": {"name": "simclr", "temperature": 0.3}, "optim": {"lr": 0.1, "momentum": 0.8}},
+            {"optim": {"lr": 0.2}, "train": {"epochs": 7}},
+            parse_override("optim.lr=0.4"),
+        ]
+    )
     assert cfg.optim.lr == 0.4  # last layer wins
     assert cfg.optim.momentum == 0.8  # earlier key in the same section survives
     assert cfg.train.epochs == 7
@@ -124,11 +158,14 @@ def test_unknown_method_lists_known_ones():
     assert "simclrr" in msg and "'simclr'" in msg and "byol" in msg
 
 
-@pytest.mark.parametrize("layer,word", [
-    ({"optim": {"name": "adam"}}, "adamw"),
-    ({"train": {"precision": "fp16"}}, "bf16"),
-    ({"train": {"budget": "ten minutes"}}, "15m"),
-])
+@pytest.mark.parametrize(
+    "layer,word",
+    [
+        ({"optim": {"name": "adam"}}, "adamw"),
+        ({"train": {"precision": "fp16"}}, "bf16"),
+        ({"train": {"budget": "ten minutes"}}, "15m"),
+    ],
+)
 def test_enumerations_are_checked(layer, word):
     assert word in error_of(SIMCLR, layer)
 
@@ -145,8 +182,16 @@ def test_parse_duration():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    cfg = resolve([{"method": {"name": "byol", "tau_base": 0.99}, "data": {"name": "digits", "mean": [0.3], "std": [0.4]},
-                    "train": {"budget": "90s", "max_steps": 12}, "eval": {"knn_k": [10, 3]}}])
+    cfg = resolve(
+        [
+            {
+                "method": {"name": "byol", "tau_base": 0.99},
+                "data": {"name": "digits", "mean": [0.3], "std": [0.4]},
+                "train": {"budget": "90s", "max_steps": 12},
+                "eval": {"knn_k": [10, 3]},
+            }
+        ]
+    )
     save_config(cfg, tmp_path / "config.yaml")
     loaded = load_run_config(tmp_path)
     assert to_dict(loaded) == to_dict(cfg)

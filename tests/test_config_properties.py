@@ -1,5 +1,6 @@
 """The config parser under bad input (issue 9): wrong types and out-of-range values name the key,
 the expected type and the value given; property-based tests (hypothesis) over overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,22 @@ import yaml
 from hypothesis import assume, given, settings, strategies as st
 
 import selfsup
-from selfsup.config import BackboneConfig, ConfigError, DataConfig, EvalConfig, OptimConfig, RunConfig, TrainConfig, load_run_config, load_yaml, parse_override, recipes_dir, resolve, save_config, to_dict
+from selfsup.config import (
+    BackboneConfig,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    load_run_config,
+    load_yaml,
+    parse_override,
+    recipes_dir,
+    resolve,
+    save_config,
+    to_dict,
+)
 from selfsup.transforms.views import ViewConfig
 from selfsup.data import list_datasets
 from selfsup.registry import get_method_spec
@@ -30,25 +46,29 @@ def error_of(*overrides: str) -> str:
 
 # ------------------------------------------------------------------------ named cases, exact messages
 
-@pytest.mark.parametrize("override,needles", [
-    ("train.epochs=abc", ["train.epochs", "an integer", "'abc'"]),
-    ("optim.lr=[1,2]", ["optim.lr", "a number", "[1, 2]"]),
-    ("train.batch_size=-3", ["train.batch_size", "an integer >= 1", "-3", "default is train.batch_size=256"]),
-    ("train.batch_size=1.5", ["train.batch_size", "an integer", "1.5"]),
-    ("train.epochs=true", ["train.epochs", "an integer", "True"]),
-    ("backbone.small_stem=3", ["backbone.small_stem", "true or false", "3"]),
-    ("data.image_size=big", ["data.image_size", "an integer or null", "'big'"]),
-    ("data.mean=[0.5, x]", ["data.mean[1]", "a number", "'x'"]),
-    ("views.jitter=[0.4, 0.4]", ["views.jitter", "a list of 4 numbers", "got 2"]),
-    ("optim.lr=.nan", ["optim.lr", "a finite number", "nan"]),
-    ("optim.momentum=1.5", ["optim.momentum", "in [0, 1]", "1.5", "default is optim.momentum=0.9"]),
-    ("views.blur_p=[0.5, 2]", ["views.blur_p[1]", "in [0, 1]", "views.blur_p=[0.5, 2.0]"]),
-    ("views.crop_scale=[0.9, 0.2]", ["views.crop_scale", "low <= high", "views.crop_scale=[0.2, 0.9]"]),
-    ("eval.linear_val_fraction=1", ["eval.linear_val_fraction", "in (0, 1)", "1.0"]),
-    ("backbone.width=0", ["backbone.width", "> 0", "0.0"]),
-    ("method.name=5", ["method.name", "a string", "selfsup list methods", "5"]),
-    ("method.temperature=hot", ["method.temperature", "a number", "'hot'"]),
-])
+
+@pytest.mark.parametrize(
+    "override,needles",
+    [
+        ("train.epochs=abc", ["train.epochs", "an integer", "'abc'"]),
+        ("optim.lr=[1,2]", ["optim.lr", "a number", "[1, 2]"]),
+        ("train.batch_size=-3", ["train.batch_size", "an integer >= 1", "-3", "default is train.batch_size=256"]),
+        ("train.batch_size=1.5", ["train.batch_size", "an integer", "1.5"]),
+        ("train.epochs=true", ["train.epochs", "an integer", "True"]),
+        ("backbone.small_stem=3", ["backbone.small_stem", "true or false", "3"]),
+        ("data.image_size=big", ["data.image_size", "an integer or null", "'big'"]),
+        ("data.mean=[0.5, x]", ["data.mean[1]", "a number", "'x'"]),
+        ("views.jitter=[0.4, 0.4]", ["views.jitter", "a list of 4 numbers", "got 2"]),
+        ("optim.lr=.nan", ["optim.lr", "a finite number", "nan"]),
+        ("optim.momentum=1.5", ["optim.momentum", "in [0, 1]", "1.5", "default is optim.momentum=0.9"]),
+        ("views.blur_p=[0.5, 2]", ["views.blur_p[1]", "in [0, 1]", "views.blur_p=[0.5, 2.0]"]),
+        ("views.crop_scale=[0.9, 0.2]", ["views.crop_scale", "low <= high", "views.crop_scale=[0.2, 0.9]"]),
+        ("eval.linear_val_fraction=1", ["eval.linear_val_fraction", "in (0, 1)", "1.0"]),
+        ("backbone.width=0", ["backbone.width", "> 0", "0.0"]),
+        ("method.name=5", ["method.name", "a string", "selfsup list methods", "5"]),
+        ("method.temperature=hot", ["method.temperature", "a number", "'hot'"]),
+    ],
+)
 def test_wrong_types_and_ranges_name_key_expected_type_and_value(override, needles):
     msg = error_of(override)
     for n in needles:
@@ -87,6 +107,7 @@ def test_every_shipped_recipe_passes_the_type_and_range_checks():
 
 # ------------------------------------------------------------------------ property-based
 
+
 def _floats(lo, hi, **kw):
     return st.floats(lo, hi, allow_nan=False, allow_infinity=False, **kw)
 
@@ -122,7 +143,7 @@ VALID = {
     "train.accumulate": st.integers(1, 64),
     "train.precision": st.sampled_from(["fp32", "bf16"]),
     "train.device": st.sampled_from(["auto", "cpu", "cuda", "cuda:1"]),
-    "train.seed": st.integers(-2**31, 2**31),
+    "train.seed": st.integers(-(2**31), 2**31),
     "train.monitor_train": st.integers(0, 10**5),
     "train.checkpoint_minutes": _POS,
     "train.max_steps": st.one_of(st.none(), st.integers(1, 10**6)),
@@ -153,8 +174,12 @@ def _get(cfg: RunConfig, key: str):
     return d
 
 
-_pairs = st.lists(st.sampled_from(sorted(VALID)).flatmap(lambda k: st.tuples(st.just(k), VALID[k])),
-                  min_size=1, max_size=6, unique_by=lambda kv: kv[0])
+_pairs = st.lists(
+    st.sampled_from(sorted(VALID)).flatmap(lambda k: st.tuples(st.just(k), VALID[k])),
+    min_size=1,
+    max_size=6,
+    unique_by=lambda kv: kv[0],
+)
 
 
 @FAST
@@ -173,15 +198,28 @@ def _fields(cls) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-_SECTIONS = {"data": DataConfig, "backbone": BackboneConfig, "optim": OptimConfig, "train": TrainConfig,
-             "eval": EvalConfig, "views": ViewConfig}
-_LEAVES = ({f"{s}.{n}" for s, c in _SECTIONS.items() for n in _fields(c)} | {"out", "method.name"}
-           | {f"method.{n}" for n in _fields(get_method_spec("simclr").config)})
+_SECTIONS = {
+    "data": DataConfig,
+    "backbone": BackboneConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "views": ViewConfig,
+}
+_LEAVES = (
+    {f"{s}.{n}" for s, c in _SECTIONS.items() for n in _fields(c)}
+    | {"out", "method.name"}
+    | {f"method.{n}" for n in _fields(get_method_spec("simclr").config)}
+)
 _name = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True)
-_key = st.lists(st.one_of(_name, st.sampled_from(sorted(_SECTIONS) + ["method", "epochs", "lr", "name"])),
-                min_size=1, max_size=3).map(".".join)
-_value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
-                      lambda c: st.lists(c, max_size=3) | st.dictionaries(_name, c, max_size=2), max_leaves=6)
+_key = st.lists(
+    st.one_of(_name, st.sampled_from(sorted(_SECTIONS) + ["method", "epochs", "lr", "name"])), min_size=1, max_size=3
+).map(".".join)
+_value = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(_name, c, max_size=2),
+    max_leaves=6,
+)
 
 
 def _is_valid_key(key: str) -> bool:
@@ -250,9 +288,14 @@ def _leaf_types(hint) -> set:
     return {hint} if not args else set().union(*(_leaf_types(a) for a in args if a is not Ellipsis))
 
 
-@pytest.mark.parametrize("key,value,words", [("train.batch_size", 0, "an integer >= 1"),
-                                             ("views.crop_scale", [0.9, 0.2], "low <= high"),
-                                             ("views.jitter_p", 1.5, "in [0, 1]")])
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("train.batch_size", 0, "an integer >= 1"),
+        ("views.crop_scale", [0.9, 0.2], "low <= high"),
+        ("views.jitter_p", 1.5, "in [0, 1]"),
+    ],
+)
 def test_a_field_bound_refuses_a_value_with_its_range_and_default(key, value, words):
     with pytest.raises(ConfigError, match=re.escape(words)) as e:
         resolve([SIMCLR, _nested(key, value)])

@@ -2,6 +2,7 @@
 from the results file its marker names (benchmarks/few_labels.py --markdown) and must match it; every
 leaderboard is regenerated from its run directories, and a leaderboard row quoted in the docs is one of
 its rows."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -29,8 +30,10 @@ def test_the_readme_few_labels_table_is_its_results_file():
     assert results.is_file(), f"the README's table names {m.group(1)}, which is not committed"
     few = _few_labels()
     want = few.readme_tables(json.loads(results.read_text()))
-    assert m.group(2).strip() == want, ("README's few-labels table differs from its results file; regenerate it "
-                                        f"with: python benchmarks/few_labels.py --markdown {m.group(1)}")
+    assert m.group(2).strip() == want, (
+        "README's few-labels table differs from its results file; regenerate it "
+        f"with: python benchmarks/few_labels.py --markdown {m.group(1)}"
+    )
 
 
 LEADERBOARDS = sorted((ROOT / "benchmarks" / "results").glob("*/leaderboard.md"))
@@ -44,7 +47,8 @@ def test_each_leaderboard_is_its_run_directories(md):
 
     board = build_leaderboard(md.parent)
     assert md.read_text() == leaderboard_markdown(board), (
-        f"{md.relative_to(ROOT)} differs from its runs; rewrite it with selfsup bench (it skips finished runs)")
+        f"{md.relative_to(ROOT)} differs from its runs; rewrite it with selfsup bench (it skips finished runs)"
+    )
     kept = {r["name"]: r for r in json.loads((md.parent / "leaderboard.json").read_text())["rows"]}
     assert set(kept) == {r["name"] for r in board["rows"]}
     for r in board["rows"]:
@@ -57,8 +61,12 @@ def test_leaderboard_rows_quoted_in_the_docs_are_rows_of_a_leaderboard():
     character for character, a row of one of the committed leaderboards."""
     rows = {line for md in LEADERBOARDS for line in md.read_text().splitlines() if line.startswith("| ")}
     row = re.compile(r"^\| [^|]+ \| [^|]+ \| \d+/\d+ \|")
-    quoted = [(doc, line) for doc in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
-              for line in doc.read_text().splitlines() if row.match(line)]
+    quoted = [
+        (doc, line)
+        for doc in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]
+        for line in doc.read_text().splitlines()
+        if row.match(line)
+    ]
     assert quoted  # docs/benchmarks.md quotes the 15-minute leaderboard's top rows
     for doc, line in quoted:
         assert line in rows, f"{doc.relative_to(ROOT)} quotes a leaderboard row that no leaderboard has: {line}"

@@ -1,5 +1,6 @@
 """`selfsup export` and `selfsup embed`: strict loads into torchvision / timm with equal features,
 the safetensors round trip, clear errors, and features of a folder of image files."""
+
 from __future__ import annotations
 
 import json
@@ -197,8 +198,10 @@ def test_timm_exports_carry_the_runs_input_spec(tiny_config, tmp_path):
     assert cfg["crop_pct"] == 1.0 and cfg["interpolation"] == "bilinear"
 
 
-@pytest.mark.parametrize("backbone", [{"name": "vit_micro", "width": 1.0, "patch_size": 4},
-                                      {"name": "resnet18", "width": 1.0, "small_stem": False}])
+@pytest.mark.parametrize(
+    "backbone",
+    [{"name": "vit_micro", "width": 1.0, "patch_size": 4}, {"name": "resnet18", "width": 1.0, "small_stem": False}],
+)
 def test_hf_directory_loads_with_timm_from_a_local_path(tiny_config, tmp_path, backbone):
     import timm
     from timm.data import resolve_data_config

@@ -1,6 +1,7 @@
 """A real install: the wheel built from this checkout, installed into a fresh virtual environment,
 carries the recipes, so its `selfsup pretrain` command, run outside a checkout, resolves and trains the
 same recipe as in one (configs/ in a checkout is a link to the package's recipes)."""
+
 from __future__ import annotations
 
 import os
@@ -31,24 +32,52 @@ def installed(tmp_path_factory) -> dict:
     shutil.copytree(ROOT / "selfsup", src / "selfsup", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp / "dist"), str(src)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next((tmp / "dist").glob("selfsup-*.whl"))
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True)
     python = venv / "bin" / "python"
-    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     (site / "deps-from-the-test-env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
     return {"tmp": tmp, "venv": venv, "site": site, "wheel": wheel}
 
 
 def _selfsup(installed: dict, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    out = subprocess.run([str(installed["venv"] / "bin" / "selfsup"), *args], cwd=installed["tmp"], env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(installed["venv"] / "bin" / "selfsup"), *args],
+        cwd=installed["tmp"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     return out
 
@@ -66,7 +95,7 @@ def test_the_installed_command_resolves_the_recipe(installed):
     recipe = next(line for line in out.splitlines() if line.startswith("recipe: "))
     # the venv's copy of the package, not the checkout's
     assert recipe == f"recipe: {installed['site'] / 'selfsup' / 'recipes' / 'simclr_digits.yaml'}"
-    cfg = yaml.safe_load(out[out.index("\n", out.index("recipe: ")) + 1:])
+    cfg = yaml.safe_load(out[out.index("\n", out.index("recipe: ")) + 1 :])
     # configs/simclr_digits.yaml's values, not the generic defaults (a full ResNet-18, batch 256)
     assert (cfg["backbone"]["name"], cfg["backbone"]["width"], cfg["train"]["batch_size"]) == ("convnet", 0.5, 128)
     assert not list(installed["tmp"].glob("runs"))  # --print-config trains nothing
@@ -74,8 +103,19 @@ def test_the_installed_command_resolves_the_recipe(installed):
 
 def test_the_installed_command_trains_with_the_recipe(installed):
     run = installed["tmp"] / "r"
-    _selfsup(installed, "pretrain", "--method", "simclr", "--data", "digits", "--epochs", "1", "--out", str(run),
-             "train.device=cpu")
+    _selfsup(
+        installed,
+        "pretrain",
+        "--method",
+        "simclr",
+        "--data",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+        "train.device=cpu",
+    )
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert (cfg["backbone"]["name"], cfg["backbone"]["width"], cfg["method"]["temperature"]) == ("convnet", 0.5, 0.5)
     assert (run / "summary.json").is_file() and list((run / "checkpoints").iterdir())

@@ -2,6 +2,7 @@
 pyproject.toml (a layer imports only layers below it: applications > train > eval > engine > methods >
 parts > core); no module imports selfsup inside a function or another module's private names; ruff's
 lint rules hold."""
+
 from __future__ import annotations
 
 import shutil
@@ -27,18 +28,26 @@ def test_the_contract_fails_on_a_layer_violation(tmp_path):
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     bad = tmp_path / "selfsup" / "methods" / "simclr.py"
     bad.write_text(bad.read_text() + "\nfrom selfsup.train import loop  # noqa\n")
-    out = subprocess.run([exe, "--no-cache"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [exe, "--no-cache"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode != 0 and "selfsup.methods is not allowed to import selfsup.train" in out.stdout
 
 
-def test_ruff_finds_nothing():
-    """The lint rules in pyproject.toml: undefined and unused names, mutable defaults, == None."""
+def test_ruff_finds_nothing_and_the_code_is_formatted():
+    """The lint rules in pyproject.toml (undefined and unused names, mutable defaults, == None), and ruff's
+    formatter (line length 120): `ruff format selfsup tests benchmarks` fixes what this reports."""
     exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     assert exe, "ruff is part of the test extra: pip install -e '.[test]'"
-    out = subprocess.run([exe, "check", "--no-cache", "selfsup", "tests", "benchmarks"], cwd=ROOT,
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    for command in (["check"], ["format", "--check"]):
+        out = subprocess.run(
+            [exe, *command, "--no-cache", "selfsup", "tests", "benchmarks"], cwd=ROOT, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
 def test_the_core_layer_and_the_parts_type_check():
@@ -76,15 +85,25 @@ def _imports(path: Path):
 
 
 def test_no_module_imports_another_modules_private_names():
-    bad = [f"{p.relative_to(ROOT)}:{n.lineno} {n.module}.{a.name}" for p in (ROOT / "selfsup").rglob("*.py")
-           for n, _ in _imports(p) if hasattr(n, "module") for a in n.names
-           if a.name.startswith("_") and a.name != "__version__"]
+    bad = [
+        f"{p.relative_to(ROOT)}:{n.lineno} {n.module}.{a.name}"
+        for p in (ROOT / "selfsup").rglob("*.py")
+        for n, _ in _imports(p)
+        if hasattr(n, "module")
+        for a in n.names
+        if a.name.startswith("_") and a.name != "__version__"
+    ]
     assert not bad, "private names imported across modules (make them public or move them):\n" + "\n".join(bad)
 
 
 def test_no_selfsup_import_inside_a_function():
     """An import inside a function hides a dependency (and, between layers, a cycle). The one exception is
     the Python API in selfsup/__init__.py, above every layer: `import selfsup.data` must not load the loop."""
-    bad = [f"{p.relative_to(ROOT)}:{n.lineno}" for p in (ROOT / "selfsup").rglob("*.py")
-           if p != ROOT / "selfsup" / "__init__.py" for n, inside in _imports(p) if inside]
+    bad = [
+        f"{p.relative_to(ROOT)}:{n.lineno}"
+        for p in (ROOT / "selfsup").rglob("*.py")
+        if p != ROOT / "selfsup" / "__init__.py"
+        for n, inside in _imports(p)
+        if inside
+    ]
     assert not bad, "selfsup imports inside functions:\n" + "\n".join(bad)

@@ -5,6 +5,7 @@ classifier saved and used on new images, the images worth labelling next, and ne
 The images are scikit-learn's digits written as PNG files (always offline), so that the whole story
 runs in seconds; the assertions are real behaviour: accuracies far above chance, folds that
 partition the labels, a run that works after its training folder is gone."""
+
 from __future__ import annotations
 
 import csv
@@ -23,10 +24,25 @@ from selfsup.data.labelled import load_labelled
 from selfsup.eval.labelled import cross_validate, folds_for, per_class
 from test_cli import assert_clean_error, last_json, run_cli
 
-TINY = ["--no-recipe", "--batch-size", "64", "--epochs", "3", "backbone.name=convnet", "backbone.width=0.5",
-        "method.proj_hidden=64", "method.proj_dim=32", "method.temperature=0.5", "views.flip_p=0",
-        "views.blur_p=[0,0]", "views.crop_scale=[0.3,1]", "optim.lr=1.0", "optim.scale_lr=false",
-        "train.device=cpu", "train.log_every=5"]
+TINY = [
+    "--no-recipe",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "3",
+    "backbone.name=convnet",
+    "backbone.width=0.5",
+    "method.proj_hidden=64",
+    "method.proj_dim=32",
+    "method.temperature=0.5",
+    "views.flip_p=0",
+    "views.blur_p=[0,0]",
+    "views.crop_scale=[0.3,1]",
+    "optim.lr=1.0",
+    "optim.scale_lr=false",
+    "train.device=cpu",
+    "train.log_every=5",
+]
 
 
 def _save(img: torch.Tensor, path: Path) -> None:
@@ -67,8 +83,20 @@ def run(folders) -> Path:
     after pretraining must work from the checkpoint and the user's labels alone."""
     root = folders["root"]
     shutil.copytree(root / "flat", root / "flat_copy")
-    rc, out, err = run_cli(["pretrain", "--method", "simclr", "--data", "imagefolder", "--data-dir",
-                            str(root / "flat_copy"), "--out", str(root / "run"), *TINY])
+    rc, out, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(root / "flat_copy"),
+            "--out",
+            str(root / "run"),
+            *TINY,
+        ]
+    )
     assert rc == 0, err
     (root / "pretrain_stdout.txt").write_text(out)
     shutil.rmtree(root / "flat_copy")
@@ -81,7 +109,11 @@ def test_folder_side_is_chosen_from_the_data_and_recorded(run, folders):
     printed = (folders["root"] / "pretrain_stdout.txt").read_text()
     assert "imagefolder: training at 8 px (median shorter side of" in printed and "data.image_size=N" in printed
     meta = json.loads((run / "checkpoints" / "last" / "meta.json").read_text())
-    assert meta["input"]["channels"] == 1 and meta["input"]["stored_size"] == 8 and meta["num_samples"] == len(load_dataset("digits", "train"))
+    assert (
+        meta["input"]["channels"] == 1
+        and meta["input"]["stored_size"] == 8
+        and meta["num_samples"] == len(load_dataset("digits", "train"))
+    )
 
 
 def test_the_side_is_the_median_shorter_side_capped_for_the_cpu(tmp_path):
@@ -165,8 +197,9 @@ def test_eval_on_the_users_labels_cross_validated_and_on_a_test_folder(run, fold
     assert cv["evaluation"] == "stratified 5-fold cross-validation" and len(cv["fold_top1"]) == 5
     assert cv["top1"] > 0.5 and cv["top1_std"] >= 0  # chance is 0.1
     assert sum(map(sum, cv["confusion"])) == 100 and Path(cv["picture"]).is_file()
-    rc, out, err = run_cli(["eval", "linear", str(run), "--labels", str(root / "labels.csv"), "--test",
-                            str(root / "test")])
+    rc, out, err = run_cli(
+        ["eval", "linear", str(run), "--labels", str(root / "labels.csv"), "--test", str(root / "test")]
+    )
     assert rc == 0, err
     assert "held-out test set (200 images)" in out and "confusion matrix:" in out
     res = json.loads((run / "eval_linear_labels-labels.json").read_text())
@@ -177,8 +210,9 @@ def test_eval_on_the_users_labels_cross_validated_and_on_a_test_folder(run, fold
 def test_finetune_cluster_and_embed2d_on_the_users_labels(run, folders):
     root = folders["root"]
     # fine-tuning, cross-validated: one fine-tune per fold, every labelled image predicted once
-    rc, out, err = run_cli(["eval", "finetune", str(run), "--labels", str(root / "labelled"), "--folds", "2",
-                            "--epochs", "15", "--json"])
+    rc, out, err = run_cli(
+        ["eval", "finetune", str(run), "--labels", str(root / "labelled"), "--folds", "2", "--epochs", "15", "--json"]
+    )
     assert rc == 0, err
     cv = last_json(out)
     assert cv["evaluation"] == "stratified 2-fold cross-validation" and len(cv["fold_top1"]) == 2
@@ -198,8 +232,9 @@ def test_evaluate_from_python_on_the_users_labels_is_the_cli(run, folders):
     import selfsup
 
     root = folders["root"]
-    rc, out, err = run_cli(["eval", "linear", str(run), "--labels", str(root / "labels.csv"), "--test",
-                            str(root / "test"), "--json"])
+    rc, out, err = run_cli(
+        ["eval", "linear", str(run), "--labels", str(root / "labels.csv"), "--test", str(root / "test"), "--json"]
+    )
     assert rc == 0, err
     cli = last_json(out)
     api = selfsup.evaluate(str(run), "linear", labels=str(root / "labels.csv"), test=str(root / "test"))
@@ -214,8 +249,18 @@ def test_eval_without_labels_on_an_unlabelled_run_says_how_to_bring_them(run):
 
 
 def test_transfer_to_a_labelled_folder_without_a_test_split_is_cross_validated(run, folders):
-    rc, out, err = run_cli(["eval", "transfer", str(run), "--target", "imagefolder", "--target-dir",
-                            str(folders["root"] / "labelled"), "--json"])
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "transfer",
+            str(run),
+            "--target",
+            "imagefolder",
+            "--target-dir",
+            str(folders["root"] / "labelled"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     res = last_json(out)
     assert res["evaluation"].startswith("stratified") and res["pretrained"]["linear"] > 0.5
@@ -256,14 +301,22 @@ def test_classify_then_predict_new_images(run, folders, tmp_path):
     assert saved["input"]["stored_size"] == 8 and saved["input"]["channels"] == 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rc, out, err = run_cli(["predict", str(clf), str(root / "new"), "--out", str(tmp_path / "p.csv"),
-                                "--top-k", "3"])
+        rc, out, err = run_cli(
+            ["predict", str(clf), str(root / "new"), "--out", str(tmp_path / "p.csv"), "--top-k", "3"]
+        )
     assert rc == 0, err
     assert "40 predictions" in out and "1 unreadable files skipped" in out
     assert any("skipped 1 unreadable file" in str(w.message) for w in caught)
     rows = list(csv.DictReader(open(tmp_path / "p.csv")))
-    assert len(rows) == 40 and set(rows[0]) == {"path", "label", "probability", "label_2", "probability_2",
-                                                 "label_3", "probability_3"}
+    assert len(rows) == 40 and set(rows[0]) == {
+        "path",
+        "label",
+        "probability",
+        "label_2",
+        "probability_2",
+        "label_3",
+        "probability_3",
+    }
     probs = [float(r["probability"]) for r in rows]
     assert all(float(r["probability"]) >= float(r["probability_2"]) >= float(r["probability_3"]) for r in rows)
     assert all(0 < p <= 1 for p in probs)
@@ -285,12 +338,44 @@ def test_semi_supervised_classifier_from_the_run_and_from_scratch_then_predict(r
     """`selfsup semi` on the user's folder and labels CSV (paths relative to the folder), from the run's
     encoder and from scratch; both write what `predict` reads."""
     root = folders["root"]
-    rc, _, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--labels", str(root / "labelled"),
-                          "--out", str(tmp_path / "fix")])  # the folder it pretrained on is gone (a test above)
+    rc, _, err = run_cli(
+        [
+            "semi",
+            "--method",
+            "fixmatch",
+            "--init",
+            str(run),
+            "--labels",
+            str(root / "labelled"),
+            "--out",
+            str(tmp_path / "fix"),
+        ]
+    )  # the folder it pretrained on is gone (a test above)
     assert_clean_error(rc, err, "--data imagefolder --data-dir DIR")
-    rc, out, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--data", "imagefolder", "--data-dir",
-                            str(root / "flat"), "--labels", str(root / "in_flat.csv"), "--test", str(root / "test"),
-                            "--steps", "40", "--out", str(tmp_path / "fix"), "batch_size=16", "mu=2", "--json"])
+    rc, out, err = run_cli(
+        [
+            "semi",
+            "--method",
+            "fixmatch",
+            "--init",
+            str(run),
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(root / "flat"),
+            "--labels",
+            str(root / "in_flat.csv"),
+            "--test",
+            str(root / "test"),
+            "--steps",
+            "40",
+            "--out",
+            str(tmp_path / "fix"),
+            "batch_size=16",
+            "mu=2",
+            "--json",
+        ]
+    )
     assert rc == 0, err
     info = last_json(out)
     assert info["kind"] == "fixmatch" and info["num_labelled"] == 100 and info["num_unlabelled"] == 1438
@@ -299,16 +384,43 @@ def test_semi_supervised_classifier_from_the_run_and_from_scratch_then_predict(r
     assert info["settings"]["flip_p"] == 0.0  # the run's views: digits are not flipped
     rc, out, err = run_cli(["predict", str(tmp_path / "fix"), str(root / "new"), "--out", str(tmp_path / "p.csv")])
     assert rc == 0 and "40 predictions" in out, err
-    rc, out, err = run_cli(["semi", "--method", "supervised", "--data", "imagefolder", "--data-dir", str(root / "flat"),
-                            "--labels", str(root / "labels.csv"), "--steps", "20", "--out", str(tmp_path / "sup"),
-                            "--json"])
+    rc, out, err = run_cli(
+        [
+            "semi",
+            "--method",
+            "supervised",
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            str(root / "flat"),
+            "--labels",
+            str(root / "labels.csv"),
+            "--steps",
+            "20",
+            "--out",
+            str(tmp_path / "sup"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     info = last_json(out)
     assert info["from_scratch"] and info["estimate"]["top1"] is None and info["input"]["stored_size"] == 8
     rc, _, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--out", str(tmp_path / "x")])
     assert_clean_error(rc, err, "give the labels")
-    rc, _, err = run_cli(["semi", "--method", "fixmatch", "--init", str(run), "--labels", str(root / "labelled"),
-                          "--out", str(tmp_path / "y"), "threshhold=0.9"])
+    rc, _, err = run_cli(
+        [
+            "semi",
+            "--method",
+            "fixmatch",
+            "--init",
+            str(run),
+            "--labels",
+            str(root / "labelled"),
+            "--out",
+            str(tmp_path / "y"),
+            "threshhold=0.9",
+        ]
+    )
     assert_clean_error(rc, err, "did you mean 'threshold'")
 
 
@@ -323,8 +435,22 @@ def test_diagnostics_of_an_unlabelled_run_on_the_users_images(run, folders):
 
 def test_label_efficiency_on_the_users_labels(run, folders):
     root = folders["root"]
-    rc, out, err = run_cli(["eval", "semi", str(run), "--labels", str(root / "labelled"), "--test", str(root / "test"),
-                            "--fractions", "0.3,1", "--steps", "3", "--json"])
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "semi",
+            str(run),
+            "--labels",
+            str(root / "labelled"),
+            "--test",
+            str(root / "test"),
+            "--fractions",
+            "0.3,1",
+            "--steps",
+            "3",
+            "--json",
+        ]
+    )
     assert rc == 0, err
     rows = last_json(out)["rows"]
     assert [r["num_labelled"] for r in rows] == [30, 100]  # fractions of the user's 100 labels, class-balanced
@@ -336,8 +462,22 @@ def test_label_efficiency_on_the_users_labels(run, folders):
 
 def test_classify_with_finetuning_and_a_test_folder(run, folders, tmp_path):
     root = folders["root"]
-    rc, out, err = run_cli(["classify", str(run), "--labels", str(root / "labelled"), "--test", str(root / "test"),
-                            "--finetune", "--epochs", "5", "--out", str(tmp_path / "ft"), "--json"])
+    rc, out, err = run_cli(
+        [
+            "classify",
+            str(run),
+            "--labels",
+            str(root / "labelled"),
+            "--test",
+            str(root / "test"),
+            "--finetune",
+            "--epochs",
+            "5",
+            "--out",
+            str(tmp_path / "ft"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     info = last_json(out)
     assert info["kind"] == "finetune" and info["estimate"]["evaluation"] == "held-out test set"
@@ -358,8 +498,20 @@ def test_linear_head_folds_the_standardisation_exactly():
 
 @pytest.mark.parametrize("strategy", ["kcenter", "kmeans", "random"])
 def test_select_writes_a_labelling_sheet_and_a_contact_sheet(run, folders, tmp_path, strategy):
-    rc, out, err = run_cli(["select", str(run), "--n", "30", "--strategy", strategy, "--out",
-                            str(tmp_path / "to_label.csv"), "--images", str(folders["root"] / "flat")])
+    rc, out, err = run_cli(
+        [
+            "select",
+            str(run),
+            "--n",
+            "30",
+            "--strategy",
+            strategy,
+            "--out",
+            str(tmp_path / "to_label.csv"),
+            "--images",
+            str(folders["root"] / "flat"),
+        ]
+    )
     assert rc == 0, err
     rows = list(csv.DictReader(open(tmp_path / "to_label.csv")))
     assert len(rows) == 30 and len({r["path"] for r in rows}) == 30 and all(r["label"] == "" for r in rows)
@@ -367,8 +519,9 @@ def test_select_writes_a_labelling_sheet_and_a_contact_sheet(run, folders, tmp_p
     labelled = tmp_path / "filled.csv"  # filled in (here from the digits' own order), it is a --labels file
     truth = load_dataset("digits", "train").labels
     with open(labelled, "w", newline="") as f:
-        csv.writer(f).writerows([(folders["root"] / "flat" / r["path"], f"d{int(truth[int(r['path'][3:7])])}")
-                                 for r in rows])
+        csv.writer(f).writerows(
+            [(folders["root"] / "flat" / r["path"], f"d{int(truth[int(r['path'][3:7])])}") for r in rows]
+        )
     assert len(load_labelled(labelled, 1, 8)) == 30
     assert (tmp_path / "to_label.png").is_file()
 
@@ -377,8 +530,9 @@ def test_kcenter_covers_every_cluster_before_repeating_one():
     from selfsup.curate import kcenter_greedy, kmeans_representatives
 
     centres = torch.eye(6) * 10
-    x = torch.cat([c + 0.1 * torch.randn(50, 6, generator=torch.Generator().manual_seed(i))
-                   for i, c in enumerate(centres)])
+    x = torch.cat(
+        [c + 0.1 * torch.randn(50, 6, generator=torch.Generator().manual_seed(i)) for i, c in enumerate(centres)]
+    )
     cluster = torch.arange(6).repeat_interleave(50)
     assert len(set(cluster[kcenter_greedy(x, 6)].tolist())) == 6
     assert len(set(cluster[kmeans_representatives(x, 6)].tolist())) == 6
@@ -388,8 +542,21 @@ def test_kcenter_covers_every_cluster_before_repeating_one():
 def test_neighbors_grid_and_near_duplicates(run, folders, tmp_path):
     root = folders["root"]
     query = root / "flat" / "img0005.png"
-    rc, out, err = run_cli(["neighbors", str(run), "--query", str(query), "--k", "4", "--images", str(root / "flat"),
-                            "--out", str(tmp_path / "nb.png"), "--json"])
+    rc, out, err = run_cli(
+        [
+            "neighbors",
+            str(run),
+            "--query",
+            str(query),
+            "--k",
+            "4",
+            "--images",
+            str(root / "flat"),
+            "--out",
+            str(tmp_path / "nb.png"),
+            "--json",
+        ]
+    )
     assert rc == 0, err
     res = last_json(out)
     first = res["neighbors"][0][0]
@@ -398,8 +565,19 @@ def test_neighbors_grid_and_near_duplicates(run, folders, tmp_path):
     dup = tmp_path / "dupfolder"
     shutil.copytree(root / "labelled", dup)
     shutil.copy(dup / "digit3" / next(p.name for p in (dup / "digit3").iterdir()), dup / "digit3" / "copy.png")
-    rc, out, err = run_cli(["neighbors", str(run), "--duplicates", "--threshold", "0.9999", "--images", str(dup),
-                            "--out", str(tmp_path / "d.csv")])
+    rc, out, err = run_cli(
+        [
+            "neighbors",
+            str(run),
+            "--duplicates",
+            "--threshold",
+            "0.9999",
+            "--images",
+            str(dup),
+            "--out",
+            str(tmp_path / "d.csv"),
+        ]
+    )
     assert rc == 0, err
     rows = list(csv.DictReader(open(tmp_path / "d.csv")))
     assert any("copy.png" in (r["first"] + r["second"]) for r in rows)
@@ -416,8 +594,9 @@ def test_python_api_equals_the_cli(tmp_path):
     import selfsup
 
     over = ["data.limit=256", "train.max_steps=3", "train.monitor_train=0", "train.device=cpu"]
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--epochs", "1", "--out",
-                          str(tmp_path / "cli"), *over])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "cli"), *over]
+    )
     assert rc == 0, err
     selfsup.pretrain("simclr", "digits", epochs=1, out=str(tmp_path / "api"), overrides=over, progress_bar=False)
     a, b = (yaml.safe_load((tmp_path / r / "config.yaml").read_text()) for r in ("cli", "api"))
@@ -440,8 +619,20 @@ def test_report_shows_the_accuracy_on_the_users_labels(run, folders, tmp_path):
 
 def test_robustness_on_the_users_labels_needs_a_test_folder(run, folders):
     root = folders["root"]
-    rc, out, err = run_cli(["eval", "robustness", str(run), "--labels", str(root / "labelled"), "--test",
-                            str(root / "test"), "--corruptions", "noise,occlusion", "--json"])
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "robustness",
+            str(run),
+            "--labels",
+            str(root / "labelled"),
+            "--test",
+            str(root / "test"),
+            "--corruptions",
+            "noise,occlusion",
+            "--json",
+        ]
+    )
     assert rc == 0, err
     res = last_json(out)
     assert res["encoder"]["clean"] > 0.5 and len(res["encoder"]["noise"]) == 5

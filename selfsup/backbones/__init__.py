@@ -1,4 +1,5 @@
 """Encoders: ``create_backbone(name, in_channels, **kwargs)`` -> module with ``num_features``."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -27,10 +28,18 @@ def list_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float = 1.0,
-                    small_stem: bool = True, stem_stride: int = 1, image_size: int | None = None,
-                    patch_size: int = 4, pos_embed: str = "sincos", drop_path: float = 0.0,
-                    pool: str = "token") -> nn.Module:
+def create_backbone(
+    name: str = "resnet18",
+    in_channels: int = 3,
+    width: float = 1.0,
+    small_stem: bool = True,
+    stem_stride: int = 1,
+    image_size: int | None = None,
+    patch_size: int = 4,
+    pos_embed: str = "sincos",
+    drop_path: float = 0.0,
+    pool: str = "token",
+) -> nn.Module:
     """Build an encoder. Every backbone maps [B, in_channels, H, W] to [B, num_features].
     ``timm:NAME`` builds timm's model NAME (global-pooled features; ``image_size`` for ViTs).
 
@@ -44,7 +53,7 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
     """
     model: nn.Module
     if name.startswith(PREFIX):  # any timm model by name (random init; backbone.weights loads a file)
-        model = TimmBackbone(name[len(PREFIX):], in_channels, image_size)
+        model = TimmBackbone(name[len(PREFIX) :], in_channels, image_size)
         setattr(model, "backbone_args", {"name": name, "in_channels": in_channels, "image_size": image_size})
         return model
     build = BACKBONES.get(name, hint=f"; or {PREFIX}NAME for a timm model")
@@ -52,16 +61,25 @@ def create_backbone(name: str = "resnet18", in_channels: int = 3, width: float =
         if image_size is None:
             raise SelfsupError(f"{name} needs the image side (its position embeddings are per patch): image_size=...")
         if width != 1.0:
-            raise SelfsupError(f"{name}: width={width} applies to CNNs; pick a ViT size instead "
-                               f"({', '.join(VIT_SIZES)})")
-        args = dict(in_channels=in_channels, image_size=image_size, patch_size=patch_size, pos_embed=pos_embed,
-                    drop_path=drop_path, pool=pool)
+            raise SelfsupError(
+                f"{name}: width={width} applies to CNNs; pick a ViT size instead ({', '.join(VIT_SIZES)})"
+            )
+        args = dict(
+            in_channels=in_channels,
+            image_size=image_size,
+            patch_size=patch_size,
+            pos_embed=pos_embed,
+            drop_path=drop_path,
+            pool=pool,
+        )
         model = build(**args)
         setattr(model, "backbone_args", {"name": name, **args})
         return model
     if pool != "token":
-        raise SelfsupError(f"backbone.pool={pool!r} applies to ViTs ({', '.join(VIT_SIZES)}); a CNN's features are "
-                           "always the average of its last feature map")
+        raise SelfsupError(
+            f"backbone.pool={pool!r} applies to ViTs ({', '.join(VIT_SIZES)}); a CNN's features are "
+            "always the average of its last feature map"
+        )
     args = dict(in_channels=in_channels, width=width, small_stem=small_stem, stem_stride=stem_stride)
     model = build(**args)
     setattr(model, "backbone_args", {"name": name, **args})  # lets a method build a sibling (clone_backbone)
@@ -76,8 +94,10 @@ def clone_backbone(encoder: nn.Module, **changes) -> nn.Module:
     """
     args = getattr(encoder, "backbone_args", None)
     if args is None:
-        raise IncompatibleError(f"{type(encoder).__name__} was not built by create_backbone, so this method cannot build "
-                                f"a second encoder like it; pass a backbone name instead of a module")
+        raise IncompatibleError(
+            f"{type(encoder).__name__} was not built by create_backbone, so this method cannot build "
+            f"a second encoder like it; pass a backbone name instead of a module"
+        )
     return create_backbone(**{**args, **changes})
 
 

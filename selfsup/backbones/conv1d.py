@@ -10,6 +10,7 @@ Input: ``[B, C, H, W]`` read as the sequence ``x.flatten(2)`` of length H*W — 
 and the ``signals`` dataset's row-major ``[B, 1, 32, 32]`` layout both work — and the output,
 like every backbone's, is ``[B, num_features]`` (the mean over time of the last layer).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,12 +42,14 @@ class Conv1dEncoder(nn.Module):
         spec = _PAPER if not small_stem else ((4, stem_stride),) + ((4, 2),) * 4
         layers, prev = [], in_channels
         for k, s in spec:
-            layers += [_SameConv1d(prev, c, k, s, bias=False),
-                       # a per-sample norm: no statistics shared between the segments and images of a
-                       # batch, which a contrastive task could read (Henaff et al. 2019 replace
-                       # BatchNorm by LayerNorm in CPC's encoder for this reason)
-                       nn.GroupNorm(1, c),
-                       nn.ReLU(inplace=True)]
+            layers += [
+                _SameConv1d(prev, c, k, s, bias=False),
+                # a per-sample norm: no statistics shared between the segments and images of a
+                # batch, which a contrastive task could read (Henaff et al. 2019 replace
+                # BatchNorm by LayerNorm in CPC's encoder for this reason)
+                nn.GroupNorm(1, c),
+                nn.ReLU(inplace=True),
+            ]
             prev = c
         self.features = nn.Sequential(*layers)
         self.num_features = c

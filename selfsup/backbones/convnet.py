@@ -1,4 +1,5 @@
 """A four-block convnet: the smallest honest encoder, for tests and quick experiments."""
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ width multiplier for BasicBlock networks, any input channel count, and the small
 (3x3 stride-1 conv, no max-pool — the CIFAR variant SimCLR uses at 32 px). Module names match
 torchvision's ResNet (conv1, bn1, layer1..4) so weights export to it.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,14 @@ RESNET_LAYERS = {
 class ResNet(nn.Module):
     """ResNet trunk without the classifier: images [B,C,H,W] -> pooled features [B, num_features]."""
 
-    def __init__(self, depth: str = "resnet18", in_channels: int = 3, width: float = 1.0, small_stem: bool = True,
-                 stem_stride: int = 1):
+    def __init__(
+        self,
+        depth: str = "resnet18",
+        in_channels: int = 3,
+        width: float = 1.0,
+        small_stem: bool = True,
+        stem_stride: int = 1,
+    ):
         super().__init__()
         block, layers = RESNET_LAYERS[depth]
         widths = [max(8, int(round(64 * width * 2**i))) for i in range(4)]

@@ -12,6 +12,7 @@ so taps that only ever see padding (8 of 9 on a 1x1 map) cost nothing. The forwa
 gradient stay oneDNN's; everything else (GPU, grouped or dilated convolutions, larger maps) is plain
 ``nn.Conv2d``. The parameters and their names are nn.Conv2d's, so checkpoints and exports do not change.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,9 @@ def _valid(k: int, pad: int, stride: int, n_in: int, n_out: int) -> tuple[int, i
     return lo, hi
 
 
-def weight_grad(g: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int],
-                padding: tuple[int, int]) -> torch.Tensor:
+def weight_grad(
+    g: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> torch.Tensor:
     """dL/dW of a convolution (no groups, no dilation) from its output gradient g [N, Co, Ho, Wo] and its
     input x [N, Ci, H, W], as one matrix product per kernel tap: [Co, Ci, kh, kw]."""
     co, ci = g.shape[1], x.shape[1]
@@ -45,8 +47,11 @@ def weight_grad(g: torch.Tensor, x: torch.Tensor, kernel: tuple[int, int], strid
             if h0 >= h1 or w0 >= w1:
                 continue  # this tap sees only padding
             gs = gt[:, h0:h1, w0:w1].reshape(-1, co)
-            xs = xt[:, h0 * sh + i - ph:(h1 - 1) * sh + i - ph + 1:sh,
-                    w0 * sw + j - pw:(w1 - 1) * sw + j - pw + 1:sw].reshape(-1, ci)
+            xs = xt[
+                :,
+                h0 * sh + i - ph : (h1 - 1) * sh + i - ph + 1 : sh,
+                w0 * sw + j - pw : (w1 - 1) * sw + j - pw + 1 : sw,
+            ].reshape(-1, ci)
             gw[:, i, j] = gs.t() @ xs  # [Co, M] @ [M, Ci]
     return gw.permute(0, 3, 1, 2)
 
@@ -63,8 +68,9 @@ class _TapConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = torch.ops.aten.convolution_backward(g, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1],
-                                                     False, [0, 0], 1, [True, False, False])[0]
+            gx = torch.ops.aten.convolution_backward(
+                g, x, weight, None, list(ctx.stride), list(ctx.padding), [1, 1], False, [0, 0], 1, [True, False, False]
+            )[0]
         if ctx.needs_input_grad[1]:
             gw = weight_grad(g, x, weight.shape[2:], ctx.stride, ctx.padding)
         return gx, gw, None, None
@@ -84,9 +90,17 @@ class TapConv2d(nn.Conv2d):
         return _TapConv.apply(x, weight, self.stride, self.padding)
 
     def _taps(self, x: torch.Tensor) -> bool:
-        if (x.device.type != "cpu" or not torch.is_grad_enabled() or not self.weight.requires_grad
-                or self.bias is not None or self.groups != 1 or self.dilation != (1, 1)
-                or self.padding_mode != "zeros" or isinstance(self.padding, str) or x.dim() != 4):
+        if (
+            x.device.type != "cpu"
+            or not torch.is_grad_enabled()
+            or not self.weight.requires_grad
+            or self.bias is not None
+            or self.groups != 1
+            or self.dilation != (1, 1)
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+            or x.dim() != 4
+        ):
             return False
         ho = (x.shape[2] + 2 * self.padding[0] - self.kernel_size[0]) // self.stride[0] + 1
         wo = (x.shape[3] + 2 * self.padding[1] - self.kernel_size[1]) // self.stride[1] + 1

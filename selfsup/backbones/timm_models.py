@@ -5,6 +5,7 @@ timm (Wightman, "PyTorch Image Models") builds hundreds of architectures by name
 ([B, C, H, W] -> [B, num_features]). Nothing is downloaded: the model is built with random weights,
 and ``backbone.weights=FILE`` loads a local file the user brings (``load_backbone_weights``).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -30,8 +31,11 @@ class TimmBackbone(nn.Module):
 
         if not timm.is_model(name):
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
-            raise UnknownNameError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else "")
-                                   + " (timm.list_models('PATTERN*') lists them)")
+            raise UnknownNameError(
+                f"timm has no model {name!r}"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+                + " (timm.list_models('PATTERN*') lists them)"
+            )
         kwargs: dict[str, Any] = dict(pretrained=False, num_classes=0, in_chans=in_channels)
         model = None
         try:
@@ -59,8 +63,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise SelfsupError(f"backbone.weights={path}: not a weights file torch.load(weights_only=True) reads "
-                               f"({type(e).__name__}); give a .safetensors or a state dict saved with torch.save") from None
+            raise SelfsupError(
+                f"backbone.weights={path}: not a weights file torch.load(weights_only=True) reads "
+                f"({type(e).__name__}); give a .safetensors or a state dict saved with torch.save"
+            ) from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
@@ -83,12 +89,23 @@ def load_backbone_weights(encoder: nn.Module, path: str | Path) -> dict:
     ignored = [k for k in sd if k not in own and any(k.split("model.", 1)[-1].startswith(c) for c in _CLASSIFIER_KEYS)]
     unexpected = [k for k in sd if k not in own and k not in ignored]
     missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    shapes = [f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape]
+    shapes = [
+        f"{k} {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+    ]
     if unexpected or missing or shapes:
-        raise SelfsupError(f"backbone.weights={path} does not fit the {getattr(encoder, 'backbone_args', {}).get('name')} "
-                           f"backbone: " + "; ".join(p for p in (
-                             f"missing {missing[:3]}" if missing else "", f"unexpected {unexpected[:3]}" if unexpected
-                             else "", f"other shapes {shapes[:2]}" if shapes else "") if p)
-                           + ". Check backbone.name, width, small_stem and the input channels against the file's model")
+        raise SelfsupError(
+            f"backbone.weights={path} does not fit the {getattr(encoder, 'backbone_args', {}).get('name')} "
+            f"backbone: "
+            + "; ".join(
+                p
+                for p in (
+                    f"missing {missing[:3]}" if missing else "",
+                    f"unexpected {unexpected[:3]}" if unexpected else "",
+                    f"other shapes {shapes[:2]}" if shapes else "",
+                )
+                if p
+            )
+            + ". Check backbone.name, width, small_stem and the input channels against the file's model"
+        )
     encoder.load_state_dict({k: v for k, v in sd.items() if k in own}, strict=False)
     return {"loaded": len(sd) - len(ignored), "ignored": ignored}

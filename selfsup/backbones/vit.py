@@ -12,6 +12,7 @@ teacher reads every block's output (``block_outputs``).
 Position embeddings: fixed 2-D sine-cosine (MAE, MoCo v3; the default) or learned (the original
 ViT). ``forward`` returns the [CLS] token after the final LayerNorm: [B, dim].
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -35,8 +36,9 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
     if dim % 4:
         raise SelfsupError(f"sine-cosine position embeddings need a dim divisible by 4, got {dim}")
     omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim / 4))  # [d/4]
-    ys, xs = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64), indexing="ij"
+    )
 
     def axis(pos):
         out = pos.flatten()[:, None] * omega[None]  # [P, d/4]
@@ -48,8 +50,16 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
 class ViT(nn.Module):
     """[B, C, H, W] -> [CLS] features [B, dim]; see the module docstring for the other entry points."""
 
-    def __init__(self, size: str = "vit_tiny", in_channels: int = 3, image_size: int = 32, patch_size: int = 4,
-                 pos_embed: str = "sincos", drop_path: float = 0.0, pool: str = "token"):
+    def __init__(
+        self,
+        size: str = "vit_tiny",
+        in_channels: int = 3,
+        image_size: int = 32,
+        patch_size: int = 4,
+        pos_embed: str = "sincos",
+        drop_path: float = 0.0,
+        pool: str = "token",
+    ):
         super().__init__()
         from timm.layers import PatchEmbed
         from timm.models.vision_transformer import Block
@@ -61,11 +71,13 @@ class ViT(nn.Module):
         if pos_embed not in ("sincos", "learned"):
             raise SelfsupError(f"backbone.pos_embed={pos_embed!r}: choose sincos or learned")
         if pool not in ("token", "avg"):
-            raise SelfsupError(f"backbone.pool={pool!r}: choose token (the [CLS] output) or avg (the patch tokens' mean)")
+            raise SelfsupError(
+                f"backbone.pool={pool!r}: choose token (the [CLS] output) or avg (the patch tokens' mean)"
+            )
         self.pool = pool  # what forward returns (timm's global_pool): [CLS], or the mean of the patch tokens
         dim, depth, heads = VIT_SIZES[size]
         self.patch_size, self.grid = patch_size, image_size // patch_size
-        self.num_patches, self.num_features, self.num_heads = self.grid ** 2, dim, heads
+        self.num_patches, self.num_features, self.num_heads = self.grid**2, dim, heads
         # strict_img_size off: other sides (multi-crop's local crops) get interpolated positions
         self.patch_embed = PatchEmbed(image_size, patch_size, in_channels, dim, strict_img_size=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -75,9 +87,19 @@ class ViT(nn.Module):
         else:
             self.register_buffer("pos_embed", pos)  # fixed, but saved: a checkpoint says what it used
         rates = [drop_path * i / max(1, depth - 1) for i in range(depth)]  # stochastic depth, linear in depth
-        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio=4.0, qkv_bias=True, drop_path=r,
-                                           norm_layer=cast(type[nn.Module], partial(nn.LayerNorm, eps=1e-6)))
-                                     for r in rates])  # (timm's hint names a class; it calls any factory)
+        self.blocks = nn.ModuleList(
+            [
+                Block(
+                    dim,
+                    heads,
+                    mlp_ratio=4.0,
+                    qkv_bias=True,
+                    drop_path=r,
+                    norm_layer=cast(type[nn.Module], partial(nn.LayerNorm, eps=1e-6)),
+                )
+                for r in rates
+            ]
+        )  # (timm's hint names a class; it calls any factory)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self._init()
 
@@ -108,12 +130,19 @@ class ViT(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch embeddings plus positions: [B, C, H, W] -> [B, P, dim]."""
         if x.shape[-1] != x.shape[-2] or x.shape[-1] % self.patch_size:
-            raise SelfsupError(f"a ViT with {self.patch_size}-px patches needs square images whose side is a multiple "
-                               f"of {self.patch_size}, got {tuple(x.shape[-2:])}")
+            raise SelfsupError(
+                f"a ViT with {self.patch_size}-px patches needs square images whose side is a multiple "
+                f"of {self.patch_size}, got {tuple(x.shape[-2:])}"
+            )
         return self.patch_embed(x) + self.position(x.shape[-1] // self.patch_size)
 
-    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-               mask_token: torch.Tensor | None = None) -> torch.Tensor:
+    def tokens(
+        self,
+        x: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """All output tokens, [CLS] first: [B, 1 + P', dim] after the final norm.
 
         keep [B, K]: indices of the patches to run (MAE: the visible ones; P' = K).

@@ -110,16 +110,22 @@ def _check_labels(y: np.ndarray, n: Optional[int], path: Path, key: str = "label
         bad = ~np.isfinite(y) | (np.where(np.isfinite(y), y, 0) % 1 != 0)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DatasetError(f"{path}: {key} must be whole numbers (class indices 0..K-1); {int(bad.sum())} of {len(y)} are not, "
-                               f"the first is {key}[{i}] = {y[i].item()!r}")
+            raise DatasetError(
+                f"{path}: {key} must be whole numbers (class indices 0..K-1); {int(bad.sum())} of {len(y)} are not, "
+                f"the first is {key}[{i}] = {y[i].item()!r}"
+            )
     elif not np.issubdtype(y.dtype, np.integer):
-        raise DatasetError(f"{path}: {key} must be integers (class indices 0..K-1), got dtype {y.dtype}; "
-                           "map class names to indices and save the indices (names may go in 'classes')")
+        raise DatasetError(
+            f"{path}: {key} must be integers (class indices 0..K-1), got dtype {y.dtype}; "
+            "map class names to indices and save the indices (names may go in 'classes')"
+        )
     negative = y < 0
     if negative.any():
         i = int(np.flatnonzero(negative)[0])
-        raise DatasetError(f"{path}: {key} must be non-negative class indices; found {int(negative.sum())} negative "
-                           f"values, the first is {key}[{i}] = {y[i].item()!r}")
+        raise DatasetError(
+            f"{path}: {key} must be non-negative class indices; found {int(negative.sum())} negative "
+            f"values, the first is {key}[{i}] = {y[i].item()!r}"
+        )
     return y.astype(np.int64)
 
 
@@ -184,8 +190,10 @@ def load_array(split: str, root: Optional[Path], image_size: Optional[int]) -> I
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:  # pickled objects, truncated zip, ...
         raise DatasetError(f"{path}: cannot read array file ({exc}); save it again with numpy.savez") from None
     if data.images.ndim == 0 or len(data.images) == 0:
-        raise DatasetError(f"{path}: the {split} images array is empty (shape {data.images.shape}); "
-                           "save at least one image, shaped " + _ACCEPTED_SHAPES)
+        raise DatasetError(
+            f"{path}: the {split} images array is empty (shape {data.images.shape}); "
+            "save at least one image, shaped " + _ACCEPTED_SHAPES
+        )
     images = _to_uint8(_to_nchw(data.images, path), path)
     classes, label_tensor = data.classes, None
     if data.labels is not None:
@@ -193,15 +201,20 @@ def load_array(split: str, root: Optional[Path], image_size: Optional[int]) -> I
         values = data.label_values
         if classes is not None and y.size and y.max() >= len(classes):
             i = int(np.argmax(y >= len(classes)))
-            raise DatasetError(f"{path}: {data.label_key}[{i}] = {y[i]} is out of range for the {len(classes)} "
-                               f"names in 'classes' (labels must be 0..{len(classes) - 1}); fix the labels or "
-                               "add the missing class names")
+            raise DatasetError(
+                f"{path}: {data.label_key}[{i}] = {y[i]} is out of range for the {len(classes)} "
+                f"names in 'classes' (labels must be 0..{len(classes) - 1}); fix the labels or "
+                "add the missing class names"
+            )
         if classes is None and values is not None and values.size:
             if values[-1] != len(values) - 1 and first_time(("remap", str(path.resolve()), path.stat().st_mtime_ns)):
                 # not 0..K-1: remap, the same way for every split (and say so once per file, not per split)
-                warnings.warn(f"array: {path} labels are not 0..K-1 ({len(values)} distinct values from {values[0]} "
-                              f"to {values[-1]}); remapped to 0..{len(values) - 1} in sorted order (class names keep "
-                              "the original values; save a 'classes' array to name them yourself)", stacklevel=3)
+                warnings.warn(
+                    f"array: {path} labels are not 0..K-1 ({len(values)} distinct values from {values[0]} "
+                    f"to {values[-1]}); remapped to 0..{len(values) - 1} in sorted order (class names keep "
+                    "the original values; save a 'classes' array to name them yourself)",
+                    stacklevel=3,
+                )
             if values[-1] != len(values) - 1:
                 y = np.searchsorted(values, y)
             classes = [str(v) for v in values]

@@ -1,4 +1,5 @@
 """What the loop hands a method each step."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -19,5 +20,11 @@ class Batch:
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.images), move(self.index), move(self.labels), [move(v) for v in self.views],
-                     move(self.texts), None if self.boxes is None else [move(b) for b in self.boxes])
+        return Batch(
+            move(self.images),
+            move(self.index),
+            move(self.labels),
+            [move(v) for v in self.views],
+            move(self.texts),
+            None if self.boxes is None else [move(b) for b in self.boxes],
+        )

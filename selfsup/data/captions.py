@@ -10,6 +10,7 @@ image-text reference point, and every number on these sets says the captions are
 Users bring their own pairs as an image folder with a ``captions.tsv`` (file name, tab, caption):
 ``selfsup.data.folder.load_captions_file``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,13 +22,30 @@ from selfsup.data.dataset import ImageDataset
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import load_fashion_mnist
 
-FASHION_NAMES = [["t-shirt", "top", "tee"], ["trouser", "pair of trousers", "pants"], ["pullover", "sweater", "jumper"],
-                 ["dress", "gown"], ["coat", "jacket"], ["sandal", "open shoe"], ["shirt", "blouse"],
-                 ["sneaker", "trainer", "running shoe"], ["bag", "handbag"], ["ankle boot", "boot"]]
-DIGIT_NAMES = [[w, str(d)] for d, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
-                                                 "nine"])]
-TEMPLATES = ["a photo of a {adj} {name}", "a {adj} {name}", "{name}, {adj}", "an image showing a {adj} {name}",
-             "this is a {adj} {name}", "a picture of one {adj} {name}", "{adj} {name} on a black background"]
+FASHION_NAMES = [
+    ["t-shirt", "top", "tee"],
+    ["trouser", "pair of trousers", "pants"],
+    ["pullover", "sweater", "jumper"],
+    ["dress", "gown"],
+    ["coat", "jacket"],
+    ["sandal", "open shoe"],
+    ["shirt", "blouse"],
+    ["sneaker", "trainer", "running shoe"],
+    ["bag", "handbag"],
+    ["ankle boot", "boot"],
+]
+DIGIT_NAMES = [
+    [w, str(d)] for d, w in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+]
+TEMPLATES = [
+    "a photo of a {adj} {name}",
+    "a {adj} {name}",
+    "{name}, {adj}",
+    "an image showing a {adj} {name}",
+    "this is a {adj} {name}",
+    "a picture of one {adj} {name}",
+    "{adj} {name} on a black background",
+]
 
 
 def attributes(images: torch.Tensor) -> list[list[str]]:
@@ -38,8 +56,9 @@ def attributes(images: torch.Tensor) -> list[list[str]]:
     bright = (x * fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp_min(1)
     cols = fg.any(1).float().sum(1)  # columns the item spans
     words = []
-    for a, b, w in zip((area > area.median()).tolist(), (bright > bright.median()).tolist(),
-                       (cols > cols.median()).tolist()):
+    for a, b, w in zip(
+        (area > area.median()).tolist(), (bright > bright.median()).tolist(), (cols > cols.median()).tolist()
+    ):
         words.append(["large" if a else "small", "light" if b else "dark", "wide" if w else "narrow"])
     return words
 
@@ -50,7 +69,7 @@ def caption(names: list[list[str]], labels: torch.Tensor, images: torch.Tensor, 
     out = []
     for y, words in zip(labels.tolist(), attributes(images)):
         pick = lambda n: int(torch.randint(n, (1,), generator=g))  # noqa: E731
-        chosen = [words[i] for i in sorted(torch.randperm(3, generator=g)[:1 + pick(2)].tolist())]
+        chosen = [words[i] for i in sorted(torch.randperm(3, generator=g)[: 1 + pick(2)].tolist())]
         adj = " and ".join(chosen) if pick(2) else " ".join(chosen)
         out.append(TEMPLATES[pick(len(TEMPLATES))].format(adj=adj, name=names[y][pick(len(names[y]))]))
     return out

@@ -86,8 +86,9 @@ def safe_unpickle(path: Path) -> dict:
             f"batch - re-fetch the 'python version' archive from {_CIFAR_URL} and extract it again"
         ) from exc
     if not isinstance(obj, dict):
-        raise DatasetError(f"{path}: expected a dict, got {type(obj).__name__}; not a CIFAR batch - re-fetch it "
-                           f"from {_CIFAR_URL}")
+        raise DatasetError(
+            f"{path}: expected a dict, got {type(obj).__name__}; not a CIFAR batch - re-fetch it from {_CIFAR_URL}"
+        )
     return obj
 
 
@@ -125,12 +126,16 @@ def _find_cifar_folder(spec: _CifarSpec, split: str, root: Optional[Path]) -> Pa
         present = [f for f in files if (folder / f).is_file()]
         if present:
             missing = [f for f in files if f not in present]
-            raise DatasetError(f"{spec.name} ({split}): {folder} holds {', '.join(present)} but not "
-                               f"{', '.join(missing)}: the extraction is incomplete; extract the archive again")
+            raise DatasetError(
+                f"{spec.name} ({split}): {folder} holds {', '.join(present)} but not "
+                f"{', '.join(missing)}: the extraction is incomplete; extract the archive again"
+            )
         other = _CIFAR100 if spec is _CIFAR10 else _CIFAR10
         if folder.is_dir() and all((folder / f).is_file() for f in other.train_files + other.test_files):
-            raise DatasetError(f"{spec.name}: {folder} holds {other.name}, not {spec.name}; "
-                               f"use --data {other.name}, or point --data-dir at the {spec.folder} folder")
+            raise DatasetError(
+                f"{spec.name}: {folder} holds {other.name}, not {spec.name}; "
+                f"use --data {other.name}, or point --data-dir at the {spec.folder} folder"
+            )
     looked = ", ".join(str(c) for c in dict.fromkeys(candidates))
     looked = looked or "nowhere (no --data-dir, SELFSUP_DATA unset)"
     raise DatasetError(
@@ -178,8 +183,10 @@ def _load_cifar(spec: _CifarSpec, split: str, root: Optional[Path]) -> ImageData
     classes = _cifar_classes(folder, spec)
     limit = len(classes) if classes is not None else 100
     if labels.size and (labels.min() < 0 or labels.max() >= limit):
-        raise DatasetError(f"{folder}: {spec.name} labels must be 0..{limit - 1}, found {labels.min()}..{labels.max()}; "
-                           f"the files are not {spec.name} batches - re-fetch them from {_CIFAR_URL}")
+        raise DatasetError(
+            f"{folder}: {spec.name} labels must be 0..{limit - 1}, found {labels.min()}..{labels.max()}; "
+            f"the files are not {spec.name} batches - re-fetch them from {_CIFAR_URL}"
+        )
     return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, spec.name)
 
 

@@ -10,6 +10,7 @@ recognises a sneaker can then predict its colour, which is the premise of colori
 images (the sky is blue, grass is green). Colours are drawn from a seed per split, so every load
 gives the same images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,9 @@ HUE_NOISE = 0.03
 SATURATION = (0.6, 1.0)
 
 
-def colorize(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int,
-             by_class: bool = True) -> torch.Tensor:
+def colorize(
+    images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int, by_class: bool = True
+) -> torch.Tensor:
     """uint8 [N, 1, H, W] grey + labels [N] -> uint8 [N, 3, H, W] tinted by class (``by_class``), or by a hue
     drawn uniformly per image, independent of the class."""
     g = torch.Generator().manual_seed(seed)
@@ -48,12 +50,15 @@ def _colored(base, name: str, by_class: bool = True):
     def load(split: str, root: Optional[Path], image_size: Optional[int]) -> ImageDataset:
         ds = base(split, root, image_size)
         seed = {"train": 0, "test": 1}.get(split, 2)
-        return ImageDataset(colorize(ds.images, ds.labels, len(ds.classes), seed, by_class), ds.labels, ds.classes,
-                            name)
+        return ImageDataset(
+            colorize(ds.images, ds.labels, len(ds.classes), seed, by_class), ds.labels, ds.classes, name
+        )
 
-    load.__doc__ = (f"SYNTHETIC colour version of {base.__name__[5:]}: "
-                    + ("hue by class" if by_class else "a random hue per image, independent of the class")
-                    + " (selfsup.data.colored).")
+    load.__doc__ = (
+        f"SYNTHETIC colour version of {base.__name__[5:]}: "
+        + ("hue by class" if by_class else "a random hue per image, independent of the class")
+        + " (selfsup.data.colored)."
+    )
     return load
 
 

@@ -52,18 +52,13 @@ class ImageDataset:
     def __post_init__(self) -> None:
         """Check dtypes and shapes; make the tensors contiguous."""
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise SelfsupError(
-                f"images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
-            )
+            raise SelfsupError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
         if self.images.shape[1] not in (1, 3):
             raise SelfsupError(f"images must have 1 or 3 channels, got {self.images.shape[1]}")
         self.images = self.images.contiguous()
         if self.labels is not None:
             if self.labels.dim() != 1 or len(self.labels) != len(self.images):
-                raise SelfsupError(
-                    f"labels must be [N={len(self.images)}], got {tuple(self.labels.shape)}"
-                )
+                raise SelfsupError(f"labels must be [N={len(self.images)}], got {tuple(self.labels.shape)}")
             self.labels = self.labels.to(torch.int64).contiguous()
         if self.captions is not None and len(self.captions) != len(self.images):
             raise SelfsupError(f"{len(self.captions)} captions for {len(self.images)} images")
@@ -222,7 +217,6 @@ def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         w = torch.tensor([19595, 38470, 7471], dtype=torch.int64, device=images.device).view(1, 3, 1, 1)
         return (((images.long() * w).sum(1, keepdim=True) + 32768) >> 16).to(torch.uint8)
     raise SelfsupError(f"cannot map {c}-channel images to the encoder's {channels} channels")
-
 
 
 def counted(n: int, noun: str) -> str:

@@ -97,12 +97,15 @@ def warn_skipped(skipped: list[Path]) -> None:
         return
     denied = [p for p in skipped if str(p) in _DENIED]
     broken = [p for p in skipped if str(p) not in _DENIED]
-    for paths, why in ((denied, "permission denied: make them readable (chmod +r) or move them out"),
-                       (broken, "corrupt, truncated or empty; delete or re-export them to silence this")):
+    for paths, why in (
+        (denied, "permission denied: make them readable (chmod +r) or move them out"),
+        (broken, "corrupt, truncated or empty; delete or re-export them to silence this"),
+    ):
         if paths:
             shown = ", ".join(str(p) for p in paths[:5]) + (", ..." if len(paths) > 5 else "")
-            warnings.warn(f"imagefolder: skipped {counted(len(paths), 'unreadable file')}: {shown} ({why})",
-                          stacklevel=4)
+            warnings.warn(
+                f"imagefolder: skipped {counted(len(paths), 'unreadable file')}: {shown} ({why})", stacklevel=4
+            )
 
 
 def stack_images(arrays: list[np.ndarray]) -> torch.Tensor:

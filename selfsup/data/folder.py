@@ -18,8 +18,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from selfsup.data.dataset import (SPLITS, DatasetError, ImageDataset, counted, first_time, require_root,
-                                  shown_paths)
+from selfsup.data.dataset import SPLITS, DatasetError, ImageDataset, counted, first_time, require_root, shown_paths
 from selfsup.data.decode import decode_all, stack_images, warn_skipped
 
 IMAGE_EXTENSIONS = frozenset(
@@ -51,8 +50,11 @@ def _walk(folder: Path) -> list[Path]:
             continue
         files += [Path(top) / n for n in names]
     if runs and first_time(("runs", str(folder.resolve()), tuple(runs))):
-        warnings.warn(f"imagefolder: left out {counted(len(runs), 'selfsup run directory')} inside the data folder: "
-                      f"{shown_paths(runs, folder)} (write runs outside the images' folder)", stacklevel=4)
+        warnings.warn(
+            f"imagefolder: left out {counted(len(runs), 'selfsup run directory')} inside the data folder: "
+            f"{shown_paths(runs, folder)} (write runs outside the images' folder)",
+            stacklevel=4,
+        )
     return files
 
 
@@ -81,15 +83,12 @@ def list_other_files(folder: Path) -> list[Path]:
     return sorted(out)
 
 
-
 def split_folder(root: Path, split: str) -> Path:
     """Pick ``root/train`` or ``root/test`` when present; explain the layout otherwise."""
     if (root / "train").is_dir():
         if (root / split).is_dir():
             return root / split
-        raise DatasetError(
-            f"imagefolder: {root} has train/ but no {split}/ folder; add {root / split}/<class>/..."
-        )
+        raise DatasetError(f"imagefolder: {root} has train/ but no {split}/ folder; add {root / split}/<class>/...")
     if split == "test":
         raise DatasetError(
             f"imagefolder: {root} has no test split. Arrange it as {root}/train/<class>/*.png and "
@@ -121,7 +120,6 @@ def class_of(files: list[Path], folder: Path, names: list[str]) -> tuple[Optiona
         return None, None
     index = {c: i for i, c in enumerate(names)}
     return list(names), np.array([index[parts[0]] for parts in rel], dtype=np.int64)
-
 
 
 AUTO_SIZE_CAP = 64  # the largest side chosen for a folder by itself: CPU training cost grows with its square
@@ -176,7 +174,11 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
     folder = split_folder(root, split)
     files, others = list_image_files(folder), list_other_files(folder)
     if not files:
-        held = f"it holds {counted(len(others), 'other file')} ({shown_paths(others, folder)})" if others else "it is empty"
+        held = (
+            f"it holds {counted(len(others), 'other file')} ({shown_paths(others, folder)})"
+            if others
+            else "it is empty"
+        )
         raise DatasetError(
             f"imagefolder: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in {folder}: {held}; "
             "pass --data-dir pointing at a folder of images"
@@ -186,8 +188,11 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
     ok = np.array([a is not None for a in decoded], dtype=bool)
     warn_skipped([f for f, good in zip(files, ok) if not good])
     if others:
-        warnings.warn(f"imagefolder: ignored {counted(len(others), 'non-image file')} (no image extension, or hidden) "
-                      f"in {folder}: {shown_paths(others, folder)}", stacklevel=3)
+        warnings.warn(
+            f"imagefolder: ignored {counted(len(others), 'non-image file')} (no image extension, or hidden) "
+            f"in {folder}: {shown_paths(others, folder)}",
+            stacklevel=3,
+        )
     if not ok.any():
         raise DatasetError(
             f"imagefolder: none of the {len(files)} image files in {folder} could be decoded "
@@ -198,15 +203,17 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
     if classes is not None:
         empty = [c for i, c in enumerate(classes) if not (labels[ok] == i).any()]
         if empty:
-            warnings.warn(f"imagefolder: {len(empty)} of {len(classes)} classes have no readable images in {folder}: "
-                          f"{', '.join(empty)}; each keeps its label, so labels name the same class in every split",
-                          stacklevel=3)
-    ds = ImageDataset(images, label_tensor, classes, "imagefolder",
-                      files=[str(f.resolve()) for f, good in zip(files, ok) if good])
+            warnings.warn(
+                f"imagefolder: {len(empty)} of {len(classes)} classes have no readable images in {folder}: "
+                f"{', '.join(empty)}; each keeps its label, so labels name the same class in every split",
+                stacklevel=3,
+            )
+    ds = ImageDataset(
+        images, label_tensor, classes, "imagefolder", files=[str(f.resolve()) for f, good in zip(files, ok) if good]
+    )
     if (folder / "captions.tsv").is_file():  # image-text pairs for CLIP: file name <TAB> caption
         ds = load_captions_file(folder, ds, [str(Path(f).relative_to(folder)) for f, good in zip(files, ok) if good])
     return ds
-
 
 
 def load_captions_file(folder: Path, dataset: ImageDataset, files: list[str]) -> ImageDataset:
@@ -214,8 +221,10 @@ def load_captions_file(folder: Path, dataset: ImageDataset, files: list[str]) ->
     ``dataset`` whose images came from ``files`` (relative paths, same order). Every image needs one."""
     path = Path(folder) / "captions.tsv"
     if not path.is_file():
-        raise DatasetError(f"{path} not found: an image-text method needs a captions.tsv next to the images "
-                           f"(one line per image: file name, a tab, its caption)")
+        raise DatasetError(
+            f"{path} not found: an image-text method needs a captions.tsv next to the images "
+            f"(one line per image: file name, a tab, its caption)"
+        )
     with open(path, newline="", encoding="utf-8") as f:
         table = {row[0]: row[1] for row in csv.reader(f, delimiter="\t") if len(row) >= 2}
     missing = [p for p in files if p not in table and Path(p).name not in table]

@@ -11,6 +11,7 @@ optional. A file named but not found is an error that lists the first few, becau
 label sheet silently dropping images would bias every number; a file that exists but cannot be
 decoded is skipped and counted in one warning, as the image-folder loader does.
 """
+
 from __future__ import annotations
 
 import csv
@@ -36,12 +37,16 @@ def _label_order(names: set[str]) -> list[str]:
 def _from_folder(folder: Path) -> tuple[list[Path], list[str], list[str]]:
     files = list_image_files(folder)
     if not files:
-        raise DatasetError(f"labels: no image files below {folder}; a labelled folder holds one sub-folder per "
-                           f"class (DIR/<class>/*.png)")
+        raise DatasetError(
+            f"labels: no image files below {folder}; a labelled folder holds one sub-folder per "
+            f"class (DIR/<class>/*.png)"
+        )
     names, labels = class_of(files, folder, class_folders(folder, folder))
     if names is None:
-        raise DatasetError(f"labels: {folder} is not a folder of class sub-folders (every image at DIR/<class>/file, "
-                           f"at least two classes); arrange it so, or list the images in a CSV of path,label rows")
+        raise DatasetError(
+            f"labels: {folder} is not a folder of class sub-folders (every image at DIR/<class>/file, "
+            f"at least two classes); arrange it so, or list the images in a CSV of path,label rows"
+        )
     return files, [names[i] for i in labels], names
 
 
@@ -68,14 +73,17 @@ def _from_csv(path: Path, search: Sequence[Path]) -> tuple[list[Path], list[str]
         files.append(found)
     if missing:
         looked = ", ".join(str(b) for b in bases)
-        raise DatasetError(f"labels: {counted(len(missing), 'image')} listed in {path} not found (e.g. "
-                           f"{', '.join(missing[:3])}); paths are looked up relative to {looked}, or absolute")
+        raise DatasetError(
+            f"labels: {counted(len(missing), 'image')} listed in {path} not found (e.g. "
+            f"{', '.join(missing[:3])}); paths are looked up relative to {looked}, or absolute"
+        )
     labels = [r[1].strip() for r in rows]
     return files, labels, _label_order(set(labels))
 
 
-def load_labelled(source: str | Path, channels: int, size: int, classes: Optional[list[str]] = None,
-                  search: Sequence[str | Path] = ()) -> ImageDataset:
+def load_labelled(
+    source: str | Path, channels: int, size: int, classes: Optional[list[str]] = None, search: Sequence[str | Path] = ()
+) -> ImageDataset:
     """A labelled set from ``source`` (a folder of class sub-folders or a .csv of path,label rows),
     decoded to uint8 [N, ``channels``, ``size``, ``size``] (shorter side resized, centre-cropped,
     as the image-folder dataset decodes). ``classes``: the class list of the labels it goes with (a
@@ -97,8 +105,10 @@ def load_labelled(source: str | Path, channels: int, size: int, classes: Optiona
             raise DatasetError(f"labels: {src} names one class ({classes[0]}); a classifier needs at least two")
     unknown = sorted(set(names) - set(classes))
     if unknown:
-        raise DatasetError(f"labels: {src} has classes the labelled set does not ({', '.join(unknown[:5])}); "
-                           f"its classes are {', '.join(classes)}")
+        raise DatasetError(
+            f"labels: {src} has classes the labelled set does not ({', '.join(unknown[:5])}); "
+            f"its classes are {', '.join(classes)}"
+        )
     images, kept = decode_files(files, channels, size)
     index = {c: i for i, c in enumerate(classes)}
     name_of = {str(f.resolve()): n for f, n in zip(files, names)}
@@ -113,25 +123,31 @@ def decode_files(files: list[Path], channels: int, size: int) -> tuple[torch.Ten
     ok = [a is not None for a in decoded]
     warn_skipped([f for f, good in zip(files, ok) if not good])
     if not any(ok):
-        raise DatasetError(f"none of the {len(files)} image files could be decoded (corrupt, truncated or empty): "
-                           f"{shown_paths(files, files[0].parent)}")
+        raise DatasetError(
+            f"none of the {len(files)} image files could be decoded (corrupt, truncated or empty): "
+            f"{shown_paths(files, files[0].parent)}"
+        )
     images = match_channels(stack_images([a for a in decoded if a is not None]), channels)
     return images, [str(f.resolve()) for f, good in zip(files, ok) if good]
 
 
-def image_batches(files: list[Path], channels: int, size: int, batch_size: int, desc: str = "decoding",
-                  progress: bool = True) -> Iterator[tuple[list[Path], torch.Tensor, list[Path]]]:
+def image_batches(
+    files: list[Path], channels: int, size: int, batch_size: int, desc: str = "decoding", progress: bool = True
+) -> Iterator[tuple[list[Path], torch.Tensor, list[Path]]]:
     """Decode ``files`` ``batch_size`` at a time (never all at once): yields (the files decoded, their
     uint8 images [n, channels, size, size], the files of this batch that could not be decoded)."""
     from tqdm import tqdm
 
     with tqdm(total=len(files), desc=desc, unit="img", disable=not progress) as bar:
         for i in range(0, len(files), batch_size):
-            chunk = files[i:i + batch_size]
+            chunk = files[i : i + batch_size]
             decoded = decode_all(chunk, size)
             good = [(f, a) for f, a in zip(chunk, decoded) if a is not None]
-            images = (match_channels(stack_images([a for _, a in good]), channels) if good
-                      else torch.zeros(0, channels, size, size, dtype=torch.uint8))
+            images = (
+                match_channels(stack_images([a for _, a in good]), channels)
+                if good
+                else torch.zeros(0, channels, size, size, dtype=torch.uint8)
+            )
             yield [f for f, _ in good], images, [f for f, a in zip(chunk, decoded) if a is None]
             bar.update(len(chunk))
 

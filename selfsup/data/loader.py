@@ -4,6 +4,7 @@ No DataLoader worker processes: indexing a uint8 tensor already in memory costs 
 per batch, and the augmentation runs batched on the training device afterwards, so workers
 would only add inter-process copies.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator
@@ -15,16 +16,25 @@ from selfsup.errors import SelfsupError
 
 
 class InMemoryLoader:
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1,
-                 order_fn: Callable[[int, torch.Generator], torch.Tensor | None] | None = None,
-                 texts: torch.Tensor | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        order_fn: Callable[[int, torch.Generator], torch.Tensor | None] | None = None,
+        texts: torch.Tensor | None = None,
+    ):
         """``order_fn(epoch, generator)`` may replace the epoch's permutation with any N indices
         (a method's ``epoch_order``: DeepCluster's uniform sampling over clusters); None = permute.
         ``texts``: caption tokens [N, L] handed out with their images (CLIP)."""
         if batch_size > len(images) // world_size:
-            raise SelfsupError(f"batch size {batch_size} exceeds the {len(images)} training images per process; "
-                               f"use --batch-size {max(1, len(images) // world_size)} or smaller")
+            raise SelfsupError(
+                f"batch size {batch_size} exceeds the {len(images)} training images per process; "
+                f"use --batch-size {max(1, len(images) // world_size)} or smaller"
+            )
         self.images, self.labels = images, labels
         self.batch_size, self.seed = batch_size, seed
         self.rank, self.world_size = rank, world_size
@@ -43,14 +53,16 @@ class InMemoryLoader:
         if perm is None:
             perm = torch.randperm(len(self.images), generator=g)
         elif perm.shape != (len(self.images),):
-            raise SelfsupError(f"order_fn gave {tuple(perm.shape)} indices for epoch {epoch}; an epoch has "
-                               f"{len(self.images)} (one per training image, repeats allowed)")
+            raise SelfsupError(
+                f"order_fn gave {tuple(perm.shape)} indices for epoch {epoch}; an epoch has "
+                f"{len(self.images)} (one per training image, repeats allowed)"
+            )
         # each process takes a disjoint strided share, so no image is seen twice per epoch
-        return perm[self.rank::self.world_size]
+        return perm[self.rank :: self.world_size]
 
     def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
         for s in range(start_step, len(self)):
-            idx = order[s * self.batch_size:(s + 1) * self.batch_size]
+            idx = order[s * self.batch_size : (s + 1) * self.batch_size]
             labels = self.labels[idx] if self.labels is not None else None
             yield Batch(self.images[idx], idx, labels, texts=self.texts[idx] if self.texts is not None else None)

@@ -24,8 +24,12 @@ from typing import Callable, Optional
 from selfsup.data.arrays import load_array
 from selfsup.data.captions import load_captioned_digits, load_captioned_fashion_mnist
 from selfsup.data.cifar import load_cifar10, load_cifar100
-from selfsup.data.colored import (load_color_digits, load_color_fashion_mnist, load_tinted_digits,
-                                  load_tinted_fashion_mnist)
+from selfsup.data.colored import (
+    load_color_digits,
+    load_color_fashion_mnist,
+    load_tinted_digits,
+    load_tinted_fashion_mnist,
+)
 from selfsup.data.dataset import SPLITS, DatasetError, ImageDataset, resize_images
 from selfsup.data.digits import load_digits
 from selfsup.data.fashion_mnist import load_fashion_mnist
@@ -39,9 +43,15 @@ __all__ = ["DATASETS", "Loader", "list_datasets", "load_dataset"]
 Loader = Callable[[str, Optional[Path], Optional[int]], ImageDataset]
 
 DATASETS: Registry[Loader] = Registry("dataset", error=DatasetError)
-for _name, _loader in (("fashion-mnist", load_fashion_mnist), ("digits", load_digits), ("cifar10", load_cifar10),
-                       ("cifar100", load_cifar100), ("imagefolder", load_imagefolder), ("array", load_array),
-                       ("signals", load_signals)):
+for _name, _loader in (
+    ("fashion-mnist", load_fashion_mnist),
+    ("digits", load_digits),
+    ("cifar10", load_cifar10),
+    ("cifar100", load_cifar100),
+    ("imagefolder", load_imagefolder),
+    ("array", load_array),
+    ("signals", load_signals),
+):
     DATASETS.add(_name, _loader)
 
 # synthetic colour sets (hue by class) for the colour pretext tasks: colorization, split-brain
@@ -81,4 +91,3 @@ def load_dataset(
     if image_size is not None and tuple(ds.images.shape[-2:]) != (image_size, image_size):
         ds = dataclasses.replace(ds, images=resize_images(ds.images, image_size))
     return ds
-

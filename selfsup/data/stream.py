@@ -18,6 +18,7 @@ A file that cannot be decoded is only found when its batch is read: it is replac
 of its batch (the dataset cannot shrink mid-epoch without shifting every index, and the batch keeps
 its size) and counted in a warning.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -53,7 +54,9 @@ class LazyImages:
     def decode(self, rows: list[int], threads: bool = True) -> torch.Tensor:
         """uint8 [len(rows), C, S, S]; unreadable files as zeros (counted in ``unreadable``)."""
         files = [self.files[i] for i in rows]
-        arrays = decode_all(files, self.size) if threads and len(files) > 8 else [decode_image(f, self.size) for f in files]
+        arrays = (
+            decode_all(files, self.size) if threads and len(files) > 8 else [decode_image(f, self.size) for f in files]
+        )
         out = torch.zeros((len(rows), self.channels, self.size, self.size), dtype=torch.uint8)
         for k, (i, a) in enumerate(zip(rows, arrays)):
             if a is None:
@@ -103,8 +106,9 @@ class StreamedImageFolder:
         rows = rows.nonzero().flatten() if rows.dtype == torch.bool else rows.reshape(-1)
         files = [self.images.files[int(i)] for i in rows]
         labels = None if self.labels is None else self.labels[rows]
-        return StreamedImageFolder(LazyImages(files, self.images.size, self.images.channels), labels, self.classes,
-                                   self.name)
+        return StreamedImageFolder(
+            LazyImages(files, self.images.size, self.images.channels), labels, self.classes, self.name
+        )
 
 
 def load_imagefolder_stream(split: str, root: Optional[Path], image_size: Optional[int]) -> StreamedImageFolder:
@@ -124,11 +128,14 @@ def load_imagefolder_stream(split: str, root: Optional[Path], image_size: Option
     size = image_size or DEFAULT_IMAGEFOLDER_SIZE
     probe = [a for a in decode_all(files[:CHANNEL_PROBE], size) if a is not None]
     if not probe:
-        raise DatasetError(f"imagefolder: none of the first {counted(min(len(files), CHANNEL_PROBE), 'file')} in "
-                           f"{folder} could be decoded; is it a folder of images?")
+        raise DatasetError(
+            f"imagefolder: none of the first {counted(min(len(files), CHANNEL_PROBE), 'file')} in "
+            f"{folder} could be decoded; is it a folder of images?"
+        )
     channels = 1 if all(a.ndim == 2 for a in probe) else 3
-    return StreamedImageFolder(LazyImages(files, size, channels),
-                               None if labels is None else torch.from_numpy(labels), classes)
+    return StreamedImageFolder(
+        LazyImages(files, size, channels), None if labels is None else torch.from_numpy(labels), classes
+    )
 
 
 class _Batches(torch.utils.data.Dataset):
@@ -153,16 +160,26 @@ class StreamLoader(InMemoryLoader):
     ``workers`` processes (0: in this process). The order, the split across processes and the
     resume position are the parent's, so both loaders give identical batches."""
 
-    def __init__(self, images: LazyImages, labels: Optional[torch.Tensor], batch_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, order_fn=None, texts=None, workers: int = 2,
-                 prefetch: int = 4):
+    def __init__(
+        self,
+        images: LazyImages,
+        labels: Optional[torch.Tensor],
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        order_fn=None,
+        texts=None,
+        workers: int = 2,
+        prefetch: int = 4,
+    ):
         super().__init__(images, labels, batch_size, seed, rank, world_size, order_fn, texts)
         self.workers, self.prefetch = workers, prefetch
         self._warned: set[int] = set()
 
     def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
-        batches = [order[s * self.batch_size:(s + 1) * self.batch_size] for s in range(start_step, len(self))]
+        batches = [order[s * self.batch_size : (s + 1) * self.batch_size] for s in range(start_step, len(self))]
         kw = dict(num_workers=self.workers, prefetch_factor=self.prefetch) if self.workers else {}
         loader = torch.utils.data.DataLoader(_Batches(self.images, batches), batch_size=None, shuffle=False, **kw)
         for idx, (x, bad) in zip(batches, loader):
@@ -177,9 +194,11 @@ class StreamLoader(InMemoryLoader):
         if new:
             self._warned.update(new)
             shown = ", ".join(str(self.images.files[i]) for i in new[:3]) + (", ..." if len(new) > 3 else "")
-            warnings.warn(f"imagefolder (streamed): {len(self._warned)} unreadable file(s) so far, not trained on "
-                          f"(each replaced by another image of its batch): {shown} (delete or re-export them)",
-                          stacklevel=3)
+            warnings.warn(
+                f"imagefolder (streamed): {len(self._warned)} unreadable file(s) so far, not trained on "
+                f"(each replaced by another image of its batch): {shown} (delete or re-export them)",
+                stacklevel=3,
+            )
 
 
 def _replace_rows(x: torch.Tensor, idx: torch.Tensor, bad: set[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -211,5 +230,11 @@ def sample_images(dataset, n: int, seed: int = 0) -> torch.Tensor:
     return dataset.images[rows]
 
 
-__all__ = ["LazyImages", "StreamLoader", "StreamedImageFolder", "is_streamed", "load_imagefolder_stream",
-           "sample_images"]
+__all__ = [
+    "LazyImages",
+    "StreamLoader",
+    "StreamedImageFolder",
+    "is_streamed",
+    "load_imagefolder_stream",
+    "sample_images",
+]

@@ -4,6 +4,7 @@ and a run needs no vocabulary file to read new prompts (zero-shot) later.
 Printable ASCII (32..126) maps to ids 2..96, anything else to the id of "?"; 0 pads and 1 is the
 [BOS] token whose output a text encoder reads (selfsup.methods.clip). Text is lower-cased.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,8 +17,8 @@ def tokenize(texts: list[str], length: int = 64) -> torch.Tensor:
     """Captions -> int64 [N, length]: [BOS] then characters, cut or zero-padded to ``length``."""
     out = torch.zeros(len(texts), length, dtype=torch.int64)
     for i, t in enumerate(texts):
-        ids = [BOS] + [(ord(c) if 32 <= ord(c) <= 126 else ord("?")) - 30 for c in t.lower()][:length - 1]
-        out[i, :len(ids)] = torch.tensor(ids)
+        ids = [BOS] + [(ord(c) if 32 <= ord(c) <= 126 else ord("?")) - 30 for c in t.lower()][: length - 1]
+        out[i, : len(ids)] = torch.tensor(ids)
     return out
 
 

@@ -11,6 +11,7 @@ The training loop knows square images, not videos: the ``moving-shapes`` dataset
 labelled with its number of objects minus one; ``make_videos`` also returns the masks, which the
 evaluation of tracking uses (never training).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,15 +25,27 @@ from selfsup.errors import SelfsupError
 FRAMES, SIDE = 4, 32
 SIZES = {"train": 3000, "test": 500}
 SEEDS = {"train": 0, "test": 1}
-PALETTE = torch.tensor([[230, 60, 50], [60, 200, 70], [60, 90, 230], [240, 210, 50], [200, 70, 220],
-                        [60, 210, 220], [250, 140, 40], [240, 240, 240]], dtype=torch.float32)
+PALETTE = torch.tensor(
+    [
+        [230, 60, 50],
+        [60, 200, 70],
+        [60, 90, 230],
+        [240, 210, 50],
+        [200, 70, 220],
+        [60, 210, 220],
+        [250, 140, 40],
+        [240, 240, 240],
+    ],
+    dtype=torch.float32,
+)
 
 
 def make_videos(n: int, seed: int, frames: int = FRAMES, side: int = SIDE) -> tuple[torch.Tensor, torch.Tensor]:
     """(videos uint8 [N, T, 3, S, S], masks int64 [N, T, S, S] with 0 = background, k = object k)."""
     g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(side, dtype=torch.float32), torch.arange(side, dtype=torch.float32), indexing="ij"
+    )
     videos = torch.empty(n, frames, 3, side, side)
     masks = torch.zeros(n, frames, side, side, dtype=torch.int64)
     for i in range(n):
@@ -52,7 +65,7 @@ def make_videos(n: int, seed: int, frames: int = FRAMES, side: int = SIDE) -> tu
                 if shape == 0:
                     inside = (dy.abs() <= size / 2) & (dx.abs() <= size / 2)
                 elif shape == 1:
-                    inside = dy ** 2 + dx ** 2 <= (size / 2) ** 2
+                    inside = dy**2 + dx**2 <= (size / 2) ** 2
                 else:
                     inside = dy.abs() + dx.abs() <= size / 2
                 videos[i, t][:, inside] = colours[j].view(3, 1)
@@ -77,8 +90,10 @@ def split_frames(images: torch.Tensor) -> torch.Tensor:
 def load_moving_shapes(split: str, root: Optional[Path], image_size: Optional[int]) -> ImageDataset:
     """SYNTHETIC moving-shapes videos, each stored as a 2x2 mosaic of its 4 frames [3, 64, 64]."""
     if image_size is not None and image_size != 2 * SIDE:
-        raise DatasetError(f"moving-shapes: a video is a {2 * SIDE}-px mosaic of 4 frames; resizing it would blend "
-                           "the frames, so leave data.image_size unset")
+        raise DatasetError(
+            f"moving-shapes: a video is a {2 * SIDE}-px mosaic of 4 frames; resizing it would blend "
+            "the frames, so leave data.image_size unset"
+        )
     videos, masks = make_videos(SIZES[split], SEEDS[split])
     count = masks.flatten(1).amax(1) - 1  # objects in the video, minus one (0..2): the last one drawn is visible
     return ImageDataset(to_mosaic(videos), count, ["1 object", "2 objects", "3 objects"], "moving-shapes")

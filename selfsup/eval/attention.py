@@ -9,6 +9,7 @@ Fashion-MNIST-like data: an item's foreground is its non-background pixels (grey
 small threshold). The IoU is reported for the trained encoder next to the same architecture at its
 random initialisation, so "emergent" is a measured difference, not a picture.
 """
+
 from __future__ import annotations
 
 import copy
@@ -65,12 +66,17 @@ def attention_iou(vit, x: torch.Tensor, images: torch.Tensor, mass: float = 0.6)
     up = F.interpolate(keep, size=images.shape[-2:], mode="nearest").bool()  # [N, h, H, W]
     fg = foreground(images)
     per_head = torch.stack([iou(up[:, h], fg) for h in range(up.shape[1])], 1)  # [N, h]
-    return {"per_head": per_head.mean(0).tolist(), "best_head": per_head.mean(0).max().item(),
-            "mean_head": per_head.mean().item(), "union_of_heads": iou(up.any(1), fg).mean().item()}
+    return {
+        "per_head": per_head.mean(0).tolist(),
+        "best_head": per_head.mean(0).max().item(),
+        "mean_head": per_head.mean().item(),
+        "union_of_heads": iou(up.any(1), fg).mean().item(),
+    }
 
 
-def attention_report(run_dir: str | Path, num_images: int = 500, show: int = 6, mass: float = 0.6,
-                     device: str = "cpu") -> dict:
+def attention_report(
+    run_dir: str | Path, num_images: int = 500, show: int = 6, mass: float = 0.6, device: str = "cpu"
+) -> dict:
     """For a run with a ViT encoder: IoU of the attention masks with the foreground (trained and
     random-init), written to RUN_DIR/eval_attention.json, and RUN_DIR/attention.png showing, for
     ``show`` test images, the image, each head's [CLS] attention overlaid, and the thresholded mask."""
@@ -88,11 +94,27 @@ def attention_report(run_dir: str | Path, num_images: int = 500, show: int = 6, 
     # the floor to read both against: a "mask" of the whole image scores the foreground's area fraction
     fg = foreground(images)
     whole = iou(torch.ones_like(fg), fg).mean().item()
-    result = {"protocol": "attention", "images": len(images), "mass": mass, "foreground": "grey level > 25 of 255",
-              "trained": trained, "random_init": random, "whole_image": whole, "method": cfg.method_name,
-              "run": str(run_dir)}
-    result["picture"] = str(_plot(vit, x[:show], images[:show], mass, Path(run_dir) / "attention.png",
-                                  f"{cfg.method_name}: last-block [CLS] attention per head"))
+    result = {
+        "protocol": "attention",
+        "images": len(images),
+        "mass": mass,
+        "foreground": "grey level > 25 of 255",
+        "trained": trained,
+        "random_init": random,
+        "whole_image": whole,
+        "method": cfg.method_name,
+        "run": str(run_dir),
+    }
+    result["picture"] = str(
+        _plot(
+            vit,
+            x[:show],
+            images[:show],
+            mass,
+            Path(run_dir) / "attention.png",
+            f"{cfg.method_name}: last-block [CLS] attention per head",
+        )
+    )
     (Path(run_dir) / "eval_attention.json").write_text(json.dumps(result, indent=1))
     return result
 

@@ -7,6 +7,7 @@ most similar — no training, no labelled example. Retrieval: on pairs of test i
 captions, how often the right caption (image -> text) or the right image (text -> image) is among
 the top 1 and top 5 by similarity.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,14 +26,18 @@ def encode_images(method, images: torch.Tensor, mean, std, size: int, device="cp
 def encode_texts(method, texts: list[str], device="cpu", batch_size: int = 512) -> torch.Tensor:
     method.eval()
     ids = tokenize(texts, method.cfg.context)
-    return torch.cat([method.encode_text(ids[i:i + batch_size].to(device)).cpu() for i in range(0, len(ids), batch_size)])
+    return torch.cat(
+        [method.encode_text(ids[i : i + batch_size].to(device)).cpu() for i in range(0, len(ids), batch_size)]
+    )
 
 
 def class_prompts(classes: list[str], prompts: list[str]) -> list[list[str]]:
     """For each class, its prompts: "{label}" in each template replaced by the class name."""
     bad = [p for p in prompts if "{label}" not in p]
     if bad:
-        raise SelfsupError(f"prompt {bad[0]!r} has no {{label}} to put the class name in, e.g. 'a photo of a {{label}}'")
+        raise SelfsupError(
+            f"prompt {bad[0]!r} has no {{label}} to put the class name in, e.g. 'a photo of a {{label}}'"
+        )
     return [[p.format(label=c) for p in prompts] for c in classes]
 
 
@@ -41,12 +46,20 @@ def zero_shot(image_emb: torch.Tensor, labels: torch.Tensor, text_emb: torch.Ten
     classifier = torch.nn.functional.normalize(text_emb.mean(1), dim=1)  # prompt ensembling
     scores = image_emb @ classifier.T  # [N, K]
     top = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    return {"top1": (top[:, 0] == labels).float().mean().item(),
-            "top5": (top == labels[:, None]).any(1).float().mean().item(), "chance": 1 / scores.shape[1]}
+    return {
+        "top1": (top[:, 0] == labels).float().mean().item(),
+        "top5": (top == labels[:, None]).any(1).float().mean().item(),
+        "chance": 1 / scores.shape[1],
+    }
 
 
-def retrieval(image_emb: torch.Tensor, text_emb: torch.Tensor, ks=(1, 5), labels: torch.Tensor | None = None,
-              captions: list[str] | None = None) -> dict:
+def retrieval(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    ks=(1, 5),
+    labels: torch.Tensor | None = None,
+    captions: list[str] | None = None,
+) -> dict:
     """Row i of both [N, D] is a pair. Recall@k of image -> text and text -> image, with chance (k / N).
 
     Templated captions repeat and carry only the class and a few attributes, so the exact pair is often

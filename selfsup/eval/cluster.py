@@ -3,6 +3,7 @@
 NMI and ARI come from scikit-learn; accuracy after Hungarian matching (each cluster mapped to
 at most one class, the mapping that maximises agreement) uses scipy's linear_sum_assignment.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ def hungarian_accuracy(y_true, y_pred) -> float:
     return counts[rows, cols].sum() / len(y_true)
 
 
-def cluster_scores(features: torch.Tensor, labels: torch.Tensor, num_clusters: int | None = None,
-                   seed: int = 0, n_init: int = 3) -> dict:
+def cluster_scores(
+    features: torch.Tensor, labels: torch.Tensor, num_clusters: int | None = None, seed: int = 0, n_init: int = 3
+) -> dict:
     """k-means (k = number of classes unless given) on L2-normalised features [N, D] -> NMI, ARI, accuracy."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -32,6 +34,11 @@ def cluster_scores(features: torch.Tensor, labels: torch.Tensor, num_clusters: i
     k = num_clusters or int(y.max()) + 1
     x = F.normalize(features.float(), dim=1).numpy()
     pred = KMeans(k, n_init=n_init, random_state=seed).fit_predict(x)
-    return {"protocol": "cluster", "k": k, "nmi": float(normalized_mutual_info_score(y, pred)),
-            "ari": float(adjusted_rand_score(y, pred)), "accuracy": float(hungarian_accuracy(y, pred)),
-            "top1": float(hungarian_accuracy(y, pred))}
+    return {
+        "protocol": "cluster",
+        "k": k,
+        "nmi": float(normalized_mutual_info_score(y, pred)),
+        "ari": float(adjusted_rand_score(y, pred)),
+        "accuracy": float(hungarian_accuracy(y, pred)),
+        "top1": float(hungarian_accuracy(y, pred)),
+    }

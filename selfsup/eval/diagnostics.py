@@ -1,5 +1,6 @@
 """Diagnostics of a representation: collapse (std, effective rank), alignment and uniformity, and the
 InfoNCE mutual-information bound."""
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,13 @@ def per_dimension_std(z: torch.Tensor) -> dict:
     s = F.normalize(z.float(), dim=1).std(0)
     raw = z.float().std(0)
     d = z.shape[1]
-    return {"mean": s.mean().item(), "min": s.min().item(), "max": s.max().item(),
-            "dead_fraction": (raw < 1e-3 * raw.median()).float().mean().item(), "ideal": d ** -0.5}
+    return {
+        "mean": s.mean().item(),
+        "min": s.min().item(),
+        "max": s.max().item(),
+        "dead_fraction": (raw < 1e-3 * raw.median()).float().mean().item(),
+        "ideal": d**-0.5,
+    }
 
 
 def infonce_bound_curve(z1: torch.Tensor, z2: torch.Tensor, temperature: float, ns=(2, 8, 32, 128, 512)) -> dict:
@@ -61,7 +67,7 @@ def infonce_bound_curve(z1: torch.Tensor, z2: torch.Tensor, temperature: float, 
         groups = len(a) // n
         if groups == 0:
             continue
-        qa, kb = a[:groups * n].view(groups, n, -1), b[:groups * n].view(groups, n, -1)
+        qa, kb = a[: groups * n].view(groups, n, -1), b[: groups * n].view(groups, n, -1)
         logits = qa @ kb.transpose(1, 2) / temperature  # [G, N, N], positives on the diagonal
         loss = F.cross_entropy(logits.flatten(0, 1), torch.arange(n).repeat(groups))
         out[n] = math.log(n) - loss.item()

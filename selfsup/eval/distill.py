@@ -18,6 +18,7 @@ Reported: teacher and student test top-1, and their agreement (the fraction of t
 which the student predicts the teacher's class). The student is saved as safetensors with the
 description needed to rebuild it (``load_student``).
 """
+
 from __future__ import annotations
 
 import json
@@ -77,8 +78,18 @@ def build_student(backbone_args: dict, num_classes: int, seed: int = 0) -> Class
         return Classifier(create_backbone(**backbone_args), num_classes)
 
 
-def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, test, mean, std, size: int,
-            cfg: DistillConfig = DistillConfig(), device: str | torch.device = "cpu", progress: bool = False) -> dict:
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    train_images: torch.Tensor,
+    test,
+    mean,
+    std,
+    size: int,
+    cfg: DistillConfig = DistillConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict:
     """Train ``student`` (in place) on unlabelled ``train_images`` (uint8 [N,C,H,W]) to match
     ``teacher``'s softened predictions; both map normalised images to logits [B, K].
     ``test``: an ImageDataset with labels, for the reported accuracies. Returns the result dict."""
@@ -94,18 +105,32 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
         teacher, student = (m.to(memory_format=torch.channels_last) for m in (teacher, student))
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]  # norms and biases: no weight decay
-    opt = torch.optim.SGD([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr,
-                          momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
     n = len(train_images)
     bs = min(cfg.batch_size, n)
     steps_per_epoch = n // bs  # drop the last incomplete batch, as pretraining does
     total = cfg.steps if cfg.steps is not None else cfg.epochs * steps_per_epoch
     gen = torch.Generator().manual_seed(cfg.seed + 2)
-    steps = Stepper(opt, total, cosine, cfg.precision, device, "distillation",
-                    f"lower the learning rate (now {cfg.lr}) or use fp32", progress, "distil")
+    steps = Stepper(
+        opt,
+        total,
+        cosine,
+        cfg.precision,
+        device,
+        "distillation",
+        f"lower the learning rate (now {cfg.lr}) or use fp32",
+        progress,
+        "distil",
+    )
     student.train()
     while steps.left:
-        for idx in torch.randperm(n, generator=gen)[:steps_per_epoch * bs].split(bs):
+        for idx in torch.randperm(n, generator=gen)[: steps_per_epoch * bs].split(bs):
             if not steps.left:
                 break
             x = light_augment(train_images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
@@ -118,19 +143,31 @@ def distill(teacher: nn.Module, student: nn.Module, train_images: torch.Tensor, 
             steps.update(distillation_loss(s_logits, t_logits, cfg.temperature))
     steps.close()
 
-    kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
-              precision=cfg.precision, channels_last=cfg.channels_last)
+    kw = dict(
+        mean=mean,
+        std=std,
+        size=size,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+    )
     t_pred = extract_features(teacher, test.images, **kw).argmax(1)
     s_pred = extract_features(student, test.images, **kw).argmax(1)
     settings = asdict(cfg)
-    settings.update(steps=total, batch_size=bs, crop_scale=list(cfg.crop_scale),
-                    epochs=total / max(1, steps_per_epoch))
-    return {"protocol": "distill", "top1": (s_pred == test.labels).float().mean().item(),
-            "student_top1": (s_pred == test.labels).float().mean().item(),
-            "teacher_top1": (t_pred == test.labels).float().mean().item(),
-            "agreement": (s_pred == t_pred).float().mean().item(), **settings,
-            "num_unlabelled": n, "final_loss": steps.loss.item(), "loss": "-sum p_T(y|x;tau) log p_S(y|x;tau)",
-            "seconds": time.time() - t0}
+    settings.update(steps=total, batch_size=bs, crop_scale=list(cfg.crop_scale), epochs=total / max(1, steps_per_epoch))
+    return {
+        "protocol": "distill",
+        "top1": (s_pred == test.labels).float().mean().item(),
+        "student_top1": (s_pred == test.labels).float().mean().item(),
+        "teacher_top1": (t_pred == test.labels).float().mean().item(),
+        "agreement": (s_pred == t_pred).float().mean().item(),
+        **settings,
+        "num_unlabelled": n,
+        "final_loss": steps.loss.item(),
+        "loss": "-sum p_T(y|x;tau) log p_S(y|x;tau)",
+        "seconds": time.time() - t0,
+    }
 
 
 def save_student(student: Classifier, spec: dict, path: str | Path) -> Path:
@@ -164,10 +201,17 @@ def load_student(path: str | Path) -> tuple[Classifier, dict]:
     return student.eval(), spec
 
 
-def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | None = None,
-                student: str = "same", student_width: float | None = None,
-                teacher_epochs: int | None = None, device: str = "cpu", progress: bool = False,
-                **changes) -> dict:
+def distill_run(
+    run_dir: str | Path,
+    fraction: float = 0.1,
+    out: str | Path | None = None,
+    student: str = "same",
+    student_width: float | None = None,
+    teacher_epochs: int | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+    **changes,
+) -> dict:
     """The whole semi-supervised step for a pretraining run: fine-tune the teacher on ``fraction``
     of the labels, distil it into a new student on every training image without labels, save
     the student under ``out`` (default RUN_DIR/distill_<pct>pct/). ``changes``: DistillConfig
@@ -178,10 +222,14 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     b = cfg.backbone
     name = b.name if student.lower() == "same" else student
-    backbone_args = dict(name=name, in_channels=train.channels, width=student_width or b.width,
-                         small_stem=b.small_stem, stem_stride=b.stem_stride)
-    dcfg = DistillConfig(flip_p=cfg.views.flip_p, precision=cfg.train.precision,
-                         channels_last=cfg.train.channels_last)
+    backbone_args = dict(
+        name=name,
+        in_channels=train.channels,
+        width=student_width or b.width,
+        small_stem=b.small_stem,
+        stem_stride=b.stem_stride,
+    )
+    dcfg = DistillConfig(flip_p=cfg.views.flip_p, precision=cfg.train.precision, channels_last=cfg.train.channels_last)
     dcfg = DistillConfig(**{**asdict(dcfg), **{k: v for k, v in changes.items() if v is not None}})
     if dcfg.temperature <= 0:
         raise SelfsupError(f"--temperature must be positive, got {dcfg.temperature}")
@@ -189,23 +237,50 @@ def distill_run(run_dir: str | Path, fraction: float = 0.1, out: str | Path | No
 
     ft_cfg = run_finetune_config(cfg, fraction=fraction, epochs=teacher_epochs, seed=dcfg.seed)
     encoder = encoder_to_finetune(method)
-    teacher, teacher_res = finetune_classifier(encoder, train, test, cfg.data.mean, cfg.data.std, size, ft_cfg,
-                                               device, progress)
+    teacher, teacher_res = finetune_classifier(
+        encoder, train, test, cfg.data.mean, cfg.data.std, size, ft_cfg, device, progress
+    )
     res = distill(teacher, student_net, train.images, test, cfg.data.mean, cfg.data.std, size, dcfg, device, progress)
 
     pct = f"{100 * fraction:g}"
     out = Path(out) if out else Path(run_dir) / f"distill_{pct}pct"
-    spec = {"backbone": backbone_args, "num_classes": num_classes, "mean": cfg.data.mean, "std": cfg.data.std,
-            "size": size, "classes": train.classes, "teacher_run": str(run_dir), "fraction": fraction}
+    spec = {
+        "backbone": backbone_args,
+        "num_classes": num_classes,
+        "mean": cfg.data.mean,
+        "std": cfg.data.std,
+        "size": size,
+        "classes": train.classes,
+        "teacher_run": str(run_dir),
+        "fraction": fraction,
+    }
     weights = save_student(student_net.cpu(), spec, out / "student.safetensors")
-    res.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name, "fraction": fraction,
-                "student": backbone_args, "teacher": {k: teacher_res[k] for k in (
-                    "top1", "num_labelled", "epochs", "steps", "lr", "encoder_lr", "num_features", "batch_size")},
-                "teacher_encoder": "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder",
-                "weights": str(weights), "checkpoint_step": meta.get("step")})
+    res.update(
+        {
+            "run": str(run_dir),
+            "method": cfg.method_name,
+            "data": cfg.data.name,
+            "fraction": fraction,
+            "student": backbone_args,
+            "teacher": {
+                k: teacher_res[k]
+                for k in ("top1", "num_labelled", "epochs", "steps", "lr", "encoder_lr", "num_features", "batch_size")
+            },
+            "teacher_encoder": "finetune_encoder" if hasattr(method, "finetune_encoder") else "encoder",
+            "weights": str(weights),
+            "checkpoint_step": meta.get("step"),
+        }
+    )
     (out / "result.json").write_text(json.dumps(res, indent=1))
     return res
 
 
-__all__ = ["DistillConfig", "build_student", "distill", "distill_run", "distillation_loss", "load_student",
-           "save_student"]
+__all__ = [
+    "DistillConfig",
+    "build_student",
+    "distill",
+    "distill_run",
+    "distillation_loss",
+    "load_student",
+    "save_student",
+]

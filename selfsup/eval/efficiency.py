@@ -4,6 +4,7 @@ What a user with one CPU wants to know besides the final accuracy: how fast it t
 how long and how much memory it took, and how soon it became useful — the training time at which
 the online kNN monitor first reached each accuracy level.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,9 +37,15 @@ def efficiency(run_dir: str | Path) -> dict:
     ips = [r["images_per_s"] for r in rows if "images_per_s" in r]
     train_rows = [r for r in rows if "train_seconds" in r and "loss" in r]
     monitor = [r["monitor/knn20_top1"] for r in rows if "monitor/knn20_top1" in r]
-    return {"protocol": "efficiency", "finished": summary_path.is_file(),
-            "images_per_s": statistics.median(ips) if ips else None,
-            "train_seconds": summary.get("train_seconds", train_rows[-1]["train_seconds"] if train_rows else None),
-            "epochs": summary.get("epochs"), "steps": summary.get("steps", rows[-1].get("step")),
-            "peak_rss_mb": summary.get("peak_rss_mb"), "peak_cuda_mb": summary.get("peak_cuda_mb"),
-            "time_to_knn20": time_to_accuracy(rows), "final_knn20": monitor[-1] if monitor else None}
+    return {
+        "protocol": "efficiency",
+        "finished": summary_path.is_file(),
+        "images_per_s": statistics.median(ips) if ips else None,
+        "train_seconds": summary.get("train_seconds", train_rows[-1]["train_seconds"] if train_rows else None),
+        "epochs": summary.get("epochs"),
+        "steps": summary.get("steps", rows[-1].get("step")),
+        "peak_rss_mb": summary.get("peak_rss_mb"),
+        "peak_cuda_mb": summary.get("peak_cuda_mb"),
+        "time_to_knn20": time_to_accuracy(rows),
+        "final_knn20": monitor[-1] if monitor else None,
+    }

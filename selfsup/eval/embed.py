@@ -1,5 +1,6 @@
 """2-D pictures of a feature space: t-SNE (scikit-learn) and, when ``umap-learn`` is installed,
 UMAP — test features coloured by their label, saved as PNG."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,8 +23,9 @@ def embed_2d(features: torch.Tensor, method: str = "tsne", seed: int = 0, perple
         try:
             import umap
         except ImportError:
-            raise SelfsupError("UMAP needs the optional package umap-learn: pip install umap-learn "
-                               "(or use method='tsne')") from None
+            raise SelfsupError(
+                "UMAP needs the optional package umap-learn: pip install umap-learn (or use method='tsne')"
+            ) from None
         return umap.UMAP(random_state=seed).fit_transform(x)
     raise SelfsupError(f"unknown 2-D embedding {method!r}: choose tsne or umap")
 

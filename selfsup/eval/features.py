@@ -1,6 +1,7 @@
 """Features for evaluation: evaluation only ever sees ``method.evaluated_encoder`` (``encoder``, or
 the EMA target where the paper evaluates it) (read through
 ``selfsup.nn.features.extract_features``), and raw pixels are the reference row every table carries."""
+
 from __future__ import annotations
 
 import torch

@@ -19,6 +19,7 @@ way BEiT and MAE (He et al. 2022, appendix A.3) fine-tune ViTs instead (``optimi
 AdamW with layer-wise learning-rate decay, each block's rate ``layer_decay`` times the rate of the
 block above it, so the early blocks move least; SGD at one encoder rate is what the ResNet papers use.
 """
+
 from __future__ import annotations
 
 import copy
@@ -107,27 +108,48 @@ def optimizer_for(model: "Classifier", cfg: FinetuneConfig) -> tuple[torch.optim
     use_adamw = cfg.optimizer == "adamw" or (cfg.optimizer == "auto" and blocks is not None)
     if not use_adamw:
         encoder_lr = cfg.lr if cfg.from_scratch else cfg.encoder_lr
-        groups = [{"params": list(model.encoder.parameters()), "lr": encoder_lr},
-                  {"params": list(model.head.parameters()), "lr": cfg.lr}]
-        return (torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
-                                weight_decay=cfg.weight_decay), "sgd(nesterov)")
+        groups = [
+            {"params": list(model.encoder.parameters()), "lr": encoder_lr},
+            {"params": list(model.head.parameters()), "lr": cfg.lr},
+        ]
+        return (
+            torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+            ),
+            "sgd(nesterov)",
+        )
     depth = len(blocks) if blocks is not None else 0
     decay = 1.0 if cfg.from_scratch else cfg.layer_decay
     groups: dict[tuple[int, bool], dict] = {}
-    named = [(f"encoder.{n}", depth + 1 if blocks is None else layer_id(n, depth), p)
-             for n, p in model.encoder.named_parameters()]
+    named = [
+        (f"encoder.{n}", depth + 1 if blocks is None else layer_id(n, depth), p)
+        for n, p in model.encoder.named_parameters()
+    ]
     named += [(f"head.{n}", depth + 1, p) for n, p in model.head.named_parameters()]
     for name, layer, p in named:
         no_wd = p.ndim <= 1 or name.endswith(("cls_token", "pos_embed"))
-        g = groups.setdefault((layer, no_wd), {"params": [], "lr": cfg.adamw_lr * decay ** (depth + 1 - layer),
-                                               "weight_decay": 0.0 if no_wd else cfg.adamw_weight_decay})
+        g = groups.setdefault(
+            (layer, no_wd),
+            {
+                "params": [],
+                "lr": cfg.adamw_lr * decay ** (depth + 1 - layer),
+                "weight_decay": 0.0 if no_wd else cfg.adamw_weight_decay,
+            },
+        )
         g["params"].append(p)
     opt = torch.optim.AdamW(list(groups.values()), lr=cfg.adamw_lr, betas=(0.9, 0.999))
     return opt, f"adamw(lr {cfg.adamw_lr:g}, layer decay {decay:g}, wd {cfg.adamw_weight_decay:g})"
 
 
-def light_augment(images: torch.Tensor, mean, std, size: int, crop_scale=(0.5, 1.0), flip_p: float = 0.5,
-                  gen: torch.Generator | None = None) -> torch.Tensor:
+def light_augment(
+    images: torch.Tensor,
+    mean,
+    std,
+    size: int,
+    crop_scale=(0.5, 1.0),
+    flip_p: float = 0.5,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
     """uint8 [B,C,H,W] -> normalised float [B,C,size,size]: random resized crop + flip, per image."""
     x = ops.random_resized_crop(ops.to_float(images), size, tuple(crop_scale), flip_p=flip_p, gen=gen)
     return ops.normalize(x, mean, std)
@@ -138,8 +160,17 @@ def cosine(step: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
 
 
-def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, cfg: FinetuneConfig = FinetuneConfig(),
-                        device: str | torch.device = "cpu", progress: bool = False) -> tuple[Classifier, dict]:
+def finetune_classifier(
+    encoder: nn.Module,
+    train,
+    test,
+    mean,
+    std,
+    size: int,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[Classifier, dict]:
     """Fine-tune a copy of ``encoder`` + a linear head on ``cfg.fraction`` of ``train``'s labels.
 
     train, test: ImageDataset with labels (uint8 images [N,C,H,W]); mean, std, size: the
@@ -157,14 +188,24 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     labelled = train.labelled_subset(cfg.fraction, cfg.seed)
     n = len(labelled)
     if n < 2:
-        raise SelfsupError(f"{cfg.fraction} of the labels is {n} image(s): batch norm needs at least 2; raise --fraction")
+        raise SelfsupError(
+            f"{cfg.fraction} of the labels is {n} image(s): batch norm needs at least 2; raise --fraction"
+        )
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     if cfg.recipe not in ("crop", "semi-loop"):
         raise SelfsupError(f"recipe {cfg.recipe!r}: choose crop or semi-loop")
     vit = getattr(encoder, "blocks", None) is not None or cfg.optimizer == "adamw"
     if cfg.recipe == "semi-loop" and not vit:
-        return _semi_loop(encoder, labelled, test, InputSpec(labelled.channels, size, size, tuple(mean), tuple(std)),
-                          num_classes, cfg, device, progress)
+        return _semi_loop(
+            encoder,
+            labelled,
+            test,
+            InputSpec(labelled.channels, size, size, tuple(mean), tuple(std)),
+            num_classes,
+            cfg,
+            device,
+            progress,
+        )
 
     enc = copy.deepcopy(encoder)  # the caller's encoder is never touched
     if cfg.from_scratch:
@@ -178,8 +219,9 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     if cfg.head_init not in ("random", "probe"):
         raise SelfsupError(f"head_init {cfg.head_init!r}: choose random or probe")
     if cfg.head_init == "probe" and not cfg.from_scratch:  # LP-FT: start from the probe on frozen features
-        feats = extract_features(model.encoder, labelled.images, mean, std, size, cfg.eval_batch_size, device,
-                                 cfg.precision)
+        feats = extract_features(
+            model.encoder, labelled.images, mean, std, size, cfg.eval_batch_size, device, cfg.precision
+        )
         model.head = fit_probe(feats, labelled.labels, num_classes, seed=cfg.seed).as_linear().to(device)
     for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
         p.requires_grad_(True)
@@ -198,9 +240,17 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
     images, labels = labelled.images, labelled.labels.to(device)
     if isinstance(images, torch.Tensor):
         images = images.to(device)
-    steps = Stepper(opt, total, cosine, cfg.precision, device, "fine-tuning",
-                    f"lower the learning rates (now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) "
-                    f"or use fp32", progress, "fine-tune" + (" (from scratch)" if cfg.from_scratch else ""))
+    steps = Stepper(
+        opt,
+        total,
+        cosine,
+        cfg.precision,
+        device,
+        "fine-tuning",
+        f"lower the learning rates (now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32",
+        progress,
+        "fine-tune" + (" (from scratch)" if cfg.from_scratch else ""),
+    )
     model.train()
     while steps.left:
         # nearly equal batches (tensor_split) so that no batch is a lone image batch norm cannot use
@@ -215,45 +265,114 @@ def finetune_classifier(encoder: nn.Module, train, test, mean, std, size: int, c
             steps.update(F.cross_entropy(logits.float(), labels[idx]))
     steps.close()
 
-    kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, device=device,
-              precision=cfg.precision, channels_last=cfg.channels_last)
+    kw = dict(
+        mean=mean,
+        std=std,
+        size=size,
+        batch_size=cfg.eval_batch_size,
+        device=device,
+        precision=cfg.precision,
+        channels_last=cfg.channels_last,
+    )
     top1 = (extract_features(model, test.images, **kw).argmax(1) == test.labels).float().mean().item()
     train_top1 = (extract_features(model, labelled.images, **kw).argmax(1) == labelled.labels).float().mean().item()
     per_class = torch.bincount(labelled.labels, minlength=num_classes)
     settings = asdict(cfg)
-    settings.update(epochs=epochs if cfg.steps is None else total / steps_per_epoch, steps=total,
-                    batch_size=bs, crop_scale=list(cfg.crop_scale), encoder_lr=encoder_lr)
-    result = {"protocol": "finetune", "top1": top1, "train_top1": train_top1, **settings,
-              "num_labelled": n, "labelled_per_class": [int(c) for c in per_class],
-              "num_features": int(enc.num_features), "final_loss": steps.loss.item(), "optimizer": optimizer,
-              "schedule": "cosine, no warm-up", "augmentation": "random resized crop + flip",
-              "seconds": time.time() - t0}
+    settings.update(
+        epochs=epochs if cfg.steps is None else total / steps_per_epoch,
+        steps=total,
+        batch_size=bs,
+        crop_scale=list(cfg.crop_scale),
+        encoder_lr=encoder_lr,
+    )
+    result = {
+        "protocol": "finetune",
+        "top1": top1,
+        "train_top1": train_top1,
+        **settings,
+        "num_labelled": n,
+        "labelled_per_class": [int(c) for c in per_class],
+        "num_features": int(enc.num_features),
+        "final_loss": steps.loss.item(),
+        "optimizer": optimizer,
+        "schedule": "cosine, no warm-up",
+        "augmentation": "random resized crop + flip",
+        "seconds": time.time() - t0,
+    }
     return model, result
 
 
-def _semi_loop(encoder: nn.Module, labelled, test, spec: InputSpec, num_classes: int, cfg: FinetuneConfig,
-               device: torch.device, progress: bool) -> tuple[Classifier, dict]:
+def _semi_loop(
+    encoder: nn.Module,
+    labelled,
+    test,
+    spec: InputSpec,
+    num_classes: int,
+    cfg: FinetuneConfig,
+    device: torch.device,
+    progress: bool,
+) -> tuple[Classifier, dict]:
     """The semi-loop recipe: the labels alone through selfsup.semi's loop (its unlabelled draws are never
     looked at), the classifier kept is the EMA of the weights; the result carries the protocol's keys."""
-    method, scfg = create_semi_method("supervised", {
-        "steps": cfg.steps or cfg.semi_steps, "seed": cfg.seed, "flip_p": cfg.flip_p, "precision": cfg.precision,
-        "channels_last": cfg.channels_last})
-    model, res = train_semi(method, scfg, encoder, labelled, labelled, spec, num_classes, test=test,
-                            from_scratch=cfg.from_scratch, device=device, progress=progress)
+    method, scfg = create_semi_method(
+        "supervised",
+        {
+            "steps": cfg.steps or cfg.semi_steps,
+            "seed": cfg.seed,
+            "flip_p": cfg.flip_p,
+            "precision": cfg.precision,
+            "channels_last": cfg.channels_last,
+        },
+    )
+    model, res = train_semi(
+        method,
+        scfg,
+        encoder,
+        labelled,
+        labelled,
+        spec,
+        num_classes,
+        test=test,
+        from_scratch=cfg.from_scratch,
+        device=device,
+        progress=progress,
+    )
     per_class = torch.bincount(labelled.labels, minlength=num_classes)
-    result = {"protocol": "finetune", "top1": res["top1"], "train_top1": res["train_top1"], **asdict(cfg),
-              "crop_scale": list(cfg.crop_scale), "steps": scfg.steps, "batch_size": scfg.batch_size,
-              "epochs": scfg.steps * scfg.batch_size / len(labelled), "lr": scfg.lr, "encoder_lr": scfg.lr,
-              "weight_decay": scfg.weight_decay, "num_labelled": len(labelled),
-              "labelled_per_class": [int(c) for c in per_class], "num_features": int(encoder.num_features),
-              "final_loss": res["final"].get("loss"), "optimizer": "sgd(nesterov), EMA of the weights kept",
-              "schedule": "cos(7 pi k / 16 K)", "augmentation": "flip + shift (the semi loop's weak views)",
-              "seconds": res["seconds"]}
+    result = {
+        "protocol": "finetune",
+        "top1": res["top1"],
+        "train_top1": res["train_top1"],
+        **asdict(cfg),
+        "crop_scale": list(cfg.crop_scale),
+        "steps": scfg.steps,
+        "batch_size": scfg.batch_size,
+        "epochs": scfg.steps * scfg.batch_size / len(labelled),
+        "lr": scfg.lr,
+        "encoder_lr": scfg.lr,
+        "weight_decay": scfg.weight_decay,
+        "num_labelled": len(labelled),
+        "labelled_per_class": [int(c) for c in per_class],
+        "num_features": int(encoder.num_features),
+        "final_loss": res["final"].get("loss"),
+        "optimizer": "sgd(nesterov), EMA of the weights kept",
+        "schedule": "cos(7 pi k / 16 K)",
+        "augmentation": "flip + shift (the semi loop's weak views)",
+        "seconds": res["seconds"],
+    }
     return model.to(device), result
 
 
-def finetune(encoder: nn.Module, train, test, mean, std, size: int, cfg: FinetuneConfig = FinetuneConfig(),
-             device: str | torch.device = "cpu", progress: bool = False) -> dict:
+def finetune(
+    encoder: nn.Module,
+    train,
+    test,
+    mean,
+    std,
+    size: int,
+    cfg: FinetuneConfig = FinetuneConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict:
     """Fine-tune a copy of ``encoder`` with a new linear head; returns {"top1": ..., settings}."""
     return finetune_classifier(encoder, train, test, mean, std, size, cfg, device, progress)[1]
 
@@ -262,6 +381,5 @@ def run_finetune_config(cfg, **changes) -> FinetuneConfig:
     """The protocol's settings for a pretraining run (a RunConfig): its flip probability (0 where
     mirror images are other classes, like digits), precision and memory format; ``changes``
     (None values ignored) override any field."""
-    base = FinetuneConfig(flip_p=cfg.views.flip_p, precision=cfg.train.precision,
-                          channels_last=cfg.train.channels_last)
+    base = FinetuneConfig(flip_p=cfg.views.flip_p, precision=cfg.train.precision, channels_last=cfg.train.channels_last)
     return FinetuneConfig(**{**asdict(base), **{k: v for k, v in changes.items() if v is not None}})

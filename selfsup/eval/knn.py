@@ -1,6 +1,7 @@
 """Weighted k-nearest-neighbour classification (Wu et al. 2018, "Unsupervised Feature
 Learning via Non-Parametric Instance Discrimination"): cosine similarity on L2-normalised
 features, each of the k neighbours votes for its class with weight exp(s / tau)."""
+
 from __future__ import annotations
 
 import torch
@@ -8,15 +9,22 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, k: int = 200,
-                temperature: float = 0.07, num_classes: int | None = None, chunk: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    k: int = 200,
+    temperature: float = 0.07,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Class scores [M, num_classes] for test features [M, D] against a bank [N, D] with labels [N]."""
     num_classes = num_classes or int(train_y.max()) + 1
     bank = F.normalize(train_f.float(), dim=1)
     k = min(k, len(bank))
     scores = []
     for i in range(0, len(test_f), chunk):
-        q = F.normalize(test_f[i:i + chunk].float(), dim=1)
+        q = F.normalize(test_f[i : i + chunk].float(), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)  # [m, k]
         w = (sim / temperature).exp()
         votes = torch.zeros(len(q), num_classes, dtype=w.dtype)

@@ -9,6 +9,7 @@ A protocol here is a function ``fit_predict(train_idx, test_idx) -> predicted cl
 labelled set; this module splits, pools the out-of-fold predictions into per-class accuracy and a
 confusion matrix, and draws it (scikit-learn's StratifiedKFold and confusion_matrix, matplotlib).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,15 +31,16 @@ def folds_for(labels: torch.Tensor, folds: int) -> int:
     smallest = int(counts[counts > 0].min())
     if smallest < 2:
         rare = [i for i, c in enumerate(counts.tolist()) if c == 1]
-        raise SelfsupError(f"cross-validation needs at least 2 labelled images of every class; class(es) {rare} have "
-                           f"one: label more images of them, or pass --test DIR|FILE.csv")
+        raise SelfsupError(
+            f"cross-validation needs at least 2 labelled images of every class; class(es) {rare} have "
+            f"one: label more images of them, or pass --test DIR|FILE.csv"
+        )
     if folds < 2:
         raise SelfsupError(f"--folds {folds}: cross-validation needs at least 2 folds")
     return min(folds, smallest)
 
 
-def cross_validate(fit_predict: FitPredict, labels: torch.Tensor, folds: int = DEFAULT_FOLDS,
-                   seed: int = 0) -> dict:
+def cross_validate(fit_predict: FitPredict, labels: torch.Tensor, folds: int = DEFAULT_FOLDS, seed: int = 0) -> dict:
     """Stratified k-fold: {"fold_top1": [...], "top1": mean, "top1_std": std, "folds": k, "predictions": [N]}."""
     from sklearn.model_selection import StratifiedKFold
 
@@ -49,8 +51,14 @@ def cross_validate(fit_predict: FitPredict, labels: torch.Tensor, folds: int = D
         tr, te = torch.from_numpy(tr), torch.from_numpy(te)
         pred[te] = fit_predict(tr, te)
         accs.append((pred[te] == labels[te]).float().mean().item())
-    return {"evaluation": f"stratified {k}-fold cross-validation", "folds": k, "fold_top1": accs,
-            "top1": float(np.mean(accs)), "top1_std": float(np.std(accs)), "predictions": pred}
+    return {
+        "evaluation": f"stratified {k}-fold cross-validation",
+        "folds": k,
+        "fold_top1": accs,
+        "top1": float(np.mean(accs)),
+        "top1_std": float(np.std(accs)),
+        "predictions": pred,
+    }
 
 
 def per_class(labels: torch.Tensor, pred: torch.Tensor, classes: list[str]) -> dict:
@@ -84,8 +92,15 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
         for i in range(n):
             for j in range(n):
                 if cm[i, j]:
-                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
-                            color="white" if rows[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{int(cm[i, j])}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
@@ -95,16 +110,20 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: str | P
     return path
 
 
-def evaluate_labelled(fit_predict: FitPredict, labelled, test=None, folds: int = DEFAULT_FOLDS, seed: int = 0,
-                      offset: int = 0) -> dict:
+def evaluate_labelled(
+    fit_predict: FitPredict, labelled, test=None, folds: int = DEFAULT_FOLDS, seed: int = 0, offset: int = 0
+) -> dict:
     """Score ``fit_predict`` on a user's labelled set: trained on all of it and tested on ``test``
     when given (its rows follow the labelled set's, from ``offset`` = len(labelled) on), else
     cross-validated over its ``folds``. Adds per-class accuracy and the confusion matrix."""
     n = len(labelled)
     if test is not None:
         pred = fit_predict(torch.arange(n), torch.arange(offset, offset + len(test)))
-        res = {"evaluation": "held-out test set", "top1": (pred == test.labels).float().mean().item(),
-               "num_test": len(test)}
+        res = {
+            "evaluation": "held-out test set",
+            "top1": (pred == test.labels).float().mean().item(),
+            "num_test": len(test),
+        }
         truth = test.labels
     else:
         res = cross_validate(fit_predict, labelled.labels, folds, seed)

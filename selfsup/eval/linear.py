@@ -6,6 +6,7 @@ Solved full-batch with L-BFGS in torch rather than scikit-learn: on cached featu
 converges in a few seconds, several times faster than sklearn's solver on this CPU, which
 matters because a regularisation search fits it several times.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,15 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, 
     lin = torch.nn.Linear(x.shape[1], num_classes)
     torch.nn.init.zeros_(lin.weight)
     torch.nn.init.zeros_(lin.bias)
-    opt = torch.optim.LBFGS(lin.parameters(), lr=1, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        lin.parameters(),
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -61,9 +69,15 @@ class Probe:
         return lin
 
 
-def fit_probe(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int | None = None,
-              l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
-              max_iter: int = 300) -> Probe:
+def fit_probe(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    num_classes: int | None = None,
+    l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    max_iter: int = 300,
+) -> Probe:
     """Standardise, choose the L2 strength on a held-out ``val_fraction`` of the training features,
     refit on all of them."""
     train_f = train_f.float()
@@ -82,12 +96,26 @@ def fit_probe(train_f: torch.Tensor, train_y: torch.Tensor, num_classes: int | N
     return Probe(mean, std, lin, best, val)
 
 
-def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2), val_fraction: float = 0.1, seed: int = 0,
-                 max_iter: int = 300) -> dict:
+def linear_probe(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    test_y: torch.Tensor,
+    l2_grid=(1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    max_iter: int = 300,
+) -> dict:
     """Returns {"top1": test accuracy (fraction), "l2": chosen strength, "val": {l2: val acc}, ...}."""
     num_classes = int(max(train_y.max(), test_y.max())) + 1
     probe = fit_probe(train_f, train_y, num_classes, l2_grid, val_fraction, seed, max_iter)
-    return {"protocol": "linear", "top1": probe.accuracy(test_f, test_y), "l2": probe.l2,
-            "val": {str(k): v for k, v in probe.val.items()}, "train_top1": probe.accuracy(train_f, train_y),
-            "val_fraction": val_fraction, "standardised": True, "solver": f"lbfgs(max_iter={max_iter})"}
+    return {
+        "protocol": "linear",
+        "top1": probe.accuracy(test_f, test_y),
+        "l2": probe.l2,
+        "val": {str(k): v for k, v in probe.val.items()},
+        "train_top1": probe.accuracy(train_f, train_y),
+        "val_fraction": val_fraction,
+        "standardised": True,
+        "solver": f"lbfgs(max_iter={max_iter})",
+    }

@@ -9,6 +9,7 @@ again on held-out images (``heldout_metrics``: the logged value is one noisy tra
 under training-mode normalisation), and measures its correlation (Pearson and Spearman) with each
 run's linear-probe accuracy.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,13 +25,21 @@ def pretext_metrics(run_dir: str | Path) -> dict[str, float]:
     """The last logged value of every ``pretext/*`` key of a run (names without the prefix)."""
     last = {}
     for r in read_metrics(run_dir):
-        last.update({k[len("pretext/"):]: v for k, v in r.items() if k.startswith("pretext/")})
+        last.update({k[len("pretext/") :]: v for k, v in r.items() if k.startswith("pretext/")})
     return last
 
 
 @torch.no_grad()
-def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | None = None, batch_size: int = 256,
-                    device: str | torch.device = "cpu", precision: str = "fp32", seed: int = 0) -> dict[str, float]:
+def heldout_metrics(
+    method,
+    images: torch.Tensor,
+    views,
+    texts: torch.Tensor | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    seed: int = 0,
+) -> dict[str, float]:
     """Mean of every ``pretext/*`` value the method's own ``training_step`` reports, on ``images``
     (uint8 [N, C, H, W], a held-out split) seen through the run's training ``views``, with the
     network in eval mode (BatchNorm on its running statistics) and no gradient, in batches of
@@ -51,12 +60,13 @@ def heldout_metrics(method, images: torch.Tensor, views, texts: torch.Tensor | N
                 idx = torch.arange(i, min(i + batch_size, len(images)))
                 batch = Batch(images[idx], idx, texts=None if texts is None else texts[idx]).to(device)
                 batch.views = views(batch.images, gen)
-                with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
-                                    enabled=precision == "bf16"):
+                with torch.autocast(
+                    device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
+                ):
                     logs = method.training_step(batch).logs
                 for k, v in logs.items():
                     if k.startswith("pretext/"):
-                        sums[k[len("pretext/"):]] = sums.get(k[len("pretext/"):], 0.0) + float(v) * len(idx)
+                        sums[k[len("pretext/") :]] = sums.get(k[len("pretext/") :], 0.0) + float(v) * len(idx)
         finally:
             method.train(was)
     return {k: v / len(images) for k, v in sums.items()}

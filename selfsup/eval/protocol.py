@@ -7,6 +7,7 @@ protocols that take each), its error messages and the keywords it passes from th
 ``describe(result)``, and ``selfsup bench`` picks the protocols it may run (``bench``) and those that
 apply to a run (``applies``) from it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,21 +37,31 @@ class Option:
 
 def comma_list(item: type = str) -> Callable[[str], list]:
     """argparse type for '0.01,0.1,1' -> [0.01, 0.1, 1.0] (``item`` = float) or 'tsne,umap' -> ['tsne', 'umap']."""
+
     def parse(text: str) -> list:
         try:
             return [item(x.strip()) for x in text.split(",") if x.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated {item.__name__} values, "
-                                             f"e.g. {'0.01,0.1,1' if item is float else 'a,b'}") from None
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: give comma-separated {item.__name__} values, "
+                f"e.g. {'0.01,0.1,1' if item is float else 'a,b'}"
+            ) from None
+
     return parse
 
 
 # the options several protocols share, declared once
-LABELS = Option("labels", "your own labels instead of the run's dataset: a folder with one sub-folder per class, "
-                          "or a CSV of path,label rows (paths relative to the CSV or to the pretraining folder)",
-                metavar="DIR|FILE.csv")
-TEST = Option("test", "with --labels: labelled images to test on (default: stratified k-fold cross-validation)",
-              metavar="DIR|FILE.csv")
+LABELS = Option(
+    "labels",
+    "your own labels instead of the run's dataset: a folder with one sub-folder per class, "
+    "or a CSV of path,label rows (paths relative to the CSV or to the pretraining folder)",
+    metavar="DIR|FILE.csv",
+)
+TEST = Option(
+    "test",
+    "with --labels: labelled images to test on (default: stratified k-fold cross-validation)",
+    metavar="DIR|FILE.csv",
+)
 FOLDS = Option("folds", "with --labels and no --test: cross-validation folds (default 5)", type=int)
 SEED = Option("seed", "subset / k-means / corruption seed (default 0)", type=int)
 USER_LABELS = (LABELS, TEST)
@@ -86,10 +97,12 @@ class Protocol:
         if "evaluation" not in res or "num_labelled" not in res:
             return line
         worst = min(((c, a) for c, a in res["per_class"].items() if a is not None), key=lambda t: t[1], default=None)
-        return (f"{line}\n  {res['num_labelled']} labelled images, {res['evaluation']}"
-                + (" (± std over folds)" if "top1_std" in res else f" ({res['num_test']} images)")
-                + (f"; weakest class {worst[0]} {pct(worst[1])}" if worst else "")
-                + (f"\n  confusion matrix: {res['picture']}" if res.get("picture") else ""))
+        return (
+            f"{line}\n  {res['num_labelled']} labelled images, {res['evaluation']}"
+            + (" (± std over folds)" if "top1_std" in res else f" ({res['num_test']} images)")
+            + (f"; weakest class {worst[0]} {pct(worst[1])}" if worst else "")
+            + (f"\n  confusion matrix: {res['picture']}" if res.get("picture") else "")
+        )
 
 
 def cli_options(protocols) -> dict[str, tuple[Option, list[str]]]:
@@ -99,8 +112,10 @@ def cli_options(protocols) -> dict[str, tuple[Option, list[str]]]:
     for p in protocols:
         for o in p.options:
             if o.name in out and out[o.name][0] != o:
-                raise ValueError(f"option {o.flag} is declared twice, differently: {out[o.name][0]} and {o} "
-                                 f"(protocol {p.name}); declare it once and share it")
+                raise ValueError(
+                    f"option {o.flag} is declared twice, differently: {out[o.name][0]} and {o} "
+                    f"(protocol {p.name}); declare it once and share it"
+                )
             out.setdefault(o.name, (o, []))[1].append(p.name)
     return out
 

@@ -9,6 +9,7 @@ ImageNet-C parameters are for 224-px photographs; the ones below are scaled for 
 Each corruption maps uint8 images [N,C,H,W] to uint8 images of the same shape, deterministically
 for a seed, so every method is tested on exactly the same corrupted images.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,8 +66,9 @@ def corrupt(images: torch.Tensor, kind: str, severity: int, seed: int = 0) -> to
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def robustness_curves(probe, features_of, test_images: torch.Tensor, test_labels: torch.Tensor,
-                      kinds=CORRUPTIONS, seed: int = 0) -> dict:
+def robustness_curves(
+    probe, features_of, test_images: torch.Tensor, test_labels: torch.Tensor, kinds=CORRUPTIONS, seed: int = 0
+) -> dict:
     """Accuracy of a fitted ``probe`` (selfsup.eval.linear.Probe) on features of corrupted test images.
 
     features_of: uint8 images [N,C,H,W] -> features [N, D] (the frozen encoder, or raw pixels).
@@ -74,8 +76,10 @@ def robustness_curves(probe, features_of, test_images: torch.Tensor, test_labels
     """
     out = {"clean": probe.accuracy(features_of(test_images), test_labels)}
     for kind in kinds:
-        out[kind] = [probe.accuracy(features_of(corrupt(test_images, kind, s, seed)), test_labels)
-                     for s in range(1, len(SEVERITIES[kind]) + 1)]
+        out[kind] = [
+            probe.accuracy(features_of(corrupt(test_images, kind, s, seed)), test_labels)
+            for s in range(1, len(SEVERITIES[kind]) + 1)
+        ]
     out["mean_corrupted"] = sum(sum(out[k]) for k in kinds) / sum(len(out[k]) for k in kinds)
     return out
 

@@ -8,6 +8,7 @@ train and test splits are extracted once per checkpoint and cached in RUN_DIR/fe
 by the checkpoint's step and file time, so a continued run gets fresh features), so knn, linear,
 cluster, embed2d, semi and robustness share one extraction.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,7 +44,12 @@ from selfsup.data.text import tokenize
 from selfsup.eval.clip import class_prompts, encode_images, encode_texts, retrieval, zero_shot
 from selfsup.eval.cluster import cluster_scores
 from selfsup.eval.diagnostics import (
-    alignment, effective_rank, embedding_std, infonce_bound_curve, per_dimension_std, uniformity,
+    alignment,
+    effective_rank,
+    embedding_std,
+    infonce_bound_curve,
+    per_dimension_std,
+    uniformity,
 )
 from selfsup.eval.efficiency import efficiency
 from selfsup.eval.embed import embed_2d, plot_embedding
@@ -63,6 +69,7 @@ def protocol(name: str, summary: Callable[[dict], str], options: tuple[Option, .
     ``summary(result)`` is its human line, ``options`` its flags of ``selfsup eval`` (each an ``Option``, whose
     keyword the function must take); ``kw``: the other ``Protocol`` fields (applies, note, bench, sharded,
     progress)."""
+
     def wrap(fn: Callable[..., dict]) -> Callable[..., dict]:
         params = inspect.signature(fn).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())  # **changes: e.g. FinetuneConfig fields
@@ -82,26 +89,36 @@ STEPS = Option("steps", "a fixed number of fine-tuning steps instead of epochs",
 FROM_SCRATCH = Option("from_scratch", "random init, the supervised baseline", switch=True)
 FRACTIONS = Option("fractions", "label fractions (default 0.01,0.1,1)", type=comma_list(float))
 PER_CLASS = Option("per_class", "also N labels of every class (e.g. 10), first", type=int)
-FINETUNE_UP_TO = Option("finetune_up_to", "fine-tune (and train from scratch) only at fractions up to this one "
-                                          "(default 1; 0: linear probes only)", type=float)
-SEMI_METHODS = Option("semi_methods", "also these semi-supervised methods (fixmatch, mixmatch, vat, pseudolabel, "
-                                      "supervised), from the encoder and from scratch, where fine-tuning runs",
-                      type=comma_list())
+FINETUNE_UP_TO = Option(
+    "finetune_up_to",
+    "fine-tune (and train from scratch) only at fractions up to this one (default 1; 0: linear probes only)",
+    type=float,
+)
+SEMI_METHODS = Option(
+    "semi_methods",
+    "also these semi-supervised methods (fixmatch, mixmatch, vat, pseudolabel, "
+    "supervised), from the encoder and from scratch, where fine-tuning runs",
+    type=comma_list(),
+)
 SEMI_STEPS = Option("semi_steps", "steps of each --semi-methods run (default 1000)", type=int)
 CLUSTERS = Option("clusters", "k of k-means (default: the number of classes)", keyword="num_clusters", type=int)
 EMBED = Option("embed", "tsne and/or umap (default tsne, and umap if installed)", keyword="kinds", type=comma_list())
 MAX_POINTS = Option("max_points", "test images embedded (default 3000, class-balanced)", type=int)
-CORRUPTION_KINDS = Option("corruptions", f"any of {','.join(CORRUPTIONS)} (default all)", keyword="kinds",
-                          type=comma_list())
+CORRUPTION_KINDS = Option(
+    "corruptions", f"any of {','.join(CORRUPTIONS)} (default all)", keyword="kinds", type=comma_list()
+)
 TARGET = Option("target", "the labelled dataset to probe on (default digits)")
 TARGET_DIR = Option("target_dir", "where the target dataset is (as --data-dir)")
-PROMPTS = Option("prompts", "prompt templates with {label}, several separated by | and averaged "
-                            "(default 'a photo of a {label}')",
-                 type=lambda t: [p.strip() for p in t.split("|") if p.strip()])
+PROMPTS = Option(
+    "prompts",
+    "prompt templates with {label}, several separated by | and averaged (default 'a photo of a {label}')",
+    type=lambda t: [p.strip() for p in t.split("|") if p.strip()],
+)
 
 
-def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RunConfig]:
+def run_features(
+    run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RunConfig]:
     """(train features, train labels, test features, test labels, config), cached per checkpoint.
     ``loaded``: the run's ``load_run`` result when the caller has it already (not built twice)."""
     cfg, method, meta = loaded or load_run(run_dir)
@@ -116,8 +133,14 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
             return f["train"], train.labels, f["test"], test.labels, cfg
         except Exception as e:  # truncated or damaged (safetensors' own error types): extract again
             warnings.warn(f"the feature cache {cache} is unreadable ({e}); extracting the features again", stacklevel=2)
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
-              precision=cfg.train.precision, batch_size=cfg.eval.batch_size)
+    kw = dict(
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        size=size,
+        device=device,
+        precision=cfg.train.precision,
+        batch_size=cfg.eval.batch_size,
+    )
     ftr = extract_features(method.evaluated_encoder, train.images, **kw)
     fte = extract_features(method.evaluated_encoder, test.images, **kw)
     if dist.is_main():  # under torchrun every process extracted its shard and holds all rows; one writes
@@ -130,8 +153,10 @@ def run_features(run_dir: str | Path, device: str = "cpu", loaded: tuple | None 
             tmp.replace(cache)
         except (OSError, SafetensorError) as e:  # the features are computed: evaluation goes on without the cache
             tmp.unlink(missing_ok=True)
-            warnings.warn(f"could not write the feature cache {cache} ({e}); the next evaluation extracts the "
-                          f"features again", stacklevel=2)
+            warnings.warn(
+                f"could not write the feature cache {cache} ({e}); the next evaluation extracts the features again",
+                stacklevel=2,
+            )
     return ftr, train.labels, fte, test.labels, cfg
 
 
@@ -156,8 +181,11 @@ def user_sets(run: Run, labels, test=None):
     sub-folders or a CSV of path,label rows), decoded for the run's encoder; the test set takes the
     labelled set's class list, so that a label means the same class in both."""
     lab = load_labelled(labels, run.spec.channels, run.spec.stored_size, search=run.label_search())
-    tst = None if test is None else load_labelled(test, run.spec.channels, run.spec.stored_size, lab.classes,
-                                                  run.label_search())
+    tst = (
+        None
+        if test is None
+        else load_labelled(test, run.spec.channels, run.spec.stored_size, lab.classes, run.label_search())
+    )
     return lab, tst
 
 
@@ -176,23 +204,32 @@ def user_features(run_dir, labels, test, device):
 
 
 def _on_user_labels(run_dir, protocol: str, labels, test, folds: int, seed: int, device: str, fit_predicts) -> dict:
-    return score_user_labels(*user_features(run_dir, labels, test, device), protocol, labels, test, folds, seed,
-                             fit_predicts)
+    return score_user_labels(
+        *user_features(run_dir, labels, test, device), protocol, labels, test, folds, seed, fit_predicts
+    )
 
 
-def score_user_labels(run: Run, lab, tst, feats, y, protocol: str, labels, test, folds: int, seed: int,
-                      fit_predicts) -> dict:
+def score_user_labels(
+    run: Run, lab, tst, feats, y, protocol: str, labels, test, folds: int, seed: int, fit_predicts
+) -> dict:
     """A frozen-feature protocol on the user's labels (``user_features``' outputs): ``fit_predicts(features,
     labels, num_classes, cfg)`` -> {name: fit_predict}; the first name is the headline (its confusion
     matrix is drawn), every other one is reported beside it (kNN's other k). Written to the run's
     eval_<protocol>_labels-<name>.json."""
     run_dir = run.dir
-    results = {name: evaluate_labelled(fp, lab, tst, folds, seed, offset=len(lab))
-               for name, fp in fit_predicts(feats, y, len(lab.classes), run.cfg).items()}
+    results = {
+        name: evaluate_labelled(fp, lab, tst, folds, seed, offset=len(lab))
+        for name, fp in fit_predicts(feats, y, len(lab.classes), run.cfg).items()
+    }
     head_name = next(iter(results))
-    res = {"protocol": protocol, **results[head_name], "labels": str(Path(labels).expanduser().resolve()),
-           "test": None if test is None else str(Path(test).expanduser().resolve()), "seed": seed,
-           "checkpoint_step": run.meta.get("step")}
+    res = {
+        "protocol": protocol,
+        **results[head_name],
+        "labels": str(Path(labels).expanduser().resolve()),
+        "test": None if test is None else str(Path(test).expanduser().resolve()),
+        "seed": seed,
+        "checkpoint_step": run.meta.get("step"),
+    }
     for name, r in results.items():
         res[f"top1_{name}"] = r["top1"]
         if "top1_std" in r:
@@ -201,19 +238,22 @@ def score_user_labels(run: Run, lab, tst, feats, y, protocol: str, labels, test,
     how = ("on " + Path(test).name) if test else f"{res.get('folds')}-fold cross-validation"
     what = protocol if head_name == protocol else f"{protocol} ({head_name})"
     title = f"{run.cfg.method_name}: {what} on {len(lab)} labels, {how}: top-1 {100 * res['top1']:.1f} %"
-    res["picture"] = str(plot_confusion(res["confusion"], lab.classes, Path(run_dir) / f"eval_{variant}_confusion.png",
-                                        title))
+    res["picture"] = str(
+        plot_confusion(res["confusion"], lab.classes, Path(run_dir) / f"eval_{variant}_confusion.png", title)
+    )
     return _save(run_dir, variant, res, run.cfg)
 
 
 def _knn_summary(res: dict) -> str:
-    return "kNN " + ", ".join(f"k={k[6:]} {pct(res[k])}{plus_minus(res, 'top1_std_' + k[5:])}"
-                              for k in res if k.startswith("top1_k"))
+    return "kNN " + ", ".join(
+        f"k={k[6:]} {pct(res[k])}{plus_minus(res, 'top1_std_' + k[5:])}" for k in res if k.startswith("top1_k")
+    )
 
 
 @protocol("knn", _knn_summary, (*USER_LABELS, FOLDS, SEED), sharded=True)
-def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
-                 seed: int = 0) -> dict:
+def evaluate_knn(
+    run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS, seed: int = 0
+) -> dict:
     """Weighted kNN. ``labels`` (a folder of class sub-folders or a CSV of path,label): on the user's
     labels instead of the run's dataset, tested on ``test`` or cross-validated over ``folds``."""
     if labels is None:
@@ -221,20 +261,26 @@ def evaluate_knn(run_dir, device: str = "cpu", labels=None, test=None, folds: in
         return _save(run_dir, "knn", _protocol("knn", ftr, ytr, fte, yte, cfg), cfg)
 
     def fit_predicts(f, y, num_classes, cfg):
-        return {f"k{k}": (lambda tr, te, k=k: knn_predict(f[tr], y[tr], f[te], k, cfg.eval.knn_temperature,
-                                                          num_classes).argmax(1))
-                for k in cfg.eval.knn_k}
+        return {
+            f"k{k}": (
+                lambda tr, te, k=k: knn_predict(f[tr], y[tr], f[te], k, cfg.eval.knn_temperature, num_classes).argmax(1)
+            )
+            for k in cfg.eval.knn_k
+        }
 
     return _on_user_labels(run_dir, "knn", labels, test, folds, seed, device, fit_predicts)
 
 
 def _linear_summary(res: dict) -> str:
-    return f"linear top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')}" + (f" (l2 {res['l2']:g})" if "l2" in res else "")
+    return f"linear top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')}" + (
+        f" (l2 {res['l2']:g})" if "l2" in res else ""
+    )
 
 
 @protocol("linear", _linear_summary, (*USER_LABELS, FOLDS, SEED), sharded=True)
-def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS,
-                    seed: int = 0) -> dict:
+def evaluate_linear(
+    run_dir, device: str = "cpu", labels=None, test=None, folds: int = DEFAULT_FOLDS, seed: int = 0
+) -> dict:
     """Linear probe (L2 strength chosen on a validation part of each training fold). ``labels``: as kNN's."""
     if labels is None:
         ftr, ytr, fte, yte, cfg = run_features(run_dir, device)
@@ -244,19 +290,24 @@ def evaluate_linear(run_dir, device: str = "cpu", labels=None, test=None, folds:
 
 def linear_fit_predicts(seed: int = 0):
     """``fit_predicts`` of the linear probe for ``score_user_labels``: the run's L2 grid and validation share."""
+
     def fit_predicts(f, y, num_classes, cfg):
         def fp(tr, te):
-            return fit_probe(f[tr], y[tr], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction,
-                             seed).predict(f[te])
+            return fit_probe(f[tr], y[tr], num_classes, cfg.eval.linear_l2, cfg.eval.linear_val_fraction, seed).predict(
+                f[te]
+            )
+
         return {"linear": fp}
+
     return fit_predicts
 
 
 def evaluate_raw_pixels(cfg: RunConfig, protocol: str) -> dict:
     """The same protocol on flattened raw pixels: the reference row every table carries."""
     train, test = labelled_splits(cfg)
-    result = _protocol(protocol, raw_pixel_features(train.images), train.labels,
-                       raw_pixel_features(test.images), test.labels, cfg)
+    result = _protocol(
+        protocol, raw_pixel_features(train.images), train.labels, raw_pixel_features(test.images), test.labels, cfg
+    )
     result.update({"method": "raw pixels", "data": cfg.data.name})
     return result
 
@@ -272,16 +323,33 @@ def _protocol(protocol: str, ftr, ytr, fte, yte, cfg: RunConfig) -> dict:
 def _finetune_summary(res: dict) -> str:
     what = "from scratch" if res["from_scratch"] else f"from the pretrained {res['encoder']}"
     if "labels" not in res:  # a fraction of the run's own labels
-        return (f"finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * res['fraction']:g} % of the labels = "
-                f"{res['num_labelled']} images, {res['steps']} steps)")
+        return (
+            f"finetune top-1 {100 * res['top1']:.2f} %  ({what}; {100 * res['fraction']:g} % of the labels = "
+            f"{res['num_labelled']} images, {res['steps']} steps)"
+        )
     return f"finetune top-1 {pct(res['top1'])}{plus_minus(res, 'top1_std')} ({what}, {res['epochs']} epochs)"
 
 
-@protocol("finetune", _finetune_summary, (FRACTION, EPOCHS, STEPS, FROM_SCRATCH, SEED, *USER_LABELS, FOLDS),
-          bench=False, progress=True)
-def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs: int | None = None,
-                      steps: int | None = None, from_scratch: bool = False, device: str = "cpu",
-                      progress: bool = False, labels=None, test=None, folds: int = DEFAULT_FOLDS, **changes) -> dict:
+@protocol(
+    "finetune",
+    _finetune_summary,
+    (FRACTION, EPOCHS, STEPS, FROM_SCRATCH, SEED, *USER_LABELS, FOLDS),
+    bench=False,
+    progress=True,
+)
+def evaluate_finetune(
+    run_dir: str | Path,
+    fraction: float | None = None,
+    epochs: int | None = None,
+    steps: int | None = None,
+    from_scratch: bool = False,
+    device: str = "cpu",
+    progress: bool = False,
+    labels=None,
+    test=None,
+    folds: int = DEFAULT_FOLDS,
+    **changes,
+) -> dict:
     """Fine-tune the run's ``finetune_encoder`` (or ``encoder``) + a linear head on ``fraction`` of
     the training labels (default 0.1; selfsup.eval.finetune); ``changes``: other FinetuneConfig
     fields. The result is also written to RUN_DIR/eval_finetune_<pct>pct.json (eval_scratch_...
@@ -296,32 +364,63 @@ def evaluate_finetune(run_dir: str | Path, fraction: float | None = None, epochs
     name = "scratch" if from_scratch else "finetune"
     if labels is not None:
         lab, tst = user_sets(run, labels, test)
-        ft = run_finetune_config(cfg, fraction=fraction or 1.0, epochs=epochs, steps=steps,
-                                 from_scratch=from_scratch, **changes)
-        both = lab if tst is None else dataclasses.replace(lab, images=torch.cat([lab.images, tst.images]),
-                                                           labels=torch.cat([lab.labels, tst.labels]), files=None)
+        ft = run_finetune_config(
+            cfg, fraction=fraction or 1.0, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes
+        )
+        both = (
+            lab
+            if tst is None
+            else dataclasses.replace(
+                lab, images=torch.cat([lab.images, tst.images]), labels=torch.cat([lab.labels, tst.labels]), files=None
+            )
+        )
         spec = run.spec
 
         def fit_predict(tr, te):
-            model, _ = finetune_classifier(encoder, both.subset(tr), both.subset(te), spec.mean, spec.std, spec.size,
-                                           ft, device, progress)
+            model, _ = finetune_classifier(
+                encoder, both.subset(tr), both.subset(te), spec.mean, spec.std, spec.size, ft, device, progress
+            )
             return extract_features(model, both.images[te], spec.mean, spec.std, spec.size, device=device).argmax(1)
 
         res = evaluate_labelled(fit_predict, lab, tst, folds, ft.seed, offset=len(lab))
-        res.update({"protocol": "finetune", "from_scratch": from_scratch, "fraction": ft.fraction,
-                    "epochs": ft.num_epochs(), "labels": str(Path(labels).expanduser().resolve()),
-                    "test": None if test is None else str(Path(test).expanduser().resolve()), "encoder": kind,
-                    "checkpoint_step": meta.get("step"), "settings": dataclasses.asdict(ft)})
+        res.update(
+            {
+                "protocol": "finetune",
+                "from_scratch": from_scratch,
+                "fraction": ft.fraction,
+                "epochs": ft.num_epochs(),
+                "labels": str(Path(labels).expanduser().resolve()),
+                "test": None if test is None else str(Path(test).expanduser().resolve()),
+                "encoder": kind,
+                "checkpoint_step": meta.get("step"),
+                "settings": dataclasses.asdict(ft),
+            }
+        )
         variant = f"{name}_{_variant(labels)}"
-        res["picture"] = str(plot_confusion(res["confusion"], lab.classes, Path(run_dir) / f"eval_{variant}_confusion.png",
-                                            f"{cfg.method_name}: {name} on {len(lab)} labels: top-1 {100 * res['top1']:.1f} %"))
+        res["picture"] = str(
+            plot_confusion(
+                res["confusion"],
+                lab.classes,
+                Path(run_dir) / f"eval_{variant}_confusion.png",
+                f"{cfg.method_name}: {name} on {len(lab)} labels: top-1 {100 * res['top1']:.1f} %",
+            )
+        )
         return _save(run_dir, variant, res, cfg)
     fraction = 0.1 if fraction is None else fraction
     train, test_split = labelled_splits(cfg)
     ft = run_finetune_config(cfg, fraction=fraction, epochs=epochs, steps=steps, from_scratch=from_scratch, **changes)
-    result = finetune(encoder, train, test_split, cfg.data.mean, cfg.data.std, eval_size(cfg, train.image_size), ft, device, progress)
-    result.update({"run": str(run_dir), "method": cfg.method_name, "data": cfg.data.name, "encoder": kind,
-                   "checkpoint_step": meta.get("step")})
+    result = finetune(
+        encoder, train, test_split, cfg.data.mean, cfg.data.std, eval_size(cfg, train.image_size), ft, device, progress
+    )
+    result.update(
+        {
+            "run": str(run_dir),
+            "method": cfg.method_name,
+            "data": cfg.data.name,
+            "encoder": kind,
+            "checkpoint_step": meta.get("step"),
+        }
+    )
     (Path(run_dir) / f"eval_{name}_{100 * fraction:g}pct.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -331,8 +430,9 @@ def _cluster_summary(res: dict) -> str:
 
 
 @protocol("cluster", _cluster_summary, (CLUSTERS, SEED, *USER_LABELS))
-def evaluate_cluster(run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0, labels=None,
-                     test=None) -> dict:
+def evaluate_cluster(
+    run_dir, device: str = "cpu", num_clusters: int | None = None, seed: int = 0, labels=None, test=None
+) -> dict:
     """k-means on the test features (k = the number of classes unless given) -> NMI, ARI, Hungarian
     accuracy; with ``labels`` (and ``test``), on the user's labelled images."""
     if labels is not None:
@@ -348,8 +448,9 @@ def _embed2d_summary(res: dict) -> str:
 
 
 @protocol("embed2d", _embed2d_summary, (EMBED, MAX_POINTS, SEED, *USER_LABELS))
-def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0, labels=None,
-                     test=None) -> dict:
+def evaluate_embed2d(
+    run_dir, device: str = "cpu", kinds=None, max_points: int = 3000, seed: int = 0, labels=None, test=None
+) -> dict:
     """t-SNE (and UMAP when umap-learn is installed) of up to ``max_points`` test features, a
     class-balanced seeded sample, coloured by label: RUN_DIR/embed2d_<kind>.png; with ``labels``,
     of the user's labelled images (RUN_DIR/embed2d_<kind>_labels-<name>.png)."""
@@ -367,23 +468,30 @@ def evaluate_embed2d(run_dir, device: str = "cpu", kinds=None, max_points: int =
     pictures = {}
     for kind in kinds:
         xy = embed_2d(fte[idx], kind, seed)
-        title = (f"{cfg.method_name} on {cfg.data.name}: {kind.upper() if kind == 'umap' else 't-SNE'} of {len(idx)} "
-                 f"{what} images")
-        pictures[kind] = str(plot_embedding(xy, yte[idx].numpy(), Path(run_dir) / f"embed2d_{kind}{suffix}.png", title,
-                                            classes))
+        title = (
+            f"{cfg.method_name} on {cfg.data.name}: {kind.upper() if kind == 'umap' else 't-SNE'} of {len(idx)} "
+            f"{what} images"
+        )
+        pictures[kind] = str(
+            plot_embedding(xy, yte[idx].numpy(), Path(run_dir) / f"embed2d_{kind}{suffix}.png", title, classes)
+        )
     return _save(run_dir, f"embed2d{suffix}", {"protocol": "embed2d", "points": len(idx), "pictures": pictures}, cfg)
 
 
 def _diagnostics_summary(res: dict) -> str:
     f, z = res["features"], res["embedding"]
-    lines = [f"features  (d={f['dim']}): effective rank {f['effective_rank']:.1f}, alignment {f['alignment']:.3f}, "
-             f"uniformity {f['uniformity']:.3f}, dead dims {pct(f['std']['dead_fraction'])}",
-             f"embedding (d={z['dim']}): effective rank {z['effective_rank']:.1f}, alignment {z['alignment']:.3f}, "
-             f"uniformity {z['uniformity']:.3f}, mean std {z['mean_std']:.4f} (ideal {z['std']['ideal']:.4f})"]
+    lines = [
+        f"features  (d={f['dim']}): effective rank {f['effective_rank']:.1f}, alignment {f['alignment']:.3f}, "
+        f"uniformity {f['uniformity']:.3f}, dead dims {pct(f['std']['dead_fraction'])}",
+        f"embedding (d={z['dim']}): effective rank {z['effective_rank']:.1f}, alignment {z['alignment']:.3f}, "
+        f"uniformity {z['uniformity']:.3f}, mean std {z['mean_std']:.4f} (ideal {z['std']['ideal']:.4f})",
+    ]
     if "infonce_bound" in res:
         b = res["infonce_bound"]
-        lines.append("InfoNCE bound log N - L: " + ", ".join(
-            f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items()))
+        lines.append(
+            "InfoNCE bound log N - L: "
+            + ", ".join(f"N={n} {v:.2f} (<= {b['log_n'][n]:.2f})" for n, v in b["nats"].items())
+        )
     return "\n  " + "\n  ".join(lines)
 
 
@@ -408,27 +516,48 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     images = pool[idx]
     # two global views even for single-view methods: alignment compares two views of each image
     vcfg = view_config(cfg)
-    views = Views(dataclasses.replace(vcfg, num_global=max(2, vcfg.num_global)), spec.mean, spec.std,
-                  spec.stored_size)
+    views = Views(dataclasses.replace(vcfg, num_global=max(2, vcfg.num_global)), spec.mean, spec.std, spec.stored_size)
     v1, v2 = views(images, g)[:2]  # two augmented (global) views of each image, as in training
     sub = run.features(images, device)
     method.eval()
-    with torch.no_grad(), torch.autocast(torch.device(device).type, dtype=torch.bfloat16,
-                                         enabled=cfg.train.precision == "bf16"):
+    with (
+        torch.no_grad(),
+        torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"),
+    ):
         method.to(device)
         h1, h2 = (method.evaluated_encoder(v.to(device)).float().cpu() for v in (v1, v2))
         z = method.embedding(eval_view(images, spec.mean, spec.std, spec.size).to(device)).float().cpu()
         z1, z2 = (method.embedding(v.to(device)).float().cpu() for v in (v1, v2))
-    result = {"protocol": "diagnostics", "num_images": len(idx), "images": source,
-              "features": {"dim": sub.shape[1], "effective_rank": effective_rank(sub), "std": per_dimension_std(sub),
-                           "alignment": alignment(h1, h2), "uniformity": uniformity(sub)},
-              "embedding": {"dim": z.shape[1], "effective_rank": effective_rank(z), "std": per_dimension_std(z),
-                            "mean_std": embedding_std(z), "alignment": alignment(z1, z2), "uniformity": uniformity(z)}}
+    result = {
+        "protocol": "diagnostics",
+        "num_images": len(idx),
+        "images": source,
+        "features": {
+            "dim": sub.shape[1],
+            "effective_rank": effective_rank(sub),
+            "std": per_dimension_std(sub),
+            "alignment": alignment(h1, h2),
+            "uniformity": uniformity(sub),
+        },
+        "embedding": {
+            "dim": z.shape[1],
+            "effective_rank": effective_rank(z),
+            "std": per_dimension_std(z),
+            "mean_std": embedding_std(z),
+            "alignment": alignment(z1, z2),
+            "uniformity": uniformity(z),
+        },
+    }
     temperature = getattr(getattr(method, "cfg", None), "temperature", None)
     if temperature is not None and any("infonce_bound" in r for r in read_metrics(run_dir)):
-        curve = infonce_bound_curve(z1, z2, temperature, ns=tuple(n for n in (2, 8, 32, 128, 512, 2048) if n <= len(idx)))
-        result["infonce_bound"] = {"temperature": temperature, "nats": {str(n): b for n, b in curve.items()},
-                                   "log_n": {str(n): math.log(n) for n in curve}}
+        curve = infonce_bound_curve(
+            z1, z2, temperature, ns=tuple(n for n in (2, 8, 32, 128, 512, 2048) if n <= len(idx))
+        )
+        result["infonce_bound"] = {
+            "temperature": temperature,
+            "nats": {str(n): b for n, b in curve.items()},
+            "log_n": {str(n): math.log(n) for n in curve},
+        }
     return _save(run_dir, "diagnostics" if labels is None else f"diagnostics_{_variant(labels)}", result, cfg)
 
 
@@ -449,20 +578,43 @@ def _held_out(run: Run, labels, test, protocol: str, why: str, device, test_feat
 
 def _semi_summary(res: dict) -> str:
     def semi(r):
-        return "".join(f", {m} {pct(r.get(m))} (from scratch {pct(r.get(m + '_scratch'))})"
-                       for m in res.get("semi_methods", []))
-    return "\n  " + "\n  ".join(f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
-                                  f"{pct(r['linear'])} (raw pixels {pct(r.get('raw_pixels'))}), "
-                                  f"fine-tune {pct(r['finetune'])}, from scratch {pct(r['scratch'])}{semi(r)}"
-                                  for r in res["rows"]) + f"\n  picture: {res['picture']}"
+        return "".join(
+            f", {m} {pct(r.get(m))} (from scratch {pct(r.get(m + '_scratch'))})" for m in res.get("semi_methods", [])
+        )
+
+    return (
+        "\n  "
+        + "\n  ".join(
+            f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
+            f"{pct(r['linear'])} (raw pixels {pct(r.get('raw_pixels'))}), "
+            f"fine-tune {pct(r['finetune'])}, from scratch {pct(r['scratch'])}{semi(r)}"
+            for r in res["rows"]
+        )
+        + f"\n  picture: {res['picture']}"
+    )
 
 
-@protocol("semi", _semi_summary, (FRACTIONS, EPOCHS, STEPS, SEED, PER_CLASS, FINETUNE_UP_TO, SEMI_METHODS,
-                                  SEMI_STEPS, *USER_LABELS), bench=False)
-def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epochs: int | None = None,
-                  steps: int | None = None, seed: int = 0, progress: bool = False, per_class: int | None = None,
-                  finetune_up_to: float = 1.0, semi_methods=(), semi_steps: int = 1000, labels=None,
-                  test=None) -> dict:
+@protocol(
+    "semi",
+    _semi_summary,
+    (FRACTIONS, EPOCHS, STEPS, SEED, PER_CLASS, FINETUNE_UP_TO, SEMI_METHODS, SEMI_STEPS, *USER_LABELS),
+    bench=False,
+)
+def evaluate_semi(
+    run_dir,
+    device: str = "cpu",
+    fractions=(0.01, 0.1, 1.0),
+    epochs: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: bool = False,
+    per_class: int | None = None,
+    finetune_up_to: float = 1.0,
+    semi_methods=(),
+    semi_steps: int = 1000,
+    labels=None,
+    test=None,
+) -> dict:
     """Label efficiency: linear probe (and one on raw pixels), fine-tuning and supervised-from-scratch
     at each fraction of the labels (selfsup.eval.semi), and first at ``per_class`` labels of each
     class when given; fine-tuning (and ``semi_methods``, e.g. fixmatch, from the encoder and from
@@ -471,26 +623,43 @@ def evaluate_semi(run_dir, device: str = "cpu", fractions=(0.01, 0.1, 1.0), epoc
     fractions are of the user's labelled set, whose images are the semi-supervised methods' unlabelled ones."""
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
-    train, test_set, ftr, fte, suffix, where = _held_out(run, labels, test, "semi", "each fraction of the labels is "
-                                                         "scored on the same held-out images", device)
+    train, test_set, ftr, fte, suffix, where = _held_out(
+        run, labels, test, "semi", "each fraction of the labels is scored on the same held-out images", device
+    )
     name, title = f"semi{suffix}", f"{cfg.method_name} {where}: label efficiency"
     if per_class:
         fractions = (per_class_fraction(train.labels, per_class), *fractions)
     ft = run_finetune_config(cfg, epochs=epochs, steps=steps, seed=seed)
-    res = semi_supervised(run.encoder, train, test_set, ftr, fte, spec.mean, spec.std, spec.size, fractions, ft,
-                          device, progress, finetune_encoder=encoder_to_finetune(run.method),
-                          finetune_up_to=finetune_up_to, semi_methods=tuple(semi_methods or ()),
-                          semi_steps=semi_steps)
+    res = semi_supervised(
+        run.encoder,
+        train,
+        test_set,
+        ftr,
+        fte,
+        spec.mean,
+        spec.std,
+        spec.size,
+        fractions,
+        ft,
+        device,
+        progress,
+        finetune_encoder=encoder_to_finetune(run.method),
+        finetune_up_to=finetune_up_to,
+        semi_methods=tuple(semi_methods or ()),
+        semi_steps=semi_steps,
+    )
     res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / f"{name}.png", title))
     return _save(run_dir, name if seed == 0 else f"{name}_seed{seed}", res, cfg)
 
 
 def _robustness_summary(res: dict) -> str:
     e, r = res["encoder"], res["raw_pixels"]
-    return (f"clean {pct(e['clean'])}, mean over corruptions {pct(e['mean_corrupted'])} "
-            f"(raw pixels {pct(r['clean'])} -> {pct(r['mean_corrupted'])})\n  "
-            + "\n  ".join(f"{k:<10} " + " ".join(f"{100 * a:5.1f}" for a in e[k]) for k in res["severities"])
-            + f"\n  picture: {res['picture']}")
+    return (
+        f"clean {pct(e['clean'])}, mean over corruptions {pct(e['mean_corrupted'])} "
+        f"(raw pixels {pct(r['clean'])} -> {pct(r['mean_corrupted'])})\n  "
+        + "\n  ".join(f"{k:<10} " + " ".join(f"{100 * a:5.1f}" for a in e[k]) for k in res["severities"])
+        + f"\n  picture: {res['picture']}"
+    )
 
 
 @protocol("robustness", _robustness_summary, (CORRUPTION_KINDS, SEED, *USER_LABELS))
@@ -502,23 +671,50 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     run = Run(run_dir)
     cfg, spec = run.cfg, run.spec
     # the test images' clean features are not needed: every severity is encoded afresh
-    train, test_set, ftr, _, suffix, where = _held_out(run, labels, test, "robustness", "the corruptions are applied "
-                                                       "to held-out images, which cross-validation folds are too small "
-                                                       "to be", device, test_features=False)
+    train, test_set, ftr, _, suffix, where = _held_out(
+        run,
+        labels,
+        test,
+        "robustness",
+        "the corruptions are applied to held-out images, which cross-validation folds are too small to be",
+        device,
+        test_features=False,
+    )
     name, title = f"robustness{suffix}", f"{cfg.method_name} {where}"
     ytr, yte = train.labels, test_set.labels
-    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, device=device, precision=cfg.train.precision,
-              batch_size=cfg.eval.batch_size)
+    kw = dict(
+        mean=spec.mean,
+        std=spec.std,
+        size=spec.size,
+        device=device,
+        precision=cfg.train.precision,
+        batch_size=cfg.eval.batch_size,
+    )
     probe = fit_probe(ftr, ytr, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction, seed=seed)
-    raw_probe = fit_probe(raw_pixel_features(train.images), ytr, l2_grid=cfg.eval.linear_l2,
-                          val_fraction=cfg.eval.linear_val_fraction, seed=seed)
-    curves = {cfg.method_name: robustness_curves(probe, lambda x: extract_features(run.encoder, x, **kw),
-                                                 test_set.images, yte, kinds, seed),
-              "raw pixels": robustness_curves(raw_probe, raw_pixel_features, test_set.images, yte, kinds, seed)}
-    picture = plot_robustness(curves, test_set.images[0], Path(run_dir) / f"{name}.png",
-                              f"{title}: linear probe under corruptions")
-    res = {"protocol": "robustness", "encoder": curves[cfg.method_name], "raw_pixels": curves["raw pixels"],
-           "severities": {k: SEVERITIES[k] for k in kinds}, "seed": seed, "picture": str(picture)}
+    raw_probe = fit_probe(
+        raw_pixel_features(train.images),
+        ytr,
+        l2_grid=cfg.eval.linear_l2,
+        val_fraction=cfg.eval.linear_val_fraction,
+        seed=seed,
+    )
+    curves = {
+        cfg.method_name: robustness_curves(
+            probe, lambda x: extract_features(run.encoder, x, **kw), test_set.images, yte, kinds, seed
+        ),
+        "raw pixels": robustness_curves(raw_probe, raw_pixel_features, test_set.images, yte, kinds, seed),
+    }
+    picture = plot_robustness(
+        curves, test_set.images[0], Path(run_dir) / f"{name}.png", f"{title}: linear probe under corruptions"
+    )
+    res = {
+        "protocol": "robustness",
+        "encoder": curves[cfg.method_name],
+        "raw_pixels": curves["raw pixels"],
+        "severities": {k: SEVERITIES[k] for k in kinds},
+        "seed": seed,
+        "picture": str(picture),
+    }
     return _save(run_dir, name, res, cfg)
 
 
@@ -527,15 +723,27 @@ def _transfer_summary(res: dict) -> str:
         r = res[name]
         k = next(iter(r["knn"]))
         std = {"knn": r.get("knn_std", {}).get(k), "linear": r.get("linear_std")}
-        return (f"{name.replace('_', ' ')}: kNN-{k[6:]} {pct(r['knn'][k])}{plus_minus(std, 'knn')}, "
-                f"linear {pct(r['linear'])}{plus_minus(std, 'linear')}")
+        return (
+            f"{name.replace('_', ' ')}: kNN-{k[6:]} {pct(r['knn'][k])}{plus_minus(std, 'knn')}, "
+            f"linear {pct(r['linear'])}{plus_minus(std, 'linear')}"
+        )
 
-    return f"{res['source']} -> {res['target']}: " + "; ".join(row(n) for n in ("pretrained", "random_init", "raw_pixels"))
+    return f"{res['source']} -> {res['target']}: " + "; ".join(
+        row(n) for n in ("pretrained", "random_init", "raw_pixels")
+    )
 
 
 @protocol("transfer", _transfer_summary, (TARGET, TARGET_DIR, SEED, *USER_LABELS, FOLDS), bench=False)
-def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None = None, device: str = "cpu",
-                      seed: int = 0, labels=None, test=None, folds: int = DEFAULT_FOLDS) -> dict:
+def evaluate_transfer(
+    run_dir,
+    target: str | None = None,
+    target_dir: str | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    labels=None,
+    test=None,
+    folds: int = DEFAULT_FOLDS,
+) -> dict:
     """The run's encoder probed on another labelled dataset ``target`` (resized to the run's image
     side; default digits), or on the user's ``labels`` (and ``test``), next to a random-init encoder
     and the target's raw pixels: RUN_DIR/eval_transfer_<target>.json. A target without a test split
@@ -555,25 +763,46 @@ def evaluate_transfer(run_dir, target: str | None = None, target_dir: str | None
         except DatasetError:
             tgt_test = None  # a folder of class sub-folders without train/ and test/: cross-validated
         if tgt_train.labels is None:
-            raise DatasetError(f"transfer: {target}{' at ' + target_dir if target_dir else ''} has no labels (an image "
-                               f"folder needs one sub-folder per class); give labels with --labels DIR|FILE.csv")
-    res = transfer_scores(run.encoder.to(device), tgt_train, tgt_test, spec.channels, spec.mean, spec.std, spec.size,
-                          ks=cfg.eval.knn_k, knn_temperature=cfg.eval.knn_temperature, device=device,
-                          precision=cfg.train.precision, batch_size=cfg.eval.batch_size, seed=seed, folds=folds)
+            raise DatasetError(
+                f"transfer: {target}{' at ' + target_dir if target_dir else ''} has no labels (an image "
+                f"folder needs one sub-folder per class); give labels with --labels DIR|FILE.csv"
+            )
+    res = transfer_scores(
+        run.encoder.to(device),
+        tgt_train,
+        tgt_test,
+        spec.channels,
+        spec.mean,
+        spec.std,
+        spec.size,
+        ks=cfg.eval.knn_k,
+        knn_temperature=cfg.eval.knn_temperature,
+        device=device,
+        precision=cfg.train.precision,
+        batch_size=cfg.eval.batch_size,
+        seed=seed,
+        folds=folds,
+    )
     res.update({"protocol": "transfer", "source": cfg.data.name, "target": target, "image_size": spec.size})
     how = "on its test split" if tgt_test is not None else res["evaluation"]
-    res["picture"] = str(plot_confusion(res["confusion"], res["classes"],
-                                        Path(run_dir) / f"eval_transfer_{target}_confusion.png",
-                                        f"{cfg.method_name} -> {target}: linear probe, {how}: "
-                                        f"top-1 {100 * res['pretrained']['linear']:.1f} %"))
+    res["picture"] = str(
+        plot_confusion(
+            res["confusion"],
+            res["classes"],
+            Path(run_dir) / f"eval_transfer_{target}_confusion.png",
+            f"{cfg.method_name} -> {target}: linear probe, {how}: top-1 {100 * res['pretrained']['linear']:.1f} %",
+        )
+    )
     return _save(run_dir, f"transfer_{target}", res, cfg)
 
 
 def _efficiency_summary(res: dict) -> str:
     t = ", ".join(f"{100 * float(k):g} % at {v / 60:.1f} min" for k, v in res["time_to_knn20"].items() if v is not None)
     mem = f", peak memory {res['peak_rss_mb']:.0f} MiB" if res.get("peak_rss_mb") else ""
-    return (f"{res['images_per_s']:.0f} img/s, {res['train_seconds'] / 60:.1f} min of training{mem}; "
-            f"kNN-20 monitor reached {t or 'no level'}")
+    return (
+        f"{res['images_per_s']:.0f} img/s, {res['train_seconds'] / 60:.1f} min of training{mem}; "
+        f"kNN-20 monitor reached {t or 'no level'}"
+    )
 
 
 @protocol("efficiency", _efficiency_summary)
@@ -607,8 +836,10 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     cfg, method, _ = load_run(run_dir)
     logged = pretext_metrics(run_dir)
     if not logged:
-        raise SelfsupError(f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
-                           f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)")
+        raise SelfsupError(
+            f"{run_dir} ({cfg.method_name}) logged no pretext metric: the pretext protocol is for "
+            f"pretext-task methods (rotation, jigsaw, relative position, inpainting, colorization, ...)"
+        )
     train = run_split(cfg, "train")
     test = dataset_split(cfg, "test")
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
@@ -617,29 +848,48 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
         texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.needs.views)
     # batches of the training size: in-batch metrics (CLIP's caption accuracy, counting's contrast) depend on it
-    heldout = heldout_metrics(method.to(device), test.images[pick], views, texts, cfg.train.batch_size, device,
-                              cfg.train.precision)
+    heldout = heldout_metrics(
+        method.to(device), test.images[pick], views, texts, cfg.train.batch_size, device, cfg.train.precision
+    )
     lin = Path(run_dir) / "eval_linear.json"
     linear = json.loads(lin.read_text())["top1"] if lin.is_file() else evaluate_linear(run_dir, device)["top1"]
-    return _save(run_dir, "pretext", {"protocol": "pretext", "pretext": {**logged, **heldout}, "heldout": sorted(heldout),
-                                      "heldout_images": len(pick), "train_last": logged, "linear_top1": linear}, cfg)
+    return _save(
+        run_dir,
+        "pretext",
+        {
+            "protocol": "pretext",
+            "pretext": {**logged, **heldout},
+            "heldout": sorted(heldout),
+            "heldout_images": len(pick),
+            "train_last": logged,
+            "linear_top1": linear,
+        },
+        cfg,
+    )
 
 
 def pretext_correlation(run_dirs, device: str = "cpu") -> dict:
     """Per pretext metric shared by the runs, its correlation with linear-probe top-1 across them."""
     results = [evaluate_pretext(r, device) for r in run_dirs]
     names = sorted(set.intersection(*(set(r["pretext"]) for r in results)))
-    return {"protocol": "pretext", "runs": [{"run": r["run"], "method": r["method"], **r["pretext"],
-                                             "linear_top1": r["linear_top1"]} for r in results],
-            "correlation": {n: correlation([r["pretext"][n] for r in results], [r["linear_top1"] for r in results])
-                            for n in names}}
+    return {
+        "protocol": "pretext",
+        "runs": [
+            {"run": r["run"], "method": r["method"], **r["pretext"], "linear_top1": r["linear_top1"]} for r in results
+        ],
+        "correlation": {
+            n: correlation([r["pretext"][n] for r in results], [r["linear_top1"] for r in results]) for n in names
+        },
+    }
 
 
 def _clip_run(run_dir, device):
     cfg, method, _ = load_run(run_dir)
     if not isinstance(method, EncodesText):
-        raise SelfsupError(f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
-                           f"image-text methods (--method clip)")
+        raise SelfsupError(
+            f"{run_dir} ({cfg.method_name}) has no text encoder: zero-shot and retrieval are for "
+            f"image-text methods (--method clip)"
+        )
     return cfg, method.to(device)
 
 
@@ -649,14 +899,20 @@ def has_text_encoder(run_dir) -> bool:
 
 
 def _zeroshot_summary(res: dict) -> str:
-    return (f"zero-shot top-1 {pct(res['top1'])}, top-5 {pct(res['top5'])} (chance {pct(res['chance'])}) "
-            f"on {res['test_set']}")
+    return (
+        f"zero-shot top-1 {pct(res['top1'])}, top-5 {pct(res['top5'])} (chance {pct(res['chance'])}) "
+        f"on {res['test_set']}"
+    )
 
 
-@protocol("zeroshot", _zeroshot_summary, (PROMPTS,), applies=has_text_encoder,
-          note="image-text runs only")
-def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {label}",), dataset: str | None = None,
-                      data_dir: str | None = None) -> dict:
+@protocol("zeroshot", _zeroshot_summary, (PROMPTS,), applies=has_text_encoder, note="image-text runs only")
+def evaluate_zeroshot(
+    run_dir,
+    device: str = "cpu",
+    prompts=("a photo of a {label}",),
+    dataset: str | None = None,
+    data_dir: str | None = None,
+) -> dict:
     """Classify the test split by text prompts alone (CLIP): top-1 / top-5 against chance."""
     cfg, method = _clip_run(run_dir, device)
     test = load_dataset(dataset, "test", data_dir) if dataset else labelled_splits(cfg)[1]
@@ -666,8 +922,13 @@ def evaluate_zeroshot(run_dir, device: str = "cpu", prompts=("a photo of a {labe
     per_class = class_prompts(names, list(prompts))
     text = encode_texts(method, [p for ps in per_class for p in ps], device).view(len(names), len(prompts), -1)
     img = encode_images(method, test.images, cfg.data.mean, cfg.data.std, eval_size(cfg, test.image_size), device)
-    res = {"protocol": "zeroshot", "prompts": list(prompts), "classes": names, "test_set": test.name,
-           **zero_shot(img, test.labels, text)}
+    res = {
+        "protocol": "zeroshot",
+        "prompts": list(prompts),
+        "classes": names,
+        "test_set": test.name,
+        **zero_shot(img, test.labels, text),
+    }
     return _save(run_dir, "zeroshot", res, cfg)
 
 
@@ -677,12 +938,15 @@ def _retrieval_summary(res: dict) -> str:
     def recall(prefix):
         return ", ".join(f"R@{k} {pct(res[f'{prefix}r{k}'])}" for k in ks)
 
-    lines = [f"{res['pairs']} test pairs ({res.get('distinct_captions', '?')} distinct captions); "
-             f"chance {recall('chance_')}"]
+    lines = [
+        f"{res['pairs']} test pairs ({res.get('distinct_captions', '?')} distinct captions); chance {recall('chance_')}"
+    ]
     for d in ("image_to_text", "text_to_image"):
         extra = [f"{kind} {recall(f'{d}_{kind}_')}" for kind in ("caption", "class") if f"{d}_{kind}_r{ks[0]}" in res]
-        lines.append(f"{d.replace('_to_', ' -> ')}: {recall(d + '_')}"
-                     + (f" (a hit if the same {'; '.join(extra)})" if extra else ""))
+        lines.append(
+            f"{d.replace('_to_', ' -> ')}: {recall(d + '_')}"
+            + (f" (a hit if the same {'; '.join(extra)})" if extra else "")
+        )
     return "\n".join(lines)
 
 
@@ -698,7 +962,10 @@ def evaluate_retrieval(run_dir, device: str = "cpu", max_pairs: int = 1000) -> d
     captions = list(test.captions[:n])
     txt = encode_texts(method, captions, device)
     labels = test.labels[:n] if test.labels is not None else None
-    res = {"protocol": "retrieval", "pairs": n, "distinct_captions": len(set(captions)),
-           **retrieval(img, txt, labels=labels, captions=captions)}
+    res = {
+        "protocol": "retrieval",
+        "pairs": n,
+        "distinct_captions": len(set(captions)),
+        **retrieval(img, txt, labels=labels, captions=captions),
+    }
     return _save(run_dir, "retrieval", res, cfg)
-

@@ -8,6 +8,7 @@ supervised curve, SimCLR's semi-supervised table): with few labels a pretrained 
 supervised training from scratch, and the gap should close as labels grow. Subsets are
 class-balanced and seeded (``balanced_indices``), the same for every method and protocol.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -31,11 +32,24 @@ def per_class_fraction(labels: torch.Tensor, per_class: int) -> float:
     return min(1.0, per_class * (int(labels.max()) + 1) / len(labels))
 
 
-def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch.Tensor,
-                    test_features: torch.Tensor, mean, std, size: int, fractions=FRACTIONS,
-                    ft: FinetuneConfig = FinetuneConfig(), device="cpu", progress: bool = False,
-                    finetune_encoder: torch.nn.Module | None = None, finetune_up_to: float = 1.0,
-                    semi_methods: tuple[str, ...] = (), semi_steps: int = 1000) -> dict:
+def semi_supervised(
+    encoder: torch.nn.Module,
+    train,
+    test,
+    train_features: torch.Tensor,
+    test_features: torch.Tensor,
+    mean,
+    std,
+    size: int,
+    fractions=FRACTIONS,
+    ft: FinetuneConfig = FinetuneConfig(),
+    device="cpu",
+    progress: bool = False,
+    finetune_encoder: torch.nn.Module | None = None,
+    finetune_up_to: float = 1.0,
+    semi_methods: tuple[str, ...] = (),
+    semi_steps: int = 1000,
+) -> dict:
     """Per fraction: {"fraction", "num_labelled", "linear", "raw_pixels", "finetune", "scratch"} (test
     top-1, fractions of 1). ``train_features``/``test_features``: the frozen encoder's features of all
     of ``train`` and ``test`` (cached by the caller); the probe sees only the labelled subset's rows,
@@ -56,26 +70,63 @@ def semi_supervised(encoder: torch.nn.Module, train, test, train_features: torch
         idx = balanced_indices(train.labels, f, ft.seed)
         lin = linear_probe(train_features[idx], train.labels[idx], test_features, test.labels, seed=ft.seed)
         raw = linear_probe(raw_tr[idx], train.labels[idx], raw_te, test.labels, seed=ft.seed)
-        row = {"fraction": f, "num_labelled": len(idx), "linear": lin["top1"], "raw_pixels": raw["top1"],
-               "finetune": None, "scratch": None}
+        row = {
+            "fraction": f,
+            "num_labelled": len(idx),
+            "linear": lin["top1"],
+            "raw_pixels": raw["top1"],
+            "finetune": None,
+            "scratch": None,
+        }
         if f <= finetune_up_to:
-            tuned = finetune(start, train, test, mean, std, size,
-                             replace(ft, fraction=f, from_scratch=False), device, progress)
-            scratch = finetune(encoder, train, test, mean, std, size, replace(ft, fraction=f, from_scratch=True),
-                               device, progress)
-            row.update({"finetune": tuned["top1"], "scratch": scratch["top1"], "finetune_epochs": tuned["epochs"],
-                        "finetune_steps": tuned["steps"]})
+            tuned = finetune(
+                start, train, test, mean, std, size, replace(ft, fraction=f, from_scratch=False), device, progress
+            )
+            scratch = finetune(
+                encoder, train, test, mean, std, size, replace(ft, fraction=f, from_scratch=True), device, progress
+            )
+            row.update(
+                {
+                    "finetune": tuned["top1"],
+                    "scratch": scratch["top1"],
+                    "finetune_epochs": tuned["epochs"],
+                    "finetune_steps": tuned["steps"],
+                }
+            )
             for name in semi_methods:
                 for key, from_scratch in ((name, False), (f"{name}_scratch", True)):
-                    method, cfg = create_semi_method(name, {"steps": semi_steps, "seed": ft.seed, "flip_p": ft.flip_p,
-                                                            "precision": ft.precision,
-                                                            "channels_last": ft.channels_last})
-                    _, res = train_semi(method, cfg, start, train.subset(idx), train, spec,
-                                        int(train.labels.max()) + 1, test, from_scratch, device, progress)
+                    method, cfg = create_semi_method(
+                        name,
+                        {
+                            "steps": semi_steps,
+                            "seed": ft.seed,
+                            "flip_p": ft.flip_p,
+                            "precision": ft.precision,
+                            "channels_last": ft.channels_last,
+                        },
+                    )
+                    _, res = train_semi(
+                        method,
+                        cfg,
+                        start,
+                        train.subset(idx),
+                        train,
+                        spec,
+                        int(train.labels.max()) + 1,
+                        test,
+                        from_scratch,
+                        device,
+                        progress,
+                    )
                     row[key] = res["top1"]
         rows.append(row)
-    return {"protocol": "semi", "rows": rows, "seed": ft.seed, "semi_methods": list(semi_methods),
-            "semi_steps": semi_steps if semi_methods else None}
+    return {
+        "protocol": "semi",
+        "rows": rows,
+        "seed": ft.seed,
+        "semi_methods": list(semi_methods),
+        "semi_steps": semi_steps if semi_methods else None,
+    }
 
 
 def plot_semi(rows: list[dict], path, title: str = ""):
@@ -87,12 +138,19 @@ def plot_semi(rows: list[dict], path, title: str = ""):
 
     pct = [100 * r["fraction"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    extra = [k for k in rows[0] if k not in ("fraction", "num_labelled", "linear", "raw_pixels", "finetune", "scratch")
-             and not k.startswith("finetune_")]
-    for key, label, style in (("finetune", "fine-tuned (pretrained)", "-o"), ("linear", "linear probe (frozen)", "--s"),
-                              ("scratch", "supervised from scratch", ":^"), ("raw_pixels", "linear on raw pixels", ":x"),
-                              *((k, k.replace("_scratch", " (from scratch)"), ":d" if k.endswith("_scratch") else "-d")
-                                for k in extra)):
+    extra = [
+        k
+        for k in rows[0]
+        if k not in ("fraction", "num_labelled", "linear", "raw_pixels", "finetune", "scratch")
+        and not k.startswith("finetune_")
+    ]
+    for key, label, style in (
+        ("finetune", "fine-tuned (pretrained)", "-o"),
+        ("linear", "linear probe (frozen)", "--s"),
+        ("scratch", "supervised from scratch", ":^"),
+        ("raw_pixels", "linear on raw pixels", ":x"),
+        *((k, k.replace("_scratch", " (from scratch)"), ":d" if k.endswith("_scratch") else "-d") for k in extra),
+    ):
         pts = [(p, 100 * r[key]) for p, r in zip(pct, rows) if r.get(key) is not None]
         if pts:
             ax.plot(*zip(*pts), style, label=label)

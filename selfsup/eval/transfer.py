@@ -7,6 +7,7 @@ statistics (what the encoder saw). Two reference rows make the number mean somet
 architecture with random weights and BatchNorm statistics of the target (what the architecture
 alone gives) and the target's raw pixels.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,9 +24,22 @@ from selfsup.eval.linear import fit_probe
 from selfsup.nn.classifier import reinitialise
 
 
-def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channels: int, mean, std, size: int,
-                    ks=(200, 20), knn_temperature: float = 0.07, device="cpu", precision: str = "fp32",
-                    batch_size: int = 512, seed: int = 0, folds: int = DEFAULT_FOLDS) -> dict:
+def transfer_scores(
+    encoder: torch.nn.Module,
+    target_train,
+    target_test,
+    channels: int,
+    mean,
+    std,
+    size: int,
+    ks=(200, 20),
+    knn_temperature: float = 0.07,
+    device="cpu",
+    precision: str = "fp32",
+    batch_size: int = 512,
+    seed: int = 0,
+    folds: int = DEFAULT_FOLDS,
+) -> dict:
     """kNN and linear top-1 on ``target_*`` (labelled ImageDatasets; ``target_test`` None: stratified
     k-fold cross-validation over ``target_train``) for the encoder, a random-init copy of it and the
     target's raw pixels. Returns {"pretrained": {...}, "random_init": {...}, "raw_pixels": {...}},
@@ -40,20 +54,29 @@ def transfer_scores(encoder: torch.nn.Module, target_train, target_test, channel
     x = match_channels(both, channels)
     num_classes = int(y.max()) + 1
     # random weights, BN statistics of the target images: the architecture's own prior, not a handicap
-    random_init = recalibrate_batchnorm(reinitialise(copy.deepcopy(encoder), seed), x[:len(target_train)], mean, std,
-                                        size, device=device)
-    rows = {"pretrained": extract_features(encoder, x, **kw), "random_init": extract_features(random_init, x, **kw),
-            "raw_pixels": raw_pixel_features(both)}
+    random_init = recalibrate_batchnorm(
+        reinitialise(copy.deepcopy(encoder), seed), x[: len(target_train)], mean, std, size, device=device
+    )
+    rows = {
+        "pretrained": extract_features(encoder, x, **kw),
+        "random_init": extract_features(random_init, x, **kw),
+        "raw_pixels": raw_pixel_features(both),
+    }
     out, how = {}, None
     for name, f in rows.items():
+
         def knn(tr, te, k):
             return knn_predict(f[tr], y[tr], f[te], k, knn_temperature, num_classes).argmax(1)
 
         def linear(tr, te):
             return fit_probe(f[tr], y[tr], num_classes, seed=seed).predict(f[te])
 
-        scored = {f"top1_k{k}": evaluate_labelled(lambda tr, te, k=k: knn(tr, te, k), target_train, target_test,
-                                                  folds, seed, offset=len(target_train)) for k in ks}
+        scored = {
+            f"top1_k{k}": evaluate_labelled(
+                lambda tr, te, k=k: knn(tr, te, k), target_train, target_test, folds, seed, offset=len(target_train)
+            )
+            for k in ks
+        }
         lin = evaluate_labelled(linear, target_train, target_test, folds, seed, offset=len(target_train))
         out[name] = {"knn": {k: r["top1"] for k, r in scored.items()}, "linear": lin["top1"]}
         if "top1_std" in lin:  # cross-validated: the spread over the folds

@@ -8,6 +8,7 @@ Re-running the same command resumes: finished runs and evaluations are skipped, 
 continues from its last checkpoint, and a run that fails is recorded as failed without stopping the
 others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leaderboard.{md,json,csv}.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,10 +27,15 @@ from selfsup.registry import get_method_spec, list_methods
 from selfsup.train import fit
 
 # (column, result file, key, scale) of the leaderboard; accuracies are shown in %
-COLUMNS = [("kNN-200", "eval_knn.json", "top1_k200", 100), ("kNN-20", "eval_knn.json", "top1_k20", 100),
-           ("linear", "eval_linear.json", "top1", 100), ("cluster NMI", "eval_cluster.json", "nmi", 1),
-           ("epochs", "summary.json", "epochs", 1), ("img/s", "eval_efficiency.json", "images_per_s", 1),
-           ("emb. rank", "summary.json", "diag/embedding_rank", 1)]
+COLUMNS = [
+    ("kNN-200", "eval_knn.json", "top1_k200", 100),
+    ("kNN-20", "eval_knn.json", "top1_k20", 100),
+    ("linear", "eval_linear.json", "top1", 100),
+    ("cluster NMI", "eval_cluster.json", "nmi", 1),
+    ("epochs", "summary.json", "epochs", 1),
+    ("img/s", "eval_efficiency.json", "images_per_s", 1),
+    ("emb. rank", "summary.json", "diag/embedding_rank", 1),
+]
 
 
 # read for every run whatever --protocols says: reading the logs costs nothing
@@ -40,31 +46,38 @@ def check_protocols(names) -> None:
     """Fails unless every name is a protocol bench may run with its defaults (``Protocol.bench``)."""
     unknown = [p for p in names if p not in PROTOCOLS or not PROTOCOLS[p].bench]
     if unknown:
-        runs = [p.name + (f" ({p.note})" if p.note else "") for p in PROTOCOLS.values() if p.bench and p.name not in ALWAYS]
+        runs = [
+            p.name + (f" ({p.note})" if p.note else "") for p in PROTOCOLS.values() if p.bench and p.name not in ALWAYS
+        ]
         own = [p.name for p in PROTOCOLS.values() if not p.bench]
-        raise ConfigError(f"--protocols {','.join(unknown)}: bench runs {', '.join(runs[:-1])} and {runs[-1]}, and "
-                          f"always reads {' and '.join(ALWAYS)}; {', '.join(own[:-1])} and {own[-1]} take their own "
-                          f"options: run `selfsup eval` on the runs")
+        raise ConfigError(
+            f"--protocols {','.join(unknown)}: bench runs {', '.join(runs[:-1])} and {runs[-1]}, and "
+            f"always reads {' and '.join(ALWAYS)}; {', '.join(own[:-1])} and {own[-1]} take their own "
+            f"options: run `selfsup eval` on the runs"
+        )
 
 
 @dataclass
 class Entry:
     """One leaderboard row: ``name`` trains ``method`` with its recipe, then ``config`` (a YAML file) on top."""
+
     name: str
     method: str
     config: str | None = None
 
 
 def parse_entries(text: str) -> list[Entry]:
-    """"simclr,byol,byol_no_bn=byol:configs/ablations/byol_no_bn.yaml" -> entries; "all" -> every method
+    """ "simclr,byol,byol_no_bn=byol:configs/ablations/byol_no_bn.yaml" -> entries; "all" -> every method
     that trains on a plain image set (those needing colour images, captions or videos are named
     explicitly, with their data: e.g. colorization on color-fashion-mnist)."""
 
     if text.strip() == "all":
         special = [m for m in list_methods() if (n := get_method_spec(m).needs).color or n.text or n.video]
         if special:
-            print(f"bench: 'all' leaves out {', '.join(special)} (they need colour images, captions or videos: "
-                  f"bench them on their own data set)")
+            print(
+                f"bench: 'all' leaves out {', '.join(special)} (they need colour images, captions or videos: "
+                f"bench them on their own data set)"
+            )
         return [Entry(m, m) for m in list_methods() if m not in special]
     entries = []
     for item in (t.strip() for t in text.split(",")):
@@ -77,14 +90,26 @@ def parse_entries(text: str) -> list[Entry]:
             raise SelfsupError(f"{item}: config file {config} not found")
         entries.append(Entry(name, method, config or None))
     if len({e.name for e in entries}) != len(entries):
-        raise SelfsupError(f"--methods {text!r} names a row twice; give repeated methods distinct NAME=METHOD:CONFIG names")
+        raise SelfsupError(
+            f"--methods {text!r} names a row twice; give repeated methods distinct NAME=METHOD:CONFIG names"
+        )
     return entries
 
 
-def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: int = 1, out: str | Path | None = None,
-          protocols=("knn", "linear"), backbone: str | None = None, data_dir: str | None = None,
-          overrides: tuple[str, ...] = (), epochs: int | None = None, device: str = "cpu",
-          progress_bar: bool = True) -> dict:
+def bench(
+    entries: list[Entry],
+    data: str,
+    budget: str | None = "15m",
+    seeds: int = 1,
+    out: str | Path | None = None,
+    protocols=("knn", "linear"),
+    backbone: str | None = None,
+    data_dir: str | None = None,
+    overrides: tuple[str, ...] = (),
+    epochs: int | None = None,
+    device: str = "cpu",
+    progress_bar: bool = True,
+) -> dict:
     """Train and evaluate every (entry, seed) not done yet; returns the leaderboard (also written to OUT)."""
 
     check_protocols(protocols)
@@ -99,15 +124,29 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                 print(f"{e.name} seed {seed}: failed before (see {status}); delete that file to retry")
                 continue
             try:
-                train_or_resume(run, functools.partial(entry_config, e, data, data_dir, backbone, budget, epochs,
-                                                       [*overrides, f"train.seed={seed}", f"train.device={device}"]),
-                                f"{e.name} seed {seed}", progress_bar)
+                train_or_resume(
+                    run,
+                    functools.partial(
+                        entry_config,
+                        e,
+                        data,
+                        data_dir,
+                        backbone,
+                        budget,
+                        epochs,
+                        [*overrides, f"train.seed={seed}", f"train.device={device}"],
+                    ),
+                    f"{e.name} seed {seed}",
+                    progress_bar,
+                )
                 todo = [p for p in protocols if not (run / f"eval_{p}.json").is_file()]
                 if not (run / "checkpoints" / "last").is_dir() and any(p != "efficiency" for p in todo):
                     # an archived run (benchmarks/results keeps a run's small files, not its weights):
                     # what needs the encoder cannot be measured here, and the run is not a failure
-                    print(f"{e.name} seed {seed}: no weights in {run / 'checkpoints'} (an archived run): "
-                          f"{', '.join(p for p in todo if p != 'efficiency')} left out")
+                    print(
+                        f"{e.name} seed {seed}: no weights in {run / 'checkpoints'} (an archived run): "
+                        f"{', '.join(p for p in todo if p != 'efficiency')} left out"
+                    )
                     todo = [p for p in todo if p == "efficiency"]
                 applies = _applies(run) if todo else set()
                 for p in todo:
@@ -123,12 +162,13 @@ def bench(entries: list[Entry], data: str, budget: str | None = "15m", seeds: in
                 print(f"{e.name} seed {seed}: FAILED ({type(err).__name__}: {err}); details in {status}")
             _write_leaderboard(out, entries, seeds)
     raw = out / "raw_pixels.json"
-    first = next((r for e in entries for r in sorted((out / e.name).glob("seed*")) if (r / "config.yaml").is_file()),
-                 None)
+    first = next(
+        (r for e in entries for r in sorted((out / e.name).glob("seed*")) if (r / "config.yaml").is_file()), None
+    )
     if not raw.is_file() and first is not None:  # the reference row, on the runs' data
-
-        raw.write_text(json.dumps({p: evaluate_raw_pixels(load_run_config(first), p) for p in ("knn", "linear")},
-                                  indent=1))
+        raw.write_text(
+            json.dumps({p: evaluate_raw_pixels(load_run_config(first), p) for p in ("knn", "linear")}, indent=1)
+        )
     return _write_leaderboard(out, entries, seeds)
 
 
@@ -163,8 +203,15 @@ def _clear_unfinished(run: Path) -> None:
     shutil.rmtree(run / "tb", ignore_errors=True)
 
 
-def entry_config(e: Entry, data: str | None, data_dir: str | None, backbone: str | None, budget: str | None,
-                 epochs: int | None, overrides) -> RunConfig:
+def entry_config(
+    e: Entry,
+    data: str | None,
+    data_dir: str | None,
+    backbone: str | None,
+    budget: str | None,
+    epochs: int | None,
+    overrides,
+) -> RunConfig:
     """The configuration of an entry's run, composed exactly as ``selfsup pretrain --method M [--config F]
     --data D [--data-dir DIR] [--backbone B] --budget T | --epochs E key=value...`` composes it."""
     flags: dict = {"method": {"name": e.method}} if e.method else {}
@@ -201,10 +248,29 @@ def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
     names = [c for c, *_ in COLUMNS]
     with open(out / "leaderboard.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["name", "method", "backbone", "seeds_done", "failed", "uses_labels", *[x for c in names for x in (c, c + " std")]])
+        w.writerow(
+            [
+                "name",
+                "method",
+                "backbone",
+                "seeds_done",
+                "failed",
+                "uses_labels",
+                *[x for c in names for x in (c, c + " std")],
+            ]
+        )
         for r in board["rows"]:
-            w.writerow([r["name"], r["method"], r.get("backbone", ""), r["seeds_done"], r["failed"], r["uses_labels"],
-                        *[("" if r[x] is None else f"{r[x]:.4g}") for c in names for x in (c, c + " std")]])
+            w.writerow(
+                [
+                    r["name"],
+                    r["method"],
+                    r.get("backbone", ""),
+                    r["seeds_done"],
+                    r["failed"],
+                    r["uses_labels"],
+                    *[("" if r[x] is None else f"{r[x]:.4g}") for c in names for x in (c, c + " std")],
+                ]
+            )
     (out / "leaderboard.md").write_text(leaderboard_markdown(board))
     board["out"] = str(out)
     return board
@@ -227,9 +293,15 @@ def build_leaderboard(out: Path, entries: list[Entry] = (), seeds: int = 1) -> d
         if e.name not in named:  # an earlier call's row: however many seeds it ran
             runs = sorted((out / e.name).glob("seed*"))
         done = [r for r in runs if (r / "summary.json").is_file() and not (r / "failed.txt").is_file()]
-        row = {"name": e.name, "method": e.method, "config": e.config, "seeds_done": len(done), "seeds": len(runs),
-               "failed": sum((r / "failed.txt").is_file() for r in runs),
-               "uses_labels": e.method in list_methods() and get_method_spec(e.method).uses_labels}
+        row = {
+            "name": e.name,
+            "method": e.method,
+            "config": e.config,
+            "seeds_done": len(done),
+            "seeds": len(runs),
+            "failed": sum((r / "failed.txt").is_file() for r in runs),
+            "uses_labels": e.method in list_methods() and get_method_spec(e.method).uses_labels,
+        }
         for col, file, key, scale in COLUMNS:
             vals = [v * scale for v in (_value(r, file, key) for r in done) if v is not None]
             row[col], row[col + " std"] = mean_std(vals)
@@ -239,9 +311,16 @@ def build_leaderboard(out: Path, entries: list[Entry] = (), seeds: int = 1) -> d
         rows.append(row)
     rows.sort(key=lambda r: -(r["linear"] if r["linear"] is not None else -1))
     raw = json.loads((out / "raw_pixels.json").read_text()) if (out / "raw_pixels.json").is_file() else None
-    board = {"rows": rows, "seeds": seeds, "raw_pixels": raw and {
-        "kNN-200": 100 * raw["knn"]["top1_k200"], "kNN-20": 100 * raw["knn"]["top1_k20"],
-        "linear": 100 * raw["linear"]["top1"]}}
+    board = {
+        "rows": rows,
+        "seeds": seeds,
+        "raw_pixels": raw
+        and {
+            "kNN-200": 100 * raw["knn"]["top1_k200"],
+            "kNN-20": 100 * raw["knn"]["top1_k20"],
+            "linear": 100 * raw["linear"]["top1"],
+        },
+    }
     return board
 
 
@@ -258,14 +337,26 @@ def leaderboard_markdown(board: dict) -> str:
 
     lines = ["| method | backbone | seeds | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
     for r in board["rows"]:
-        name = r["name"] + (" (uses labels)" if r["uses_labels"] else "") + (f" ({r['failed']} failed)" if r["failed"] else "")
-        lines.append(f"| {name} | {r.get('backbone', '—')} | {r['seeds_done']}/{r['seeds']} | "
-                     + " | ".join(cell(r, c) for c in names) + " |")
+        name = (
+            r["name"]
+            + (" (uses labels)" if r["uses_labels"] else "")
+            + (f" ({r['failed']} failed)" if r["failed"] else "")
+        )
+        lines.append(
+            f"| {name} | {r.get('backbone', '—')} | {r['seeds_done']}/{r['seeds']} | "
+            + " | ".join(cell(r, c) for c in names)
+            + " |"
+        )
     if board["raw_pixels"]:
         raw = board["raw_pixels"]
         lines.append("| raw pixels | — | — | " + " | ".join(f"{raw[c]:.2f}" if c in raw else "—" for c in names) + " |")
     # from the rows, not this call's --seeds: rows of earlier calls keep however many seeds they ran
     many = [r["seeds_done"] > 1 for r in board["rows"] if r["seeds_done"]]
-    std = ("mean ± std over seeds" if many and all(many) else
-           "mean ± std where a row has several seeds; one seed: no spread" if any(many) else "one seed: no spread")
+    std = (
+        "mean ± std over seeds"
+        if many and all(many)
+        else "mean ± std where a row has several seeds; one seed: no spread"
+        if any(many)
+        else "one seed: no spread"
+    )
     return f"Accuracies in % on the test split ({std}).\n\n" + "\n".join(lines) + "\n"

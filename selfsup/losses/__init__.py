@@ -3,6 +3,7 @@
 Import a family's functions from its module (selfsup.losses.contrastive, .distillation,
 .redundancy, .clustering, .mutual_info, .reconstruction); the most used are re-exported here.
 """
+
 from selfsup.losses.contrastive import info_nce, infonce_bound, nt_xent
 from selfsup.losses.distillation import normalized_mse
 

@@ -4,6 +4,7 @@ Each image's k augmented views form a small "object manifold"; the loss acts on 
 singular values) of the matrix of the manifolds' centroids. Singular values are computed in float32 with
 autocast off (torch.linalg.svdvals has no bf16 kernel, and half precision would blur the small ones).
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ def nuclear_norm(m: torch.Tensor) -> torch.Tensor:
     return torch.linalg.svdvals(m).sum(-1)
 
 
-def mmcr_loss(z: torch.Tensor, z_momentum: torch.Tensor | None = None,
-              lambd: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def mmcr_loss(
+    z: torch.Tensor, z_momentum: torch.Tensor | None = None, lambd: float = 0.0
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """MMCR (Yerxa, Kuang, Simoncelli, Chung 2023, eq. 4-5): L = -||C||_* + lambda/B sum_b ||Z_b||_*.
 
     z: [B, k, D], the k views of each of B images (any scale: each row is L2-normalised here).

@@ -3,6 +3,7 @@ cross-entropy against k-means prototypes, MSN's priors.
 
 Pure functions: the prototype scores, the queue rows and the codes are all passed in.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,8 +74,9 @@ def swapped_prediction(scores: torch.Tensor, codes: torch.Tensor, temperature: f
     return ce[off_diagonal].mean()
 
 
-def prototype_cross_entropy(z: torch.Tensor, prototypes: list[torch.Tensor], targets: list[torch.Tensor],
-                            temperature: float = 0.1) -> torch.Tensor:
+def prototype_cross_entropy(
+    z: torch.Tensor, prototypes: list[torch.Tensor], targets: list[torch.Tensor], temperature: float = 0.1
+) -> torch.Tensor:
     """DeepCluster-v2's loss (Caron et al. 2020, SwAV paper sec. 4; the official main_deepclusterv2.py):
     for each set h of prototypes C_h (k-means centroids, [K_h, D], unit rows, no gradient), the
     cross-entropy of softmax(z . C_h^T / tau) against the hard k-means assignment y_h of each sample,
@@ -106,6 +108,9 @@ def prior_matching(mean_probs: torch.Tensor, prior: torch.Tensor | None = None) 
     gradient is that of -H(p_bar); PMSN replaces the uniform prior by a power law. 0 log 0 = 0.
     """
     p = mean_probs.float()
-    log_prior = -torch.log(torch.tensor(float(p.shape[-1]), device=p.device)) if prior is None \
+    log_prior = (
+        -torch.log(torch.tensor(float(p.shape[-1]), device=p.device))
+        if prior is None
         else prior.float().clamp_min(torch.finfo(torch.float32).tiny).log()
+    )
     return torch.xlogy(p, p).sum(-1) - (p * log_prior).sum(-1)

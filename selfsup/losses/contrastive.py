@@ -1,4 +1,5 @@
 """InfoNCE-family losses (pure functions; negatives are always passed in, never hidden)."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,9 @@ def contrastive_ce(logits: torch.Tensor, target: torch.Tensor, decoupled: bool =
 
 
 @float32_loss
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: bool = False
-            ) -> tuple[torch.Tensor, int]:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: bool = False
+) -> tuple[torch.Tensor, int]:
     """SimCLR's normalised-temperature cross-entropy over 2N views (Chen et al. 2020, eq. 1).
 
     z1, z2: [N, D] projections of two views of the same N images (any scale: normalised here).
@@ -51,8 +53,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: b
 
 
 @float32_loss
-def info_nce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None, temperature: float,
-             normalize: bool = True) -> tuple[torch.Tensor, int]:
+def info_nce(
+    q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor | None, temperature: float, normalize: bool = True
+) -> tuple[torch.Tensor, int]:
     """InfoNCE with explicit negatives (MoCo, InstDisc's softmax variant, CMC, NNCLR's queue form).
 
     q: [N, D] queries; k: [N, D] their positive keys (no gradient is stopped here: a method

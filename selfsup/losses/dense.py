@@ -3,6 +3,7 @@ feature similarity, VICRegL's matches by feature similarity and by image locatio
 with no gradient through the matching itself (an index or a choice of pairs); the losses then act on
 the matched vectors.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,9 @@ def nearest_neighbour_matches(distances: torch.Tensor, num_matches: int | None) 
     return keep, j.gather(1, keep)
 
 
-def local_vicreg_terms(x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def local_vicreg_terms(
+    x: torch.Tensor, y: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """VICReg's three terms on matched local vectors, as the official ``_vicreg_loss`` (unweighted):
     x, y: [N, k, C], row k of every image one match. Invariance = MSE over all entries; variance =
     the hinge on the std over the batch of each (match slot, channel), averaged, mean of the two sides;

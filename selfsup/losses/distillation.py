@@ -1,5 +1,6 @@
 """Self-distillation losses (BYOL, SimSiam, DINO, iBOT) and DINOv2's additions (Sinkhorn-Knopp
 teacher, KoLeo)."""
+
 from __future__ import annotations
 
 import torch
@@ -59,8 +60,13 @@ def dino_cross_entropy(student: torch.Tensor, targets: torch.Tensor, student_tem
     return ce[off_diagonal].mean()
 
 
-def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor, student_temp: float = 0.1,
-              teacher_temp: float = 0.04) -> torch.Tensor:
+def dino_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    center: torch.Tensor,
+    student_temp: float = 0.1,
+    teacher_temp: float = 0.04,
+) -> torch.Tensor:
     """DINO's self-distillation cross-entropy (Caron et al. 2021, eq. 2-3 and Algorithm 1).
 
     student: [V, B, K] student logits of every crop (the G globals first); teacher: [G, B, K]
@@ -72,8 +78,9 @@ def dino_loss(student: torch.Tensor, teacher: torch.Tensor, center: torch.Tensor
     return dino_cross_entropy(student, centred_softmax(teacher, center, teacher_temp), student_temp)
 
 
-def masked_patch_distillation(student: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                              student_temp: float = 0.1) -> torch.Tensor:
+def masked_patch_distillation(
+    student: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, student_temp: float = 0.1
+) -> torch.Tensor:
     """iBOT's masked image modelling loss (Zhou et al. 2022, sec. 3; the official ``iBOTLoss``, and DINOv2's
     ``iBOTPatchLoss.forward_masked``): at each masked patch the student's distribution over K prototypes
     matches the teacher's target for the same patch of the same, unmasked view.
@@ -129,8 +136,9 @@ def mean_shift_loss(p: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         return (2 - 2 * cos).mean()
 
 
-def relational_loss(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, student_temp: float = 0.1,
-                    teacher_temp: float = 0.04) -> torch.Tensor:
+def relational_loss(
+    q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, student_temp: float = 0.1, teacher_temp: float = 0.04
+) -> torch.Tensor:
     """ReSSL's relational cross-entropy (Zheng et al. 2021, eq. 3-5; the official ``ressl.py``).
 
     q: [N, D] the student's embeddings of the strong view (with gradient); k: [N, D] the teacher's of the

@@ -9,6 +9,7 @@
 All compute in float32 with autocast disabled: with temperatures of 0.07-0.1 a bf16 cosine
 (3 significant digits) moves a logit by ~0.05, and NCE compares logits to a fixed log Z.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,14 @@ def nce_log_z(f: torch.Tensor, noise: torch.Tensor, temperature: float, num_samp
         return est.log() + math.log(num_samples)
 
 
-def nce_instance(f: torch.Tensor, v_pos: torch.Tensor, v_neg: torch.Tensor, temperature: float,
-                 log_z: torch.Tensor | float, num_samples: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def nce_instance(
+    f: torch.Tensor,
+    v_pos: torch.Tensor,
+    v_neg: torch.Tensor,
+    temperature: float,
+    log_z: torch.Tensor | float,
+    num_samples: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """InstDisc's NCE loss (Wu et al. 2018, sec. 3.2) with uniform noise P_n = 1/n.
 
     f: [B, D] current features f_theta(x_i), unit length; v_pos: [B, D] the bank entries v_i of the
@@ -65,8 +72,9 @@ def nce_instance(f: torch.Tensor, v_pos: torch.Tensor, v_neg: torch.Tensor, temp
 # ---------------------------------------------------------------------------------- InvaSpread
 
 
-def invariant_spreading(z1: torch.Tensor, z2: torch.Tensor, temperature: float,
-                        detach_weights: bool = True) -> tuple[torch.Tensor, int]:
+def invariant_spreading(
+    z1: torch.Tensor, z2: torch.Tensor, temperature: float, detach_weights: bool = True
+) -> tuple[torch.Tensor, int]:
     """InvaSpread (Ye et al. 2019, sec. 3) over the 2N views of a batch.
 
     z1, z2: [N, D] embeddings of two augmentations of the same N images (normalised here). Every

@@ -4,6 +4,7 @@ MoCo v1/v2 use ``selfsup.losses.contrastive.info_nce`` with the queue as negativ
 in-batch contrast of queries against keys (MoCo v3's ``ctr``), and NNCLR's nearest-neighbour
 lookup and loss.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,9 @@ from selfsup.losses.precision import float32_loss
 def two_views(views: list[torch.Tensor], method: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The (query, key) view pair of a two-view method, or an error that names the fix."""
     if len(views) != 2:
-        raise SelfsupError(f"{method} trains on exactly two views, got {len(views)}: set views.num_local=0 "
-                           "and views.num_global=2")
+        raise SelfsupError(
+            f"{method} trains on exactly two views, got {len(views)}: set views.num_local=0 and views.num_global=2"
+        )
     return views[0], views[1]
 
 
@@ -41,8 +43,9 @@ def in_batch_info_nce(q: torch.Tensor, k: torch.Tensor, temperature: float) -> t
 
 
 @float32_loss
-def mocov3_loss(q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor,
-                temperature: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+def mocov3_loss(
+    q1: torch.Tensor, q2: torch.Tensor, k1: torch.Tensor, k2: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """MoCo v3 (Chen, Xie, He 2021, Alg. 1): ctr(q1, k2) + ctr(q2, k1), ctr = 2 tau * CE.
 
     q1, q2: [N, D] predictor outputs of views 1 and 2; k1, k2: [N, D] momentum-encoder keys.
@@ -70,8 +73,9 @@ def nearest_neighbour(z: torch.Tensor, support: torch.Tensor) -> tuple[torch.Ten
 
 
 @float32_loss
-def nnclr_loss(nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float, decoupled: bool = False
-               ) -> tuple[torch.Tensor, int]:
+def nnclr_loss(
+    nn_a: torch.Tensor, p_b: torch.Tensor, temperature: float, decoupled: bool = False
+) -> tuple[torch.Tensor, int]:
     """NNCLR's loss for one ordered view pair (Dwibedi et al. 2021, eq. 2 with the prediction head).
 
     nn_a: [N, D] nearest neighbours NN(z_i, Q) of view a's projections (no gradient);

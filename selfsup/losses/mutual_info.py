@@ -5,6 +5,7 @@ Every candidate set here comes from the batch itself (other positions, other ima
 distributed run the batch is gathered with gradient so it behaves as one big batch. The losses
 run in float32 even inside a bf16 autocast region (selfsup.losses.precision).
 """
+
 from __future__ import annotations
 
 import torch

@@ -5,6 +5,7 @@ runs in bf16 (8 bits of mantissa). With temperatures of 0.07-0.2 a cosine simila
 ~3 significant digits becomes a logit error of several hundredths, which is the whole signal
 between hard negatives. The encoders keep running in bf16; only the loss leaves autocast.
 """
+
 from __future__ import annotations
 
 import functools

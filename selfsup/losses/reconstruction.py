@@ -1,4 +1,5 @@
 """Reconstruction losses: pixel errors (optionally only where a mask says) and the VAE's KL term."""
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ They act on the statistics of a whole batch of embeddings, so each computes in f
 autocast off (a bf16 cross-correlation loses the 1 - C_ii it is trying to drive to zero), and
 each says how a batch split over processes is made to behave as one batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,9 @@ def cross_correlation(z1: torch.Tensor, z2: torch.Tensor, eps: float = 1e-5) -> 
         return dist.all_reduce_sum_with_grad(a.T @ b) / n
 
 
-def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3,
-                      eps: float = 1e-5) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def barlow_twins_loss(
+    z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3, eps: float = 1e-5
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_BT = sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 (Zbontar et al. 2021, eq. 1).
 
     The invariance term pulls each dimension of the two views to correlate perfectly; the
@@ -60,9 +62,15 @@ def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, lambd: float = 5e-3,
         return on_diag + lambd * off_diag, {"on_diag": on_diag.detach(), "off_diag": off_diag.detach()}
 
 
-def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
-                cov_coeff: float = 1.0, gamma: float = 1.0,
-                eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def vicreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 1.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """VICReg (Bardes, Ponce, LeCun 2022, eq. 1-6): lambda s + mu v + nu c, with
 
     - invariance s(Z, Z') = mean over the N x D entries of (z - z')^2 (MSE);
@@ -90,8 +98,11 @@ def vicreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std
         v2, c2 = var_cov(z2)
         variance, covariance = (v1 + v2) / 2, c1 + c2
         loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
-        return loss, {"invariance": invariance.detach(), "variance": variance.detach(),
-                      "covariance": covariance.detach()}
+        return loss, {
+            "invariance": invariance.detach(),
+            "variance": variance.detach(),
+            "covariance": covariance.detach(),
+        }
 
 
 def normalized_covariance(z: torch.Tensor) -> torch.Tensor:
@@ -103,9 +114,15 @@ def normalized_covariance(z: torch.Tensor) -> torch.Tensor:
     return zn.T @ zn
 
 
-def vibcreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, std_coeff: float = 25.0,
-                 cov_coeff: float = 200.0, gamma: float = 1.0,
-                 eps: float = 1e-4) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def vibcreg_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_coeff: float = 25.0,
+    std_coeff: float = 25.0,
+    cov_coeff: float = 200.0,
+    gamma: float = 1.0,
+    eps: float = 1e-4,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """VIbCReg (Lee & Aune 2021): lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')], with
 
     - invariance s = mean over the N x D entries of (z - z')^2 (MSE), as VICReg;
@@ -127,14 +144,17 @@ def vibcreg_loss(z1: torch.Tensor, z2: torch.Tensor, sim_coeff: float = 25.0, st
 
         def var_cov(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             std = torch.sqrt(z.var(0) + eps)  # [D], unbiased
-            return F.relu(gamma - std).mean(), _off_diagonal_sq_sum(normalized_covariance(z)) / d ** 2
+            return F.relu(gamma - std).mean(), _off_diagonal_sq_sum(normalized_covariance(z)) / d**2
 
         v1, c1 = var_cov(z1)
         v2, c2 = var_cov(z2)
         variance, covariance = v1 + v2, c1 + c2
         loss = sim_coeff * invariance + std_coeff * variance + cov_coeff * covariance
-        return loss, {"invariance": invariance.detach(), "variance": variance.detach(),
-                      "covariance": covariance.detach()}
+        return loss, {
+            "invariance": invariance.detach(),
+            "variance": variance.detach(),
+            "covariance": covariance.detach(),
+        }
 
 
 def whiten(x: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
@@ -159,8 +179,14 @@ def normalized_mse_symmetric(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * (F.normalize(a, dim=-1) * F.normalize(b, dim=-1)).sum(-1)).mean()
 
 
-def wmse_loss(z1: torch.Tensor, z2: torch.Tensor, w_size: int, w_iter: int = 1, eps: float = 0.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def wmse_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    w_size: int,
+    w_iter: int = 1,
+    eps: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """W-MSE with two positives (Ermolov et al. 2021, eq. 6 and algorithm 1).
 
     z1, z2: [N, D] embeddings of two views of the same N images. The batch is cut at random into
@@ -184,8 +210,9 @@ def wmse_loss(z1: torch.Tensor, z2: torch.Tensor, w_size: int, w_iter: int = 1, 
     return total / w_iter
 
 
-def tico_loss(z1: torch.Tensor, z2: torch.Tensor, c_prev: torch.Tensor, beta: float = 0.9,
-              rho: float = 20.0) -> tuple[torch.Tensor, torch.Tensor]:
+def tico_loss(
+    z1: torch.Tensor, z2: torch.Tensor, c_prev: torch.Tensor, beta: float = 0.9, rho: float = 20.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """TiCo (Zhu, Liu, Wang 2022, Algorithm 1): with unit rows z1, z2 [N, D] and the running covariance
     C_{t-1} [D, D] (no gradient),
 

@@ -3,6 +3,7 @@
 VAT's adversarial direction needs the classifier itself (a gradient through it), so
 ``vat_direction`` takes the model as a callable; everything else is a pure function of tensors.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -19,8 +20,9 @@ def confidence_mask(logits_weak: torch.Tensor, threshold: float) -> tuple[torch.
     return labels, (conf >= threshold).float()
 
 
-def fixmatch_unlabelled(logits_weak: torch.Tensor, logits_strong: torch.Tensor,
-                        threshold: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def fixmatch_unlabelled(
+    logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """FixMatch's unlabelled loss (Sohn et al. 2020, eq. 2):
     l_u = 1/(mu B) sum_b 1(max q_b >= tau) H(argmax q_b, p(y | A(u_b))): the mean over *all* mu B
     unlabelled images, the ones under the threshold contributing 0. Returns (l_u, mask [N])."""
@@ -40,8 +42,9 @@ def sharpen(p: torch.Tensor, temperature: float) -> torch.Tensor:
     return pt / pt.sum(dim=-1, keepdim=True)
 
 
-def mixup(x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
-          lam: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def mixup(
+    x: torch.Tensor, y: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor, lam: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MixMatch's MixUp with lambda' = max(lambda, 1 - lambda) (eq. 8-11), so the mix stays closer to
     its first argument: x' = l' x + (1 - l') x2 and likewise the targets. ``lam`` is a scalar or one
     value per row."""
@@ -70,8 +73,14 @@ def _unit(d: torch.Tensor) -> torch.Tensor:
     return d / d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (d.dim() - 1)))
 
 
-def vat_direction(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor,
-                  xi: float = 1e-6, power_iterations: int = 1, gen: torch.Generator | None = None) -> torch.Tensor:
+def vat_direction(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    xi: float = 1e-6,
+    power_iterations: int = 1,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
     """VAT's adversarial direction (Miyato et al. 2018, eq. 11-13): the dominant eigenvector of the
     Hessian of D(r) = KL(p(y|x) || p(y|x + r)) at r = 0, by power iteration on finite differences:
     d <- normalise(grad_r D(r) at r = xi d), starting from a random unit d. Returns unit-norm
@@ -86,9 +95,15 @@ def vat_direction(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     return d
 
 
-def vat_loss(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, logits: torch.Tensor,
-             epsilon: float, xi: float = 1e-6, power_iterations: int = 1,
-             gen: torch.Generator | None = None) -> torch.Tensor:
+def vat_loss(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    epsilon: float,
+    xi: float = 1e-6,
+    power_iterations: int = 1,
+    gen: torch.Generator | None = None,
+) -> torch.Tensor:
     """The local distributional smoothness LDS = KL(p(y|x) || p(y|x + r_adv)), r_adv = epsilon d_adv
     (eq. 8); p is fixed (no gradient through it), the gradient flows through the perturbed branch."""
     r_adv = epsilon * vat_direction(model, x, logits, xi, power_iterations, gen)

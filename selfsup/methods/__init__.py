@@ -3,6 +3,7 @@
 Each module in this package registers its method(s) when imported, so adding a method is
 adding its file: nothing here needs editing.
 """
+
 import importlib
 import pkgutil
 

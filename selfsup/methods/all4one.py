@@ -27,6 +27,7 @@ Departure: Q starts empty (solo-learn: random unit vectors). While it holds fewe
 neighbours are looked up in Q plus this step's momentum projections (each sample's nearest is itself),
 so the first steps contrast data, not noise.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,8 +100,7 @@ class All4One(Method):
         self.projector = mlp(encoder.num_features, cfg.proj_hidden, d, num_layers=3, last_bn=True)
         self.predictor = mlp(d, cfg.pred_hidden, d, num_layers=2)  # g: L_NN
         self.predictor2 = mlp(d, cfg.pred_hidden, d, num_layers=2)  # g': the sample's token of the centroid
-        layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=2 * d, dropout=cfg.dropout,
-                                           batch_first=True)
+        layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=2 * d, dropout=cfg.dropout, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, cfg.layers, enable_nested_tensor=False)
         self.register_buffer("pos", positional_encoding(cfg.neighbours, d), persistent=False)  # [k, d]
         self.momentum_encoder = frozen_copy(encoder)
@@ -136,13 +136,16 @@ class All4One(Method):
             zm1, zm2 = (F.normalize(self.momentum_projector(self.momentum_encoder(x)).float(), dim=1) for x in (x1, x2))
             nn_ = self.neighbours(torch.cat([zm1, zm2]), zm1)  # [2N, k, D] unit, no gradient
         # L_NN: each view's first neighbour picks the other view's prediction among the batch's
-        loss_nn = (one_way_infonce(nn_[:n, 0], p2, cfg.temperature)
-                   + one_way_infonce(nn_[n:, 0], p1, cfg.temperature)) / 2
+        loss_nn = (
+            one_way_infonce(nn_[:n, 0], p2, cfg.temperature) + one_way_infonce(nn_[n:, 0], p1, cfg.temperature)
+        ) / 2
         # L_cen: the neighbours' centroid against the centroid with the sample shifted in (the k-th out)
         shifted = torch.cat([p_[:, None].float(), nn_[:, :-1]], dim=1)  # [2N, k, D]
         c, c_ = self.centroid(nn_), self.centroid(shifted)  # [2N, D] each
-        loss_cen = (one_way_infonce(c[:n], c_[n:], cfg.centroid_temperature)
-                    + one_way_infonce(c[n:], c_[:n], cfg.centroid_temperature)) / 2
+        loss_cen = (
+            one_way_infonce(c[:n], c_[n:], cfg.centroid_temperature)
+            + one_way_infonce(c[n:], c_[:n], cfg.centroid_temperature)
+        ) / 2
         # L_feat: dimensions of the momentum view against the other view's online dimensions, over the batch
         a1, a2 = F.normalize(zm1, dim=0), F.normalize(zm2, dim=0)  # [N, D], unit columns
         b1, b2 = F.normalize(z1.float(), dim=0), F.normalize(z2.float(), dim=0)
@@ -153,8 +156,15 @@ class All4One(Method):
         w = cfg.weights
         loss = w[0] * loss_cen + w[1] * loss_nn + w[2] * loss_feat
         self.support.stage(zm1)  # Q <- z^m of view 1, in on_step_end
-        return StepOutput(loss, {"centroid": loss_cen.detach(), "neighbour": loss_nn.detach(),
-                                 "feature": loss_feat.detach(), "tau": self.momentum})
+        return StepOutput(
+            loss,
+            {
+                "centroid": loss_cen.detach(),
+                "neighbour": loss_nn.detach(),
+                "feature": loss_feat.detach(),
+                "tau": self.momentum,
+            },
+        )
 
     def param_groups(self) -> list[dict]:
         """Method's groups (no decay on norms and biases), the transformer's at ``transformer_lr_scale``."""

@@ -11,6 +11,7 @@ makes the bottleneck code, and a DCGAN-style decoder (selfsup.nn.decoder) maps i
 view. Loss and the logged ``pretext/recon_mse``: mean squared error per pixel, in the normalised
 pixel units the encoder sees (the denoising variant: against the clean view).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,14 +56,20 @@ def corrupt(x: torch.Tensor, noise: str, level: float) -> torch.Tensor:
     raise SelfsupError(f"noise {noise!r}: choose none, mask or gaussian")
 
 
-@register("dae", config=DenoisingAutoencoderConfig, views="pretext", needs=Needs(views=1),  # the config is the difference
-          summary="Reconstruct the clean view from a corrupted one (masking noise by default).")
+@register(
+    "dae",
+    config=DenoisingAutoencoderConfig,
+    views="pretext",
+    needs=Needs(views=1),  # the config is the difference
+    summary="Reconstruct the clean view from a corrupted one (masking noise by default).",
+)
 @register("ae", config=AutoencoderConfig, views="pretext", needs=Needs(views=1))
 class Autoencoder(Method):
     """Encode the view to a bottleneck code and decode it back; pixel MSE."""
 
-    def __init__(self, encoder: nn.Module, cfg: AutoencoderConfig = AutoencoderConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: AutoencoderConfig = AutoencoderConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         image_shape = ctx.require("image_shape")
         if cfg.noise not in ("none", "mask", "gaussian"):

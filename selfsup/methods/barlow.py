@@ -14,6 +14,7 @@ projectors keep helping (fig. 4); the default here is 2048 (see the config). Opt
 10-epoch warm-up, cosine. Distributed: C is summed over processes (the official all_reduce of
 C), with the batch statistics of the whole batch (see losses.redundancy.cross_correlation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,9 @@ class BarlowTwinsConfig:
 class BarlowTwins(Method):
     """Barlow Twins: the cross-correlation of the two views' embeddings is pushed to the identity."""
 
-    def __init__(self, encoder: nn.Module, cfg: BarlowTwinsConfig = BarlowTwinsConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: BarlowTwinsConfig = BarlowTwinsConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder

@@ -1,4 +1,5 @@
 """The contract every method fulfils; the loop and the evaluation know nothing else."""
+
 from __future__ import annotations
 
 import abc
@@ -31,8 +32,17 @@ class EpochContext:
     channels_last: bool = False
 
     def features(self, module: nn.Module, batch_size: int = 512) -> torch.Tensor:
-        return extract_features(module, self.dataset.images, self.mean, self.std, self.size, batch_size,
-                                self.device, self.precision, self.channels_last)
+        return extract_features(
+            module,
+            self.dataset.images,
+            self.mean,
+            self.std,
+            self.size,
+            batch_size,
+            self.device,
+            self.precision,
+            self.channels_last,
+        )
 
 
 @dataclass
@@ -129,6 +139,7 @@ class Method(nn.Module, abc.ABC):
 
 
 # Optional abilities, as Protocols (checked with isinstance, not getattr probes).
+
 
 @runtime_checkable
 class FinetunesOwnEncoder(Protocol):

@@ -20,6 +20,7 @@ restarted, a mirrored decoder, pixel MSE + 0.25 commitment). It trains in the fi
 are in the checkpoint. Not copied (documented in docs/methods/beit.md): relative position bias, layer scale,
 the tokenizer's half-resolution second input.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,13 +62,19 @@ class VQTokenizer(nn.Module):
         # every layer but the first and last runs on the patch grid (a CPU trains it in a minute); the 3 x 3
         # convolutions give each code its neighbours' context, as the dVAE's
         self.encoder = nn.Sequential(
-            nn.Conv2d(channels, hidden, patch, stride=patch), nn.ReLU(),  # one cell per ViT patch
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, dim, 1))
+            nn.Conv2d(channels, hidden, patch, stride=patch),
+            nn.ReLU(),  # one cell per ViT patch
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, dim, 1),
+        )
         self.decoder = nn.Sequential(
-            nn.Conv2d(dim, hidden, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
-            nn.ConvTranspose2d(hidden, channels, patch, stride=patch))
+            nn.Conv2d(dim, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.ReLU(),
+            nn.ConvTranspose2d(hidden, channels, patch, stride=patch),
+        )
         self.register_buffer("codebook", torch.zeros(vocab, dim))  # [K, D]
         self.register_buffer("ema_count", torch.zeros(vocab))
         self.register_buffer("ema_sum", torch.zeros(vocab, dim))
@@ -144,8 +151,10 @@ class BEiT(Method):
         super().__init__()
         image_shape = ctx.require("image_shape")
         if cfg.tokenizer_steps < 1 or cfg.vocab < 2:
-            raise SelfsupError(f"method.tokenizer_steps={cfg.tokenizer_steps}, method.vocab={cfg.vocab}: the tokenizer "
-                               "needs at least 1 step and 2 tokens")
+            raise SelfsupError(
+                f"method.tokenizer_steps={cfg.tokenizer_steps}, method.vocab={cfg.vocab}: the tokenizer "
+                "needs at least 1 step and 2 tokens"
+            )
         self.cfg = cfg
         self.encoder = encoder
         d = encoder.num_features
@@ -154,15 +163,15 @@ class BEiT(Method):
         self.head = nn.Linear(d, cfg.vocab)  # the paper's lm_head
         nn.init.trunc_normal_(self.head.weight, std=0.02, a=-0.02, b=0.02)
         nn.init.zeros_(self.head.bias)
-        self.tokenizer = VQTokenizer(image_shape[0], encoder.patch_size, cfg.vocab, cfg.code_dim,
-                                     cfg.tokenizer_hidden)
+        self.tokenizer = VQTokenizer(image_shape[0], encoder.patch_size, cfg.vocab, cfg.code_dim, cfg.tokenizer_hidden)
         self.tokenizer.requires_grad_(False)  # frozen for BEiT; it trains only in on_epoch_start
 
     def mask(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         g = self.encoder.grid
         num = int(round(self.cfg.mask_ratio * g * g))
-        return blockwise_mask(n, g, num, min_block=max(1, round(self.cfg.min_block * num)), device=device,
-                              generator=generator)  # [N, P] True = masked
+        return blockwise_mask(
+            n, g, num, min_block=max(1, round(self.cfg.min_block * num)), device=device, generator=generator
+        )  # [N, P] True = masked
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Logits [N, P, vocab] at every position (the loss reads the masked ones)."""
@@ -197,8 +206,15 @@ class BEiT(Method):
         pred = torch.where(mask, self.predict(x, mask).argmax(-1), z)  # the tokens BEiT predicts in the mask
         g, p = self.encoder.grid, self.encoder.patch_size
         m = mask.view(-1, 1, g, g).float().repeat_interleave(p, 2).repeat_interleave(p, 3)
-        rows = [("original", x), ("tokens, decoded", self.tokenizer.decode(z.view(-1, g, g))),
-                ("masked", x * (1 - m)), ("BEiT's tokens in the mask, decoded", self.tokenizer.decode(pred.view(-1, g, g)))]
+        rows = [
+            ("original", x),
+            ("tokens, decoded", self.tokenizer.decode(z.view(-1, g, g))),
+            ("masked", x * (1 - m)),
+            ("BEiT's tokens in the mask, decoded", self.tokenizer.decode(pred.view(-1, g, g))),
+        ]
         rows = [(n, denormalize(v.float(), data.mean, data.std).clamp(0, 1)) for n, v in rows]
-        return {"beit": Picture(rows, None, f"BEiT: {100 * self.cfg.mask_ratio:g} % masked in blocks; "
-                                            f"{self.cfg.vocab} visual tokens")}
+        return {
+            "beit": Picture(
+                rows, None, f"BEiT: {100 * self.cfg.mask_ratio:g} % masked in blocks; {self.cfg.vocab} visual tokens"
+            )
+        }

@@ -14,6 +14,7 @@ three (see selfsup.nn.gan.frozen_call). Logged: ``loss_d``, ``loss_eg``, D's acc
 (``d_acc``: 0.5 is an equilibrium), and, each epoch, ``pretext/recon_mse`` = ||G(E(x)) - x||^2 per
 pixel, how well the two have learned to invert each other (never trained directly).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ class BiGAN(Method):
         # E and G: the same loss with the labels swapped, through a D that does not move
         loss_eg = discriminator_loss(frozen_call(self.discriminator, gz, z), frozen_call(self.discriminator, x, ex))
         d_acc = ((real > 0).float().mean() + (fake < 0).float().mean()) / 2
-        return StepOutput(loss_d + loss_eg, {"loss_d": loss_d.detach(), "loss_eg": loss_eg.detach(),
-                                             "d_acc": d_acc.detach()})
+        return StepOutput(
+            loss_d + loss_eg, {"loss_d": loss_d.detach(), "loss_eg": loss_eg.detach(), "d_acc": d_acc.detach()}
+        )
 
     @torch.no_grad()
     def on_epoch_start(self, epoch, data):
@@ -85,8 +87,11 @@ class BiGAN(Method):
         x = eval_view(images[:12], data.mean, data.std, data.size)
         z = torch.randn(24, self.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(x.device)
         samples = denormalize(self.generator(z), data.mean, data.std)
-        rows = [("original", denormalize(x, data.mean, data.std)),
-                ("G(E(x))", denormalize(self.generator(self.encode(x)), data.mean, data.std)),
-                ("samples G(z)", samples[:12]), ("", samples[12:])]
+        rows = [
+            ("original", denormalize(x, data.mean, data.std)),
+            ("G(E(x))", denormalize(self.generator(self.encode(x)), data.mean, data.std)),
+            ("samples G(z)", samples[:12]),
+            ("", samples[12:]),
+        ]
         title = "BiGAN: originals, G(E(x)) (near x once E inverts G), samples G(z) from the prior"
         return {"bigan": Picture(rows, None, title)}

@@ -18,6 +18,7 @@ past target projections (``SupportSet``, NNCLR's). The loss becomes 2 - 2 cos(q(
 Q receives this step's target projections of the first view in ``on_step_end``, and is looked up
 as it was before the step (empty on the first step: each target is then its own neighbour).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -74,7 +75,7 @@ class BYOL(Method):
                 z_t, cos = self.support.neighbours(z_t)[0]  # [G*N, D] unit, no gradient; [G*N]
         # symmetric: view j predicts the target of every global view i != j (two views: 1 -> 2 and 2 -> 1)
         pairs = [(i, j) for i in range(g) for j in range(len(views)) if j != i]
-        terms = [normalized_mse(p[j * n:(j + 1) * n], z_t[i * n:(i + 1) * n]) for i, j in pairs]
+        terms = [normalized_mse(p[j * n : (j + 1) * n], z_t[i * n : (i + 1) * n]) for i, j in pairs]
         loss = sum(terms) * (2 / len(terms))
         logs = {"tau": self.momentum}
         if self.support is not None:  # how close the neighbours are to the targets they replace (1.0 = itself)

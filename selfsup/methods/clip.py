@@ -17,6 +17,7 @@ modelling objective the direction does not matter). Captions come with the data:
 ``captioned-fashion-mnist`` (SYNTHETIC, templated) or an image folder with a captions.tsv.
 Logged: ``logit_scale`` and ``pretext/clip_acc`` (images whose own caption is the most similar).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,14 +53,15 @@ class TextTransformer(nn.Module):
         super().__init__()
         self.token = nn.Embedding(VOCAB_SIZE, width)
         self.pos = nn.Parameter(torch.randn(1, context, width) * 0.01)
-        layer = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         nn.init.normal_(self.token.weight, std=0.02)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.token(ids) + self.pos[:, :ids.shape[1]]
+        x = self.token(ids) + self.pos[:, : ids.shape[1]]
         x = self.blocks(x, src_key_padding_mask=ids == PAD)
         return self.norm(x[:, 0])
 
@@ -97,8 +99,10 @@ class CLIP(Method):
 
     def training_step(self, batch) -> StepOutput:
         if batch.texts is None:
-            raise SelfsupError("clip needs captions: train on captioned-fashion-mnist / captioned-digits, or an image "
-                               "folder with a captions.tsv")
+            raise SelfsupError(
+                "clip needs captions: train on captioned-fashion-mnist / captioned-digits, or an image "
+                "folder with a captions.tsv"
+            )
         img = dist.gather_with_grad(self.encode_image(batch.views[0]))  # [N_all, D]: negatives from every process
         txt = dist.gather_with_grad(self.encode_text(batch.texts))
         scale = self.logit_scale.exp().clamp(max=self.cfg.max_logit_scale)

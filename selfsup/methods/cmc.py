@@ -13,6 +13,7 @@ Views here, from one augmented image:
   the paper reports next to L vs ab (a linear transform, so it can act on the normalised input).
 - 1-channel data: the image vs its Sobel gradient map (dx, dy): see ``ImageAndGradient``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,9 +45,13 @@ class YDbDrSplit(nn.Module):
 
     def __init__(self):
         super().__init__()
-        w = torch.tensor([[0.299, 0.587, 0.114],  # Y
-                          [-0.450, -0.883, 1.333],  # Db
-                          [-1.333, 1.116, 0.217]])  # Dr
+        w = torch.tensor(
+            [
+                [0.299, 0.587, 0.114],  # Y
+                [-0.450, -0.883, 1.333],  # Db
+                [-1.333, 1.116, 0.217],
+            ]
+        )  # Dr
         self.register_buffer("w", w, persistent=False)  # a constant, not state
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,9 +126,11 @@ class CMC(Method):
             split = ImageAndGradient()
             enc1 = encoder
         else:
-            raise SelfsupError(f"cmc splits 1-channel images into image/gradient and 3-channel images into Y/DbDr; "
-                               f"got an encoder for {in_channels} input channels (build it with create_backbone "
-                               f"for the dataset's channels)")
+            raise SelfsupError(
+                f"cmc splits 1-channel images into image/gradient and 3-channel images into Y/DbDr; "
+                f"got an encoder for {in_channels} input channels (build it with create_backbone "
+                f"for the dataset's channels)"
+            )
         self.encoder = CMCEncoder(split, enc1, enc2)
         self.head1 = nn.Linear(enc1.num_features, cfg.dim)
         self.head2 = nn.Linear(enc2.num_features, cfg.dim)
@@ -152,9 +159,14 @@ class CMC(Method):
             l12, candidates = info_nce(z1, self.bank2.get(i), self.bank2.get(neg), tau)
             l21, _ = info_nce(z2, self.bank1.get(i), self.bank1.get(neg), tau)
         self._pending.append((i, z1.detach(), z2.detach()))
-        return StepOutput(l12 + l21, {"infonce_bound": infonce_bound((l12 + l21).detach() / 2, candidates),
-                                      "bound_v1_v2": infonce_bound(l12.detach(), candidates),
-                                      "bound_v2_v1": infonce_bound(l21.detach(), candidates)})
+        return StepOutput(
+            l12 + l21,
+            {
+                "infonce_bound": infonce_bound((l12 + l21).detach() / 2, candidates),
+                "bound_v1_v2": infonce_bound(l12.detach(), candidates),
+                "bound_v2_v1": infonce_bound(l21.detach(), candidates),
+            },
+        )
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:

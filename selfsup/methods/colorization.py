@@ -21,6 +21,7 @@ What evaluation sees (``encoder``): RGB view -> Lab -> the half network(s) -> po
 Logged: ``pretext/color_acc`` (pixels whose most likely ab bin is the true one; split-brain also
 ``pretext/lightness_acc``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,10 @@ class LabEncoder(nn.Module):
 
 def _check_inputs(name: str, image_shape, normalization):
     if image_shape[0] != 3 or len(normalization[0]) != 3:
-        raise SelfsupError(f"{name} needs colour (3-channel) images; for Fashion-MNIST use the synthetic colour set "
-                           f"--data color-fashion-mnist (or color-digits)")
+        raise SelfsupError(
+            f"{name} needs colour (3-channel) images; for Fashion-MNIST use the synthetic colour set "
+            f"--data color-fashion-mnist (or color-digits)"
+        )
 
 
 def rebalancing_weights(ab: torch.Tensor, centres: torch.Tensor, lam: float = 0.5, sigma: float = 5.0) -> torch.Tensor:
@@ -75,7 +78,7 @@ def rebalancing_weights(ab: torch.Tensor, centres: torch.Tensor, lam: float = 0.
     normalised so the expected weight under the smoothed distribution is 1."""
     q = len(centres)
     counts = torch.bincount(torch.cdist(ab, centres).argmin(1), minlength=q).float()
-    kernel = torch.exp(-torch.cdist(centres, centres).pow(2) / (2 * sigma ** 2))
+    kernel = torch.exp(-torch.cdist(centres, centres).pow(2) / (2 * sigma**2))
     p = kernel @ (counts / counts.sum())
     p = p / p.sum()
     w = 1 / ((1 - lam) * p + lam / q)
@@ -85,7 +88,6 @@ def rebalancing_weights(ab: torch.Tensor, centres: torch.Tensor, lam: float = 0.
 class _ColourTask(Method):
     """Shared machinery: Lab of the view, dense logits from a network's feature maps, the ab bins
     and their rebalancing weights (estimated once from the training images, kept as buffers)."""
-
 
     def _setup_bins(self, grid: float):
         centres = gamut_ab_bins(grid)
@@ -142,8 +144,9 @@ class ColorizationConfig:
 class Colorization(_ColourTask):
     """Predict the ab colour channels from the lightness L, per pixel."""
 
-    def __init__(self, encoder: nn.Module, cfg: ColorizationConfig = ColorizationConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: ColorizationConfig = ColorizationConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         normalization = ctx.require("normalization")
         image_shape = ctx.require("image_shape")
@@ -175,8 +178,11 @@ class Colorization(_ColourTask):
     def pictures(self, images, data) -> dict:
         def ab(x, lab):
             out = self._predict(lab, x.dtype)
-            return annealed_mean(out, self.centres, self.cfg.temperature) if self.cfg.mode == "classification" \
+            return (
+                annealed_mean(out, self.centres, self.cfg.temperature)
+                if self.cfg.mode == "classification"
                 else out.float() * 110
+            )
 
         return self._picture(images, data, ab, f"Colorization ({self.cfg.mode})")
 
@@ -196,16 +202,19 @@ class SplitBrainConfig:
 class SplitBrain(_ColourTask):
     """Two half networks: L -> ab and ab -> L; features of both, concatenated."""
 
-    def __init__(self, encoder: nn.Module, cfg: SplitBrainConfig = SplitBrainConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: SplitBrainConfig = SplitBrainConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         normalization = ctx.require("normalization")
         image_shape = ctx.require("image_shape")
         _check_inputs("splitbrain", image_shape, normalization)
         self.cfg = cfg
         width = encoder.backbone_args.get("width", 1.0) * (0.5 if cfg.half_width else 1.0)
-        nets = {"L": clone_backbone(encoder, in_channels=1, width=width),
-                "ab": clone_backbone(encoder, in_channels=2, width=width)}
+        nets = {
+            "L": clone_backbone(encoder, in_channels=1, width=width),
+            "ab": clone_backbone(encoder, in_channels=2, width=width),
+        }
         self.encoder = LabEncoder(*normalization, nets)
         self._setup_bins(cfg.grid)
         self.head_ab = nn.Conv2d(nets["L"].num_features, len(self.centres), 1)  # L -> ab bins
@@ -215,14 +224,22 @@ class SplitBrain(_ColourTask):
         x = batch.views[0]
         lab = self.encoder.lab(x)
         parts = self.encoder.inputs(lab)
-        loss_ab, acc_ab = self._ab_loss(self._dense(self.encoder.nets["L"], self.head_ab, parts["L"].to(x.dtype)),
-                                        lab[:, 1:])
+        loss_ab, acc_ab = self._ab_loss(
+            self._dense(self.encoder.nets["L"], self.head_ab, parts["L"].to(x.dtype)), lab[:, 1:]
+        )
         logits_l = self._dense(self.encoder.nets["ab"], self.head_l, parts["ab"].to(x.dtype))  # [B, 50, H, W]
         l_bin = (lab[:, 0] / (100 / L_BINS)).long().clamp(0, L_BINS - 1)
         loss_l = F.cross_entropy(logits_l.float(), l_bin)
         acc_l = (logits_l.argmax(1) == l_bin).float().mean().detach()
-        return StepOutput(loss_ab + loss_l, {"pretext/color_acc": acc_ab, "pretext/lightness_acc": acc_l,
-                                             "loss_ab": loss_ab.detach(), "loss_l": loss_l.detach()})
+        return StepOutput(
+            loss_ab + loss_l,
+            {
+                "pretext/color_acc": acc_ab,
+                "pretext/lightness_acc": acc_l,
+                "loss_ab": loss_ab.detach(),
+                "loss_l": loss_l.detach(),
+            },
+        )
 
     def pictures(self, images, data) -> dict:
         def ab(x, lab):

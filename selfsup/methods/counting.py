@@ -13,6 +13,7 @@ another image of the batch. Logged: the two distances ``count_fit`` = ||phi(D x)
 and ``count_contrast`` = ||phi(D y) - sum phi(T_i x)||^2, and their ratio ``pretext/count_ratio``:
 below 1 when an image's tiles add up to its own counts better than to another image's.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,10 @@ class Counting(Method):
         x = batch.views[0]  # [N, C, H, W]
         n, _, h, w = x.shape
         h2, w2 = h // 2, w // 2
-        x = x[..., :2 * h2, :2 * w2]
-        tiles = torch.cat([x[..., i * h2:(i + 1) * h2, j * w2:(j + 1) * w2] for i in (0, 1) for j in (0, 1)])  # [4N, ...]
+        x = x[..., : 2 * h2, : 2 * w2]
+        tiles = torch.cat(
+            [x[..., i * h2 : (i + 1) * h2, j * w2 : (j + 1) * w2] for i in (0, 1) for j in (0, 1)]
+        )  # [4N, ...]
         down = F.interpolate(x, size=(h2, w2), mode="bilinear", align_corners=False, antialias=True)  # D x: [N, ...]
         f = self.phi(torch.cat([down, tiles]))  # one pass: [5N, K]
         whole, parts = f[:n], f[n:].view(4, n, -1).sum(0)  # phi(D x), sum_i phi(T_i x)
@@ -60,6 +63,11 @@ class Counting(Method):
         fit = (whole - parts).pow(2).sum(1)  # [N]
         contrast = (other - parts).pow(2).sum(1)
         loss = (fit + F.relu(self.cfg.margin - contrast)).mean()
-        return StepOutput(loss, {
-            "pretext/count_ratio": (fit.mean() / contrast.mean().clamp_min(1e-6)).detach(),
-            "count_fit": fit.mean().detach(), "count_contrast": contrast.mean().detach()})
+        return StepOutput(
+            loss,
+            {
+                "pretext/count_ratio": (fit.mean() / contrast.mean().clamp_min(1e-6)).detach(),
+                "count_fit": fit.mean().detach(),
+                "count_contrast": contrast.mean().detach(),
+            },
+        )

@@ -19,6 +19,7 @@ positions of the same and of other inputs; log N - L_N lower-bounds I(x_{t+k}; c
 mean-pooled over positions: the pooled context c, as the paper's linear evaluations use.
 Not done: the per-patch augmentation and the four prediction directions of Hénaff et al.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,13 +54,18 @@ class MaskedRowContext(nn.Module):
 
     def __init__(self, dim: int, hidden: int, layers: int):
         super().__init__()
-        self.blocks = nn.ModuleList(nn.Sequential(
-            nn.Conv2d(dim, hidden, 1), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, hidden, (1, 3), padding=(0, 1)),
-            nn.ZeroPad2d((0, 0, 1, 0)),  # (left, right, top, bottom): one row of zeros on top only
-            nn.Conv2d(hidden, hidden, (2, 1)), nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, dim, 1),
-        ) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(dim, hidden, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, hidden, (1, 3), padding=(0, 1)),
+                nn.ZeroPad2d((0, 0, 1, 0)),  # (left, right, top, bottom): one row of zeros on top only
+                nn.Conv2d(hidden, hidden, (2, 1)),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden, dim, 1),
+            )
+            for _ in range(layers)
+        )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -96,8 +102,10 @@ class CPCEncoder(nn.Module):
             seq = x.flatten(2)  # [B, C, T]: [B,1,1,T] or the signals dataset's row-major [B,1,32,32]
             length, hop = self.cfg.segment, max(1, self.cfg.segment // 2)
             if seq.shape[-1] < length:
-                raise SelfsupError(f"cpc: a sequence of {seq.shape[-1]} samples is shorter than one segment "
-                                   f"({length}); lower method.segment")
+                raise SelfsupError(
+                    f"cpc: a sequence of {seq.shape[-1]} samples is shorter than one segment "
+                    f"({length}); lower method.segment"
+                )
             seg = seq.unfold(2, length, hop)  # [B, C, n, L]
             n = seg.shape[2]
             return seg.permute(0, 2, 1, 3).reshape(b * n, c, 1, length), (n, 1)

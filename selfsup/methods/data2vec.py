@@ -29,6 +29,7 @@ the speech and text setting.
 Logged: ``pretext/regression`` (the loss), ``ema_decay``, ``target_std`` and ``pred_std`` (per-channel
 std over the masked patches, averaged: the official collapse check).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -101,15 +102,21 @@ class Data2Vec(Method):
     def mask(self, n: int, device=None, generator: torch.Generator | None = None) -> torch.Tensor:
         """[N, P] bool, True = masked: BEiT's block-wise masks of round(ratio * P) patches."""
         p = self.encoder.num_patches
-        return blockwise_mask(n, self.encoder.grid, int(round(self.cfg.mask_ratio * p)),
-                              min_block=max(1, int(round(self.cfg.min_block * p))), max_block=p,
-                              device=device, generator=generator)
+        return blockwise_mask(
+            n,
+            self.encoder.grid,
+            int(round(self.cfg.mask_ratio * p)),
+            min_block=max(1, int(round(self.cfg.min_block * p))),
+            max_block=p,
+            device=device,
+            generator=generator,
+        )
 
     @torch.no_grad()
     def targets(self, x: torch.Tensor) -> torch.Tensor:
         """y [N, P, D]: the teacher's top-K block outputs on the unmasked x, each normalised, averaged,
         normalised again (float32)."""
-        top = [a[:, 1:].float() for a in self.teacher.block_outputs(x)[-self.cfg.top_k:]]  # K x [N, P, D]
+        top = [a[:, 1:].float() for a in self.teacher.block_outputs(x)[-self.cfg.top_k :]]  # K x [N, P, D]
         if self.cfg.target_norm == "layer":
             top = [F.layer_norm(a, a.shape[-1:]) for a in top]  # over the channels of each patch
         elif self.cfg.target_norm == "instance":
@@ -133,8 +140,15 @@ class Data2Vec(Method):
             loss = F.mse_loss(pred, y)
         with torch.no_grad():
             target_std, pred_std = y.std(0).mean(), pred.std(0).mean()
-        return StepOutput(loss, {"pretext/regression": loss.detach(), "target_std": target_std, "pred_std": pred_std,
-                                 "ema_decay": self.ema_decay(self.progress_now)})
+        return StepOutput(
+            loss,
+            {
+                "pretext/regression": loss.detach(),
+                "target_std": target_std,
+                "pred_std": pred_std,
+                "ema_decay": self.ema_decay(self.progress_now),
+            },
+        )
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:

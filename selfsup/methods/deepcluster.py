@@ -16,6 +16,7 @@ the data here is grey-scale). The paper's AlexNet/VGG end in an MLP (fc6-fc7, 40
 is clustered and classified from; for the pooled ResNet features here the default puts the
 linear top layer directly on the encoder (``mlp_hidden=0``); ``mlp_hidden>0`` adds that MLP.
 """
+
 from __future__ import annotations
 
 import time
@@ -45,16 +46,22 @@ class DeepClusterConfig:
 class DeepCluster(Method):
     """DeepCluster: k-means pseudo-labels of the whole set each epoch, classified by the network."""
 
-    def __init__(self, encoder: nn.Module, cfg: DeepClusterConfig = DeepClusterConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: DeepClusterConfig = DeepClusterConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         num_samples = ctx.require("num_samples")
         self.cfg = cfg
         self.encoder = encoder
         d = cfg.mlp_hidden or encoder.num_features
         if cfg.mlp_hidden:  # fc6-fc7 without the last ReLU: the official code clusters the pre-ReLU fc7 features
-            self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(encoder.num_features, d),
-                                      nn.ReLU(inplace=True), nn.Dropout(cfg.dropout), nn.Linear(d, d))
+            self.head = nn.Sequential(
+                nn.Dropout(cfg.dropout),
+                nn.Linear(encoder.num_features, d),
+                nn.ReLU(inplace=True),
+                nn.Dropout(cfg.dropout),
+                nn.Linear(d, d),
+            )
         else:
             self.head = nn.Identity()
         self.classifier = nn.Linear(d, cfg.num_clusters)  # g_W, the "top layer"
@@ -87,8 +94,11 @@ class DeepCluster(Method):
         y = res.assign.to(self.pseudo_labels.device)
         if dist.is_dist():  # every process trains on rank 0's clustering
             torch.distributed.broadcast(y, 0)
-        logs = {"kmeans/loss": res.loss, "kmeans/empty_split": res.empty_split,
-                "kmeans/largest_cluster": float(torch.bincount(y).max()) / len(y)}
+        logs = {
+            "kmeans/loss": res.loss,
+            "kmeans/empty_split": res.empty_split,
+            "kmeans/largest_cluster": float(torch.bincount(y).max()) / len(y),
+        }
         if self.clusterings > 0:  # NMI(y^{t-1}, y^t): how much the clustering still moves (paper fig. 2b)
             from sklearn.metrics import normalized_mutual_info_score
 

@@ -18,6 +18,7 @@ cosine with a temperature, no uniform sampling over clusters. Deviation: the mem
 epoch is filled by one pass of the deterministic evaluation view (the official code passes the
 training crops once); afterwards it holds the training crops' embeddings as in the paper.
 """
+
 from __future__ import annotations
 
 import time
@@ -52,8 +53,9 @@ class DeepClusterV2(Method):
     """DeepCluster-v2: each epoch, spherical k-means of a memory of embeddings; the centroids are the
     prototypes every crop is classified against."""
 
-    def __init__(self, encoder: nn.Module, cfg: DeepClusterV2Config = DeepClusterV2Config(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: DeepClusterV2Config = DeepClusterV2Config(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         num_samples = ctx.require("num_samples")
         if not cfg.num_prototypes or min(cfg.num_prototypes) < 2:
@@ -104,12 +106,14 @@ class DeepClusterV2(Method):
         views = batch.views  # G global crops [B, C, S, S], then L local crops [B, C, s, s]
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
         if g < self.cfg.crops_for_assign:
-            raise SelfsupError(f"deepclusterv2 keeps the embeddings of {self.cfg.crops_for_assign} global crops but "
-                               f"the views have {g}: set method.crops_for_assign <= views.num_global")
+            raise SelfsupError(
+                f"deepclusterv2 keeps the embeddings of {self.cfg.crops_for_assign} global crops but "
+                f"the views have {g}: set method.crops_for_assign <= views.num_global"
+            )
         z = F.normalize(self.projector(encode_crops(self.encoder, views)), dim=1)  # [V*B, D]
         targets = [y[batch.index].repeat(v) for y in self.assignments]  # every crop takes its image's y_h
         loss = prototype_cross_entropy(z, self.prototypes(), targets, self.cfg.temperature)
-        self._pending.append((batch.index, z[:self.cfg.crops_for_assign * b].detach().view(-1, b, z.shape[1])))
+        self._pending.append((batch.index, z[: self.cfg.crops_for_assign * b].detach().view(-1, b, z.shape[1])))
         with torch.no_grad():  # how often a crop's nearest prototype is its image's cluster (first set)
             hit = ((z.detach().float() @ self.prototypes()[0].T).argmax(1) == targets[0]).float().mean()
         return StepOutput(loss, {"assign_acc": hit})

@@ -28,6 +28,7 @@ The backbone needs ``forward_maps`` (convnet, resnet; selfsup.backbones); shuffl
 the backbone (the heads have no BN), so the maps are computed in shuffled BN groups and the heads
 applied after, which is the same as running the whole key network shuffled.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,8 +67,10 @@ class DenseCL(MoCo):
 
     def __init__(self, encoder: nn.Module, cfg: DenseCLConfig = DenseCLConfig(), ctx: BuildContext = BuildContext()):
         if not hasattr(encoder, "forward_maps"):
-            raise SelfsupError("densecl needs a backbone with a spatial feature map (forward_maps): use a convnet or "
-                               "resnet backbone, e.g. backbone.name=resnet18")
+            raise SelfsupError(
+                "densecl needs a backbone with a spatial feature map (forward_maps): use a convnet or "
+                "resnet backbone, e.g. backbone.name=resnet18"
+            )
         super().__init__(encoder, cfg, ctx)  # encoder, global head, key encoder + head, global queue
         d = encoder.num_features
         self.dense_head = dense_head(d, cfg.mlp_hidden or d, cfg.dim)
@@ -109,8 +112,14 @@ class DenseCL(MoCo):
         loss = (1 - c.loss_lambda) * loss_q + c.loss_lambda * loss_r
         self._pending.append(k)
         self._pending_dense.append(t_pooled)
-        return StepOutput(loss, {"infonce_bound": infonce_bound(loss_q.detach(), candidates),
-                                 "densecl/global": loss_q.detach(), "densecl/dense": loss_r.detach()})
+        return StepOutput(
+            loss,
+            {
+                "infonce_bound": infonce_bound(loss_q.detach(), candidates),
+                "densecl/global": loss_q.detach(),
+                "densecl/dense": loss_r.detach(),
+            },
+        )
 
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:

@@ -16,6 +16,7 @@ M is, as in the paper, an intermediate layer's map (``local_layer``, e.g. a ResN
 Left out: the global-DIM term (alpha = 0, as in DIM(L)) and the prior-matching adversarial term
 (gamma); the paper uses gamma = 0.1 to shape the marginal of y, not for the local MI.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -80,12 +81,17 @@ class DIM(Method):
             modules = dict(encoder.named_modules())
             if cfg.local_layer not in modules or not cfg.local_layer:
                 stages = [n for n, _ in encoder.named_children()]
-                raise SelfsupError(f"dim local_layer={cfg.local_layer!r} is not a submodule of {type(encoder).__name__}: "
-                                   f"choose one of {', '.join(stages)} (or null for the last map)")
+                raise SelfsupError(
+                    f"dim local_layer={cfg.local_layer!r} is not a submodule of {type(encoder).__name__}: "
+                    f"choose one of {', '.join(stages)} (or null for the last map)"
+                )
             layer = modules[cfg.local_layer]
             # channels of its output: the last convolution or BatchNorm inside it
-            widths = [getattr(m, "out_channels", None) or getattr(m, "num_features", None) for m in layer.modules()
-                      if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))]
+            widths = [
+                getattr(m, "out_channels", None) or getattr(m, "num_features", None)
+                for m in layer.modules()
+                if isinstance(m, (nn.Conv2d, nn.BatchNorm2d))
+            ]
             if not widths:
                 raise SelfsupError(f"dim local_layer={cfg.local_layer!r} holds no convolution: it gives no local map")
             c_local = widths[-1]

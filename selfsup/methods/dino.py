@@ -21,6 +21,7 @@ student's backbone features of each global crop, summed over the crops; ``center
 replaces the centre by 3 Sinkhorn-Knopp iterations on the teacher's logits (SwAV's balanced codes at
 temperature tau_t; the centre then stays as it is).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -70,8 +71,14 @@ class DINO(Method):
             raise SelfsupError(f"method.koleo_weight={cfg.koleo_weight}: must be >= 0 (0 = off; DINOv2 uses 0.1)")
         self.cfg = cfg
         self.encoder = encoder  # the student backbone: what evaluation sees
-        self.head = DINOHead(encoder.num_features, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim,
-                             bn=cfg.head_bn, norm_last_layer=cfg.norm_last_layer)
+        self.head = DINOHead(
+            encoder.num_features,
+            cfg.out_dim,
+            cfg.hidden_dim,
+            cfg.bottleneck_dim,
+            bn=cfg.head_bn,
+            norm_last_layer=cfg.norm_last_layer,
+        )
         self.teacher_encoder = frozen_copy(self.encoder)
         self.teacher_head = frozen_copy(self.head)
         self.register_buffer("center", torch.zeros(cfg.out_dim))  # c: [K]
@@ -104,12 +111,17 @@ class DINO(Method):
         loss = dino_cross_entropy(s, p_t, self.cfg.student_temp)
         if self.cfg.center and not sinkhorn:
             self._pending.append(t.float().mean((0, 1)))  # this micro-batch's teacher mean [K]
-        with torch.no_grad():  # entropy of the teacher's distribution: ~0 when sharpening wins, log K when centering does
+        with (
+            torch.no_grad()
+        ):  # entropy of the teacher's distribution: ~0 when sharpening wins, log K when centering does
             entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
-        logs = {"teacher_temp": tau_t, "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now),
-                "teacher_entropy": entropy}
+        logs = {
+            "teacher_temp": tau_t,
+            "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now),
+            "teacher_entropy": entropy,
+        }
         if self.cfg.koleo_weight > 0:  # per global crop (never between two crops of one image), summed
-            k = sum(koleo(x) for x in h[:g * b].chunk(g))
+            k = sum(koleo(x) for x in h[: g * b].chunk(g))
             logs["koleo"] = k.detach()
             loss = loss + self.cfg.koleo_weight * k
         return StepOutput(loss, logs)

@@ -13,6 +13,7 @@ Everything else is SimSiam's (selfsup.methods.simsiam): the projector and predic
 augmentations (the ``fastsiam`` view preset: SimCLR's with four global views). The target is the mean
 of the unnormalised projections, as lightly's reference implementation (examples/pytorch/fastsiam.py).
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,8 +35,10 @@ class FastSiam(SimSiam):
 
     def __init__(self, encoder, cfg: SimSiamConfig = SimSiamConfig(), ctx: BuildContext = BuildContext()):
         if cfg.nn_support:  # SimSiam's NNSiam option; FastSiam's mean target has no nearest-neighbour variant here
-            raise SelfsupError("fastsiam has no nearest-neighbour target: method.nn_support is SimSiam's (NNSiam); "
-                               "leave it at 0 or use --method simsiam")
+            raise SelfsupError(
+                "fastsiam has no nearest-neighbour target: method.nn_support is SimSiam's (NNSiam); "
+                "leave it at 0 or use --method simsiam"
+            )
         super().__init__(encoder, cfg, ctx)
 
     def training_step(self, batch) -> StepOutput:

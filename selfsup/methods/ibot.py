@@ -42,6 +42,7 @@ Logged: ``cls_loss``, ``patch_loss`` (the terms before their lambdas), ``koleo``
 ``teacher_entropy`` and ``teacher_patch_entropy`` (~0: sharpening wins; log K: centring does),
 ``mask_ratio`` (fraction of the global crops' patches masked), the temperatures and the EMA momentum.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,13 @@ from torch import nn
 
 from selfsup import dist
 from selfsup.errors import SelfsupError
-from selfsup.losses.distillation import (centred_softmax, dino_cross_entropy, koleo, masked_patch_distillation,
-                                         sinkhorn_knopp_teacher)
+from selfsup.losses.distillation import (
+    centred_softmax,
+    dino_cross_entropy,
+    koleo,
+    masked_patch_distillation,
+    sinkhorn_knopp_teacher,
+)
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
 from selfsup.nn.dino_head import DINOHead
@@ -65,9 +71,19 @@ from selfsup.transforms.views import ViewConfig
 # "without multi-crop, a wider scale range"); DINO's colour distortion and blur/solarize asymmetry. The paper's
 # runs add 10 local crops (ViT-S/16: globals 0.25-1, locals 0.05-0.25), as the recipes do where the local crop
 # side can be a multiple of the ViT's patch size.
-register_view_preset("ibot", ViewConfig(crop_scale=(0.14, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1),
-                                        solarize_p=(0.0, 0.2), num_global=2, num_local=0, local_scale=(0.05, 0.4),
-                                        local_blur_p=0.5))
+register_view_preset(
+    "ibot",
+    ViewConfig(
+        crop_scale=(0.14, 1.0),
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        blur_p=(1.0, 0.1),
+        solarize_p=(0.0, 0.2),
+        num_global=2,
+        num_local=0,
+        local_scale=(0.05, 0.4),
+        local_blur_p=0.5,
+    ),
+)
 
 
 @dataclass
@@ -109,8 +125,10 @@ class IBOT(Method):
         if cfg.koleo_weight < 0:
             raise SelfsupError(f"method.koleo_weight={cfg.koleo_weight}: must be >= 0 (0 = off; DINOv2 uses 0.1)")
         if not cfg.pred_ratio or len(cfg.pred_ratio) != len(cfg.pred_ratio_var):
-            raise SelfsupError(f"method.pred_ratio={list(cfg.pred_ratio)} and method.pred_ratio_var="
-                               f"{list(cfg.pred_ratio_var)} need the same (non-zero) length")
+            raise SelfsupError(
+                f"method.pred_ratio={list(cfg.pred_ratio)} and method.pred_ratio_var="
+                f"{list(cfg.pred_ratio_var)} need the same (non-zero) length"
+            )
         for r, var in zip(cfg.pred_ratio, cfg.pred_ratio_var):
             if not (0 <= r - var and r + var < 1 and var >= 0):
                 raise SelfsupError(f"method.pred_ratio {r} +- {var}: ratios must stay in [0, 1)")
@@ -122,8 +140,9 @@ class IBOT(Method):
         self.mask_token = nn.Parameter(torch.zeros(d))  # the official masked_embed, zero-initialised
 
         def head(k: int) -> DINOHead:
-            return DINOHead(d, k, cfg.hidden_dim, cfg.bottleneck_dim, bn=cfg.head_bn,
-                            norm_last_layer=cfg.norm_last_layer)
+            return DINOHead(
+                d, k, cfg.hidden_dim, cfg.bottleneck_dim, bn=cfg.head_bn, norm_last_layer=cfg.norm_last_layer
+            )
 
         self.head = head(cfg.out_dim)
         self.patch_head = head(cfg.patch_out_dim) if cfg.separate_heads else None
@@ -209,14 +228,20 @@ class IBOT(Method):
         patch_loss = masked_patch_distillation(s_patch, p_patch, mask, self.cfg.student_temp)
         loss = self.cfg.lambda1 * cls_loss + self.cfg.lambda2 * patch_loss
         with torch.no_grad():
-            logs = {"cls_loss": cls_loss.detach(), "patch_loss": patch_loss.detach(),
-                    "teacher_entropy": -(p_cls * p_cls.clamp_min(1e-12).log()).sum(-1).mean(),
-                    "teacher_patch_entropy": -(p_patch * p_patch.clamp_min(1e-12).log()).sum(-1).mean()
-                    if len(p_patch) else torch.zeros(()),
-                    "mask_ratio": mask.float().mean(), "teacher_temp": tau, "teacher_patch_temp": tau_p,
-                    "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now)}
+            logs = {
+                "cls_loss": cls_loss.detach(),
+                "patch_loss": patch_loss.detach(),
+                "teacher_entropy": -(p_cls * p_cls.clamp_min(1e-12).log()).sum(-1).mean(),
+                "teacher_patch_entropy": -(p_patch * p_patch.clamp_min(1e-12).log()).sum(-1).mean()
+                if len(p_patch)
+                else torch.zeros(()),
+                "mask_ratio": mask.float().mean(),
+                "teacher_temp": tau,
+                "teacher_patch_temp": tau_p,
+                "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now),
+            }
         if self.cfg.koleo_weight > 0:  # DINOv2: per global crop (never between two crops of one image), summed
-            k = sum(koleo(c) for c in h[:g * b].chunk(g))
+            k = sum(koleo(c) for c in h[: g * b].chunk(g))
             logs["koleo"] = k.detach()
             loss = loss + self.cfg.koleo_weight * k
         return StepOutput(loss, logs)
@@ -237,4 +262,5 @@ class IBOT(Method):
             patch_mean = dist.all_reduce_mean(torch.stack([p for _, p in pending]).mean(0))
             self.center.mul_(self.cfg.center_momentum).add_(cls_mean, alpha=1 - self.cfg.center_momentum)
             self.patch_center.mul_(self.cfg.center_momentum_patch).add_(
-                patch_mean, alpha=1 - self.cfg.center_momentum_patch)
+                patch_mean, alpha=1 - self.cfg.center_momentum_patch
+            )

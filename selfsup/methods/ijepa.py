@@ -37,6 +37,7 @@ Logged: ``pretext/jepa_loss``, ``momentum``, ``context_patches`` and ``target_pa
 step: the official log's mask-A / mask-B), ``target_std`` (per-dimension std of the targets over
 patches; near 0 would mean collapse).
 """
+
 from __future__ import annotations
 
 import math
@@ -90,8 +91,9 @@ class Predictor(nn.Module):
         self.embed = nn.Linear(dim, width)
         self.mask_token = nn.Parameter(torch.zeros(width))
         self.register_buffer("pos", sincos_2d(width, grid))  # fixed, as the official predictor_pos_embed: [P, width]
-        self.blocks = nn.ModuleList([Block(width, heads, 4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
-                                     for _ in range(depth)])
+        self.blocks = nn.ModuleList(
+            [Block(width, heads, 4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth)]
+        )
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.proj = nn.Linear(width, dim)
         # the official init: truncated normal (std 0.02) weights, zero biases, and each block's output
@@ -126,17 +128,21 @@ class IJEPA(Method):
     def __init__(self, encoder: nn.Module, cfg: IJEPAConfig = IJEPAConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.loss not in ("smooth_l1", "l2"):
-            raise SelfsupError(f"method.loss={cfg.loss!r}: choose smooth_l1 (the official code) or l2 "
-                               f"(the paper's eq. 1)")
+            raise SelfsupError(
+                f"method.loss={cfg.loss!r}: choose smooth_l1 (the official code) or l2 (the paper's eq. 1)"
+            )
         if cfg.num_targets < 1:
             raise SelfsupError(f"method.num_targets={cfg.num_targets}: at least 1 target block")
         if cfg.predictor_dim % 4:
-            raise SelfsupError(f"method.predictor_dim={cfg.predictor_dim}: the sine-cosine positions need a "
-                               f"multiple of 4")
+            raise SelfsupError(
+                f"method.predictor_dim={cfg.predictor_dim}: the sine-cosine positions need a multiple of 4"
+            )
         heads = cfg.predictor_heads or encoder.num_heads
         if cfg.predictor_dim % heads:
-            raise SelfsupError(f"method.predictor_dim={cfg.predictor_dim} does not split into {heads} heads: set "
-                               f"method.predictor_heads to a divisor of it")
+            raise SelfsupError(
+                f"method.predictor_dim={cfg.predictor_dim} does not split into {heads} heads: set "
+                f"method.predictor_heads to a divisor of it"
+            )
         if not 0.0 <= cfg.min_context < 1.0:
             raise SelfsupError(f"method.min_context={cfg.min_context}: a fraction of the patches, in [0, 1)")
         if cfg.evaluate not in ("target", "online"):
@@ -151,8 +157,16 @@ class IJEPA(Method):
     def masks(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(context [N, K_c], targets [M, N, K_t]) patch indices for a batch of ``n`` images."""
         c, grid = self.cfg, self.encoder.grid
-        return multiblock_masks(n, grid, c.num_targets, c.target_scale, c.target_aspect, c.context_scale,
-                                max(1, math.ceil(c.min_context * grid * grid)), generator)
+        return multiblock_masks(
+            n,
+            grid,
+            c.num_targets,
+            c.target_scale,
+            c.target_aspect,
+            c.context_scale,
+            max(1, math.ceil(c.min_context * grid * grid)),
+            generator,
+        )
 
     def predict(self, x: torch.Tensor, context: torch.Tensor, targets: torch.Tensor):
         """(predictions s_hat_y, targets s_y), both [M, N, K_t, D] float32."""
@@ -177,9 +191,16 @@ class IJEPA(Method):
         loss = self.distance(s_hat_y, s_y, self.cfg.loss)
         c = self.cfg  # the schedule's momentum at this point of training, as a tensor: logging it needs no device sync
         momentum = c.momentum_base + (c.momentum_final - c.momentum_base) * self.progress.clamp(0, 1)
-        return StepOutput(loss, {"pretext/jepa_loss": loss.detach(), "momentum": momentum,
-                                 "context_patches": float(context.shape[1]), "target_patches": float(targets.shape[2]),
-                                 "target_std": s_y.flatten(0, 2).std(0).mean()})
+        return StepOutput(
+            loss,
+            {
+                "pretext/jepa_loss": loss.detach(),
+                "momentum": momentum,
+                "context_patches": float(context.shape[1]),
+                "target_patches": float(targets.shape[2]),
+                "target_std": s_y.flatten(0, 2).std(0).mean(),
+            },
+        )
 
     @property
     def evaluated_encoder(self) -> nn.Module:

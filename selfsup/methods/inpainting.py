@@ -16,6 +16,7 @@ adversarial term goes through a frozen copy of D (``frozen_call``) and D's own l
 fills. The hole is filled with 0, the dataset mean after normalisation. Logged:
 ``pretext/inpaint_mse`` (per-pixel error inside the hole), ``loss_rec``, ``loss_adv``, ``loss_d``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,8 +51,9 @@ class InpaintingConfig:
 class ContextEncoder(Method):
     """Inpaint a removed region from its context; reconstruction + adversarial loss."""
 
-    def __init__(self, encoder: nn.Module, cfg: InpaintingConfig = InpaintingConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: InpaintingConfig = InpaintingConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         image_shape = ctx.require("image_shape")
         block_masks(1, 8, cfg.mask, cfg.hole)  # an unknown mask kind fails here, not mid-run
@@ -76,14 +78,25 @@ class ContextEncoder(Method):
         loss_adv = generator_loss(frozen_call(self.discriminator, filled))  # moves the generator, not D
         loss_d = discriminator_loss(self.discriminator(x), self.discriminator(filled.detach()))
         loss = c.lambda_rec * loss_rec + c.lambda_adv * loss_adv + loss_d
-        return StepOutput(loss, {"pretext/inpaint_mse": loss_rec.detach(), "loss_rec": loss_rec.detach(),
-                                 "loss_adv": loss_adv.detach(), "loss_d": loss_d.detach()})
+        return StepOutput(
+            loss,
+            {
+                "pretext/inpaint_mse": loss_rec.detach(),
+                "loss_rec": loss_rec.detach(),
+                "loss_adv": loss_adv.detach(),
+                "loss_d": loss_d.detach(),
+            },
+        )
 
     def pictures(self, images, data) -> dict:
         x = eval_view(images[:12], data.mean, data.std, data.size)
         c = self.cfg
-        m = block_masks(len(x), x.shape[-1], c.mask, c.hole, c.random_blocks, torch.Generator().manual_seed(0), x.device)
+        m = block_masks(
+            len(x), x.shape[-1], c.mask, c.hole, c.random_blocks, torch.Generator().manual_seed(0), x.device
+        )
         _, filled = self.inpaint(x, m)
-        rows = [(n, denormalize(v, data.mean, data.std)) for n, v in
-                (("original", x), ("input (hole)", x * (1 - m)), ("inpainted", filled))]
+        rows = [
+            (n, denormalize(v, data.mean, data.std))
+            for n, v in (("original", x), ("input (hole)", x * (1 - m)), ("inpainted", filled))
+        ]
         return {"inpainting": Picture(rows, None, "Context encoder: the hole, and the network's fill")}

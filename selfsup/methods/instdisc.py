@@ -9,6 +9,7 @@ the normaliser Z estimated once by Monte Carlo and then fixed. After each step t
 moves towards the new features with momentum 0.5, and a proximal term lambda*||f_i - v_i||^2
 (sec. 3.3) keeps each image's feature from jumping between its rare visits (one per epoch).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ no other instance should claim it (spreading): L = -sum_i log P(i|x^_i) - sum_i 
 over the 2N views of the batch with 2(N-1) negatives per anchor. Being fresh every step,
 the "weights" never go stale the way a memory bank's do.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ class InvaSpreadConfig:
 class InvaSpread(Method):
     """InvaSpread: in-batch instance softmax over 2N views, invariance + spreading terms, no bank."""
 
-    def __init__(self, encoder: nn.Module, cfg: InvaSpreadConfig = InvaSpreadConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: InvaSpreadConfig = InvaSpreadConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
@@ -52,5 +54,6 @@ class InvaSpread(Method):
         # (NT-Xent exactly); the MI bound is logged from it, the spreading term apart.
         with torch.no_grad():
             ce, _ = nt_xent(f[:n], f[n:], self.cfg.temperature)
-        return StepOutput(loss, {"infonce_bound": infonce_bound(ce, candidates), "invariance": ce,
-                                 "spreading": loss.detach() - ce})
+        return StepOutput(
+            loss, {"infonce_bound": infonce_bound(ce, candidates), "invariance": ce, "spreading": loss.detach() - ce}
+        )

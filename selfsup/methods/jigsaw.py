@@ -12,6 +12,7 @@ contrast cue, the paper's per-tile normalisation); the tiles go through one shar
 independently (the "context-free network") and only their concatenated features meet, in the
 classifier. Logged: ``pretext/jigsaw_acc``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,8 +46,10 @@ class Jigsaw(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.register_buffer("perms", maximal_hamming_permutations(cfg.num_permutations, 9, cfg.permutation_seed,
-                                                                   cfg.permutation_criterion))
+        self.register_buffer(
+            "perms",
+            maximal_hamming_permutations(cfg.num_permutations, 9, cfg.permutation_seed, cfg.permutation_criterion),
+        )
         self.head = mlp(9 * encoder.num_features, cfg.head_hidden, cfg.num_permutations, 2)
 
     def _tiles(self, x: torch.Tensor, gen: torch.Generator | None = None):
@@ -79,5 +82,10 @@ class Jigsaw(Method):
             verdict = "✓" if int(pred[i]) == int(y[i]) else f"✗ pred #{int(pred[i])}"
             rows.append((f"perm #{int(y[i])} {verdict}", shown[i]))
             caps.append([f"tile {int(t)}" for t in self.perms[y[i]].cpu()])
-        return {"jigsaw": Picture(rows, caps, "Jigsaw: shuffled, per-tile normalised tiles (slot order); "
-                                                 "under each, the original tile it holds")}
+        return {
+            "jigsaw": Picture(
+                rows,
+                caps,
+                "Jigsaw: shuffled, per-tile normalised tiles (slot order); under each, the original tile it holds",
+            )
+        }

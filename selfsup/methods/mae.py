@@ -12,6 +12,7 @@ normalised targets (each target patch standardised by its own mean and variance,
 finds improves the representation). The decoder is thrown away; ``encoder`` is the ViT.
 Logged: ``pretext/recon_mse`` (the loss: masked patches, in target units).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -37,8 +38,9 @@ class MAEConfig:
     norm_pix_loss: bool = True  # per-patch normalised targets (the paper's better variant, table 1c)
 
 
-def random_masking(n: int, num_patches: int, ratio: float, device=None,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def random_masking(
+    n: int, num_patches: int, ratio: float, device=None, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per image, a uniformly random subset of patches to keep: (keep [N, K] indices, mask [N, P] bool,
     True = hidden, restore [N, P]: the permutation that puts (kept, hidden) tokens back in patch order).
     K = round(P * (1 - ratio)), at least 1."""
@@ -69,9 +71,12 @@ class MAE(Method):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.mask_token, std=0.02)
         self.register_buffer("decoder_pos", sincos_2d(d, encoder.grid)[None])  # fixed, as in the paper
-        self.decoder_blocks = nn.ModuleList([Block(d, cfg.decoder_heads, 4.0, qkv_bias=True,
-                                                   norm_layer=partial(nn.LayerNorm, eps=1e-6))
-                                             for _ in range(cfg.decoder_depth)])
+        self.decoder_blocks = nn.ModuleList(
+            [
+                Block(d, cfg.decoder_heads, 4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                for _ in range(cfg.decoder_depth)
+            ]
+        )
         self.decoder_norm = nn.LayerNorm(d, eps=1e-6)
         self.decoder_pred = nn.Linear(d, p * p * c)  # the pixels of one patch
         for m in [self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()]:
@@ -112,7 +117,11 @@ class MAE(Method):
             pred = pred * (true.var(-1, keepdim=True) + 1e-6).sqrt() + true.mean(-1, keepdim=True)
         m = unpatchify(mask[..., None].float().expand(-1, -1, p * p * c), p, c)
         recon = unpatchify(pred, p, c)
-        rows = [("original", x), ("masked", x * (1 - m)), ("reconstruction", recon),
-                ("+ visible", x * (1 - m) + recon * m)]
+        rows = [
+            ("original", x),
+            ("masked", x * (1 - m)),
+            ("reconstruction", recon),
+            ("+ visible", x * (1 - m) + recon * m),
+        ]
         rows = [(name, denormalize(v, data.mean, data.std)) for name, v in rows]
         return {"mae": Picture(rows, None, f"MAE: {100 * self.cfg.mask_ratio:g} % of the patches hidden")}

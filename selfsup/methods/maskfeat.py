@@ -25,6 +25,7 @@ Cells: 8 px in the paper's 16-px patches (2 x 2 cells per patch); on small image
 would be a one-hot of a single gradient, not a distribution of orientations).
 Logged: ``pretext/hog_mse``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ from selfsup.transforms.hog import hog_patch_targets
 @dataclass
 class MaskFeatConfig:
     mask_ratio: float = 0.4  # images (the paper's 40 %; 90 % for video)
-    cell_size: int = 0  # HOG cell side in pixels; 0: half the patch if >= 4 px (16-px patches: the paper's 8), else the patch
+    cell_size: int = (
+        0  # HOG cell side in pixels; 0: half the patch if >= 4 px (16-px patches: the paper's 8), else the patch
+    )
     nbins: int = 9  # unsigned orientation bins
 
 

@@ -19,6 +19,7 @@ EMA, tau 0.99 held constant, of encoder and projector) that embeds the same view
 with the online ones (``momentum: false`` is the official CIFAR/STL variant). Evaluation uses the online
 encoder, as the official linear probe.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ from selfsup.transforms.views import ViewConfig
 
 # The official ImageNet views (mmcr/imagenet/data.py, Barlow Twins' augmentations, BYOL's asymmetric pair):
 # views 0, 2, 4, ... blur 1.0 and no solarize, views 1, 3, 5, ... blur 0.1 and solarize 0.2; k = 8.
-register_view_preset("mmcr", ViewConfig(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2),
-                                        num_global=8))
+register_view_preset(
+    "mmcr", ViewConfig(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2), num_global=8)
+)
 
 
 @dataclass

@@ -16,6 +16,7 @@ v2 keeps everything and changes three things: a 2-layer MLP head (hidden 2048 on
 ReLU, no BN) instead of the linear fc, tau 0.2 instead of 0.07, and SimCLR's augmentation with
 blur (plus a cosine learning-rate schedule, which is the loop's ``optim.schedule``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,12 @@ class MoCoV2Config(MoCoV1Config):
     temperature: float = 0.2
 
 
-@register("mocov2", config=MoCoV2Config, views="simclr",  # no code of its own: the config is the difference
-          summary="MoCo v2: MoCo v1 with an MLP head, tau 0.2 and SimCLR's augmentation with blur.")
+@register(
+    "mocov2",
+    config=MoCoV2Config,
+    views="simclr",  # no code of its own: the config is the difference
+    summary="MoCo v2: MoCo v1 with an MLP head, tau 0.2 and SimCLR's augmentation with blur.",
+)
 @register("mocov1", config=MoCoV1Config, views="mocov1")
 class MoCo(Method):
     """MoCo v1: queries against a momentum-encoded queue of keys, with shuffled BN."""

@@ -12,6 +12,7 @@ Temperature: the official code's default for ResNet is tau 1.0 (main_moco.py --m
 1.0, and CONFIG.md's ResNet-50 commands do not change it); the ViT commands pass --moco-t=.2.
 Selfsup's backbones are ResNets and convnets, so the default here is 1.0.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,7 +43,8 @@ class MoCoV3Config:
 _NO_PATCH_EMBED = (
     "method.freeze_patch_embed=true freezes the random patch projection of a ViT encoder, but this "
     "encoder ({kind}) has no `patch_embed` submodule. Use a ViT backbone, or set "
-    "method.freeze_patch_embed=false (the trick is for ViTs; ResNets need no frozen stem).")
+    "method.freeze_patch_embed=false (the trick is for ViTs; ResNets need no frozen stem)."
+)
 
 
 @register("mocov3", config=MoCoV3Config, views="byol")

@@ -16,6 +16,7 @@ direction only (strong -> weak), no symmetrised loss; the projector is Linear-BN
 hidden layer twice the encoder's width and an output a quarter of it (2048 -> 4096 -> 512 on
 ResNet-50), the predictor the same shape (512 -> 4096 -> 512).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ class MSF(Method):
         with torch.no_grad():
             z = nn.functional.normalize(self.target_projector(self.target_encoder(x_weak)).float(), dim=1)  # [N, D]
         # the bank as the official code sees it: this step's targets (all processes) enqueued, the newest M
-        bank = torch.cat([self.bank.items(), dist.gather(z)])[-self.cfg.bank_size:]  # [min(M, filled+N*world), D]
+        bank = torch.cat([self.bank.items(), dist.gather(z)])[-self.cfg.bank_size :]  # [min(M, filled+N*world), D]
         neighbours, cos = mean_shift_neighbours(z, bank, self.cfg.topk)  # [N, k, D], [N, k]
         loss = mean_shift_loss(p, neighbours)
         self._pending.append(z)

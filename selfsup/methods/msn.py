@@ -47,6 +47,7 @@ Logged: ``msn_ce`` (the cross-entropy), ``prior_kl`` (the me-max / prior term), 
 ``target_max`` (the mean largest target probability: near 1 when the sharpening wins) and
 ``prototypes_used`` (distinct arg-max prototypes of the batch's targets: the official log's ``np``).
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,18 @@ from selfsup.transforms.views import ViewConfig
 # scale 0.3-1 (one target, rand_views anchors), focal crops of scale 0.05-0.3 at 96/224 of the side;
 # flip; colour jitter of strength 0.5 = 0.8 x (0.4, 0.4, 0.4, 0.1); grayscale 0.2; blur 0.5 on every crop.
 # Registered here, beside the one method that uses it.
-register_view_preset("msn", ViewConfig(crop_scale=(0.3, 1.0), jitter=(0.4, 0.4, 0.4, 0.1), blur_p=(0.5, 0.5),
-                                       num_global=2, num_local=10, local_scale=(0.05, 0.3), local_blur_p=0.5))
+register_view_preset(
+    "msn",
+    ViewConfig(
+        crop_scale=(0.3, 1.0),
+        jitter=(0.4, 0.4, 0.4, 0.1),
+        blur_p=(0.5, 0.5),
+        num_global=2,
+        num_local=10,
+        local_scale=(0.05, 0.3),
+        local_blur_p=0.5,
+    ),
+)
 
 
 @dataclass
@@ -103,7 +114,7 @@ def kept_patches(num_patches: int, patch_drop: float) -> int:
 def random_keep(n: int, num_patches: int, patch_drop: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per image, a uniformly random subset of ``kept_patches`` patch indices: [n, K]."""
     noise = torch.rand(n, num_patches, generator=generator)
-    return noise.argsort(1)[:, :kept_patches(num_patches, patch_drop)]
+    return noise.argsort(1)[:, : kept_patches(num_patches, patch_drop)]
 
 
 def whole_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
@@ -120,9 +131,15 @@ def whole_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
 def projection_head(in_dim: int, hidden_dim: int, out_dim: int, bn: bool) -> nn.Sequential:
     """The official fc: Linear-(BN)-GELU-Linear-(BN)-GELU-Linear, truncated-normal (0.02) weights, zero biases."""
     norm = (lambda: [nn.BatchNorm1d(hidden_dim)]) if bn else (lambda: [])
-    head = nn.Sequential(nn.Linear(in_dim, hidden_dim), *norm(), nn.GELU(),
-                         nn.Linear(hidden_dim, hidden_dim), *norm(), nn.GELU(),
-                         nn.Linear(hidden_dim, out_dim))
+    head = nn.Sequential(
+        nn.Linear(in_dim, hidden_dim),
+        *norm(),
+        nn.GELU(),
+        nn.Linear(hidden_dim, hidden_dim),
+        *norm(),
+        nn.GELU(),
+        nn.Linear(hidden_dim, out_dim),
+    )
     for m in head:
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
@@ -149,8 +166,10 @@ class MSN(Method):
         self.head = projection_head(encoder.num_features, cfg.hidden_dim, cfg.out_dim, cfg.head_bn)
         self.target_encoder = frozen_copy(self.encoder)  # f_theta_bar: EMA, never a gradient
         self.target_head = frozen_copy(self.head)
-        bound = cfg.out_dim ** -0.5  # the official init: uniform(-1/sqrt(d), 1/sqrt(d)), never re-normalised
-        self.prototypes = nn.Parameter(torch.empty(cfg.num_prototypes, cfg.out_dim).uniform_(-bound, bound))  # q: [K, d]
+        bound = cfg.out_dim**-0.5  # the official init: uniform(-1/sqrt(d), 1/sqrt(d)), never re-normalised
+        self.prototypes = nn.Parameter(
+            torch.empty(cfg.num_prototypes, cfg.out_dim).uniform_(-bound, bound)
+        )  # q: [K, d]
         prior = power_law_prior(cfg.num_prototypes, cfg.power_law_tau) if cfg.prior == "power_law" else None
         self.register_buffer("prior", prior, persistent=False)  # None: uniform (me-max)
         self.register_buffer("progress", torch.zeros(()))  # fraction of training done: the momentum's input
@@ -163,8 +182,9 @@ class MSN(Method):
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.encoder(x)), dim=1)
 
-    def anchors(self, randoms: list[torch.Tensor], focals: list[torch.Tensor],
-                generator: torch.Generator | None = None) -> torch.Tensor:
+    def anchors(
+        self, randoms: list[torch.Tensor], focals: list[torch.Tensor], generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """z_i of every anchor view, [M*B, d] in view order: the random crops with patches dropped, then
         the focal crops whole; one head pass per crop size (its BatchNorm statistics are per group)."""
         z = []
@@ -194,7 +214,9 @@ class MSN(Method):
             log_p = F.log_softmax(F.normalize(z.float(), dim=1) @ q.T / c.temperature, dim=1)  # log p_i: [M*B, K]
             with torch.no_grad():
                 # sharpen(p, T) = p^(1/T) / sum = softmax(z+ . q / (tau T)): computed in log space
-                log_p_plus = F.log_softmax(F.normalize(z_plus.float(), dim=1) @ q.T / (c.temperature * c.sharpen), dim=1)
+                log_p_plus = F.log_softmax(
+                    F.normalize(z_plus.float(), dim=1) @ q.T / (c.temperature * c.sharpen), dim=1
+                )
                 # Sinkhorn on the sharpened probabilities themselves (the official distributed_sinkhorn(targets)):
                 # exp(log p+ / 1) is p+
                 p_plus = sinkhorn(log_p_plus, 1.0, c.sinkhorn_iters) if c.use_sinkhorn else log_p_plus.exp()  # [B, K]
@@ -204,9 +226,19 @@ class MSN(Method):
         loss = ce + c.me_max_weight * reg
         with torch.no_grad():  # tensors: logging them needs no device sync
             used = torch.zeros_like(p_plus[0]).index_fill_(0, p_plus.argmax(1), 1.0).sum()
-            momentum = c.momentum_base + (c.momentum_final - c.momentum_base) * (self.progress / c.momentum_span).clamp(0, 1)
-        return StepOutput(loss, {"msn_ce": ce.detach(), "prior_kl": reg.detach(), "momentum": momentum,
-                                 "target_max": p_plus.max(1).values.mean(), "prototypes_used": used})
+            momentum = c.momentum_base + (c.momentum_final - c.momentum_base) * (self.progress / c.momentum_span).clamp(
+                0, 1
+            )
+        return StepOutput(
+            loss,
+            {
+                "msn_ce": ce.detach(),
+                "prior_kl": reg.detach(),
+                "momentum": momentum,
+                "target_max": p_plus.max(1).values.mean(),
+                "prototypes_used": used,
+            },
+        )
 
     @property
     def evaluated_encoder(self) -> nn.Module:

@@ -12,6 +12,7 @@ z = h(f(x)) the projection of view 1, p^+ = g(z^+) the prediction of view 2, sym
 transposed softmax, and the views swapped). The neighbour carries no gradient; the support set
 receives z of view 1 after each step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

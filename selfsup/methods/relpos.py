@@ -18,6 +18,7 @@ patches of a few pixels (set ``gap`` to follow the paper); and there is no count
 chromatic aberration (the paper's colour dropping: 2 of 3 channels replaced by noise per patch), which
 the gray data sets here do not need and colour data may (a known shortcut on colour photographs).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -77,10 +78,13 @@ class RelativePosition(Method):
         x = eval_view(images[:8], data.mean, data.std, data.size)
         centre, other, y = self._pairs(x, torch.Generator().manual_seed(0))
         f = self.encoder(torch.cat([centre, other]))
-        pred = self.head(torch.cat([f[:len(y)], f[len(y):]], dim=1)).argmax(1).cpu()
+        pred = self.head(torch.cat([f[: len(y)], f[len(y) :]], dim=1)).argmax(1).cpu()
         name = ["up-left", "up", "up-right", "left", "right", "down-left", "down", "down-right"]  # NEIGHBOURS' order
-        rows = [("image", denormalize(x, data.mean, data.std)), ("centre", denormalize(centre, data.mean, data.std)),
-                ("neighbour", denormalize(other, data.mean, data.std))]
+        rows = [
+            ("image", denormalize(x, data.mean, data.std)),
+            ("centre", denormalize(centre, data.mean, data.std)),
+            ("neighbour", denormalize(other, data.mean, data.std)),
+        ]
         # true and predicted place on two lines: "down-right / pred down-right" is wider than a cell
         caps = [[], [], [f"{name[int(t)]}\npred {name[int(p)]}" for t, p in zip(y.cpu(), pred)]]
         return {"relpos": Picture(rows, caps, "Relative position: true / predicted place of the neighbour")}

@@ -16,6 +16,7 @@ to it. Faithful to the official code (network/ressl.py, ressl.py): the head is L
 queue as it was before this step's teacher embeddings enter it; one direction (strong -> weak), no
 symmetrised loss; EMA momentum 0.999, constant; queue K = 131,072.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

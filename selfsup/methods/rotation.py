@@ -7,6 +7,7 @@ never gave it. Details (sec. 3): all four rotations of each image go into the sa
 than one random rotation per image), a 4-way classifier on the encoder, plain cross-entropy.
 The pretext accuracy is logged as ``pretext/rotation_acc``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

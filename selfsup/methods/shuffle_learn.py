@@ -20,6 +20,7 @@ tells the order); fc8 reads the three frames' fc7 side by side, through one hidd
 linear fc8, the paper's, scores the frames additively: see ``fc8_hidden``). Evaluation sees single frames: the
 evaluated encoder reads frame 0 of each video's mosaic (pooled features, as every method's).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,7 @@ class ShuffleLearnConfig:
 
 
 # the frame tuples of a 4-frame video: (positive, negative) for the end pairs (0, 2) and (1, 3)
-TUPLES = torch.tensor([[[0, 1, 2], [0, 3, 2]],
-                       [[1, 2, 3], [1, 0, 3]]])  # [end pair, positive / negative, 3 frames]
+TUPLES = torch.tensor([[[0, 1, 2], [0, 3, 2]], [[1, 2, 3], [1, 0, 3]]])  # [end pair, positive / negative, 3 frames]
 
 
 # video: the method reads the raw frames (batch.images), not augmented views
@@ -53,8 +53,9 @@ TUPLES = torch.tensor([[[0, 1, 2], [0, 3, 2]],
 class ShuffleLearn(Method):
     """Temporal order verification: are these three frames of a video in order (or reversed)?"""
 
-    def __init__(self, encoder: nn.Module, cfg: ShuffleLearnConfig = ShuffleLearnConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self, encoder: nn.Module, cfg: ShuffleLearnConfig = ShuffleLearnConfig(), ctx: BuildContext = BuildContext()
+    ):
         super().__init__()
         normalization = ctx.require("normalization")
         if not 0.0 < cfg.positive_fraction < 1.0:
@@ -65,18 +66,29 @@ class ShuffleLearn(Method):
         self.register_buffer("mean", torch.tensor(normalization[0], dtype=torch.float32).view(1, c, 1, 1))
         self.register_buffer("std", torch.tensor(normalization[1], dtype=torch.float32).view(1, c, 1, 1))
         if not hasattr(encoder, "forward_maps"):
-            raise SelfsupError("shuffle_learn reads the encoder's feature map (where things are): choose a "
-                               "convolutional or ViT backbone with forward_maps")
+            raise SelfsupError(
+                "shuffle_learn reads the encoder's feature map (where things are): choose a "
+                "convolutional or ViT backbone with forward_maps"
+            )
         # fc7 on the spatial map, as AlexNet's fc6-fc7 on pool5: a pooled vector forgets where the shapes are,
         # and where they are is what tells the order here
-        self.fc7 = nn.Sequential(nn.AdaptiveAvgPool2d(cfg.grid), nn.Flatten(),
-                                 nn.Linear(encoder.num_features * cfg.grid ** 2, cfg.hidden), nn.ReLU(inplace=True))
+        self.fc7 = nn.Sequential(
+            nn.AdaptiveAvgPool2d(cfg.grid),
+            nn.Flatten(),
+            nn.Linear(encoder.num_features * cfg.grid**2, cfg.hidden),
+            nn.ReLU(inplace=True),
+        )
         # "not in order" (0) / "in order" (1). A linear fc8 scores the three frames additively, w_a.h(a) +
         # w_b.h(b) + w_c.h(c), which cannot say whether the shapes of b lie between those of a and c when single
         # frames carry no cue of their time (constant-velocity shapes from random starts); one hidden layer
         # compares the frames (fc8_hidden=0: the paper's linear fc8)
-        self.fc8 = (nn.Sequential(nn.Linear(3 * cfg.hidden, cfg.fc8_hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(cfg.fc8_hidden, 2)) if cfg.fc8_hidden else nn.Linear(3 * cfg.hidden, 2))
+        self.fc8 = (
+            nn.Sequential(
+                nn.Linear(3 * cfg.hidden, cfg.fc8_hidden), nn.ReLU(inplace=True), nn.Linear(cfg.fc8_hidden, 2)
+            )
+            if cfg.fc8_hidden
+            else nn.Linear(3 * cfg.hidden, 2)
+        )
 
     def draw(self, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
         """For n videos: frame indices [n, 3] of each one's tuple and its label [n] (1: in order), from the

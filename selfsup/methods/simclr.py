@@ -10,6 +10,7 @@ extra small crops are extra positives. The loss is the mean of NT-Xent over the 
 (global i, view j > i): global-global pairs and every local crop with every global crop (locals
 are not paired with each other). With the classic two views that is the single pair (1, 2): SimCLR.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,6 +21,7 @@ the width/depth scaling are about the backbone, chosen with ``backbone.*``, not 
 The fine-tune and distillation steps are protocols in ``selfsup/eval/finetune.py`` and
 ``selfsup/eval/distill.py``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -68,8 +69,10 @@ class SimCLRv2(Method):
     def __init__(self, encoder: nn.Module, cfg: SimCLRv2Config = SimCLRv2Config(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if not 0 <= cfg.finetune_layer < cfg.proj_layers:
-            raise SelfsupError(f"method.finetune_layer={cfg.finetune_layer} must be in 0..{cfg.proj_layers - 1} "
-                               f"(the hidden layers of a {cfg.proj_layers}-layer head)")
+            raise SelfsupError(
+                f"method.finetune_layer={cfg.finetune_layer} must be in 0..{cfg.proj_layers - 1} "
+                f"(the hidden layers of a {cfg.proj_layers}-layer head)"
+            )
         self.cfg = cfg
         self.encoder = encoder
         d = encoder.num_features
@@ -84,7 +87,7 @@ class SimCLRv2(Method):
         checkpoint holds each weight once. Every hidden layer of ``mlp`` is 3 modules: Linear, BN, ReLU."""
         k = self.cfg.finetune_layer
         width = self.hidden if k > 0 else self.encoder.num_features
-        return HeadPrefix(self.encoder, list(self.projector[:3 * k]), width)
+        return HeadPrefix(self.encoder, list(self.projector[: 3 * k]), width)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))

@@ -9,6 +9,7 @@ raw pixels; an L1 loss on the masked patches only. Details (sec. 3): masked patc
 as light as a linear layer (heavier heads did not help), raw-pixel (not normalised) targets.
 Logged: ``pretext/recon_l1``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,11 +29,12 @@ from selfsup.transforms.ops import denormalize
 class SimMIMConfig:
     mask_ratio: float = 0.6
     mask_block: int = 2  # masked blocks of mask_block x mask_block patches (the paper: 32-px mask patches over
-                         # 16-px ViT patches, i.e. 2)
+    # 16-px ViT patches, i.e. 2)
 
 
-def block_mask(n: int, grid: int, block: int, ratio: float, device=None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def block_mask(
+    n: int, grid: int, block: int, ratio: float, device=None, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """[N, grid*grid] bool, True = masked: a random ``ratio`` of the (grid / block)^2 blocks, each
     covering block x block patches (SimMIM's MaskGenerator). Blocks that do not tile the grid (or
     leave fewer than 2 x 2 of them) fall back to single patches; at least one block is masked and
@@ -80,6 +82,8 @@ class SimMIM(Method):
         p, c = self.encoder.patch_size, x.shape[1]
         m = unpatchify(mask[..., None].float().expand(-1, -1, p * p * c), p, c)
         recon = unpatchify(pred, p, c)
-        rows = [(n, denormalize(v, data.mean, data.std)) for n, v in
-                (("original", x), ("masked", x * (1 - m)), ("prediction in the mask", x * (1 - m) + recon * m))]
+        rows = [
+            (n, denormalize(v, data.mean, data.std))
+            for n, v in (("original", x), ("masked", x * (1 - m)), ("prediction in the mask", x * (1 - m) + recon * m))
+        ]
         return {"simmim": Picture(rows, None, f"SimMIM: {100 * self.cfg.mask_ratio:g} % masked in blocks")}

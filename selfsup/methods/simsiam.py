@@ -21,6 +21,7 @@ projections (``SupportSet``, NNCLR's): L = D(p1, NN(z2, Q)) / 2 + D(p2, NN(z1, Q
 this step's z1 in ``on_step_end``, and is looked up as it was before the step (empty on the first
 step: each z is then its own neighbour).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -60,8 +61,10 @@ class SimSiam(Method):
         # Linear-BN-ReLU, Linear: no BN or ReLU on the prediction
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, 2)
         if cfg.nn_support > 0 and not cfg.stop_gradient:
-            raise SelfsupError("method.nn_support replaces the targets by support-set vectors, which carry no gradient: "
-                               "the stop_gradient=false ablation means nothing with it; set one of them back")
+            raise SelfsupError(
+                "method.nn_support replaces the targets by support-set vectors, which carry no gradient: "
+                "the stop_gradient=false ablation means nothing with it; set one of them back"
+            )
         # NNSiam's support set Q of past projections (buffers, checkpointed); None = plain SimSiam
         self.support = SupportSet(cfg.nn_support, cfg.proj_dim) if cfg.nn_support > 0 else None
 

@@ -24,6 +24,7 @@ and cluster the groups are L2-normalised (the groups are compared by cosine), an
 (selfsup.nn.kmeans.spherical_kmeans; lightly runs scikit-learn's Euclidean k-means, then normalises).
 State — the groups, the memory, the momentum network, the step count — changes only in ``on_step_end``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,8 +65,10 @@ class SMoG(Method):
     def __init__(self, encoder: nn.Module, cfg: SMoGConfig = SMoGConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.num_groups < 2 or cfg.memory_size < cfg.num_groups:
-            raise SelfsupError(f"smog: method.num_groups={cfg.num_groups} needs >= 2 groups and method.memory_size "
-                               f"({cfg.memory_size}) at least as large, to cluster them")
+            raise SelfsupError(
+                f"smog: method.num_groups={cfg.num_groups} needs >= 2 groups and method.memory_size "
+                f"({cfg.memory_size}) at least as large, to cluster them"
+            )
         self.cfg = cfg
         self.encoder = encoder
         self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, last_bn=True)
@@ -93,8 +96,9 @@ class SMoG(Method):
             self._moved = moved
             self.memory.stage(u)
         targets = torch.cat([a[n:], a[:n]])  # view 1 predicts view 2's group, and view 2 view 1's
-        loss = prototype_cross_entropy(F.normalize(p.float(), dim=1), [F.normalize(moved, dim=1)], [targets],
-                                       self.cfg.temperature)
+        loss = prototype_cross_entropy(
+            F.normalize(p.float(), dim=1), [F.normalize(moved, dim=1)], [targets], self.cfg.temperature
+        )
         used = (torch.bincount(a, minlength=self.cfg.num_groups) > 0).float().mean()  # a tensor: no host sync
         return StepOutput(loss, {"groups_used": used})
 

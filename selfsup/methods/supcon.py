@@ -7,6 +7,7 @@ positive (not only the image's own second view), everything else a negative; the
 supervised reference point of the contrastive family, not a self-supervised method, and is
 registered with ``uses_labels=True`` so listings and benchmarks can tell.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from selfsup.registry import BuildContext, Needs, register
 
 class MissingLabelsError(SelfsupError):
     """SupCon was handed an unlabelled batch."""
+
 
 @dataclass
 class SupConConfig:
@@ -51,7 +53,8 @@ class SupCon(Method):
                 "supcon is supervised contrastive learning: it needs a class label for every image, and this "
                 "dataset has none (an unlabelled folder?). Train it on a labelled dataset "
                 "(e.g. --data fashion-mnist, or an image folder with one sub-folder per class), or pick a "
-                "self-supervised method such as --method simclr.")
+                "self-supervised method such as --method simclr."
+            )
         x1, x2 = batch.views  # [N, C, H, W] each
         n = x1.shape[0]
         z = self.embedding(torch.cat([x1, x2]))  # [2N, D]

@@ -14,6 +14,7 @@ frozen (no gradient) for the first ``freeze_prototypes_iters`` steps; with small
 queue of past embeddings of each global crop joins the Sinkhorn problem (only the batch's codes
 are used), from ``queue_start`` of training on and once it is full.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,9 @@ class SwAV(Method):
         self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim)
         self.prototypes = nn.Linear(cfg.proj_dim, cfg.num_prototypes, bias=False)  # C: [K, D]
         self._normalize_prototypes()
-        self.queues = nn.ModuleList([Queue(cfg.queue_size, cfg.proj_dim) for _ in range(cfg.queue_crops)]
-                                    if cfg.queue_size > 0 else [])
+        self.queues = nn.ModuleList(
+            [Queue(cfg.queue_size, cfg.proj_dim) for _ in range(cfg.queue_crops)] if cfg.queue_size > 0 else []
+        )
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))  # optimiser steps done
         self._pending: list[torch.Tensor] = []  # global-crop embeddings waiting to enter the queues
 
@@ -74,8 +76,10 @@ class SwAV(Method):
         views = batch.views  # G global crops [B, C, S, S], then L local crops [B, C, s, s]
         v, b, g = len(views), views[0].shape[0], num_global_crops(views)
         if self.queues and g != len(self.queues):
-            raise SelfsupError(f"swav: {g} global crops but method.queue_crops={len(self.queues)} queues; "
-                               "set method.queue_crops to views.num_global")
+            raise SelfsupError(
+                f"swav: {g} global crops but method.queue_crops={len(self.queues)} queues; "
+                "set method.queue_crops to views.num_global"
+            )
         z = F.normalize(self.projector(encode_crops(self.encoder, views)), dim=1)  # [V*B, D] on the sphere
         c = self.prototypes.weight  # [K, D], unit rows
         if int(self.iteration) < self.cfg.freeze_prototypes_iters:
@@ -88,7 +92,7 @@ class SwAV(Method):
         codes = torch.stack([self._codes(scores[i], i) for i in range(g)])  # [G, B, K], only globals
         loss = swapped_prediction(scores, codes, self.cfg.temperature)
         if self.queues:
-            self._pending.append(z[:g * b].detach().view(g, b, -1))
+            self._pending.append(z[: g * b].detach().view(g, b, -1))
         # mean entropy of one image's code: log K for undecided codes, 0 for hard assignments
         # (how the batch spreads over prototypes is fixed by the equal partition, so not worth logging)
         logs = {"code_entropy": -(codes * codes.clamp_min(1e-12).log()).sum(-1).mean()}

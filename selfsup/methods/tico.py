@@ -13,6 +13,7 @@ the embeddings already occupy, so they spread out (it is also the Barlow Twins i
 covariance, as the paper shows). The second view is embedded by a momentum encoder, the EMA of the
 online encoder and projector, as in BYOL (no predictor); C_t is a buffer, stored after the step.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,6 +21,7 @@ patch is X+. Every video gives one pair per step; the negatives are the other vi
 ``hard_after`` of training, as the paper switches after its first epochs. Evaluation sees single frames:
 the evaluated encoder reads frame 0 of each video's mosaic (the patches are half a frame by default).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -64,8 +65,9 @@ def track(video: torch.Tensor, patch: int, search: int) -> tuple[torch.Tensor, t
     flat = energy.flatten(1).argmax(1)
     pos = torch.stack([flat // w, flat % w], 1)  # [N, 2]
     corners, patches = [pos], [_crop(video[:, 0], pos, patch)]
-    shifts = torch.stack(torch.meshgrid(torch.arange(-search, search + 1), torch.arange(-search, search + 1),
-                                        indexing="ij"), -1).view(-1, 2)  # [Q, 2]
+    shifts = torch.stack(
+        torch.meshgrid(torch.arange(-search, search + 1), torch.arange(-search, search + 1), indexing="ij"), -1
+    ).view(-1, 2)  # [Q, 2]
     for k in range(1, t):
         cand = (pos[:, None] + shifts[None]).clamp(0, s - patch)  # [N, Q, 2]
         q = cand.shape[1]
@@ -89,7 +91,9 @@ def _crop(frames: torch.Tensor, corner: torch.Tensor, patch: int) -> torch.Tenso
     return frames[i, ch, ys, xs]
 
 
-def ranking_loss(f: torch.Tensor, f_pos: torch.Tensor, margin: float, hard: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def ranking_loss(
+    f: torch.Tensor, f_pos: torch.Tensor, margin: float, hard: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The paper's triplet ranking loss with the other pairs' X+ as negatives: f, f_pos [N, D] embeddings
     of X and X+. D = 1 - cos. hard = 0: every other pair's X+ is a negative (the loss averaged over them);
     hard = K: only the K with the highest loss for each pair. Returns (loss, the fraction of triplets
@@ -115,10 +119,12 @@ class Tracking(Method):
         super().__init__()
         normalization = ctx.require("normalization")
         if not 0 < cfg.patch <= 1 or cfg.search < 1 or cfg.hard_negatives < 0 or not 0.0 <= cfg.hard_after <= 1.0:
-            raise SelfsupError(f"tracking: method.patch={cfg.patch} (a fraction of the frame in (0, 1]), "
-                               f"method.search={cfg.search} (>= 1 px), "
-                               f"method.hard_negatives={cfg.hard_negatives} (>= 0) and method.hard_after="
-                               f"{cfg.hard_after} (a fraction of training) are out of range")
+            raise SelfsupError(
+                f"tracking: method.patch={cfg.patch} (a fraction of the frame in (0, 1]), "
+                f"method.search={cfg.search} (>= 1 px), "
+                f"method.hard_negatives={cfg.hard_negatives} (>= 0) and method.hard_after="
+                f"{cfg.hard_after} (a fraction of training) are out of range"
+            )
         self.cfg = cfg
         self.encoder = FirstFrame(encoder)
         c = len(normalization[0])

@@ -12,6 +12,7 @@ real-valued case; its MNIST experiments use a Bernoulli on [0, 1] pixels). ``bet
 the ELBO per image (nats, up to the Gaussian's constant), its two terms, and ``pretext/recon_mse``.
 The encoder evaluated downstream is the backbone before the mu / log sigma^2 layer.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,19 +62,29 @@ class VAE(Method):
         z = mu + (0.5 * logvar).exp() * torch.randn_like(mu)  # reparameterisation
         x_hat = self.decoder(z).float()
         sq = (x_hat - x).pow(2).flatten(1)  # [N, P]
-        nll = sq.sum(1) / (2 * self.cfg.recon_std ** 2)  # -log p(x|z) up to a constant, per image
+        nll = sq.sum(1) / (2 * self.cfg.recon_std**2)  # -log p(x|z) up to a constant, per image
         kl = gaussian_kl(mu, logvar)  # [N]
         elbo = -(nll + kl)
         loss = (nll + self.cfg.beta * kl).mean() / sq.shape[1]  # negative (beta-)ELBO per pixel
-        return StepOutput(loss, {"elbo": elbo.mean().detach(), "recon_nll": nll.mean().detach(),
-                                 "kl": kl.mean().detach(), "pretext/recon_mse": sq.mean().detach()})
+        return StepOutput(
+            loss,
+            {
+                "elbo": elbo.mean().detach(),
+                "recon_nll": nll.mean().detach(),
+                "kl": kl.mean().detach(),
+                "pretext/recon_mse": sq.mean().detach(),
+            },
+        )
 
     def pictures(self, images, data) -> dict:
         x = eval_view(images[:12], data.mean, data.std, data.size)
         mu, _ = self.posterior(x)
         z = torch.randn(24, self.cfg.latent_dim, generator=torch.Generator().manual_seed(0)).to(mu.device)
         samples = denormalize(self.decoder(z), data.mean, data.std)
-        rows = [("original", denormalize(x, data.mean, data.std)),
-                ("reconstruction", denormalize(self.decoder(mu), data.mean, data.std)),  # the posterior mean
-                ("samples z~N(0,I)", samples[:12]), ("", samples[12:])]
+        rows = [
+            ("original", denormalize(x, data.mean, data.std)),
+            ("reconstruction", denormalize(self.decoder(mu), data.mean, data.std)),  # the posterior mean
+            ("samples z~N(0,I)", samples[:12]),
+            ("", samples[12:]),
+        ]
         return {"vae": Picture(rows, None, "VAE: reconstructions (posterior mean) and samples from the prior")}

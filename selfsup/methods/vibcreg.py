@@ -26,6 +26,7 @@ the loss's statistics are the global batch's across processes. Views are BYOL's 
 (AdamW, lr 1e-3, weight decay 1e-5) is left to the recipes, which follow VICReg's. The code's optional
 MSF add-in (off by default there) is not included.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -14,6 +14,7 @@ Expander (sec. 4.2): 3 linear layers of 8192 units, BN + ReLU after the first tw
 here is 2048 (see the config). Optimiser: LARS, batch 2048, base lr 0.2 (x batch / 256),
 weight decay 1e-6, 10-epoch warm-up, cosine. Views: BYOL's augmentations.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -23,6 +23,7 @@ both with VICReg's coefficients 25 / 25 / 1. Verified in facebookresearch/VICReg
 (global_loss, local_loss, _local_loss, _vicreg_loss, neirest_neighbores*), transforms.py (the location
 grid) and utils.py (MLP: Linear-BN-ReLU x2, Linear without bias).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -69,8 +70,10 @@ class VICRegL(Method):
     def __init__(self, encoder: nn.Module, cfg: VICRegLConfig = VICRegLConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if not hasattr(encoder, "forward_maps"):
-            raise SelfsupError("vicregl needs a backbone with a spatial feature map (forward_maps): use a convnet or "
-                               "resnet backbone, e.g. backbone.name=resnet18")
+            raise SelfsupError(
+                "vicregl needs a backbone with a spatial feature map (forward_maps): use a convnet or "
+                "resnet backbone, e.g. backbone.name=resnet18"
+            )
         self.cfg = cfg
         self.encoder = encoder
         d = encoder.num_features
@@ -84,14 +87,20 @@ class VICRegL(Method):
         """Official _local_loss: feature and location matches, both directions; unweighted (inv, var, cov)."""
         c, terms = self.cfg, []
         feat_k = (None, None) if c.l2_all_matches else c.num_matches
-        pairs = [(m1, m2, torch.cdist(m1.float(), m2.float()), feat_k[0]),  # by feature (L2 in embedding space)
-                 (m2, m1, torch.cdist(m2.float(), m1.float()), feat_k[1]),
-                 (m1, m2, torch.cdist(loc1, loc2), c.num_matches[0]),  # by location in the image
-                 (m2, m1, torch.cdist(loc2, loc1), c.num_matches[1])]
+        pairs = [
+            (m1, m2, torch.cdist(m1.float(), m2.float()), feat_k[0]),  # by feature (L2 in embedding space)
+            (m2, m1, torch.cdist(m2.float(), m1.float()), feat_k[1]),
+            (m1, m2, torch.cdist(loc1, loc2), c.num_matches[0]),  # by location in the image
+            (m2, m1, torch.cdist(loc2, loc1), c.num_matches[1]),
+        ]
         for a, b, d, k in pairs:
             i, j = nearest_neighbour_matches(d, k)  # [N, k] each
-            terms.append(local_vicreg_terms(a.gather(1, i[..., None].expand(-1, -1, a.shape[2])),
-                                            b.gather(1, j[..., None].expand(-1, -1, b.shape[2]))))
+            terms.append(
+                local_vicreg_terms(
+                    a.gather(1, i[..., None].expand(-1, -1, a.shape[2])),
+                    b.gather(1, j[..., None].expand(-1, -1, b.shape[2])),
+                )
+            )
         inv = sum(t[0] for t in terms) / 2  # (feature 1->2 + 2->1)/2 + (location 1->2 + 2->1)/2
         var = sum(t[1] for t in terms) / 2
         cov = sum(t[2] for t in terms) / 2
@@ -100,8 +109,10 @@ class VICRegL(Method):
     def training_step(self, batch) -> StepOutput:
         x1, x2 = two_views(batch.views, self.name)  # [N, C, H, W] each
         if batch.boxes is None:
-            raise SelfsupError("vicregl matches locations through the crops' geometry: the batch needs boxes "
-                               "(Views(..., boxes=True); the training loop fills them for methods that declare needs.boxes)")
+            raise SelfsupError(
+                "vicregl matches locations through the crops' geometry: the batch needs boxes "
+                "(Views(..., boxes=True); the training loop fills them for methods that declare needs.boxes)"
+            )
         c = self.cfg
         f1, f2 = self.encoder.forward_maps(x1), self.encoder.forward_maps(x2)  # [N, F, h, w]
         n, f, h, w = f1.shape
@@ -119,6 +130,13 @@ class VICRegL(Method):
         inv, var, cov = (inv_a + inv_b) / 2, (var_a + var_b) / 2, (cov_a + cov_b) / 2
         l_loss = c.sim_coeff * inv + c.std_coeff * var + c.cov_coeff * cov
         loss = c.alpha * g_loss + (1 - c.alpha) * l_loss
-        return StepOutput(loss, {"vicregl/global": g_loss.detach(), "vicregl/local": l_loss.detach(),
-                                 "vicregl/local_invariance": inv.detach(), "vicregl/local_variance": var.detach(),
-                                 "vicregl/local_covariance": cov.detach()})
+        return StepOutput(
+            loss,
+            {
+                "vicregl/global": g_loss.detach(),
+                "vicregl/local": l_loss.detach(),
+                "vicregl/local_invariance": inv.detach(),
+                "vicregl/local_variance": var.detach(),
+                "vicregl/local_covariance": cov.detach(),
+            },
+        )

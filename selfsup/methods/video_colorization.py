@@ -19,6 +19,7 @@ copied colour is right) and, at each epoch start on 100 held-out videos, ``prete
 (the mask propagated from frame 0 to frames 1-3) next to ``track_iou_static`` (frame 0's mask kept
 still: what no tracking gives).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -55,12 +56,18 @@ def propagate(f_ref: torch.Tensor, f_tgt: torch.Tensor, values: torch.Tensor, te
     return attn @ values.float()
 
 
-@register("video_colorization", config=VideoColorizationConfig, views="pretext", needs=Needs(views=1, color=True, video=True))
+@register(
+    "video_colorization", config=VideoColorizationConfig, views="pretext", needs=Needs(views=1, color=True, video=True)
+)
 class VideoColorization(Method):
     """Colour the last frame by pointing at reference pixels; tracking by the same pointing."""
 
-    def __init__(self, encoder: nn.Module, cfg: VideoColorizationConfig = VideoColorizationConfig(),
-                 ctx: BuildContext = BuildContext()):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        cfg: VideoColorizationConfig = VideoColorizationConfig(),
+        ctx: BuildContext = BuildContext(),
+    ):
         super().__init__()
         normalization = ctx.require("normalization")
         self.cfg = cfg
@@ -131,7 +138,9 @@ class VideoColorization(Method):
         static baseline (frame 0's mask kept), at the map resolution."""
         videos, masks = make_videos(self.cfg.eval_videos, seed=12345)
         lab = rgb_to_lab(videos.flatten(0, 1).float() / 255).view(*videos.shape[:2], 3, *videos.shape[-2:]).to(device)
-        small = F.interpolate(masks.float(), size=(self.cfg.map_size,) * 2, mode="nearest").long().flatten(2)  # [N, 4, P]
+        small = (
+            F.interpolate(masks.float(), size=(self.cfg.map_size,) * 2, mode="nearest").long().flatten(2)
+        )  # [N, 4, P]
         pred = self.track(lab, small[:, 0].to(device)).argmax(3).cpu()  # [N, 4, P]
         return _mean_iou(pred[:, 1:], small[:, 1:]), _mean_iou(small[:, :1].expand(-1, 3, -1), small[:, 1:])
 
@@ -147,8 +156,13 @@ class VideoColorization(Method):
         for i in range(3):
             rows.append((f"video {i}", videos[i].float() / 255))
             rows.append(("tracked", palette[pred[i, :, 0]].permute(0, 3, 1, 2)))
-        return {"tracking": Picture(rows, None, "Video colorization: frames 0-3 and the mask propagated from frame 0 "
-                                                    "(SYNTHETIC moving shapes)")}
+        return {
+            "tracking": Picture(
+                rows,
+                None,
+                "Video colorization: frames 0-3 and the mask propagated from frame 0 (SYNTHETIC moving shapes)",
+            )
+        }
 
 
 def _mean_iou(pred: torch.Tensor, true: torch.Tensor) -> float:

@@ -17,6 +17,7 @@ weight decay 1e-6, batch 512. Views (official CIFAR code): crop 0.2-1, jitter 0.
 (0.4, 0.4, 0.4, 0.1), grayscale 0.1, flip, no blur — the "simclr" preset, with the rest set in
 the recipes. The paper's W-MSE 4 (four views) needs a four-view preset this loop does not make.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -69,9 +70,12 @@ class WMSE(Method):
         eps = c.w_eps
         rows = n // max(1, n // c.w_size)  # the smallest sub-batch wmse_loss will make
         if rows <= c.emb_dim:
-            warnings.warn(f"W-MSE: sub-batches of {rows} rows cannot whiten {c.emb_dim}-d embeddings (the "
-                          f"covariance is singular); shrinking it by eps={_SINGULAR_EPS}. Use a batch and w_size "
-                          f"above method.emb_dim", stacklevel=2)
+            warnings.warn(
+                f"W-MSE: sub-batches of {rows} rows cannot whiten {c.emb_dim}-d embeddings (the "
+                f"covariance is singular); shrinking it by eps={_SINGULAR_EPS}. Use a batch and w_size "
+                f"above method.emb_dim",
+                stacklevel=2,
+            )
             eps = max(eps, _SINGULAR_EPS)
         loss = wmse_loss(z[:n], z[n:], c.w_size, c.w_iter, eps)
         return StepOutput(loss, {})

@@ -1,6 +1,7 @@
 """The classifier every labelled protocol trains: an encoder and a new linear head (fine-tuning, the
 semi-supervised methods, distillation's student), and ``reinitialise``: the same architecture at random
 weights, the from-scratch baseline."""
+
 from __future__ import annotations
 
 import torch
@@ -40,6 +41,7 @@ def reinitialise(module: nn.Module, seed: int = 0) -> nn.Module:
             args = getattr(m, "backbone_args", None)
             if args is not None:
                 fresh = create_backbone(**args)
-                m.load_state_dict({k: v.to(p.device) for (k, v), p in
-                                   zip(fresh.state_dict().items(), m.state_dict().values())})
+                m.load_state_dict(
+                    {k: v.to(p.device) for (k, v), p in zip(fresh.state_dict().items(), m.state_dict().values())}
+                )
     return module

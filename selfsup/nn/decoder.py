@@ -1,6 +1,7 @@
 """A small convolutional decoder: a vector back to an image, for the reconstruction methods
 (autoencoders, VAE, BiGAN's generator). DCGAN-style (Radford et al. 2016): a linear layer to a
 [width, s, s] map, transposed convolutions that double the side, BN + ReLU between them."""
+
 from __future__ import annotations
 
 import math
@@ -19,15 +20,21 @@ class ConvDecoder(nn.Module):
     def __init__(self, in_dim: int, out_channels: int, size: int, width: int = 128, ups: int = 2):
         super().__init__()
         self.size = size
-        self.start = math.ceil(size / 2 ** ups)
+        self.start = math.ceil(size / 2**ups)
         self.width = width
-        self.fc = nn.Sequential(nn.Linear(in_dim, width * self.start ** 2, bias=False),
-                                nn.BatchNorm1d(width * self.start ** 2), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(
+            nn.Linear(in_dim, width * self.start**2, bias=False),
+            nn.BatchNorm1d(width * self.start**2),
+            nn.ReLU(inplace=True),
+        )
         blocks: list[nn.Module] = []
         ch = width
         for _ in range(ups):
-            blocks += [nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(ch // 2),
-                       nn.ReLU(inplace=True)]
+            blocks += [
+                nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(ch // 2),
+                nn.ReLU(inplace=True),
+            ]
             ch //= 2
         blocks.append(nn.Conv2d(ch, out_channels, 3, padding=1))
         self.net = nn.Sequential(*blocks)

@@ -6,6 +6,7 @@ weight norm g fixed to 1 (``norm_last_layer``), every output is the cosine betwe
 normalised bottleneck and one of K unit "prototype" rows: logits bounded by 1, which is
 what keeps training stable (the paper's appendix).
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,16 @@ from torch.nn.utils.parametrizations import weight_norm
 class DINOHead(nn.Module):
     """[N, in_dim] -> [N, out_dim] logits; ``bottleneck(x)`` gives the normalised [N, bottleneck_dim]."""
 
-    def __init__(self, in_dim: int, out_dim: int = 65536, hidden_dim: int = 2048, bottleneck_dim: int = 256,
-                 num_layers: int = 3, bn: bool = False, norm_last_layer: bool = True):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int = 65536,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        num_layers: int = 3,
+        bn: bool = False,
+        norm_last_layer: bool = True,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         dim = in_dim

@@ -1,4 +1,5 @@
 """Exponential moving averages of networks (BYOL/MoCo/DINO targets) and their momentum schedule."""
+
 from __future__ import annotations
 
 import copy

@@ -1,6 +1,7 @@
 """Running a module over stored images: uint8 [N,C,H,W] through the deterministic evaluation view
 (resize, normalise) in batches. Evaluation, the training loop's monitor, a method's epoch hook
 (DeepCluster's k-means) and a loaded run's feature cache all read features this way."""
+
 from __future__ import annotations
 
 import torch
@@ -11,10 +12,19 @@ from selfsup.transforms import eval_view
 
 
 @torch.no_grad()
-def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: int,
-                     batch_size: int = 512, device: str | torch.device = "cpu",
-                     precision: str = "fp32", channels_last: bool = False, forward=None,
-                     shard: bool | None = None) -> torch.Tensor:
+def extract_features(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    mean,
+    std,
+    size: int,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    forward=None,
+    shard: bool | None = None,
+) -> torch.Tensor:
     """uint8 images [N,C,H,W] -> float32 features [N, F] from the encoder in eval mode.
     ``forward``: another function of the normalised views to read instead of ``encoder(x)`` (a
     method's projection ``method.embedding``, CLIP's ``encode_image``), with ``encoder`` the module
@@ -33,7 +43,7 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: 
     out = []
     try:
         for i in range(lo, hi, batch_size):
-            x = eval_view(images[i:min(hi, i + batch_size)].to(device), mean, std, size)
+            x = eval_view(images[i : min(hi, i + batch_size)].to(device), mean, std, size)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -50,8 +60,15 @@ def extract_features(encoder: nn.Module, images: torch.Tensor, mean, std, size: 
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(encoder: nn.Module, images: torch.Tensor, mean, std, size: int,
-                          batch_size: int = 256, device: str | torch.device = "cpu") -> nn.Module:
+def recalibrate_batchnorm(
+    encoder: nn.Module,
+    images: torch.Tensor,
+    mean,
+    std,
+    size: int,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
     """Set every BatchNorm's running statistics of ``encoder`` (in place) to the exact averages over
     ``images`` (uint8 [N,C,H,W]); no weight changes. A random-init encoder evaluated with BN's
     initial statistics (0 and 1) is a handicapped baseline: any training, even at learning rate 0,
@@ -63,7 +80,7 @@ def recalibrate_batchnorm(encoder: nn.Module, images: torch.Tensor, mean, std, s
         m.momentum = None  # cumulative average over all batches
     encoder.train()
     for i in range(0, len(images), batch_size):
-        encoder(eval_view(images[i:i + batch_size].to(device), mean, std, size))
+        encoder(eval_view(images[i : i + batch_size].to(device), mean, std, size))
     for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     return encoder.eval()

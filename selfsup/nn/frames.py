@@ -1,4 +1,5 @@
 """What evaluation reads of a video method's encoder (Shuffle and Learn, tracking triplets): single frames."""
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ Calling D through ``torch.func.functional_call`` with detached copies of its par
 the generator's term gets gradients with respect to D's input and none reach D's weights. Then
 ``loss = loss_G + loss_D`` (D's loss computed on detached fakes) trains both in one step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,12 +32,17 @@ class Discriminator(nn.Module):
     def __init__(self, in_channels: int, size: int, width: int = 64, code_dim: int = 0, hidden: int = 256):
         super().__init__()
         self.image = nn.Sequential(
-            nn.Conv2d(in_channels, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True), nn.Flatten())
+            nn.Conv2d(in_channels, width, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten(),
+        )
         feat = 2 * width * (size // 4) ** 2
         self.code = nn.Sequential(nn.Linear(code_dim, hidden), nn.LeakyReLU(0.2, inplace=True)) if code_dim else None
-        self.out = nn.Sequential(nn.Linear(feat + (hidden if code_dim else 0), hidden), nn.LeakyReLU(0.2, inplace=True),
-                                 nn.Linear(hidden, 1))
+        self.out = nn.Sequential(
+            nn.Linear(feat + (hidden if code_dim else 0), hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, 1)
+        )
 
     def forward(self, x: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         h = self.image(x)

@@ -1,4 +1,5 @@
 """Projection and prediction heads shared by methods."""
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,15 @@ class WSLinear(nn.Linear):
         return F.linear(x, w, self.bias)
 
 
-def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int = 2, bn: bool = True,
-        last_bn: bool = False, gn_ws: bool = False) -> nn.Sequential:
+def mlp(
+    in_dim: int,
+    hidden_dim: int,
+    out_dim: int,
+    num_layers: int = 2,
+    bn: bool = True,
+    last_bn: bool = False,
+    gn_ws: bool = False,
+) -> nn.Sequential:
     """Linear-(BN)-ReLU x (num_layers-1), then Linear (and an affine-free BN when ``last_bn``).
 
     SimCLR: 2 layers, BN in the hidden layer. BYOL: 2 layers, hidden 4096, output 256.

@@ -26,6 +26,7 @@ channel (1 and 0 at start). Statistics run in float32 with autocast off. Across 
 and covariance are those of the global batch (sums all-reduced with gradient, as SyncBatchNorm),
 so a distributed run is the one-process model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,8 +69,16 @@ class IterNorm(nn.Module):
     weight: nn.Parameter | None
     bias: nn.Parameter | None
 
-    def __init__(self, num_features: int, num_groups: int = 64, iterations: int = 5, eps: float = 1e-5,
-                 momentum: float = 0.1, affine: bool = True, bias: bool = True):
+    def __init__(
+        self,
+        num_features: int,
+        num_groups: int = 64,
+        iterations: int = 5,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        bias: bool = True,
+    ):
         super().__init__()
         self.num_features, self.iterations, self.eps, self.momentum = num_features, iterations, eps, momentum
         self.group_size = group_size(num_features, num_groups)
@@ -82,8 +91,9 @@ class IterNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[1] != self.num_features:
-            raise SelfsupError(f"IterNorm({self.num_features}) expects [N, {self.num_features}] input, "
-                               f"got {list(x.shape)}")
+            raise SelfsupError(
+                f"IterNorm({self.num_features}) expects [N, {self.num_features}] input, got {list(x.shape)}"
+            )
         n = x.shape[0]
         with torch.autocast(device_type=x.device.type, enabled=False):
             xg = x.float().reshape(n, self.num_groups, self.group_size).transpose(0, 1)  # [G, N, c]
@@ -107,5 +117,7 @@ class IterNorm(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return (f"{self.num_features}, groups={self.num_groups}x{self.group_size}, T={self.iterations}, "
-                f"eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}, bias={self.bias is not None}")
+        return (
+            f"{self.num_features}, groups={self.num_groups}x{self.group_size}, T={self.iterations}, "
+            f"eps={self.eps}, momentum={self.momentum}, affine={self.weight is not None}, bias={self.bias is not None}"
+        )

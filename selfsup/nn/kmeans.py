@@ -7,6 +7,7 @@ PCA-reduced to 256 dimensions, whitened and L2-normalised, then clustered with k
 importable; otherwise scikit-learn's KMeans with the same initialisation and iteration budget.
 Tensors in, tensors out (CPU); the libraries see numpy float32 arrays.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,9 @@ class KMeansResult:
     empty_split: int  # clusters that were empty after k-means and got a split of another one
 
 
-def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int = 1,
-           threads: int | None = None) -> KMeansResult:
+def kmeans(
+    x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int = 1, threads: int | None = None
+) -> KMeansResult:
     """Lloyd's k-means of x [N, d] into k clusters, random initial centroids (points of x), ``iters``
     iterations; then any cluster still empty is filled by ``split_empty_clusters`` (the paper's rule),
     so every one of the k pseudo-labels has images. ``n_init`` > 1 keeps the best of several runs
@@ -53,8 +55,10 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
     intra-op thread count, so clustering uses what training was given)."""
     n, d = x.shape
     if n < k:
-        raise SelfsupError(f"k-means with k={k} clusters needs at least k points, got {n}: lower "
-                           f"method.num_clusters (the paper uses ~1 cluster per 128 images)")
+        raise SelfsupError(
+            f"k-means with k={k} clusters needs at least k points, got {n}: lower "
+            f"method.num_clusters (the paper uses ~1 cluster per 128 images)"
+        )
     data = np.ascontiguousarray(x.float().numpy())
     threads = threads or torch.get_num_threads()
     from threadpoolctl import threadpool_limits
@@ -67,8 +71,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
         if faiss is not None:
             faiss.omp_set_num_threads(threads)
             # max_points_per_centroid as in the official code: cluster every point, no subsampling
-            km = faiss.Kmeans(d, k, niter=iters, nredo=n_init, seed=seed, max_points_per_centroid=10_000_000,
-                              verbose=False)
+            km = faiss.Kmeans(
+                d, k, niter=iters, nredo=n_init, seed=seed, max_points_per_centroid=10_000_000, verbose=False
+            )
             km.train(data)
             _, assign = km.index.search(data, 1)
             assign, centroids = torch.from_numpy(assign[:, 0]).long(), torch.from_numpy(km.centroids).float()
@@ -86,8 +91,9 @@ def kmeans(x: torch.Tensor, k: int, iters: int = 20, seed: int = 0, n_init: int 
     return KMeansResult(assign, centroids, loss, n_split)
 
 
-def split_empty_clusters(x: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor, generator: torch.Generator,
-                         eps: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor, int]:
+def split_empty_clusters(
+    x: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor, generator: torch.Generator, eps: float = 1e-3
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The paper's rule for empty clusters (sec. 3.4, "Empty clusters"): pick a non-empty cluster at
     random, give the empty one its centroid with a small random perturbation (the other keeps the
     opposite perturbation), and split the chosen cluster's points between the two.
@@ -111,7 +117,7 @@ def split_empty_clusters(x: torch.Tensor, centroids: torch.Tensor, assign: torch
         to_j = ((x[members] - centroids[j]) ** 2).sum(1) < ((x[members] - centroids[i]) ** 2).sum(1)
         if to_j.all() or not to_j.any():
             to_j = torch.zeros_like(to_j)
-            to_j[torch.randperm(len(members), generator=generator)[:len(members) // 2]] = True
+            to_j[torch.randperm(len(members), generator=generator)[: len(members) // 2]] = True
         assign[members[to_j]] = j
         counts[j], counts[i] = int(to_j.sum()), int((~to_j).sum())
     return centroids, assign, len(empty)
@@ -143,8 +149,9 @@ def uniform_cluster_order(labels: torch.Tensor, generator: torch.Generator) -> t
     return picks[torch.randperm(len(picks), generator=generator)[:n]]
 
 
-def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None,
-                     init: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def spherical_kmeans(
+    x: torch.Tensor, k: int, iters: int = 10, generator: torch.Generator | None = None, init: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepCluster-v2's k-means on the unit sphere (Caron et al. 2020, SwAV paper sec. 4 and appendix;
     the official ``cluster_memory``): x [N, d] unit rows; k initial centroids drawn from x (or ``init``
     [k, d]); each iteration assigns every point to the centroid of largest dot product, moves each
@@ -155,8 +162,9 @@ def spherical_kmeans(x: torch.Tensor, k: int, iters: int = 10, generator: torch.
     default and the official algorithm is this one, run on whatever device the memory lives on."""
     n, d = x.shape
     if n < k:
-        raise SelfsupError(f"spherical k-means with k={k} needs at least k points, got {n}: lower "
-                           f"method.num_prototypes")
+        raise SelfsupError(
+            f"spherical k-means with k={k} needs at least k points, got {n}: lower method.num_prototypes"
+        )
     x = x.float()
     c = init.float().clone() if init is not None else x[torch.randperm(n, generator=generator)[:k].to(x.device)].clone()
     assign = (x @ c.T).argmax(1)  # the E step: [N]

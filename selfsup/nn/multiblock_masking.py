@@ -28,6 +28,7 @@ What differs from the official collator, and why (small grids: 4 x 4 for 8-px di
 - a context cut to the batch's smallest count keeps a random subset of its patches; the official
   keeps the first ones in raster order, which on a 4 x 4 grid would drop the bottom rows every time.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,9 @@ import torch
 from selfsup.errors import SelfsupError
 
 
-def block_size(grid: int, scale: tuple[float, float], aspect: tuple[float, float],
-               generator: torch.Generator | None = None) -> tuple[int, int]:
+def block_size(
+    grid: int, scale: tuple[float, float], aspect: tuple[float, float], generator: torch.Generator | None = None
+) -> tuple[int, int]:
     """(h, w) of a block covering about s * grid^2 patches with h / w about a: s ~ U(scale), a ~ U(aspect)."""
     u = torch.rand(2, generator=generator).tolist()
     s = scale[0] + u[0] * (scale[1] - scale[0])
@@ -49,8 +51,9 @@ def block_size(grid: int, scale: tuple[float, float], aspect: tuple[float, float
     return h, w
 
 
-def random_blocks(n: int, count: int, grid: int, h: int, w: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+def random_blocks(
+    n: int, count: int, grid: int, h: int, w: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """[n, count, grid*grid] bool: ``count`` h x w blocks per image, each at a uniformly random placement."""
     top = torch.randint(0, grid - h + 1, (n, count, 1), generator=generator)
     left = torch.randint(0, grid - w + 1, (n, count, 1), generator=generator)
@@ -60,9 +63,17 @@ def random_blocks(n: int, count: int, grid: int, h: int, w: int,
     return (rows[..., :, None] & cols[..., None, :]).flatten(-2)
 
 
-def multiblock_masks(n: int, grid: int, num_targets: int = 4, target_scale=(0.15, 0.2), target_aspect=(0.75, 1.5),
-                     context_scale=(0.85, 1.0), min_context: int = 1, generator: torch.Generator | None = None,
-                     tries: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+def multiblock_masks(
+    n: int,
+    grid: int,
+    num_targets: int = 4,
+    target_scale=(0.15, 0.2),
+    target_aspect=(0.75, 1.5),
+    context_scale=(0.85, 1.0),
+    min_context: int = 1,
+    generator: torch.Generator | None = None,
+    tries: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """I-JEPA's masks for a batch of ``n`` images (see the module docstring).
 
     Returns (context [n, K_c], targets [M, n, K_t]): int64 patch indices in raster order (row * grid + col),
@@ -78,9 +89,11 @@ def multiblock_masks(n: int, grid: int, num_targets: int = 4, target_scale=(0.15
         if not bad.any():
             break
         if attempt == tries:
-            raise SelfsupError(f"multi-block masking: after {tries} draws some contexts still keep fewer than "
-                               f"{min_context} of {p} patches once {num_targets} targets of {th}x{tw} are removed; "
-                               f"lower method.min_context, method.num_targets or method.target_scale")
+            raise SelfsupError(
+                f"multi-block masking: after {tries} draws some contexts still keep fewer than "
+                f"{min_context} of {p} patches once {num_targets} targets of {th}x{tw} are removed; "
+                f"lower method.min_context, method.num_targets or method.target_scale"
+            )
         k = int(bad.sum())
         targets[bad] = random_blocks(k, num_targets, grid, th, tw, generator)
         context[bad] = random_blocks(k, 1, grid, ch, cw, generator)[:, 0] & ~targets[bad].any(1)

@@ -5,6 +5,7 @@ crops are smaller. A method needs two things from that list: how many leading vi
 (SwAV computes codes and DINO's teacher runs only on those) and the features of all views, which
 cannot go through the encoder as one batch because the sizes differ.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -53,8 +54,11 @@ def running_stats_frozen(module: nn.Module, frozen: bool = True):
     sizes (8 px digits with 5 px locals). The official code lets the locals update them; at 224/96
     px the mismatch is milder there.
     """
-    bns = [m for m in module.modules() if frozen and isinstance(m, nn.modules.batchnorm._BatchNorm)
-           and m.training and m.track_running_stats]
+    bns = [
+        m
+        for m in module.modules()
+        if frozen and isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats
+    ]
     saved = [m.momentum for m in bns]
     for m in bns:
         m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch statistics

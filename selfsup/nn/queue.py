@@ -8,6 +8,7 @@ goes in is detached, and what comes out is a plain tensor that a loss receives e
 Keys from every process are gathered before they are stored, so all processes hold the same
 queue/bank, as in one big batch.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,7 @@ class Queue(nn.Module):
         keys = dist.gather(keys.detach().float())
         b = keys.shape[0]
         if b >= self.size:  # more keys than room: keep the newest
-            self.data.copy_(keys[-self.size:])
+            self.data.copy_(keys[-self.size :])
             self.ptr.zero_()
             self.filled.fill_(self.size)
             return
@@ -120,8 +121,10 @@ class MemoryBank(nn.Module):
     def __init__(self, num_samples: int, dim: int, seed: int = 0):
         super().__init__()
         if not num_samples or num_samples < 1:
-            raise SelfsupError("a memory bank needs the training-set size (num_samples); build the method with "
-                               "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain")
+            raise SelfsupError(
+                "a memory bank needs the training-set size (num_samples); build the method with "
+                "selfsup.create_method(..., num_samples=len(dataset)) or through selfsup pretrain"
+            )
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("data", F.normalize(torch.randn(num_samples, dim, generator=g), dim=1))
 

@@ -14,6 +14,7 @@ batch is permuted first and un-permuted after (``shuffled_forward``). Forwarding
 by hand (rather than swapping every BN layer for a split-BN module) because it works for any
 encoder and any normalisation layer, at the price of ``groups`` smaller forward passes.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -49,8 +50,9 @@ def _query_group_ids(n: int, groups: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
 
 
-def shuffle_permutation(n: int, groups: int, generator: torch.Generator | None = None,
-                        tries: int = 100) -> torch.Tensor:
+def shuffle_permutation(
+    n: int, groups: int, generator: torch.Generator | None = None, tries: int = 100
+) -> torch.Tensor:
     """A random permutation [n] of the batch such that no key chunk holds exactly the images of a
     query chunk (so no query and key are normalised over the same set of images).
 
@@ -77,8 +79,13 @@ def shuffle_permutation(n: int, groups: int, generator: torch.Generator | None =
     return perm
 
 
-def shuffled_forward(fn: Forward, x: torch.Tensor, groups: int, perm: torch.Tensor | None = None,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def shuffled_forward(
+    fn: Forward,
+    x: torch.Tensor,
+    groups: int,
+    perm: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Shuffle the batch, forward it in ``groups`` BN chunks, restore the order: [B, ...] -> [B, D].
 
     Output row i belongs to input row i, exactly as ``fn(x)`` would order it; only the BN batches
@@ -101,13 +108,15 @@ def shuffled_forward(fn: Forward, x: torch.Tensor, groups: int, perm: torch.Tens
 
 
 @torch.no_grad()
-def _shuffled_forward_across_processes(fn: Forward, x: torch.Tensor, groups: int,
-                                       generator: torch.Generator | None) -> torch.Tensor:
+def _shuffled_forward_across_processes(
+    fn: Forward, x: torch.Tensor, groups: int, generator: torch.Generator | None
+) -> torch.Tensor:
     b, w, r = x.shape[0], dist.world_size(), dist.rank()
     x_all = dist.gather(x)  # [W*B, ...] in rank order
     # chunks of the global batch as the processes' BN groups cut it: W * groups of them
-    perm = dist.broadcast_object(shuffle_permutation(w * b, w * effective_groups(b, groups), generator)
-                                 if dist.is_main() else None).to(x.device)
-    y = grouped_forward(fn, x_all[perm[r * b:(r + 1) * b]], groups)  # this process's shuffled slice
+    perm = dist.broadcast_object(
+        shuffle_permutation(w * b, w * effective_groups(b, groups), generator) if dist.is_main() else None
+    ).to(x.device)
+    y = grouped_forward(fn, x_all[perm[r * b : (r + 1) * b]], groups)  # this process's shuffled slice
     y_all = dist.gather(y)  # [W*B, D], row j is f(x_all[perm[j]])
-    return y_all[torch.argsort(perm)][r * b:(r + 1) * b]  # back to image order; this process's rows
+    return y_all[torch.argsort(perm)][r * b : (r + 1) * b]  # back to image order; this process's rows

@@ -11,6 +11,7 @@ keeps its own: gradient accumulation, DDP's no_sync and a finite flag read witho
         steps.update(F.cross_entropy(logits.float(), y))
     steps.close()
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,9 +26,18 @@ class Stepper:
     """``update(loss)`` takes one step of ``opt`` at the rate ``base * schedule(step, total)`` of each group
     (the groups' rates when the Stepper was made are the bases)."""
 
-    def __init__(self, opt: torch.optim.Optimizer, total: int, schedule: Callable[[int, int], float],
-                 precision: str, device: torch.device | str, what: str, fix: str, progress: bool = False,
-                 desc: str | None = None):
+    def __init__(
+        self,
+        opt: torch.optim.Optimizer,
+        total: int,
+        schedule: Callable[[int, int], float],
+        precision: str,
+        device: torch.device | str,
+        what: str,
+        fix: str,
+        progress: bool = False,
+        desc: str | None = None,
+    ):
         from tqdm.auto import tqdm
 
         self.opt, self.total, self.schedule = opt, total, schedule

@@ -10,6 +10,7 @@ the CPU is how selfsup runs and tests distributed training here. So this module 
 version by hand: two differentiable all-reduces (the sum, then the centred sum of squares), with
 the gradient convention of ``selfsup.dist``. In one process it is exactly ``BatchNorm``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,7 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device | None = None
     if device is not None and device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, SyncBatchNorm):
-        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                            module.track_running_stats)
+        out = SyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         if module.affine:
             out.weight, out.bias = module.weight, module.bias
         if module.track_running_stats:

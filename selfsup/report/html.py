@@ -7,6 +7,7 @@ are base64 data URIs, the CSS is inline, there is no script and no network refer
 from the run's files is HTML-escaped. Missing or half-written files never stop the report; the
 page says what is missing and which command produces it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,13 @@ COLUMNS = [
     ("kNN, your labels (%)", lambda r: _user(r["evals"], "eval_knn_labels-"), "pct"),
     ("linear, your labels (%)", lambda r: _user(r["evals"], "eval_linear_labels-"), "pct"),
     # `selfsup eval diagnostics` (2048 test images) where run, else the last training monitor (512)
-    ("effective rank", lambda r: _first(_get(r["evals"], "eval_diagnostics", "embedding", "effective_rank"),
-                                        r["summary"].get("diag/embedding_rank")), "float1"),
+    (
+        "effective rank",
+        lambda r: _first(
+            _get(r["evals"], "eval_diagnostics", "embedding", "effective_rank"), r["summary"].get("diag/embedding_rank")
+        ),
+        "float1",
+    ),
 ]
 
 
@@ -69,8 +75,10 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
     if len(runs) > 1:
         body.append(_img(_overlay_figure(runs), "all runs against training time"))
     body += [_run_section(i, r) for i, r in enumerate(runs)]
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
-            f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
@@ -83,8 +91,10 @@ def write_report(run_dirs: list[str | Path], out: str | Path, title: str | None 
 def _load(run_dir: str | Path) -> dict:
     d = Path(run_dir)
     if not (d / "config.yaml").is_file():
-        raise SelfsupError(f"{d} is not a run directory (it has no config.yaml): pass the directory "
-                           "that `selfsup pretrain` wrote (its --out / out=...)")
+        raise SelfsupError(
+            f"{d} is not a run directory (it has no config.yaml): pass the directory "
+            "that `selfsup pretrain` wrote (its --out / out=...)"
+        )
     notes, config_text = [], (d / "config.yaml").read_text(errors="replace")
     try:
         config = yaml.safe_load(config_text)
@@ -99,9 +109,17 @@ def _load(run_dir: str | Path) -> dict:
         notes.append("metrics.jsonl has unreadable lines; they are skipped")
     evals = {p.stem: _read_json(p, notes) for p in sorted(d.glob("eval_*.json"))}
     pngs = sorted(p for p in d.rglob("*.png") if p.relative_to(d).parts[0] not in ("checkpoints", "tb"))
-    return {"dir": d, "name": d.resolve().name, "config_text": config_text, "notes": notes, "evals": evals,
-            "config": config if isinstance(config, dict) else {}, "pngs": pngs,
-            "summary": summary if isinstance(summary, dict) else {}, "rows": [r for r in rows if isinstance(r, dict)]}
+    return {
+        "dir": d,
+        "name": d.resolve().name,
+        "config_text": config_text,
+        "notes": notes,
+        "evals": evals,
+        "config": config if isinstance(config, dict) else {},
+        "pngs": pngs,
+        "summary": summary if isinstance(summary, dict) else {},
+        "rows": [r for r in rows if isinstance(r, dict)],
+    }
 
 
 def _read_json(path: Path, notes: list[str]):
@@ -173,8 +191,13 @@ def _fmt(v, kind: str = "auto") -> str:
 
 def _table(header: list[str], rows: list[list], kinds: list[str] | None = None) -> str:
     kinds = kinds or ["auto"] * len(header)
-    return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>"
-            + "".join("<tr>" + "".join(_cell(v, k) for v, k in zip(r, kinds)) + "</tr>" for r in rows) + "</table>")
+    return (
+        "<table><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in header)
+        + "</tr>"
+        + "".join("<tr>" + "".join(_cell(v, k) for v, k in zip(r, kinds)) + "</tr>" for r in rows)
+        + "</table>"
+    )
 
 
 def _cell(v, kind: str) -> str:
@@ -217,18 +240,27 @@ def _run_section(i: int, r: dict) -> str:
     parts += [_note(esc(n)) for n in r["notes"]]
     parts.append(f"<details><summary>config.yaml</summary><pre>{esc(r['config_text'])}</pre></details>")
     parts.append("<h3>Summary</h3>")
-    parts.append(_table(["key", "value"], _flatten(r["summary"])) if r["summary"] else
-                 _note("no summary.json: the run has not finished (or is still running)"))
+    parts.append(
+        _table(["key", "value"], _flatten(r["summary"]))
+        if r["summary"]
+        else _note("no summary.json: the run has not finished (or is still running)")
+    )
     parts.append("<h3>Training curves</h3>")
-    parts.append(_img(_run_figure(r["rows"]), f"{r['name']}: curves from metrics.jsonl") if r["rows"] else
-                 _note("no metrics.jsonl: training has not logged anything yet"))
+    parts.append(
+        _img(_run_figure(r["rows"]), f"{r['name']}: curves from metrics.jsonl")
+        if r["rows"]
+        else _note("no metrics.jsonl: training has not logged anything yet")
+    )
     parts.append("<h3>Evaluations</h3>")
     if not r["evals"]:
-        parts.append(_note(f"no evaluation yet: run <code>selfsup eval knn {d}</code> "
-                           f"(or linear, cluster, …) to add one"))
+        parts.append(
+            _note(f"no evaluation yet: run <code>selfsup eval knn {d}</code> (or linear, cluster, …) to add one")
+        )
     for name, res in r["evals"].items():
-        parts += [f"<h4>{esc(name.removeprefix('eval_'))} <small>({esc(name)}.json)</small></h4>",
-                  _table(["key", "value"], _flatten(res)) if res else _note("empty result")]
+        parts += [
+            f"<h4>{esc(name.removeprefix('eval_'))} <small>({esc(name)}.json)</small></h4>",
+            _table(["key", "value"], _flatten(res)) if res else _note("empty result"),
+        ]
     parts.append("<h3>Pictures</h3>")
     for p in r["pngs"]:
         data = p.read_bytes()
@@ -257,8 +289,11 @@ def _series(rows: list[dict], key: str, scale: float = 1.0):
     return list(zip(*pts)) if pts else ([], []), xlabel
 
 
-PANELS = [("loss", 1.0, "training loss", "loss"), ("monitor/knn20_top1", 100.0, "online kNN-20 monitor (validation slice of train)", "top-1 (%)"),
-          ("diag/embedding_rank", 1.0, "embedding effective rank", "rank")]
+PANELS = [
+    ("loss", 1.0, "training loss", "loss"),
+    ("monitor/knn20_top1", 100.0, "online kNN-20 monitor (validation slice of train)", "top-1 (%)"),
+    ("diag/embedding_rank", 1.0, "embedding effective rank", "rank"),
+]
 
 
 def _png(fig) -> bytes:

@@ -5,6 +5,7 @@ once (FixMatch, MixMatch, VAT, pseudo-labels; and ``supervised``, the labels-onl
 ``selfsup.semi.train.train_semi`` runs it; ``selfsup semi`` (``semi_classifier``) writes the same
 classifier directory as ``selfsup classify``, which ``selfsup predict`` reads.
 """
+
 from selfsup.semi import fixmatch, mixmatch, pseudolabel, supervised, vat  # noqa: F401  (each file registers its method)
 from selfsup.semi.base import SemiConfig, SemiMethod, create_semi_method, list_semi_methods
 

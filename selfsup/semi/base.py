@@ -6,6 +6,7 @@ labels and mu B unlabelled images, uint8 — into a loss for a classifier (encod
 dataclass (``Config``) and the training settings its paper used (``defaults``: optimiser, learning
 rate, schedule, mu, EMA), which ``SemiConfig`` takes unless the user overrides them.
 """
+
 from __future__ import annotations
 
 import abc
@@ -78,8 +79,9 @@ class Views:
     def _float(self, images: torch.Tensor) -> torch.Tensor:
         x = ops.to_float(images.to(self.device))
         if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True,
-                                                align_corners=False)
+            x = torch.nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False
+            )
         return x
 
     def weak(self, images: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ weakly augmented labelled batch, l_u the masked cross-entropy averaged over all 
 Paper settings (CIFAR-10): tau 0.95, lambda_u 1, mu 7, B 64, SGD with Nesterov momentum 0.9,
 lr 0.03 with cos(7 pi k / 16 K) decay, weight decay 5e-4, an EMA of the weights (0.999) for evaluation.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ mixed unlabelled one: L = L_X + lambda_U L_U. Paper settings: K 2, T 0.5, alpha 
 CIFAR-10 ramped up linearly over the first 16k of ~1M steps, Adam at 0.002 with decoupled weight
 decay 0.02 x lr, constant rate, EMA 0.999 of the weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

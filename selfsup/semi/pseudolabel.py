@@ -8,6 +8,7 @@ L = l_s + alpha(t) l_u, alpha(t) = 0 before T1, alpha_f (t - T1)/(T2 - T1) up to
 Paper: alpha_f 3, T1 100 and T2 600 epochs (here fractions of the steps). ``threshold`` > 0 keeps only
 confident pseudo-labels (the variant of Oliver et al. 2018's comparison; the paper has none).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

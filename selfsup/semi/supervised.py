@@ -4,6 +4,7 @@ The same loop, classifier, weak views (flip and shift), optimiser, schedule and 
 with the unlabelled term removed: l = H(y, p(y | alpha(x))). It draws unlabelled batches like every
 method (the batch order is then the same) but never looks at them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ Read top to bottom: batches are drawn without replacement within each pass over 
 labelled set (few images) cycling many times for each pass over the unlabelled one; every schedule
 is a function of the step, so the same seed trains the same weights on any machine.
 """
+
 from __future__ import annotations
 
 import copy
@@ -33,7 +34,7 @@ class _Cycler:
     def next(self) -> torch.Tensor:
         while len(self.order) < self.size:
             self.order = torch.cat([self.order, torch.randperm(self.n, generator=self.gen)])
-        idx, self.order = self.order[:self.size], self.order[self.size:]
+        idx, self.order = self.order[: self.size], self.order[self.size :]
         return idx
 
 
@@ -43,8 +44,10 @@ def _optimizer(model: Classifier, cfg: SemiConfig) -> torch.optim.Optimizer:
     groups = []
     for part, lr in ((model.encoder, cfg.encoder_lr if cfg.encoder_lr is not None else cfg.lr), (model.head, cfg.lr)):
         params = [p for p in part.parameters() if p.requires_grad]
-        groups += [{"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": cfg.weight_decay},
-                   {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0}]
+        groups += [
+            {"params": [p for p in params if p.ndim > 1], "lr": lr, "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "lr": lr, "weight_decay": 0.0},
+        ]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     if cfg.optimizer == "adamw":  # decoupled decay: p <- p (1 - lr wd), MixMatch's 0.02 x lr
@@ -66,9 +69,19 @@ def accuracy(model: nn.Module, data, spec, batch_size: int = 512, device="cpu", 
     return (logits.argmax(1) == data.labels).float().mean().item()
 
 
-def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled, unlabelled, spec,
-               num_classes: int, test=None, from_scratch: bool = False, device: str | torch.device = "cpu",
-               progress: bool = False) -> tuple[Classifier, dict]:
+def train_semi(
+    method: SemiMethod,
+    cfg: SemiConfig,
+    encoder: nn.Module,
+    labelled,
+    unlabelled,
+    spec,
+    num_classes: int,
+    test=None,
+    from_scratch: bool = False,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> tuple[Classifier, dict]:
     """Train a copy of ``encoder`` plus a linear head with ``method`` on ``labelled`` (ImageDataset with
     labels) and ``unlabelled`` (ImageDataset; its labels, if any, are never read) for ``cfg.steps``.
 
@@ -99,9 +112,17 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
     lab_idx = _Cycler(len(labelled), cfg.batch_size, gen)
     unl_idx = _Cycler(len(unlabelled), cfg.mu * cfg.batch_size, gen)
     y_all = labelled.labels.to(device)
-    steps = Stepper(opt, cfg.steps, lambda step, total: lr_factor(cfg.schedule, step, total), cfg.precision, device,
-                    method.name, f"lower lr (now {cfg.lr}) or use fp32", progress,
-                    method.name + (" (from scratch)" if from_scratch else ""))
+    steps = Stepper(
+        opt,
+        cfg.steps,
+        lambda step, total: lr_factor(cfg.schedule, step, total),
+        cfg.precision,
+        device,
+        method.name,
+        f"lower lr (now {cfg.lr}) or use fp32",
+        progress,
+        method.name + (" (from scratch)" if from_scratch else ""),
+    )
     tail = max(1, cfg.steps // 10)
     sums: dict = {}
     model.train()
@@ -122,11 +143,18 @@ def train_semi(method: SemiMethod, cfg: SemiConfig, encoder: nn.Module, labelled
     train_seconds = time.time() - t0
     keep = (ema if ema is not None else model).eval()
     kw = dict(spec=spec, device=device, precision=cfg.precision)
-    result = {"protocol": "semi-supervised", "method": method.name, "from_scratch": from_scratch,
-              "top1": accuracy(keep, test, **kw) if test is not None and test.labels is not None else None,
-              "train_top1": accuracy(keep, labelled, **kw), "num_labelled": len(labelled),
-              "num_unlabelled": len(unlabelled), "final": {k: float(v) for k, v in sums.items()},
-              "settings": asdict(cfg),
-              "method_settings": asdict(method.cfg), "train_seconds": train_seconds,
-              "seconds": time.time() - t0}
+    result = {
+        "protocol": "semi-supervised",
+        "method": method.name,
+        "from_scratch": from_scratch,
+        "top1": accuracy(keep, test, **kw) if test is not None and test.labels is not None else None,
+        "train_top1": accuracy(keep, labelled, **kw),
+        "num_labelled": len(labelled),
+        "num_unlabelled": len(unlabelled),
+        "final": {k: float(v) for k, v in sums.items()},
+        "settings": asdict(cfg),
+        "method_settings": asdict(method.cfg),
+        "train_seconds": train_seconds,
+        "seconds": time.time() - t0,
+    }
     return keep.cpu(), result

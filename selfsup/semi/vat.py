@@ -8,6 +8,7 @@ smoothness LDS = KL(p(y|x) || p(y|x + r_adv)) to the cross-entropy: L = l_s + al
 settings: one power iteration, xi 1e-6, alpha 1, epsilon 2.0 on MNIST (8.0 for CIFAR-10 with ZCA),
 Adam at 0.001 decayed linearly to 0 over the last third; "VAT + EntMin" adds the prediction entropy.
 """
+
 from __future__ import annotations
 
 import contextlib

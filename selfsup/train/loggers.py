@@ -13,6 +13,7 @@
 Only the main process logs. A tracker that fails mid-run warns once and is dropped: a lost dashboard
 must never lose a training run. A tracker that is not installed is an error before training starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,15 @@ class RunLogger:
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if resume_step is not None and id_file.is_file() else uuid.uuid4().hex[:8]
         id_file.write_text(run_id)
-        self.wandb = wandb.init(project="selfsup", name=run_dir.name, id=run_id, resume="allow", dir=str(run_dir),
-                                config=to_dict(cfg), reinit="create_new")
+        self.wandb = wandb.init(
+            project="selfsup",
+            name=run_dir.name,
+            id=run_id,
+            resume="allow",
+            dir=str(run_dir),
+            config=to_dict(cfg),
+            reinit="create_new",
+        )
 
     def _start_mlflow(self, run_dir: Path, cfg: RunConfig, config_text: str) -> None:
         import os
@@ -138,8 +146,11 @@ class RunLogger:
         try:
             fn()
         except Exception as e:  # a dashboard must never lose a run
-            warnings.warn(f"{name} logging failed ({type(e).__name__}: {e}); it is switched off for this run, "
-                          f"metrics.jsonl still has every row", stacklevel=3)
+            warnings.warn(
+                f"{name} logging failed ({type(e).__name__}: {e}); it is switched off for this run, "
+                f"metrics.jsonl still has every row",
+                stacklevel=3,
+            )
             setattr(self, name, None)
 
     def log(self, row: dict) -> None:

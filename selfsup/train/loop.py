@@ -5,6 +5,7 @@ optional, gradient accumulation, clipping) -> optimiser + schedule -> method.on_
 Writes metrics.jsonl, TensorBoard events and atomic checkpoints; resumes exactly (weights,
 optimiser, RNG streams, data order, position in the epoch).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,11 +80,18 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
     from torch.nn.parallel import DistributedDataParallel
 
     # torch >= 2.14 names it forward_sync_buffers (and deprecates broadcast_buffers)
-    no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-               else "broadcast_buffers")
-    return DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=method.needs.skips_parameters, gradient_as_bucket_view=True,
-                                   **{no_sync: False})
+    no_sync = (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+        else "broadcast_buffers"
+    )
+    return DistributedDataParallel(
+        method,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=method.needs.skips_parameters,
+        gradient_as_bucket_view=True,
+        **{no_sync: False},
+    )
 
 
 def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
@@ -97,10 +105,13 @@ def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
             print(f"imagefolder: training at {cfg.data.image_size} px ({why}); data.image_size=N chooses another")
     if cfg.data.stream:
         if cfg.data.name != "imagefolder":
-            raise TrainingError(f"data.stream=true streams an image folder from disk; {cfg.data.name} is loaded into "
-                                f"memory (it fits): drop data.stream, or use --data imagefolder --data-dir DIR")
-        train = load_imagefolder_stream("train", Path(cfg.data.dir).expanduser() if cfg.data.dir else None,
-                                        cfg.data.image_size)
+            raise TrainingError(
+                f"data.stream=true streams an image folder from disk; {cfg.data.name} is loaded into "
+                f"memory (it fits): drop data.stream, or use --data imagefolder --data-dir DIR"
+            )
+        train = load_imagefolder_stream(
+            "train", Path(cfg.data.dir).expanduser() if cfg.data.dir else None, cfg.data.image_size
+        )
     else:
         train = load_dataset(cfg.data.name, "train", cfg.data.dir, cfg.data.image_size)
     if cfg.data.limit:
@@ -136,20 +147,31 @@ class _Monitor:
             return None
         n_val = min(t.monitor_val, len(train) // 2)  # disjoint: a validation image is never its own neighbour
         val, rest = validation_split(len(train), n_val)
-        bank = rest[:t.monitor_train]
+        bank = rest[: t.monitor_train]
         return cls(train.images[bank], train.labels[bank], train.images[val], train.labels[val])
 
     @torch.no_grad()
     def __call__(self, method, cfg: RunConfig, device, size: int) -> dict:
-        kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, device=device,
-                  precision=cfg.train.precision, channels_last=cfg.train.channels_last)
+        kw = dict(
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            size=size,
+            device=device,
+            precision=cfg.train.precision,
+            channels_last=cfg.train.channels_last,
+        )
         ftr = extract_features(method.evaluated_encoder, self.train_images, **kw)
         fte = extract_features(method.evaluated_encoder, self.test_images, **kw)
         res = knn_accuracy(ftr, self.train_labels, fte, self.test_labels, ks=(20,))
         z = self.embeddings(method, cfg, device, size)
-        return {"monitor/knn20_top1": res["top1"], "diag/feature_std": embedding_std(fte),
-                "diag/feature_rank": effective_rank(fte[:512]), "diag/embedding_std": embedding_std(z),
-                "diag/embedding_rank": effective_rank(z), "diag/embedding_dim": z.shape[1]}
+        return {
+            "monitor/knn20_top1": res["top1"],
+            "diag/feature_std": embedding_std(fte),
+            "diag/feature_rank": effective_rank(fte[:512]),
+            "diag/embedding_std": embedding_std(z),
+            "diag/embedding_rank": effective_rank(z),
+            "diag/embedding_dim": z.shape[1],
+        }
 
     @torch.no_grad()
     def embeddings(self, method, cfg: RunConfig, device, size: int) -> torch.Tensor:
@@ -158,8 +180,10 @@ class _Monitor:
         was = method.training
         method.eval()
         x = eval_view(self.test_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+        with (
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"),
+        ):
             z = method.embedding(x).float().cpu()
         method.train(was)
         return z
@@ -179,8 +203,9 @@ def _set_rng_state(s: dict, gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True,
-        changes: dict | None = None) -> dict:
+def fit(
+    cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar: bool = True, changes: dict | None = None
+) -> dict:
     """Pretrain ``cfg.method`` and return a summary (steps, epochs, last monitor values). The run
     directory is locked while training (RUN_DIR/.lock): a second writer fails at once."""
     run_dir = Path(run_dir)
@@ -188,8 +213,10 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     dist.init_from_env(t_cfg.device)  # a no-op unless torchrun started this process
     check_loggers(t_cfg.loggers)  # a tracker that is not installed fails before anything is written
     if not resume and (run_dir / "checkpoints" / "last").exists():  # as the CLI: never mix two runs in one place
-        raise TrainingError(f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
-                            f"(Python: selfsup.train.resume) or choose another output directory")
+        raise TrainingError(
+            f"{run_dir} already holds a run: continue it with `selfsup pretrain --resume {run_dir}` "
+            f"(Python: selfsup.train.resume) or choose another output directory"
+        )
     dist.barrier()  # every process has checked before rank 0 writes into the run directory
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"--out {run_dir} is a file, not a directory: choose another --out")
@@ -197,8 +224,9 @@ def fit(cfg: RunConfig, run_dir: str | Path, resume: bool = False, progress_bar:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise TrainingError(f"cannot create the run directory {run_dir} ({e.strerror or e}): choose a writable "
-                            f"--out") from None
+        raise TrainingError(
+            f"cannot create the run directory {run_dir} ({e.strerror or e}): choose a writable --out"
+        ) from None
     lock = RunLock(run_dir) if dist.is_main() else contextlib.nullcontext()  # one writer per run directory
     try:
         with lock:
@@ -232,8 +260,10 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         except (OSError, ValueError) as e:
             raise TrainingError(str(e)) from None
         if dist.is_main():
-            print(f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
-                  + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else ""))
+            print(
+                f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
+                + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else "")
+            )
     method = build_method(cfg, train.channels, len(train), side, encoder=encoder)
     method = method.to(device)
     if t_cfg.channels_last:
@@ -244,25 +274,45 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.needs.views)
     texts = None
     if method.needs.text:  # image-text methods (CLIP) get the captions as tokens
-
         if train.captions is None:
-            raise TrainingError(f"{cfg.method_name} trains on image-caption pairs, and {cfg.data.name} has no captions: "
-                                f"use --data captioned-fashion-mnist (or captioned-digits), or an image folder with "
-                                f"a captions.tsv (file name, a tab, the caption)")
+            raise TrainingError(
+                f"{cfg.method_name} trains on image-caption pairs, and {cfg.data.name} has no captions: "
+                f"use --data captioned-fashion-mnist (or captioned-digits), or an image folder with "
+                f"a captions.tsv (file name, a tab, the caption)"
+            )
         texts = tokenize(train.captions, method.cfg.context)
     if cfg.data.stream:  # batches decoded from disk by worker processes (selfsup.data.stream)
-
-        loader = StreamLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(),
-                              dist.world_size(), order_fn=method.epoch_order, texts=texts, workers=cfg.data.workers)
+        loader = StreamLoader(
+            train.images,
+            train.labels,
+            t_cfg.batch_size,
+            t_cfg.seed,
+            dist.rank(),
+            dist.world_size(),
+            order_fn=method.epoch_order,
+            texts=texts,
+            workers=cfg.data.workers,
+        )
     else:
-        loader = InMemoryLoader(train.images, train.labels, t_cfg.batch_size, t_cfg.seed, dist.rank(),
-                                dist.world_size(), order_fn=method.epoch_order, texts=texts)
+        loader = InMemoryLoader(
+            train.images,
+            train.labels,
+            t_cfg.batch_size,
+            t_cfg.seed,
+            dist.rank(),
+            dist.world_size(),
+            order_fn=method.epoch_order,
+            texts=texts,
+        )
     if len(loader) < t_cfg.accumulate:
         raise TrainingError(f"one epoch has {len(loader)} batches, fewer than train.accumulate={t_cfg.accumulate}")
-    optimizer = build_optimizer(method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
+    optimizer = build_optimizer(
+        method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size()
+    )
     monitor = _Monitor.build(train, cfg)
-    epoch_ctx = EpochContext(train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision,
-                             t_cfg.channels_last)
+    epoch_ctx = EpochContext(
+        train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision, t_cfg.channels_last
+    )
     gen = torch.Generator().manual_seed(t_cfg.seed + 1 + 1_000_003 * dist.rank())
 
     # The schedule's length in optimiser steps: train.steps, else epochs x steps per epoch, else (a budget)
@@ -274,8 +324,14 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     budget = parse_duration(t_cfg.budget) if t_cfg.budget and not t_cfg.steps else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
     fixed_steps = t_cfg.steps or (None if budget else t_cfg.epochs * steps_per_epoch)
-    st = {"epoch": 0, "batch_in_epoch": 0, "step": 0, "train_seconds": 0.0, "images_seen": 0,
-          "planned_steps": fixed_steps}
+    st = {
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "step": 0,
+        "train_seconds": 0.0,
+        "images_seen": 0,
+        "planned_steps": fixed_steps,
+    }
     ckpt_dir = run_dir / "checkpoints"
     if resume:
         meta, saved, used = load_checkpoint(ckpt_dir / "last", method, expect={"method": cfg.method_name})
@@ -291,16 +347,20 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         elif dist.world_size() == 1:
             _set_rng_state(saved["state"]["rng"], gen)
         elif dist.is_main():  # another world size: the data split changes anyway, so no exact resume
-            warnings.warn(f"{used} was written by {len(ranks or [0])} process(es), this run has "
-                          f"{dist.world_size()}: resuming the weights and schedule, not the exact random streams",
-                          stacklevel=3)
+            warnings.warn(
+                f"{used} was written by {len(ranks or [0])} process(es), this run has "
+                f"{dist.world_size()}: resuming the weights and schedule, not the exact random streams",
+                stacklevel=3,
+            )
         if "optim.lr" in changes:  # the saved groups carry their base rates; scale them all alike
             old_lr, new_lr = changes["optim.lr"]
             for g in optimizer.param_groups:
                 g["base_lr"] *= new_lr / old_lr
         if dist.is_main():
-            print(f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)"
-                  + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else ""))
+            print(
+                f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)"
+                + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else "")
+            )
 
     def progress() -> float:
         """The schedules' clock, 0 -> 1: step / planned_steps, or, for a budget, the line from its last plan's
@@ -318,9 +378,11 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             return True
         if budget and st["train_seconds"] >= GUARD * budget:
             if dist.is_main() and not guarded:
-                warnings.warn(f"stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
-                              f"{st['planned_steps']} planned: the machine slowed down after the plan was made",
-                              stacklevel=2)
+                warnings.warn(
+                    f"stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
+                    f"{st['planned_steps']} planned: the machine slowed down after the plan was made",
+                    stacklevel=2,
+                )
             guarded.append(True)
             return True
         return st["planned_steps"] is not None and st["step"] >= st["planned_steps"]
@@ -371,9 +433,14 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         # checks only ahead of the plan (a resumed run with a longer budget may be past some of them already)
         st["replans_done"] = sum(f * budget <= elapsed for f in REPLAN_AT)
         if dist.is_main():
-            print(f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
-                  + (", checked against the loop's own rate on the way" if t_cfg.replan else
-                     f" (train.steps={st['planned_steps']} trains the same weights on any machine)"))
+            print(
+                f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
+                + (
+                    ", checked against the loop's own rate on the way"
+                    if t_cfg.replan
+                    else f" (train.steps={st['planned_steps']} trains the same weights on any machine)"
+                )
+            )
 
     def replan_budget() -> None:
         """A shared machine's speed drifts after the probe (measured: a plan of 0.175 s per step, a sustained
@@ -396,8 +463,10 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         st["plan"].append(_plan_entry(st["step"], st["step"] + new_left, rate, progress(), st["train_seconds"]))
         st["planned_steps"] = st["step"] + new_left
         if dist.is_main():
-            print(f"budget {t_cfg.budget}: {rate:.3f} s per step since step {a_step}, {left} steps left planned "
-                  f"-> {new_left} (re-planned at step {st['step']}, {st['train_seconds']:.0f} s)")
+            print(
+                f"budget {t_cfg.budget}: {rate:.3f} s per step since step {a_step}, {left} steps left planned "
+                f"-> {new_left} (re-planned at step {st['step']}, {st['train_seconds']:.0f} s)"
+            )
 
     # The step of the first non-finite loss (-1: none yet), kept on the device: reading a loss on the
     # host every micro-step would stall a GPU, so it is read only where it matters — before a metrics
@@ -409,25 +478,35 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         if dist.all_true(bad < 0):
             return
         saved = (ckpt_dir / "last" / "meta.json").is_file()
-        where = (f"The last good checkpoint is {ckpt_dir / 'last'} (step {read_meta(ckpt_dir / 'last').get('step')})"
-                 if saved else "No checkpoint was written before it")
+        where = (
+            f"The last good checkpoint is {ckpt_dir / 'last'} (step {read_meta(ckpt_dir / 'last').get('step')})"
+            if saved
+            else "No checkpoint was written before it"
+        )
         at = f"at step {bad}" if bad >= 0 else "on another process"
         raise TrainingError(
             f"non-finite loss {at}, epoch {st['epoch']}. {where}. "
-            + (f"Continue from it with a lower learning rate, fp32 or clipping: `selfsup pretrain --resume "
-               f"{run_dir} optim.lr={cfg.optim.lr / 10:g}` (or train.precision=fp32, optim.clip_grad=1.0)"
-               if saved else
-               f"Start again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or "
-               f"optim.clip_grad=1.0, into another --out (or delete {run_dir})"))
+            + (
+                f"Continue from it with a lower learning rate, fp32 or clipping: `selfsup pretrain --resume "
+                f"{run_dir} optim.lr={cfg.optim.lr / 10:g}` (or train.precision=fp32, optim.clip_grad=1.0)"
+                if saved
+                else f"Start again with a lower optim.lr (now {cfg.optim.lr}), train.precision=fp32 or "
+                f"optim.clip_grad=1.0, into another --out (or delete {run_dir})"
+            )
+        )
 
     def checkpoint() -> None:
         check_finite()
         rng = dist.all_gather_object(_rng_state(gen))  # every process's streams, for an exact resume
         if dist.is_main():
             state = {"loop": dict(st), "rng": rng[0], **({"rng_ranks": rng} if len(rng) > 1 else {})}
-            save_checkpoint(ckpt_dir / "last", method, optimizer, state,
-                            checkpoint_meta(cfg, input=spec.as_dict(), num_samples=len(train), step=st["step"],
-                                            epoch=st["epoch"]))
+            save_checkpoint(
+                ckpt_dir / "last",
+                method,
+                optimizer,
+                state,
+                checkpoint_meta(cfg, input=spec.as_dict(), num_samples=len(train), step=st["step"], epoch=st["epoch"]),
+            )
 
     logger = RunLogger(run_dir, cfg, resume_step=st["step"] if resume else None)
     if changes:  # a row of its own, at the step the new settings start
@@ -436,10 +515,14 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=1000 if budget else st["planned_steps"], initial=int(progress() * 1000) if budget else st["step"],
-                   unit="" if budget else "step", dynamic_ncols=True,
-                   bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}" if budget else None,
-                   desc=f"{cfg.method_name}")
+        bar = tqdm(
+            total=1000 if budget else st["planned_steps"],
+            initial=int(progress() * 1000) if budget else st["step"],
+            unit="" if budget else "step",
+            dynamic_ncols=True,
+            bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}" if budget else None,
+            desc=f"{cfg.method_name}",
+        )
     autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=t_cfg.precision == "bf16")
     method.train()
     # checkpoint timing reads the training seconds, which are equal on every process (see below)
@@ -459,8 +542,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 if epoch_logs:
                     # logged at the epoch's first step (step + 1): a resume from this epoch's start then
                     # drops the row with the steps after the checkpoint and logs it again, never twice
-                    logger.log({"step": st["step"] + 1, "epoch": st["epoch"],
-                                **{k: float(v) for k, v in epoch_logs.items()}})
+                    logger.log(
+                        {"step": st["step"] + 1, "epoch": st["epoch"], **{k: float(v) for k, v in epoch_logs.items()}}
+                    )
             if budget and st["planned_steps"] is None:  # a budget turns into a number of steps, once
                 plan_budget(st["train_seconds"], epoch_start_seconds, t0)
                 if done():
@@ -476,7 +560,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                     batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
                 # accumulation: DDP averages gradients only on the micro-batch that ends a step
                 sync = model is method or (micro + 1) % t_cfg.accumulate == 0
-                with torch.autocast(**autocast), (contextlib.nullcontext() if sync else model.no_sync()):
+                with torch.autocast(**autocast), contextlib.nullcontext() if sync else model.no_sync():
                     out = model(batch)  # Method.forward is training_step
                 loss = out.loss
                 first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), st["step"], first_bad))
@@ -508,9 +592,15 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                     check_finite()
                     ips = rate_n / max(1e-9, now - rate_t)
                     rate_t, rate_n = now, 0
-                    row = {"step": st["step"], "epoch": st["epoch"], "loss": loss.item(),
-                           "lr": optimizer.param_groups[0]["lr"], "images_per_s": ips,
-                           "train_seconds": st["train_seconds"], "progress": progress()}
+                    row = {
+                        "step": st["step"],
+                        "epoch": st["epoch"],
+                        "loss": loss.item(),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "images_per_s": ips,
+                        "train_seconds": st["train_seconds"],
+                        "progress": progress(),
+                    }
                     row.update({k: float(v) for k, v in out.logs.items()})
                     logger.log(row)
                     if bar is not None:
@@ -518,8 +608,9 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 if bar is not None:
                     bar.n = int(progress() * 1000) if budget else st["step"]
                     bar.refresh() if st["step"] % 5 == 0 else None
-                if (st["train_seconds"] - last_ckpt > 60 * t_cfg.checkpoint_minutes
-                        or (t_cfg.checkpoint_steps and st["step"] % t_cfg.checkpoint_steps == 0)):
+                if st["train_seconds"] - last_ckpt > 60 * t_cfg.checkpoint_minutes or (
+                    t_cfg.checkpoint_steps and st["step"] % t_cfg.checkpoint_steps == 0
+                ):
                     checkpoint()
                     last_ckpt = st["train_seconds"]
                 if done():
@@ -528,9 +619,16 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             if st["batch_in_epoch"] >= len(loader):  # the epoch ran to its end (also when it ended the run)
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
-                if monitor is not None and t_cfg.monitor_every and st["epoch"] % t_cfg.monitor_every == 0 and not done():
+                if (
+                    monitor is not None
+                    and t_cfg.monitor_every
+                    and st["epoch"] % t_cfg.monitor_every == 0
+                    and not done()
+                ):
                     summary = monitor(method, cfg, device, eval_size(cfg, views.size))
-                    logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
+                    logger.log(
+                        {"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary}
+                    )
                     method.train()
                 if t_cfg.checkpoint_every and st["epoch"] % t_cfg.checkpoint_every == 0:
                     checkpoint()
@@ -548,10 +646,17 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     finally:
         if bar is not None:
             bar.close()
-    summary.update({"steps": st["step"], "planned_steps": st["planned_steps"],
-                    **({"budget_plan": st["plan"]} if "plan" in st else {}),
-                    "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
-                    "train_seconds": st["train_seconds"], "images_seen": st["images_seen"], **_peak_memory(device)})
+    summary.update(
+        {
+            "steps": st["step"],
+            "planned_steps": st["planned_steps"],
+            **({"budget_plan": st["plan"]} if "plan" in st else {}),
+            "epochs": st["epoch"] + st["batch_in_epoch"] / max(1, len(loader)),
+            "train_seconds": st["train_seconds"],
+            "images_seen": st["images_seen"],
+            **_peak_memory(device),
+        }
+    )
     summary.update({f"diag/{k}": st[k] for k in ("initial_embedding_std", "initial_embedding_rank") if k in st})
     logger.close(summary)
     if dist.is_main():
@@ -604,17 +709,26 @@ def _warn_collapse(summary: dict) -> None:
     std0, rank0 = summary.get("diag/initial_embedding_std"), summary.get("diag/initial_embedding_rank")
     if std is not None and dim and std < 0.2 / math.sqrt(dim) and (std0 is None or std < 0.5 * std0):
         at_start = f", {std0:.4f} at initialisation" if std0 is not None else ""
-        warnings.warn(f"embeddings look collapsed (per-dimension std {std:.4f}{at_start}, vs ~{1 / math.sqrt(dim):.4f} "
-                      f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts",
-                      stacklevel=3)
+        warnings.warn(
+            f"embeddings look collapsed (per-dimension std {std:.4f}{at_start}, vs ~{1 / math.sqrt(dim):.4f} "
+            f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts",
+            stacklevel=3,
+        )
     elif rank is not None and rank < 2 and (rank0 is None or rank < 0.5 * rank0):
         at_start = f" ({rank0:.2f} at initialisation)" if rank0 is not None else ""
         warnings.warn(f"effective rank of the embeddings is {rank:.2f}{at_start}: dimensional collapse", stacklevel=3)
 
 
 # what a resumed run may change: its length, and what a non-finite loss asks to change
-RESUME_CHANGES = ("train.epochs", "train.budget", "train.steps", "train.max_steps", "optim.lr", "optim.clip_grad",
-                  "train.precision")
+RESUME_CHANGES = (
+    "train.epochs",
+    "train.budget",
+    "train.steps",
+    "train.max_steps",
+    "optim.lr",
+    "optim.clip_grad",
+    "train.precision",
+)
 PLAN_SKIP, PLAN_STEPS = 2, 8  # a budget's plan: probe steps left out (allocation, first-call costs), then timed
 REPLAN_AT = (0.1, 0.25, 0.5, 0.75, 0.9)  # fractions of a budget at which its plan is checked against the loop's rate
 REPLAN_TOLERANCE = 0.03  # ... and changed when the steps left differ by more than this fraction
@@ -624,8 +738,13 @@ GUARD = 1.5  # a planned budget run stops anyway at this multiple of its budget
 def _plan_entry(step: int, planned: int, rate: float, progress: float, seconds: float) -> dict:
     """One plan of a budget (summary.json's budget_plan): made at ``step`` with ``seconds`` trained and the
     schedules' clock at ``progress``, for ``planned`` steps in all at ``rate`` s per step."""
-    return {"step": step, "planned_steps": planned, "s_per_step": round(rate, 5), "progress": progress,
-            "seconds": seconds}
+    return {
+        "step": step,
+        "planned_steps": planned,
+        "s_per_step": round(rate, 5),
+        "progress": progress,
+        "seconds": seconds,
+    }
 
 
 def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:
@@ -638,16 +757,18 @@ def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:
     layers = [parse_override(c) if isinstance(c, str) else c for c in changes]
     if not layers:
         return fit(cfg, run_dir, resume=True, progress_bar=progress_bar)
-    flat = {f"{sec}.{k}" for layer in layers for sec, v in layer.items()
-            for k in (v if isinstance(v, dict) else {None: v})}
+    flat = {
+        f"{sec}.{k}" for layer in layers for sec, v in layer.items() for k in (v if isinstance(v, dict) else {None: v})
+    }
     refused = sorted(flat - set(RESUME_CHANGES))
     if refused:
-        raise TrainingError(f"--resume cannot change {', '.join(refused)}: a resumed run keeps its method, backbone, "
-                            f"data and views. It may change {', '.join(RESUME_CHANGES)} (and --epochs, --budget); for "
-                            f"anything else start a new run with another --out")
+        raise TrainingError(
+            f"--resume cannot change {', '.join(refused)}: a resumed run keeps its method, backbone, "
+            f"data and views. It may change {', '.join(RESUME_CHANGES)} (and --epochs, --budget); for "
+            f"anything else start a new run with another --out"
+        )
     new = resolve([to_dict(cfg), *layers])
     old_d, new_d = to_dict(cfg), to_dict(new)
-    diff = {k: [old_d[k.split(".")[0]][k.split(".")[1]], new_d[k.split(".")[0]][k.split(".")[1]]]
-            for k in sorted(flat)}
+    diff = {k: [old_d[k.split(".")[0]][k.split(".")[1]], new_d[k.split(".")[0]][k.split(".")[1]]] for k in sorted(flat)}
     diff = {k: v for k, v in diff.items() if v[0] != v[1]}
     return fit(new, run_dir, resume=True, progress_bar=progress_bar, changes=diff)

@@ -1,4 +1,5 @@
 """Optimisers (SGD, LARS, AdamW) and the warm-up + cosine learning-rate schedule."""
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ class LARS(torch.optim.Optimizer):
                     if g["weight_decay"]:
                         d = d.add(p, alpha=g["weight_decay"])
                     w_norm, d_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(d)
-                    trust = torch.where((w_norm > 0) & (d_norm > 0), g["eta"] * w_norm / d_norm, torch.ones_like(w_norm))
+                    trust = torch.where(
+                        (w_norm > 0) & (d_norm > 0), g["eta"] * w_norm / d_norm, torch.ones_like(w_norm)
+                    )
                     d = d.mul(trust)
                 state = self.state[p]
                 if "mu" not in state:

@@ -1,5 +1,6 @@
 """Drawing a run's pictures: a method's ``Picture`` (image rows as tensors) and the training curves.
 The loop saves both at the end of training; curation and the report draw with the same functions."""
+
 from __future__ import annotations
 
 import textwrap

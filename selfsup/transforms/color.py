@@ -4,15 +4,16 @@ Written by hand: torchvision has no Lab conversion, and kornia would be a depend
 formulas. sRGB (D65) -> linear RGB -> XYZ -> Lab, batched on [N, 3, H, W] in [0, 1]; L in [0, 100],
 a and b roughly in [-110, 110].
 """
+
 from __future__ import annotations
 
 import torch
 
 from selfsup.losses.precision import float32_loss as _float32  # autocast off: Lab in bf16 would be off by ~1 L unit
 
-_RGB_TO_XYZ = torch.tensor([[0.412453, 0.357580, 0.180423],
-                            [0.212671, 0.715160, 0.072169],
-                            [0.019334, 0.119193, 0.950227]])
+_RGB_TO_XYZ = torch.tensor(
+    [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
+)
 _WHITE = torch.tensor([0.950456, 1.0, 1.088754])  # D65
 
 
@@ -34,7 +35,7 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     fy = (lab[:, 0] + 16) / 116
     f = torch.stack([fy + lab[:, 1] / 500, fy, fy - lab[:, 2] / 200], dim=1)
     eps = 6 / 29
-    xyz = torch.where(f > eps, f ** 3, (f - 16 / 116) * 3 * eps ** 2) * _WHITE.to(lab.device).view(1, 3, 1, 1)
+    xyz = torch.where(f > eps, f**3, (f - 16 / 116) * 3 * eps**2) * _WHITE.to(lab.device).view(1, 3, 1, 1)
     lin = torch.einsum("oc,nchw->nohw", torch.linalg.inv(_RGB_TO_XYZ).to(lab.device), xyz).clamp(0, 1)
     return torch.where(lin > 0.0031308, 1.055 * lin.clamp_min(1e-12) ** (1 / 2.4) - 0.055, 12.92 * lin).clamp(0, 1)
 
@@ -57,7 +58,7 @@ def soft_encode(ab: torch.Tensor, centres: torch.Tensor, k: int = 5, sigma: floa
     flat = ab.permute(0, 2, 3, 1).reshape(-1, 2)  # [P, 2]
     d2 = torch.cdist(flat, centres.to(ab.device)).pow(2)  # [P, Q]
     near, idx = d2.topk(k, dim=1, largest=False)
-    wts = torch.exp(-near / (2 * sigma ** 2))
+    wts = torch.exp(-near / (2 * sigma**2))
     out = torch.zeros_like(d2).scatter_(1, idx, wts / wts.sum(1, keepdim=True))
     return out.view(n, h, w, -1).permute(0, 3, 1, 2)
 

@@ -17,6 +17,7 @@ The official code bins ``atan2(g_x, g_y)`` (an angle measured from the y axis); 
 the same sets of orientations, ties included, in another order (official bin j = (4 - k) mod 9 for
 bin k here), which a linear head cannot tell apart.
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ what makes the usual pipelines slow on a CPU. Here a whole batch [B, C, H, W] (f
 broadcasted tensor ops. Every random draw comes from an explicit ``torch.Generator`` so that
 a seeded run — and a resumed one — sees the same views.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,15 @@ def _coin(n: int, p: float, gen: torch.Generator | None, device) -> torch.Tensor
     return uniform(n, gen, device) < p
 
 
-def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                        flip_p: float = 0.5, gen: torch.Generator | None = None, return_theta: bool = False):
+def random_resized_crop(
+    x: torch.Tensor,
+    size: int,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    flip_p: float = 0.5,
+    gen: torch.Generator | None = None,
+    return_theta: bool = False,
+):
     """Crop a random area fraction ``scale`` with aspect ``ratio`` from each image, resize it to
     ``size`` and flip it horizontally with probability ``flip_p``. [B,C,H,W] -> [B,C,size,size], as
     torchvision's; a 1-D signal keeps its layout: [B,C,1,T] -> [B,C,1,size] (and [B,C,T,1] likewise).
@@ -62,14 +70,15 @@ def luma(x: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma, [B,3,H,W] -> [B,1,H,W]; identity for one channel."""
     if x.shape[1] == 1:
         return x
-    return (0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3])
+    return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
 
 
 def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     """Hue shift as a rotation of the chroma plane in YIQ space (one 3x3 matrix per image);
     close to an HSV hue shift and far cheaper than converting to HSV and back."""
-    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                          device=x.device, dtype=x.dtype)
+    to_yiq = torch.tensor(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], device=x.device, dtype=x.dtype
+    )
     from_yiq = torch.linalg.inv(to_yiq)
     c, s = torch.cos(angle), torch.sin(angle)
     rot = torch.zeros(x.shape[0], 3, 3, device=x.device, dtype=x.dtype)
@@ -79,8 +88,9 @@ def _rotate_hue(x: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bjhw->bihw", m, x)
 
 
-def color_jitter(x: torch.Tensor, strength=(0.4, 0.4, 0.4, 0.1), p: float = 0.8,
-                 gen: torch.Generator | None = None) -> torch.Tensor:
+def color_jitter(
+    x: torch.Tensor, strength=(0.4, 0.4, 0.4, 0.1), p: float = 0.8, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Brightness, contrast, saturation and hue jitter with per-sample factors, applied to each
     image with probability ``p``. Saturation and hue only act on 3-channel images.
     The order is fixed (b, c, s, h) rather than random as in torchvision: one less draw, and
@@ -109,8 +119,9 @@ def random_grayscale(x: torch.Tensor, p: float = 0.2, gen: torch.Generator | Non
     return torch.where(apply.view(-1, 1, 1, 1), luma(x).expand_as(x), x)
 
 
-def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac: float = 0.1,
-                  gen: torch.Generator | None = None) -> torch.Tensor:
+def gaussian_blur(
+    x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac: float = 0.1, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Gaussian blur with a per-sample sigma, kernel side ~10 % of the image (SimCLR), applied
     with probability ``p``. Separable: two grouped 1-D convolutions with one kernel per image.
     ``sigma`` is in pixels, as in torchvision's GaussianBlur."""
@@ -132,8 +143,9 @@ def gaussian_blur(x: torch.Tensor, p: float = 0.5, sigma=(0.1, 2.0), kernel_frac
     return torch.where(apply.view(-1, 1, 1, 1), y.view(b, c, h, w), x)
 
 
-def solarize(x: torch.Tensor, p: float = 0.2, threshold: float = 0.5,
-             gen: torch.Generator | None = None) -> torch.Tensor:
+def solarize(
+    x: torch.Tensor, p: float = 0.2, threshold: float = 0.5, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Invert pixels above ``threshold`` with probability ``p`` per image (BYOL's second view)."""
     apply = _coin(x.shape[0], p, gen, x.device).view(-1, 1, 1, 1)
     return torch.where(apply & (x >= threshold), 1 - x, x)

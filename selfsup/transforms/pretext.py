@@ -3,6 +3,7 @@
 Batched tensor ops, like selfsup.transforms.ops: every image of a batch draws its own label and
 its own jitter from an explicit generator, in one pass, so a seeded run sees the same tasks.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,16 +31,19 @@ def rotations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 NEIGHBOURS = [(r, c) for r in range(3) for c in range(3) if (r, c) != (1, 1)]
 
 
-def _grid_patches(x: torch.Tensor, cells: torch.Tensor, patch: int, gap: int, jitter: int,
-                  gen: torch.Generator | None) -> torch.Tensor:
+def _grid_patches(
+    x: torch.Tensor, cells: torch.Tensor, patch: int, gap: int, jitter: int, gen: torch.Generator | None
+) -> torch.Tensor:
     """Cut one patch per image: cell (row, col) of a 3x3 grid of ``patch`` px patches ``gap`` px apart,
     each moved by up to ``jitter`` px in x and y; the grid's origin is random per image within the
     room left. x [N,C,H,W], cells [N, K, 2] -> [N, K, C, patch, patch]."""
     n, _, h, w = x.shape
     span = 3 * patch + 2 * gap + 2 * jitter
     if span > min(h, w):
-        raise SelfsupError(f"a 3x3 grid of {patch}-px patches with gap {gap} and jitter {jitter} needs {span} px; "
-                           f"the images are {h}x{w}: lower the patch size or set the method's resize")
+        raise SelfsupError(
+            f"a 3x3 grid of {patch}-px patches with gap {gap} and jitter {jitter} needs {span} px; "
+            f"the images are {h}x{w}: lower the patch size or set the method's resize"
+        )
     k = cells.shape[1]
     oy = torch.randint(0, h - span + 1, (n, 1), generator=gen)
     ox = torch.randint(0, w - span + 1, (n, 1), generator=gen)
@@ -55,8 +59,9 @@ def _grid_patches(x: torch.Tensor, cells: torch.Tensor, patch: int, gap: int, ji
     return x.permute(0, 2, 3, 1)[idx_n, rows[..., :, None], cols[..., None, :]].permute(0, 1, 4, 2, 3)
 
 
-def relative_position_pairs(x: torch.Tensor, patch: int, gap: int, jitter: int,
-                            gen: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def relative_position_pairs(
+    x: torch.Tensor, patch: int, gap: int, jitter: int, gen: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Doersch et al. 2015: the centre patch of a 3x3 grid and one random neighbour; the label says which.
 
     The gap between patches and the per-patch jitter keep the task from being solved by matching
@@ -107,8 +112,9 @@ def min_hamming_distance(perms: torch.Tensor) -> int:
     return int(d.min())
 
 
-def jigsaw_tiles(x: torch.Tensor, perms: torch.Tensor, tile: int, gen: torch.Generator | None = None,
-                 normalise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def jigsaw_tiles(
+    x: torch.Tensor, perms: torch.Tensor, tile: int, gen: torch.Generator | None = None, normalise: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Noroozi & Favaro 2016: cut a 3x3 grid of cells, take a random ``tile`` px crop inside each
     (the jitter that leaves gaps between tiles), shuffle the tiles by a permutation drawn from
     ``perms``, and standardise each tile on its own (so mean brightness or contrast cannot give the
@@ -132,15 +138,16 @@ def jigsaw_tiles(x: torch.Tensor, perms: torch.Tensor, tile: int, gen: torch.Gen
     return tiles, label.to(x.device)
 
 
-def block_masks(n: int, side: int, kind: str, hole: float, blocks: int = 1,
-                gen: torch.Generator | None = None, device=None) -> torch.Tensor:
+def block_masks(
+    n: int, side: int, kind: str, hole: float, blocks: int = 1, gen: torch.Generator | None = None, device=None
+) -> torch.Tensor:
     """Masks [N, 1, side, side], 1 inside the region to inpaint. ``center``: the central square of
     ``hole * side`` px; ``random``: ``blocks`` squares of that side at random places."""
     k = max(1, round(hole * side))
     m = torch.zeros(n, 1, side, side, device=device)
     if kind == "center":
         a = (side - k) // 2
-        m[:, :, a:a + k, a:a + k] = 1
+        m[:, :, a : a + k, a : a + k] = 1
         return m
     if kind != "random":
         raise SelfsupError(f"mask {kind!r}: choose center or random")
@@ -148,8 +155,12 @@ def block_masks(n: int, side: int, kind: str, hole: float, blocks: int = 1,
     for _ in range(blocks):
         top = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
         left = torch.randint(0, side - k + 1, (n, 1, 1), generator=gen).to(device)
-        inside = ((r.view(1, side, 1) >= top) & (r.view(1, side, 1) < top + k)
-                  & (r.view(1, 1, side) >= left) & (r.view(1, 1, side) < left + k))  # [N, side, side]
+        inside = (
+            (r.view(1, side, 1) >= top)
+            & (r.view(1, side, 1) < top + k)
+            & (r.view(1, 1, side) >= left)
+            & (r.view(1, 1, side) < left + k)
+        )  # [N, side, side]
         m = torch.maximum(m, inside.unsqueeze(1).float())
     return m
 

@@ -13,6 +13,7 @@ one magnitude for the whole batch; here each image gets its own pair, and each o
 the sub-batch that drew it (geometric ops as one affine ``grid_sample``), so a batch of 512 costs a
 few dozen tensor ops, not 512 PIL round trips. Input and output: float images in [0, 1], [B,C,H,W].
 """
+
 from __future__ import annotations
 
 import torch
@@ -84,7 +85,7 @@ def identity(x, v):
 def posterize(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """Keep the ``v`` (4-8) most significant bits of each 8-bit value."""
     drop = (8 - v.round()).view(-1, 1, 1, 1)
-    step = 2.0 ** drop
+    step = 2.0**drop
     return torch.floor((x * 255).round() / step) * step / 255
 
 
@@ -140,10 +141,20 @@ def translate_y(x, v):
 
 # FixMatch's RandAugment pool (table 12): op, magnitude range (drawn uniformly per image)
 POOL = (
-    (autocontrast, (0.0, 0.0)), (brightness, (0.05, 0.95)), (color, (0.05, 0.95)), (contrast, (0.05, 0.95)),
-    (equalize, (0.0, 0.0)), (identity, (0.0, 0.0)), (posterize, (4.0, 8.0)), (rotate, (-30.0, 30.0)),
-    (sharpness, (0.05, 0.95)), (shear_x, (-0.3, 0.3)), (shear_y, (-0.3, 0.3)), (solarize, (0.0, 1.0)),
-    (translate_x, (-0.3, 0.3)), (translate_y, (-0.3, 0.3)),
+    (autocontrast, (0.0, 0.0)),
+    (brightness, (0.05, 0.95)),
+    (color, (0.05, 0.95)),
+    (contrast, (0.05, 0.95)),
+    (equalize, (0.0, 0.0)),
+    (identity, (0.0, 0.0)),
+    (posterize, (4.0, 8.0)),
+    (rotate, (-30.0, 30.0)),
+    (sharpness, (0.05, 0.95)),
+    (shear_x, (-0.3, 0.3)),
+    (shear_y, (-0.3, 0.3)),
+    (solarize, (0.0, 1.0)),
+    (translate_x, (-0.3, 0.3)),
+    (translate_y, (-0.3, 0.3)),
 )
 
 
@@ -163,8 +174,9 @@ def rand_augment(x: torch.Tensor, num_ops: int = 2, gen: torch.Generator | None 
     return x
 
 
-def cutout(x: torch.Tensor, max_frac: float = 0.5, fill: float = GRAY,
-           gen: torch.Generator | None = None) -> torch.Tensor:
+def cutout(
+    x: torch.Tensor, max_frac: float = 0.5, fill: float = GRAY, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Fill a square of side ``U(0, max_frac) x side`` centred at a uniform position with ``fill``
     (clipped at the border), one per image."""
     b, _, h, w = x.shape
@@ -172,13 +184,15 @@ def cutout(x: torch.Tensor, max_frac: float = 0.5, fill: float = GRAY,
     cy, cx = uniform(b, gen, x.device, 0, h), uniform(b, gen, x.device, 0, w)
     ys = torch.arange(h, device=x.device).view(1, h, 1) + 0.5
     xs = torch.arange(w, device=x.device).view(1, 1, w) + 0.5
-    inside = ((ys - cy.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2) & \
-             ((xs - cx.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2)  # [B,H,W]
+    inside = ((ys - cy.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2) & (
+        (xs - cx.view(-1, 1, 1)).abs() <= side.view(-1, 1, 1) / 2
+    )  # [B,H,W]
     return torch.where(inside.unsqueeze(1), torch.full_like(x, fill), x)
 
 
-def weak_augment(x: torch.Tensor, translate: float = 0.125, flip_p: float = 0.5,
-                 gen: torch.Generator | None = None) -> torch.Tensor:
+def weak_augment(
+    x: torch.Tensor, translate: float = 0.125, flip_p: float = 0.5, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """Flip with probability ``flip_p`` and translate by up to ``translate`` of each side (FixMatch's
     weak view); the uncovered border is the image reflected, as the papers' pad-and-crop."""
     b = len(x)
@@ -192,8 +206,8 @@ def weak_augment(x: torch.Tensor, translate: float = 0.125, flip_p: float = 0.5,
     return F.grid_sample(x, grid, mode="nearest", padding_mode="reflection", align_corners=False)
 
 
-def strong_augment(x: torch.Tensor, num_ops: int = 2, cutout_frac: float = 0.5, flip_p: float = 0.5,
-                   gen: torch.Generator | None = None) -> torch.Tensor:
+def strong_augment(
+    x: torch.Tensor, num_ops: int = 2, cutout_frac: float = 0.5, flip_p: float = 0.5, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """FixMatch's strong view: the weak view, then RandAugment, then Cutout."""
     return cutout(rand_augment(weak_augment(x, flip_p=flip_p, gen=gen), num_ops, gen), cutout_frac, gen=gen)
-

@@ -3,6 +3,7 @@
 A preset is a set of ``ViewConfig`` defaults; ``views:`` in a recipe overrides single fields.
 ``Views`` applies them to a whole uint8 batch at once, on the batch's device.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,7 @@ from selfsup.errors import SelfsupError
 from selfsup.registry import list_view_presets, register_view_preset, view_preset  # noqa: F401  (public here too)
 from selfsup.transforms import ops
 
+
 @dataclasses.dataclass
 class ViewConfig:
     """Augmentation of each view; two-element tuples hold (view 1, view 2) for asymmetric recipes."""
@@ -24,7 +26,9 @@ class ViewConfig:
     crop_ratio: tuple[float, float] = bounded((3 / 4, 4 / 3), POSITIVE, ordered=True)
     flip_p: float = bounded(0.5, PROB)
     jitter_p: float = bounded(0.8, PROB)
-    jitter: tuple[float, float, float, float] = bounded((0.4, 0.4, 0.4, 0.1), NONNEG)  # brightness, contrast, saturation, hue
+    jitter: tuple[float, float, float, float] = bounded(
+        (0.4, 0.4, 0.4, 0.1), NONNEG
+    )  # brightness, contrast, saturation, hue
     gray_p: float = bounded(0.2, PROB)
     blur_p: tuple[float, float] = bounded((0.5, 0.5), PROB)
     blur_sigma: tuple[float, float] = bounded((0.1, 2.0), POSITIVE, ordered=True)
@@ -37,7 +41,9 @@ class ViewConfig:
     # The defaults (2 global, 0 local) are the classic two views.
     num_global: int = bounded(2, COUNT)
     num_local: int = bounded(0, NONNEG)
-    local_size: int | None = bounded(None, COUNT)  # side of a local crop; None = 96/224 of the global side, the papers' ratio
+    local_size: int | None = bounded(
+        None, COUNT
+    )  # side of a local crop; None = 96/224 of the global side, the papers' ratio
     local_scale: tuple[float, float] = bounded((0.05, 0.14), FRACTION, ordered=True)  # SwAV's; DINO uses (0.05, 0.4)
     local_blur_p: float = bounded(0.5, PROB)
     local_solarize_p: float = bounded(0.0, PROB)
@@ -73,10 +79,26 @@ _PRESETS: dict[str, ViewConfig] = {
     "byol": ViewConfig(jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2)),
     "cmc": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0)),
     "mocov1": ViewConfig(crop_scale=(0.2, 1.0), jitter_p=1.0, jitter=(0.4, 0.4, 0.4, 0.4), blur_p=(0.0, 0.0)),
-    "swav": ViewConfig(crop_scale=(0.14, 1.0), jitter=(0.8, 0.8, 0.8, 0.2), blur_p=(0.5, 0.5),
-                       num_global=2, num_local=6, local_scale=(0.05, 0.14), local_blur_p=0.5),
-    "dino": ViewConfig(crop_scale=(0.4, 1.0), jitter=(0.4, 0.4, 0.2, 0.1), blur_p=(1.0, 0.1), solarize_p=(0.0, 0.2),
-                       num_global=2, num_local=8, local_scale=(0.05, 0.4), local_blur_p=0.5, local_solarize_p=0.0),
+    "swav": ViewConfig(
+        crop_scale=(0.14, 1.0),
+        jitter=(0.8, 0.8, 0.8, 0.2),
+        blur_p=(0.5, 0.5),
+        num_global=2,
+        num_local=6,
+        local_scale=(0.05, 0.14),
+        local_blur_p=0.5,
+    ),
+    "dino": ViewConfig(
+        crop_scale=(0.4, 1.0),
+        jitter=(0.4, 0.4, 0.2, 0.1),
+        blur_p=(1.0, 0.1),
+        solarize_p=(0.0, 0.2),
+        num_global=2,
+        num_local=8,
+        local_scale=(0.05, 0.4),
+        local_blur_p=0.5,
+        local_solarize_p=0.0,
+    ),
     "weak_strong": ViewConfig(crop_scale=(0.2, 1.0), blur_p=(0.0, 0.5), weak=(True, False)),
 }
 
@@ -106,15 +128,28 @@ class Views:
         self.size = cfg.size or image_size
         self.local_size = cfg.local_size or max(1, round(self.size * LOCAL_SIZE_RATIO))
         if cfg.num_global < 1 or cfg.num_local < 0 or cfg.num_global + cfg.num_local < min_views:
-            raise SelfsupError(f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: this method needs at "
-                               f"least {min_views} views and at least one global crop (e.g. views.num_global={max(2, min_views)})")
+            raise SelfsupError(
+                f"views: num_global={cfg.num_global}, num_local={cfg.num_local}: this method needs at "
+                f"least {min_views} views and at least one global crop (e.g. views.num_global={max(2, min_views)})"
+            )
         if cfg.num_local and self.local_size >= self.size:
             # methods tell the crops apart by size, so local crops must be the smaller ones
-            raise SelfsupError(f"views.local_size={self.local_size} must be smaller than the global crop side "
-                               f"{self.size} (multi-crop's local crops are the small ones)")
+            raise SelfsupError(
+                f"views.local_size={self.local_size} must be smaller than the global crop side "
+                f"{self.size} (multi-crop's local crops are the small ones)"
+            )
 
-    def _crop(self, x: torch.Tensor, size: int, scale, blur_p: float, solarize_p: float,
-              gen: torch.Generator | None, weak: bool = False, thetas: list | None = None) -> torch.Tensor:
+    def _crop(
+        self,
+        x: torch.Tensor,
+        size: int,
+        scale,
+        blur_p: float,
+        solarize_p: float,
+        gen: torch.Generator | None,
+        weak: bool = False,
+        thetas: list | None = None,
+    ) -> torch.Tensor:
         c = self.cfg
         v, theta = ops.random_resized_crop(x, size, scale, c.crop_ratio, c.flip_p, gen, return_theta=True)
         if thetas is not None:  # the crop geometry, for methods that declare needs.boxes

@@ -1,4 +1,5 @@
 """Encoders: output shapes, names, torchvision compatibility."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,14 @@ import torchvision
 import selfsup
 from selfsup.backbones import create_backbone, list_backbones
 
-CASES = [("convnet", 0.25, 64), ("resnet10", 0.125, 64), ("resnet18", 0.125, 64), ("resnet18", 0.5, 256),
-         ("resnet34", 0.125, 64), ("resnet50", 0.125, 256)]
+CASES = [
+    ("convnet", 0.25, 64),
+    ("resnet10", 0.125, 64),
+    ("resnet18", 0.125, 64),
+    ("resnet18", 0.5, 256),
+    ("resnet34", 0.125, 64),
+    ("resnet50", 0.125, 256),
+]
 
 
 @pytest.mark.parametrize("name,width,features", CASES)

@@ -1,4 +1,5 @@
 """The conv1d backbone: CPC's strided 1-D encoder, reading [B,C,H,W] as the sequence x.flatten(2)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """TapConv2d: the tap-wise weight gradient equals autograd's through F.conv2d, and the module is nn.Conv2d."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -8,15 +9,18 @@ from selfsup.backbones.resnet import ResNet
 from selfsup.backbones.tap_conv import TapConv2d, use_tap_convs, weight_grad
 
 
-@pytest.mark.parametrize("cin,cout,size,k,stride,pad", [
-    (5, 7, 1, 3, 1, 1),   # 1x1 map: 8 of 9 taps see only padding
-    (5, 7, 2, 3, 2, 1),   # 2x2 -> 1x1 at stride 2
-    (5, 7, 2, 1, 2, 0),   # a downsampling 1x1 convolution
-    (4, 6, 2, 3, 1, 1),
-    (3, 4, 5, 3, 2, 1),   # odd input, stride 2
-    (3, 4, 4, 2, 1, 0),   # even kernel, no padding
-    (2, 3, 6, 5, 1, 2),
-])
+@pytest.mark.parametrize(
+    "cin,cout,size,k,stride,pad",
+    [
+        (5, 7, 1, 3, 1, 1),  # 1x1 map: 8 of 9 taps see only padding
+        (5, 7, 2, 3, 2, 1),  # 2x2 -> 1x1 at stride 2
+        (5, 7, 2, 1, 2, 0),  # a downsampling 1x1 convolution
+        (4, 6, 2, 3, 1, 1),
+        (3, 4, 5, 3, 2, 1),  # odd input, stride 2
+        (3, 4, 4, 2, 1, 0),  # even kernel, no padding
+        (2, 3, 6, 5, 1, 2),
+    ],
+)
 def test_weight_grad_matches_autograd(cin, cout, size, k, stride, pad):
     torch.manual_seed(0)
     x = torch.randn(3, cin, size, size + 1, dtype=torch.float64)

@@ -1,4 +1,5 @@
 """--backbone timm:NAME (any timm model, pooled features) and backbone.weights=FILE (weights a user has)."""
+
 from __future__ import annotations
 
 import pytest
@@ -8,8 +9,21 @@ from selfsup import create_backbone
 from selfsup.backbones.timm_models import load_backbone_weights
 from test_cli import assert_clean_error, run_cli
 
-TINY = ["--data", "digits", "--no-recipe", "--batch-size", "32", "--epochs", "1", "data.limit=64",
-        "train.max_steps=2", "train.monitor_train=0", "train.device=cpu", "method.proj_hidden=32", "method.proj_dim=16"]
+TINY = [
+    "--data",
+    "digits",
+    "--no-recipe",
+    "--batch-size",
+    "32",
+    "--epochs",
+    "1",
+    "data.limit=64",
+    "train.max_steps=2",
+    "train.monitor_train=0",
+    "train.device=cpu",
+    "method.proj_hidden=32",
+    "method.proj_dim=16",
+]
 
 
 def test_a_timm_model_by_name_is_an_encoder():
@@ -26,8 +40,9 @@ def test_pretrain_export_and_classify_with_a_timm_backbone(tmp_path):
     from selfsup.export import load_encoder
     from selfsup.eval.run import load_run
 
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--backbone", "timm:test_resnet", *TINY,
-                          "--out", str(tmp_path / "r")])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--backbone", "timm:test_resnet", *TINY, "--out", str(tmp_path / "r")]
+    )
     assert rc == 0, err
     rc, _, err = run_cli(["export", str(tmp_path / "r"), "--format", "safetensors", "--out", str(tmp_path / "e.st")])
     assert rc == 0, err
@@ -37,8 +52,9 @@ def test_pretrain_export_and_classify_with_a_timm_backbone(tmp_path):
 
 
 def test_a_vit_only_method_refuses_a_timm_cnn(tmp_path):
-    rc, _, err = run_cli(["pretrain", "--method", "mae", "--backbone", "timm:test_resnet", *TINY[:-2],
-                          "--out", str(tmp_path / "r")])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "mae", "--backbone", "timm:test_resnet", *TINY[:-2], "--out", str(tmp_path / "r")]
+    )
     assert_clean_error(rc, err, "mae needs a ViT backbone")
 
 
@@ -51,9 +67,21 @@ def test_pretraining_starts_from_the_weights_file(tmp_path):
     tv = torchvision.models.resnet18()
     tv.conv1 = torch.nn.Conv2d(1, 64, 7, 2, 3, bias=False)  # digits are grey
     torch.save(tv.state_dict(), tmp_path / "tv.pth")
-    rc, out, err = run_cli(["pretrain", "--method", "simclr", "--backbone", "resnet18", "--out", str(tmp_path / "r"),
-                            *TINY, "backbone.small_stem=false", "backbone.weights=" + str(tmp_path / "tv.pth"),
-                            "optim.lr=0"])
+    rc, out, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--backbone",
+            "resnet18",
+            "--out",
+            str(tmp_path / "r"),
+            *TINY,
+            "backbone.small_stem=false",
+            "backbone.weights=" + str(tmp_path / "tv.pth"),
+            "optim.lr=0",
+        ]
+    )
     assert rc == 0, err
     assert "2 classifier tensors left out" in out
     got = load_file(tmp_path / "r" / "checkpoints" / "last" / "model.safetensors")
@@ -61,11 +89,31 @@ def test_pretraining_starts_from_the_weights_file(tmp_path):
         if "conv" in k or "downsample.0" in k:
             assert torch.equal(got[f"encoder.{k}"], v), k
     # a file for another architecture names what does not fit
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--backbone", "resnet18", "--out", str(tmp_path / "r2"),
-                          *TINY, "backbone.weights=" + str(tmp_path / "tv.pth")])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--backbone",
+            "resnet18",
+            "--out",
+            str(tmp_path / "r2"),
+            *TINY,
+            "backbone.weights=" + str(tmp_path / "tv.pth"),
+        ]
+    )
     assert_clean_error(rc, err, "does not fit", "other shapes", "conv1.weight")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--out", str(tmp_path / "r3"), *TINY,
-                          "backbone.weights=" + str(tmp_path / "nope.pth")])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--out",
+            str(tmp_path / "r3"),
+            *TINY,
+            "backbone.weights=" + str(tmp_path / "nope.pth"),
+        ]
+    )
     assert_clean_error(rc, err, "no such file")
 
 
@@ -78,8 +126,22 @@ def test_ema_targets_start_from_the_weights_file_too(tmp_path, method, target):
     w = {k: v.contiguous() for k, v in create_backbone("convnet", in_channels=1, width=0.25).state_dict().items()}
     save_file(w, tmp_path / "w.safetensors")
     heads = ["method.out_dim=32", "method.hidden_dim=32", "method.bottleneck_dim=8"] if method == "dino" else TINY[-2:]
-    rc, _, err = run_cli(["pretrain", "--method", method, "--backbone", "convnet", "--out", str(tmp_path / "r"),
-                          *TINY[:-2], *heads, "backbone.width=0.25", "optim.lr=0", "backbone.weights=" + str(tmp_path / "w.safetensors")])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            method,
+            "--backbone",
+            "convnet",
+            "--out",
+            str(tmp_path / "r"),
+            *TINY[:-2],
+            *heads,
+            "backbone.width=0.25",
+            "optim.lr=0",
+            "backbone.weights=" + str(tmp_path / "w.safetensors"),
+        ]
+    )
     assert rc == 0, err
     got = load_file(tmp_path / "r" / "checkpoints" / "last" / "model.safetensors")
     for k, v in w.items():

@@ -1,5 +1,6 @@
 """The ViT trunk: position embeddings, token entry points, attention maps; and the masking of MAE and
 SimMIM with their learning on digits."""
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,9 @@ def test_mae_masking_and_the_encoder_seeing_visible_patches_only():
     for i in range(3):
         assert not mask[i, keep[i]].any()  # kept patches are the visible ones
     torch.manual_seed(0)
-    m = selfsup.create_method("mae", backbone="vit_micro", in_channels=1, image_size=16, decoder_dim=32,
-                              decoder_depth=1, decoder_heads=4).eval()
+    m = selfsup.create_method(
+        "mae", backbone="vit_micro", in_channels=1, image_size=16, decoder_dim=32, decoder_depth=1, decoder_heads=4
+    ).eval()
     x = torch.randn(2, 1, 16, 16)
     pred, mask, target = m.reconstruct(x, torch.Generator().manual_seed(1))
     assert pred.shape == target.shape == (2, 16, 16) and mask.sum().item() == 2 * 12
@@ -133,15 +135,22 @@ def test_masked_image_modelling_learns_on_digits(tmp_path, name, key):
     from selfsup.train import fit
 
     heads = {"decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4} if name == "mae" else {}
-    layers = [{"method": {"name": name, **heads}, "data": {"name": "digits"},
-               "backbone": {"name": "vit_micro", "patch_size": 2},  # 8-px digits: a 4 x 4 grid of 2-px patches
-               "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0},
-               "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
-               "train": {"batch_size": 128, "epochs": 10, "monitor_train": 0, "log_every": 5, "seed": 0,
-                         "device": "cpu"}}]
+    layers = [
+        {
+            "method": {"name": name, **heads},
+            "data": {"name": "digits"},
+            "backbone": {"name": "vit_micro", "patch_size": 2},  # 8-px digits: a 4 x 4 grid of 2-px patches
+            "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0},
+            "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
+            "train": {"batch_size": 128, "epochs": 10, "monitor_train": 0, "log_every": 5, "seed": 0, "device": "cpu"},
+        }
+    ]
     fit(resolve(layers), tmp_path / "run", progress_bar=False)
-    loss = [json.loads(r)[key] for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-            if key in json.loads(r)]
+    loss = [
+        json.loads(r)[key]
+        for r in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if key in json.loads(r)
+    ]
     print(f"{name}: {key} {loss[0]:.3f} -> {loss[-1]:.3f}")
     assert loss[-1] < 0.7 * loss[0] and math.isfinite(loss[-1])
     png = tmp_path / "run" / "pictures" / f"{name}.png"
@@ -151,8 +160,16 @@ def test_masked_image_modelling_learns_on_digits(tmp_path, name, key):
 def test_mocov3_freezes_the_vit_patch_projection():
     import selfsup
 
-    m = selfsup.create_method("mocov3", backbone="vit_micro", in_channels=1, image_size=16, freeze_patch_embed=True,
-                              proj_hidden=32, proj_dim=16, pred_hidden=32)
+    m = selfsup.create_method(
+        "mocov3",
+        backbone="vit_micro",
+        in_channels=1,
+        image_size=16,
+        freeze_patch_embed=True,
+        proj_hidden=32,
+        proj_dim=16,
+        pred_hidden=32,
+    )
     frozen = {id(p) for p in m.encoder.patch_embed.parameters()}
     assert frozen and all(not p.requires_grad for p in m.encoder.patch_embed.parameters())
     trainable = {id(p) for g in m.param_groups() for p in g["params"]}

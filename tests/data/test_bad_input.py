@@ -92,7 +92,9 @@ def test_non_image_files_are_ignored_and_counted_apart_from_unreadable_ones(tmp_
     put(tmp_path / "sub" / "README", b"no extension")
     put(tmp_path / "bad.png", b"\x89PNG\r\n\x1a\n not really")
     put(tmp_path / ".git" / "config", b"[core]")  # inside a hidden folder: nobody's images, not counted
-    put(tmp_path / "captions.tsv", b"".join(b"good%d.png\tpicture %d\n" % (i, i) for i in range(3)))  # read, not counted
+    put(
+        tmp_path / "captions.tsv", b"".join(b"good%d.png\tpicture %d\n" % (i, i) for i in range(3))
+    )  # read, not counted
     ds, msgs = load_folder(tmp_path, image_size=16)
     assert len(ds) == 3 and ds.captions == ["picture 0", "picture 1", "picture 2"]
     unreadable = [m for m in msgs if "unreadable" in m]
@@ -282,27 +284,33 @@ def test_uint8_float01_float255_and_int_images_load_the_same(tmp_path: Path) -> 
         assert got.dtype == torch.uint8 and torch.equal(got, ref), variant.dtype
 
 
-@pytest.mark.parametrize(("x", "needles"), [
-    (np.full((2, 4, 4), -0.5, np.float32), ["[0, 1] or [0, 255]", "image", "undo any normalisation"]),
-    (np.full((2, 4, 4), 300.0), ["[0, 1] or [0, 255]", "300"]),
-    (np.linspace(0, 1.5, 32).reshape(2, 4, 4), ["neither [0, 1] nor [0, 255]", "np.clip"]),
-    (np.full((2, 4, 4), 4000, np.uint16), ["0..255", "16-bit", "// 257"]),
-    (np.zeros((2, 4, 4), bool), ["unsupported image dtype bool", "uint8"]),
-])
+@pytest.mark.parametrize(
+    ("x", "needles"),
+    [
+        (np.full((2, 4, 4), -0.5, np.float32), ["[0, 1] or [0, 255]", "image", "undo any normalisation"]),
+        (np.full((2, 4, 4), 300.0), ["[0, 1] or [0, 255]", "300"]),
+        (np.linspace(0, 1.5, 32).reshape(2, 4, 4), ["neither [0, 1] nor [0, 255]", "np.clip"]),
+        (np.full((2, 4, 4), 4000, np.uint16), ["0..255", "16-bit", "// 257"]),
+        (np.zeros((2, 4, 4), bool), ["unsupported image dtype bool", "uint8"]),
+    ],
+)
 def test_values_out_of_range_name_the_fix(tmp_path: Path, x: np.ndarray, needles: list[str]) -> None:
     msg = array_error(npz(tmp_path, x=x))
     for n in needles:
         assert n in msg, (n, msg)
 
 
-@pytest.mark.parametrize(("shape", "needles"), [
-    ((0, 8, 8), ["images array is empty", "(0, 8, 8)", "at least one image"]),
-    ((), ["images array is empty", "at least one image"]),
-    ((3, 16), ["(3, 16)", "[N, H, W]", "reshape"]),
-    ((3, 8, 8, 4), ["(3, 8, 8, 4)", "alpha", "x[..., :3]"]),
-    ((3, 2, 8, 8, 1), ["accepted shapes"]),
-    ((3, 5, 8, 8), ["accepted shapes", "C in {1, 3}"]),
-])
+@pytest.mark.parametrize(
+    ("shape", "needles"),
+    [
+        ((0, 8, 8), ["images array is empty", "(0, 8, 8)", "at least one image"]),
+        ((), ["images array is empty", "at least one image"]),
+        ((3, 16), ["(3, 16)", "[N, H, W]", "reshape"]),
+        ((3, 8, 8, 4), ["(3, 8, 8, 4)", "alpha", "x[..., :3]"]),
+        ((3, 2, 8, 8, 1), ["accepted shapes"]),
+        ((3, 5, 8, 8), ["accepted shapes", "C in {1, 3}"]),
+    ],
+)
 def test_wrong_shapes_name_the_accepted_ones(tmp_path: Path, shape: tuple, needles: list[str]) -> None:
     msg = array_error(npz(tmp_path, x=np.zeros(shape, np.uint8)))
     for n in needles:
@@ -312,14 +320,17 @@ def test_wrong_shapes_name_the_accepted_ones(tmp_path: Path, shape: tuple, needl
 X4 = np.zeros((4, 4, 4), np.uint8)
 
 
-@pytest.mark.parametrize(("y", "needles"), [
-    (np.array([0, 1, -1, -2]), ["non-negative", "2 negative", "y[2] = -1"]),
-    (np.array([0.0, 1.5, 1.0, 0.25]), ["whole numbers", "2 of 4 are not", "y[1] = 1.5"]),
-    (np.array([0.0, np.nan, 1.0, 0.0]), ["whole numbers", "y[1] = nan"]),
-    (np.array([0, 1, 1]), ["4 images but 3 y", "one label per image"]),
-    (np.eye(4, 3, dtype=np.int64), ["shape [N]", "(4, 3)", "argmax"]),
-    (np.array(["cat", "dog", "cat", "dog"]), ["must be integers", "class names", "'classes'"]),
-])
+@pytest.mark.parametrize(
+    ("y", "needles"),
+    [
+        (np.array([0, 1, -1, -2]), ["non-negative", "2 negative", "y[2] = -1"]),
+        (np.array([0.0, 1.5, 1.0, 0.25]), ["whole numbers", "2 of 4 are not", "y[1] = 1.5"]),
+        (np.array([0.0, np.nan, 1.0, 0.0]), ["whole numbers", "y[1] = nan"]),
+        (np.array([0, 1, 1]), ["4 images but 3 y", "one label per image"]),
+        (np.eye(4, 3, dtype=np.int64), ["shape [N]", "(4, 3)", "argmax"]),
+        (np.array(["cat", "dog", "cat", "dog"]), ["must be integers", "class names", "'classes'"]),
+    ],
+)
 def test_bad_labels_name_the_index_and_the_fix(tmp_path: Path, y: np.ndarray, needles: list[str]) -> None:
     msg = array_error(npz(tmp_path, x=X4, y=y))
     for n in needles:

@@ -1,4 +1,5 @@
 """The in-memory loader: seeded epoch order, resumable position, disjoint shards; Batch.to."""
+
 from __future__ import annotations
 
 import pytest

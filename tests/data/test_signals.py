@@ -1,4 +1,5 @@
 """The offline `signals` source: synthetic labelled waveforms stored as 8-bit mu-law uint8."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,7 @@ import pytest
 import torch
 
 from selfsup.data import DatasetError, list_datasets, load_dataset
-from selfsup.data.signals import (SIGNALS_CLASSES, SIGNALS_LENGTH, mu_law_decode, mu_law_encode,
-                                  synth_signals)
+from selfsup.data.signals import SIGNALS_CLASSES, SIGNALS_LENGTH, mu_law_decode, mu_law_encode, synth_signals
 
 
 def test_signals_is_listed_deterministic_balanced_and_split():

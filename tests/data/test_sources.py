@@ -106,9 +106,22 @@ class Evil:
 
 
 def test_registry_names() -> None:
-    assert list_datasets() == ["fashion-mnist", "digits", "cifar10", "cifar100", "imagefolder", "array", "signals",
-                               "color-fashion-mnist", "color-digits", "tinted-fashion-mnist", "tinted-digits",
-                               "captioned-fashion-mnist", "captioned-digits", "moving-shapes"]
+    assert list_datasets() == [
+        "fashion-mnist",
+        "digits",
+        "cifar10",
+        "cifar100",
+        "imagefolder",
+        "array",
+        "signals",
+        "color-fashion-mnist",
+        "color-digits",
+        "tinted-fashion-mnist",
+        "tinted-digits",
+        "captioned-fashion-mnist",
+        "captioned-digits",
+        "moving-shapes",
+    ]
     assert set(DATASETS) == set(list_datasets())
 
 

@@ -1,5 +1,6 @@
 """Streamed image folders: the same pixels, batches and order as the in-memory folder, decoded in
 worker processes; unreadable files counted; a streamed run trains and resumes exactly."""
+
 from __future__ import annotations
 
 import warnings
@@ -25,7 +26,7 @@ def make_folder(root: Path, n: int = 48, rgb: bool = False, split: str | None = 
         side = 20 + (i % 5) * 4
         a = rng.integers(0, 100, (side, side, 3) if rgb else (side, side), dtype=np.uint8)
         if cls == "bright":
-            a[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = 230
+            a[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 230
         (base / cls).mkdir(parents=True, exist_ok=True)
         Image.fromarray(a).save(base / cls / f"{i:03d}.png")
     return root
@@ -96,9 +97,18 @@ def test_a_streamed_run_learns_and_resumes_exactly(tmp_path, tiny_config):
 
     root = make_folder(tmp_path / "data", n=64, split="train")
     make_folder(tmp_path / "data", n=32, split="test")
-    over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
-            "data.workers=1", "train.batch_size=16", "train.epochs=2", "train.monitor_train=64",
-            "train.monitor_val=32")
+    over = (
+        "data.name=imagefolder",
+        f"data.dir={root}",
+        "data.image_size=16",
+        "data.limit=null",
+        "data.stream=true",
+        "data.workers=1",
+        "train.batch_size=16",
+        "train.epochs=2",
+        "train.monitor_train=64",
+        "train.monitor_val=32",
+    )
     fit(tiny_config("simclr", *over), tmp_path / "whole", progress_bar=False)
     cfg = tiny_config("simclr", *over, "train.max_steps=5")
     fit(cfg, tmp_path / "cut", progress_bar=False)
@@ -131,8 +141,18 @@ def test_a_streamed_run_is_evaluated_from_the_folder_batch_by_batch(tmp_path, ti
 
     root = make_folder(tmp_path / "data", n=48, split="train")
     make_folder(tmp_path / "data", n=24, split="test")
-    over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
-            "data.workers=0", "train.batch_size=16", "train.epochs=1", "train.monitor_train=48", "train.monitor_val=24")
+    over = (
+        "data.name=imagefolder",
+        f"data.dir={root}",
+        "data.image_size=16",
+        "data.limit=null",
+        "data.stream=true",
+        "data.workers=0",
+        "train.batch_size=16",
+        "train.epochs=1",
+        "train.monitor_train=48",
+        "train.monitor_val=24",
+    )
     fit(tiny_config("simclr", *over), tmp_path / "s", progress_bar=False)
     shutil.copytree(tmp_path / "s", tmp_path / "m")  # the same weights, evaluated from memory
     path = tmp_path / "m" / "config.yaml"
@@ -160,8 +180,16 @@ def test_select_from_a_streamed_run_names_the_files(tmp_path, tiny_config):
     from selfsup.train import fit
 
     root = make_folder(tmp_path / "data", n=32)
-    over = ("data.name=imagefolder", f"data.dir={root}", "data.image_size=16", "data.limit=null", "data.stream=true",
-            "data.workers=0", "train.batch_size=16", "train.max_steps=2")
+    over = (
+        "data.name=imagefolder",
+        f"data.dir={root}",
+        "data.image_size=16",
+        "data.limit=null",
+        "data.stream=true",
+        "data.workers=0",
+        "train.batch_size=16",
+        "train.max_steps=2",
+    )
     fit(tiny_config("simclr", *over), tmp_path / "s", progress_bar=False)
     select_images(tmp_path / "s", 5, tmp_path / "pick.csv")
     rows = list(csv.DictReader(open(tmp_path / "pick.csv")))

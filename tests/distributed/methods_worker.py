@@ -2,6 +2,7 @@
 training loop (``fit``) of every registered method for a few steps in one process group, with a
 checkpoint and a resume. Rank 0 writes OUT/results.json: {method: "ok" | the error}.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,16 +21,40 @@ from selfsup.train import fit, resume
 
 def layers(name: str) -> list[dict]:
     needs = get_method_spec(name).needs
-    data = ("moving-shapes" if needs.video else "color-digits" if needs.color
-            else "captioned-digits" if needs.text else "digits")
+    data = (
+        "moving-shapes"
+        if needs.video
+        else "color-digits"
+        if needs.color
+        else "captioned-digits"
+        if needs.text
+        else "digits"
+    )
     backbone = {"name": "vit_micro", "patch_size": 4} if needs.backbone == "vit" else {"name": "convnet", "width": 0.25}
     # the method's settings of its digits recipe where it has one (sized for a small set: DeepCluster's
     # default k is 10000 and DeepCluster-v2's 3 x 3000, more than the 256 images here), else its defaults
     path = recipe_path(name, "digits")
-    method = {k: v for k, v in yaml.safe_load(path.read_text()).get("method", {}).items() if k != "name"} if path else {}
-    return [{"method": {"name": name, **method}, "data": {"name": data, "limit": 256}, "backbone": backbone,
-             "train": {"batch_size": 16, "epochs": 1, "max_steps": 3, "device": "cpu", "threads": 1,
-                       "monitor_train": 200, "monitor_val": 100, "log_every": 1, "sync_bn": True}}]
+    method = (
+        {k: v for k, v in yaml.safe_load(path.read_text()).get("method", {}).items() if k != "name"} if path else {}
+    )
+    return [
+        {
+            "method": {"name": name, **method},
+            "data": {"name": data, "limit": 256},
+            "backbone": backbone,
+            "train": {
+                "batch_size": 16,
+                "epochs": 1,
+                "max_steps": 3,
+                "device": "cpu",
+                "threads": 1,
+                "monitor_train": 200,
+                "monitor_val": 100,
+                "log_every": 1,
+                "sync_bn": True,
+            },
+        }
+    ]
 
 
 def main(out: Path, names: list[str]) -> None:

@@ -4,6 +4,7 @@ Shared by the torchrun worker (``parity_worker.py``: 2 processes, B rows each) a
 (one process, the same 2B rows): both build the same method from the same seed and the same
 global batch, and each process takes its slice of every view.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,7 @@ MULTI_CROP = {"swav", "dino"}
 
 def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, image_size=SIZE,
-                                 **CASES[name])
+    return selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, image_size=SIZE, **CASES[name])
 
 
 def global_batch(name: str, world: int = 2) -> Batch:

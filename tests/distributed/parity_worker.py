@@ -4,6 +4,7 @@ For every case of parity_cases: one DDP step (SyncBatchNorm on) on this process'
 loss averaged over processes and the DDP-averaged gradients saved by rank 0 to OUT/<name>.pt.
 Then the MoCo queue after one step, and the cross-process shuffled forward, saved the same way.
 """
+
 from __future__ import annotations
 
 import sys
@@ -36,8 +37,9 @@ def main(out: Path) -> None:
     torch.manual_seed(0)
     import selfsup
 
-    moco = selfsup.create_method("mocov2", backbone="convnet", in_channels=1, width=0.25, queue_size=64, dim=16, bn_groups=2,
-                                 mlp_hidden=32)
+    moco = selfsup.create_method(
+        "mocov2", backbone="convnet", in_channels=1, width=0.25, queue_size=64, dim=16, bn_groups=2, mlp_hidden=32
+    )
     model = distribute(moco, cpu)
     batch = pc.shard(pc.global_batch("simclr", w), r, w)
     model(batch).loss.backward()

@@ -3,6 +3,7 @@
 One launch runs every case (parity_worker.py); the tests compare with one process holding the
 whole batch (parity_cases.py builds both from the same seed and data).
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,15 @@ WORLD = 2
 def two_process_results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ddp")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",
-           str(Path(__file__).parent / "parity_worker.py"), str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={WORLD}",
+        str(Path(__file__).parent / "parity_worker.py"),
+        str(out),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
@@ -42,8 +50,9 @@ def test_two_processes_with_b_rows_equal_one_process_with_2b(two_process_results
     assert len(grads) > 4  # the encoder and the head both got gradients
     for k, g in grads.items():
         scale = g.abs().max().item() + 1e-8
-        assert torch.allclose(got["grads"][k], g, rtol=1e-4, atol=1e-5 * scale), \
+        assert torch.allclose(got["grads"][k], g, rtol=1e-4, atol=1e-5 * scale), (
             f"{name}: gradient of {k} differs by {(got['grads'][k] - g).abs().max().item():.3g} (scale {scale:.3g})"
+        )
 
 
 def test_a_distributed_moco_queue_holds_both_processes_keys_in_rank_order(two_process_results):
@@ -60,7 +69,6 @@ def test_the_cross_process_shuffled_forward_returns_each_process_its_own_rows(tw
     assert torch.load(two_process_results / "moco.pt", weights_only=True)["shuffle_ok"] == [True, True]
 
 
-
 def test_sharded_feature_extraction_returns_every_row_in_order(two_process_results):
     from selfsup.nn.features import extract_features
 
@@ -72,21 +80,48 @@ def test_sharded_feature_extraction_returns_every_row_in_order(two_process_resul
 
 def torchrun(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           f"--nproc_per_node={WORLD}", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_torchrun_selfsup_pretrain_then_resume_equals_an_uninterrupted_run(tmp_path):
     """The README's command line under torchrun: rank 0 alone writes the run, the monitor's sharded
     kNN learns, and a run stopped at step 12 and resumed in a new process group ends with the
     weights of one run straight to step 20 (every process's random streams are restored)."""
+
     def pretrain(run: Path, steps: int) -> subprocess.CompletedProcess:
-        return torchrun("-m", "selfsup", "pretrain", "--method", "simclr", "--data", "digits", "--no-recipe",
-                        "--backbone", "convnet", "--epochs", "3", "--batch-size", "32", "--out", str(run),
-                        "backbone.width=0.25", "data.limit=640", "train.device=cpu", "train.threads=1",
-                        "train.monitor_val=300", "train.monitor_every=0", "train.log_every=1",
-                        "train.sync_bn=true", f"train.max_steps={steps}")
+        return torchrun(
+            "-m",
+            "selfsup",
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--no-recipe",
+            "--backbone",
+            "convnet",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "32",
+            "--out",
+            str(run),
+            "backbone.width=0.25",
+            "data.limit=640",
+            "train.device=cpu",
+            "train.threads=1",
+            "train.monitor_val=300",
+            "train.monitor_every=0",
+            "train.log_every=1",
+            "train.sync_bn=true",
+            f"train.max_steps={steps}",
+        )
 
     whole, run = tmp_path / "whole", tmp_path / "run"
     for p in (pretrain(whole, 20), pretrain(run, 12)):

@@ -1,4 +1,5 @@
 """DINO attention maps: the mass thresholding, the IoU, and `selfsup viz attention` on a tiny ViT run."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,10 @@ from selfsup.eval.attention import foreground, iou, mass_mask
 
 def test_mass_mask_keeps_the_fewest_patches_holding_the_mass():
     attn = torch.tensor([[0.5, 0.2], [0.2, 0.1]])
-    assert mass_mask(attn, 0.6).tolist() == [[True, True], [False, False]] or \
-        mass_mask(attn, 0.6).tolist() == [[True, False], [True, False]]  # 0.5 + one of the 0.2s reaches 0.6
+    assert mass_mask(attn, 0.6).tolist() == [[True, True], [False, False]] or mass_mask(attn, 0.6).tolist() == [
+        [True, False],
+        [True, False],
+    ]  # 0.5 + one of the 0.2s reaches 0.6
     assert mass_mask(attn, 0.5).sum() == 1  # 0.5 alone holds half
     assert mass_mask(attn, 0.95).sum() == 4
     uniform = torch.full((3, 4, 4), 1 / 16)
@@ -30,10 +33,31 @@ def test_iou_and_foreground():
 
 def test_viz_attention_on_a_tiny_vit_run(tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["pretrain", "--method", "dino", "--data", "digits", "--backbone", "vit_micro", "--epochs", "1",
-               "--batch-size", "64", "--out", str(run), "backbone.patch_size=2", "views.num_local=0",
-               "backbone.width=1.0", "train.max_steps=3", "train.monitor_train=0", "method.out_dim=256", "method.hidden_dim=64",
-               "method.bottleneck_dim=32"])
+    rc = main(
+        [
+            "pretrain",
+            "--method",
+            "dino",
+            "--data",
+            "digits",
+            "--backbone",
+            "vit_micro",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--out",
+            str(run),
+            "backbone.patch_size=2",
+            "views.num_local=0",
+            "backbone.width=1.0",
+            "train.max_steps=3",
+            "train.monitor_train=0",
+            "method.out_dim=256",
+            "method.hidden_dim=64",
+            "method.bottleneck_dim=32",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     capsys.readouterr()
     assert main(["viz", "attention", str(run), "--images", "50", "--show", "2", "--json"]) == 0

@@ -1,4 +1,5 @@
 """Clustering metrics against hand-made cases."""
+
 from __future__ import annotations
 
 import pytest

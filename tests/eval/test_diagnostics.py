@@ -1,4 +1,5 @@
 """Collapse diagnostics on matrices whose answer is known."""
+
 from __future__ import annotations
 
 import math

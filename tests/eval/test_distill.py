@@ -1,5 +1,6 @@
 """SimCLR v2's distillation step (selfsup.eval.distill): the loss against an explicit computation,
 a student that learns the teacher's predictions without labels, and its checkpoint."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,7 @@ import torch
 
 from selfsup import create_backbone
 from selfsup.data import load_dataset
-from selfsup.eval.distill import (DistillConfig, build_student, distill, distillation_loss, load_student,
-                                  save_student)
+from selfsup.eval.distill import DistillConfig, build_student, distill, distillation_loss, load_student, save_student
 from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier
 
@@ -25,8 +25,9 @@ def test_distillation_loss_matches_an_explicit_sum():
         for i in range(4):  # -sum_y p_T(y|x;tau) log p_S(y|x;tau), averaged over x
             zt = sum(math.exp(t[i, y].item() / tau) for y in range(5))
             zs = sum(math.exp(s[i, y].item() / tau) for y in range(5))
-            expected -= sum(math.exp(t[i, y].item() / tau) / zt * (s[i, y].item() / tau - math.log(zs))
-                            for y in range(5))
+            expected -= sum(
+                math.exp(t[i, y].item() / tau) / zt * (s[i, y].item() / tau - math.log(zs)) for y in range(5)
+            )
         assert distillation_loss(s, t, tau).item() == pytest.approx(expected / 4, rel=1e-5)
 
 
@@ -54,25 +55,31 @@ def test_student_learns_the_teachers_predictions_without_labels(tmp_path):
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     torch.manual_seed(0)
     teacher_encoder = create_backbone("convnet", in_channels=1, width=0.25)
-    teacher, t_res = finetune_classifier(teacher_encoder, train, test, MEAN, STD, 8,
-                                         FinetuneConfig(fraction=0.1, epochs=10, flip_p=0.0))
+    teacher, t_res = finetune_classifier(
+        teacher_encoder, train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, epochs=10, flip_p=0.0)
+    )
     args = dict(name="convnet", in_channels=1, width=0.25, small_stem=True, stem_stride=1)
     student = build_student(args, 10, seed=0)
     unlabelled = train.images  # the student never gets labels: distill takes images only
-    res = distill(teacher, student, unlabelled, test, MEAN, STD, 8,
-                  DistillConfig(epochs=10, batch_size=128, flip_p=0.0))
+    res = distill(
+        teacher, student, unlabelled, test, MEAN, STD, 8, DistillConfig(epochs=10, batch_size=128, flip_p=0.0)
+    )
     print(f"teacher {res['teacher_top1']:.3f}, student {res['student_top1']:.3f}, agreement {res['agreement']:.3f}")
     assert res["teacher_top1"] == pytest.approx(t_res["top1"])
     assert res["agreement"] > 0.75
     assert res["student_top1"] > 0.6
-    assert res["steps"] == 10 * (len(train) // 128) and res["num_unlabelled"] == len(train) and res["temperature"] == 1.0
+    assert (
+        res["steps"] == 10 * (len(train) // 128) and res["num_unlabelled"] == len(train) and res["temperature"] == 1.0
+    )
 
     spec = {"backbone": args, "num_classes": 10, "mean": MEAN, "std": STD, "size": 8}
     path = save_student(student, spec, tmp_path / "out" / "student.safetensors")
     loaded, loaded_spec = load_student(tmp_path / "out")
     assert loaded_spec == spec
     kw = dict(mean=MEAN, std=STD, size=8)
-    torch.testing.assert_close(extract_features(loaded, test.images, **kw), extract_features(student, test.images, **kw))
+    torch.testing.assert_close(
+        extract_features(loaded, test.images, **kw), extract_features(student, test.images, **kw)
+    )
     assert path.is_file()
 
 

@@ -1,4 +1,5 @@
 """2-D embeddings keep neighbourhoods and the plot is written."""
+
 from __future__ import annotations
 
 import pytest

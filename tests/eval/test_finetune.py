@@ -1,5 +1,6 @@
 """The fine-tuning protocol on its own (selfsup.eval.finetune), with a small random-init convnet on
 digits; fine-tuning a pretrained encoder is tested in tests/methods/test_simclrv2.py."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,7 @@ import torch
 
 from selfsup import create_backbone
 from selfsup.data import load_dataset
-from selfsup.eval.finetune import (Classifier, FinetuneConfig, finetune, finetune_classifier, light_augment,
-                                   reinitialise)
+from selfsup.eval.finetune import Classifier, FinetuneConfig, finetune, finetune_classifier, light_augment, reinitialise
 
 MEAN, STD = [0.3], [0.35]
 
@@ -63,8 +63,9 @@ def test_the_semi_loop_recipe_is_the_semi_loops_labels_alone(digits):
     model, res = finetune_classifier(encoder(), train, test, MEAN, STD, 8, cfg)
     method, scfg = create_semi_method("supervised", {"steps": 60, "seed": 0, "flip_p": 0.0})
     lab = train.labelled_subset(0.1, 0)
-    direct, ref = train_semi(method, scfg, encoder(), lab, lab, InputSpec(1, 8, 8, tuple(MEAN), tuple(STD)), 10,
-                             test=test)
+    direct, ref = train_semi(
+        method, scfg, encoder(), lab, lab, InputSpec(1, 8, 8, tuple(MEAN), tuple(STD)), 10, test=test
+    )
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), direct.state_dict().values()))
     assert res["top1"] == ref["top1"] > 0.5 and res["steps"] == 60 and res["protocol"] == "finetune"
     assert res["num_labelled"] == 144 and res["recipe"] == "semi-loop"
@@ -103,10 +104,13 @@ def test_from_scratch_reinitialises_the_same_architecture(digits):
     assert fresh.state_dict().keys() == expected.state_dict().keys()
     bn_w = [k for k in fresh.state_dict() if k.endswith("1.weight")]  # BN gammas: 1 at initialisation
     assert bn_w and all(torch.equal(fresh.state_dict()[k], torch.ones_like(fresh.state_dict()[k])) for k in bn_w)
-    untrained, _ = finetune_classifier(enc, train, test, MEAN, STD, 8, FinetuneConfig(steps=0, from_scratch=True, seed=7))
+    untrained, _ = finetune_classifier(
+        enc, train, test, MEAN, STD, 8, FinetuneConfig(steps=0, from_scratch=True, seed=7)
+    )
     assert all(torch.equal(fresh.state_dict()[k], v) for k, v in untrained.encoder.state_dict().items())
-    res = finetune(enc, train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, steps=20, flip_p=0.0,
-                                                                   from_scratch=True))
+    res = finetune(
+        enc, train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, steps=20, flip_p=0.0, from_scratch=True)
+    )
     assert res["from_scratch"] and res["encoder_lr"] == res["lr"]  # nothing to protect in a random encoder
     assert res["top1"] > 0.3
     assert all(torch.equal(shifted[k], v) for k, v in enc.state_dict().items())  # the caller's weights are intact
@@ -164,8 +168,15 @@ def test_a_vit_is_fine_tuned_with_adamw_and_layer_wise_decay():
 
 def test_vit_fine_tuning_learns(digits):
     train, test = digits
-    res = finetune(vit(), train, test, MEAN, STD, 8, FinetuneConfig(fraction=0.1, steps=40, flip_p=0.0,
-                                                                     from_scratch=True, adamw_lr=2e-3))
+    res = finetune(
+        vit(),
+        train,
+        test,
+        MEAN,
+        STD,
+        8,
+        FinetuneConfig(fraction=0.1, steps=40, flip_p=0.0, from_scratch=True, adamw_lr=2e-3),
+    )
     print(f"random-init vit_micro fine-tuned on 144 digits for 40 steps: {res['top1']:.3f}")
     assert res["top1"] > 0.3 and res["optimizer"].startswith("adamw")  # chance is 0.1
 

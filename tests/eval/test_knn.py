@@ -1,4 +1,5 @@
 """Weighted kNN against a brute-force implementation."""
+
 from __future__ import annotations
 
 import math
@@ -58,8 +59,9 @@ def test_knn_accuracy_reports_every_k_and_is_scale_invariant():
 
 
 def test_knn_on_separated_clusters_is_perfect_and_k_larger_than_bank_is_clamped():
-    ftr = torch.cat([torch.randn(10, 3) * 0.01 + torch.tensor([1.0, 0, 0]),
-                     torch.randn(10, 3) * 0.01 + torch.tensor([0, 1.0, 0])])
+    ftr = torch.cat(
+        [torch.randn(10, 3) * 0.01 + torch.tensor([1.0, 0, 0]), torch.randn(10, 3) * 0.01 + torch.tensor([0, 1.0, 0])]
+    )
     ytr = torch.tensor([0] * 10 + [1] * 10)
     fte = torch.tensor([[2.0, 0.1, 0], [0.1, 3.0, 0]])
     res = knn_accuracy(ftr, ytr, fte, torch.tensor([0, 1]), ks=(200, 5))

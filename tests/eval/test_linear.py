@@ -1,4 +1,5 @@
 """Linear probe on features with a known answer."""
+
 from __future__ import annotations
 
 import torch

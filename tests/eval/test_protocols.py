@@ -1,5 +1,6 @@
 """Every `selfsup eval` protocol from the CLI and from Python on one tiny SimCLR run (digits), and the
 pieces they are made of against explicit computations."""
+
 from __future__ import annotations
 
 import json
@@ -32,15 +33,36 @@ def cli(argv, capsys) -> tuple[int, str, str]:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("protocols") / "run"
-    rc = main(["pretrain", "--method", "simclr", "--data", "digits", "--backbone", "convnet", "--epochs", "2",
-               "--batch-size", "64", "--out", str(run), "backbone.width=0.25", "method.proj_hidden=64",
-               "method.proj_dim=32", "method.temperature=0.5", "train.monitor_train=512", "train.monitor_val=256",
-               "train.log_every=2"])
+    rc = main(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--backbone",
+            "convnet",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--out",
+            str(run),
+            "backbone.width=0.25",
+            "method.proj_hidden=64",
+            "method.proj_dim=32",
+            "method.temperature=0.5",
+            "train.monitor_train=512",
+            "train.monitor_val=256",
+            "train.log_every=2",
+        ]
+    )
     assert rc == 0
     return run
 
 
 # --- the pieces --------------------------------------------------------------------------------
+
 
 def test_corruptions_change_the_input_as_specified():
     g = torch.Generator().manual_seed(0)
@@ -69,9 +91,9 @@ def test_corruptions_change_the_input_as_specified():
     # blur: a point spreads into a Gaussian of the specified sigma, the total intensity is kept
     point = torch.zeros(1, 1, 28, 28, dtype=torch.uint8)
     point[..., 14, 14] = 255
-    blurred = (corrupt(point, "blur", 5).float()[0, 0] / 255)
+    blurred = corrupt(point, "blur", 5).float()[0, 0] / 255
     assert blurred.sum().item() == pytest.approx(1.0, abs=0.1)
-    r2 = ((torch.arange(28) - 14.0) ** 2)
+    r2 = (torch.arange(28) - 14.0) ** 2
     var = (blurred.sum(0) * r2).sum() / blurred.sum()
     assert var.sqrt().item() == pytest.approx(SEVERITIES["blur"][4], rel=0.15)
     with pytest.raises(ValueError, match="choose from"):
@@ -103,14 +125,17 @@ def test_per_dimension_std_flags_dead_dimensions():
     z = torch.randn(500, 8)
     z[:, :2] = 1.0  # two constant dimensions
     s = per_dimension_std(z)
-    assert s["dead_fraction"] == pytest.approx(0.25) and s["ideal"] == pytest.approx(8 ** -0.5)
+    assert s["dead_fraction"] == pytest.approx(0.25) and s["ideal"] == pytest.approx(8**-0.5)
 
 
 def test_time_to_accuracy_reads_the_monitor_clock():
-    rows = [{"step": 10, "loss": 1.0, "train_seconds": 5.0}, {"step": 20, "loss": 1.0, "train_seconds": 9.0},
-            {"step": 20, "epoch": 1, "monitor/knn20_top1": 0.62},  # an older run: no clock on the monitor row
-            {"step": 30, "loss": 1.0, "train_seconds": 14.0},
-            {"step": 40, "epoch": 2, "train_seconds": 20.0, "monitor/knn20_top1": 0.81}]
+    rows = [
+        {"step": 10, "loss": 1.0, "train_seconds": 5.0},
+        {"step": 20, "loss": 1.0, "train_seconds": 9.0},
+        {"step": 20, "epoch": 1, "monitor/knn20_top1": 0.62},  # an older run: no clock on the monitor row
+        {"step": 30, "loss": 1.0, "train_seconds": 14.0},
+        {"step": 40, "epoch": 2, "train_seconds": 20.0, "monitor/knn20_top1": 0.81},
+    ]
     t = time_to_accuracy(rows, levels=(0.5, 0.6, 0.7, 0.8, 0.9))
     assert t == {"0.5": 9.0, "0.6": 9.0, "0.7": 20.0, "0.8": 20.0, "0.9": None}
 
@@ -142,6 +167,7 @@ def test_match_channels():
 
 
 # --- the protocols on a run --------------------------------------------------------------------
+
 
 def test_cluster_and_embed2d_from_the_cli(run, capsys):
     rc, out, err = cli(["eval", "cluster", str(run), "--json"], capsys)
@@ -206,14 +232,41 @@ def test_semi_with_semi_supervised_methods_from_the_cli(run):
     """`eval semi --semi-methods`: each method from the encoder and from scratch, where fine-tuning runs."""
     from test_cli import last_json, run_cli
 
-    rc, out, err = run_cli(["eval", "semi", str(run), "--fractions", "0.1", "--steps", "2", "--semi-methods",
-                            "supervised,fixmatch", "--semi-steps", "40", "--json"])
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "semi",
+            str(run),
+            "--fractions",
+            "0.1",
+            "--steps",
+            "2",
+            "--semi-methods",
+            "supervised,fixmatch",
+            "--semi-steps",
+            "40",
+            "--json",
+        ]
+    )
     assert rc == 0, err
     row = last_json(out)["rows"][0]
     for key in ("supervised", "supervised_scratch", "fixmatch", "fixmatch_scratch"):
         assert 0.3 < row[key] <= 1.0, (key, row[key])  # 144 labels, 40 steps: well above chance (0.1)
-    rc, out, err = run_cli(["eval", "semi", str(run), "--fractions", "0.1", "--steps", "2", "--semi-methods",
-                            "fixmatch", "--semi-steps", "1"])
+    rc, out, err = run_cli(
+        [
+            "eval",
+            "semi",
+            str(run),
+            "--fractions",
+            "0.1",
+            "--steps",
+            "2",
+            "--semi-methods",
+            "fixmatch",
+            "--semi-steps",
+            "1",
+        ]
+    )
     assert rc == 0 and "fixmatch" in out and "(from scratch" in out, err
 
 
@@ -231,7 +284,7 @@ def test_transfer_to_another_dataset(run, tmp_path):
         y = rng.integers(0, 4, n)
         x = rng.integers(0, 60, (n, 16, 16, 3)).astype(np.uint8)
         for i, c in enumerate(y):
-            x[i, (c // 2) * 8:(c // 2) * 8 + 8, (c % 2) * 8:(c % 2) * 8 + 8] += 150
+            x[i, (c // 2) * 8 : (c // 2) * 8 + 8, (c % 2) * 8 : (c % 2) * 8 + 8] += 150
         return x, y
 
     (xtr, ytr), (xte, yte) = make(200), make(100)
@@ -304,8 +357,21 @@ def test_protocol_options_are_checked(run, capsys):
     assert rc == 2 and "eval semi" in err
     with pytest.raises(ValueError, match="choose from"):
         evaluate(run, "nope")
-    assert {"knn", "linear", "finetune", "semi", "cluster", "embed2d", "diagnostics", "robustness", "transfer",
-            "pretext", "efficiency", "zeroshot", "retrieval"} == set(PROTOCOLS)
+    assert {
+        "knn",
+        "linear",
+        "finetune",
+        "semi",
+        "cluster",
+        "embed2d",
+        "diagnostics",
+        "robustness",
+        "transfer",
+        "pretext",
+        "efficiency",
+        "zeroshot",
+        "retrieval",
+    } == set(PROTOCOLS)
 
 
 def test_a_protocol_declares_its_flags_and_the_cli_is_built_from_them(capsys):
@@ -361,7 +427,9 @@ def test_eval_size_encodes_test_images_at_its_own_side(run, tmp_path):
     raw["eval"]["size"] = 16
     (copy / "config.yaml").write_text(yaml.safe_dump(raw))
     ftr16, _, fte16, _, cfg = run_features(copy)
-    assert cfg.eval.size == 16 and [p.name.endswith("-16px.safetensors") for p in (copy / "features").iterdir()] == [True]
+    assert cfg.eval.size == 16 and [p.name.endswith("-16px.safetensors") for p in (copy / "features").iterdir()] == [
+        True
+    ]
     _, method, _ = load_run(copy)
     _, test = labelled_splits(cfg)
     want = extract_features(method.encoder, test.images, cfg.data.mean, cfg.data.std, 16, precision=cfg.train.precision)

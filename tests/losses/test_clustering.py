@@ -1,4 +1,5 @@
 """SwAV's Sinkhorn-Knopp codes and swapped-prediction loss against explicit computations."""
+
 from __future__ import annotations
 
 import math
@@ -129,7 +130,7 @@ def test_distributed_codes_equal_one_big_batch(tmp_path):
     for r in range(WORLD):
         q = torch.load(tmp_path / f"{r}.pt")
         torch.testing.assert_close(q[:8], full[:8], rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(q[8:], full[8 + 6 * r: 8 + 6 * (r + 1)], rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(q[8:], full[8 + 6 * r : 8 + 6 * (r + 1)], rtol=1e-5, atol=1e-7)
 
 
 def test_swapped_prediction_is_float32_under_autocast():

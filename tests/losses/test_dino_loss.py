@@ -1,4 +1,5 @@
 """DINO's loss against the official loop (DINOLoss.forward in facebookresearch/dino, transcribed)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """DINOv2's additions as losses: KoLeo against an explicit nearest-neighbour computation, the
 Sinkhorn-Knopp teacher's balanced targets, and DINO's loss split into targets + cross-entropy."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses.distillation import (centred_softmax, dino_cross_entropy, dino_loss, koleo,
-                                         sinkhorn_knopp_teacher)
+from selfsup.losses.distillation import centred_softmax, dino_cross_entropy, dino_loss, koleo, sinkhorn_knopp_teacher
 
 
 def test_koleo_equals_the_explicit_nearest_neighbour_computation():

@@ -1,4 +1,5 @@
 """NT-Xent across processes (gloo, 2 CPU processes) equals NT-Xent on the whole batch in one process."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,12 +20,21 @@ def _worker(rank: int, init_file: str, out_dir: str, z1: torch.Tensor, z2: torch
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         n = z1.shape[0] // WORLD
-        a = z1[rank * n:(rank + 1) * n].clone().requires_grad_()
-        b = z2[rank * n:(rank + 1) * n].clone().requires_grad_()
+        a = z1[rank * n : (rank + 1) * n].clone().requires_grad_()
+        b = z2[rank * n : (rank + 1) * n].clone().requires_grad_()
         loss, candidates = nt_xent(a, b, tau)
         loss.backward()
-        torch.save({"loss": loss.detach(), "candidates": candidates, "ga": a.grad, "gb": b.grad,
-                    "rank": sdist.rank(), "world": sdist.world_size()}, Path(out_dir) / f"{rank}.pt")
+        torch.save(
+            {
+                "loss": loss.detach(),
+                "candidates": candidates,
+                "ga": a.grad,
+                "gb": b.grad,
+                "rank": sdist.rank(),
+                "world": sdist.world_size(),
+            },
+            Path(out_dir) / f"{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -46,8 +56,8 @@ def test_distributed_nt_xent_equals_one_big_batch(tmp_path):
     # DDP averages gradients over processes: averaged, they are the whole batch's gradients
     h = n // WORLD
     for r, p in enumerate(parts):
-        torch.testing.assert_close(p["ga"] / WORLD, f1.grad[r * h:(r + 1) * h], rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(p["gb"] / WORLD, f2.grad[r * h:(r + 1) * h], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(p["ga"] / WORLD, f1.grad[r * h : (r + 1) * h], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(p["gb"] / WORLD, f2.grad[r * h : (r + 1) * h], rtol=1e-4, atol=1e-6)
 
 
 def test_single_process_helpers_are_identities():

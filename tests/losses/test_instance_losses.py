@@ -1,5 +1,6 @@
 """InstDisc NCE, InvaSpread and SupCon losses against explicit, loop-by-loop float64 computations
 written from the papers' equations (values and gradients)."""
+
 from __future__ import annotations
 
 import math

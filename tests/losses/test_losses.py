@@ -1,4 +1,5 @@
 """Losses against explicit, loop-by-loop reference implementations."""
+
 from __future__ import annotations
 
 import math
@@ -9,8 +10,7 @@ import torch
 from selfsup.losses import infonce_bound, normalized_mse, nt_xent
 
 
-def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: bool = False
-                      ) -> torch.Tensor:
+def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float, decoupled: bool = False) -> torch.Tensor:
     """SimCLR eq. 1 written out: for each of the 2N anchors, -log softmax of its partner among all
     2N - 1 other views (the anchor itself excluded), averaged over the anchors. float64, loops.
     decoupled (DCL, Yeh et al. 2022, eq. 6): the partner is left out of the denominator too."""
@@ -33,9 +33,15 @@ def nt_xent_reference(z1: torch.Tensor, z2: torch.Tensor, temperature: float, de
 
 
 # DCL from two images up: with one image it has no negative (an empty denominator)
-@pytest.mark.parametrize("n,d,tau,decoupled", [(n, d, tau, dcl) for n, d, tau in
-                                               [(1, 3, 0.5), (2, 4, 0.1), (5, 8, 0.5), (8, 16, 0.2), (6, 2, 1.0)]
-                                               for dcl in (False, True) if n > 1 or not dcl])
+@pytest.mark.parametrize(
+    "n,d,tau,decoupled",
+    [
+        (n, d, tau, dcl)
+        for n, d, tau in [(1, 3, 0.5), (2, 4, 0.1), (5, 8, 0.5), (8, 16, 0.2), (6, 2, 1.0)]
+        for dcl in (False, True)
+        if n > 1 or not dcl
+    ],
+)
 def test_nt_xent_matches_double_loop_values_and_gradients(n, d, tau, decoupled):
     g = torch.Generator().manual_seed(n * 100 + d)
     # varied norms: the loss must normalise its inputs
@@ -88,7 +94,9 @@ def test_infonce_bound_is_log_n_minus_loss():
 def normalized_mse_reference(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     rows = []
     for pi, zi in zip(p.double(), z.double()):
-        cos = sum(a * b for a, b in zip(pi, zi)) / (torch.sqrt(sum(a * a for a in pi)) * torch.sqrt(sum(b * b for b in zi)))
+        cos = sum(a * b for a, b in zip(pi, zi)) / (
+            torch.sqrt(sum(a * a for a in pi)) * torch.sqrt(sum(b * b for b in zi))
+        )
         rows.append(2 - 2 * cos)
     return sum(rows) / len(rows)
 
@@ -116,6 +124,7 @@ def test_normalized_mse_range():
 
 def info_nce_reference(q, k, negatives, temperature):
     """MoCo eq. 1 written out per query: -log exp(q.k+/t) / (exp(q.k+/t) + sum_n exp(q.n/t)), cosine."""
+
     def cos(a, b):
         return (a * b).sum() / (a.norm() * b.norm())
 

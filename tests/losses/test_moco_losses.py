@@ -1,5 +1,6 @@
 """MoCo v3's symmetric in-batch loss and NNCLR's neighbour lookup and loss against loop-by-loop
 computations written from the papers' equations."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """CPC's InfoNCE and Deep InfoMax's JSD / InfoNCE estimators against explicit loop-by-loop sums."""
+
 from __future__ import annotations
 
 import math

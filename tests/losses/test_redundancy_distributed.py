@@ -1,5 +1,6 @@
 """Barlow Twins and VICReg across processes (gloo, 2 CPU processes) equal the one-big-batch losses,
 and their gradients, averaged over processes as DDP does, are the one-big-batch gradients."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,7 @@ import torch.multiprocessing as mp
 from selfsup.losses.redundancy import barlow_twins_loss, vicreg_loss
 
 WORLD = 2
-LOSSES = {"barlow": lambda a, b: barlow_twins_loss(a, b, lambd=0.05),
-          "vicreg": lambda a, b: vicreg_loss(a, b)}
+LOSSES = {"barlow": lambda a, b: barlow_twins_loss(a, b, lambd=0.05), "vicreg": lambda a, b: vicreg_loss(a, b)}
 
 
 def _worker(rank: int, init_file: str, out_dir: str, z1: torch.Tensor, z2: torch.Tensor) -> None:
@@ -23,8 +23,8 @@ def _worker(rank: int, init_file: str, out_dir: str, z1: torch.Tensor, z2: torch
         n = z1.shape[0] // WORLD
         out = {}
         for name, fn in LOSSES.items():
-            a = z1[rank * n:(rank + 1) * n].clone().requires_grad_()
-            b = z2[rank * n:(rank + 1) * n].clone().requires_grad_()
+            a = z1[rank * n : (rank + 1) * n].clone().requires_grad_()
+            b = z2[rank * n : (rank + 1) * n].clone().requires_grad_()
             loss, terms = fn(a, b)
             loss.backward()
             out[name] = {"loss": loss.detach(), "terms": terms, "ga": a.grad, "gb": b.grad}
@@ -51,5 +51,5 @@ def test_distributed_redundancy_losses_equal_one_big_batch(tmp_path):
             for k, v in terms.items():
                 assert p[name]["terms"][k].item() == pytest.approx(v.item(), rel=1e-5, abs=1e-7), (name, k)
             # DDP averages gradients over processes: averaged, they are the whole batch's gradients
-            torch.testing.assert_close(p[name]["ga"] / WORLD, f1.grad[r * h:(r + 1) * h], rtol=1e-4, atol=1e-6)
-            torch.testing.assert_close(p[name]["gb"] / WORLD, f2.grad[r * h:(r + 1) * h], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(p[name]["ga"] / WORLD, f1.grad[r * h : (r + 1) * h], rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(p[name]["gb"] / WORLD, f2.grad[r * h : (r + 1) * h], rtol=1e-4, atol=1e-6)

@@ -1,4 +1,5 @@
 """Barlow Twins, VICReg and W-MSE losses against explicit per-element computations; SimSiam's D."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,14 @@ import pytest
 import torch
 
 from selfsup.losses.distillation import negative_cosine
-from selfsup.losses.redundancy import (barlow_twins_loss, batch_standardize, cross_correlation, vicreg_loss, whiten,
-                                       wmse_loss)
+from selfsup.losses.redundancy import (
+    barlow_twins_loss,
+    batch_standardize,
+    cross_correlation,
+    vicreg_loss,
+    whiten,
+    wmse_loss,
+)
 
 
 def _inputs(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,6 +27,7 @@ def _inputs(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------ Barlow Twins
+
 
 def barlow_reference(z1: torch.Tensor, z2: torch.Tensor, lambd: float, eps: float) -> torch.Tensor:
     """Zbontar et al. 2021 eq. 1-2 element by element, float64: C_ij = sum_b a_bi b_bj / N with
@@ -39,7 +47,7 @@ def barlow_reference(z1: torch.Tensor, z2: torch.Tensor, lambd: float, eps: floa
     for i in range(d):
         for j in range(d):
             c_ij = sum(a[i][b] * b_[j][b] for b in range(n)) / n
-            loss = loss + ((1 - c_ij) ** 2 if i == j else lambd * c_ij ** 2)
+            loss = loss + ((1 - c_ij) ** 2 if i == j else lambd * c_ij**2)
     return loss
 
 
@@ -93,6 +101,7 @@ def test_barlow_twins_is_computed_in_float32_under_bf16_autocast():
 
 # ------------------------------------------------------------------------------------ VICReg
 
+
 def vicreg_reference(z1, z2, lam, mu, nu, gamma, eps):
     """Bardes et al. 2022 eq. 1-6 element by element, float64 (variance averaged over the two
     branches, as the authors' code). Returns (loss, s, v, c)."""
@@ -101,8 +110,10 @@ def vicreg_reference(z1, z2, lam, mu, nu, gamma, eps):
 
     def v_and_c(z):
         mean = [sum(z[b, j] for b in range(n)) / n for j in range(d)]
-        cov = [[sum((z[b, i] - mean[i]) * (z[b, j] - mean[j]) for b in range(n)) / (n - 1) for j in range(d)]
-               for i in range(d)]
+        cov = [
+            [sum((z[b, i] - mean[i]) * (z[b, j] - mean[j]) for b in range(n)) / (n - 1) for j in range(d)]
+            for i in range(d)
+        ]
         v = sum(torch.clamp(gamma - torch.sqrt(cov[j][j] + eps), min=0) for j in range(d)) / d
         c = sum(cov[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / d
         return v, c
@@ -146,6 +157,7 @@ def test_vicreg_terms_known_values():
 
 # ------------------------------------------------------------------------------------ whitening / W-MSE
 
+
 @pytest.mark.parametrize("m,d", [(16, 4), (128, 64), (40, 8)])
 def test_whitening_gives_zero_mean_identity_covariance_on_the_sub_batch(m, d):
     g = torch.Generator().manual_seed(m + d)
@@ -169,8 +181,9 @@ def test_whitening_is_the_inverse_cholesky_factor():
     torch.testing.assert_close(w[:, 0], xd[:, 0] / xd[:, 0].std(), rtol=1e-4, atol=1e-5)
     # shrinkage eps: the factor of (1 - eps) Sigma + eps I
     s = (1 - 0.3) * torch.cov(xd.T) + 0.3 * torch.eye(3, dtype=torch.float64)
-    torch.testing.assert_close(whiten(x, eps=0.3).double(), torch.linalg.solve(torch.linalg.cholesky(s), xd.T).T,
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        whiten(x, eps=0.3).double(), torch.linalg.solve(torch.linalg.cholesky(s), xd.T).T, rtol=1e-4, atol=1e-5
+    )
 
 
 def _wmse_reference(z1, z2, w_size, w_iter, seed):
@@ -212,6 +225,7 @@ def test_wmse_is_zero_for_identical_views_and_invariant_to_affine_maps():
 
 
 # ------------------------------------------------------------------------------------ SimSiam's D
+
 
 def test_negative_cosine_value_and_stop_gradient():
     g = torch.Generator().manual_seed(0)

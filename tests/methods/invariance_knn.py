@@ -13,6 +13,7 @@ The recalibrated random encoder scores about 0.55 on it; the trained ones 0.70-0
 
 Usage from a test module in tests/methods/: ``from invariance_knn import train_and_compare``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -68,5 +69,8 @@ def digits_recipe_layers(method: str, seed: int = 0) -> list[dict]:
     """The method's own ``configs/<method>_digits.yaml``, with the test settings of learning.py."""
     from selfsup.config import load_yaml, recipe_path
 
-    return [{"method": {"name": method}, "data": {"name": "digits"}}, load_yaml(recipe_path(method, "digits")),
-            {"train": {"monitor_train": 0, "checkpoint_every": 0, "log_every": 1000, "seed": seed, "device": "cpu"}}]
+    return [
+        {"method": {"name": method}, "data": {"name": "digits"}},
+        load_yaml(recipe_path(method, "digits")),
+        {"train": {"monitor_train": 0, "checkpoint_every": 0, "log_every": 1000, "seed": seed, "device": "cpu"}},
+    ]

@@ -3,6 +3,7 @@ digits, then kNN of the trained encoder against the same architecture at its ran
 
 Usage from a test module in tests/methods/:  ``from learning import digits_recipe, trained_vs_random``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -16,28 +17,46 @@ from selfsup.train.loop import build_method
 
 
 def digits_recipe(method: str, epochs: int, heads: dict) -> list[dict]:
-    return [{
-        "method": {"name": method, **heads},
-        "data": {"name": "digits"},
-        "backbone": {"name": "convnet", "width": 0.5},
-        "views": {"crop_scale": [0.3, 1.0], "flip_p": 0.0, "blur_p": [0.0, 0.0]},
-        "optim": {"name": "lars", "lr": 1.0, "scale_lr": False},
-        "train": {"batch_size": 128, "epochs": epochs, "monitor_train": 0, "checkpoint_every": 0,
-                  "log_every": 1000, "seed": 0, "device": "cpu"},
-    }]
+    return [
+        {
+            "method": {"name": method, **heads},
+            "data": {"name": "digits"},
+            "backbone": {"name": "convnet", "width": 0.5},
+            "views": {"crop_scale": [0.3, 1.0], "flip_p": 0.0, "blur_p": [0.0, 0.0]},
+            "optim": {"name": "lars", "lr": 1.0, "scale_lr": False},
+            "train": {
+                "batch_size": 128,
+                "epochs": epochs,
+                "monitor_train": 0,
+                "checkpoint_every": 0,
+                "log_every": 1000,
+                "seed": 0,
+                "device": "cpu",
+            },
+        }
+    ]
 
 
 def vit_digits_recipe(method: str, epochs: int, heads: dict | None = None) -> list[dict]:
     """A masked-modelling ViT on digits: vit_micro with 2-px patches (a 4 x 4 grid), AdamW, light crops."""
-    return [{
-        "method": {"name": method, **(heads or {})},
-        "data": {"name": "digits"},
-        "backbone": {"name": "vit_micro", "patch_size": 2},
-        "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0},
-        "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
-        "train": {"batch_size": 128, "epochs": epochs, "monitor_train": 0, "checkpoint_every": 0,
-                  "log_every": 1000, "seed": 0, "device": "cpu"},
-    }]
+    return [
+        {
+            "method": {"name": method, **(heads or {})},
+            "data": {"name": "digits"},
+            "backbone": {"name": "vit_micro", "patch_size": 2},
+            "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0},
+            "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
+            "train": {
+                "batch_size": 128,
+                "epochs": epochs,
+                "monitor_train": 0,
+                "checkpoint_every": 0,
+                "log_every": 1000,
+                "seed": 0,
+                "device": "cpu",
+            },
+        }
+    ]
 
 
 def knn(method, cfg, train, test, size: int | None = None) -> dict:
@@ -59,4 +78,3 @@ def trained_vs_random(tmp_path, layers) -> tuple[dict, dict]:
     trained = build_method(cfg, train.channels, n, size)
     trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
     return knn(trained, cfg, train, test, size), knn(random_init, cfg, train, test, size)
-

@@ -3,6 +3,7 @@ for recipes that resize on load (data.image_size), so the kNN sees what the enco
 
 Usage from a test module in tests/methods/:  ``from mi_learning import recipe_layers, trained_vs_random_on``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 entry at a time (neighbours found by brute force, InfoNCE as a log-softmax by hand, the feature term's
 correlations as sums over the batch); the positional encoding against the sinusoid's definition; Q and the
 momentum network change only in on_step_end; the transformer trains at 0.1 of the rate; it learns digits."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,7 @@ SMALL = {"proj_hidden": 32, "proj_dim": 16, "pred_hidden": 32, "queue_size": 40,
 
 def make(**cfg) -> All4One:
     torch.manual_seed(0)
-    return selfsup.create_method("all4one", backbone="convnet", in_channels=1, width=0.25,
-                                 **{**SMALL, **cfg}).train()
+    return selfsup.create_method("all4one", backbone="convnet", in_channels=1, width=0.25, **{**SMALL, **cfg}).train()
 
 
 def batch(seed: int = 0, b: int = 8) -> Batch:
@@ -34,7 +34,14 @@ def batch(seed: int = 0, b: int = 8) -> Batch:
 
 def test_defaults_are_the_authors():
     c = All4OneConfig()
-    assert (c.temperature, c.centroid_temperature, c.neighbours, c.heads, c.layers, c.dropout) == (0.2, 0.1, 5, 8, 3, 0.1)
+    assert (c.temperature, c.centroid_temperature, c.neighbours, c.heads, c.layers, c.dropout) == (
+        0.2,
+        0.1,
+        5,
+        8,
+        3,
+        0.1,
+    )
     assert (c.proj_hidden, c.proj_dim, c.pred_hidden, c.queue_size, c.tau_base) == (2048, 256, 4096, 98304, 0.99)
     assert (c.weights, c.feature_scale, c.transformer_lr_scale) == ((0.5, 0.5, 0.5), 10.0, 0.1)
 
@@ -62,18 +69,22 @@ def paper_loss(m: All4One, views, queue: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         zm = [F.normalize(m.momentum_projector(m.momentum_encoder(x)), dim=1) for x in (x1, x2)]
     # brute-force neighbours: sort Q by cosine, per sample
-    nbr = [torch.stack([queue[sorted(range(len(queue)), key=lambda j: -float(zm[v][i] @ queue[j]))[:k]]
-                        for i in range(n)]) for v in (0, 1)]  # [N, k, D] per view
+    nbr = [
+        torch.stack([queue[sorted(range(len(queue)), key=lambda j: -float(zm[v][i] @ queue[j]))[:k]] for i in range(n)])
+        for v in (0, 1)
+    ]  # [N, k, D] per view
     pe = positional_encoding(k, m.cfg.proj_dim)
     cen = [m.transformer(nbr[v] + pe)[:, 0] for v in (0, 1)]
-    cen_ = [m.transformer(torch.cat([p_[v][:, None], nbr[v][:, :k - 1]], 1) + pe)[:, 0] for v in (0, 1)]
+    cen_ = [m.transformer(torch.cat([p_[v][:, None], nbr[v][:, : k - 1]], 1) + pe)[:, 0] for v in (0, 1)]
     l_cen = (infonce(cen[0], cen_[1], 0.1) + infonce(cen[1], cen_[0], 0.1)) / 2
     l_nn = (infonce(nbr[0][:, 0], p[1], 0.2) + infonce(nbr[1][:, 0], p[0], 0.2)) / 2
     d = z[0].shape[1]
     on, off = [], []
     for a, b in ((zm[0], z[1]), (zm[1], z[0])):
-        c = [[sum(a[s, i] * b[s, j] for s in range(n)) / (a[:, i].norm() * b[:, j].norm()) for j in range(d)]
-             for i in range(d)]
+        c = [
+            [sum(a[s, i] * b[s, j] for s in range(n)) / (a[:, i].norm() * b[:, j].norm()) for j in range(d)]
+            for i in range(d)
+        ]
         on.append(sum((c[i][i] - 1) ** 2 for i in range(d)) / d)
         off.append(sum(c[i][j] ** 2 for i in range(d) for j in range(d) if i != j) / (d * d - d))
     l_feat = 10 * (0.5 * ((on[0] + on[1]) / 2).sqrt() + 0.5 * ((off[0] + off[1]) / 2).sqrt())
@@ -139,10 +150,15 @@ def test_the_transformer_trains_at_a_tenth_of_the_rate():
 
 @pytest.mark.learning
 def test_learns_digits(tmp_path):
-    trained, random = trained_vs_random(tmp_path, digits_recipe(
-        "all4one", 20, {"proj_hidden": 256, "proj_dim": 64, "pred_hidden": 256, "queue_size": 256,
-                        "tau_base": 0.98}))
-    print(f"all4one kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    trained, random = trained_vs_random(
+        tmp_path,
+        digits_recipe(
+            "all4one", 20, {"proj_hidden": 256, "proj_dim": 64, "pred_hidden": 256, "queue_size": 256, "tau_base": 0.98}
+        ),
+    )
+    print(
+        f"all4one kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.05  # seen 0.955 vs 0.880, kNN-20 0.981 vs 0.942
     assert trained["top1_k20"] >= random["top1_k20"] + 0.02

@@ -2,6 +2,7 @@
 token the tokenizer gives that patch, the nearest codebook row found by brute force); the tokenizer's grid is
 the ViT's, it trains only in on_epoch_start (once, then frozen and out of the optimiser) and reconstructs
 digits better than its untrained self; on digits it learns its task (not, in a few epochs, a better kNN)."""
+
 from __future__ import annotations
 
 import pytest
@@ -52,9 +53,18 @@ def test_step_loss_is_eq1_written_out():
     with torch.no_grad():
         z = m.tokenizer.encoder(x)  # [B, D, 4, 4]
         cells = z.permute(0, 2, 3, 1).reshape(len(x), 16, -1)
-        tokens = torch.tensor([[min(range(len(m.tokenizer.codebook)),
-                                    key=lambda k: float((cells[i, j] - m.tokenizer.codebook[k]).pow(2).sum()))
-                                for j in range(16)] for i in range(len(x))])  # brute-force nearest code
+        tokens = torch.tensor(
+            [
+                [
+                    min(
+                        range(len(m.tokenizer.codebook)),
+                        key=lambda k: float((cells[i, j] - m.tokenizer.codebook[k]).pow(2).sum()),
+                    )
+                    for j in range(16)
+                ]
+                for i in range(len(x))
+            ]
+        )  # brute-force nearest code
         h = m.encoder.tokens(x, mask=mask, mask_token=m.mask_token)[:, 1:]
         logits = m.head(h)
     terms = [-torch.log_softmax(logits[i, j], 0)[tokens[i, j]] for i in range(len(x)) for j in range(16) if mask[i, j]]
@@ -75,7 +85,7 @@ def test_the_tokenizer_trains_once_in_the_hook_and_stays_out_of_the_optimiser():
     logs = m.on_epoch_start(0, ctx)
     assert set(logs) == {"tokenizer/recon_mse", "tokenizer/codes_used"} and logs["tokenizer/codes_used"] > 16
     assert logs["tokenizer/recon_mse"] < before / 2  # it learned to reconstruct (untrained: the input's scale)
-    assert m.tokenizer(x).shape == (64, m.encoder.grid ** 2)  # one token per ViT patch
+    assert m.tokenizer(x).shape == (64, m.encoder.grid**2)  # one token per ViT patch
     trained = {k: v.clone() for k, v in m.tokenizer.state_dict().items()}
     assert m.on_epoch_start(1, ctx) is None  # once: later epochs (and a resumed run) keep it
     assert all(torch.equal(v, trained[k]) for k, v in m.tokenizer.state_dict().items())
@@ -117,13 +127,16 @@ def test_beit_learns_its_task_on_digits(tmp_path):
     trained = build_method(cfg, 1, len(train), 8).eval()
     trained.load_state_dict(load_file(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
     untrained = build_method(cfg, 1, len(train), 8).eval()
-    untrained.load_state_dict({k: v for k, v in trained.state_dict().items() if k.startswith("tokenizer.")},
-                              strict=False)  # the same tokens, an untrained ViT
+    untrained.load_state_dict(
+        {k: v for k, v in trained.state_dict().items() if k.startswith("tokenizer.")}, strict=False
+    )  # the same tokens, an untrained ViT
     z = trained.tokenizer(x)  # [N, 16]
     majority = torch.bincount(z.flatten()).max().item() / z.numel()
     mask = trained.mask(len(x), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         acc = [(m.predict(x, mask).argmax(-1)[mask] == z[mask]).float().mean().item() for m in (trained, untrained)]
-    print(f"beit token accuracy {acc[0]:.3f} (untrained {acc[1]:.3f}, most frequent token {majority:.3f}); "
-          f"kNN-200 {trained_knn['top1']:.3f} vs random {random_knn['top1']:.3f}")
+    print(
+        f"beit token accuracy {acc[0]:.3f} (untrained {acc[1]:.3f}, most frequent token {majority:.3f}); "
+        f"kNN-200 {trained_knn['top1']:.3f} vs random {random_knn['top1']:.3f}"
+    )
     assert acc[0] >= 1.25 * majority and acc[0] >= acc[1] + 0.03

@@ -1,5 +1,6 @@
 """CLIP: the loss against an explicit computation, the temperature cap, the character tokenizer,
 captioned data (synthetic and from a captions.tsv), and zero-shot / retrieval after a short run."""
+
 from __future__ import annotations
 
 import json
@@ -87,18 +88,43 @@ def test_zero_shot_and_retrieval_metrics():
 
 def test_clip_trains_on_captioned_digits_and_classifies_zero_shot(tmp_path, capsys):
     run = tmp_path / "run"
-    rc = main(["pretrain", "--method", "clip", "--data", "captioned-digits", "--backbone", "convnet", "--epochs", "15",
-               "--batch-size", "128", "--out", str(run), "backbone.width=0.5", "views.flip_p=0.0",
-               "method.text_width=64", "method.text_layers=2", "method.context=48", "method.embed_dim=64",
-               "optim.name=adamw", "optim.lr=2e-3", "optim.weight_decay=0.01", "optim.scale_lr=false",
-               "train.monitor_train=0"])
+    rc = main(
+        [
+            "pretrain",
+            "--method",
+            "clip",
+            "--data",
+            "captioned-digits",
+            "--backbone",
+            "convnet",
+            "--epochs",
+            "15",
+            "--batch-size",
+            "128",
+            "--out",
+            str(run),
+            "backbone.width=0.5",
+            "views.flip_p=0.0",
+            "method.text_width=64",
+            "method.text_layers=2",
+            "method.context=48",
+            "method.embed_dim=64",
+            "optim.name=adamw",
+            "optim.lr=2e-3",
+            "optim.weight_decay=0.01",
+            "optim.scale_lr=false",
+            "train.monitor_train=0",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     capsys.readouterr()
     assert main(["eval", "zeroshot", str(run), "--prompts", "a photo of a {label}|a {label}", "--json"]) == 0
     zs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["eval", "retrieval", str(run), "--json"]) == 0
     rt = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    print(f"clip on digits: zero-shot top-1 {zs['top1']:.3f} (chance 0.1), retrieval i->t R@5 {rt['image_to_text_r5']:.3f}")
+    print(
+        f"clip on digits: zero-shot top-1 {zs['top1']:.3f} (chance 0.1), retrieval i->t R@5 {rt['image_to_text_r5']:.3f}"
+    )
     assert zs["top1"] > 0.4  # the captions name the digits; chance is 0.1
     assert rt["image_to_text_r5"] > 5 / 360  # above chance for 5 of the 360 test captions
     rc = main(["pretrain", "--method", "clip", "--data", "digits", "--epochs", "1", "--out", str(tmp_path / "nocap")])

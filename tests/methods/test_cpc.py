@@ -7,6 +7,7 @@ Learning, measured on this machine, seeds 0-2 (trained vs the same random initia
   2 epochs; ~14 s with the kNN over 6000 signals): kNN-200 0.808-0.820 vs 0.625-0.709
   (+18.3/+12.6/+11.1), kNN-20 +23.5/+16.2/+15.4.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,7 +66,7 @@ def test_image_pieces_are_half_overlapping_patches_in_row_major_order():
     for b in range(2):
         for i in range(3):
             for j in range(3):
-                assert torch.equal(pieces[b * 9 + i * 3 + j], x[b, :, 2 * i:2 * i + 4, 2 * j:2 * j + 4])
+                assert torch.equal(pieces[b * 9 + i * 3 + j], x[b, :, 2 * i : 2 * i + 4, 2 * j : 2 * j + 4])
     # another side is resized so the grid covers the whole image
     x28 = torch.randn(2, 1, 28, 28)
     resized = F.interpolate(x28, size=(8, 8), mode="bilinear", antialias=True, align_corners=False)
@@ -81,7 +82,7 @@ def test_sequence_segments_follow_time_in_both_layouts():
     assert (n, w) == (7, 1) and pieces.shape == (14, 1, 1, 64)  # hop 32: (256 - 64) / 32 + 1
     for b in range(2):
         for t in range(7):
-            assert torch.equal(pieces[b * 7 + t, 0, 0], seq[b, 0, 0, 32 * t:32 * t + 64])
+            assert torch.equal(pieces[b * 7 + t, 0, 0], seq[b, 0, 0, 32 * t : 32 * t + 64])
     folded = seq.view(2, 1, 16, 16)  # the signals dataset's row-major storage
     assert torch.equal(enc.pieces(folded)[0], pieces)
     with pytest.raises(ValueError, match="segment"):
@@ -107,8 +108,17 @@ def test_mode_auto_follows_the_backbone_and_the_wrapper_returns_the_pooled_conte
 @pytest.mark.parametrize("backbone,shape", [("convnet", (8, 1, 8, 8)), ("conv1d", (8, 1, 1, 512))])
 def test_training_step_logs_the_bound_and_trains_encoder_context_and_predictor(backbone, shape):
     torch.manual_seed(0)
-    m = selfsup.create_method("cpc", backbone=backbone, in_channels=1, width=0.125, grid=3, patch=4, steps=2,
-                              context_hidden=16, context_layers=2)
+    m = selfsup.create_method(
+        "cpc",
+        backbone=backbone,
+        in_channels=1,
+        width=0.125,
+        grid=3,
+        patch=4,
+        steps=2,
+        context_hidden=16,
+        context_layers=2,
+    )
     x = torch.randn(shape)
     batch = Batch(torch.zeros(shape, dtype=torch.uint8), torch.arange(8))
     batch.views = [x, torch.randn(shape)]  # the second view is ignored
@@ -124,19 +134,27 @@ def test_training_step_logs_the_bound_and_trains_encoder_context_and_predictor(b
 
 def test_cpc_learns_digits(tmp_path):
     trained, random = trained_vs_random_on(tmp_path, recipe_layers("cpc", "digits", {"train": {"epochs": 6}}))
-    print(f"cpc digits kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"cpc digits kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.08
     assert trained["top1_k20"] >= random["top1_k20"] + 0.04
     assert trained["top1"] >= 0.75
 
 
 def test_cpc_learns_signals(tmp_path):
-    small = {"backbone": {"width": 0.0625}, "method": {"steps": 4, "context_hidden": 64},
-             "data": {"limit": 1024}, "train": {"batch_size": 32, "epochs": 2}}
+    small = {
+        "backbone": {"width": 0.0625},
+        "method": {"steps": 4, "context_hidden": 64},
+        "data": {"limit": 1024},
+        "train": {"batch_size": 32, "epochs": 2},
+    }
     trained, random = trained_vs_random_on(tmp_path, recipe_layers("cpc", "signals", small))
-    print(f"cpc signals kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"cpc signals kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.06
     assert trained["top1_k20"] >= random["top1_k20"] + 0.08
     assert trained["top1_k20"] >= 0.85
@@ -144,9 +162,24 @@ def test_cpc_learns_signals(tmp_path):
 
 def test_pretrain_cpc_on_signals_with_conv1d_from_the_command_line(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["pretrain", "--method", "cpc", "--data", "signals", "--backbone", "conv1d", "--out", str(out),
-                 "train.max_steps=3", "train.batch_size=16", "train.monitor_train=0", "train.device=cpu",
-                 "backbone.width=0.0625"]) in (0, None)
+    assert main(
+        [
+            "pretrain",
+            "--method",
+            "cpc",
+            "--data",
+            "signals",
+            "--backbone",
+            "conv1d",
+            "--out",
+            str(out),
+            "train.max_steps=3",
+            "train.batch_size=16",
+            "train.monitor_train=0",
+            "train.device=cpu",
+            "backbone.width=0.0625",
+        ]
+    ) in (0, None)
     assert "cpc_signals.yaml" in capsys.readouterr().out  # the recipe (identity views) was used
     rows = [r for r in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in r]
     assert rows and "infonce_bound" in rows[-1]

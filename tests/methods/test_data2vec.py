@@ -1,6 +1,7 @@
 """data2vec: the top-K normalised target against an explicit computation, the loss on masked patches
 only, a teacher that gets no gradient and moves only by EMA in on_step_end, the EMA schedule, and
 learning on digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -72,7 +73,7 @@ def test_loss_is_smooth_l1_on_masked_patches_only():
     with torch.no_grad():
         pred, y = m.predict(x, mask), m.targets(x)
         d = (pred - y).abs()
-        per_elem = torch.where(d < 2.0, 0.5 * d ** 2 / 2.0, d - 0.5 * 2.0)  # smooth L1, beta 2
+        per_elem = torch.where(d < 2.0, 0.5 * d**2 / 2.0, d - 0.5 * 2.0)  # smooth L1, beta 2
         explicit = per_elem[mask].mean()
     torch.manual_seed(3)  # the same mask again
     out = m.training_step(batch(x))
@@ -88,7 +89,9 @@ def test_loss_is_smooth_l1_on_masked_patches_only():
     hook.remove()
     l2 = make(loss_beta=0.0).eval()  # beta 0: the L2 loss
     torch.manual_seed(3)
-    torch.testing.assert_close(l2.training_step(batch(x)).loss, ((l2.predict(x, mask) - l2.targets(x)) ** 2)[mask].mean())
+    torch.testing.assert_close(
+        l2.training_step(batch(x)).loss, ((l2.predict(x, mask) - l2.targets(x)) ** 2)[mask].mean()
+    )
 
 
 def test_masks_are_blocks_of_sixty_percent():
@@ -142,7 +145,9 @@ def test_data2vec_learns_on_digits(tmp_path):
 
     layers = vit_digits_recipe("data2vec", 3, {"top_k": 3, "ema_decay": 0.99, "ema_end_decay": 0.999})
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"data2vec kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"data2vec kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.08
     assert trained["top1_k20"] >= random["top1_k20"] + 0.06

@@ -1,6 +1,7 @@
 """DeepCluster: k-means wrapper, the paper's empty-cluster rule, uniform sampling over clusters
 (the generic ``epoch_order`` hook), the per-epoch k-means in ``on_epoch_start``, its NMI log,
 exact resume, and learning on digits."""
+
 from __future__ import annotations
 
 import json
@@ -93,8 +94,9 @@ def test_empty_cluster_takes_a_perturbed_copy_of_a_donor_and_half_of_its_points(
 
 def test_empty_clusters_from_identical_points_get_half_of_the_donor():
     x = torch.ones(8, 3)  # identical points: the hyperplane cannot split them, so half move
-    c, a, n = split_empty_clusters(x, torch.zeros(4, 3), torch.zeros(8, dtype=torch.long),
-                                   torch.Generator().manual_seed(0))
+    c, a, n = split_empty_clusters(
+        x, torch.zeros(4, 3), torch.zeros(8, dtype=torch.long), torch.Generator().manual_seed(0)
+    )
     assert n == 3 and (torch.bincount(a, minlength=4) > 0).all()
     # end to end: k-means of 12 points with only 3 distinct values into 6 clusters leaves some empty
     pts = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]).repeat(4, 1)
@@ -147,8 +149,9 @@ def test_loader_uses_the_epoch_order_hook():
 
 def make(k=8, n=64, **cfg):
     torch.manual_seed(0)
-    return selfsup.create_method("deepcluster", backbone="convnet", in_channels=1, width=0.25, num_samples=n,
-                                 num_clusters=k, **cfg)
+    return selfsup.create_method(
+        "deepcluster", backbone="convnet", in_channels=1, width=0.25, num_samples=n, num_clusters=k, **cfg
+    )
 
 
 def context(n=64):
@@ -241,11 +244,14 @@ def test_nmi_between_consecutive_clusterings_is_logged_every_epoch(tiny_config, 
     assert all(0 <= r["pseudo_acc"] <= 1 for r in rows if "loss" in r)
 
 
-@pytest.mark.parametrize("stop,every_step", [
-    (6, True),   # mid-epoch 1: after the second k-means, inside a uniform-over-clusters order
-    (4, True),   # at the epoch boundary: the k-means of epoch 1 is redone from the restored RNG
-    (7, False),  # resumed from the end of epoch 1, three steps and a k-means redone
-])
+@pytest.mark.parametrize(
+    "stop,every_step",
+    [
+        (6, True),  # mid-epoch 1: after the second k-means, inside a uniform-over-clusters order
+        (4, True),  # at the epoch boundary: the k-means of epoch 1 is redone from the restored RNG
+        (7, False),  # resumed from the end of epoch 1, three steps and a k-means redone
+    ],
+)
 def test_resumed_deepcluster_equals_uninterrupted(tiny_config, tmp_path, monkeypatch, stop, every_step):
     fit(tiny_config("deepcluster", *OVERRIDES), tmp_path / "a", progress_bar=False)
     minutes = "train.checkpoint_minutes=1.0e-6" if every_step else "train.checkpoint_minutes=1000"
@@ -280,7 +286,9 @@ def test_deepcluster_learns_digits(tmp_path):
     layers = digits_recipe("deepcluster", 20, {"num_clusters": 100})
     layers.append({"optim": {"lr": 0.3}, "views": {"jitter_p": 0.0, "gray_p": 0.0}})
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"deepcluster kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"deepcluster kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.04
     assert trained["top1"] >= 0.90

@@ -1,6 +1,7 @@
 """DeepCluster-v2: spherical k-means as the official cluster_memory, the loss against an explicit
 computation, the memory and the prototypes changed only in the hooks, exact resume, and learning on
 digits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,9 @@ N = 40  # images in the toy training set
 
 def make(**cfg):
     torch.manual_seed(0)
-    return selfsup.create_method("deepclusterv2", backbone="convnet", in_channels=1, width=0.25, num_samples=N,
-                                 **{**HEADS, **cfg})
+    return selfsup.create_method(
+        "deepclusterv2", backbone="convnet", in_channels=1, width=0.25, num_samples=N, **{**HEADS, **cfg}
+    )
 
 
 def images(n=N, seed=0):
@@ -95,8 +97,12 @@ def test_loss_equals_the_official_computation():
     assert len(b.views) == 4
     out = m.training_step(b)
     with torch.no_grad():
-        z = torch.cat([F.normalize(m.projector(m.encoder(torch.cat(b.views[:2]))), dim=1),
-                       F.normalize(m.projector(m.encoder(torch.cat(b.views[2:]))), dim=1)])
+        z = torch.cat(
+            [
+                F.normalize(m.projector(m.encoder(torch.cat(b.views[:2]))), dim=1),
+                F.normalize(m.projector(m.encoder(torch.cat(b.views[2:]))), dim=1),
+            ]
+        )
     loss = 0
     for h, c in enumerate(m.prototypes()):
         scores = z @ c.T / m.cfg.temperature
@@ -157,8 +163,14 @@ def test_needs_its_global_crops():
 def test_resumes_exactly(tiny_config, tmp_path, monkeypatch, stop):
     """Interrupted and resumed, the memory, prototypes, assignments and weights equal an uninterrupted
     run's: the k-means draws come from the checkpointed RNG and the memory is a buffer."""
-    overrides = ("train.epochs=3", "train.checkpoint_minutes=1.0e-6", "method.num_prototypes=[10,10]",
-                 "method.proj_hidden=32", "method.proj_dim=16", "train.monitor_every=0")
+    overrides = (
+        "train.epochs=3",
+        "train.checkpoint_minutes=1.0e-6",
+        "method.num_prototypes=[10,10]",
+        "method.proj_hidden=32",
+        "method.proj_dim=16",
+        "train.monitor_every=0",
+    )
     fit(tiny_config("deepclusterv2", *overrides), tmp_path / "a", progress_bar=False)
     with monkeypatch.context() as m:
         interrupt_after(m, stop)
@@ -176,9 +188,12 @@ def test_deepclusterv2_learns_digits(tmp_path):
     """20 epochs, 3 x 100 prototypes, 2 + 2 crops (configs/deepclusterv2_digits.yaml). Seen (2026-12-06):
     kNN-200 trained vs random init, seed 0 0.933 vs 0.880, seed 1 0.944 vs 0.844, seed 2 0.936 vs 0.827."""
     layers = digits_recipe("deepclusterv2", 20, {"proj_hidden": 256, "proj_dim": 64, "num_prototypes": [100, 100, 100]})
-    layers[0] = deep_merge(layers[0], {"views": {"num_local": 2, "local_size": 6, "local_scale": [0.3, 0.7],
-                                                 "local_blur_p": 0.0}})
+    layers[0] = deep_merge(
+        layers[0], {"views": {"num_local": 2, "local_size": 6, "local_scale": [0.3, 0.7], "local_blur_p": 0.0}}
+    )
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"deepclusterv2 kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"deepclusterv2 kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.04

@@ -1,6 +1,7 @@
 """DenseCL: the correspondence recovers a known permutation of feature vectors; the loss is
 (1 - lambda) MoCo v2's InfoNCE + lambda the per-location InfoNCE against the dense queue, written
 out by hand; queues and the momentum encoder change only in on_step_end; it learns on digits."""
+
 from __future__ import annotations
 
 import math
@@ -131,7 +132,9 @@ def test_learns_on_digits(tmp_path):
         return knn_accuracy(ftr, train.labels, fte, test.labels, ks=(200, 20))
 
     after, before = knn(trained), knn(random_init)
-    print(f"densecl kNN-200 {after['top1']:.3f} vs random {before['top1']:.3f}; "
-          f"kNN-20 {after['top1_k20']:.3f} vs {before['top1_k20']:.3f}")
+    print(
+        f"densecl kNN-200 {after['top1']:.3f} vs random {before['top1']:.3f}; "
+        f"kNN-20 {after['top1_k20']:.3f} vs {before['top1_k20']:.3f}"
+    )
     assert after["top1"] >= before["top1"] + 0.03
     assert after["top1_k20"] >= before["top1_k20"] + 0.01

@@ -8,6 +8,7 @@ kNN-20 barely moves (-1.9..+1.7 points): a random convnet is a strong kNN-20 bas
 At 16 px (2x2 maps, each position sees almost the whole image) the gain over random init was
 inconsistent (-1..+8 points over seeds and settings); at 8 px the map is 1x1 and local equals global.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,9 @@ from selfsup.data.batch import Batch
 from selfsup.methods.dim import DIM, DIMConfig
 
 
-@pytest.mark.parametrize("name,shape", [("convnet", (2, 1, 24, 24)), ("resnet10", (2, 1, 28, 28)),
-                                        ("conv1d", (2, 1, 1, 256))])
+@pytest.mark.parametrize(
+    "name,shape", [("convnet", (2, 1, 24, 24)), ("resnet10", (2, 1, 28, 28)), ("conv1d", (2, 1, 1, 256))]
+)
 def test_global_vector_is_the_pooled_local_map_of_every_backbone(name, shape):
     # DIM pools forward_maps itself instead of running the encoder twice: that must be encoder(x)
     net = create_backbone(name, in_channels=1, width=0.25).eval()
@@ -43,8 +45,9 @@ def _batch(x):
 @pytest.mark.parametrize("estimator,negatives", [("jsd", "locals"), ("infonce", "locals"), ("infonce", "globals")])
 def test_training_step_scores_every_local_position_and_trains_encoder_and_critic(estimator, negatives):
     torch.manual_seed(0)
-    m = selfsup.create_method("dim", backbone="convnet", in_channels=1, width=0.25, estimator=estimator,
-                              nce_negatives=negatives, embed_dim=32)
+    m = selfsup.create_method(
+        "dim", backbone="convnet", in_channels=1, width=0.25, estimator=estimator, nce_negatives=negatives, embed_dim=32
+    )
     x = torch.randn(6, 1, 24, 24)  # convnet map 3x3: 9 local positions
     out = m.training_step(_batch(x))
     assert torch.isfinite(out.loss)
@@ -82,8 +85,10 @@ def test_bad_configurations_are_refused():
 
 def test_dim_learns_digits(tmp_path):
     trained, random = trained_vs_random_on(tmp_path, recipe_layers("dim", "digits"))
-    print(f"dim (infonce) digits kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"dim (infonce) digits kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.03
     assert trained["top1"] >= 0.80
 

@@ -1,5 +1,6 @@
 """DINO: centre update arithmetic, no gradient to the teacher, EMA teacher, temperature schedule,
 the loss against an explicit computation, the ablation switches, and learning on digits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -98,8 +99,9 @@ def test_teacher_is_the_ema_of_the_student():
     student = m.encoder.features[0].weight.detach().clone()
     m.on_step_end(0.5)
     mom = cosine_momentum(0.996, 0.5)
-    torch.testing.assert_close(m.teacher_encoder.features[0].weight, mom * t_old + (1 - mom) * student,
-                               rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        m.teacher_encoder.features[0].weight, mom * t_old + (1 - mom) * student, rtol=1e-6, atol=1e-8
+    )
     g = m.teacher_head.last_layer.parametrizations.weight.original0
     assert torch.equal(g, torch.ones_like(g))  # the teacher's weight norm stays 1 as well
 

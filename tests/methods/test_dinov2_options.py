@@ -1,6 +1,7 @@
 """DINOv2's additions as options of DINO: the defaults leave DINO as it was (its loss is exactly
 ``dino_loss`` of the same outputs), KoLeo adds weight x the regulariser on each global crop's student
 features, Sinkhorn-Knopp replaces the centre (which then never moves)."""
+
 from __future__ import annotations
 
 import dataclasses

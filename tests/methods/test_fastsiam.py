@@ -1,6 +1,7 @@
 """FastSiam: the loss is the mean over views of -cos(p_i, mean of the other views' z), written out one
 image and one view at a time; with two views it is SimSiam's step exactly; no gradient reaches the
 targets; the view preset gives four views; it learns on digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -88,10 +89,14 @@ def test_learns_digits(tmp_path):
     """SimSiam's digits test (tests/methods/test_learning_siamese_redundancy.py) at the same compute: four
     views, so half its 30 epochs."""
     layers = digits_recipe("fastsiam", 15, {"proj_hidden": 256, "proj_dim": 256, "pred_hidden": 64})
-    layers[0] = deep_merge(layers[0], {"views": {"num_global": 4},
-                                       "optim": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup": 0.0}})
+    layers[0] = deep_merge(
+        layers[0],
+        {"views": {"num_global": 4}, "optim": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup": 0.0}},
+    )
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"fastsiam kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"fastsiam kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.045
     assert trained["top1_k20"] >= random["top1_k20"] + 0.01

@@ -1,6 +1,7 @@
 """iBOT: the masked-patch loss against an explicit computation (only masked patches count), the whole
 step against the paper's two losses, the two centres (separate, updated only in on_step_end), no
 gradient to the teacher, the prediction-ratio masks, separate heads, and learning on digits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -145,8 +146,9 @@ def test_teacher_gets_no_gradient_and_is_the_ema_of_the_student():
     student = m.encoder.blocks[0].attn.qkv.weight.detach().clone()
     m.on_step_end(0.5)
     mom = cosine_momentum(0.996, 0.5)
-    torch.testing.assert_close(m.teacher_encoder.blocks[0].attn.qkv.weight, mom * t_old + (1 - mom) * student,
-                               rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        m.teacher_encoder.blocks[0].attn.qkv.weight, mom * t_old + (1 - mom) * student, rtol=1e-6, atol=1e-8
+    )
     assert not m.teacher_encoder.training and m.encoder.training  # the official teacher has no drop path
 
 
@@ -214,7 +216,9 @@ def test_ibot_learns_on_digits(tmp_path):
 
     layers = vit_digits_recipe("ibot", 2, {"out_dim": 256, "hidden_dim": 256, "bottleneck_dim": 64})
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"ibot kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"ibot kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.08
     assert trained["top1_k20"] >= random["top1_k20"] + 0.08

@@ -1,6 +1,7 @@
 """I-JEPA: the multi-block mask geometry, the loss against an explicit per-image, per-block computation,
 the context encoder never seeing a target patch, the EMA target encoder (no gradient, moved only in
 on_step_end along the linear schedule), and learning on digits."""
+
 from __future__ import annotations
 
 import math
@@ -43,6 +44,7 @@ def rectangle(idx: torch.Tensor, grid: int) -> tuple[int, int]:
 
 # --- masks ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("grid", [2, 4, 7, 14])
 def test_masks_shapes_rectangles_and_a_context_without_target_patches(grid):
     g = torch.Generator().manual_seed(grid)
@@ -67,10 +69,10 @@ def test_block_sizes_follow_the_scale_and_aspect_ranges():
     g, grid = torch.Generator().manual_seed(0), 64
     for _ in range(200):
         h, w = block_size(grid, (0.15, 0.2), (0.75, 1.5), g)
-        assert 0.15 * 0.93 <= h * w / grid ** 2 <= 0.2 * 1.07
+        assert 0.15 * 0.93 <= h * w / grid**2 <= 0.2 * 1.07
         assert 0.75 * 0.94 <= h / w <= 1.5 * 1.06
         ch, cw = block_size(grid, (0.85, 1.0), (1.0, 1.0), g)
-        assert ch == cw and 0.85 * 0.97 <= ch * cw / grid ** 2 <= 1.0
+        assert ch == cw and 0.85 * 0.97 <= ch * cw / grid**2 <= 1.0
     # small grids: the sides are what the rounding gives, clamped to [1, grid]
     assert block_size(4, (0.85, 1.0), (1.0, 1.0)) == (4, 4)  # the context block is the whole 4 x 4 grid
     assert block_size(2, (0.15, 0.15), (1.0, 1.0)) == (1, 1)
@@ -102,8 +104,9 @@ def test_contexts_are_cut_to_the_batch_minimum_and_an_impossible_minimum_fails()
 
 # --- loss -------------------------------------------------------------------------------------------
 
+
 def smooth_l1(d: torch.Tensor) -> torch.Tensor:
-    return torch.where(d.abs() < 1, 0.5 * d ** 2, d.abs() - 0.5)
+    return torch.where(d.abs() < 1, 0.5 * d**2, d.abs() - 0.5)
 
 
 @pytest.mark.parametrize("kind", ["smooth_l1", "l2"])
@@ -123,16 +126,16 @@ def test_loss_equals_explicit_per_image_per_block_computation(kind, monkeypatch)
         for i in range(tgt.shape[0]):
             terms = []
             for j in range(len(x)):
-                h = m.target_encoder.tokens(x[j:j + 1])[0, 1:]  # [P, D]
+                h = m.target_encoder.tokens(x[j : j + 1])[0, 1:]  # [P, D]
                 z = (h - h.mean(-1, keepdim=True)) / (h.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt()
                 s_y = z[tgt[i, j]]  # per-patch layer norm, no affine, then the block's patches
-                s_x = m.encoder.tokens(x[j:j + 1], keep=ctx[j:j + 1])[0, 1:]  # [K_c, D]
+                s_x = m.encoder.tokens(x[j : j + 1], keep=ctx[j : j + 1])[0, 1:]  # [K_c, D]
                 t = torch.cat([p.embed(s_x) + p.pos[ctx[j]], p.mask_token + p.pos[tgt[i, j]]])[None]
                 for blk in p.blocks:
                     t = blk(t)
-                s_hat = p.proj(p.norm(t[0, len(ctx[j]):]))  # [K_t, D]
+                s_hat = p.proj(p.norm(t[0, len(ctx[j]) :]))  # [K_t, D]
                 d = s_hat - s_y
-                terms.append((smooth_l1(d) if kind == "smooth_l1" else d ** 2).mean())
+                terms.append((smooth_l1(d) if kind == "smooth_l1" else d**2).mean())
             per_block.append(torch.stack(terms).mean())
     torch.testing.assert_close(loss.detach(), torch.stack(per_block).mean(), rtol=1e-4, atol=1e-6)
 
@@ -166,6 +169,7 @@ def test_config_is_validated():
 
 # --- EMA target -------------------------------------------------------------------------------------
 
+
 def test_target_encoder_gets_no_gradient_and_moves_only_by_ema_in_on_step_end():
     m = make().train()
     old = {k: v.clone() for k, v in m.target_encoder.state_dict().items()}
@@ -197,6 +201,7 @@ def test_momentum_rises_linearly_from_0996_to_1():
 
 # --- learning ---------------------------------------------------------------------------------------
 
+
 def test_ijepa_learns_on_digits(tmp_path):
     """A few seconds of I-JEPA on digits: kNN of the trained context encoder (``evaluate: online``; the EMA
     target, evaluated by default, has moved only part of the way in 44 steps) above the same ViT at its
@@ -204,19 +209,34 @@ def test_ijepa_learns_on_digits(tmp_path):
     patch holds 16 pixel values, as the Fashion-MNIST recipe's do. With 2-px patches (4 values) a random
     vit_micro's tokens are mostly position (65 % of the target variance at init, kNN-200 ~0.34), and a few
     seconds of any ViT method there move kNN by less than the spread between seeds."""
-    layers = [{"method": {"name": "ijepa", "predictor_dim": 64, "predictor_depth": 2, "min_context": 0.1,
-                          "evaluate": "online"},
-               "data": {"name": "digits"},
-               "backbone": {"name": "vit_micro", "patch_size": 4},
-               "views": {"size": 16, "crop_scale": [0.3, 1.0], "flip_p": 0.0},
-               "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
-               "train": {"batch_size": 128, "epochs": 4, "monitor_train": 0, "checkpoint_every": 0, "log_every": 5,
-                         "seed": 0, "device": "cpu"}}]
+    layers = [
+        {
+            "method": {
+                "name": "ijepa",
+                "predictor_dim": 64,
+                "predictor_depth": 2,
+                "min_context": 0.1,
+                "evaluate": "online",
+            },
+            "data": {"name": "digits"},
+            "backbone": {"name": "vit_micro", "patch_size": 4},
+            "views": {"size": 16, "crop_scale": [0.3, 1.0], "flip_p": 0.0},
+            "optim": {"name": "adamw", "lr": 3e-4, "weight_decay": 0.05, "scale_lr": False, "warmup": 0.1},
+            "train": {
+                "batch_size": 128,
+                "epochs": 4,
+                "monitor_train": 0,
+                "checkpoint_every": 0,
+                "log_every": 5,
+                "seed": 0,
+                "device": "cpu",
+            },
+        }
+    ]
     from learning import trained_vs_random
 
     a, r = trained_vs_random(tmp_path, layers)
-    print(f"ijepa kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; "
-          f"kNN-20 {a['top1_k20']:.3f} vs {r['top1_k20']:.3f}")
+    print(f"ijepa kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; kNN-20 {a['top1_k20']:.3f} vs {r['top1_k20']:.3f}")
     assert a["top1"] >= r["top1"] + 0.03
     assert a["top1_k20"] >= r["top1_k20"] + 0.02
 
@@ -229,10 +249,19 @@ def test_evaluation_reads_the_target_encoder_as_the_paper(tmp_path):
     with pytest.raises(SelfsupError, match="evaluate"):
         make(evaluate="teacher")
     # a run: Run.encoder (what every protocol, export and classifier reads) is the EMA target
-    cfg = resolve([{"method": {"name": "ijepa", "predictor_dim": 16, "predictor_depth": 1},
-                    "data": {"name": "digits", "limit": 64}, "backbone": {"name": "vit_micro", "patch_size": 2},
-                    "train": {"batch_size": 32, "epochs": 1, "monitor_train": 0, "device": "cpu"}}])
+    cfg = resolve(
+        [
+            {
+                "method": {"name": "ijepa", "predictor_dim": 16, "predictor_depth": 1},
+                "data": {"name": "digits", "limit": 64},
+                "backbone": {"name": "vit_micro", "patch_size": 2},
+                "train": {"batch_size": 32, "epochs": 1, "monitor_train": 0, "device": "cpu"},
+            }
+        ]
+    )
     fit(cfg, tmp_path / "run", progress_bar=False)
     run = Run(tmp_path / "run")
     assert run.encoder is run.method.target_encoder
-    assert not torch.equal(run.method.target_encoder.patch_embed.proj.weight, run.method.encoder.patch_embed.proj.weight)
+    assert not torch.equal(
+        run.method.target_encoder.patch_embed.proj.weight, run.method.encoder.patch_embed.proj.weight
+    )

@@ -1,5 +1,6 @@
 """InstDisc, InvaSpread, SupCon and CMC: bank rules, the fixed NCE normaliser, no gradient into
 banks, CMC's views and concatenated encoder, SupCon's refusal of unlabelled data."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,9 @@ from selfsup.transforms import Views, view_preset
 
 def make(name, in_channels=1, num_samples=40, **cfg):
     torch.manual_seed(0)
-    return selfsup.create_method(name, backbone="convnet", in_channels=in_channels, width=0.25,
-                                 num_samples=num_samples, **cfg)
+    return selfsup.create_method(
+        name, backbone="convnet", in_channels=in_channels, width=0.25, num_samples=num_samples, **cfg
+    )
 
 
 def batch_for(name, b=8, channels=1, seed=0, labels=True, n=40):

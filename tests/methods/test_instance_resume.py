@@ -1,5 +1,6 @@
 """Bank methods resume exactly: an interrupted and resumed InstDisc / CMC run ends with the weights,
 memory banks and NCE normaliser of an uninterrupted one (all of it lives in buffers)."""
+
 from __future__ import annotations
 
 import pytest
@@ -22,8 +23,7 @@ def test_bank_method_resumes_exactly(tiny_config, tmp_path, monkeypatch, method,
     with monkeypatch.context() as m:
         interrupt_after(m, stop)  # Ctrl-C during optimiser step stop + 1
         with pytest.raises(KeyboardInterrupt):
-            fit(tiny_config(method, *OVERRIDES, "train.checkpoint_minutes=1.0e-6"), tmp_path / "b",
-                progress_bar=False)
+            fit(tiny_config(method, *OVERRIDES, "train.checkpoint_minutes=1.0e-6"), tmp_path / "b", progress_bar=False)
     resume(tmp_path / "b", progress_bar=False)
     wa, wb = weights(tmp_path / "a"), weights(tmp_path / "b")
     assert wa.keys() == wb.keys()

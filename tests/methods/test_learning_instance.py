@@ -12,6 +12,7 @@ Seen on this machine, seeds 0/1/2 (trained vs random kNN-200; the test runs seed
 - supcon, 8 epochs, LARS lr 1.0 (uses the digit labels): 0.961/0.975/0.981 (+0.081/+0.131/+0.153).
 Each takes 7-11 s of CPU time single-threaded.
 """
+
 from __future__ import annotations
 
 from learning import digits_recipe, trained_vs_random
@@ -24,8 +25,10 @@ def run(tmp_path, method, epochs, heads, optim=None):
     if optim:
         layers[0]["optim"] = optim
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"{method} kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"{method} kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     return trained, random
 
 

@@ -10,6 +10,7 @@ Seen on seeds 0 / 1 / 2 (kNN-200 trained vs random init; the random convnet scor
 Each run took 7-14 s on the shared 2-core machine, where test_simclr_learns_digits took 6 s at the
 same time. The asserted margins are the smallest seen minus about 2 points.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -18,12 +19,18 @@ from learning import digits_recipe, trained_vs_random
 from selfsup.config import deep_merge
 
 CASES = {
-    "simsiam": (30, {"proj_hidden": 256, "proj_dim": 256, "pred_hidden": 64},
-                {"optim": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup": 0.0}}),
+    "simsiam": (
+        30,
+        {"proj_hidden": 256, "proj_dim": 256, "pred_hidden": 64},
+        {"optim": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup": 0.0}},
+    ),
     "barlow": (30, {"proj_hidden": 256, "proj_dim": 256, "lambd": 0.1}, {}),
     "vicreg": (30, {"proj_hidden": 256, "proj_dim": 256}, {}),
-    "wmse": (30, {"proj_hidden": 256, "emb_dim": 32, "w_size": 64},
-             {"optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-6}}),
+    "wmse": (
+        30,
+        {"proj_hidden": 256, "emb_dim": 32, "w_size": 64},
+        {"optim": {"name": "adamw", "lr": 3e-3, "weight_decay": 1e-6}},
+    ),
 }
 
 
@@ -33,8 +40,10 @@ def test_learns_digits(tmp_path, name):
     layers = digits_recipe(name, epochs, heads)
     layers[0] = deep_merge(layers[0], extra)
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"{name} kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"{name} kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.045
     assert trained["top1_k20"] >= random["top1_k20"] + 0.01
     assert trained["top1"] >= 0.91

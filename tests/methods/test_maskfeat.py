@@ -1,5 +1,6 @@
 """MaskFeat: the HOG target of each patch, the loss on masked patches only against an explicit
 computation, the block masks and the cell choice, and learning on digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,7 +33,7 @@ def test_target_is_the_hog_of_the_cells_in_each_patch():
     assert target.shape == (2, 4, 108)
     h = hog(x, cell=4)  # [2, 3, 9, 4, 4]: checked pixel by pixel in tests/transforms/test_hog.py
     for p, (i, j) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        cells = h[:, :, :, 2 * i:2 * i + 2, 2 * j:2 * j + 2]  # this patch's cells
+        cells = h[:, :, :, 2 * i : 2 * i + 2, 2 * j : 2 * j + 2]  # this patch's cells
         torch.testing.assert_close(target[:, p], cells.permute(0, 1, 3, 4, 2).reshape(2, -1))
         assert torch.allclose(cells.norm(dim=2), torch.ones(2, 3, 2, 2), atol=1e-5)  # each cell L2-normalised
 
@@ -43,8 +44,9 @@ def test_loss_is_the_mse_on_masked_patches_only():
     torch.manual_seed(5)
     pred, mask, target = m.predict(x)
     assert mask.any(1).all() and (~mask).any(1).all()
-    explicit = torch.stack([((pred[n, i] - target[n, i]) ** 2).mean()
-                            for n in range(4) for i in range(16) if mask[n, i]]).mean()
+    explicit = torch.stack(
+        [((pred[n, i] - target[n, i]) ** 2).mean() for n in range(4) for i in range(16) if mask[n, i]]
+    ).mean()
     torch.manual_seed(5)  # the same mask again
     out = m.training_step(batch(x))
     torch.testing.assert_close(out.loss, explicit)
@@ -90,7 +92,9 @@ def test_maskfeat_learns_on_digits(tmp_path):
 
     layers = vit_digits_recipe("maskfeat", 4)
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"maskfeat kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"maskfeat kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.08
     assert trained["top1_k20"] >= random["top1_k20"] + 0.08

@@ -1,5 +1,6 @@
 """Every registered method honours the contract the loop relies on (new methods are picked up
 automatically: the tests are parametrised over the registry)."""
+
 from __future__ import annotations
 
 import pytest
@@ -37,9 +38,16 @@ def make(name: str, **settings) -> Method:
     torch.manual_seed(0)
     c = channels(name)
     vit = get_method_spec(name).needs.backbone == "vit"
-    return selfsup.create_method(name, backbone="vit_micro" if vit else "convnet", in_channels=c,
-                                 width=1.0 if vit else 0.25, num_samples=64, image_size=8,
-                                 normalization=([0.3] * c, [0.35] * c), **settings)
+    return selfsup.create_method(
+        name,
+        backbone="vit_micro" if vit else "convnet",
+        in_channels=c,
+        width=1.0 if vit else 0.25,
+        num_samples=64,
+        image_size=8,
+        normalization=([0.3] * c, [0.35] * c),
+        **settings,
+    )
 
 
 def digits_batch(name: str, b: int = 16, seed: int = 0) -> Batch:
@@ -147,8 +155,9 @@ def test_byol_target_is_the_ema_of_the_online_network():
     m = cosine_momentum(method.cfg.tau_base, 0.5)
     assert m == pytest.approx(1 - (1 - 0.996) / 2)
     assert method.momentum == pytest.approx(m)
-    torch.testing.assert_close(method.target_encoder.features[0].weight, m * t_old + (1 - m) * online,
-                               rtol=1e-6, atol=1e-8)
+    torch.testing.assert_close(
+        method.target_encoder.features[0].weight, m * t_old + (1 - m) * online, rtol=1e-6, atol=1e-8
+    )
     # the target projector moves too, and the target keeps receiving no gradient
     assert all(not p.requires_grad for p in method.target_encoder.parameters())
     assert all(not p.requires_grad for p in method.target_projector.parameters())
@@ -193,15 +202,23 @@ def test_methods_that_need_the_image_shape_say_so():
 @pytest.mark.parametrize("name", [m for m in METHODS if get_method_spec(m).needs.backbone == "vit"])
 def test_a_vit_only_method_given_a_cnn_refuses_once_from_its_declared_needs(name):
     with pytest.raises(ValueError, match=f"{name} needs a ViT backbone.*--backbone vit_tiny"):
-        selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, num_samples=8, image_size=8,
-                              normalization=([0.3], [0.35]))
+        selfsup.create_method(
+            name,
+            backbone="convnet",
+            in_channels=1,
+            width=0.25,
+            num_samples=8,
+            image_size=8,
+            normalization=([0.3], [0.35]),
+        )
 
 
 def test_a_colour_method_given_grey_images_refuses_from_its_declared_needs():
     for name in [m for m in METHODS if get_method_spec(m).needs.color]:
         with pytest.raises(ValueError, match=f"{name} needs colour images \\(3 channels\\), got 1"):
-            selfsup.create_method(name, backbone="convnet", in_channels=1, width=0.25, image_size=8,
-                                  normalization=([0.3], [0.35]))
+            selfsup.create_method(
+                name, backbone="convnet", in_channels=1, width=0.25, image_size=8, normalization=([0.3], [0.35])
+            )
 
 
 def test_needs_are_data_on_the_spec_not_attributes_probed_on_the_class():
@@ -213,8 +230,15 @@ def test_needs_are_data_on_the_spec_not_attributes_probed_on_the_class():
     old = {"min_views", "needs_color", "needs_vit", "uses_text", "skips_parameters", "needs_boxes", "uses_labels"}
     for spec in selfsup.registry.method_specs():
         body = ast.parse(inspect.getsource(inspect.getmodule(spec.cls))).body
-        attrs = {t.id for c in body if isinstance(c, ast.ClassDef) for s in c.body if isinstance(s, ast.Assign)
-                 for t in s.targets if isinstance(t, ast.Name)}
+        attrs = {
+            t.id
+            for c in body
+            if isinstance(c, ast.ClassDef)
+            for s in c.body
+            if isinstance(s, ast.Assign)
+            for t in s.targets
+            if isinstance(t, ast.Name)
+        }
         assert not attrs & old, f"{spec.name}: declare {attrs & old} in @register(..., needs=Needs(...))"
         assert isinstance(spec.needs, Needs)
     assert "signature" not in inspect.getsource(selfsup.registry.instantiate)  # a BuildContext, always passed
@@ -233,5 +257,6 @@ def test_optional_abilities_are_protocols():
     assert encoder_to_finetune(v1) is v1.evaluated_encoder
     head = encoder_to_finetune(v2)  # backbone + the projection head's first layer (SimCLR v2, sec. 2)
     assert head(torch.zeros(2, 1, 8, 8)).shape[1] == v2.projector[0].out_features
-    assert [m for m in METHODS if isinstance(make(m), EncodesText)] == [m for m in METHODS
-                                                                        if get_method_spec(m).needs.text]
+    assert [m for m in METHODS if isinstance(make(m), EncodesText)] == [
+        m for m in METHODS if get_method_spec(m).needs.text
+    ]

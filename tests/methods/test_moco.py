@@ -1,6 +1,7 @@
 """MoCo v1/v2: the queue receives exactly each step's keys in order and never a gradient; the loss of
 a step uses the queue as it was before that step's keys; the key encoder gets no gradient and moves
 by theta_k <- m theta_k + (1-m) theta_q; v1 and v2 differ in their configs only; both learn on digits."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,6 +1,7 @@
 """MoCo v3: the step's loss is the symmetric ctr(q1,k2)+ctr(q2,k1) of the method's own networks; the
 momentum encoder gets no gradient and follows the cosine momentum; freeze_patch_embed keeps a ViT's
 patch projection at its random initialisation (and refuses an encoder without one); it learns on digits."""
+
 from __future__ import annotations
 
 import math
@@ -41,8 +42,14 @@ def ctr_loop(q: torch.Tensor, k: torch.Tensor, tau: float) -> float:
 
 def test_defaults_are_the_papers():
     c = MoCoV3Config()
-    assert (c.temperature, c.proj_hidden, c.proj_dim, c.proj_layers, c.pred_hidden, c.momentum_base) == \
-        (1.0, 4096, 256, 3, 4096, 0.99)
+    assert (c.temperature, c.proj_hidden, c.proj_dim, c.proj_layers, c.pred_hidden, c.momentum_base) == (
+        1.0,
+        4096,
+        256,
+        3,
+        4096,
+        0.99,
+    )
     m = selfsup.create_method("mocov3", backbone="convnet", in_channels=1, width=0.25)
     assert sum(isinstance(l, nn.Linear) for l in m.projector) == 3  # 3-layer projector
     assert sum(isinstance(l, nn.Linear) for l in m.predictor) == 2  # 2-layer predictor
@@ -126,8 +133,9 @@ def test_freeze_patch_embed_keeps_the_random_patch_projection(freeze):
 
 def test_freeze_patch_embed_without_a_patch_embed_names_the_fix():
     with pytest.raises(ValueError, match=r"no `patch_embed`.*freeze_patch_embed=false"):
-        selfsup.create_method("mocov3", backbone="resnet10", in_channels=1, width=0.25, freeze_patch_embed=True,
-                              **SMALL)
+        selfsup.create_method(
+            "mocov3", backbone="resnet10", in_channels=1, width=0.25, freeze_patch_embed=True, **SMALL
+        )
 
 
 # Learning on digits with configs/mocov3_digits.yaml (20 epochs: the predictor makes it slower to

@@ -2,6 +2,7 @@
 neighbours in the bank (checked against a brute-force computation of eq. 1 inside a full step), the
 bank holds this step's targets at look-up but receives them for good only in on_step_end, together
 with the EMA; the weak_strong views keep view 1 weak; it learns on digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -105,10 +106,13 @@ def test_weak_strong_views_keep_view_one_weak():
 
 
 def test_learns_digits(tmp_path):
-    trained, random = trained_vs_random(tmp_path, digits_recipe(
-        "msf", 30, {"proj_hidden": 256, "proj_dim": 64, "pred_hidden": 256, "bank_size": 1024}))
-    print(f"msf kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    trained, random = trained_vs_random(
+        tmp_path, digits_recipe("msf", 30, {"proj_hidden": 256, "proj_dim": 64, "pred_hidden": 256, "bank_size": 1024})
+    )
+    print(
+        f"msf kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.045  # seen 0.947 vs 0.880, kNN-20 0.958 vs 0.942
     assert trained["top1_k20"] >= random["top1_k20"] + 0.005
     assert trained["top1"] >= 0.91

@@ -1,6 +1,7 @@
 """MSN: the loss against an explicit computation (cross-entropy to sharpened, Sinkhorn-balanced targets and the
 me-max term), PMSN's prior term against an explicit KL, patch dropping keeping floor(P (1 - r)) patches of the
 random anchors only, the EMA target encoder (no gradient, moved only in on_step_end), and learning on digits."""
+
 from __future__ import annotations
 
 import math
@@ -28,12 +29,14 @@ def batch(n=6, num_random=1, num_focal=2, seed=0):
     """[target 8 px, random anchors 8 px, focal anchors 4 px]."""
     g = torch.Generator().manual_seed(seed)
     b = Batch(torch.zeros(n, 1, 8, 8, dtype=torch.uint8), torch.arange(n))
-    b.views = ([torch.randn(n, 1, 8, 8, generator=g) for _ in range(1 + num_random)]
-               + [torch.randn(n, 1, 4, 4, generator=g) for _ in range(num_focal)])
+    b.views = [torch.randn(n, 1, 8, 8, generator=g) for _ in range(1 + num_random)] + [
+        torch.randn(n, 1, 4, 4, generator=g) for _ in range(num_focal)
+    ]
     return b
 
 
 # --- loss -------------------------------------------------------------------------------------------
+
 
 def explicit_sinkhorn(p: torch.Tensor, iters: int = 3) -> torch.Tensor:
     """The official distributed_sinkhorn in one process: Q = p^T, sum 1, then rows 1/K, columns 1/B."""
@@ -87,7 +90,7 @@ def test_prior_matching_is_me_max_for_the_uniform_prior_and_a_kl_otherwise():
     torch.testing.assert_close(prior_matching(p_bar), math.log(10) - entropy)
     prior = power_law_prior(10, 0.25)
     k = torch.arange(1, 11, dtype=torch.float64)
-    expected_prior = k ** -0.25 / (k ** -0.25).sum()
+    expected_prior = k**-0.25 / (k**-0.25).sum()
     torch.testing.assert_close(prior, expected_prior.float())
     torch.testing.assert_close(prior_matching(p_bar, prior), (p_bar * (p_bar / prior).log()).sum())
     torch.testing.assert_close(power_law_prior(7, 0.0), torch.full((7,), 1 / 7))  # tau 0: uniform
@@ -114,8 +117,20 @@ def test_pmsn_prior_replaces_me_max_in_the_loss():
 
 # --- patch dropping ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("p, r, k", [(16, 0.15, 13), (49, 0.15, 41), (196, 0.15, 166), (16, 0.7, 4), (4, 0.15, 3),
-                                     (10, 0.3, 7), (16, 0.0, 16), (4, 0.9, 1)])
+
+@pytest.mark.parametrize(
+    "p, r, k",
+    [
+        (16, 0.15, 13),
+        (49, 0.15, 41),
+        (196, 0.15, 166),
+        (16, 0.7, 4),
+        (4, 0.15, 3),
+        (10, 0.3, 7),
+        (16, 0.0, 16),
+        (4, 0.9, 1),
+    ],
+)
 def test_kept_patches_is_the_official_floor(p, r, k):
     assert kept_patches(p, r) == k
 
@@ -162,10 +177,14 @@ def test_config_is_validated():
 
 # --- EMA target -------------------------------------------------------------------------------------
 
+
 def test_target_gets_no_gradient_and_moves_only_by_ema_in_on_step_end():
     m = make().train()
-    old = {k: v.clone() for k, v in list(m.target_encoder.state_dict().items())
-           + [("head." + k, v) for k, v in m.target_head.state_dict().items()]}
+    old = {
+        k: v.clone()
+        for k, v in list(m.target_encoder.state_dict().items())
+        + [("head." + k, v) for k, v in m.target_head.state_dict().items()]
+    }
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
     m.training_step(batch()).loss.backward()
     for name, p in list(m.target_encoder.named_parameters()) + list(m.target_head.named_parameters()):
@@ -197,25 +216,55 @@ def test_momentum_schedule_ends_at_0_9992():
 
 # --- learning ---------------------------------------------------------------------------------------
 
+
 def test_msn_learns_on_digits(tmp_path):
     """A few seconds of MSN on digits (the msn_digits recipe's setting, 5 epochs): kNN of the trained anchor
     encoder above the same ViT at its random initialisation. On the 2-px-patch grid a random vit_micro's
     [CLS] is mostly position (kNN-200 ~0.34); at 4-px patches on 16-px views (random kNN-200 0.49) MSN needs
     ~10 epochs to pass it, beyond this test's budget."""
-    layers = [{"method": {"name": "msn", "hidden_dim": 256, "out_dim": 64, "num_prototypes": 64, "momentum_base": 0.99,
-                          "evaluate": "online"},
-               "data": {"name": "digits"},
-               "backbone": {"name": "vit_micro", "patch_size": 2},
-               "views": {"crop_scale": [0.6, 1.0], "flip_p": 0.0, "blur_p": [0.0, 0.0], "local_blur_p": 0.0,
-                         "num_local": 2, "local_size": 4, "local_scale": [0.2, 0.5]},
-               "optim": {"name": "adamw", "lr": 2e-3, "weight_decay": 0.04, "scale_lr": False, "warmup": 0.1,
-                         "clip_grad": 3.0},
-               "train": {"batch_size": 128, "epochs": 5, "monitor_train": 0, "checkpoint_every": 0, "log_every": 5,
-                         "seed": 0, "device": "cpu"}}]
+    layers = [
+        {
+            "method": {
+                "name": "msn",
+                "hidden_dim": 256,
+                "out_dim": 64,
+                "num_prototypes": 64,
+                "momentum_base": 0.99,
+                "evaluate": "online",
+            },
+            "data": {"name": "digits"},
+            "backbone": {"name": "vit_micro", "patch_size": 2},
+            "views": {
+                "crop_scale": [0.6, 1.0],
+                "flip_p": 0.0,
+                "blur_p": [0.0, 0.0],
+                "local_blur_p": 0.0,
+                "num_local": 2,
+                "local_size": 4,
+                "local_scale": [0.2, 0.5],
+            },
+            "optim": {
+                "name": "adamw",
+                "lr": 2e-3,
+                "weight_decay": 0.04,
+                "scale_lr": False,
+                "warmup": 0.1,
+                "clip_grad": 3.0,
+            },
+            "train": {
+                "batch_size": 128,
+                "epochs": 5,
+                "monitor_train": 0,
+                "checkpoint_every": 0,
+                "log_every": 5,
+                "seed": 0,
+                "device": "cpu",
+            },
+        }
+    ]
     from learning import trained_vs_random
 
     a, r = trained_vs_random(tmp_path, layers)
-    print(f"msn kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; "
-          f"kNN-20 {a['top1_k20']:.3f} vs {r['top1_k20']:.3f}")
+    print(f"msn kNN-200 {a['top1']:.3f} vs random {r['top1']:.3f}; kNN-20 {a['top1_k20']:.3f} vs {r['top1_k20']:.3f}")
     assert a["top1"] >= r["top1"] + 0.02
     assert a["top1_k20"] >= r["top1_k20"] + 0.02

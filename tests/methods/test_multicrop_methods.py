@@ -1,5 +1,6 @@
 """SimCLR and BYOL with multi-crop views: unchanged with two views, extra positives with locals;
 the loop trains every multi-crop method on views of two sizes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -86,22 +87,39 @@ def test_multicrop_gradients_reach_the_encoder(name):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder.parameters())
 
 
-@pytest.mark.parametrize("method,views", [
-    # the swav preset's 6 locals, at 5 px rather than its 3 px (96/224 of 8): in bf16 on the CPU, torch
-    # 2.14.1's backward of a stride-2 3x3 convolution on a 1x1 input (what 3-px crops become in the
-    # convnet's last layer) intermittently returns NaN gradients (docs/methods/multicrop.md)
-    ("swav", {"local_size": 5}),
-    ("dino", {"num_local": 4, "local_size": 5}),
-    ("simclr", {"num_local": 2, "local_size": 6}),
-])
+@pytest.mark.parametrize(
+    "method,views",
+    [
+        # the swav preset's 6 locals, at 5 px rather than its 3 px (96/224 of 8): in bf16 on the CPU, torch
+        # 2.14.1's backward of a stride-2 3x3 convolution on a 1x1 input (what 3-px crops become in the
+        # convnet's last layer) intermittently returns NaN gradients (docs/methods/multicrop.md)
+        ("swav", {"local_size": 5}),
+        ("dino", {"num_local": 4, "local_size": 5}),
+        ("simclr", {"num_local": 2, "local_size": 6}),
+    ],
+)
 def test_loop_trains_on_views_of_two_sizes(tiny_config, tmp_path, method, views):
     """fit() puts every view in channels_last whatever its size; BN running statistics stay those
     of the global crops, which evaluation uses."""
-    heads = {"swav": {"proj_hidden": 32, "proj_dim": 16, "num_prototypes": 10, "queue_size": 64,
-                      "queue_start": 0.0, "freeze_prototypes_iters": 1},
-             "dino": {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 8}}.get(method, {})
-    cfg = tiny_config(method, "train.channels_last=true", "train.precision=bf16", "train.epochs=2",
-                      *(f"method.{k}={v}" for k, v in heads.items()), views=views)
+    heads = {
+        "swav": {
+            "proj_hidden": 32,
+            "proj_dim": 16,
+            "num_prototypes": 10,
+            "queue_size": 64,
+            "queue_start": 0.0,
+            "freeze_prototypes_iters": 1,
+        },
+        "dino": {"out_dim": 32, "hidden_dim": 32, "bottleneck_dim": 8},
+    }.get(method, {})
+    cfg = tiny_config(
+        method,
+        "train.channels_last=true",
+        "train.precision=bf16",
+        "train.epochs=2",
+        *(f"method.{k}={v}" for k, v in heads.items()),
+        views=views,
+    )
     summary = fit(cfg, tmp_path / "run", progress_bar=False)
     assert summary["steps"] == 8
     rows = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

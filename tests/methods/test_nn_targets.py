@@ -2,6 +2,7 @@
 target in the loss is the support row of highest cosine similarity (checked against an explicit argmax),
 the support set changes only in on_step_end, and with the default 0 the loss is bit-identical to the
 paper's method; NNSiam learns on digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -18,8 +19,10 @@ from selfsup.methods import simsiam as simsiam_module
 from selfsup.transforms import Views, view_preset
 
 D = 16
-HEADS = {"byol": {"proj_hidden": 32, "proj_dim": D, "pred_hidden": 32},
-         "simsiam": {"proj_hidden": 32, "proj_dim": D, "pred_hidden": 8}}
+HEADS = {
+    "byol": {"proj_hidden": 32, "proj_dim": D, "pred_hidden": 32},
+    "simsiam": {"proj_hidden": 32, "proj_dim": D, "pred_hidden": 8},
+}
 LOSS = {"byol": (byol_module, "normalized_mse"), "simsiam": (simsiam_module, "negative_cosine")}
 
 
@@ -172,6 +175,8 @@ def test_nnsiam_learns_digits(tmp_path):
     layers = digits_recipe("simsiam", 30, {"proj_hidden": 256, "proj_dim": 256, "pred_hidden": 64, "nn_support": 512})
     layers[0] = deep_merge(layers[0], {"optim": {"name": "sgd", "lr": 0.5, "weight_decay": 1e-4, "warmup": 0.0}})
     trained, random = trained_vs_random(tmp_path, layers)
-    print(f"nnsiam kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"nnsiam kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.03

@@ -1,6 +1,7 @@
 """NNCLR: the positive is the support set's nearest neighbour of z (checked against a brute-force
 search inside a full step), the support queue receives this step's z1 after the step and never a
 gradient, the first step (empty support set) falls back to z itself; it learns on digits."""
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ here (kNN-200 on digits, 10-15 epochs), rotation 0.83, relative position 0.81, j
 0.88 for the same convnet at its random initialisation — the early pretext tasks learn their task and
 yet, at this scale, do not beat random features (the field's own lesson; docs/pretext-generative.md).
 The assertion there is only that the features did not collapse (kNN far above 0.1 chance)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,14 @@ def test_masked_mse_counts_only_the_masked_pixels():
     g = torch.Generator().manual_seed(0)
     pred, target = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
     mask = (torch.rand(2, 1, 4, 4, generator=g) > 0.5).float()
-    explicit = [(pred[n, c, i, j] - target[n, c, i, j]) ** 2 for n in range(2) for c in range(3)
-                for i in range(4) for j in range(4) if mask[n, 0, i, j]]
+    explicit = [
+        (pred[n, c, i, j] - target[n, c, i, j]) ** 2
+        for n in range(2)
+        for c in range(3)
+        for i in range(4)
+        for j in range(4)
+        if mask[n, 0, i, j]
+    ]
     assert masked_mse(pred, target, mask).item() == pytest.approx(torch.stack(explicit).mean().item(), rel=1e-6)
     assert masked_mse(pred, pred + mask * 5, mask).item() == pytest.approx(25.0)  # unmasked errors do not count
 
@@ -76,7 +83,10 @@ def test_rotation_learns_to_tell_rotations_apart(tmp_path):
     res = evaluate(run, "pretext")
     assert res["heldout"] == ["rotation_acc"] and res["heldout_images"] == len(x)
     assert abs(res["pretext"]["rotation_acc"] - acc) < 0.1, (res["pretext"], acc)
-    assert res["train_last"]["rotation_acc"] == [r for r in rows if "pretext/rotation_acc" in r][-1]["pretext/rotation_acc"]
+    assert (
+        res["train_last"]["rotation_acc"]
+        == [r for r in rows if "pretext/rotation_acc" in r][-1]["pretext/rotation_acc"]
+    )
     assert evaluate(run, "pretext")["pretext"] == res["pretext"]  # seeded views: reproducible
 
 
@@ -87,7 +97,7 @@ def test_relative_position_learns(tmp_path):
         for seed in range(3):
             c, o, y = m._pairs(x, torch.Generator().manual_seed(seed))
             f = m.encoder(torch.cat([c, o]))
-            accs.append((m.head(torch.cat([f[:len(y)], f[len(y):]], 1)).argmax(1) == y).float().mean().item())
+            accs.append((m.head(torch.cat([f[: len(y)], f[len(y) :]], 1)).argmax(1) == y).float().mean().item())
     acc = sum(accs) / 3
     print(f"relpos: held-out accuracy {acc:.3f}; kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}")
     assert acc > 0.45  # chance 0.125
@@ -96,12 +106,15 @@ def test_relative_position_learns(tmp_path):
 
 
 def test_jigsaw_learns_and_keeps_its_permutation_set(tmp_path):
-    trained, random, rows, m, x, run = _train(tmp_path, "jigsaw", 15,
-                                              {"resize": 24, "num_permutations": 24, "head_hidden": 128})
+    trained, random, rows, m, x, run = _train(
+        tmp_path, "jigsaw", 15, {"resize": 24, "num_permutations": 24, "head_hidden": 128}
+    )
     with torch.no_grad():
         tiles, y = m._tiles(x, torch.Generator().manual_seed(0))
         acc = (m._logits(tiles).argmax(1) == y).float().mean().item()
-    print(f"jigsaw: held-out accuracy {acc:.3f} (24 permutations); kNN-200 {trained['top1']:.3f} vs {random['top1']:.3f}")
+    print(
+        f"jigsaw: held-out accuracy {acc:.3f} (24 permutations); kNN-200 {trained['top1']:.3f} vs {random['top1']:.3f}"
+    )
     assert acc > 0.4  # chance 1/24
     assert trained["top1"] > 0.5
     saved = load_file(run / "checkpoints" / "last" / "model.safetensors")["perms"]
@@ -162,9 +175,13 @@ def test_frozen_call_trains_the_generator_not_the_discriminator():
 
 
 def test_inpainting_learns_to_fill_the_hole(tmp_path):
-    trained, random, rows, m, x, run = _train(tmp_path, "inpainting", 15, {"code_dim": 32, "decoder_width": 64,
-                                                                           "disc_width": 16},
-                                              optim={"betas": [0.5, 0.999]})
+    trained, random, rows, m, x, run = _train(
+        tmp_path,
+        "inpainting",
+        15,
+        {"code_dim": 32, "decoder_width": 64, "disc_width": 16},
+        optim={"betas": [0.5, 0.999]},
+    )
     from selfsup.methods.inpainting import block_masks
 
     err = [r["pretext/inpaint_mse"] for r in rows if "pretext/inpaint_mse" in r]
@@ -173,8 +190,10 @@ def test_inpainting_learns_to_fill_the_hole(tmp_path):
         pred, _ = m.inpaint(x, mask)
         held_out = ((pred - x) ** 2 * mask).sum() / mask.sum()
         mean_fill = ((x * mask).sum() / mask.sum() - x) ** 2 * mask  # predicting one value for every hole pixel
-    print(f"inpainting: hole mse {err[0]:.3f} -> {err[-1]:.3f}, held-out {held_out:.3f}; "
-          f"constant fill {mean_fill.sum() / mask.sum():.3f}")
+    print(
+        f"inpainting: hole mse {err[0]:.3f} -> {err[-1]:.3f}, held-out {held_out:.3f}; "
+        f"constant fill {mean_fill.sum() / mask.sum():.3f}"
+    )
     assert err[-1] < 0.6 * err[0] and held_out < 0.6 * mean_fill.sum() / mask.sum()
     assert (run / "pictures" / "inpainting.png").is_file()
 
@@ -184,15 +203,21 @@ def test_bigan_trains_all_three_networks(tmp_path):
     it learns is not shown here: on digits for 10-150 epochs G collapsed to a few modes and G(E(x))
     did not approach x (mse 0.85 -> 0.9-1.06), the classic GAN failure the paper's long schedules and
     tuning avoid; kNN-200 0.60-0.72 against 0.88 at random init."""
-    trained, random, rows, m, x, run = _train(tmp_path, "bigan", 10, {"latent_dim": 16, "generator_width": 64,
-                                                                      "disc_width": 16, "disc_hidden": 64},
-                                              optim={"lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0})
+    trained, random, rows, m, x, run = _train(
+        tmp_path,
+        "bigan",
+        10,
+        {"latent_dim": 16, "generator_width": 64, "disc_width": 16, "disc_hidden": 64},
+        optim={"lr": 1e-3, "betas": [0.5, 0.999], "weight_decay": 0.0},
+    )
     logged = [r for r in rows if "d_acc" in r]
     assert all(0 <= r["d_acc"] <= 1 and 0 < r["loss_d"] < 10 and r["loss_eg"] > 0 for r in logged)
     assert max(r["d_acc"] for r in logged) > 0.6  # D learns to tell the pairs apart
     recon = [r["pretext/recon_mse"] for r in rows if "pretext/recon_mse" in r]  # once an epoch
-    print(f"bigan: d_acc {logged[-1]['d_acc']:.2f}, G(E(x)) mse {recon[0]:.3f} -> {recon[-1]:.3f}; "
-          f"kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}")
+    print(
+        f"bigan: d_acc {logged[-1]['d_acc']:.2f}, G(E(x)) mse {recon[0]:.3f} -> {recon[-1]:.3f}; "
+        f"kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}"
+    )
     torch.manual_seed(0)  # the run's initialisation (trained_vs_random's runs start from seed 0)
     init = build_method(load_run_config(run), 1, None, 8)
     for part in ("encoder", "generator", "discriminator"):
@@ -219,7 +244,9 @@ def test_rebalancing_weights_favour_rare_colours():
     from selfsup.methods.colorization import rebalancing_weights
 
     centres = torch.tensor([[0.0, 0.0], [50.0, 0.0], [0.0, 50.0]])
-    ab = torch.cat([torch.zeros(900, 2), torch.tensor([[50.0, 0.0]]).expand(90, 2), torch.tensor([[0.0, 50.0]]).expand(10, 2)])
+    ab = torch.cat(
+        [torch.zeros(900, 2), torch.tensor([[50.0, 0.0]]).expand(90, 2), torch.tensor([[0.0, 50.0]]).expand(10, 2)]
+    )
     w = rebalancing_weights(ab, centres, lam=0.5, sigma=1.0)  # sigma 1: no smoothing across these far bins
     p = torch.tensor([0.9, 0.09, 0.01])
     expected = 1 / (0.5 * p + 0.5 / 3)
@@ -285,8 +312,8 @@ def test_counting_loss_against_the_paper_equation():
         parts = sum(phi(t) for t in tiles)
         expected = 0.0
         for i in range(3):
-            fit = ((phi(down[i:i + 1]) - parts[i]) ** 2).sum()
-            other = ((phi(down[(i - 1) % 3:(i - 1) % 3 + 1]) - parts[i]) ** 2).sum()  # y = the previous image
+            fit = ((phi(down[i : i + 1]) - parts[i]) ** 2).sum()
+            other = ((phi(down[(i - 1) % 3 : (i - 1) % 3 + 1]) - parts[i]) ** 2).sum()  # y = the previous image
             expected += fit + torch.relu(10.0 - other)
     assert loss.item() == pytest.approx(expected.item() / 3, rel=1e-4)
 
@@ -295,8 +322,10 @@ def test_counting_learns_to_add_up(tmp_path):
     trained, random, rows, m, x, run = _train(tmp_path, "counting", 30, {"num_counts": 256})
     ratio = [r["pretext/count_ratio"] for r in rows if "pretext/count_ratio" in r]
     con = [r["count_contrast"] for r in rows if "count_contrast" in r]
-    print(f"counting: fit / contrast {ratio[0]:.3f} -> {ratio[-1]:.3f}, contrast {con[-1]:.2f} (margin 10); "
-          f"kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}")
+    print(
+        f"counting: fit / contrast {ratio[0]:.3f} -> {ratio[-1]:.3f}, contrast {con[-1]:.2f} (margin 10); "
+        f"kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}"
+    )
     assert ratio[-1] < 0.5 * ratio[0] and ratio[-1] < 0.5  # an image's tiles add up to its own counts
     assert con[-1] > 5  # and not by collapsing to zero counts
     assert trained["top1"] > 0.6

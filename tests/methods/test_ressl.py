@@ -1,6 +1,7 @@
 """ReSSL: the loss is the cross-entropy between the teacher's sharpened relation to the queue and the
 student's (checked against eq. 3-5 written out, inside a full step), the student sees the strong view 2
 and the teacher the weak view 1, the queue and the EMA change only in on_step_end; it learns on digits."""
+
 from __future__ import annotations
 
 import math
@@ -50,11 +51,11 @@ def test_defaults_are_the_papers():
 
 def test_relational_loss_against_eq5():
     g = torch.Generator().manual_seed(0)
-    z_s, z_t, queue = (torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g),
-                       torch.randn(20, 8, generator=g))
+    z_s, z_t, queue = (torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g), torch.randn(20, 8, generator=g))
     assert relational_loss(z_s, z_t, queue).item() == pytest.approx(eq5(z_s, z_t, queue), rel=1e-5)
-    assert relational_loss(z_s, z_t, queue, 0.2, 0.05).item() == pytest.approx(eq5(z_s, z_t, queue, 0.2, 0.05),
-                                                                               rel=1e-5)
+    assert relational_loss(z_s, z_t, queue, 0.2, 0.05).item() == pytest.approx(
+        eq5(z_s, z_t, queue, 0.2, 0.05), rel=1e-5
+    )
     # the teacher is a target: no gradient reaches it
     z_t.requires_grad_(True)
     z_s.requires_grad_(True)
@@ -94,10 +95,13 @@ def test_state_changes_only_in_on_step_end():
 
 
 def test_learns_digits(tmp_path):
-    trained, random = trained_vs_random(tmp_path, digits_recipe(
-        "ressl", 30, {"proj_hidden": 256, "proj_dim": 64, "queue_size": 1024, "momentum": 0.99}))
-    print(f"ressl kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    trained, random = trained_vs_random(
+        tmp_path, digits_recipe("ressl", 30, {"proj_hidden": 256, "proj_dim": 64, "queue_size": 1024, "momentum": 0.99})
+    )
+    print(
+        f"ressl kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.045  # seen 0.947 vs 0.880, kNN-20 0.969 vs 0.942
     assert trained["top1_k20"] >= random["top1_k20"] + 0.01
     assert trained["top1"] >= 0.91

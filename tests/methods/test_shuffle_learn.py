@@ -1,5 +1,6 @@
 """Shuffle and Learn: the tuples and their labels, the loss against an explicit computation, evaluation on
 single frames, and learning to verify temporal order on the moving-shapes videos."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ MEAN, STD = [0.2, 0.2, 0.2], [0.3, 0.3, 0.3]
 
 def make(**cfg):
     torch.manual_seed(0)
-    return selfsup.create_method("shuffle_learn", backbone="convnet", in_channels=3, width=0.25,
-                                 normalization=(MEAN, STD), **cfg)
+    return selfsup.create_method(
+        "shuffle_learn", backbone="convnet", in_channels=3, width=0.25, normalization=(MEAN, STD), **cfg
+    )
 
 
 def videos(n=16):
@@ -47,7 +49,9 @@ def test_loss_equals_an_explicit_computation():
     out = m.training_step(b)
     torch.manual_seed(7)
     frames, label = m.draw(len(b.images), "cpu")  # the same draws
-    video = (split_frames(b.images).float() / 255 - torch.tensor(MEAN).view(1, 1, 3, 1, 1)) / torch.tensor(STD).view(1, 1, 3, 1, 1)
+    video = (split_frames(b.images).float() / 255 - torch.tensor(MEAN).view(1, 1, 3, 1, 1)) / torch.tensor(STD).view(
+        1, 1, 3, 1, 1
+    )
     loss = 0.0
     for i in range(len(video)):
         # fc7 of each frame's feature map, the three side by side, then fc8

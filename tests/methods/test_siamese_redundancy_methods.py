@@ -1,5 +1,6 @@
 """SimSiam, Barlow Twins, VICReg, W-MSE: heads as in the papers, stop-gradient, the predictor's
 fixed learning rate, SimSiam's collapse without stop-gradient, logs, recipes; BYOL's no-BN ablation."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,10 +43,19 @@ def kinds(seq: nn.Sequential) -> list[str]:
 
 # ------------------------------------------------------------------------------------ SimSiam
 
+
 def test_simsiam_heads_follow_the_paper():
     m = make("simsiam")  # defaults: projector 2048-2048-2048, predictor 2048-512-2048
-    assert kinds(m.projector) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear",
-                                  "BatchNorm1d"]  # BN on every layer, no ReLU at the output
+    assert kinds(m.projector) == [
+        "Linear",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear",
+        "BatchNorm1d",
+    ]  # BN on every layer, no ReLU at the output
     assert [l.out_features for l in m.projector if isinstance(l, nn.Linear)] == [2048, 2048, 2048]
     assert kinds(m.predictor) == ["Linear", "BatchNorm1d", "ReLU", "Linear"]  # BN + ReLU in the hidden layer only
     assert (m.predictor[0].in_features, m.predictor[0].out_features, m.predictor[3].out_features) == (2048, 512, 2048)
@@ -122,10 +132,22 @@ def _train_simsiam_on_digits(stop_gradient: bool, steps: int = 60, seed: int = 0
     torch.manual_seed(seed)
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     mean, std = [0.3], [0.35]
-    m = selfsup.create_method("simsiam", backbone="convnet", in_channels=1, width=0.5, proj_hidden=256,
-                              proj_dim=256, pred_hidden=64, stop_gradient=stop_gradient)
-    views = Views(dataclasses.replace(view_preset("simclr"), crop_scale=(0.3, 1.0), flip_p=0.0, blur_p=(0.0, 0.0)),
-                  mean, std, image_size=8)
+    m = selfsup.create_method(
+        "simsiam",
+        backbone="convnet",
+        in_channels=1,
+        width=0.5,
+        proj_hidden=256,
+        proj_dim=256,
+        pred_hidden=64,
+        stop_gradient=stop_gradient,
+    )
+    views = Views(
+        dataclasses.replace(view_preset("simclr"), crop_scale=(0.3, 1.0), flip_p=0.0, blur_p=(0.0, 0.0)),
+        mean,
+        std,
+        image_size=8,
+    )
     opt = torch.optim.SGD(m.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
     g = torch.Generator().manual_seed(seed)
     m.train()
@@ -155,8 +177,10 @@ def test_simsiam_collapses_without_stop_gradient_and_not_with_it():
     z_sg, loss_sg = _train_simsiam_on_digits(stop_gradient=True)
     z_no, loss_no = _train_simsiam_on_digits(stop_gradient=False)
     r_sg, r_no = effective_rank(z_sg), effective_rank(z_no)
-    print(f"simsiam effective rank: stop-gradient {r_sg:.1f}, none {r_no:.1f}; std {embedding_std(z_sg):.4f} vs "
-          f"{embedding_std(z_no):.4f}; loss {loss_sg:.3f} vs {loss_no:.3f}")
+    print(
+        f"simsiam effective rank: stop-gradient {r_sg:.1f}, none {r_no:.1f}; std {embedding_std(z_sg):.4f} vs "
+        f"{embedding_std(z_no):.4f}; loss {loss_sg:.3f} vs {loss_no:.3f}"
+    )
     assert r_no < 5, "without stop-gradient SimSiam should collapse"
     assert r_sg > 20, "with stop-gradient SimSiam should not collapse"
     assert embedding_std(z_no) < 0.5 * embedding_std(z_sg)
@@ -165,8 +189,14 @@ def test_simsiam_collapses_without_stop_gradient_and_not_with_it():
 
 # ------------------------------------------------------------------------------------ Barlow, VICReg, W-MSE
 
-@pytest.mark.parametrize("name,keys", [("barlow", {"barlow/on_diag", "barlow/off_diag"}),
-                                       ("vicreg", {"vicreg/invariance", "vicreg/variance", "vicreg/covariance"})])
+
+@pytest.mark.parametrize(
+    "name,keys",
+    [
+        ("barlow", {"barlow/on_diag", "barlow/off_diag"}),
+        ("vicreg", {"vicreg/invariance", "vicreg/variance", "vicreg/covariance"}),
+    ],
+)
 def test_redundancy_methods_log_their_terms_and_heads_have_three_layers(name, keys):
     m = make(name, proj_hidden=64, proj_dim=48)
     assert kinds(m.projector) == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU", "Linear"]
@@ -177,8 +207,11 @@ def test_redundancy_methods_log_their_terms_and_heads_have_three_layers(name, ke
     assert all(torch.is_tensor(v) and v.ndim == 0 and not v.requires_grad for v in out.logs.values())
     if name == "vicreg":
         c = m.cfg
-        total = (c.sim_coeff * out.logs["vicreg/invariance"] + c.std_coeff * out.logs["vicreg/variance"]
-                 + c.cov_coeff * out.logs["vicreg/covariance"])
+        total = (
+            c.sim_coeff * out.logs["vicreg/invariance"]
+            + c.std_coeff * out.logs["vicreg/variance"]
+            + c.cov_coeff * out.logs["vicreg/covariance"]
+        )
         assert out.loss.item() == pytest.approx(total.item(), rel=1e-5)
     else:
         total = out.logs["barlow/on_diag"] + m.cfg.lambd * out.logs["barlow/off_diag"]
@@ -198,6 +231,7 @@ def test_wmse_whitens_sub_batches_and_warns_when_they_are_too_small():
 
 
 # ------------------------------------------------------------------------------------ recipes and the BYOL ablation
+
 
 @pytest.mark.parametrize("name", MINE)
 @pytest.mark.parametrize("data", ["digits", "fashion-mnist"])

@@ -8,6 +8,7 @@ the labels (144 images, 30 epochs of batch 64): 92.8 / 93.9 / 88.0 % test top-1 
 same architecture from scratch: 93.6 / 94.4 / 92.5 % (8x8 digits are easy from 144 labels; at 1 %
 of the labels, 14 images, seed 0 gave 69 % fine-tuned vs 58 % from scratch).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -82,15 +83,18 @@ def test_loss_is_nt_xent_on_the_three_layer_projection():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("simclrv2")
-    trained, random = trained_vs_random(tmp, digits_recipe(
-        "simclrv2", 20, {"temperature": 0.2, "proj_hidden": 256, "proj_dim": 128}))
+    trained, random = trained_vs_random(
+        tmp, digits_recipe("simclrv2", 20, {"temperature": 0.2, "proj_hidden": 256, "proj_dim": 128})
+    )
     return tmp / "run", trained, random
 
 
 def test_simclrv2_learns_digits(trained_run):
     _, trained, random = trained_run
-    print(f"simclrv2 kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    print(
+        f"simclrv2 kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.04
     assert trained["top1_k20"] >= random["top1_k20"] + 0.015
     assert trained["top1"] >= 0.92

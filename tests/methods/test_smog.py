@@ -2,6 +2,7 @@
 sample and one group at a time; the groups, the memory, the momentum network and the step count change
 only in on_step_end; the periodic reset re-clusters the groups and restarts the momentum network; it
 learns on digits."""
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,14 @@ def batch(seed: int = 0, b: int = 10) -> Batch:
 
 def test_defaults_are_the_papers():
     c = SMoGConfig()
-    assert (c.num_groups, c.temperature, c.beta, c.proj_dim, c.proj_hidden, c.reset_every) == (3000, 0.1, 0.99, 128,
-                                                                                                  2048, 300)
+    assert (c.num_groups, c.temperature, c.beta, c.proj_dim, c.proj_hidden, c.reset_every) == (
+        3000,
+        0.1,
+        0.99,
+        128,
+        2048,
+        300,
+    )
 
 
 def test_momentum_grouping_one_group_at_a_time():
@@ -63,8 +70,10 @@ def test_the_loss_written_out_inside_a_step():
         zt = m.target_projector(m.target_encoder(x))
         groups = m.groups.clone()
         moved, _ = momentum_grouping(groups, F.normalize(z, dim=1), m.cfg.beta)
+
     def cos(u, v):
         return float(u @ v / (u.norm() * v.norm()))
+
     total = 0.0
     for i in range(2 * n):
         j = (i + n) % (2 * n)  # the same image in the other view
@@ -127,10 +136,24 @@ def test_too_few_groups_or_too_small_a_memory_is_refused():
 
 
 def test_learns_digits(tmp_path):
-    trained, random = trained_vs_random(tmp_path, digits_recipe(
-        "smog", 30, {"proj_hidden": 256, "proj_dim": 64, "pred_hidden": 256, "num_groups": 64, "reset_every": 50,
-                     "memory_size": 2048}))
-    print(f"smog kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    trained, random = trained_vs_random(
+        tmp_path,
+        digits_recipe(
+            "smog",
+            30,
+            {
+                "proj_hidden": 256,
+                "proj_dim": 64,
+                "pred_hidden": 256,
+                "num_groups": 64,
+                "reset_every": 50,
+                "memory_size": 2048,
+            },
+        ),
+    )
+    print(
+        f"smog kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.04
     assert trained["top1_k20"] >= random["top1_k20"] + 0.01

@@ -1,5 +1,6 @@
 """SwAV: prototypes on the sphere and frozen at first, codes from globals only, the queue, the loss
 against an explicit computation, and learning on digits."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,19 +47,26 @@ def explicit_loss(m, views, queues=None):
     each predicted by every other crop."""
     bs = views[0].shape[0]
     with torch.no_grad():
-        z = torch.cat([F.normalize(m.projector(m.encoder(torch.cat(views[:2]))), dim=1),
-                       F.normalize(m.projector(m.encoder(torch.cat(views[2:]))), dim=1)]) if len(views) > 2 else \
-            F.normalize(m.projector(m.encoder(torch.cat(views))), dim=1)
+        z = (
+            torch.cat(
+                [
+                    F.normalize(m.projector(m.encoder(torch.cat(views[:2]))), dim=1),
+                    F.normalize(m.projector(m.encoder(torch.cat(views[2:]))), dim=1),
+                ]
+            )
+            if len(views) > 2
+            else F.normalize(m.projector(m.encoder(torch.cat(views))), dim=1)
+        )
     output = z @ m.prototypes.weight.T
     loss = 0
     for crop_id in range(2):
-        out = output[bs * crop_id: bs * (crop_id + 1)].detach()
+        out = output[bs * crop_id : bs * (crop_id + 1)].detach()
         if queues is not None:
             out = torch.cat((queues[crop_id] @ m.prototypes.weight.t(), out))
         q = official_sinkhorn(out, m.cfg.epsilon, m.cfg.sinkhorn_iters)[-bs:]
         subloss = 0
         for v in [v for v in range(len(views)) if v != crop_id]:
-            x = output[bs * v: bs * (v + 1)] / m.cfg.temperature
+            x = output[bs * v : bs * (v + 1)] / m.cfg.temperature
             subloss -= torch.mean(torch.sum(q * F.log_softmax(x, dim=1), dim=1))
         loss += subloss / (len(views) - 1)
     return loss / 2
@@ -86,7 +94,9 @@ def test_prototypes_are_unit_vectors_at_init_and_after_every_step():
     torch.testing.assert_close(m.prototypes.weight.norm(dim=1), torch.ones(20))
     before = m.prototypes.weight.detach().clone()
     sgd_step(m, batch(), lr=5.0)
-    assert not torch.allclose(m.prototypes.weight.norm(dim=1), torch.ones(20), atol=1e-3)  # the step moved off the sphere
+    assert not torch.allclose(
+        m.prototypes.weight.norm(dim=1), torch.ones(20), atol=1e-3
+    )  # the step moved off the sphere
     m.on_step_end(0.1)
     torch.testing.assert_close(m.prototypes.weight.norm(dim=1), torch.ones(20))
     assert not torch.allclose(m.prototypes.weight, before)

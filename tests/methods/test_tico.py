@@ -1,6 +1,7 @@
 """TiCo: the loss is Algorithm 1's -mean(z1 . z2) + rho mean(z1^T C_t z1) with C_t = beta C_{t-1} +
 (1 - beta) z1^T z1 / N (checked written out, inside a full step), the covariance buffer and the momentum
 encoder change only in on_step_end; it learns on digits."""
+
 from __future__ import annotations
 
 import pytest
@@ -99,10 +100,13 @@ def test_state_changes_only_in_on_step_end():
 
 
 def test_learns_digits(tmp_path):
-    trained, random = trained_vs_random(tmp_path, digits_recipe(
-        "tico", 30, {"proj_hidden": 256, "proj_dim": 64, "tau_base": 0.98}))
-    print(f"tico kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    trained, random = trained_vs_random(
+        tmp_path, digits_recipe("tico", 30, {"proj_hidden": 256, "proj_dim": 64, "tau_base": 0.98})
+    )
+    print(
+        f"tico kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.06  # seen 0.967 vs 0.880, kNN-20 0.972 vs 0.942
     assert trained["top1_k20"] >= random["top1_k20"] + 0.015
     assert trained["top1"] >= 0.93

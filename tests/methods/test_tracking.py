@@ -1,6 +1,7 @@
 """Tracking triplets: the tracker follows a square moved by known shifts; the ranking loss (random and
 hard negatives) against its definition written out triplet by triplet; evaluation reads frame 0 only; the
 method has no state outside its weights; it learns to rank the tracked patch above the other videos'."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ MEAN, STD = [0.2, 0.2, 0.2], [0.3, 0.3, 0.3]
 
 def make(**cfg):
     torch.manual_seed(0)
-    return selfsup.create_method("tracking", backbone="convnet", in_channels=3, width=0.25,
-                                 normalization=(MEAN, STD), **{"dim": 32, "hidden": 32, **cfg})
+    return selfsup.create_method(
+        "tracking",
+        backbone="convnet",
+        in_channels=3,
+        width=0.25,
+        normalization=(MEAN, STD),
+        **{"dim": 32, "hidden": 32, **cfg},
+    )
 
 
 def test_defaults_are_the_papers():
@@ -36,8 +43,8 @@ def test_the_tracker_follows_a_square_moved_by_known_shifts():
     g = torch.Generator().manual_seed(0)
     texture = torch.rand(patch, patch, generator=g) + 1  # a textured square: one best match per frame
     for t, (y, x) in enumerate(truth):
-        video[0, t, 0, y:y + patch, x:x + patch] = texture
-        video[1, t, 0, 20:28, 2 + t:10 + t] = texture  # the second video's square moves right, 1 px a frame
+        video[0, t, 0, y : y + patch, x : x + patch] = texture
+        video[1, t, 0, 20:28, 2 + t : 10 + t] = texture  # the second video's square moves right, 1 px a frame
     corners, patches = track(video, patch, search=3)
     # it starts where frame 0 differs most from frame 1 (on the moving square, not necessarily on its corner)
     # and then moves exactly as the square does
@@ -81,7 +88,8 @@ def test_a_step_embeds_the_tracked_pair_and_evaluation_reads_frame_zero():
     x = (b.images.float() / 255 - 0.2) / 0.3
     torch.testing.assert_close(m.encoder(x), m.encoder.net(split_frames(x)[:, 0]))
     assert set(m.state_dict()) == {k for k, _ in m.named_parameters()} | {"mean", "std"} | {
-        k for k, _ in m.named_buffers()}  # no state besides weights, BN statistics and the normalisation
+        k for k, _ in m.named_buffers()
+    }  # no state besides weights, BN statistics and the normalisation
 
 
 def test_settings_out_of_range_are_refused():

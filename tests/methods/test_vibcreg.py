@@ -3,6 +3,7 @@ entry of the correlation matrix (checked against the definition written out one 
 a full step); the IterNorm's Newton iteration reaches Sigma^{-1/2} (checked against an eigendecomposition)
 and whitens a batch to (near) identity covariance; the only state a step changes is the normalisation
 layers' running statistics, as BatchNorm's; the defaults are the paper's; it learns on digits."""
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,7 @@ SMALL = {"proj_hidden": 32, "proj_dim": 16, "iternorm_groups": 2}
 
 def make(**cfg) -> VIbCReg:
     torch.manual_seed(0)
-    return selfsup.create_method("vibcreg", backbone="convnet", in_channels=1, width=0.25,
-                                 **{**SMALL, **cfg}).train()
+    return selfsup.create_method("vibcreg", backbone="convnet", in_channels=1, width=0.25, **{**SMALL, **cfg}).train()
 
 
 def batch(seed: int = 0, b: int = 12) -> Batch:
@@ -33,7 +33,9 @@ def batch(seed: int = 0, b: int = 12) -> Batch:
     return out
 
 
-def paper_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4) -> tuple[float, float, float]:
+def paper_terms(
+    z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: float = 1e-4
+) -> tuple[float, float, float]:
     """s, v(Z) + v(Z'), c(Z) + c(Z') of the paper, one number at a time in Python floats."""
     a, b = z1.double().tolist(), z2.double().tolist()
     n, d = len(a), len(a[0])
@@ -49,8 +51,8 @@ def paper_terms(z1: torch.Tensor, z2: torch.Tensor, gamma: float = 1.0, eps: flo
             for q in range(d):
                 if p != q:
                     rho = sum(dev[i][p] * dev[i][q] for i in range(n)) / math.sqrt(ss[p] * ss[q])
-                    c += rho ** 2
-        return v, c / d ** 2
+                    c += rho**2
+        return v, c / d**2
 
     v1, c1 = v_c(a)
     v2, c2 = v_c(b)
@@ -151,7 +153,7 @@ def test_iternorm_whitens_a_batch():
     grouped = IterNorm(8, num_groups=2, iterations=5).train()
     cov = covariance(grouped(x))
     for k in range(2):
-        block = cov[4 * k:4 * k + 4, 4 * k:4 * k + 4]
+        block = cov[4 * k : 4 * k + 4, 4 * k : 4 * k + 4]
         torch.testing.assert_close(block, torch.eye(4), rtol=0, atol=0.01)
     assert cov[:4, 4:].abs().max() > 0.1  # across groups nothing is decorrelated
 
@@ -188,8 +190,9 @@ def test_a_step_changes_only_normalisation_statistics_and_on_step_end_nothing():
     before = {k: v.clone() for k, v in m.state_dict().items()}
     out = m.training_step(batch())
     changed = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
-    assert changed and all(k.rsplit(".", 1)[-1] in {"running_mean", "running_var", "num_batches_tracked",
-                                                      "running_wm"} for k in changed), changed
+    assert changed and all(
+        k.rsplit(".", 1)[-1] in {"running_mean", "running_var", "num_batches_tracked", "running_wm"} for k in changed
+    ), changed
     assert any(k.endswith("running_wm") for k in changed)
     out.loss.backward()
     after_step = {k: v.clone() for k, v in m.state_dict().items()}
@@ -199,10 +202,13 @@ def test_a_step_changes_only_normalisation_statistics_and_on_step_end_nothing():
 
 def test_learns_digits(tmp_path):
     # seen on seeds 0 / 1: kNN-200 0.942 / 0.944 vs 0.880 / 0.844 at random init, kNN-20 +2.2 / +2.5 points (12 s)
-    trained, random = trained_vs_random(tmp_path, digits_recipe(
-        "vibcreg", 30, {"proj_hidden": 256, "proj_dim": 256, "iternorm_groups": 4}))
-    print(f"vibcreg kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
-          f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}")
+    trained, random = trained_vs_random(
+        tmp_path, digits_recipe("vibcreg", 30, {"proj_hidden": 256, "proj_dim": 256, "iternorm_groups": 4})
+    )
+    print(
+        f"vibcreg kNN-200 {trained['top1']:.3f} vs random {random['top1']:.3f}; "
+        f"kNN-20 {trained['top1_k20']:.3f} vs {random['top1_k20']:.3f}"
+    )
     assert trained["top1"] >= random["top1"] + 0.045
     assert trained["top1_k20"] >= random["top1_k20"] + 0.01
     assert trained["top1"] >= 0.91

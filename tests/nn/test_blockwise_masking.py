@@ -1,4 +1,5 @@
 """BEiT's block-wise masking (MaskFeat, data2vec): counts, blocks rather than scattered patches, seeding."""
+
 from __future__ import annotations
 
 import torch
@@ -27,7 +28,7 @@ def test_masks_are_blocks_not_scattered_patches():
     covered = torch.zeros_like(m)
     for di in (0, 1):
         for dj in (0, 1):
-            covered[:, di:di + 13, dj:dj + 13] += squares
+            covered[:, di : di + 13, dj : dj + 13] += squares
     assert ((covered > 0) & (m > 0)).sum() / m.sum() > 0.8
 
 

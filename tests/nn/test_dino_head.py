@@ -1,4 +1,5 @@
 """The DINO head: weight-normalised last layer with g fixed to 1, normalised bottleneck."""
+
 from __future__ import annotations
 
 import copy

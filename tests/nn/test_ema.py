@@ -1,4 +1,5 @@
 """EMA targets and BYOL's momentum schedule."""
+
 from __future__ import annotations
 
 import math
@@ -33,7 +34,9 @@ def test_ema_update_arithmetic(m):
     ema_update(target, online, m)
     o = online.state_dict()
     for name, _ in online.named_parameters():
-        torch.testing.assert_close(target.state_dict()[name], m * before[name] + (1 - m) * o[name], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(
+            target.state_dict()[name], m * before[name] + (1 - m) * o[name], rtol=1e-6, atol=1e-7
+        )
     for name, _ in online.named_buffers():  # the target keeps its own statistics, as the official code
         assert torch.equal(target.state_dict()[name], before[name]), f"buffer {name} must stay the target's"
         if "running_mean" in name:

@@ -1,4 +1,5 @@
 """Shared heads: weight-standardised linear layers and GroupNorm heads (BYOL without batch statistics)."""
+
 from __future__ import annotations
 
 

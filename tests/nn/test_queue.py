@@ -1,5 +1,6 @@
 """Queue (FIFO order, size, wrap-around), the support set (nearest neighbours, staged pushes) and memory bank
 (update rule, no gradient) against hand computations."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,7 +48,7 @@ def test_queue_state_round_trips_through_state_dict_and_holds_no_graph():
 def test_support_set_neighbours_and_staged_pushes():
     q = SupportSet(size=4, dim=2)
     z = torch.tensor([[3.0, 0.1], [0.0, -2.0]], requires_grad=True)
-    (own, cos), = q.neighbours(z)  # empty: each z is its own neighbour
+    ((own, cos),) = q.neighbours(z)  # empty: each z is its own neighbour
     torch.testing.assert_close(own, F.normalize(z.detach(), dim=1))
     assert cos.tolist() == [1.0, 1.0] and not own.requires_grad
     q.stage(z * 2)
@@ -60,7 +61,7 @@ def test_support_set_neighbours_and_staged_pushes():
     (a, ca), (b, cb) = q.neighbours(torch.tensor([[-5.0, 0.5]]), torch.tensor([[1.0, 1.2]]))
     torch.testing.assert_close(a, torch.tensor([[-1.0, 0.0]]))  # the row of highest cosine, unit length
     torch.testing.assert_close(b, F.normalize(torch.tensor([[1.0, 1.0]]), dim=1))
-    assert ca.item() == pytest.approx(5 / (25.25 ** 0.5)) and cb.item() == pytest.approx(2.2 / (2 * 2.44) ** 0.5)
+    assert ca.item() == pytest.approx(5 / (25.25**0.5)) and cb.item() == pytest.approx(2.2 / (2 * 2.44) ** 0.5)
 
 
 def test_memory_bank_update_rule_and_normalisation():

@@ -1,5 +1,6 @@
 """Shuffled BatchNorm in one process: each group's BN statistics are its own, the shuffle is undone
 row for row, and the key batches never share a query batch's composition."""
+
 from __future__ import annotations
 
 import copy

@@ -1,6 +1,7 @@
 """Faults and bad input from issue 27's catalogue that end in a clear message and lose nothing:
 zero budgets and batch sizes, a full disk during a checkpoint or a feature-cache write, a damaged
 feature cache, orphaned temporary checkpoints, a non-finite loss before the first checkpoint."""
+
 from __future__ import annotations
 
 import os
@@ -15,11 +16,16 @@ from test_cli import assert_clean_error, run_cli
 OVERRIDES = ["data.limit=128", "train.device=cpu", "train.monitor_train=0"]
 
 
-@pytest.mark.parametrize("flag, value, needle", [("--budget", "0m", "budget must be positive"),
-                                                 ("--budget", "0", "budget must be positive"),
-                                                 ("--batch-size", "0", "--batch-size 0"),
-                                                 ("--batch-size", "-3", "--batch-size -3"),
-                                                 ("--epochs", "0", "--epochs 0")])
+@pytest.mark.parametrize(
+    "flag, value, needle",
+    [
+        ("--budget", "0m", "budget must be positive"),
+        ("--budget", "0", "budget must be positive"),
+        ("--batch-size", "0", "--batch-size 0"),
+        ("--batch-size", "-3", "--batch-size -3"),
+        ("--epochs", "0", "--epochs 0"),
+    ],
+)
 def test_zero_or_negative_sizes_are_errors_naming_the_flag(tmp_path, flag, value, needle):
     flags = {"--batch-size": "64", flag: value}
     argv = ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r")]
@@ -55,8 +61,9 @@ def test_a_full_disk_during_a_checkpoint_keeps_the_earlier_one(tiny_config, tmp_
 def test_orphaned_temporary_checkpoints_of_dead_processes_are_removed(tiny_config, tmp_path):
     from selfsup.train import fit
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()  # a pid that has exited
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()  # a pid that has exited
     orphan = tmp_path / "r" / "checkpoints" / f".last.tmp{dead}"
     orphan.mkdir(parents=True)
     (orphan / "model.safetensors").write_bytes(b"x" * 1000)
@@ -109,9 +116,16 @@ def test_a_second_writer_of_the_same_run_fails_at_once_naming_the_holder(tmp_pat
     first one's pid (issue 27: both used to exit 0 and leave a mixed run)."""
     run = tmp_path / "r"
     run.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom selfsup.checkpoint import RunLock\n"
-                               f"with RunLock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom selfsup.checkpoint import RunLock\n"
+            f"with RunLock({str(run)!r}):\n    print('locked', flush=True)\n    time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         rc, _, err = run_cli(["pretrain", "--method", "byol", "--out", str(run), "--data", "digits", *OVERRIDES])
@@ -120,20 +134,35 @@ def test_a_second_writer_of_the_same_run_fails_at_once_naming_the_holder(tmp_pat
     finally:
         holder.kill()
         holder.wait()
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--out", str(run), "--data", "digits", *OVERRIDES,
-                          "train.max_steps=1"])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--out", str(run), "--data", "digits", *OVERRIDES, "train.max_steps=1"]
+    )
     assert rc == 0, err  # a killed holder's lock is gone with it
 
 
 def test_bad_device_and_an_out_that_is_a_file_are_one_line_errors(tmp_path):
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "r"),
-                          *OVERRIDES, "train.device=banana"])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--out",
+            str(tmp_path / "r"),
+            *OVERRIDES,
+            "train.device=banana",
+        ]
+    )
     assert_clean_error(rc, err, "train.device=banana", "cuda:N")
     (tmp_path / "f").write_text("a file")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f"), *OVERRIDES])
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f"), *OVERRIDES]
+    )
     assert_clean_error(rc, err, "is a file, not a directory")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f" / "sub"),
-                          *OVERRIDES])  # cannot be created (as a read-only mount, which root cannot simulate)
+    rc, _, err = run_cli(
+        ["pretrain", "--method", "simclr", "--data", "digits", "--out", str(tmp_path / "f" / "sub"), *OVERRIDES]
+    )  # cannot be created (as a read-only mount, which root cannot simulate)
     assert_clean_error(rc, err, "cannot create the run directory", "choose a writable --out")
 
 
@@ -162,8 +191,19 @@ def test_embed_rows_stay_aligned_with_a_newline_in_a_file_name(tiny_config, tmp_
 
 
 def test_resume_refuses_settings_it_cannot_change(tmp_path):
-    rc, _, err = run_cli(["pretrain", "--resume", str(tmp_path), "--epochs", "5", "--method", "byol", "optim.lr=0.01",
-                          "views.crop_scale=[0.2,1]"])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--resume",
+            str(tmp_path),
+            "--epochs",
+            "5",
+            "--method",
+            "byol",
+            "optim.lr=0.01",
+            "views.crop_scale=[0.2,1]",
+        ]
+    )
     assert_clean_error(rc, err, "cannot change --method, views.crop_scale=[0.2,1]", "It may change train.epochs")
 
 
@@ -175,8 +215,23 @@ def test_resume_extends_the_schedule_and_lowers_the_rate_recording_the_change(tm
     import yaml
 
     run = tmp_path / "r"
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--epochs", "1", "--batch-size", "128",
-                          "--out", str(run), *OVERRIDES, "train.log_every=1"])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "128",
+            "--out",
+            str(run),
+            *OVERRIDES,
+            "train.log_every=1",
+        ]
+    )
     assert rc == 0, err
     before = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     lr0 = yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"]
@@ -211,8 +266,19 @@ def test_a_new_run_in_a_directory_without_a_checkpoint_starts_its_logs_anew(tiny
 
 def test_a_key_given_twice_in_a_config_file_is_an_error(tmp_path):
     (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.5\n  lr: 0.05\n")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--config", str(tmp_path / "c.yaml"),
-                          "--out", str(tmp_path / "r")])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert_clean_error(rc, err, "'lr' appears twice")
 
 
@@ -223,8 +289,20 @@ def test_a_truncated_npz_and_an_export_into_a_directory_are_one_line_errors(tiny
 
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 8, 8), np.uint8), y=np.arange(4))
     (tmp_path / "t.npz").write_bytes((tmp_path / "d.npz").read_bytes()[:60])
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "array", "--data-dir", str(tmp_path / "t.npz"),
-                          "--out", str(tmp_path / "r"), *OVERRIDES])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "array",
+            "--data-dir",
+            str(tmp_path / "t.npz"),
+            "--out",
+            str(tmp_path / "r"),
+            *OVERRIDES,
+        ]
+    )
     assert_clean_error(rc, err, "cannot read array file", "numpy.savez")
     run = make_run(tiny_config, tmp_path / "run", {"name": "convnet", "width": 0.25})
     (tmp_path / "outdir").mkdir()
@@ -283,8 +361,13 @@ def test_the_label_remapping_warning_is_said_once_for_both_splits(tmp_path):
 
     from selfsup.data import load_dataset
 
-    np.savez(tmp_path / "d.npz", x_train=np.zeros((6, 8, 8), np.uint8), y_train=np.array([3, 17, 250] * 2),
-             x_test=np.zeros((3, 8, 8), np.uint8), y_test=np.array([3, 17, 250]))
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((6, 8, 8), np.uint8),
+        y_train=np.array([3, 17, 250] * 2),
+        x_test=np.zeros((3, 8, 8), np.uint8),
+        y_test=np.array([3, 17, 250]),
+    )
     with warnings.catch_warnings(record=True) as rec:
         warnings.simplefilter("always")
         train = load_dataset("array", "train", str(tmp_path / "d.npz"), None)
@@ -348,8 +431,9 @@ def test_cmyk_animated_and_bomb_images(tmp_path):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", 200_000, 200_000, 8, 0, 0, 0, 0)  # 4e10 gray pixels claimed
-    (d / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                                 + chunk(b"IEND", b""))
+    (d / "bomb.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     with pytest.warns(UserWarning, match=r"skipped 1 unreadable file: .*bomb\.png"):
         ds = load_dataset("imagefolder", "train", str(d), 8)
     assert len(ds) == 2 and ds.channels == 3
@@ -372,11 +456,34 @@ def test_object_arrays_and_yaml_tags_run_no_code(tmp_path):
     arr = np.empty(2, dtype=object)
     arr[0] = Evil()
     np.savez(tmp_path / "evil.npz", x=arr, y=np.arange(2))
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "array", "--data-dir", str(tmp_path / "evil.npz"),
-                          "--out", str(tmp_path / "r"), *OVERRIDES])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "array",
+            "--data-dir",
+            str(tmp_path / "evil.npz"),
+            "--out",
+            str(tmp_path / "r"),
+            *OVERRIDES,
+        ]
+    )
     assert_clean_error(rc, err, "cannot read array file")
     (tmp_path / "c.yaml").write_text(f"optim: !!python/object/apply:os.system ['touch {marker}']\n")
-    rc, _, err = run_cli(["pretrain", "--method", "simclr", "--data", "digits", "--config", str(tmp_path / "c.yaml"),
-                          "--out", str(tmp_path / "r2")])
+    rc, _, err = run_cli(
+        [
+            "pretrain",
+            "--method",
+            "simclr",
+            "--data",
+            "digits",
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(tmp_path / "r2"),
+        ]
+    )
     assert rc == 2 and "selfsup: error:" in err and "Traceback" not in err
     assert not marker.exists() and not (tmp_path / "r").exists() and not (tmp_path / "r2").exists()

@@ -1,6 +1,7 @@
 """Random bytes and arrays at every loader, random text at the config and label readers: each ends
 in data or in a project error (SelfsupError, whose message names the fix), never a bare traceback
 (issue 27). Property-based (hypothesis), a few dozen examples each to keep the suite fast."""
+
 from __future__ import annotations
 
 import pickle
@@ -48,11 +49,19 @@ _shapes = st.lists(st.integers(0, 5), min_size=0, max_size=5).map(tuple)
 
 
 @FUZZ
-@given(_dtypes, _shapes, st.one_of(st.none(), _dtypes), st.one_of(st.none(), _shapes),
-       st.one_of(st.floats(-1e3, 1e3), st.just(float("nan"))), st.sampled_from(["npz", "npy"]))
+@given(
+    _dtypes,
+    _shapes,
+    st.one_of(st.none(), _dtypes),
+    st.one_of(st.none(), _shapes),
+    st.one_of(st.floats(-1e3, 1e3), st.just(float("nan"))),
+    st.sampled_from(["npz", "npy"]),
+)
 def test_random_arrays_as_an_array_dataset(xdt, xshape, ydt, yshape, fill, kind):
     with tempfile.TemporaryDirectory() as d:
-        x = np.full(xshape, fill if np.issubdtype(xdt, np.floating) else abs(int(np.nan_to_num(fill))) % 256).astype(xdt)
+        x = np.full(xshape, fill if np.issubdtype(xdt, np.floating) else abs(int(np.nan_to_num(fill))) % 256).astype(
+            xdt
+        )
         path = Path(d) / f"a.{kind}"
         if kind == "npy":
             np.save(path, x)
@@ -73,10 +82,16 @@ def test_random_bytes_as_an_array_file(blob, kind):
 
 
 @FUZZ
-@given(st.one_of(st.binary(max_size=300),
-                 st.dictionaries(st.sampled_from([b"data", b"labels", b"fine_labels", b"x"]),
-                                 st.one_of(st.integers(), st.binary(max_size=20),
-                                           st.lists(st.integers(-3, 300), max_size=5)), max_size=4)))
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.dictionaries(
+            st.sampled_from([b"data", b"labels", b"fine_labels", b"x"]),
+            st.one_of(st.integers(), st.binary(max_size=20), st.lists(st.integers(-3, 300), max_size=5)),
+            max_size=4,
+        ),
+    )
+)
 def test_random_cifar_batches(content):
     """Plain data only: a CIFAR batch is a pickle, and the loader must refuse any object in it."""
     with tempfile.TemporaryDirectory() as d:
@@ -115,21 +130,37 @@ def test_random_text_as_a_labels_csv(text):
 def test_random_text_as_a_config_file(text):
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "c.yaml").write_text(text)
-        cfg = loads_or_says_why(lambda: compose({"method": "simclr", "data": {"name": "digits"}},
-                                                config_file=Path(d) / "c.yaml"))
+        cfg = loads_or_says_why(
+            lambda: compose({"method": "simclr", "data": {"name": "digits"}}, config_file=Path(d) / "c.yaml")
+        )
         assert cfg is None or cfg.cfg.method_name
 
 
-_key = st.sampled_from(["method", "data.name", "train.epochs", "optim.lr", "views.crop_scale", "backbone.name",
-                        "method.temperature", "eval.knn_k", "train.budget", "nope", "train", "data.mean"])
+_key = st.sampled_from(
+    [
+        "method",
+        "data.name",
+        "train.epochs",
+        "optim.lr",
+        "views.crop_scale",
+        "backbone.name",
+        "method.temperature",
+        "eval.knn_k",
+        "train.budget",
+        "nope",
+        "train",
+        "data.mean",
+    ]
+)
 
 
 @FUZZ
 @given(st.lists(st.tuples(_key, st.text(max_size=12)), max_size=4))
 def test_random_overrides_at_compose(pairs):
     def go():
-        return compose({"method": "simclr", "data": {"name": "digits"}},
-                       overrides=[parse_override(f"{k}={v}") for k, v in pairs])
+        return compose(
+            {"method": "simclr", "data": {"name": "digits"}}, overrides=[parse_override(f"{k}={v}") for k, v in pairs]
+        )
 
     out = loads_or_says_why(go)
     assert out is None or out.cfg.method_name
@@ -146,8 +177,10 @@ def test_random_checkpoint_files(weights, meta):
     from selfsup.config import save_config
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = compose({"method": "simclr", "data": {"name": "digits"}, "backbone": {"name": "convnet", "width": 0.25}},
-                      use_recipe=False).cfg
+        cfg = compose(
+            {"method": "simclr", "data": {"name": "digits"}, "backbone": {"name": "convnet", "width": 0.25}},
+            use_recipe=False,
+        ).cfg
         cfg.data.mean, cfg.data.std = [0.5], [0.5]
         save_config(cfg, Path(d) / "config.yaml")
         last = Path(d) / "checkpoints" / "last"

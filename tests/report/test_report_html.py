@@ -1,5 +1,6 @@
 """The HTML report: one self-contained file, escaped text, a comparison row per run, no crash on
 half-finished runs. Run directories are faked from their files; nothing is trained."""
+
 from __future__ import annotations
 
 import base64
@@ -29,27 +30,54 @@ def _png(path: Path) -> None:
     fig.savefig(path, format="png", dpi=30)
 
 
-def make_run(root: Path, name: str, method: str = "simclr", evals: bool = True, metrics: bool = True,
-             data_name: str = "fashion-mnist", linear: float = 0.8834) -> Path:
+def make_run(
+    root: Path,
+    name: str,
+    method: str = "simclr",
+    evals: bool = True,
+    metrics: bool = True,
+    data_name: str = "fashion-mnist",
+    linear: float = 0.8834,
+) -> Path:
     d = root / name
     d.mkdir(parents=True)
-    config = {"method": {"name": method, "temperature": 0.5}, "data": {"name": data_name},
-              "backbone": {"name": "resnet18", "width": 0.5}, "train": {"epochs": 3}, "out": str(d)}
+    config = {
+        "method": {"name": method, "temperature": 0.5},
+        "data": {"name": data_name},
+        "backbone": {"name": "resnet18", "width": 0.5},
+        "train": {"epochs": 3},
+        "out": str(d),
+    }
     (d / "config.yaml").write_text(yaml.safe_dump(config))
     if metrics:
-        rows = [{"step": s, "epoch": s // 10, "loss": 5.0 - s / 10, "lr": 0.1, "train_seconds": 6.0 * s,
-                 "progress": s / 30} for s in range(1, 31)]
-        rows += [{"step": s, "epoch": s // 10, "monitor/knn20_top1": 0.5 + s / 100, "diag/embedding_rank": 20.0 + s}
-                 for s in (10, 20, 30)]
+        rows = [
+            {"step": s, "epoch": s // 10, "loss": 5.0 - s / 10, "lr": 0.1, "train_seconds": 6.0 * s, "progress": s / 30}
+            for s in range(1, 31)
+        ]
+        rows += [
+            {"step": s, "epoch": s // 10, "monitor/knn20_top1": 0.5 + s / 100, "diag/embedding_rank": 20.0 + s}
+            for s in (10, 20, 30)
+        ]
         (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        (d / "summary.json").write_text(json.dumps({"steps": 30, "epochs": 3.0, "train_seconds": 180.0,
-                                                    "monitor/knn20_top1": 0.8, "diag/embedding_rank": 50.25}))
+        (d / "summary.json").write_text(
+            json.dumps(
+                {
+                    "steps": 30,
+                    "epochs": 3.0,
+                    "train_seconds": 180.0,
+                    "monitor/knn20_top1": 0.8,
+                    "diag/embedding_rank": 50.25,
+                }
+            )
+        )
         _png(d / "curves.png")
     if evals:
-        (d / "eval_knn.json").write_text(json.dumps({"protocol": "knn", "top1_k200": 0.8112, "top1_k20": 0.8255,
-                                                     "top1": 0.8112}))
-        (d / "eval_linear.json").write_text(json.dumps({"protocol": "linear", "top1": linear, "l2": 1e-4,
-                                                        "val": {"1e-05": 0.87, "0.0001": 0.885}}))
+        (d / "eval_knn.json").write_text(
+            json.dumps({"protocol": "knn", "top1_k200": 0.8112, "top1_k20": 0.8255, "top1": 0.8112})
+        )
+        (d / "eval_linear.json").write_text(
+            json.dumps({"protocol": "linear", "top1": linear, "l2": 1e-4, "val": {"1e-05": 0.87, "0.0001": 0.885}})
+        )
         _png(d / "recon" / "epoch3.png")
     return d
 
@@ -99,17 +127,16 @@ def test_comparison_table_formats_eval_numbers(tmp_path):
     page = write_report([make_run(tmp_path, "a")], tmp_path / "r.html").read_text()
     [row] = comparison_rows(page)
     # run, method, data, backbone, epochs, train min, kNN-200, kNN-20, linear, NMI (no eval_cluster.json), rank
-    assert row == [
-        "a", "simclr", "fashion-mnist", "resnet18 ×0.5", "3.0", "3.0",
-        "81.1", "82.5", "88.3", "—", "50.2"]
+    assert row == ["a", "simclr", "fashion-mnist", "resnet18 ×0.5", "3.0", "3.0", "81.1", "82.5", "88.3", "—", "50.2"]
     # the per-eval table shows the nested validation grid, flattened
     assert "<td>val.0.0001</td>" in page and "0.885" in page
 
 
 def test_effective_rank_prefers_the_diagnostics_evaluation(tmp_path):
     run = make_run(tmp_path, "a")
-    (run / "eval_diagnostics.json").write_text(json.dumps(
-        {"protocol": "diagnostics", "embedding": {"effective_rank": 61.04, "std": [0.1] * 128}}))
+    (run / "eval_diagnostics.json").write_text(
+        json.dumps({"protocol": "diagnostics", "embedding": {"effective_rank": 61.04, "std": [0.1] * 128}})
+    )
     page = write_report([run], tmp_path / "r.html").read_text()
     assert comparison_rows(page)[0][-1] == "61.0"
     assert "<td>embedding.std</td><td>[0.1, 0.1," in page and "… (128 values)]" in page  # long lists shortened
@@ -162,8 +189,11 @@ def test_half_written_files_do_not_crash(tmp_path):
 
 
 def test_monitor_rows_get_the_time_of_the_steps_around_them():
-    rows = [{"step": 10, "train_seconds": 60.0}, {"step": 15, "monitor/knn20_top1": 0.5},
-            {"step": 20, "train_seconds": 120.0}]
+    rows = [
+        {"step": 10, "train_seconds": 60.0},
+        {"step": 15, "monitor/knn20_top1": 0.5},
+        {"step": 20, "train_seconds": 120.0},
+    ]
     assert _minutes(rows) == ([1.0, 1.5, 2.0], "training minutes")
     assert _minutes([{"step": 3, "loss": 1.0}]) == ([3], "step")
 
@@ -199,13 +229,27 @@ def test_every_image_loads_in_headless_chromium(tmp_path):
     page = write_report([a, b], tmp_path / "r.html").read_text()
     n = len(images(page))
     # a copy of the page with a probe: after load, mark <body> with how many images decoded
-    probe = ("<script>addEventListener('load', () => { const im = [...document.images];"
-             " const ok = im.filter(i => i.complete && i.naturalWidth > 0);"
-             " document.body.dataset.loaded = ok.length + '/' + im.length; });</script>")
+    probe = (
+        "<script>addEventListener('load', () => { const im = [...document.images];"
+        " const ok = im.filter(i => i.complete && i.naturalWidth > 0);"
+        " document.body.dataset.loaded = ok.length + '/' + im.length; });</script>"
+    )
     (tmp_path / "probe.html").write_text(page.replace("</body>", probe + "</body>"))
-    res = subprocess.run([chromium, "--headless", "--disable-gpu", "--no-sandbox", f"--user-data-dir={tmp_path / 'p'}",
-                          "--virtual-time-budget=5000", "--dump-dom", (tmp_path / "probe.html").as_uri()],
-                         capture_output=True, text=True, timeout=180)
+    res = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            f"--user-data-dir={tmp_path / 'p'}",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+            (tmp_path / "probe.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     marker = re.search(r'data-loaded="(\d+)/(\d+)"', res.stdout)
     assert marker, f"no probe result from chromium (rc {res.returncode}): {res.stderr[-500:]}"
     assert marker.groups() == (str(n), str(n)) and n == 1 + 2 * 3

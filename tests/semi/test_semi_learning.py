@@ -1,6 +1,7 @@
 """Semi-supervised methods learn: on scikit-learn's digits with a few labels, FixMatch and MixMatch
 beat the same network trained on the labels alone (same loop, views, optimiser, steps), and a seed
 repeats a run exactly."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Semi-supervised losses against explicit computations (loops and the papers' formulas)."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup.losses.semi import (confidence_mask, entropy, fixmatch_unlabelled, kl_divergence, mixmatch_unlabelled,
-                                 mixup, pseudo_label_weight, sharpen, soft_cross_entropy, vat_direction, vat_loss)
+from selfsup.losses.semi import (
+    confidence_mask,
+    entropy,
+    fixmatch_unlabelled,
+    kl_divergence,
+    mixmatch_unlabelled,
+    mixup,
+    pseudo_label_weight,
+    sharpen,
+    soft_cross_entropy,
+    vat_direction,
+    vat_loss,
+)
 
 
 def test_fixmatch_masks_by_confidence_and_averages_over_every_unlabelled_image():
@@ -47,7 +59,7 @@ def test_confidence_mask_threshold_is_inclusive():
 def test_sharpen_is_the_papers_formula():
     p = torch.tensor([[0.5, 0.3, 0.2]])
     t = 0.5
-    expect = [v ** 2 / (0.25 + 0.09 + 0.04) for v in (0.5, 0.3, 0.2)]
+    expect = [v**2 / (0.25 + 0.09 + 0.04) for v in (0.5, 0.3, 0.2)]
     assert sharpen(p, t)[0].tolist() == pytest.approx(expect)
     assert sharpen(p, 1.0)[0].tolist() == pytest.approx(p[0].tolist())
 
@@ -69,7 +81,8 @@ def test_mixmatch_unlabelled_loss_is_the_squared_error_over_classes():
     assert mixmatch_unlabelled(logits, targets).item() == pytest.approx(expect, rel=1e-5)
     hard = F.one_hot(torch.tensor([1, 0, 3, 2]), 5).float()
     assert soft_cross_entropy(logits, hard).item() == pytest.approx(
-        F.cross_entropy(logits, torch.tensor([1, 0, 3, 2])).item(), rel=1e-6)
+        F.cross_entropy(logits, torch.tensor([1, 0, 3, 2])).item(), rel=1e-6
+    )
 
 
 def test_kl_and_entropy_against_torch():
@@ -94,9 +107,11 @@ def test_vat_direction_raises_the_divergence_more_than_random_directions():
     d = vat_direction(model, x, logits, xi=1e-3, power_iterations=2, gen=torch.Generator().manual_seed(2))
     assert d.norm(dim=1).tolist() == pytest.approx([1.0] * 8, rel=1e-5)
     with torch.no_grad():
+
         def kl_rows(r):
             lp, lq = F.log_softmax(logits, -1), F.log_softmax(model(x + r), -1)
             return (lp.exp() * (lp - lq)).sum(-1)  # [8]
+
         adv = kl_rows(eps * d)
         g = torch.Generator().manual_seed(3)
         rand = torch.stack([kl_rows(eps * F.normalize(torch.randn(8, 10, generator=g), dim=1)) for _ in range(50)])
@@ -116,5 +131,6 @@ def test_vat_loss_is_the_divergence_at_the_adversarial_point_and_trains_the_pert
 
 
 def test_pseudo_label_weight_ramps_as_lee_2013():
-    assert [pseudo_label_weight(t, 100, 600, 3.0) for t in (0, 99, 100, 350, 600, 900)] == \
-           pytest.approx([0, 0, 0, 1.5, 3.0, 3.0])
+    assert [pseudo_label_weight(t, 100, 600, 3.0) for t in (0, 99, 100, 350, 600, 900)] == pytest.approx(
+        [0, 0, 0, 1.5, 3.0, 3.0]
+    )

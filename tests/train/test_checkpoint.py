@@ -1,4 +1,5 @@
 """Checkpoints: round trip, refusal of mismatched or damaged files, no code execution on load."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,15 @@ import pytest
 import torch
 
 import selfsup
-from selfsup.checkpoint import (CheckpointDamaged, CheckpointError, load_checkpoint, load_state, load_weights,
-                                      read_meta, save_checkpoint)
+from selfsup.checkpoint import (
+    CheckpointDamaged,
+    CheckpointError,
+    load_checkpoint,
+    load_state,
+    load_weights,
+    read_meta,
+    save_checkpoint,
+)
 
 
 def make(name: str, seed: int = 0, **kw):
@@ -18,8 +26,13 @@ def make(name: str, seed: int = 0, **kw):
 
 
 def save(path: Path, method, name: str, optimizer=None, state=None) -> None:
-    save_checkpoint(path, method, optimizer, state or {"loop": {"step": 3}},
-                    {"method": name, "backbone": "convnet(width=0.25, small_stem=True)", "step": 3})
+    save_checkpoint(
+        path,
+        method,
+        optimizer,
+        state or {"loop": {"step": 3}},
+        {"method": name, "backbone": "convnet(width=0.25, small_stem=True)", "step": 3},
+    )
 
 
 def test_round_trip_restores_weights_optimizer_and_state(tmp_path):

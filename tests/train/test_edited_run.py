@@ -1,5 +1,6 @@
 """A run whose config.yaml was edited after training (another method, another backbone width) and
 then resumed or evaluated: a clear error naming the key to restore, and nothing trained is lost."""
+
 from __future__ import annotations
 
 import contextlib

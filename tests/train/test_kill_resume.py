@@ -2,6 +2,7 @@
 that was never interrupted. A real subprocess and a real SIGKILL (no Python cleanup runs), for a
 method with an EMA teacher (BYOL) and one with a queue (MoCo v2, with shuffled BN).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,15 +29,39 @@ ARGS = {
 
 def pretrain(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "selfsup", "pretrain", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "selfsup", "pretrain", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def command(method: str, out: Path) -> list[str]:
-    return ["--method", method, "--data", "digits", "--no-recipe", "--backbone", "convnet", "--epochs", "2",
-            "--batch-size", "32", "--out", str(out), "backbone.width=0.25", "data.limit=384", "train.device=cpu",
-            "train.threads=1", "train.monitor_train=0", "train.log_every=1", "train.checkpoint_steps=1",
-            *ARGS[method]]
+    return [
+        "--method",
+        method,
+        "--data",
+        "digits",
+        "--no-recipe",
+        "--backbone",
+        "convnet",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+        "backbone.width=0.25",
+        "data.limit=384",
+        "train.device=cpu",
+        "train.threads=1",
+        "train.monitor_train=0",
+        "train.log_every=1",
+        "train.checkpoint_steps=1",
+        *ARGS[method],
+    ]
 
 
 def logged_step(run: Path) -> int:
@@ -75,7 +100,8 @@ def test_kill_9_at_a_random_step_then_resume_gives_the_uninterrupted_weights(tmp
     b = load_file(run / "checkpoints" / "last" / "model.safetensors")
     assert a.keys() == b.keys()
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=0, atol=1e-6,
-                                   msg=lambda m: f"{k} after a kill at step {killed_at}: {m}")
+        torch.testing.assert_close(
+            b[k], a[k], rtol=0, atol=1e-6, msg=lambda m: f"{k} after a kill at step {killed_at}: {m}"
+        )
     steps = [json.loads(r)["step"] for r in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in r]
     assert steps == list(range(1, STEPS + 1))  # the log reads as one run: no step twice, none missing

@@ -1,5 +1,6 @@
 """train.loggers: TensorBoard gets the config, the pictures and the hparams; W&B (offline) and MLflow
 (a local file store) get the same metrics; nothing is sent anywhere."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,11 @@ def test_wandb_offline_and_mlflow_file_store_get_the_same_metrics(tiny_config, t
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # what selfsup sets for its local store
     run = tmp_path / "r"
-    fit(tiny_config("rotation", "train.max_steps=3", "train.loggers=[tensorboard,wandb,mlflow]"), run,
-        progress_bar=False)
+    fit(
+        tiny_config("rotation", "train.max_steps=3", "train.loggers=[tensorboard,wandb,mlflow]"),
+        run,
+        progress_bar=False,
+    )
     rows = [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     # W&B offline: one run folder whose log (protobuf records, values as JSON text) holds every logged
@@ -52,7 +56,9 @@ def test_wandb_offline_and_mlflow_file_store_get_the_same_metrics(tiny_config, t
     history = client.get_metric_history(run_id, "loss")
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx(losses)
     assert client.get_run(run_id).data.params["method.name"] == "rotation"
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "pictures")}
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "pictures")
+    }
     assert "config.yaml" in artifacts and any(a.startswith("pictures/") for a in artifacts)
 
 

@@ -1,4 +1,5 @@
 """The training loop's outputs and its failure modes."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ from selfsup.train.optim import lr_factor
 def finished_run(tmp_path_factory, tiny_config):
     """One tiny SimCLR run with the kNN monitor on: 256 images, batch 64, 2 epochs = 8 steps."""
     run = tmp_path_factory.mktemp("loop") / "run"
-    cfg = tiny_config("simclr", "train.epochs=2", "train.monitor_train=200", "train.monitor_val=100",
-                      "optim.warmup=0.25")
+    cfg = tiny_config(
+        "simclr", "train.epochs=2", "train.monitor_train=200", "train.monitor_val=100", "optim.warmup=0.25"
+    )
     summary = fit(cfg, run, progress_bar=False)
     return cfg, run, summary
 
@@ -115,8 +117,11 @@ def test_a_nan_between_checks_is_reported_at_its_step_and_never_checkpointed(tin
 
     monkeypatch.setattr(SimCLR, "training_step", step)
     with pytest.raises(TrainingError, match="non-finite loss at step 2") as e:
-        fit(tiny_config("simclr", "train.log_every=100", "train.checkpoint_steps=3"), tmp_path / "run",
-            progress_bar=False)
+        fit(
+            tiny_config("simclr", "train.log_every=100", "train.checkpoint_steps=3"),
+            tmp_path / "run",
+            progress_bar=False,
+        )
     assert calls["n"] == 3 and "No checkpoint was written" in str(e.value)  # stopped at the checkpoint
     assert not (tmp_path / "run" / "checkpoints" / "last").exists()
 
@@ -133,8 +138,9 @@ def test_batch_size_larger_than_dataset_is_explained(tiny_config, tmp_path):
 
 
 def test_gradient_accumulation_counts_optimiser_steps(tiny_config, tmp_path):
-    summary = fit(tiny_config("simclr", "train.batch_size=32", "train.accumulate=2"), tmp_path / "run",
-                  progress_bar=False)
+    summary = fit(
+        tiny_config("simclr", "train.batch_size=32", "train.accumulate=2"), tmp_path / "run", progress_bar=False
+    )
     assert summary["steps"] == 4 and summary["images_seen"] == 256
 
 
@@ -151,12 +157,24 @@ def test_a_budget_plans_a_number_of_steps_that_repeats_exactly(tiny_config, tmp_
     schedule follows the step, so train.steps=<planned> (any machine, any load) trains the same weights."""
     from safetensors.torch import load_file
 
-    a = fit(tiny_config("simclr", "train.budget=3s", "train.epochs=1000", "train.monitor_every=0", "train.replan=false"),
-            tmp_path / "a", progress_bar=False)
+    a = fit(
+        tiny_config("simclr", "train.budget=3s", "train.epochs=1000", "train.monitor_every=0", "train.replan=false"),
+        tmp_path / "a",
+        progress_bar=False,
+    )
     planned = a["planned_steps"]
     assert planned is not None and a["steps"] <= planned
-    b = fit(tiny_config("simclr", f"train.steps={planned}", f"train.max_steps={a['steps']}", "train.epochs=1000",
-                        "train.monitor_every=0"), tmp_path / "b", progress_bar=False)
+    b = fit(
+        tiny_config(
+            "simclr",
+            f"train.steps={planned}",
+            f"train.max_steps={a['steps']}",
+            "train.epochs=1000",
+            "train.monitor_every=0",
+        ),
+        tmp_path / "b",
+        progress_bar=False,
+    )
     assert b["planned_steps"] == planned and b["steps"] == a["steps"]
     wa = load_file(tmp_path / "a" / "checkpoints" / "last" / "model.safetensors")
     wb = load_file(tmp_path / "b" / "checkpoints" / "last" / "model.safetensors")
@@ -185,8 +203,14 @@ def test_a_budget_is_replanned_when_the_machine_slows_down(tiny_config, tmp_path
 
     monkeypatch.setattr(SimCLR, "forward", slowed)
     monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    cfg = tiny_config("simclr", "train.budget=3s", "train.epochs=100000", "train.monitor_every=0",
-                      "train.log_every=1", "train.batch_size=32")
+    cfg = tiny_config(
+        "simclr",
+        "train.budget=3s",
+        "train.epochs=100000",
+        "train.monitor_every=0",
+        "train.log_every=1",
+        "train.batch_size=32",
+    )
     summary = fit(cfg, tmp_path / "run", progress_bar=False)
     plan = summary["budget_plan"]
     planned = [p["planned_steps"] for p in plan]
@@ -194,7 +218,9 @@ def test_a_budget_is_replanned_when_the_machine_slows_down(tiny_config, tmp_path
     assert summary["steps"] == summary["planned_steps"]  # the schedule ran to its end, not to the guard
     # seconds of the fake clock, exact (not a timing): within one slowed step of the budget
     assert 3.0 - 0.034 <= summary["train_seconds"] <= 3.0 + 0.034
-    rows = [r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "progress" in r]
+    rows = [
+        r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "progress" in r
+    ]
     progress = [r["progress"] for r in rows]
     assert progress[-1] == 1.0 and all(b > a for a, b in zip(progress, progress[1:]))
     # a re-plan changes the clock's pace to (1 - p) / steps left <= 1 / steps left; recomputing step / N
@@ -208,12 +234,23 @@ def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):
 
     rng = np.random.default_rng(0)
     path = tmp_path / "rgb.npz"
-    np.savez(path, x=rng.integers(0, 256, (128, 8, 8, 3), dtype=np.uint8), y=rng.integers(0, 3, 128),
-             x_test=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), y_test=rng.integers(0, 3, 40))
+    np.savez(
+        path,
+        x=rng.integers(0, 256, (128, 8, 8, 3), dtype=np.uint8),
+        y=rng.integers(0, 3, 128),
+        x_test=rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 3, 40),
+    )
     for method in ("simclr", "byol"):
-        cfg = tiny_config(method, "train.precision=bf16", "train.channels_last=true", "train.monitor_train=64",
-                          "train.monitor_val=40", "train.batch_size=32", data={"name": "array", "dir": str(path),
-                                                                               "limit": None})
+        cfg = tiny_config(
+            method,
+            "train.precision=bf16",
+            "train.channels_last=true",
+            "train.monitor_train=64",
+            "train.monitor_val=40",
+            "train.batch_size=32",
+            data={"name": "array", "dir": str(path), "limit": None},
+        )
         summary = fit(cfg, tmp_path / method, progress_bar=False)
         assert summary["steps"] == 4
         assert len(cfg.data.mean) == 3  # per-channel statistics of the RGB data
@@ -233,22 +270,52 @@ def warned(summary: dict) -> str:
 
 def test_collapse_warnings_from_the_diagnostics():
     assert "embeddings look collapsed" in warned(  # complete collapse: one point
-        {"diag/embedding_std": 0.001, "diag/embedding_dim": 128, "diag/embedding_rank": 1.0})
+        {"diag/embedding_std": 0.001, "diag/embedding_dim": 128, "diag/embedding_rank": 1.0}
+    )
     assert "dimensional collapse" in warned(  # spread, but along ~one direction
-        {"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.5})
+        {"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.5}
+    )
     assert warned({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 40.0}) == ""
     # close together, as the random initialisation left them (a short run): not a collapse
-    assert warned({"diag/embedding_std": 0.003, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
-                   "diag/embedding_rank": 20.0}) == ""
+    assert (
+        warned(
+            {
+                "diag/embedding_std": 0.003,
+                "diag/initial_embedding_std": 0.004,
+                "diag/embedding_dim": 128,
+                "diag/embedding_rank": 20.0,
+            }
+        )
+        == ""
+    )
     assert "0.0040 at initialisation" in warned(  # training shrank them: warned
-        {"diag/embedding_std": 0.001, "diag/initial_embedding_std": 0.004, "diag/embedding_dim": 128,
-         "diag/embedding_rank": 20.0})
+        {
+            "diag/embedding_std": 0.001,
+            "diag/initial_embedding_std": 0.004,
+            "diag/embedding_dim": 128,
+            "diag/embedding_rank": 20.0,
+        }
+    )
     # few directions from the start (a random ViT): not training's doing
-    assert warned({"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.9,
-                   "diag/initial_embedding_rank": 2.2}) == ""
+    assert (
+        warned(
+            {
+                "diag/embedding_std": 0.08,
+                "diag/embedding_dim": 128,
+                "diag/embedding_rank": 1.9,
+                "diag/initial_embedding_rank": 2.2,
+            }
+        )
+        == ""
+    )
     assert "(30.00 at initialisation): dimensional collapse" in warned(
-        {"diag/embedding_std": 0.08, "diag/embedding_dim": 128, "diag/embedding_rank": 1.2,
-         "diag/initial_embedding_rank": 30.0})
+        {
+            "diag/embedding_std": 0.08,
+            "diag/embedding_dim": 128,
+            "diag/embedding_rank": 1.2,
+            "diag/initial_embedding_rank": 30.0,
+        }
+    )
 
 
 def test_training_and_its_monitor_never_read_the_test_split(tiny_config, tmp_path, monkeypatch):

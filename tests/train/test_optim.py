@@ -1,4 +1,5 @@
 """Learning-rate schedule and LARS against hand computations."""
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ Interruption is what a user does: Ctrl-C (a KeyboardInterrupt out of fit) after 
 written, then ``resume(run_dir)`` from the saved config. Checkpointing every step mid-epoch uses
 ``train.checkpoint_minutes`` (a tiny value: time-based checkpoints are the loop's mid-epoch ones).
 """
+
 from __future__ import annotations
 
 import json
@@ -52,15 +53,17 @@ def interrupted_then_resumed(tiny_config, tmp_path, monkeypatch, method, stop, e
 OVERRIDES = ("train.epochs=2", "optim.warmup=0.25")
 
 
-@pytest.mark.parametrize("method,stop,every_step", [
-    ("simclr", 2, True),   # mid-epoch, checkpoint of that very step
-    ("simclr", 4, True),   # exactly at the epoch boundary
-    ("simclr", 6, False),  # mid-epoch 2, resumed from the end of epoch 1 (two steps redone)
-    ("byol", 5, True),     # EMA target and momentum schedule across an epoch boundary
-    ("byol", 7, False),
-])
-def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_config, tmp_path, monkeypatch, method, stop,
-                                                          every_step):
+@pytest.mark.parametrize(
+    "method,stop,every_step",
+    [
+        ("simclr", 2, True),  # mid-epoch, checkpoint of that very step
+        ("simclr", 4, True),  # exactly at the epoch boundary
+        ("simclr", 6, False),  # mid-epoch 2, resumed from the end of epoch 1 (two steps redone)
+        ("byol", 5, True),  # EMA target and momentum schedule across an epoch boundary
+        ("byol", 7, False),
+    ],
+)
+def test_interrupted_and_resumed_run_equals_uninterrupted(tiny_config, tmp_path, monkeypatch, method, stop, every_step):
     fit(tiny_config(method, *OVERRIDES), tmp_path / "a", progress_bar=False)
     assert load_state(tmp_path / "a" / "checkpoints" / "last")["state"]["loop"]["step"] == 2 * STEPS_PER_EPOCH
     b = interrupted_then_resumed(tiny_config, tmp_path, monkeypatch, method, stop, every_step, *OVERRIDES)

@@ -2,6 +2,7 @@
 for random batch sizes, channel counts, image sizes, crop scales and strengths, the output has the
 configured shape and dtype, stays finite and in range, is a function of the generator's seed, is the
 identity where the strengths are zero, and crops never sample outside the image."""
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,7 @@ def images(b: int, c: int, h: int, w: int | None = None, seed: int = 0) -> torch
 
 
 # ------------------------------------------------------------------------------ random_resized_crop
+
 
 @FAST
 @given(batch_sizes, channels, sides, sides, sides, scales, ratios, probs, seeds)
@@ -88,6 +90,7 @@ def test_crop_area_lies_within_the_scale(b, side, scale, seed):
 
 
 # ------------------------------------------------------------------------------ colour, blur, solarize
+
 
 @FAST
 @given(batch_sizes, channels, sides, jitters, probs, seeds)
@@ -142,15 +145,27 @@ def test_solarize_inverts_exactly_the_pixels_above_the_threshold(b, c, side, thr
 
 # ------------------------------------------------------------------------------ views
 
+
 @st.composite
 def view_configs(draw):
     size = draw(st.integers(2, 20))
     num_local = draw(st.integers(0, 3))
     return ViewConfig(
-        size=size, crop_scale=draw(scales), crop_ratio=draw(ratios), flip_p=draw(probs), jitter_p=draw(probs),
-        jitter=draw(jitters), gray_p=draw(probs), blur_p=draw(_pair(0, 1)), blur_sigma=draw(_pair(0.1, 2.0)),
-        solarize_p=draw(_pair(0, 1)), num_global=draw(st.integers(1, 3)), num_local=num_local,
-        local_size=draw(st.integers(1, size - 1)), local_scale=draw(scales), local_blur_p=draw(probs),
+        size=size,
+        crop_scale=draw(scales),
+        crop_ratio=draw(ratios),
+        flip_p=draw(probs),
+        jitter_p=draw(probs),
+        jitter=draw(jitters),
+        gray_p=draw(probs),
+        blur_p=draw(_pair(0, 1)),
+        blur_sigma=draw(_pair(0.1, 2.0)),
+        solarize_p=draw(_pair(0, 1)),
+        num_global=draw(st.integers(1, 3)),
+        num_local=num_local,
+        local_size=draw(st.integers(1, size - 1)),
+        local_scale=draw(scales),
+        local_blur_p=draw(probs),
         local_solarize_p=draw(probs),
     )
 
@@ -175,8 +190,16 @@ def test_views_have_the_configured_count_shapes_and_are_seeded(cfg, b, c, side, 
 @FAST
 @given(batch_sizes, channels, st.integers(1, 24), st.integers(1, 2), seeds)
 def test_views_with_every_strength_zero_are_the_normalised_images(b, c, side, num_global, seed):
-    cfg = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0,
-                     blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0), num_global=num_global)
+    cfg = ViewConfig(
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        flip_p=0.0,
+        jitter_p=0.0,
+        gray_p=0.0,
+        blur_p=(0.0, 0.0),
+        solarize_p=(0.0, 0.0),
+        num_global=num_global,
+    )
     x = (torch.rand(b, c, side, side, generator=gen(seed)) * 255).to(torch.uint8)
     mean, std = [0.4] * c, [0.2] * c
     want = ops.normalize(ops.to_float(x), mean, std)

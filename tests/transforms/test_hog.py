@@ -1,4 +1,5 @@
 """MaskFeat's HOG: hand-checked edges, a pixel-by-pixel computation, the official bins, patch layout."""
+
 from __future__ import annotations
 
 import math
@@ -11,8 +12,7 @@ from selfsup.transforms.hog import hog, hog_patch_targets
 
 def edge(kind: str, size: int = 8) -> torch.Tensor:
     i, j = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    step = {"vertical": j >= size // 2, "horizontal": i >= size // 2, "diagonal": i + j >= size,
-            "anti": j >= i}[kind]
+    step = {"vertical": j >= size // 2, "horizontal": i >= size // 2, "diagonal": i + j >= size, "anti": j >= i}[kind]
     return step.float()[None, None]  # [1, 1, S, S]
 
 
@@ -89,7 +89,7 @@ def test_patch_targets_gather_the_cells_of_each_patch():
     t = hog_patch_targets(x, patch=8, cell=4)  # 2 x 2 patches, each 2 x 2 cells x 3 channels x 9 bins
     assert t.shape == (2, 4, 3 * 4 * 9)
     for p, (pi, pj) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        cells = h[:, :, :, 2 * pi:2 * pi + 2, 2 * pj:2 * pj + 2]  # [2, C, 9, 2, 2]
+        cells = h[:, :, :, 2 * pi : 2 * pi + 2, 2 * pj : 2 * pj + 2]  # [2, C, 9, 2, 2]
         torch.testing.assert_close(t[:, p], cells.permute(0, 1, 3, 4, 2).reshape(2, -1))
     torch.testing.assert_close(hog_patch_targets(x, 4, 4), h.permute(0, 3, 4, 1, 2).reshape(2, 16, 27))
     with pytest.raises(ValueError, match="tile"):

@@ -1,4 +1,5 @@
 """Multi-crop views (SwAV/DINO presets and the num_global/num_local fields of ViewConfig)."""
+
 from __future__ import annotations
 
 import copy
@@ -71,8 +72,16 @@ def test_multicrop_is_seeded_and_independent_per_sample_and_per_crop():
 def test_locals_are_smaller_crops_of_the_same_image():
     """With no colour augmentation, a local crop of a constant image has that image's value, and a
     local crop of a two-tone image lies within that image's range: each row comes from its own image."""
-    cfg = dataclasses.replace(view_preset("dino"), jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0),
-                              solarize_p=(0.0, 0.0), local_blur_p=0.0, num_local=3, local_size=6)
+    cfg = dataclasses.replace(
+        view_preset("dino"),
+        jitter_p=0.0,
+        gray_p=0.0,
+        blur_p=(0.0, 0.0),
+        solarize_p=(0.0, 0.0),
+        local_blur_p=0.0,
+        num_local=3,
+        local_size=6,
+    )
     views = Views(cfg, [0.0], [1.0], image_size=16)
     levels = torch.arange(8, dtype=torch.uint8) * 30  # image b is constant at level b
     x = levels.view(8, 1, 1, 1).expand(8, 1, 16, 16).contiguous()
@@ -86,8 +95,16 @@ def test_locals_are_smaller_crops_of_the_same_image():
 def test_local_crops_cover_small_areas():
     """local_scale (0.05, 0.14): a local crop of a half-black/half-white image is mostly uniform more
     often than a global crop with scale (0.14, 1), which nearly always straddles the edge."""
-    cfg = dataclasses.replace(view_preset("swav"), jitter_p=0.0, gray_p=0.0, blur_p=(0.0, 0.0), local_blur_p=0.0,
-                              flip_p=0.0, num_local=1, local_size=8)
+    cfg = dataclasses.replace(
+        view_preset("swav"),
+        jitter_p=0.0,
+        gray_p=0.0,
+        blur_p=(0.0, 0.0),
+        local_blur_p=0.0,
+        flip_p=0.0,
+        num_local=1,
+        local_size=8,
+    )
     x = torch.zeros(256, 1, 32, 32, dtype=torch.uint8)
     x[..., 16:] = 255
     g, loc = Views(cfg, [0.0], [1.0], image_size=32)(x, torch.Generator().manual_seed(0))[1:]
@@ -121,8 +138,9 @@ def test_encode_crops_groups_by_size_and_keeps_the_order():
 def test_encode_crops_keeps_the_running_statistics_of_the_global_crops():
     """Evaluation uses BN running statistics on full-size images: the local-crop pass must not move them."""
     torch.manual_seed(0)
-    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
-                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()).train()
+    enc = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()
+    ).train()
     ref = copy.deepcopy(enc)
     views = Views(view_preset("swav"), MEAN, STD, image_size=14)(images(b=4, s=14), torch.Generator().manual_seed(0))
     encode_crops(enc, views)

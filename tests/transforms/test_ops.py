@@ -1,4 +1,5 @@
 """Batched augmentations: shapes, ranges, per-sample randomness, seeding, exact special cases."""
+
 from __future__ import annotations
 
 import pytest
@@ -49,9 +50,11 @@ def test_to_float_and_normalize():
 @pytest.mark.parametrize("c", [1, 3])
 def test_each_sample_gets_its_own_random_parameters(c):
     x = batch(b=1, c=c, s=16).expand(8, -1, -1, -1).contiguous()  # 8 copies of one image
-    for fn in (lambda t, g: ops.random_resized_crop(t, 16, gen=g),
-               lambda t, g: ops.color_jitter(t, p=1.0, gen=g),
-               lambda t, g: full_pipeline(t, g, 16)):
+    for fn in (
+        lambda t, g: ops.random_resized_crop(t, 16, gen=g),
+        lambda t, g: ops.color_jitter(t, p=1.0, gen=g),
+        lambda t, g: full_pipeline(t, g, 16),
+    ):
         y = fn(x, gen(3))
         distinct = {tuple(row.flatten().tolist()) for row in y}
         assert len(distinct) == 8, "identical images in one batch must get different augmentations"

@@ -1,11 +1,18 @@
 """Pretext label makers: rotation labels, relative-position geometry, the jigsaw permutation set and
 tiles, checked on images whose pixel values encode their own coordinates."""
+
 from __future__ import annotations
 
 import torch
 
-from selfsup.transforms.pretext import (NEIGHBOURS, jigsaw_tiles, maximal_hamming_permutations,
-                                        min_hamming_distance, relative_position_pairs, rotations)
+from selfsup.transforms.pretext import (
+    NEIGHBOURS,
+    jigsaw_tiles,
+    maximal_hamming_permutations,
+    min_hamming_distance,
+    relative_position_pairs,
+    rotations,
+)
 
 
 def coordinate_images(n: int, side: int) -> torch.Tensor:
@@ -58,6 +65,7 @@ def test_the_papers_algorithm_adds_the_permutation_of_largest_summed_distance():
 
     def mean_distance(p):
         return (p[:, None] != p[None]).sum(-1).float().sum().item() / (len(p) * (len(p) - 1))
+
     assert mean_distance(big) > mean_distance(rand)
 
 

@@ -1,5 +1,6 @@
 """The strong and weak views: each RandAugment op against PIL (the papers' implementation) where PIL
 has it, per-image independence, determinism under a seed, and Cutout's geometry."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,7 @@ from selfsup.transforms import randaugment as ra
 
 def _img(seed=0, c=3, side=16) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(20, 230, (1, c, side, side), generator=g).float() / 255)
+    return torch.randint(20, 230, (1, c, side, side), generator=g).float() / 255
 
 
 def _pil(x: torch.Tensor) -> Image.Image:
@@ -26,13 +27,20 @@ def _back(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(a).permute(2, 0, 1)[None]
 
 
-@pytest.mark.parametrize("name, ours, theirs", [
-    ("posterize", lambda x: ra.posterize(x, torch.tensor([5.0])), lambda im: ImageOps.posterize(im, 5)),
-    ("solarize", lambda x: ra.solarize(x, torch.tensor([128 / 255])), lambda im: ImageOps.solarize(im, 128)),
-    ("autocontrast", lambda x: ra.autocontrast(x, torch.tensor([0.0])), ImageOps.autocontrast),
-    ("brightness", lambda x: ra.brightness(x, torch.tensor([0.6])), lambda im: ImageEnhance.Brightness(im).enhance(0.6)),
-    ("equalize", lambda x: ra.equalize(x, torch.tensor([0.0])), ImageOps.equalize),
-])
+@pytest.mark.parametrize(
+    "name, ours, theirs",
+    [
+        ("posterize", lambda x: ra.posterize(x, torch.tensor([5.0])), lambda im: ImageOps.posterize(im, 5)),
+        ("solarize", lambda x: ra.solarize(x, torch.tensor([128 / 255])), lambda im: ImageOps.solarize(im, 128)),
+        ("autocontrast", lambda x: ra.autocontrast(x, torch.tensor([0.0])), ImageOps.autocontrast),
+        (
+            "brightness",
+            lambda x: ra.brightness(x, torch.tensor([0.6])),
+            lambda im: ImageEnhance.Brightness(im).enhance(0.6),
+        ),
+        ("equalize", lambda x: ra.equalize(x, torch.tensor([0.0])), ImageOps.equalize),
+    ],
+)
 def test_ops_match_pil(name, ours, theirs):
     x = _img()
     got, ref = ours(x), _back(theirs(_pil(x)))

@@ -5,6 +5,7 @@ flip) on the natural layout [B, 1, 1, T] too (it used to return a square [B, 1, 
 The loop needs square images (ImageDataset.image_size, eval_view), so the signals dataset stores
 T = 1024 samples row-major as [N, 1, 32, 32], on which the crop is exactly the identity.
 """
+
 from __future__ import annotations
 
 import torch

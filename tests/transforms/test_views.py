@@ -1,4 +1,5 @@
 """View presets and the Views pipeline."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,8 +10,15 @@ import torch
 from selfsup.transforms.views import ViewConfig
 from selfsup.transforms import Views, eval_view, list_view_presets, view_preset
 
-IDENTITY = ViewConfig(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, gray_p=0.0,
-                      blur_p=(0.0, 0.0), solarize_p=(0.0, 0.0))
+IDENTITY = ViewConfig(
+    crop_scale=(1.0, 1.0),
+    crop_ratio=(1.0, 1.0),
+    flip_p=0.0,
+    jitter_p=0.0,
+    gray_p=0.0,
+    blur_p=(0.0, 0.0),
+    solarize_p=(0.0, 0.0),
+)
 
 
 def images(b=5, c=3, s=8, seed=0):
@@ -72,7 +80,9 @@ def test_eval_view_resizes_and_normalises():
     torch.testing.assert_close(z, torch.full((2, 1, 20, 20), (0.4 - 0.2) / 0.4), rtol=0, atol=1e-5)
     # at the native size it is exactly to_float + normalise
     same = eval_view(x, [0.1, 0.2, 0.3], [1.0, 2.0, 4.0], 8)
-    expected = (x.float() / 255 - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1)
+    expected = (x.float() / 255 - torch.tensor([0.1, 0.2, 0.3]).view(1, 3, 1, 1)) / torch.tensor([1.0, 2.0, 4.0]).view(
+        1, 3, 1, 1
+    )
     torch.testing.assert_close(same, expected)
 
 

@@ -1,5 +1,6 @@
 """What a claim is: its arms (a method with overrides), a measure and a rule (``Claim``), declared before
 any run; selfsup.experiments.claims.rules judges, selfsup.experiments.claims.catalog lists the claims, selfsup.experiments.claims.harness runs them."""
+
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +18,7 @@ from selfsup.errors import SelfsupError
 @dataclass
 class Arm:
     """One configuration of a claim's experiment."""
+
     name: str
     method: str
     overrides: tuple[str, ...] = ()
@@ -39,6 +41,7 @@ class Claim:
     """A claim as a pre-registered experiment: everything that decides its verdict (arms, measure, rule
     with its direction, margin, seeds) is declared here before any run, and fingerprinted: runs trained
     under another fingerprint cannot judge it (selfsup.experiments.claims.harness)."""
+
     name: str
     statement: str
     arms: list[Arm]
@@ -57,8 +60,18 @@ class Claim:
     def fingerprint(self) -> str:
         """A hash of everything registered: a change to any of it is a new experiment."""
         arms = [(a.name, a.method, a.overrides, a.data, a.backbone, a.recipe_of) for a in self.arms]
-        sig = json.dumps([self.statement, arms, getattr(self.measure, "__qualname__", str(self.measure)),
-                          self.columns, self.rule.describe(self.margin), self.margin, self.seeds], default=str)
+        sig = json.dumps(
+            [
+                self.statement,
+                arms,
+                getattr(self.measure, "__qualname__", str(self.measure)),
+                self.columns,
+                self.rule.describe(self.margin),
+                self.margin,
+                self.seeds,
+            ],
+            default=str,
+        )
         return hashlib.sha1(sig.encode()).hexdigest()[:10]
 
     def decide(self, per_arm: dict[str, list[dict]]) -> tuple[str, str]:
@@ -66,8 +79,10 @@ class Claim:
         verdict, reading = self.rule.judge(per_arm, self.margin)
         ran = min((len(v) for v in per_arm.values()), default=0)
         if ran < self.seeds:
-            verdict, reading = INCONCLUSIVE, (f"{ran} of the {self.seeds} registered seeds ran (the rule alone would "
-                                              f"say: {verdict}); {reading}")
+            verdict, reading = (
+                INCONCLUSIVE,
+                (f"{ran} of the {self.seeds} registered seeds ran (the rule alone would say: {verdict}); {reading}"),
+            )
         if self.report:
             reading += f". Reported, not judged: {self.report(per_arm)}"
         return verdict, reading
@@ -80,8 +95,11 @@ def arm_key(arm: Arm, data: str, budget: str = "5m", extra_overrides: tuple[str,
 
     Only the settings that differ from the method's defaults are hashed: a config field added later at a
     default that keeps the old behaviour leaves every key, and so every finished run, as it was."""
-    cfg = to_dict(entry_config(arm.entry(), arm.data or data, None, arm.backbone, budget, None,
-                               [*arm.overrides, *extra_overrides]))
+    cfg = to_dict(
+        entry_config(
+            arm.entry(), arm.data or data, None, arm.backbone, budget, None, [*arm.overrides, *extra_overrides]
+        )
+    )
     for volatile in (("out",), ("train", "device"), ("train", "seed")):  # the seed is the run's sub-directory
         _pop(cfg, volatile)
     defaults = to_dict(resolve([{"method": {"name": cfg["method"]["name"]}}]))

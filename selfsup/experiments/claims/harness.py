@@ -18,6 +18,7 @@ they cannot judge a rule written after they were seen. ``fresh=True`` (`--fresh`
 Verdicts: "holds", "does not hold", or "inconclusive" (selfsup.experiments.claims.rules: a difference counts only
 above the margin and twice the seeds' larger std; fewer seeds than registered give at most inconclusive).
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,9 +41,18 @@ from selfsup.experiments.claims.experiment import Claim, arm_key
 from selfsup.errors import SelfsupError
 
 
-def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist", budget: str = "3m",
-               seeds: int | None = None, device: str = "cpu", progress_bar: bool = True,
-               doc: str | Path | None = None, extra_overrides: tuple[str, ...] = (), fresh: bool = False) -> dict:
+def run_claims(
+    claims: list[Claim],
+    out: str | Path,
+    data: str = "fashion-mnist",
+    budget: str = "3m",
+    seeds: int | None = None,
+    device: str = "cpu",
+    progress_bar: bool = True,
+    doc: str | Path | None = None,
+    extra_overrides: tuple[str, ...] = (),
+    fresh: bool = False,
+) -> dict:
     """Train, measure and judge ``claims`` (``seeds`` per arm; None: each claim's registered number);
     write ``doc`` (markdown); returns {claim: result}.
 
@@ -52,12 +62,16 @@ def run_claims(claims: list[Claim], out: str | Path, data: str = "fashion-mnist"
     out = Path(out)
     results = {}
     for c in claims:
-        results[c.name] = _judge(c, out, data, budget, seeds or c.seeds, device, progress_bar, extra_overrides,
-                                 train=True, fresh=fresh)
+        results[c.name] = _judge(
+            c, out, data, budget, seeds or c.seeds, device, progress_bar, extra_overrides, train=True, fresh=fresh
+        )
         print(f"claim {c.name}: {results[c.name]['verdict']} — {results[c.name]['reason']}")
     if doc:
-        page = {c.name: results.get(c.name) or _judge(c, out, data, budget, seeds or c.seeds, device, progress_bar,
-                                                       extra_overrides, train=False) for c in catalog()}
+        page = {
+            c.name: results.get(c.name)
+            or _judge(c, out, data, budget, seeds or c.seeds, device, progress_bar, extra_overrides, train=False)
+            for c in catalog()
+        }
         write_doc(page, doc, data, budget, references(out), cpu_minutes(out))
     return results
 
@@ -70,9 +84,16 @@ def register(run: Path, claim: Claim) -> None:
     """Record in ``run`` the fingerprint of every claim as it stands now (the catalog's, and ``claim``'s,
     the one it trains for), before the run trains."""
     run.mkdir(parents=True, exist_ok=True)
-    (run / "registered.json").write_text(json.dumps(
-        {"date": time.strftime("%Y-%m-%d"), "commit": _commit(),
-         "claims": {**{c.name: c.fingerprint() for c in catalog()}, claim.name: claim.fingerprint()}}, indent=1))
+    (run / "registered.json").write_text(
+        json.dumps(
+            {
+                "date": time.strftime("%Y-%m-%d"),
+                "commit": _commit(),
+                "claims": {**{c.name: c.fingerprint() for c in catalog()}, claim.name: claim.fingerprint()},
+            },
+            indent=1,
+        )
+    )
 
 
 def registered(run: Path, c: Claim) -> str | None:
@@ -119,46 +140,85 @@ def references(out: Path) -> dict[str, float]:
         train, test = labelled_splits(cfg)
         probe = dict(l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
         if pixels not in refs:
-            refs[pixels] = 100 * linear_probe(raw_pixel_features(train.images), train.labels,
-                                              raw_pixel_features(test.images), test.labels, **probe)["top1"]
+            refs[pixels] = (
+                100
+                * linear_probe(
+                    raw_pixel_features(train.images),
+                    train.labels,
+                    raw_pixel_features(test.images),
+                    test.labels,
+                    **probe,
+                )["top1"]
+            )
         if arch not in refs:
             size = eval_size(cfg, train.image_size)
-            enc = recalibrate_batchnorm(reinitialise(copy.deepcopy(method.evaluated_encoder), 0), train.images, cfg.data.mean,
-                                        cfg.data.std, size)
+            enc = recalibrate_batchnorm(
+                reinitialise(copy.deepcopy(method.evaluated_encoder), 0),
+                train.images,
+                cfg.data.mean,
+                cfg.data.std,
+                size,
+            )
             kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, batch_size=cfg.eval.batch_size)
-            refs[arch] = 100 * linear_probe(extract_features(enc, train.images, **kw), train.labels,
-                                            extract_features(enc, test.images, **kw), test.labels, **probe)["top1"]
+            refs[arch] = (
+                100
+                * linear_probe(
+                    extract_features(enc, train.images, **kw),
+                    train.labels,
+                    extract_features(enc, test.images, **kw),
+                    test.labels,
+                    **probe,
+                )["top1"]
+            )
         path.write_text(json.dumps(refs, indent=1, sort_keys=True))
     return refs
 
 
-def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str, progress_bar: bool,
-           extra_overrides: tuple[str, ...], train: bool, fresh: bool = False) -> dict:
+def _judge(
+    c: Claim,
+    out: Path,
+    data: str,
+    budget: str,
+    seeds: int,
+    device: str,
+    progress_bar: bool,
+    extra_overrides: tuple[str, ...],
+    train: bool,
+    fresh: bool = False,
+) -> dict:
     """One claim's result: train (``train``) and measure its arms' runs, then decide. Without ``train``, only
     what is already measured under this claim's fingerprint is read, and a claim with a missing measurement
     comes back as not yet run."""
     per_arm: dict[str, list[dict]] = {}
     commands, missing, stale = [], False, []
     fingerprint = c.fingerprint()
-    runs = [out / "runs" / arm_key(arm, data, budget, extra_overrides) / f"seed{seed}" for arm in c.arms
-            for seed in range(seeds)]
+    runs = [
+        out / "runs" / arm_key(arm, data, budget, extra_overrides) / f"seed{seed}"
+        for arm in c.arms
+        for seed in range(seeds)
+    ]
     before = [r for r in runs if r.exists() and registered(r, c) != fingerprint]
     if before and train and not fresh:  # refused before anything trains
-        raise RuleChanged(f"claim {c.name}: {len(before)} run(s), e.g. {before[0]}, were trained before its rule "
-                          f"took its present form (fingerprint {fingerprint}; the run recorded "
-                          f"{registered(before[0], c) or 'none'}): they cannot judge a rule written after they were "
-                          f"seen. Train new ones with `selfsup claims --only {c.name} --fresh` (the old runs are "
-                          f"kept as seed<k>.previous)")
+        raise RuleChanged(
+            f"claim {c.name}: {len(before)} run(s), e.g. {before[0]}, were trained before its rule "
+            f"took its present form (fingerprint {fingerprint}; the run recorded "
+            f"{registered(before[0], c) or 'none'}): they cannot judge a rule written after they were "
+            f"seen. Train new ones with `selfsup claims --only {c.name} --fresh` (the old runs are "
+            f"kept as seed<k>.previous)"
+        )
     for arm in c.arms:
         per_arm[arm.name] = []
         key = arm_key(arm, data, budget, extra_overrides)
         for seed in range(seeds):
             run = out / "runs" / key / f"seed{seed}"
             overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]
-            commands.append(f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
-                            + (f" --config configs/{arm.method}_{arm.recipe_of}.yaml" if arm.recipe_of else "")
-                            + (f" --backbone {arm.backbone}" if arm.backbone else "") + f" --out {run} "
-                            + " ".join(o for o in overrides if not o.startswith("train.device")))
+            commands.append(
+                f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
+                + (f" --config configs/{arm.method}_{arm.recipe_of}.yaml" if arm.recipe_of else "")
+                + (f" --backbone {arm.backbone}" if arm.backbone else "")
+                + f" --out {run} "
+                + " ".join(o for o in overrides if not o.startswith("train.device"))
+            )
             if run in before:
                 if not train:
                     stale.append(run)
@@ -173,19 +233,38 @@ def _judge(c: Claim, out: Path, data: str, budget: str, seeds: int, device: str,
                     _retire(run, "finished, but its weights are not on this machine")
                 if not (run / "registered.json").is_file():
                     register(run, c)  # the rules as they stand, before the run is seen
-                train_or_resume(run, functools.partial(entry_config, arm.entry(), arm.data or data, None,
-                                                       arm.backbone, budget, None, overrides),
-                                f"claim {c.name}: {arm.name} seed {seed}", progress_bar)
+                train_or_resume(
+                    run,
+                    functools.partial(
+                        entry_config, arm.entry(), arm.data or data, None, arm.backbone, budget, None, overrides
+                    ),
+                    f"claim {c.name}: {arm.name} seed {seed}",
+                    progress_bar,
+                )
                 t0 = time.time()
                 measured = c.measure(run)
-                cache.write_text(json.dumps({"fingerprint": fingerprint, "measured": measured,
-                                             "seconds": time.time() - t0}, indent=1))
+                cache.write_text(
+                    json.dumps(
+                        {"fingerprint": fingerprint, "measured": measured, "seconds": time.time() - t0}, indent=1
+                    )
+                )
             per_arm[arm.name].append(json.loads(cache.read_text())["measured"])
-    result = {"statement": c.statement, "rule": c.describe(), "fingerprint": fingerprint, "history": c.history,
-              "arms": per_arm, "columns": c.columns, "commands": commands}
+    result = {
+        "statement": c.statement,
+        "rule": c.describe(),
+        "fingerprint": fingerprint,
+        "history": c.history,
+        "arms": per_arm,
+        "columns": c.columns,
+        "commands": commands,
+    }
     if stale:
-        return {**result, "verdict": "not yet run", "reason": f"its runs under {out} were trained under an earlier "
-                f"rule; `selfsup claims --only {c.name} --fresh` runs it under this one."}
+        return {
+            **result,
+            "verdict": "not yet run",
+            "reason": f"its runs under {out} were trained under an earlier "
+            f"rule; `selfsup claims --only {c.name} --fresh` runs it under this one.",
+        }
     if missing:
         return {**result, "verdict": "not yet run", "reason": f"`selfsup claims --only {c.name}` has not finished."}
     verdict, reason = c.decide(per_arm)
@@ -208,8 +287,10 @@ def _retire(run: Path, why: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
     run.rename(old)
     others = sorted(p.stem.removeprefix("claim_") for p in old.glob("claim_*.json"))
-    print(f"== {run}: {why}; moved to {old.name} and training it again"
-          + (f"; run `selfsup claims --only {','.join(others)}` after this to re-measure the new run" if others else ""))
+    print(
+        f"== {run}: {why}; moved to {old.name} and training it again"
+        + (f"; run `selfsup claims --only {','.join(others)}` after this to re-measure the new run" if others else "")
+    )
 
 
 def _commit() -> str:
@@ -217,42 +298,76 @@ def _commit() -> str:
     changes."""
     here = Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "selfsup", "configs"], capture_output=True,
-                               text=True, cwd=here, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "selfsup", "configs"],
+            capture_output=True,
+            text=True,
+            cwd=here,
+            timeout=10,
+        ).stdout.strip()
         return (head + ("-dirty" if dirty else "")) or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
 
-def write_doc(results: dict, path: str | Path, data: str, budget: str, refs: dict[str, float] | None = None,
-              minutes: dict[str, float] | None = None) -> Path:
+def write_doc(
+    results: dict,
+    path: str | Path,
+    data: str,
+    budget: str,
+    refs: dict[str, float] | None = None,
+    minutes: dict[str, float] | None = None,
+) -> Path:
     """docs/claims.md: per claim the statement, its pre-registered rule (and the rule's history), the
     verdict with the rule's reading, a table of every seed's value and mean ± std per arm, the commands."""
     import torch
 
-    lines = ["# The field's claims, tested", "",
-             f"Generated by `selfsup claims` on {time.strftime('%Y-%m-%d')}, commit {_commit()}, "
-             f"{platform.machine()} with {torch.get_num_threads()} torch threads; data set {data}, "
-             f"{budget} of training per run. Each claim's rule (arms, measure, direction, margin, seeds) was fixed "
-             "in selfsup/experiments/claims/catalog.py before its runs, which record it (a rule changed later cannot reuse "
-             "them). A difference counts only above the margin and twice the larger std over the seeds; fewer "
-             "seeds than registered, or a difference inside them, is \"inconclusive\".", ""]
+    lines = [
+        "# The field's claims, tested",
+        "",
+        f"Generated by `selfsup claims` on {time.strftime('%Y-%m-%d')}, commit {_commit()}, "
+        f"{platform.machine()} with {torch.get_num_threads()} torch threads; data set {data}, "
+        f"{budget} of training per run. Each claim's rule (arms, measure, direction, margin, seeds) was fixed "
+        "in selfsup/experiments/claims/catalog.py before its runs, which record it (a rule changed later cannot reuse "
+        "them). A difference counts only above the margin and twice the larger std over the seeds; fewer "
+        'seeds than registered, or a difference inside them, is "inconclusive".',
+        "",
+    ]
     if minutes:
-        lines += [f"CPU time of the runs on this page: {minutes['training']:.0f} minutes of training and "
-                  f"{minutes['measuring']:.0f} of measuring.", ""]
+        lines += [
+            f"CPU time of the runs on this page: {minutes['training']:.0f} minutes of training and "
+            f"{minutes['measuring']:.0f} of measuring.",
+            "",
+        ]
     if refs:
-        lines += ["Linear probes with no pretraining, to read the tables against (top-1 %): "
-                  + "; ".join(f"{k} {v:.1f}" for k, v in sorted(refs.items())) + ".", ""]
+        lines += [
+            "Linear probes with no pretraining, to read the tables against (top-1 %): "
+            + "; ".join(f"{k} {v:.1f}" for k, v in sorted(refs.items()))
+            + ".",
+            "",
+        ]
     verdicts = [r["verdict"] for r in results.values()]
-    lines += [f"Summary: {verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
-              f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive"
-              + (f", {verdicts.count('not yet run')} not yet run" if "not yet run" in verdicts else "") + ".", ""]
+    lines += [
+        f"Summary: {verdicts.count('holds')} hold, {verdicts.count('does not hold')} do not hold, "
+        f"{sum(v.startswith('inconclusive') for v in verdicts)} inconclusive"
+        + (f", {verdicts.count('not yet run')} not yet run" if "not yet run" in verdicts else "")
+        + ".",
+        "",
+    ]
     for name, r in results.items():
-        lines += [f"## {name}: {r['verdict']}", "", f"**Claim.** {r['statement']}", "",
-                  f"**Rule** (fingerprint {r['fingerprint']}). Holds when {r['rule']}.", "",
-                  f"**Verdict.** {r['reason']}", ""]
+        lines += [
+            f"## {name}: {r['verdict']}",
+            "",
+            f"**Claim.** {r['statement']}",
+            "",
+            f"**Rule** (fingerprint {r['fingerprint']}). Holds when {r['rule']}.",
+            "",
+            f"**Verdict.** {r['reason']}",
+            "",
+        ]
         if r["history"]:
             lines += ["**The rule's history.** " + " ".join(r["history"]), ""]
         cols = r["columns"] or sorted({k for runs in r["arms"].values() for m in runs for k in m})
@@ -269,7 +384,17 @@ def write_doc(results: dict, path: str | Path, data: str, budget: str, refs: dic
                 seeds = f" ({', '.join(f'{v:.3g}' for v in vals)})" if len(vals) > 1 else ""
                 cells.append(f"{mu:.3g}" + (f" ± {sd:.2g}" if sd is not None else "") + seeds)
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-        lines += ["", "<details><summary>commands</summary>", "", "```bash", *r["commands"], "```", "", "</details>", ""]
+        lines += [
+            "",
+            "<details><summary>commands</summary>",
+            "",
+            "```bash",
+            *r["commands"],
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

@@ -19,6 +19,7 @@ need = max(margin, spread):
 the harness fingerprints: a rule changed after its runs exist cannot reuse them (selfsup.experiments.claims.harness).
 Hand-written: a few lines of arithmetic no statistics library states in this form.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -42,6 +43,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 class Diff:
     """``a``'s ``key`` against ``b``'s ``b_key`` (default ``key``; ``b`` default ``a``) scaled by ``factor``,
     or against the constant ``const``; ``expect`` one of EXPECTATIONS; ``margin`` None: the claim's."""
+
     a: str
     key: str
     b: str | None = None
@@ -70,10 +72,12 @@ class Diff:
         unit = self.unit[:-1] if m == 1 and self.unit.endswith("s") else self.unit
         amount = f"{m:g} {unit}".strip()
         need = f"max({amount}, twice the larger std)" if m else "twice the larger std"
-        return {"higher": f"{lhs} above {rhs} by more than {need}",
-                "lower": f"{lhs} below {rhs} by more than {need}",
-                "not_lower": f"{lhs} not below {rhs} by more than {amount}, even with twice the larger std against it",
-                "same": f"{lhs} within {amount} of {rhs}, even with twice the larger std against it"}[self.expect]
+        return {
+            "higher": f"{lhs} above {rhs} by more than {need}",
+            "lower": f"{lhs} below {rhs} by more than {need}",
+            "not_lower": f"{lhs} not below {rhs} by more than {amount}, even with twice the larger std against it",
+            "same": f"{lhs} within {amount} of {rhs}, even with twice the larger std against it",
+        }[self.expect]
 
     def judge(self, per_arm: dict[str, list[dict]], margin: float) -> tuple[str, str]:
         m = self.margin if self.margin is not None else margin
@@ -93,14 +97,17 @@ class Diff:
             verdict = HOLDS if d - spread >= -m else FAILS if d + spread < -m else INCONCLUSIVE
         else:
             verdict = HOLDS if abs(d) + spread <= m else FAILS if abs(d) - spread > m else INCONCLUSIVE
-        reading = (f"{self.a}'s {self.key} {ma:.3g} − {self._rhs()} {mb:.3g} = {d:+.3g} (needed: "
-                   f"{self.expect.replace('_', ' ')}, margin {m:g}, spread {spread:.2g})")
+        reading = (
+            f"{self.a}'s {self.key} {ma:.3g} − {self._rhs()} {mb:.3g} = {d:+.3g} (needed: "
+            f"{self.expect.replace('_', ' ')}, margin {m:g}, spread {spread:.2g})"
+        )
         return verdict, reading
 
 
 @dataclass(frozen=True)
 class All:
     """Every part must hold; one that does not makes the whole not hold; otherwise inconclusive."""
+
     parts: tuple[Diff, ...]
 
     def __init__(self, *parts: Diff):
