@@ -28,6 +28,7 @@ from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_encoder, build_method, checkpoint_meta
 from selfsup.errors import SelfsupError
+from selfsup.provenance import provenance
 from selfsup.methods.base import EpochContext, Method
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
 from selfsup.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
@@ -251,6 +252,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     train, _ = load_data(cfg, choose_size=not resume, with_test=False)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
+        _record_provenance(run_dir, resume)
     spec = InputSpec.of(cfg, train.channels, train.image_size)  # travels with every checkpoint
     side = cfg.views.size or train.image_size
     encoder = build_encoder(cfg, train.channels, side)
@@ -667,6 +669,17 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         except Exception as e:  # a missing plot must never lose a finished run
             warnings.warn(f"could not draw curves.png: {e}", stacklevel=2)
     return summary
+
+
+def _record_provenance(run_dir: Path, resume: bool) -> None:
+    """RUN_DIR/provenance.json: the commit, command, versions and machine that trained the run; a resume
+    appends its own under "resumed" (a run continued by other code says so)."""
+    path, record = run_dir / "provenance.json", provenance()
+    if resume and path.is_file():
+        first = json.loads(path.read_text())
+        first.setdefault("resumed", []).append(record)
+        record = first
+    path.write_text(json.dumps(record, indent=1))
 
 
 def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path, logger: RunLogger, step: int) -> None:

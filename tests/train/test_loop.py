@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,26 @@ def test_metrics_rows(finished_run):
     assert summary["steps"] == 8 and summary["epochs"] == 2
     assert summary["images_seen"] == 8 * 64
     assert json.loads((run / "summary.json").read_text())["steps"] == 8
+
+
+def test_the_run_records_what_trained_it(finished_run, tiny_config, tmp_path):
+    import subprocess
+
+    from selfsup.train import resume
+
+    _, run, _ = finished_run
+    rec = json.loads((run / "provenance.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2]).stdout.strip()  # fmt: skip
+    assert rec["commit"].removesuffix("-dirty") == head or (rec["commit"] == "unknown" and not head)
+    assert rec["torch"] == torch.__version__ and rec["cpus"] >= 1 and rec["machine"]
+    assert {"command", "python", "selfsup", "torch_threads"} <= set(rec)
+    # a resume keeps the first record and adds its own
+    cfg = tiny_config("simclr", "train.epochs=1", "train.monitor_train=0")
+    fit(cfg, tmp_path / "r", progress_bar=False)
+    resume(tmp_path / "r", progress_bar=False, changes=["train.epochs=2"])
+    again = json.loads((tmp_path / "r" / "provenance.json").read_text())
+    assert len(again["resumed"]) == 1 and again["resumed"][0]["commit"] == again["commit"]
 
 
 def test_config_yaml_round_trips(finished_run):
