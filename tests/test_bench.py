@@ -56,6 +56,8 @@ def test_bench_trains_evaluates_aggregates_and_resumes(tmp_path, capsys):
     assert rows["simclr"]["linear"] == pytest.approx(statistics.fmean(lin))
     assert rows["simclr"]["linear std"] == pytest.approx(statistics.stdev(lin))
     assert lin[0] != lin[1]  # the seeds really differ
+    commit = json.loads((out / "simclr" / "seed0" / "provenance.json").read_text())["commit"]
+    assert rows["simclr"]["commits"] == [commit, commit] and rows["broken"]["commits"] == []  # what trained each seed
     assert board["raw_pixels"]["linear"] > 80  # raw digits pixels are linearly separable
     md = (out / "leaderboard.md").read_text()
     assert "| simclr |" in md and " ± " in md and "raw pixels" in md and "2 failed" in md

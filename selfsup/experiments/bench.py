@@ -234,6 +234,11 @@ def _value(run: Path, file: str, key: str):
     return v if isinstance(v, (int, float)) else None
 
 
+def _trained_by(run: Path) -> str:
+    p = run / "provenance.json"
+    return json.loads(p.read_text()).get("commit", "unknown") if p.is_file() else "unrecorded"
+
+
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     """(mean, sample std) of a list; std None for one value, both None for none."""
     if not values:
@@ -301,6 +306,8 @@ def build_leaderboard(out: Path, entries: list[Entry] = (), seeds: int = 1) -> d
             "seeds": len(runs),
             "failed": sum((r / "failed.txt").is_file() for r in runs),
             "uses_labels": e.method in list_methods() and get_method_spec(e.method).uses_labels,
+            # the code each seed was trained by (RUN_DIR/provenance.json; runs from before it: "unrecorded")
+            "commits": [_trained_by(r) for r in done],
         }
         for col, file, key, scale in COLUMNS:
             vals = [v * scale for v in (_value(r, file, key) for r in done) if v is not None]
