@@ -42,7 +42,7 @@ def _to_nchw(x: np.ndarray, path: Path) -> np.ndarray:
     raise DatasetError(f"{path}: images have shape {x.shape}; accepted shapes are {_ACCEPTED_SHAPES}{hint}")
 
 
-def _first_rows(bad: np.ndarray) -> str:
+def _first_rows(bad: Any) -> str:
     """'image 3' or 'images 3, 8, 11, ...' for a boolean mask over rows."""
     rows = np.flatnonzero(bad)
     shown = ", ".join(str(i) for i in rows[:3]) + (", ..." if len(rows) > 3 else "")
@@ -165,8 +165,8 @@ def _read_array_file(path: Path, split: str) -> _ArrayFile:
                 f"{path}: no {split} images; expected one of the keys {', '.join(img_keys)} "
                 f"(found: {', '.join(store.files) or 'none'})"
             )
-        every = [_pick(store, _ARRAY_KEYS[s][1]) for s in SPLITS]
-        every = [_check_labels(v, None, path, k) for k, v in (e for e in every if e is not None)]
+        found = [_pick(store, _ARRAY_KEYS[s][1]) for s in SPLITS]
+        every = [_check_labels(v, None, path, k) for k, v in (e for e in found if e is not None)]
         classes = store["classes"] if "classes" in store.files else None
     names = [str(c) for c in classes.tolist()] if classes is not None and classes.dtype.kind in "US" else None
     values = np.unique(np.concatenate(every)) if every else None

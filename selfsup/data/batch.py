@@ -19,12 +19,17 @@ class Batch:
     boxes: list[torch.Tensor] | None = None
 
     def to(self, device) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, non_blocking=True)
+
+        def maybe(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else move(t)
+
         return Batch(
             move(self.images),
             move(self.index),
-            move(self.labels),
+            maybe(self.labels),
             [move(v) for v in self.views],
-            move(self.texts),
+            maybe(self.texts),
             None if self.boxes is None else [move(b) for b in self.boxes],
         )

@@ -200,7 +200,7 @@ def load_imagefolder(split: str, root: Optional[Path], image_size: Optional[int]
         )
     images = stack_images([a for a in decoded if a is not None])
     label_tensor = None if labels is None else torch.from_numpy(labels[ok])
-    if classes is not None:
+    if classes is not None and labels is not None:
         empty = [c for i, c in enumerate(classes) if not (labels[ok] == i).any()]
         if empty:
             warnings.warn(
@@ -230,5 +230,5 @@ def load_captions_file(folder: Path, dataset: ImageDataset, files: list[str]) ->
     missing = [p for p in files if p not in table and Path(p).name not in table]
     if missing:
         raise DatasetError(f"{path}: no caption for {len(missing)} image(s), e.g. {missing[0]!r}")
-    caps = [table.get(p, table.get(Path(p).name)) for p in files]
+    caps = [table[p] if p in table else table[Path(p).name] for p in files]  # every one was found above
     return dataclasses.replace(dataset, captions=caps)

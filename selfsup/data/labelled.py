@@ -42,7 +42,7 @@ def _from_folder(folder: Path) -> tuple[list[Path], list[str], list[str]]:
             f"class (DIR/<class>/*.png)"
         )
     names, labels = class_of(files, folder, class_folders(folder, folder))
-    if names is None:
+    if names is None or labels is None:
         raise DatasetError(
             f"labels: {folder} is not a folder of class sub-folders (every image at DIR/<class>/file, "
             f"at least two classes); arrange it so, or list the images in a CSV of path,label rows"
@@ -64,13 +64,15 @@ def _from_csv(path: Path, search: Sequence[Path]) -> tuple[list[Path], list[str]
     if not rows:
         raise DatasetError(f"labels: {path} lists no images; write one path,label row per labelled image")
     bases = [path.parent, *search]
-    files, missing = [], []
+    files: list[Path] = []
+    missing: list[str] = []
     for r in rows:
         name = Path(r[0].strip()).expanduser()
         found = next((b / name for b in bases if (b / name).is_file()), name if name.is_file() else None)
         if found is None:
             missing.append(r[0].strip())
-        files.append(found)
+        else:
+            files.append(found)
     if missing:
         looked = ", ".join(str(b) for b in bases)
         raise DatasetError(
@@ -154,4 +156,6 @@ def image_batches(
 
 def class_counts(ds: ImageDataset) -> np.ndarray:
     """Images per class, [num_classes]."""
+    if ds.labels is None or ds.classes is None:
+        raise DatasetError(f"{ds.name} has no labels to count")
     return np.bincount(ds.labels.numpy(), minlength=len(ds.classes))

@@ -7,7 +7,7 @@ would only add inter-process copies.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import torch
 
@@ -15,10 +15,19 @@ from selfsup.data.batch import Batch
 from selfsup.errors import SelfsupError
 
 
+class ImageRows(Protocol):
+    """uint8 images [N, C, H, W] read by rows: a tensor in memory, or a folder decoded when indexed
+    (selfsup.data.stream.LazyImages)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: torch.Tensor) -> torch.Tensor: ...
+
+
 class InMemoryLoader:
     def __init__(
         self,
-        images: torch.Tensor,
+        images: ImageRows,
         labels: torch.Tensor | None,
         batch_size: int,
         seed: int = 0,

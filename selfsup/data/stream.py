@@ -24,7 +24,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 
@@ -174,14 +174,15 @@ class StreamLoader(InMemoryLoader):
         prefetch: int = 4,
     ):
         super().__init__(images, labels, batch_size, seed, rank, world_size, order_fn, texts)
+        self.lazy = images  # the files behind the rows, for the workers and the messages
         self.workers, self.prefetch = workers, prefetch
         self._warned: set[int] = set()
 
     def iterate(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
         order = self.order(epoch)
         batches = [order[s * self.batch_size : (s + 1) * self.batch_size] for s in range(start_step, len(self))]
-        kw = dict(num_workers=self.workers, prefetch_factor=self.prefetch) if self.workers else {}
-        loader = torch.utils.data.DataLoader(_Batches(self.images, batches), batch_size=None, shuffle=False, **kw)
+        kw: dict[str, Any] = dict(num_workers=self.workers, prefetch_factor=self.prefetch) if self.workers else {}
+        loader = torch.utils.data.DataLoader(_Batches(self.lazy, batches), batch_size=None, shuffle=False, **kw)
         for idx, (x, bad) in zip(batches, loader):
             if bad:
                 self._note_unreadable(bad)
@@ -193,7 +194,7 @@ class StreamLoader(InMemoryLoader):
         new = [i for i in rows if i not in self._warned]
         if new:
             self._warned.update(new)
-            shown = ", ".join(str(self.images.files[i]) for i in new[:3]) + (", ..." if len(new) > 3 else "")
+            shown = ", ".join(str(self.lazy.files[i]) for i in new[:3]) + (", ..." if len(new) > 3 else "")
             warnings.warn(
                 f"imagefolder (streamed): {len(self._warned)} unreadable file(s) so far, not trained on "
                 f"(each replaced by another image of its batch): {shown} (delete or re-export them)",
