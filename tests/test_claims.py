@@ -447,3 +447,23 @@ def test_a_rule_changed_after_its_runs_cannot_reuse_them(tmp_path, capsys):
     # and now the catalog's rule is the one its runs were not trained under
     run_claims([], out, doc=page, **kw)
     assert "## projection-head: not yet run" in page.read_text() and "--fresh" in page.read_text()
+
+
+def test_every_arm_of_every_claim_composes_on_its_data():
+    """What `selfsup claims` will train on Fashion-MNIST composes (a recipe key or an override that no longer
+    exists fails here, not hours into the runs), and arms a claim compares share an encoder and side."""
+    from selfsup.experiments.bench import entry_config
+
+    for claim in claims_by_name():
+        cfgs = {
+            a.name: entry_config(a.entry(), a.data or "fashion-mnist", None, a.backbone, "3m", None, list(a.overrides))
+            for a in claim.arms
+        }
+        if claim.name in (
+            "finetune-vs-linear",
+            "contrastive-vs-reconstruction",
+            "pretext-is-task-specific",
+            "queue-decouples",
+        ):
+            shapes = {(c.backbone.name, c.backbone.width, c.views.size, c.eval.size) for c in cfgs.values()}
+            assert len(shapes) == 1, (claim.name, shapes)
