@@ -54,6 +54,8 @@ def test_a_ratio_a_constant_and_all_of_several():
     assert All(yes, yes).judge(per_arm, 1.0)[0] == HOLDS
     assert All(yes, unsure).judge(per_arm, 1.0)[0] == INCONCLUSIVE
     assert All(unsure, no).judge(per_arm, 1.0)[0] == FAILS
+    verdict, why = Diff("a", "nope", "b").judge(per_arm, 1.0)  # a number the measure does not give
+    assert verdict == INCONCLUSIVE and "a's nope and b's nope not measured" in why
     with pytest.raises(ValueError, match="expect"):
         Diff("a", "x", "b", expect="bigger")
     with pytest.raises(ValueError, match="not both"):
