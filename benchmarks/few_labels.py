@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +70,7 @@ from selfsup.eval.linear import fit_probe
 from selfsup.eval.run import run_features
 from selfsup.eval.semi import per_class_fraction
 from selfsup.engine import Run, labelled_splits
+from selfsup.provenance import code_commit
 from selfsup.semi import create_semi_method
 from selfsup.semi.train import train_semi
 
@@ -180,7 +180,7 @@ def main() -> None:
         p.error("RUN_DIR is needed to measure (only --markdown and --plot-only read a results file alone)")
     torch.set_num_threads(2)
     # the code this pass runs: HEAD when it starts (a pass lasts up to an hour; later commits are not in it)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = code_commit()
     seeds = [int(s) for s in a.seeds.split(",")]
     extra_arms = []
     if a.finetune_grid:

@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
 from selfsup.experiments.bench import Entry, bench
+from selfsup.provenance import code_commit
 from selfsup.registry import get_method_spec, list_methods
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,9 +90,7 @@ def main() -> None:
         methods = wanted
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"like-for-like-{a.family}-{a.budget}")
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
+    commit = code_commit()
     with open(out / "passes.jsonl", "a") as f:  # which commit and date each pass of the table ran at
         f.write(
             json.dumps(

@@ -192,11 +192,8 @@ def _judge(
     per_arm: dict[str, list[dict]] = {}
     commands, missing, stale = [], False, []
     fingerprint = c.fingerprint()
-    runs = [
-        out / "runs" / arm_key(arm, data, budget, extra_overrides) / f"seed{seed}"
-        for arm in c.arms
-        for seed in range(seeds)
-    ]
+    keys = {arm.name: arm_key(arm, data, budget, extra_overrides) for arm in c.arms}  # each arm composed once
+    runs = [out / "runs" / keys[arm.name] / f"seed{seed}" for arm in c.arms for seed in range(seeds)]
     before = [r for r in runs if r.exists() and registered(r, c) != fingerprint]
     if before and train and not fresh:  # refused before anything trains
         raise RuleChanged(
@@ -208,7 +205,7 @@ def _judge(
         )
     for arm in c.arms:
         per_arm[arm.name] = []
-        key = arm_key(arm, data, budget, extra_overrides)
+        key = keys[arm.name]
         for seed in range(seeds):
             run = out / "runs" / key / f"seed{seed}"
             overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]

@@ -82,14 +82,15 @@ class Diff:
     def judge(self, per_arm: dict[str, list[dict]], margin: float) -> tuple[str, str]:
         m = self.margin if self.margin is not None else margin
         sides = [(self.a, self.key)] + ([] if self.const is not None else [(self.b or self.a, self.b_key or self.key)])
-        unmeasured = [f"{arm}'s {key}" for arm, key in sides if not _values(per_arm, arm, key)]
+        values = [_values(per_arm, arm, key) for arm, key in sides]
+        unmeasured = [f"{arm}'s {key}" for (arm, key), v in zip(sides, values) if not v]
         if unmeasured:  # a measurement that failed or a key the measure does not give: no verdict from nothing
             return INCONCLUSIVE, f"{' and '.join(unmeasured)} not measured"
-        ma, sa = _mean_std(_values(per_arm, self.a, self.key))
+        ma, sa = _mean_std(values[0])
         if self.const is not None:
             mb, sb = self.const, 0.0
         else:
-            mb, sb = _mean_std(_values(per_arm, self.b or self.a, self.b_key or self.key))
+            mb, sb = _mean_std(values[1])
             mb, sb = self.factor * mb, self.factor * sb
         d, spread = ma - mb, 2 * max(sa, sb)
         need = max(m, spread)
