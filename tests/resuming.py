@@ -8,12 +8,12 @@ from selfsup.train import loop
 def interrupt_after(monkeypatch, steps: int) -> None:
     """Ctrl-C during optimiser step ``steps + 1`` (after its backward, before the update)."""
     calls = {"n": 0}
-    real = loop.set_lr
+    real = loop.lr_factor  # the loop's schedule, asked once per optimiser step (the budget's probe never asks)
 
-    def set_lr(opt, factor):
+    def lr_factor(progress, cfg):
         calls["n"] += 1
         if calls["n"] > steps:
             raise KeyboardInterrupt
-        real(opt, factor)
+        return real(progress, cfg)
 
-    monkeypatch.setattr(loop, "set_lr", set_lr)
+    monkeypatch.setattr(loop, "lr_factor", lr_factor)

@@ -12,11 +12,9 @@ import contextlib
 import copy
 import inspect
 import json
-import math
 import os
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,20 +28,20 @@ from selfsup.engine import InputSpec, build_encoder, build_method, checkpoint_me
 from selfsup.errors import SelfsupError
 from selfsup.provenance import provenance
 from selfsup.methods.base import EpochContext, Method
-from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
+from selfsup.data.batch import Batch
+from selfsup.nn.stepper import Stepper
 from selfsup.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
 from selfsup.train.loggers import RunLogger, check_loggers
-from selfsup.train.pictures import draw, plot_curves
-from selfsup.train.optim import build_optimizer, lr_factor, set_lr
+from selfsup.train.budget import Clock
+from selfsup.train.callbacks import Callback, Curves, Fit, Monitor, Pictures, call
+from selfsup.train.optim import build_optimizer, lr_factor
 from selfsup.transforms import Views
 from selfsup.config import parse_override, resolve, to_dict
 from selfsup.data import DatasetError, load_dataset
-from selfsup.data.dataset import validation_split
 from selfsup.data.folder import choose_image_size
 from selfsup.data.stream import StreamLoader, load_imagefolder_stream, sample_images
 from selfsup.data.text import tokenize
 from selfsup.nn.sync_bn import convert_sync_batchnorm
-from selfsup.transforms import eval_view
 
 
 class TrainingError(SelfsupError, RuntimeError):
@@ -127,67 +125,6 @@ def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
         cfg.data.mean = [round(v, 4) for v in x.mean((0, 2, 3)).tolist()]
         cfg.data.std = [round(max(v, 1e-3), 4) for v in x.std((0, 2, 3)).tolist()]
     return train, test
-
-
-@dataclass
-class _Monitor:
-    """Online kNN accuracy of a fixed validation slice of the training split (``monitor_val`` labelled
-    images) against a bank of other training images (``monitor_train``), plus collapse diagnostics.
-    The test split is never read while training: it is kept for final numbers, so that nothing the
-    monitor shows (and no setting chosen by looking at it) has seen a test image."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor  # the validation slice
-    test_labels: torch.Tensor
-
-    @classmethod
-    def build(cls, train, cfg: RunConfig):
-        t = cfg.train
-        if train.labels is None or t.monitor_train <= 0 or t.monitor_val <= 0 or len(train) < 2:
-            return None
-        n_val = min(t.monitor_val, len(train) // 2)  # disjoint: a validation image is never its own neighbour
-        val, rest = validation_split(len(train), n_val)
-        bank = rest[: t.monitor_train]
-        return cls(train.images[bank], train.labels[bank], train.images[val], train.labels[val])
-
-    @torch.no_grad()
-    def __call__(self, method, cfg: RunConfig, device, size: int) -> dict:
-        kw = dict(
-            mean=cfg.data.mean,
-            std=cfg.data.std,
-            size=size,
-            device=device,
-            precision=cfg.train.precision,
-            channels_last=cfg.train.channels_last,
-        )
-        ftr = extract_features(method.evaluated_encoder, self.train_images, **kw)
-        fte = extract_features(method.evaluated_encoder, self.test_images, **kw)
-        res = knn_accuracy(ftr, self.train_labels, fte, self.test_labels, ks=(20,))
-        z = self.embeddings(method, cfg, device, size)
-        return {
-            "monitor/knn20_top1": res["top1"],
-            "diag/feature_std": embedding_std(fte),
-            "diag/feature_rank": effective_rank(fte[:512]),
-            "diag/embedding_std": embedding_std(z),
-            "diag/embedding_rank": effective_rank(z),
-            "diag/embedding_dim": z.shape[1],
-        }
-
-    @torch.no_grad()
-    def embeddings(self, method, cfg: RunConfig, device, size: int) -> torch.Tensor:
-        """What the loss acts on (the projection) for 512 validation images, in eval mode: [512, D] on the
-        CPU. The global random streams are left as they were, so measuring changes no run's weights."""
-        was = method.training
-        method.eval()
-        x = eval_view(self.test_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
-        with (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
-            torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"),
-        ):
-            z = method.embedding(x).float().cpu()
-        method.train(was)
-        return z
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -311,21 +248,14 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     optimizer = build_optimizer(
         method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size()
     )
-    monitor = _Monitor.build(train, cfg)
     epoch_ctx = EpochContext(
         train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision, t_cfg.channels_last
     )
     gen = torch.Generator().manual_seed(t_cfg.seed + 1 + 1_000_003 * dist.rank())
 
-    # The schedule's length in optimiser steps: train.steps, else epochs x steps per epoch, else (a budget)
-    # planned from the measured speed before the first step (plan_budget). Every schedule (learning rate,
-    # EMA momentum, DINO's teacher temperature, SwAV's queue start) is a function of the step, so one seed
-    # and one length train the same weights on a busy and a quiet machine. A budget's plan is checked against
-    # the loop's own rate on the way (replan_budget), and the wall clock guards.
-    # max_steps stops a run early; it never reshapes the schedule.
     budget = parse_duration(t_cfg.budget) if t_cfg.budget and not t_cfg.steps else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
-    fixed_steps = t_cfg.steps or (None if budget else t_cfg.epochs * steps_per_epoch)
+    fixed_steps = t_cfg.steps or (None if budget else t_cfg.epochs * steps_per_epoch)  # a budget plans its own
     st = {
         "epoch": 0,
         "batch_in_epoch": 0,
@@ -363,31 +293,34 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)"
                 + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else "")
             )
+    clock = Clock(st, budget, t_cfg.budget, t_cfg.max_steps, t_cfg.replan)
 
-    def progress() -> float:
-        """The schedules' clock, 0 -> 1: step / planned_steps, or, for a budget, the line from its last plan's
-        (step, progress) to 1 at planned_steps, so that a re-plan changes the clock's pace, never its value."""
-        if not st["planned_steps"]:
-            return 0.0
-        last = st["plan"][-1] if "plan" in st else {"step": 0, "progress": 0.0}
-        a, p_a = last["step"], last["progress"]
-        return min(1.0, p_a + (st["step"] - a) * (1.0 - p_a) / max(1, st["planned_steps"] - a))
+    def make_views(batch: Batch, g: torch.Generator) -> Batch:
+        """The batch's views (and crop boxes, for methods that need them) on the device, drawn from ``g``."""
+        batch = batch.to(device)
+        if method.needs.boxes:
+            batch.views, batch.boxes = views(batch.images, g, boxes=True)
+        else:
+            batch.views = views(batch.images, g)
+        if t_cfg.channels_last:
+            batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
+        return batch
 
-    guarded: list = []  # the guard's warning is said once
-
-    def done() -> bool:
-        if t_cfg.max_steps and st["step"] >= t_cfg.max_steps:
-            return True
-        if budget and st["train_seconds"] >= GUARD * budget:
-            if dist.is_main() and not guarded:
-                warnings.warn(
-                    f"stopped at {GUARD} x the budget ({st['train_seconds']:.0f} s), step {st['step']} of "
-                    f"{st['planned_steps']} planned: the machine slowed down after the plan was made",
-                    stacklevel=2,
-                )
-            guarded.append(True)
-            return True
-        return st["planned_steps"] is not None and st["step"] >= st["planned_steps"]
+    def stepper(opt: torch.optim.Optimizer, params, start: int, scheduled: bool = True) -> Stepper:
+        return Stepper(
+            opt,
+            None,
+            (lambda step, total: lr_factor(clock.progress(), cfg.optim)) if scheduled else None,  # the clock's
+            t_cfg.precision,
+            device,
+            "training",
+            "",
+            start=start,
+            accumulate=t_cfg.accumulate,
+            clip_grad=cfg.optim.clip_grad,
+            clip_params=list(params),
+            deferred=True,
+        )
 
     def seconds_per_step() -> float:
         """Time PLAN_STEPS optimiser steps (after PLAN_SKIP) of a throwaway copy of the method, on this epoch's
@@ -395,88 +328,33 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         weights, statistics, random streams) is untouched. The slowest process's time, so all plan alike."""
         probe = copy.deepcopy(method).train()
         popt = build_optimizer(probe.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size())
+        psteps = stepper(popt, probe.parameters(), 0, scheduled=False)  # timed at the base rates
         pgen = torch.Generator().manual_seed(t_cfg.seed + 7)
         batches, times = loader.iterate(st["epoch"]), []
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             for k in range(PLAN_SKIP + PLAN_STEPS):
                 t = time.perf_counter()
-                for _ in range(t_cfg.accumulate):
+                stepped = False
+                while not stepped:  # the micro-batches of one step
                     batch = next(batches, None)
                     if batch is None:
                         batches = loader.iterate(st["epoch"])
                         batch = next(batches)
-                    batch = batch.to(device)
-                    if method.needs.boxes:
-                        batch.views, batch.boxes = views(batch.images, pgen, boxes=True)
-                    else:
-                        batch.views = views(batch.images, pgen)
-                    if t_cfg.channels_last:
-                        batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
-                    with torch.autocast(**autocast):
-                        loss = probe(batch).loss
-                    (loss / t_cfg.accumulate).backward()
-                popt.step()
-                popt.zero_grad(set_to_none=True)
+                    with psteps.autocast():
+                        loss = probe(make_views(batch, pgen)).loss
+                    stepped = psteps.backward(loss)
                 probe.on_step_end(0.0)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 if k >= PLAN_SKIP:
                     times.append(time.perf_counter() - t)
-        del probe, popt
+        del probe, popt, psteps
         return dist.all_reduce_max(sum(times) / len(times))
 
-    def plan_budget(elapsed: float, epoch_start_seconds: float, since: float) -> None:
-        """Fix the number of steps the rest of the budget affords: per step, its own time and its share of
-        the per-epoch work (``epoch_start_seconds``: DeepCluster's k-means, bank refreshes)."""
-        rate = seconds_per_step() + epoch_start_seconds / max(1, steps_per_epoch)
-        elapsed = dist.all_reduce_max(elapsed + (time.perf_counter() - since))  # + this epoch's start and the probe
-        st["planned_steps"] = st["step"] + max(1, int((budget - elapsed) / max(rate, 1e-9)))
-        st["plan"] = [_plan_entry(st["step"], st["planned_steps"], rate, progress(), elapsed)]
-        # checks only ahead of the plan (a resumed run with a longer budget may be past some of them already)
-        st["replans_done"] = sum(f * budget <= elapsed for f in REPLAN_AT)
-        if dist.is_main():
-            print(
-                f"budget {t_cfg.budget}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
-                + (
-                    ", checked against the loop's own rate on the way"
-                    if t_cfg.replan
-                    else f" (train.steps={st['planned_steps']} trains the same weights on any machine)"
-                )
-            )
-
-    def replan_budget() -> None:
-        """A shared machine's speed drifts after the probe (measured: a plan of 0.175 s per step, a sustained
-        0.216, 18.5 minutes for a 15-minute budget), so at REPLAN_AT fractions of the budget the steps left
-        are planned again from the loop's own rate since the last plan, when it differs from the plan by more
-        than REPLAN_TOLERANCE of the steps left. The schedules' clock continues from where it is (no jump);
-        the plan's history goes to summary.json. A plan left unchanged repeats with train.steps=N."""
-        k = st["replans_done"]
-        if k >= len(REPLAN_AT) or st["train_seconds"] < REPLAN_AT[k] * budget:
-            return
-        st["replans_done"] = k + 1
-        a_step, a_seconds = st["plan"][-1]["step"], st["plan"][-1]["seconds"]
-        if st["step"] <= a_step or not t_cfg.replan:
-            return
-        rate = (st["train_seconds"] - a_seconds) / (st["step"] - a_step)
-        left = st["planned_steps"] - st["step"]
-        new_left = max(1, int((budget - st["train_seconds"]) / max(rate, 1e-9)))
-        if abs(new_left - left) <= REPLAN_TOLERANCE * max(1, left):
-            return
-        st["plan"].append(_plan_entry(st["step"], st["step"] + new_left, rate, progress(), st["train_seconds"]))
-        st["planned_steps"] = st["step"] + new_left
-        if dist.is_main():
-            print(
-                f"budget {t_cfg.budget}: {rate:.3f} s per step since step {a_step}, {left} steps left planned "
-                f"-> {new_left} (re-planned at step {st['step']}, {st['train_seconds']:.0f} s)"
-            )
-
-    # The step of the first non-finite loss (-1: none yet), kept on the device: reading a loss on the
-    # host every micro-step would stall a GPU, so it is read only where it matters — before a metrics
-    # row, before a checkpoint (a checkpoint is never written after a non-finite loss) and at the end.
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-
     def check_finite() -> None:
-        bad = int(first_bad)
+        """Read the deferred finite flag (one host sync): before a metrics row, before a checkpoint (a
+        checkpoint is never written after a non-finite loss) and at the end."""
+        bad = steps.first_bad()
         if dist.all_true(bad < 0):
             return
         saved = (ckpt_dir / "last" / "meta.json").is_file()
@@ -513,29 +391,30 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     logger = RunLogger(run_dir, cfg, resume_step=st["step"] if resume else None)
     if changes:  # a row of its own, at the step the new settings start
         logger.log({"step": st["step"], "epoch": st["epoch"], "event": "resumed with changes", "changes": changes})
+    monitor = Monitor.build(train, cfg)
+    shown = monitor.val_images[:16] if monitor is not None else train.images[:16]  # validation images
+    callbacks: list[Callback] = [cb for cb in (monitor, Pictures(shown), Curves()) if cb is not None]
+    fit = Fit(cfg, method, device, run_dir, logger, epoch_ctx, eval_size(cfg, views.size), st, resume, clock.done)
     bar = None
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm
 
         bar = tqdm(
             total=1000 if budget else st["planned_steps"],
-            initial=int(progress() * 1000) if budget else st["step"],
+            initial=int(clock.progress() * 1000) if budget else st["step"],
             unit="" if budget else "step",
             dynamic_ncols=True,
             bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}" if budget else None,
             desc=f"{cfg.method_name}",
         )
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=t_cfg.precision == "bf16")
+    steps = stepper(optimizer, method.parameters(), st["step"])
     method.train()
     # checkpoint timing reads the training seconds, which are equal on every process (see below)
     last_ckpt, rate_t, rate_n = st["train_seconds"], time.perf_counter(), 0
-    summary: dict = {}
-    if monitor is not None and not resume:  # the spread a random initialisation gives, for _warn_collapse
-        z0 = monitor.embeddings(method, cfg, device, eval_size(cfg, views.size))
-        st["initial_embedding_std"], st["initial_embedding_rank"] = embedding_std(z0), effective_rank(z0)
-    method.progress_now = progress()  # a resumed run's schedules start where it stopped
+    call(callbacks, "start", fit)
+    method.progress_now = clock.progress()  # a resumed run's schedules start where it stopped
     try:
-        while not done():
+        while not clock.done():
             t0 = time.perf_counter()  # before on_epoch_start: its work (k-means, ...) counts as training time
             epoch_start_seconds = 0.0
             if st["batch_in_epoch"] == 0:
@@ -547,50 +426,34 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                     logger.log(
                         {"step": st["step"] + 1, "epoch": st["epoch"], **{k: float(v) for k, v in epoch_logs.items()}}
                     )
-            if budget and st["planned_steps"] is None:  # a budget turns into a number of steps, once
-                plan_budget(st["train_seconds"], epoch_start_seconds, t0)
-                if done():
+            if clock.unplanned:  # a budget turns into a number of steps, once: per step, its own time and its
+                # share of the per-epoch work (DeepCluster's k-means, bank refreshes), after what is spent
+                rate = seconds_per_step() + epoch_start_seconds / max(1, steps_per_epoch)
+                clock.plan(rate, dist.all_reduce_max(st["train_seconds"] + (time.perf_counter() - t0)))
+                if clock.done():
                     break
-            micro = 0
             for batch in loader.iterate(st["epoch"], st["batch_in_epoch"]):
-                batch = batch.to(device)
-                if method.needs.boxes:
-                    batch.views, batch.boxes = views(batch.images, gen, boxes=True)
-                else:
-                    batch.views = views(batch.images, gen)
-                if t_cfg.channels_last:
-                    batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
-                # accumulation: DDP averages gradients only on the micro-batch that ends a step
-                sync = model is method or (micro + 1) % t_cfg.accumulate == 0
-                with torch.autocast(**autocast), contextlib.nullcontext() if sync else model.no_sync():
+                batch = make_views(batch, gen)
+                with steps.autocast(), steps.no_sync(model):
                     out = model(batch)  # Method.forward is training_step
                 loss = out.loss
-                first_bad.copy_(torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), st["step"], first_bad))
-                with contextlib.nullcontext() if sync else model.no_sync():
-                    (loss / t_cfg.accumulate).backward()
-                micro += 1
+                stepped = steps.backward(loss, model)
                 st["batch_in_epoch"] += 1
                 st["images_seen"] += batch.images.shape[0] * dist.world_size()
                 rate_n += batch.images.shape[0] * dist.world_size()  # the global rate
-                if micro % t_cfg.accumulate:
+                if not stepped:
                     continue
-                if cfg.optim.clip_grad:
-                    torch.nn.utils.clip_grad_norm_(method.parameters(), cfg.optim.clip_grad)
-                set_lr(optimizer, lr_factor(progress(), cfg.optim))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
                 now = time.perf_counter()
                 st["train_seconds"] += now - t0
                 t0 = now
                 # the slowest process's clock: progress, learning rate and the end of a budget must
                 # be the same on every process, or the replicas drift apart and the last step hangs
                 st["train_seconds"] = dist.all_reduce_max(st["train_seconds"])
-                st["step"] += 1
-                if budget and "plan" in st:
-                    replan_budget()
-                method.progress_now = progress()
+                st["step"] = steps.step
+                clock.replan()
+                method.progress_now = clock.progress()
                 method.on_step_end(method.progress_now)
-                if st["step"] % t_cfg.log_every == 0 or done():
+                if st["step"] % t_cfg.log_every == 0 or clock.done():
                     check_finite()
                     ips = rate_n / max(1e-9, now - rate_t)
                     rate_t, rate_n = now, 0
@@ -601,53 +464,40 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                         "lr": optimizer.param_groups[0]["lr"],
                         "images_per_s": ips,
                         "train_seconds": st["train_seconds"],
-                        "progress": progress(),
+                        "progress": clock.progress(),
                     }
                     row.update({k: float(v) for k, v in out.logs.items()})
                     logger.log(row)
                     if bar is not None:
                         bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{ips:.0f}", ep=st["epoch"])
                 if bar is not None:
-                    bar.n = int(progress() * 1000) if budget else st["step"]
+                    bar.n = int(clock.progress() * 1000) if budget else st["step"]
                     bar.refresh() if st["step"] % 5 == 0 else None
                 if st["train_seconds"] - last_ckpt > 60 * t_cfg.checkpoint_minutes or (
                     t_cfg.checkpoint_steps and st["step"] % t_cfg.checkpoint_steps == 0
                 ):
                     checkpoint()
                     last_ckpt = st["train_seconds"]
-                if done():
+                if clock.done():
                     break
-            check_finite()  # once an epoch at least, before the monitor reads the weights
+            check_finite()  # once an epoch at least, before a callback reads the weights
             if st["batch_in_epoch"] >= len(loader):  # the epoch ran to its end (also when it ended the run)
                 st["epoch"] += 1
                 st["batch_in_epoch"] = 0
-                if (
-                    monitor is not None
-                    and t_cfg.monitor_every
-                    and st["epoch"] % t_cfg.monitor_every == 0
-                    and not done()
-                ):
-                    summary = monitor(method, cfg, device, eval_size(cfg, views.size))
-                    logger.log(
-                        {"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary}
-                    )
-                    method.train()
+                call(callbacks, "epoch_end", fit)
                 if t_cfg.checkpoint_every and st["epoch"] % t_cfg.checkpoint_every == 0:
                     checkpoint()
                     last_ckpt = st["train_seconds"]
-        if monitor is not None:
-            summary = monitor(method, cfg, device, eval_size(cfg, views.size))
-            logger.log({"step": st["step"], "epoch": st["epoch"], "train_seconds": st["train_seconds"], **summary})
+        check_finite()
+        call(callbacks, "end", fit)
         checkpoint()
-        if dist.is_main():
-            shown = monitor.test_images[:16] if monitor is not None else train.images[:16]  # validation images
-            _save_pictures(method, shown, epoch_ctx, run_dir / "pictures", logger, st["step"])
     except BaseException:
         logger.close()
         raise
     finally:
         if bar is not None:
             bar.close()
+    summary = fit.summary
     summary.update(
         {
             "steps": st["step"],
@@ -663,11 +513,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     logger.close(summary)
     if dist.is_main():
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        _warn_collapse(summary)
-        try:
-            plot_curves(run_dir)
-        except Exception as e:  # a missing plot must never lose a finished run
-            warnings.warn(f"could not draw curves.png: {e}", stacklevel=2)
+    call(callbacks, "close", fit)
     return summary
 
 
@@ -680,23 +526,6 @@ def _record_provenance(run_dir: Path, resume: bool) -> None:
         first.setdefault("resumed", []).append(record)
         record = first
     path.write_text(json.dumps(record, indent=1))
-
-
-def _save_pictures(method, images: torch.Tensor, ctx: EpochContext, out: Path, logger: RunLogger, step: int) -> None:
-    """RUN_DIR/pictures/<name>.png for each picture the method draws, also sent to the loggers
-    (TensorBoard's images, W&B, MLflow); a failure only warns."""
-    try:
-        was = method.training
-        method.eval()
-        with torch.no_grad():
-            figures = {name: draw(p) for name, p in method.pictures(images.to(ctx.device), ctx).items()}
-        method.train(was)
-        for name, fig in figures.items():
-            out.mkdir(parents=True, exist_ok=True)
-            fig.savefig(out / f"{name}.png", dpi=110)
-        logger.figures(figures, step)
-    except Exception as e:  # a picture must never lose a finished run
-        warnings.warn(f"could not draw the method's pictures: {e}", stacklevel=2)
 
 
 def _peak_memory(device: torch.device) -> dict:
@@ -712,26 +541,6 @@ def _peak_memory(device: torch.device) -> dict:
     return out
 
 
-def _warn_collapse(summary: dict) -> None:
-    """Warn when training shrank the embeddings towards a point (per-dimension std far below the 1/sqrt(D)
-    of embeddings spread over the sphere) or onto about one direction (effective rank < 2) — and did so
-    itself: below half of what the random initialisation gave (a random network's embeddings are often
-    close together already, a random ViT's along few directions, and a short run that has not spread
-    them yet is not a collapse)."""
-    std, dim, rank = (summary.get(f"diag/embedding_{k}") for k in ("std", "dim", "rank"))
-    std0, rank0 = summary.get("diag/initial_embedding_std"), summary.get("diag/initial_embedding_rank")
-    if std is not None and dim and std < 0.2 / math.sqrt(dim) and (std0 is None or std < 0.5 * std0):
-        at_start = f", {std0:.4f} at initialisation" if std0 is not None else ""
-        warnings.warn(
-            f"embeddings look collapsed (per-dimension std {std:.4f}{at_start}, vs ~{1 / math.sqrt(dim):.4f} "
-            f"for spread-out {dim}-d embeddings); check the learning rate and the method's anti-collapse parts",
-            stacklevel=3,
-        )
-    elif rank is not None and rank < 2 and (rank0 is None or rank < 0.5 * rank0):
-        at_start = f" ({rank0:.2f} at initialisation)" if rank0 is not None else ""
-        warnings.warn(f"effective rank of the embeddings is {rank:.2f}{at_start}: dimensional collapse", stacklevel=3)
-
-
 # what a resumed run may change: its length, and what a non-finite loss asks to change
 RESUME_CHANGES = (
     "train.epochs",
@@ -743,21 +552,6 @@ RESUME_CHANGES = (
     "train.precision",
 )
 PLAN_SKIP, PLAN_STEPS = 2, 8  # a budget's plan: probe steps left out (allocation, first-call costs), then timed
-REPLAN_AT = (0.1, 0.25, 0.5, 0.75, 0.9)  # fractions of a budget at which its plan is checked against the loop's rate
-REPLAN_TOLERANCE = 0.03  # ... and changed when the steps left differ by more than this fraction
-GUARD = 1.5  # a planned budget run stops anyway at this multiple of its budget
-
-
-def _plan_entry(step: int, planned: int, rate: float, progress: float, seconds: float) -> dict:
-    """One plan of a budget (summary.json's budget_plan): made at ``step`` with ``seconds`` trained and the
-    schedules' clock at ``progress``, for ``planned`` steps in all at ``rate`` s per step."""
-    return {
-        "step": step,
-        "planned_steps": planned,
-        "s_per_step": round(rate, 5),
-        "progress": progress,
-        "seconds": seconds,
-    }
 
 
 def resume(run_dir: str | Path, progress_bar: bool = True, changes=()) -> dict:

@@ -8,6 +8,7 @@ import torch
 
 from selfsup.config import OptimConfig
 from selfsup.errors import SelfsupError
+from selfsup.nn.stepper import set_lr  # noqa: F401  (the schedule's rates: train.optim is where users look)
 
 
 class LARS(torch.optim.Optimizer):
@@ -46,7 +47,7 @@ class LARS(torch.optim.Optimizer):
 
 def build_optimizer(groups: list[dict], cfg: OptimConfig, batch_size: int) -> torch.optim.Optimizer:
     """The optimiser over a method's ``param_groups``; a group may carry ``lr_scale`` (its base rate relative
-    to the run's: All4One's transformer at 0.1 of it), ``fixed_lr`` (see set_lr) and ``lars_exclude``."""
+    to the run's: All4One's transformer at 0.1 of it), ``fixed_lr`` (see selfsup.nn.stepper.set_lr) and ``lars_exclude``."""
     lr = cfg.lr * batch_size / 256 if cfg.scale_lr else cfg.lr
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
@@ -77,10 +78,3 @@ def lr_factor(progress: float, cfg: OptimConfig) -> float:
         return 1.0
     t = (progress - cfg.warmup) / max(1e-12, 1 - cfg.warmup)
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
-    """Scale every group's base lr by the schedule ``factor``, except groups flagged ``fixed_lr``
-    (SimSiam's predictor keeps a constant lr, no warm-up, no decay: Chen & He 2021, sec. 4.2)."""
-    for g in opt.param_groups:
-        g["lr"] = g["base_lr"] * (1.0 if g.get("fixed_lr") else factor)

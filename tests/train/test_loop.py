@@ -13,7 +13,7 @@ from PIL import Image
 from selfsup.config import load_run_config, to_dict
 from selfsup.methods.simclr import SimCLR
 from selfsup.train import TrainingError, fit
-from selfsup.train.loop import _warn_collapse
+from selfsup.train.callbacks import warn_collapse
 from selfsup.train.optim import lr_factor
 
 
@@ -281,10 +281,10 @@ def test_rgb_array_data_with_bf16_and_channels_last(tiny_config, tmp_path):
 
 
 def warned(summary: dict) -> str:
-    """The warnings _warn_collapse gives for ``summary``, as one string ('' when silent)."""
+    """The warnings warn_collapse gives for ``summary``, as one string ('' when silent)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _warn_collapse(summary)
+        warn_collapse(summary)
     assert all(issubclass(w.category, UserWarning) for w in caught)
     return " ".join(str(w.message) for w in caught)
 
