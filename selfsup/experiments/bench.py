@@ -6,7 +6,8 @@ recipe (configs/<method>_<data>.yaml; a dataset's recipes share one backbone unl
 own — on Fashion-MNIST SimCLR's and NNCLR's are wider and train at 16 px — and ``--backbone`` forces one), and every encoder is measured by the same protocols on the same cached features.
 Re-running the same command resumes: finished runs and evaluations are skipped, a run stopped mid-way
 continues from its last checkpoint, and a run that fails is recorded as failed without stopping the
-others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leaderboard.{md,json,csv}.
+others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leaderboard.{md,json,csv} (a row per
+method) and OUT/runs.csv (a row per run: selfsup.experiments.table).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Callable
 from selfsup.config import ConfigError, RunConfig, compose, load_run_config
 from selfsup.errors import SelfsupError
 from selfsup.eval.run import PROTOCOLS, evaluate, evaluate_raw_pixels
+from selfsup.experiments.table import write_table
 from selfsup.registry import get_method_spec, list_methods
 from selfsup.train import fit
 
@@ -277,6 +279,7 @@ def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
                 ]
             )
     (out / "leaderboard.md").write_text(leaderboard_markdown(board))
+    write_table(out)  # OUT/runs.csv: a row per run, with its commit, recipe hash, machine and seed
     board["out"] = str(out)
     return board
 

@@ -25,10 +25,12 @@ import functools
 import json
 import platform
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from selfsup.engine import labelled_splits
 from selfsup.experiments.bench import entry_config, mean_std, train_or_resume
+from selfsup.experiments.table import write_table
 from selfsup.config import eval_size, load_run_config
 from selfsup.eval.features import raw_pixel_features
 from selfsup.nn.classifier import reinitialise
@@ -72,7 +74,9 @@ def run_claims(
             or _judge(c, out, data, budget, seeds or c.seeds, device, progress_bar, extra_overrides, train=False)
             for c in catalog()
         }
-        write_doc(page, doc, data, budget, references(out), cpu_minutes(out))
+        runs = {Path(r) for res in page.values() for r in res.get("runs", [])}  # a run two claims share: once
+        write_doc(page, doc, data, budget, references(out), cpu_minutes(runs))
+    write_table(out)  # OUT/runs.csv: every run's commit, recipe hash, seed and measures in one table
     return results
 
 
@@ -102,13 +106,11 @@ def registered(run: Path, c: Claim) -> str | None:
     return json.loads(p.read_text())["claims"].get(c.name) if p.is_file() else None
 
 
-def cpu_minutes(out: Path) -> dict[str, float]:
-    """Training and measuring time of every run under OUT/runs (summary.json's train_seconds, and the
-    seconds each claim's measurement took), in minutes."""
+def cpu_minutes(runs: Iterable[Path]) -> dict[str, float]:
+    """Training and measuring time of ``runs`` (the page's: summary.json's train_seconds, and the seconds each
+    claim's measurement took), in minutes. Runs of earlier rules, retired or under other keys, are not counted."""
     train = measure = 0.0
-    for run in out.glob("runs/*/seed*"):
-        if run.name.endswith(".previous"):
-            continue
+    for run in runs:
         if (run / "summary.json").is_file():
             train += json.loads((run / "summary.json").read_text()).get("train_seconds", 0.0)
         for m in run.glob("claim_*.json"):
@@ -254,6 +256,7 @@ def _judge(
         "arms": per_arm,
         "columns": c.columns,
         "commands": commands,
+        "runs": [str(out / "runs" / keys[arm.name] / f"seed{seed}") for arm in c.arms for seed in range(seeds)],
     }
     if stale:
         return {
