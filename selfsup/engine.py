@@ -25,6 +25,7 @@ from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.dataset import match_channels, resize_images
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
+from selfsup.methods.base import Method
 from selfsup.registry import BuildContext, get_method_spec, instantiate
 from selfsup.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
 from selfsup.data import load_dataset
@@ -99,7 +100,7 @@ def build_method(
     num_samples: int | None = None,
     image_size: int | None = None,
     encoder: torch.nn.Module | None = None,
-) -> torch.nn.Module:
+) -> Method:
     """The configured method around ``encoder`` (default: a fresh backbone, ``build_encoder``).
     ``num_samples``: the training-set size (memory banks); ``image_size``: the side of the views
     (decoders); default: views.size or data.image_size. Methods copy the encoder they are given into

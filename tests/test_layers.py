@@ -50,10 +50,10 @@ def test_ruff_finds_nothing_and_the_code_is_formatted():
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
-def test_the_core_layer_and_the_parts_type_check():
+def test_the_core_layer_the_parts_and_the_loop_type_check():
     """mypy over what [tool.mypy] in pyproject.toml names: the core modules (config, registry, errors, dist,
-    checkpoint) and the parts (data, transforms, backbones, nn, losses); the files come from there, so a new core module
-    is added in one place."""
+    checkpoint), the parts (data, transforms, backbones, nn, losses) and the training loop (train); the files come
+    from there, so a new core module is added in one place."""
     from mypy import api
 
     import tomllib
@@ -65,6 +65,7 @@ def test_the_core_layer_and_the_parts_type_check():
     assert core <= checked  # the contract's core layer, all of it
     # and the parts layer, all of it
     assert {"selfsup.data", "selfsup.transforms", "selfsup.backbones", "selfsup.nn", "selfsup.losses"} <= checked
+    assert "selfsup.train" in checked
     stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml"), *[str(ROOT / f) for f in files]])
     assert status == 0, stdout[-4000:] + stderr[-2000:]
 

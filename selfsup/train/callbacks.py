@@ -111,7 +111,7 @@ class Monitor(Callback):
     @torch.no_grad()
     def __call__(self, method: Method, cfg: RunConfig, device: torch.device, size: int) -> dict:
         was = method.training
-        kw = dict(
+        kw: dict[str, Any] = dict(
             mean=cfg.data.mean,
             std=cfg.data.std,
             size=size,

@@ -72,7 +72,11 @@ class RunLogger:
     """metrics.jsonl + the configured trackers, written by the main process only."""
 
     def __init__(self, run_dir: Path, cfg: RunConfig, resume_step: int | None = None):
-        self.file, self.tb, self.wandb, self.mlflow = None, None, None, None
+        # the trackers' run objects (SummaryWriter, a W&B run, an MLflow run), None while not started
+        self.file: Any = None
+        self.tb: Any = None
+        self.wandb: Any = None
+        self.mlflow: Any = None
         if not dist.is_main():
             return
         self.run_dir = run_dir

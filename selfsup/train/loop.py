@@ -16,6 +16,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,9 +38,9 @@ from selfsup.train.callbacks import Callback, Curves, Fit, Monitor, Pictures, ca
 from selfsup.train.optim import build_optimizer, lr_factor
 from selfsup.transforms import Views
 from selfsup.config import parse_override, resolve, to_dict
-from selfsup.data import DatasetError, load_dataset
+from selfsup.data import DatasetError, ImageDataset, load_dataset
 from selfsup.data.folder import choose_image_size
-from selfsup.data.stream import StreamLoader, load_imagefolder_stream, sample_images
+from selfsup.data.stream import StreamedImageFolder, StreamLoader, load_imagefolder_stream, sample_images
 from selfsup.data.text import tokenize
 from selfsup.nn.sync_bn import convert_sync_batchnorm
 
@@ -89,7 +90,7 @@ def distribute(method: Method, device: torch.device, sync_bn: bool = False) -> t
         device_ids=[device.index] if device.type == "cuda" else None,
         find_unused_parameters=method.needs.skips_parameters,
         gradient_as_bucket_view=True,
-        **{no_sync: False},
+        **{no_sync: False},  # type: ignore[arg-type]  # one keyword, named by the torch version
     )
 
 
@@ -108,7 +109,7 @@ def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
                 f"data.stream=true streams an image folder from disk; {cfg.data.name} is loaded into "
                 f"memory (it fits): drop data.stream, or use --data imagefolder --data-dir DIR"
             )
-        train = load_imagefolder_stream(
+        train: ImageDataset | StreamedImageFolder = load_imagefolder_stream(
             "train", Path(cfg.data.dir).expanduser() if cfg.data.dir else None, cfg.data.image_size
         )
     else:
@@ -128,7 +129,7 @@ def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
 
 
 def _rng_state(gen: torch.Generator) -> dict:
-    s = {"torch": torch.get_rng_state(), "views": gen.get_state()}
+    s: dict[str, Any] = {"torch": torch.get_rng_state(), "views": gen.get_state()}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -203,8 +204,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
                 + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else "")
             )
-    method = build_method(cfg, train.channels, len(train), side, encoder=encoder)
-    method = method.to(device)
+    method = build_method(cfg, train.channels, len(train), side, encoder=encoder).to(device)
     if t_cfg.channels_last:
         method = method.to(memory_format=torch.channels_last)
     model = distribute(method, device, t_cfg.sync_bn)  # before the optimiser: SyncBatchNorm keeps the same parameters
@@ -219,7 +219,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 f"use --data captioned-fashion-mnist (or captioned-digits), or an image folder with "
                 f"a captions.tsv (file name, a tab, the caption)"
             )
-        texts = tokenize(train.captions, method.cfg.context)
+        texts = tokenize(train.captions, method.cfg.context)  # type: ignore[union-attr,arg-type]  # CLIP's config
+    loader: StreamLoader | InMemoryLoader
     if cfg.data.stream:  # batches decoded from disk by worker processes (selfsup.data.stream)
         loader = StreamLoader(
             train.images,
@@ -248,6 +249,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     optimizer = build_optimizer(
         method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size()
     )
+    assert cfg.data.mean is not None and cfg.data.std is not None  # load_data measured them where unset
     epoch_ctx = EpochContext(
         train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision, t_cfg.channels_last
     )
@@ -256,7 +258,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     budget = parse_duration(t_cfg.budget) if t_cfg.budget and not t_cfg.steps else None
     steps_per_epoch = len(loader) // t_cfg.accumulate
     fixed_steps = t_cfg.steps or (None if budget else t_cfg.epochs * steps_per_epoch)  # a budget plans its own
-    st = {
+    st: dict[str, Any] = {  # the loop's state: every checkpoint saves it
         "epoch": 0,
         "batch_in_epoch": 0,
         "step": 0,
@@ -267,6 +269,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     ckpt_dir = run_dir / "checkpoints"
     if resume:
         meta, saved, used = load_checkpoint(ckpt_dir / "last", method, expect={"method": cfg.method_name})
+        assert saved is not None  # with_state (the default) returns the state
         optimizer.load_state_dict(saved["optimizer"])
         st = saved["state"]["loop"]
         if "planned_steps" not in st or {"train.budget", "train.epochs", "train.steps"} & set(changes):
@@ -317,7 +320,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             "",
             start=start,
             accumulate=t_cfg.accumulate,
-            clip_grad=cfg.optim.clip_grad,
+            clip_grad=cfg.optim.clip_grad or 0.0,
             clip_params=list(params),
             deferred=True,
         )

@@ -51,6 +51,7 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, batch_size: int) -> to
     lr = cfg.lr * batch_size / 256 if cfg.scale_lr else cfg.lr
     for g in groups:
         g.setdefault("weight_decay", cfg.weight_decay)
+    opt: torch.optim.Optimizer
     if cfg.name == "sgd":
         groups = [{k: v for k, v in g.items() if k != "lars_exclude"} for g in groups]
         opt = torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
