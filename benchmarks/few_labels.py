@@ -12,7 +12,10 @@ is scored on the validation split and on the test split:
 - linear-wide-l2: the same probe with stronger regularisation allowed (L2 up to 1);
 - knn-20 / knn-200: weighted kNN on the labelled features;
 - finetune: encoder + linear head trained end to end (selfsup's fine-tuning recipe, a random head);
-- finetune-lpft: the same with the head started at the linear probe (LP-FT, Kumar et al. 2022).
+- finetune-lpft: the same with the head started at the linear probe (LP-FT, Kumar et al. 2022);
+- distill: SimCLR v2's third step (Chen et al. 2020b): the finetune arm's classifier teaches a new network of
+  the same architecture from random weights on the pool's images without labels (--distill-epochs, default
+  DISTILL_EPOCHS); its seconds include the teacher's fine-tuning.
 
 The rule, fixed here before any run: for each label budget, the recommended encoder arm is the one with
 the best mean VALIDATION accuracy over the seeds (test accuracy never chooses). Pretraining pays at that
@@ -64,6 +67,7 @@ import torch
 from selfsup.data.dataset import balanced_indices, validation_split as carve_validation
 from selfsup.nn.features import extract_features
 from selfsup.eval.features import raw_pixel_features
+from selfsup.eval.distill import DistillConfig, distill, student_like
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.linear import fit_probe
@@ -88,6 +92,7 @@ def validation_split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 MARGIN = 1.0  # points of test accuracy
 LABELS_ALONE = ("scratch", "supervised-scratch")  # random weights, the labels and nothing else
 GOAL = 5.0  # issue 30: the best pipeline over scratch, points of mean test accuracy
+DISTILL_EPOCHS = 10  # the distill arm: SimCLR v2's step 3 over the unlabelled pool (DistillConfig's default)
 SEMI_STEPS = 1000  # a semi-supervised arm's default length; another --semi-steps names its arm "fixmatch[steps=N]"
 
 
@@ -116,6 +121,12 @@ def main() -> None:
     p.add_argument("--semi", help="comma-separated semi-supervised methods to add as arms (fixmatch, mixmatch, ...)")
     p.add_argument("--semi-scratch", action="store_true", help="also each --semi method from random weights")
     p.add_argument("--semi-steps", type=int, default=SEMI_STEPS)
+    p.add_argument(
+        "--distill-epochs",
+        type=int,
+        default=DISTILL_EPOCHS,
+        help="the distill arm's epochs over the unlabelled pool (another value is not a new arm: the row records it)",
+    )
     p.add_argument("--json")
     p.add_argument("--png", help="a bar chart of the mean test accuracy per arm and budget")
     p.add_argument("--plot-only", metavar="JSON", help="draw --png from an earlier run's --json and stop")
@@ -239,6 +250,7 @@ def main() -> None:
                         knn_predict(ftr[lab], y, ftr[val], k, 0.07, 10).argmax(1),
                         knn_predict(ftr[lab], y, fte, k, 0.07, 10).argmax(1),
                     )
+            teacher = None  # the "finetune" arm's classifier and its seconds, for the distillation arm
             if fraction <= a.finetune_up_to:
                 # all of the labelled images, on the protocol's schedule for their share of the training split
                 ft = run_finetune_config(cfg, fraction=1.0, seed=seed, epochs=60 if fraction <= 0.01 else 30)
@@ -261,7 +273,36 @@ def main() -> None:
                         extract_features(model, test.images, **kw).argmax(1),
                     )
                     seconds[arm] = time.time() - t0
+                    if arm == "finetune":
+                        teacher = (model, seconds[arm])
                     print(f"  {arm} in {time.time() - t0:.0f} s", flush=True)
+                if want("distill"):  # SimCLR v2's third step: the fine-tuned classifier teaches a new network
+                    t0 = time.time()
+                    if teacher is None:
+                        teacher = (
+                            finetune_classifier(encoder, labelled, labelled, spec.mean, spec.std, spec.size, ft, "cpu")[
+                                0
+                            ],
+                            time.time() - t0,
+                        )
+                    dcfg = DistillConfig(
+                        epochs=a.distill_epochs,
+                        seed=seed,
+                        flip_p=cfg.views.flip_p,
+                        precision=ft.precision,
+                        channels_last=cfg.train.channels_last,
+                    )
+                    t1 = time.time()
+                    student = student_like(encoder, 10, seed)
+                    # on the pool's images without their labels (the validation images stay unseen)
+                    distill(teacher[0], student, train.images[pool], test, spec.mean, spec.std, spec.size, dcfg, "cpu")
+                    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=ft.precision)
+                    arms["distill"] = score(
+                        extract_features(student, train.images[val], **kw).argmax(1),
+                        extract_features(student, test.images, **kw).argmax(1),
+                    )
+                    seconds["distill"] = teacher[1] + time.time() - t1  # the teacher's fine-tuning counts too
+                    print(f"  distill in {seconds['distill']:.0f} s (teacher included)", flush=True)
             for arm, scratch in semi_arms:
                 if not want(arm):
                     continue
@@ -295,6 +336,7 @@ def main() -> None:
                         "val": v,
                         "test": t,
                         **({"seconds": seconds[arm]} if arm in seconds else {}),
+                        **({"distill_epochs": a.distill_epochs} if arm == "distill" else {}),
                     }
                 )
             print(

@@ -21,6 +21,7 @@ description needed to rebuild it (``load_student``).
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -30,17 +31,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.engine import labelled_splits
+from selfsup.engine import labelled_splits, load_run
 from selfsup.methods.base import encoder_to_finetune
 from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
 from selfsup.nn.stepper import Stepper
 from selfsup.nn.features import extract_features
 from selfsup.eval.finetune import cosine, light_augment
-from selfsup.nn.classifier import Classifier
+from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.backbones import create_backbone
 from selfsup.eval.finetune import finetune_classifier, run_finetune_config
-from selfsup.eval.run import load_run
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -76,6 +76,14 @@ def build_student(backbone_args: dict, num_classes: int, seed: int = 0) -> Class
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Classifier(create_backbone(**backbone_args), num_classes)
+
+
+def student_like(encoder: nn.Module, num_classes: int, seed: int = 0) -> Classifier:
+    """A student of ``encoder``'s architecture from random weights (seeded) with a linear head: SimCLR v2's
+    default, "the same architecture" (the paper also distils into smaller ones: ``build_student``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return Classifier(reinitialise(copy.deepcopy(encoder), seed), num_classes)
 
 
 def distill(
@@ -283,4 +291,5 @@ __all__ = [
     "distillation_loss",
     "load_student",
     "save_student",
+    "student_like",
 ]

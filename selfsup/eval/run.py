@@ -101,6 +101,12 @@ SEMI_METHODS = Option(
     type=comma_list(),
 )
 SEMI_STEPS = Option("semi_steps", "steps of each --semi-methods run (default 1000)", type=int)
+DISTILL_EPOCHS = Option(
+    "distill_epochs",
+    "also SimCLR v2's distillation where fine-tuning runs: the fine-tuned classifier teaches a new network of the "
+    "same architecture on every training image without labels, for N epochs (e.g. 10; default 0: off)",
+    type=int,
+)
 CLUSTERS = Option("clusters", "k of k-means (default: the number of classes)", keyword="num_clusters", type=int)
 EMBED = Option("embed", "tsne and/or umap (default tsne, and umap if installed)", keyword="kinds", type=comma_list())
 MAX_POINTS = Option("max_points", "test images embedded (default 3000, class-balanced)", type=int)
@@ -588,6 +594,7 @@ def _semi_summary(res: dict) -> str:
             f"{100 * r['fraction']:.3g} % of labels ({r['num_labelled']}): linear "
             f"{pct(r['linear'])} (raw pixels {pct(r.get('raw_pixels'))}), "
             f"fine-tune {pct(r['finetune'])}, from scratch {pct(r['scratch'])}{semi(r)}"
+            + (f", distilled {pct(r['distill'])}" if "distill" in r else "")
             for r in res["rows"]
         )
         + f"\n  picture: {res['picture']}"
@@ -597,7 +604,7 @@ def _semi_summary(res: dict) -> str:
 @protocol(
     "semi",
     _semi_summary,
-    (FRACTIONS, EPOCHS, STEPS, SEED, PER_CLASS, FINETUNE_UP_TO, SEMI_METHODS, SEMI_STEPS, *USER_LABELS),
+    (FRACTIONS, EPOCHS, STEPS, SEED, PER_CLASS, FINETUNE_UP_TO, SEMI_METHODS, SEMI_STEPS, DISTILL_EPOCHS, *USER_LABELS),
     bench=False,
 )
 def evaluate_semi(
@@ -612,13 +619,15 @@ def evaluate_semi(
     finetune_up_to: float = 1.0,
     semi_methods=(),
     semi_steps: int = 1000,
+    distill_epochs: int = 0,
     labels=None,
     test=None,
 ) -> dict:
     """Label efficiency: linear probe (and one on raw pixels), fine-tuning and supervised-from-scratch
     at each fraction of the labels (selfsup.eval.semi), and first at ``per_class`` labels of each
     class when given; fine-tuning (and ``semi_methods``, e.g. fixmatch, from the encoder and from
-    scratch, ``semi_steps`` each) only up to ``finetune_up_to``. RUN_DIR/semi.png plots them. With
+    scratch, ``semi_steps`` each; SimCLR v2's distillation with ``distill_epochs``) only up to ``finetune_up_to``.
+    RUN_DIR/semi.png plots them. With
     ``labels`` (and ``test``, required: every fraction is scored on the same held-out images), the
     fractions are of the user's labelled set, whose images are the semi-supervised methods' unlabelled ones."""
     run = Run(run_dir)
@@ -647,6 +656,7 @@ def evaluate_semi(
         finetune_up_to=finetune_up_to,
         semi_methods=tuple(semi_methods or ()),
         semi_steps=semi_steps,
+        distill_epochs=distill_epochs or 0,
     )
     res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / f"{name}.png", title))
     return _save(run_dir, name if seed == 0 else f"{name}_seed{seed}", res, cfg)

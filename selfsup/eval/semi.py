@@ -18,7 +18,8 @@ import torch
 from selfsup.data.dataset import balanced_indices
 from selfsup.engine import InputSpec
 from selfsup.errors import SelfsupError
-from selfsup.eval.finetune import FinetuneConfig, finetune
+from selfsup.eval.distill import DistillConfig, distill, student_like
+from selfsup.eval.finetune import FinetuneConfig, finetune, finetune_classifier
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.linear import linear_probe
 from selfsup.semi import create_semi_method
@@ -49,6 +50,7 @@ def semi_supervised(
     finetune_up_to: float = 1.0,
     semi_methods: tuple[str, ...] = (),
     semi_steps: int = 1000,
+    distill_epochs: int = 0,
 ) -> dict:
     """Per fraction: {"fraction", "num_labelled", "linear", "raw_pixels", "finetune", "scratch"} (test
     top-1, fractions of 1). ``train_features``/``test_features``: the frozen encoder's features of all
@@ -58,13 +60,18 @@ def semi_supervised(
     60k set each is hours on a CPU; 0 leaves both out). ``ft`` sets the fine-tuning recipe (its
     ``fraction`` and ``from_scratch`` are set here). ``semi_methods`` (e.g. fixmatch, mixmatch), at the
     same fractions as fine-tuning: each for ``semi_steps`` at its paper's settings, from the encoder
-    (key "fixmatch") and from random weights ("fixmatch_scratch")."""
+    (key "fixmatch") and from random weights ("fixmatch_scratch"). ``distill_epochs`` > 0 adds SimCLR v2's third
+    step where fine-tuning runs (key "distill"): the fine-tuned classifier teaches a new network of the same
+    architecture from random weights on every training image without its label (selfsup.eval.distill), for
+    that many epochs; "distill_agreement" is the fraction of test images where the student predicts the
+    teacher's class."""
     bad = [f for f in fractions if not 0.0 < f <= 1.0]
     if bad:
         raise SelfsupError(f"label fractions must be in (0, 1], e.g. 0.01,0.1,1; got {bad[0]}")
     raw_tr, raw_te = raw_pixel_features(train.images), raw_pixel_features(test.images)
     spec = InputSpec(train.channels, train.image_size, size, tuple(mean), tuple(std))
     rows = []
+    num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     start = encoder if finetune_encoder is None else finetune_encoder  # what fine-tuning and the semi methods train
     for f in fractions:
         idx = balanced_indices(train.labels, f, ft.seed)
@@ -79,7 +86,7 @@ def semi_supervised(
             "scratch": None,
         }
         if f <= finetune_up_to:
-            tuned = finetune(
+            teacher, tuned = finetune_classifier(
                 start, train, test, mean, std, size, replace(ft, fraction=f, from_scratch=False), device, progress
             )
             scratch = finetune(
@@ -93,6 +100,17 @@ def semi_supervised(
                     "finetune_steps": tuned["steps"],
                 }
             )
+            if distill_epochs > 0:
+                student = student_like(start, num_classes, ft.seed)
+                dcfg = DistillConfig(
+                    epochs=distill_epochs,
+                    seed=ft.seed,
+                    flip_p=ft.flip_p,
+                    precision=ft.precision,
+                    channels_last=ft.channels_last,
+                )
+                d = distill(teacher, student, train.images, test, mean, std, size, dcfg, device, progress)
+                row.update({"distill": d["student_top1"], "distill_agreement": d["agreement"]})
             for name in semi_methods:
                 for key, from_scratch in ((name, False), (f"{name}_scratch", True)):
                     method, cfg = create_semi_method(
@@ -112,7 +130,7 @@ def semi_supervised(
                         train.subset(idx),
                         train,
                         spec,
-                        int(train.labels.max()) + 1,
+                        num_classes,
                         test,
                         from_scratch,
                         device,
@@ -126,6 +144,7 @@ def semi_supervised(
         "seed": ft.seed,
         "semi_methods": list(semi_methods),
         "semi_steps": semi_steps if semi_methods else None,
+        "distill_epochs": distill_epochs or None,
     }
 
 
@@ -143,6 +162,7 @@ def plot_semi(rows: list[dict], path, title: str = ""):
         for k in rows[0]
         if k not in ("fraction", "num_labelled", "linear", "raw_pixels", "finetune", "scratch")
         and not k.startswith("finetune_")
+        and not k.endswith("_agreement")  # a fraction of agreeing predictions, not an accuracy
     ]
     for key, label, style in (
         ("finetune", "fine-tuned (pretrained)", "-o"),

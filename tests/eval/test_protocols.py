@@ -228,6 +228,16 @@ def test_semi_from_python(run):
     assert rows[2]["raw_pixels"] == pytest.approx(want["top1"])
 
 
+def test_semi_with_simclr_v2_distillation(run):
+    """`eval semi --distill-epochs`: the fine-tuned teacher taught a new network on every training image
+    without labels; the student learned the teacher's function (agreement far above the 10 % of chance)."""
+    res = evaluate(run, "semi", fractions=(0.1,), steps=40, distill_epochs=3)
+    row = res["rows"][0]
+    assert res["distill_epochs"] == 3
+    assert 0.3 < row["distill"] <= 1.0 and row["distill_agreement"] > 0.5, row
+    assert "distill" not in evaluate(run, "semi", fractions=(0.1,), steps=1)["rows"][0]  # off by default
+
+
 def test_semi_with_semi_supervised_methods_from_the_cli(run):
     """`eval semi --semi-methods`: each method from the encoder and from scratch, where fine-tuning runs."""
     from test_cli import last_json, run_cli
