@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from selfsup.config import ConfigError, RunConfig, compose, config_yaml, recipes_dir
+from selfsup.log import console
 from selfsup.errors import SelfsupError
 from selfsup import dist, list_backbones, list_datasets
 from selfsup.experiments.bench import bench, check_protocols, parse_entries
@@ -815,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # selfsup's own warnings read "warning: ..." on stderr, as its errors "selfsup: error: ..."; each
         # command shows a repeated warning again (a fresh filter state), and the format is put back after
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), console():  # and selfsup's messages (selfsup.log) on stdout
             warnings.formatwarning = _warning_format(fallback := warnings.formatwarning)
             try:
                 _check_device(getattr(args, "device", None))

@@ -86,9 +86,10 @@ class Stepper:
 
     def no_sync(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
         """DDP's no_sync on a micro-batch that does not end a step (a no-op for a model outside DDP)."""
-        if self.ends_step or not hasattr(model, "no_sync"):
+        no_sync = getattr(model, "no_sync", None)  # DistributedDataParallel's
+        if self.ends_step or not callable(no_sync):
             return contextlib.nullcontext()
-        return model.no_sync()
+        return no_sync()
 
     def backward(self, loss: torch.Tensor, model: torch.nn.Module | None = None) -> bool:
         """One micro-batch's backward pass (``loss / accumulate``); on the last micro-batch of a step, clip,

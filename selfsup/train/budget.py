@@ -14,6 +14,7 @@ from __future__ import annotations
 import warnings
 
 from selfsup import dist
+from selfsup.log import logger
 
 REPLAN_AT = (0.1, 0.25, 0.5, 0.75, 0.9)  # fractions of a budget at which its plan is checked against the loop's rate
 REPLAN_TOLERANCE = 0.03  # ... and changed when the steps left differ by more than this fraction
@@ -72,7 +73,7 @@ class Clock:
         # checks only ahead of the plan (a resumed run with a longer budget may be past some of them already)
         st["replans_done"] = sum(f * budget <= elapsed for f in REPLAN_AT)
         if dist.is_main():
-            print(
+            logger.info(
                 f"budget {self.label}: {rate:.3f} s per step, planned {st['planned_steps']} steps"
                 + (
                     ", checked against the loop's own rate on the way"
@@ -105,7 +106,7 @@ class Clock:
         st["plan"].append(plan_entry(st["step"], st["step"] + new_left, rate, self.progress(), st["train_seconds"]))
         st["planned_steps"] = st["step"] + new_left
         if dist.is_main():
-            print(
+            logger.info(
                 f"budget {self.label}: {rate:.3f} s per step since step {a_step}, {left} steps left planned "
                 f"-> {new_left} (re-planned at step {st['step']}, {st['train_seconds']:.0f} s)"
             )

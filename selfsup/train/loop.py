@@ -27,6 +27,7 @@ from selfsup.backbones.timm_models import load_backbone_weights
 from selfsup.data.loader import InMemoryLoader
 from selfsup.engine import InputSpec, build_encoder, build_method, checkpoint_meta
 from selfsup.errors import SelfsupError
+from selfsup.log import console, logger as log  # `logger` in _fit is the run's metrics logger
 from selfsup.provenance import provenance
 from selfsup.methods.base import EpochContext, Method
 from selfsup.data.batch import Batch
@@ -102,7 +103,7 @@ def load_data(cfg: RunConfig, choose_size: bool = True, with_test: bool = True):
     if cfg.data.name == "imagefolder" and cfg.data.image_size is None and cfg.data.dir and choose_size:
         cfg.data.image_size, why = choose_image_size(Path(cfg.data.dir))  # config.yaml records the choice
         if dist.is_main():
-            print(f"imagefolder: training at {cfg.data.image_size} px ({why}); data.image_size=N chooses another")
+            log.info(f"imagefolder: training at {cfg.data.image_size} px ({why}); data.image_size=N chooses another")
     if cfg.data.stream:
         if cfg.data.name != "imagefolder":
             raise TrainingError(
@@ -168,7 +169,7 @@ def fit(
         ) from None
     lock = RunLock(run_dir) if dist.is_main() else contextlib.nullcontext()  # one writer per run directory
     try:
-        with lock:
+        with lock, console():  # selfsup's messages on stdout unless the caller configured logging
             return _fit(cfg, run_dir, resume, progress_bar, changes or {})
     except BaseException:
         # a start that failed before writing anything (unreadable data, a bad setting) leaves no empty run behind
@@ -200,7 +201,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         except (OSError, ValueError) as e:
             raise TrainingError(str(e)) from None
         if dist.is_main():
-            print(
+            log.info(
                 f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
                 + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else "")
             )
@@ -292,7 +293,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             for g in optimizer.param_groups:
                 g["base_lr"] *= new_lr / old_lr
         if dist.is_main():
-            print(
+            log.info(
                 f"resumed {run_dir} at epoch {st['epoch']}, step {st['step']} ({used.name} checkpoint)"
                 + (", changing " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changes.items()) if changes else "")
             )
