@@ -245,7 +245,7 @@ class Run:
         )
 
 
-def load_run(run_dir: str | Path) -> tuple[RunConfig, torch.nn.Module, dict]:
+def load_run(run_dir: str | Path) -> tuple[RunConfig, Method, dict]:
     """(config, method with the last checkpoint's weights, checkpoint meta): ``Run`` as a tuple."""
     run = Run(run_dir)
     return run.cfg, run.method, run.meta

@@ -52,8 +52,9 @@ def test_ruff_finds_nothing_and_the_code_is_formatted():
 
 def test_the_core_layer_the_parts_and_the_loop_type_check():
     """mypy over what [tool.mypy] in pyproject.toml names: the core modules (config, registry, errors, dist,
-    checkpoint), the parts (data, transforms, backbones, nn, losses) and the training loop (train); the files come
-    from there, so a new core module is added in one place."""
+    checkpoint), the parts (data, transforms, backbones, nn, losses), the training loop (train), and the engine,
+    evaluation, semi-supervised training and the methods built on them; the files come from there, so a new core
+    module is added in one place."""
     from mypy import api
 
     import tomllib
@@ -66,6 +67,7 @@ def test_the_core_layer_the_parts_and_the_loop_type_check():
     # and the parts layer, all of it
     assert {"selfsup.data", "selfsup.transforms", "selfsup.backbones", "selfsup.nn", "selfsup.losses"} <= checked
     assert "selfsup.train" in checked
+    assert {"selfsup.engine", "selfsup.eval", "selfsup.semi", "selfsup.methods"} <= checked
     stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml"), *[str(ROOT / f) for f in files]])
     assert status == 0, stdout[-4000:] + stderr[-2000:]
 

@@ -26,6 +26,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,8 +114,9 @@ def distill(
         teacher, student = (m.to(memory_format=torch.channels_last) for m in (teacher, student))
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]  # norms and biases: no weight decay
+    groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.SGD(
-        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        groups,
         lr=cfg.lr,
         momentum=cfg.momentum,
         nesterov=cfg.momentum > 0,
@@ -226,6 +228,7 @@ def distill_run(
     fields (None ignored). The result is also written to OUT/result.json."""
     cfg, method, meta = load_run(run_dir)
     train, test = labelled_splits(cfg)
+    assert train.labels is not None and test.labels is not None  # labelled_splits: both labelled
     size = eval_size(cfg, train.image_size)
     num_classes = int(max(train.labels.max(), test.labels.max())) + 1
     b = cfg.backbone

@@ -26,6 +26,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -108,13 +109,13 @@ def optimizer_for(model: "Classifier", cfg: FinetuneConfig) -> tuple[torch.optim
     use_adamw = cfg.optimizer == "adamw" or (cfg.optimizer == "auto" and blocks is not None)
     if not use_adamw:
         encoder_lr = cfg.lr if cfg.from_scratch else cfg.encoder_lr
-        groups = [
+        sgd_groups = [
             {"params": list(model.encoder.parameters()), "lr": encoder_lr},
             {"params": list(model.head.parameters()), "lr": cfg.lr},
         ]
         return (
             torch.optim.SGD(
-                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
+                sgd_groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, weight_decay=cfg.weight_decay
             ),
             "sgd(nesterov)",
         )
@@ -292,7 +293,7 @@ def finetune_classifier(
         **settings,
         "num_labelled": n,
         "labelled_per_class": [int(c) for c in per_class],
-        "num_features": int(enc.num_features),
+        "num_features": int(cast(int, enc.num_features)),
         "final_loss": steps.loss.item(),
         "optimizer": optimizer,
         "schedule": "cosine, no warm-up",
@@ -352,7 +353,7 @@ def _semi_loop(
         "weight_decay": scfg.weight_decay,
         "num_labelled": len(labelled),
         "labelled_per_class": [int(c) for c in per_class],
-        "num_features": int(encoder.num_features),
+        "num_features": int(cast(int, encoder.num_features)),
         "final_loss": res["final"].get("loss"),
         "optimizer": "sgd(nesterov), EMA of the weights kept",
         "schedule": "cos(7 pi k / 16 K)",

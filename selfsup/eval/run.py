@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 
 import torch
 from safetensors import SafetensorError
@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 
 from selfsup import dist
 from selfsup.config import ConfigError, RunConfig, eval_size, load_run_config
-from selfsup.data import DatasetError
+from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.labelled import load_labelled
 from selfsup.engine import Run, dataset_split, labelled_splits, load_run, read_metrics, run_split
 from selfsup.methods.base import EncodesText, FinetunesOwnEncoder, encoder_to_finetune
@@ -129,6 +129,7 @@ def run_features(
     ``loaded``: the run's ``load_run`` result when the caller has it already (not built twice)."""
     cfg, method, meta = loaded or load_run(run_dir)
     train, test = labelled_splits(cfg)
+    assert train.labels is not None and test.labels is not None  # labelled_splits: both labelled
     stamp = (Path(meta["checkpoint_dir"]) / "model.safetensors").stat().st_mtime_ns
     size = eval_size(cfg, train.image_size)
     # keyed by the side too: eval.size may be edited after training
@@ -139,7 +140,7 @@ def run_features(
             return f["train"], train.labels, f["test"], test.labels, cfg
         except Exception as e:  # truncated or damaged (safetensors' own error types): extract again
             warnings.warn(f"the feature cache {cache} is unreadable ({e}); extracting the features again", stacklevel=2)
-    kw = dict(
+    kw: dict[str, Any] = dict(
         mean=cfg.data.mean,
         std=cfg.data.std,
         size=size,
@@ -200,7 +201,9 @@ def _variant(labels) -> str:
     return f"labels-{Path(labels).expanduser().resolve().stem}"
 
 
-def user_features(run_dir, labels, test, device):
+def user_features(
+    run_dir, labels, test, device
+) -> tuple[Run, ImageDataset, ImageDataset | None, torch.Tensor, torch.Tensor]:
     """(run, labelled set, test set or None, features [N, F] and labels [N] of both, labelled rows first)."""
     run = Run(run_dir)
     lab, tst = user_sets(run, labels, test)
@@ -571,6 +574,7 @@ def _held_out(run: Run, labels, test, protocol: str, why: str, device, test_feat
     """(train set, test set, train features, test features or None, result-name suffix, "on ...") for a
     protocol that needs held-out images: the user's ``labels`` with ``test`` (required, because ``why``),
     else the run's own splits with their cached features."""
+    fte: torch.Tensor | None  # None: test_features=False
     if labels is None:
         ftr, _, fte, _, _ = run_features(run.dir, device, (run.cfg, run.method, run.meta))
         train, test_set = labelled_splits(run.cfg)
@@ -692,7 +696,7 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
     )
     name, title = f"robustness{suffix}", f"{cfg.method_name} {where}"
     ytr, yte = train.labels, test_set.labels
-    kw = dict(
+    kw: dict[str, Any] = dict(
         mean=spec.mean,
         std=spec.std,
         size=spec.size,
@@ -855,7 +859,7 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     pick = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:max_images]
     texts = None
     if method.needs.text:
-        texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)
+        texts = tokenize([test.captions[int(i)] for i in pick], method.cfg.context)  # type: ignore[union-attr,arg-type]  # CLIP's config
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.needs.views)
     # batches of the training size: in-batch metrics (CLIP's caption accuracy, counting's contrast) depend on it
     heldout = heldout_metrics(
@@ -937,7 +941,7 @@ def evaluate_zeroshot(
         "prompts": list(prompts),
         "classes": names,
         "test_set": test.name,
-        **zero_shot(img, test.labels, text),
+        **zero_shot(img, cast(torch.Tensor, test.labels), text),  # a test split with class names is labelled
     }
     return _save(run_dir, "zeroshot", res, cfg)
 

@@ -11,6 +11,7 @@ alone gives) and the target's raw pixels.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 
@@ -62,6 +63,7 @@ def transfer_scores(
         "random_init": extract_features(random_init, x, **kw),
         "raw_pixels": raw_pixel_features(both),
     }
+    out: dict[str, Any]
     out, how = {}, None
     for name, f in rows.items():
 
@@ -73,7 +75,12 @@ def transfer_scores(
 
         scored = {
             f"top1_k{k}": evaluate_labelled(
-                lambda tr, te, k=k: knn(tr, te, k), target_train, target_test, folds, seed, offset=len(target_train)
+                lambda tr, te, k=k: knn(tr, te, k),  # type: ignore[misc]  # k=k binds the loop's k
+                target_train,
+                target_test,
+                folds,
+                seed,
+                offset=len(target_train),
             )
             for k in ks
         }

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -92,12 +93,14 @@ def off_diagonal(c: torch.Tensor) -> torch.Tensor:
 class All4One(Method):
     """All4One: NNCLR's neighbour, a self-attention centroid of 5 neighbours and a feature decorrelation."""
 
+    pos: torch.Tensor  # [k, d] positional encodings (a buffer)
+
     def __init__(self, encoder: nn.Module, cfg: All4OneConfig = All4OneConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
         d = cfg.proj_dim
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, d, num_layers=3, last_bn=True)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, d, num_layers=3, last_bn=True)
         self.predictor = mlp(d, cfg.pred_hidden, d, num_layers=2)  # g: L_NN
         self.predictor2 = mlp(d, cfg.pred_hidden, d, num_layers=2)  # g': the sample's token of the centroid
         layer = nn.TransformerEncoderLayer(d, cfg.heads, dim_feedforward=2 * d, dropout=cfg.dropout, batch_first=True)

@@ -15,6 +15,7 @@ pixel units the encoder sees (the denoising variant: against the clean view).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ class Autoencoder(Method):
         self.cfg = cfg
         self.encoder = encoder
         c, h, _ = image_shape
-        self.code = nn.Linear(encoder.num_features, cfg.code_dim)
+        self.code = nn.Linear(cast(int, encoder.num_features), cfg.code_dim)
         self.decoder = ConvDecoder(cfg.code_dim, c, h, cfg.decoder_width)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +99,7 @@ class Autoencoder(Method):
         rows = [("original", x)] + ([("corrupted", noisy)] if self.cfg.noise != "none" else [])
         rows.append(("reconstruction", self.reconstruct(noisy)))
         mse = (rows[-1][1] - x).pow(2).flatten(1).mean(1).tolist()
-        caps = [[] for _ in rows[:-1]] + [[f"mse {e:.2f}" for e in mse]]
+        caps: list[list[str]] = [[] for _ in rows[:-1]] + [[f"mse {e:.2f}" for e in mse]]
         rows = [(n, denormalize(r, data.mean, data.std)) for n, r in rows]
         title = "Denoising autoencoder" if self.cfg.noise != "none" else "Autoencoder"
         return {"reconstructions": Picture(rows, caps, f"{title}: inputs and reconstructions")}

@@ -18,6 +18,7 @@ C), with the batch statistics of the whole batch (see losses.redundancy.cross_co
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class BarlowTwins(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, num_layers=3)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, num_layers=3)
         # the loss standardises each output dimension over the batch, which removes any bias:
         # the last layer has none (as in the official code), so no parameter sits without a gradient
         self.projector[-1] = nn.Linear(cfg.proj_hidden, cfg.proj_dim, bias=False)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from selfsup.data.batch import Batch
+from selfsup.data.dataset import ImageDataset
 from selfsup.nn.features import extract_features
 from selfsup.registry import Needs
 
@@ -23,7 +24,7 @@ class EpochContext:
     through the deterministic evaluation view and returns float32 [N, F] on the CPU.
     """
 
-    dataset: object  # selfsup.data.ImageDataset: .images uint8 [N,C,H,W], .labels (never for unsupervised use)
+    dataset: ImageDataset  # .images uint8 [N,C,H,W], .labels (never for unsupervised use)
     mean: list[float]
     std: list[float]
     size: int
@@ -131,6 +132,8 @@ class Method(nn.Module, abc.ABC):
 
     def param_groups(self) -> list[dict]:
         """Trainable parameters; norms and biases get no weight decay (and no LARS adaptation)."""
+        decay: list[nn.Parameter]
+        no_decay: list[nn.Parameter]
         decay, no_decay = [], []
         for p in self.parameters():
             if p.requires_grad:

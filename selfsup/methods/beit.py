@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import dist
+from selfsup.backbones.vit import ViT
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import EpochContext, Method, Picture, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
@@ -55,6 +56,12 @@ class BEiTConfig:
 class VQTokenizer(nn.Module):
     """A VQ-VAE over patches: [B, C, S, S] -> ids [B, (S/p)^2]. Written here (not a library's): a few layers
     whose grid must equal the ViT's."""
+
+    # buffers (checkpointed): the code vectors [K, D], their EMA usage counts [K] and sums [K, D], whether fitted
+    codebook: torch.Tensor
+    ema_count: torch.Tensor
+    ema_sum: torch.Tensor
+    trained: torch.Tensor
 
     def __init__(self, channels: int, patch: int, vocab: int, dim: int, hidden: int, decay: float = 0.99):
         super().__init__()
@@ -147,7 +154,9 @@ class VQTokenizer(nn.Module):
 class BEiT(Method):
     """Masked patches replaced by [M]; a linear head predicts their visual tokens (a VQ tokenizer it trains)."""
 
-    def __init__(self, encoder: nn.Module, cfg: BEiTConfig = BEiTConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+
+    def __init__(self, encoder: ViT, cfg: BEiTConfig = BEiTConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         image_shape = ctx.require("image_shape")
         if cfg.tokenizer_steps < 1 or cfg.vocab < 2:

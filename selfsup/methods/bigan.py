@@ -18,6 +18,7 @@ pixel, how well the two have learned to invert each other (never trained directl
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ class BiGAN(Method):
         self.cfg = cfg
         self.encoder = encoder
         c, h, _ = image_shape
-        self.to_z = nn.Linear(encoder.num_features, cfg.latent_dim)
+        self.to_z = nn.Linear(cast(int, encoder.num_features), cfg.latent_dim)
         self.generator = ConvDecoder(cfg.latent_dim, c, h, cfg.generator_width)
         self.discriminator = Discriminator(c, h, cfg.disc_width, code_dim=cfg.latent_dim, hidden=cfg.disc_hidden)
 

@@ -22,6 +22,7 @@ as it was before the step (empty on the first step: each target is then its own 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -53,7 +54,9 @@ class BYOL(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, bn=cfg.head_bn, gn_ws=cfg.head_gn_ws)
+        self.projector = mlp(
+            cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, bn=cfg.head_bn, gn_ws=cfg.head_gn_ws
+        )
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, bn=cfg.head_bn, gn_ws=cfg.head_gn_ws)
         self.target_encoder = frozen_copy(self.encoder)
         self.target_projector = frozen_copy(self.projector)
@@ -76,8 +79,8 @@ class BYOL(Method):
         # symmetric: view j predicts the target of every global view i != j (two views: 1 -> 2 and 2 -> 1)
         pairs = [(i, j) for i in range(g) for j in range(len(views)) if j != i]
         terms = [normalized_mse(p[j * n : (j + 1) * n], z_t[i * n : (i + 1) * n]) for i, j in pairs]
-        loss = sum(terms) * (2 / len(terms))
-        logs = {"tau": self.momentum}
+        loss = cast(torch.Tensor, sum(terms)) * (2 / len(terms))  # g >= 1 targets, 2 views: never sum's 0
+        logs: dict[str, torch.Tensor | float] = {"tau": self.momentum}
         if self.support is not None:  # how close the neighbours are to the targets they replace (1.0 = itself)
             logs["nn_cosine"] = cos.mean()
         return StepOutput(loss, logs)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,7 @@ class CLIP(Method):
         self.cfg = cfg
         self.encoder = encoder
         self.text = TextTransformer(cfg.text_width, cfg.text_layers, cfg.text_heads, cfg.context)
-        self.image_proj = nn.Linear(encoder.num_features, cfg.embed_dim, bias=False)
+        self.image_proj = nn.Linear(cast(int, encoder.num_features), cfg.embed_dim, bias=False)
         self.text_proj = nn.Linear(cfg.text_width, cfg.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.init_temperature)))
 

@@ -17,6 +17,7 @@ Views here, from one augmented image:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,8 @@ class ImageAndGradient(nn.Module):
     edge of the zero padding) because torch/torchvision offer no tensor Sobel filter.
     """
 
+    kernels: torch.Tensor  # a buffer: the Sobel kernels [2, 1, 3, 3]
+
     channels = (1, 2)
 
     def __init__(self):
@@ -91,7 +94,7 @@ class CMCEncoder(nn.Module):
     def __init__(self, split: nn.Module, enc1: nn.Module, enc2: nn.Module):
         super().__init__()
         self.split, self.enc1, self.enc2 = split, enc1, enc2
-        self.num_features = enc1.num_features + enc2.num_features
+        self.num_features = cast(int, enc1.num_features) + cast(int, enc2.num_features)
 
     def views(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.split(x)
@@ -113,12 +116,15 @@ class CMCConfig:
 class CMC(Method):
     """CMC: one encoder per view (Y/DbDr, or image/gradient), pairwise contrast against per-view banks."""
 
+    encoder: CMCEncoder
+
     def __init__(self, encoder: nn.Module, cfg: CMCConfig = CMCConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         num_samples = ctx.require("num_samples")
         self.cfg = cfg
         enc2 = clone_backbone(encoder, in_channels=2)  # the 2-channel view (DbDr or dx,dy); fresh weights
-        in_channels = encoder.backbone_args["in_channels"]
+        in_channels = cast(dict[str, Any], encoder.backbone_args)["in_channels"]
+        split: nn.Module
         if in_channels == 3:
             split = YDbDrSplit()
             enc1 = clone_backbone(encoder, in_channels=1)  # the given 3-channel encoder has no view to see
@@ -132,8 +138,8 @@ class CMC(Method):
                 f"for the dataset's channels)"
             )
         self.encoder = CMCEncoder(split, enc1, enc2)
-        self.head1 = nn.Linear(enc1.num_features, cfg.dim)
-        self.head2 = nn.Linear(enc2.num_features, cfg.dim)
+        self.head1 = nn.Linear(cast(int, enc1.num_features), cfg.dim)
+        self.head2 = nn.Linear(cast(int, enc2.num_features), cfg.dim)
         self.bank1 = MemoryBank(num_samples, cfg.dim, seed=0)
         self.bank2 = MemoryBank(num_samples, cfg.dim, seed=1)
         self._pending: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (index, z1, z2)

@@ -25,6 +25,8 @@ Logged: ``pretext/color_acc`` (pixels whose most likely ab bin is the true one; 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,7 +51,7 @@ class LabEncoder(nn.Module):
         super().__init__()
         self.mean, self.std = list(mean), list(std)
         self.nets = nn.ModuleDict(nets)  # keys "L" and/or "ab"
-        self.num_features = sum(n.num_features for n in nets.values())
+        self.num_features = sum(cast(int, n.num_features) for n in nets.values())
 
     def lab(self, x: torch.Tensor) -> torch.Tensor:
         """normalised RGB -> Lab [B, 3, H, W]."""
@@ -89,6 +91,13 @@ class _ColourTask(Method):
     """Shared machinery: Lab of the view, dense logits from a network's feature maps, the ab bins
     and their rebalancing weights (estimated once from the training images, kept as buffers)."""
 
+    encoder: LabEncoder
+    cfg: ColorizationConfig | SplitBrainConfig
+    # buffers: the ab bin centres [Q, 2], their rebalancing weights [Q], whether the weights were estimated
+    centres: torch.Tensor
+    weights: torch.Tensor
+    weights_ready: torch.Tensor
+
     def _setup_bins(self, grid: float):
         centres = gamut_ab_bins(grid)
         self.register_buffer("centres", centres)
@@ -110,7 +119,7 @@ class _ColourTask(Method):
     @staticmethod
     def _dense(net: nn.Module, head: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] -> per-pixel outputs [B, K, H, W]: a 1x1 conv on the feature maps, upsampled."""
-        return F.interpolate(head(net.forward_maps(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return F.interpolate(head(net.forward_maps(x)), size=x.shape[-2:], mode="bilinear", align_corners=False)  # type: ignore[operator]  # a backbone's method
 
     def _ab_loss(self, logits: torch.Tensor, ab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rebalanced soft cross-entropy over the ab bins (eq. 2-3) and the per-pixel bin accuracy."""
@@ -144,11 +153,13 @@ class ColorizationConfig:
 class Colorization(_ColourTask):
     """Predict the ab colour channels from the lightness L, per pixel."""
 
+    cfg: ColorizationConfig
+
     def __init__(
         self, encoder: nn.Module, cfg: ColorizationConfig = ColorizationConfig(), ctx: BuildContext = BuildContext()
     ):
         super().__init__()
-        normalization = ctx.require("normalization")
+        normalization: tuple[Sequence[float], Sequence[float]] = ctx.require("normalization")  # (mean, std)
         image_shape = ctx.require("image_shape")
         _check_inputs("colorization", image_shape, normalization)
         if cfg.mode not in ("classification", "regression"):
@@ -157,7 +168,7 @@ class Colorization(_ColourTask):
         self.encoder = LabEncoder(*normalization, {"L": clone_backbone(encoder, in_channels=1)})
         self._setup_bins(cfg.grid)
         out = len(self.centres) if cfg.mode == "classification" else 2
-        self.head = nn.Conv2d(self.encoder.nets["L"].num_features, out, 1)
+        self.head = nn.Conv2d(cast(int, self.encoder.nets["L"].num_features), out, 1)
 
     def _predict(self, lab: torch.Tensor, dtype) -> torch.Tensor:
         return self._dense(self.encoder.nets["L"], self.head, self.encoder.inputs(lab)["L"].to(dtype))
@@ -202,23 +213,25 @@ class SplitBrainConfig:
 class SplitBrain(_ColourTask):
     """Two half networks: L -> ab and ab -> L; features of both, concatenated."""
 
+    cfg: SplitBrainConfig
+
     def __init__(
         self, encoder: nn.Module, cfg: SplitBrainConfig = SplitBrainConfig(), ctx: BuildContext = BuildContext()
     ):
         super().__init__()
-        normalization = ctx.require("normalization")
+        normalization: tuple[Sequence[float], Sequence[float]] = ctx.require("normalization")  # (mean, std)
         image_shape = ctx.require("image_shape")
         _check_inputs("splitbrain", image_shape, normalization)
         self.cfg = cfg
-        width = encoder.backbone_args.get("width", 1.0) * (0.5 if cfg.half_width else 1.0)
+        width = cast(dict[str, Any], encoder.backbone_args).get("width", 1.0) * (0.5 if cfg.half_width else 1.0)
         nets = {
             "L": clone_backbone(encoder, in_channels=1, width=width),
             "ab": clone_backbone(encoder, in_channels=2, width=width),
         }
         self.encoder = LabEncoder(*normalization, nets)
         self._setup_bins(cfg.grid)
-        self.head_ab = nn.Conv2d(nets["L"].num_features, len(self.centres), 1)  # L -> ab bins
-        self.head_l = nn.Conv2d(nets["ab"].num_features, L_BINS, 1)  # ab -> L bins
+        self.head_ab = nn.Conv2d(cast(int, nets["L"].num_features), len(self.centres), 1)  # L -> ab bins
+        self.head_l = nn.Conv2d(cast(int, nets["ab"].num_features), L_BINS, 1)  # ab -> L bins
 
     def training_step(self, batch) -> StepOutput:
         x = batch.views[0]

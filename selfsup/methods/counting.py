@@ -17,6 +17,7 @@ below 1 when an image's tiles add up to its own counts better than to another im
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ class Counting(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.counts = nn.Sequential(nn.Linear(encoder.num_features, cfg.num_counts), nn.ReLU())
+        self.counts = nn.Sequential(nn.Linear(cast(int, encoder.num_features), cfg.num_counts), nn.ReLU())
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         return self.counts(self.encoder(x)).float()  # non-negative counts [N, K]

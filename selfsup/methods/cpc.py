@@ -23,6 +23,7 @@ Not done: the per-patch augmentation and the four prediction directions of Héna
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -80,6 +81,8 @@ class CPCEncoder(nn.Module):
     rows are the prediction axis (time for sequences, with W = 1) and c [B, H, W, num_features].
     """
 
+    ar: nn.Module  # g_ar: a GRU (sequences) or masked row convolutions (images)
+
     def __init__(self, backbone: nn.Module, cfg: CPCConfig):
         super().__init__()
         self.backbone = backbone
@@ -87,7 +90,7 @@ class CPCEncoder(nn.Module):
         if cfg.mode not in ("auto", "image", "sequence"):
             raise SelfsupError(f"cpc mode must be 'auto', 'image' or 'sequence', got {cfg.mode!r}")
         self.sequence = cfg.mode == "sequence" or (cfg.mode == "auto" and getattr(backbone, "sequence_input", False))
-        d = backbone.num_features
+        d = cast(int, backbone.num_features)
         if self.sequence:
             self.ar = nn.GRU(d, cfg.context_hidden, batch_first=True)  # the audio model's g_ar (256 units)
             self.num_features = cfg.context_hidden
@@ -135,10 +138,12 @@ class CPCEncoder(nn.Module):
 class CPC(Method):
     """CPC: predict the encodings of pieces further down/ahead from an autoregressive context (InfoNCE)."""
 
+    encoder: CPCEncoder
+
     def __init__(self, encoder: nn.Module, cfg: CPCConfig = CPCConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
-        d_z = encoder.num_features  # the backbone's width: the size of each z
+        d_z = cast(int, encoder.num_features)  # the backbone's width: the size of each z
         self.encoder = CPCEncoder(encoder, cfg)  # evaluation sees the pooled context (embedding() too)
         self.steps = cfg.steps or (12 if self.encoder.sequence else 5)
         # W_1..W_K stacked in one bias-free linear map: output block k-1 (D_z wide) is W_k c

@@ -33,11 +33,13 @@ std over the masked patches, averaged: the official collapse check).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.backbones.vit import ViT
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
@@ -67,7 +69,11 @@ def instance_norm_over_patches(y: torch.Tensor) -> torch.Tensor:
 class Data2Vec(Method):
     """A masked student regresses the EMA teacher's normalised top-K block average at masked patches."""
 
-    def __init__(self, encoder: nn.Module, cfg: Data2VecConfig = Data2VecConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+    teacher: ViT  # its EMA copy
+    progress: torch.Tensor  # a buffer: the fraction of training done
+
+    def __init__(self, encoder: ViT, cfg: Data2VecConfig = Data2VecConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         depth = len(encoder.blocks)
         if not 1 <= cfg.top_k <= depth:
@@ -84,7 +90,7 @@ class Data2Vec(Method):
         self.head = nn.Linear(d, d)  # the official lm_head / final_proj
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.teacher = frozen_copy(self.encoder)
+        self.teacher = cast(ViT, frozen_copy(self.encoder))
         self.register_buffer("progress", torch.zeros(()))  # fraction of training done: the EMA schedule's input
 
     def train(self, mode: bool = True):
@@ -121,7 +127,7 @@ class Data2Vec(Method):
             top = [F.layer_norm(a, a.shape[-1:]) for a in top]  # over the channels of each patch
         elif self.cfg.target_norm == "instance":
             top = [instance_norm_over_patches(a) for a in top]  # over the patches of each channel
-        y = sum(top) / len(top)
+        y = cast(torch.Tensor, sum(top)) / len(top)  # top_k >= 1 tensors: never sum's start, 0
         return F.layer_norm(y, y.shape[-1:]) if self.cfg.final_norm else y
 
     def predict(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

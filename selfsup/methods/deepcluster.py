@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +47,11 @@ class DeepClusterConfig:
 class DeepCluster(Method):
     """DeepCluster: k-means pseudo-labels of the whole set each epoch, classified by the network."""
 
+    head: nn.Module  # the fc6-fc7 MLP, or the identity
+    # buffers: y_n of every training image [N], the k-means runs so far
+    pseudo_labels: torch.Tensor
+    clusterings: torch.Tensor
+
     def __init__(
         self, encoder: nn.Module, cfg: DeepClusterConfig = DeepClusterConfig(), ctx: BuildContext = BuildContext()
     ):
@@ -53,11 +59,11 @@ class DeepCluster(Method):
         num_samples = ctx.require("num_samples")
         self.cfg = cfg
         self.encoder = encoder
-        d = cfg.mlp_hidden or encoder.num_features
+        d = cfg.mlp_hidden or cast(int, encoder.num_features)
         if cfg.mlp_hidden:  # fc6-fc7 without the last ReLU: the official code clusters the pre-ReLU fc7 features
             self.head = nn.Sequential(
                 nn.Dropout(cfg.dropout),
-                nn.Linear(encoder.num_features, d),
+                nn.Linear(cast(int, encoder.num_features), d),
                 nn.ReLU(inplace=True),
                 nn.Dropout(cfg.dropout),
                 nn.Linear(d, d),

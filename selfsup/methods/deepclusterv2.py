@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,11 @@ class DeepClusterV2(Method):
     """DeepCluster-v2: each epoch, spherical k-means of a memory of embeddings; the centroids are the
     prototypes every crop is classified against."""
 
+    # buffers (beside prototypes0, 1, ...): y_h(n) [H, N], the memory of embeddings [G, N, D], whether it is filled
+    assignments: torch.Tensor
+    memory: torch.Tensor
+    memory_filled: torch.Tensor
+
     def __init__(
         self, encoder: nn.Module, cfg: DeepClusterV2Config = DeepClusterV2Config(), ctx: BuildContext = BuildContext()
     ):
@@ -62,7 +68,7 @@ class DeepClusterV2(Method):
             raise SelfsupError(f"method.num_prototypes={list(cfg.num_prototypes)}: one or more sets of >= 2 prototypes")
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim)
         g, d = cfg.crops_for_assign, cfg.proj_dim
         for h, k in enumerate(cfg.num_prototypes):  # C_h: [K_h, D] unit rows, set by k-means only
             self.register_buffer(f"prototypes{h}", F.normalize(torch.randn(k, d), dim=1))

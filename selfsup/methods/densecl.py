@@ -32,6 +32,7 @@ applied after, which is the same as running the whole key network shuffled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -65,6 +66,8 @@ def dense_head(d: int, hidden: int, out: int) -> nn.Sequential:
 class DenseCL(MoCo):
     """DenseCL: MoCo v2 plus a per-location InfoNCE between feature-matched dense projections."""
 
+    cfg: DenseCLConfig
+
     def __init__(self, encoder: nn.Module, cfg: DenseCLConfig = DenseCLConfig(), ctx: BuildContext = BuildContext()):
         if not hasattr(encoder, "forward_maps"):
             raise SelfsupError(
@@ -72,7 +75,7 @@ class DenseCL(MoCo):
                 "resnet backbone, e.g. backbone.name=resnet18"
             )
         super().__init__(encoder, cfg, ctx)  # encoder, global head, key encoder + head, global queue
-        d = encoder.num_features
+        d = cast(int, encoder.num_features)
         self.dense_head = dense_head(d, cfg.mlp_hidden or d, cfg.dim)
         self.key_dense_head = frozen_copy(self.dense_head)
         self.dense_queue = Queue(cfg.queue_size, cfg.dim)  # pooled dense keys t- (the official queue2)
@@ -89,11 +92,13 @@ class DenseCL(MoCo):
     def training_step(self, batch) -> StepOutput:
         x_q, x_k = two_views(batch.views, self.name)  # [N, C, H, W] each
         c, g = self.cfg, self.cfg.bn_groups
-        maps_q = grouped_forward(self.encoder.forward_maps, x_q, g)  # [N, F, h, w]
+        # [N, F, h, w]
+        maps_q = grouped_forward(self.encoder.forward_maps, x_q, g)  # type: ignore[arg-type]  # a backbone's method
         q, r, _, f_q = self._branches(maps_q, self.head, self.dense_head)
         with torch.no_grad():
             key_forward = shuffled_forward if c.shuffle_bn else grouped_forward
-            maps_k = key_forward(self.key_encoder.forward_maps, x_k, g)  # [N, F, h, w], rows in image order
+            # [N, F, h, w], rows in image order
+            maps_k = key_forward(self.key_encoder.forward_maps, x_k, g)  # type: ignore[arg-type]  # a backbone's method
             k, t, t_pooled, f_k = self._branches(maps_k, self.key_head, self.key_dense_head)
             k = F.normalize(k.float(), dim=1)  # [N, D]
             t = F.normalize(t.float(), dim=1)  # [N, D, S^2]

@@ -20,6 +20,7 @@ Left out: the global-DIM term (alpha = 0, as in DIM(L)) and the prior-matching a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -74,7 +75,7 @@ class DIM(Method):
             raise IncompatibleError(f"dim needs local features: {type(encoder).__name__} has no forward_maps(x)")
         self.cfg = cfg
         self.encoder = encoder
-        c = encoder.num_features  # forward_maps has as many channels as the pooled output
+        c = cast(int, encoder.num_features)  # forward_maps has as many channels as the pooled output
         self._local = None  # the local_layer's output of the current forward pass
         c_local = c
         if cfg.local_layer is not None:
@@ -94,7 +95,7 @@ class DIM(Method):
             ]
             if not widths:
                 raise SelfsupError(f"dim local_layer={cfg.local_layer!r} holds no convolution: it gives no local map")
-            c_local = widths[-1]
+            c_local = cast(int, widths[-1])  # a Conv2d's out_channels or a BatchNorm2d's num_features
             layer.register_forward_hook(self._keep_local)
         self.local_embed = CriticEmbedding(c_local, cfg.embed_dim)  # phi_l, 1x1 convs on M
         self.global_embed = CriticEmbedding(c, cfg.embed_dim)  # phi_g, MLP on y
@@ -108,11 +109,12 @@ class DIM(Method):
 
     def training_step(self, batch) -> StepOutput:
         x = batch.views[0]  # [B, C, H, W]; one view
-        maps = self.encoder.forward_maps(x)  # [B, C, h, w]; the hook keeps local_layer's map
+        # [B, C, h, w]; the hook keeps local_layer's map
+        maps = self.encoder.forward_maps(x)  # type: ignore[operator]  # a backbone's method
         # y = E(x): every backbone's output is the mean of forward_maps over positions, so pool
         # here rather than run the encoder twice
         y = maps.mean((2, 3))  # [B, C]
-        m = maps if self.cfg.local_layer is None else self._local  # M: [B, C', h', w']
+        m = maps if self.cfg.local_layer is None else cast(torch.Tensor, self._local)  # M: [B, C', h', w'], the hook's
         self._local = None  # drop the reference: the step's graph holds M as long as it is needed
         local = self.local_embed(m.flatten(2).transpose(1, 2))  # [B, h*w, D]
         glob = self.global_embed(y)  # [B, D]

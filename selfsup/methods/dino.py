@@ -25,6 +25,7 @@ temperature tau_t; the centre then stays as it is).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -63,6 +64,10 @@ class DINOConfig:
 class DINO(Method):
     """DINO: a student matches a centred, sharpened EMA teacher across multi-crop views."""
 
+    # buffers: the teacher centre c [K], the fraction of training done
+    center: torch.Tensor
+    progress: torch.Tensor
+
     def __init__(self, encoder: nn.Module, cfg: DINOConfig = DINOConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.centering not in ("centre", "sinkhorn"):
@@ -72,7 +77,7 @@ class DINO(Method):
         self.cfg = cfg
         self.encoder = encoder  # the student backbone: what evaluation sees
         self.head = DINOHead(
-            encoder.num_features,
+            cast(int, encoder.num_features),
             cfg.out_dim,
             cfg.hidden_dim,
             cfg.bottleneck_dim,
@@ -115,13 +120,13 @@ class DINO(Method):
             torch.no_grad()
         ):  # entropy of the teacher's distribution: ~0 when sharpening wins, log K when centering does
             entropy = -(p_t * p_t.clamp_min(1e-12).log()).sum(-1).mean()
-        logs = {
+        logs: dict[str, torch.Tensor | float] = {
             "teacher_temp": tau_t,
             "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now),
             "teacher_entropy": entropy,
         }
         if self.cfg.koleo_weight > 0:  # per global crop (never between two crops of one image), summed
-            k = sum(koleo(x) for x in h[: g * b].chunk(g))
+            k = cast(torch.Tensor, sum(koleo(x) for x in h[: g * b].chunk(g)))  # g >= 1 terms: never sum's 0
             logs["koleo"] = k.detach()
             loss = loss + self.cfg.koleo_weight * k
         return StepOutput(loss, logs)

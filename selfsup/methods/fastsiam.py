@@ -16,6 +16,8 @@ of the unnormalised projections, as lightly's reference implementation (examples
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 from selfsup.errors import SelfsupError
@@ -47,5 +49,5 @@ class FastSiam(SimSiam):
         z = torch.stack([self.projector(self.encoder(x)) for x in views])  # [K, N, D], one pass per view
         p = [self.predictor(z_i) for z_i in z]  # K x [N, D]
         others = (z.sum(0, keepdim=True) - z) / (k - 1)  # [K, N, D]: row i is the mean of the z_j, j != i
-        loss = sum(negative_cosine(p[i], others[i], self.cfg.stop_gradient) for i in range(k)) / k
+        loss = cast(torch.Tensor, sum(negative_cosine(p[i], others[i], self.cfg.stop_gradient) for i in range(k))) / k
         return StepOutput(loss, {"views": float(k)})

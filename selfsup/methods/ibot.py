@@ -46,11 +46,13 @@ Logged: ``cls_loss``, ``patch_loss`` (the terms before their lambdas), ``koleo``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
 from selfsup import dist
+from selfsup.backbones.vit import ViT
 from selfsup.errors import SelfsupError
 from selfsup.losses.distillation import (
     centred_softmax,
@@ -118,7 +120,14 @@ class IBOTConfig:
 class IBOT(Method):
     """DINO's [CLS] self-distillation plus masked-patch self-distillation with the EMA teacher as tokenizer."""
 
-    def __init__(self, encoder: nn.Module, cfg: IBOTConfig = IBOTConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+    teacher_encoder: ViT  # its EMA copy
+    # buffers: the centres of the [CLS] [K] and patch [K'] teacher outputs, the fraction of training done
+    center: torch.Tensor
+    patch_center: torch.Tensor
+    progress: torch.Tensor
+
+    def __init__(self, encoder: ViT, cfg: IBOTConfig = IBOTConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.centering not in ("centre", "sinkhorn"):
             raise SelfsupError(f"method.centering={cfg.centering!r}: choose centre (iBOT) or sinkhorn (DINOv2)")
@@ -146,9 +155,11 @@ class IBOT(Method):
 
         self.head = head(cfg.out_dim)
         self.patch_head = head(cfg.patch_out_dim) if cfg.separate_heads else None
-        self.teacher_encoder = frozen_copy(self.encoder)
+        self.teacher_encoder = cast(ViT, frozen_copy(self.encoder))
         self.teacher_head = frozen_copy(self.head)
-        self.teacher_patch_head = frozen_copy(self.patch_head) if cfg.separate_heads else None
+        self.teacher_patch_head = (
+            frozen_copy(self.patch_head) if cfg.separate_heads else None  # type: ignore[arg-type]  # separate_heads: patch_head is set
+        )
         k_patch = cfg.patch_out_dim if cfg.separate_heads else cfg.out_dim
         self.register_buffer("center", torch.zeros(cfg.out_dim))  # c for [CLS]: [K]
         self.register_buffer("patch_center", torch.zeros(k_patch))  # c' for patch tokens: [K']
@@ -228,7 +239,7 @@ class IBOT(Method):
         patch_loss = masked_patch_distillation(s_patch, p_patch, mask, self.cfg.student_temp)
         loss = self.cfg.lambda1 * cls_loss + self.cfg.lambda2 * patch_loss
         with torch.no_grad():
-            logs = {
+            logs: dict[str, torch.Tensor | float] = {
                 "cls_loss": cls_loss.detach(),
                 "patch_loss": patch_loss.detach(),
                 "teacher_entropy": -(p_cls * p_cls.clamp_min(1e-12).log()).sum(-1).mean(),
@@ -241,7 +252,7 @@ class IBOT(Method):
                 "momentum": cosine_momentum(self.cfg.momentum_base, self.progress_now),
             }
         if self.cfg.koleo_weight > 0:  # DINOv2: per global crop (never between two crops of one image), summed
-            k = sum(koleo(c) for c in h[: g * b].chunk(g))
+            k = cast(torch.Tensor, sum(koleo(c) for c in h[: g * b].chunk(g)))  # g >= 1 terms: never sum's 0
             logs["koleo"] = k.detach()
             loss = loss + self.cfg.koleo_weight * k
         return StepOutput(loss, logs)
@@ -254,6 +265,7 @@ class IBOT(Method):
         ema_update(self.teacher_encoder, self.encoder, self.momentum)
         ema_update(self.teacher_head, self.head, self.momentum)
         if self.patch_head is not None:
+            assert self.teacher_patch_head is not None  # built with patch_head (separate_heads)
             ema_update(self.teacher_patch_head, self.patch_head, self.momentum)
         pending, self._pending = self._pending, []
         if pending:

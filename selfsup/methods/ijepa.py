@@ -43,12 +43,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.backbones.vit import sincos_2d
+from selfsup.backbones.vit import ViT, sincos_2d
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.ema import ema_update, frozen_copy
@@ -84,6 +85,8 @@ def linear_momentum(base: float, final: float, progress: float) -> float:
 class Predictor(nn.Module):
     """g_phi: context tokens s_x [N, K_c, D] + target positions -> predictions [M, N, K_t, D]."""
 
+    pos: torch.Tensor  # a buffer: the fixed positions [P, width]
+
     def __init__(self, dim: int, grid: int, width: int, depth: int, heads: int):
         super().__init__()
         from timm.models.vision_transformer import Block
@@ -92,7 +95,12 @@ class Predictor(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(width))
         self.register_buffer("pos", sincos_2d(width, grid))  # fixed, as the official predictor_pos_embed: [P, width]
         self.blocks = nn.ModuleList(
-            [Block(width, heads, 4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6)) for _ in range(depth)]
+            [
+                Block(
+                    width, heads, 4.0, qkv_bias=True, norm_layer=cast(type[nn.Module], partial(nn.LayerNorm, eps=1e-6))
+                )
+                for _ in range(depth)
+            ]
         )
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.proj = nn.Linear(width, dim)
@@ -103,6 +111,7 @@ class Predictor(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        blk: Any  # a timm Block: timm types its attn and mlp as Modules; their proj and fc2 are Linears
         with torch.no_grad():
             for layer, blk in enumerate(self.blocks, start=1):
                 blk.attn.proj.weight.div_(math.sqrt(2.0 * layer))
@@ -125,7 +134,11 @@ class Predictor(nn.Module):
 class IJEPA(Method):
     """I-JEPA: from a context block, a narrow predictor regresses an EMA encoder's target-block patch features."""
 
-    def __init__(self, encoder: nn.Module, cfg: IJEPAConfig = IJEPAConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+    target_encoder: ViT  # its EMA copy
+    progress: torch.Tensor  # a buffer: the fraction of training done
+
+    def __init__(self, encoder: ViT, cfg: IJEPAConfig = IJEPAConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.loss not in ("smooth_l1", "l2"):
             raise SelfsupError(
@@ -149,7 +162,8 @@ class IJEPA(Method):
             raise SelfsupError(f"method.evaluate={cfg.evaluate!r}: choose target (the paper's) or online")
         self.cfg = cfg
         self.encoder = encoder  # f_theta, the context encoder: what trains
-        self.target_encoder = frozen_copy(encoder)  # f_theta_bar: EMA of f_theta, never a gradient; evaluated
+        # f_theta_bar: EMA of f_theta, never a gradient; evaluated
+        self.target_encoder = cast(ViT, frozen_copy(encoder))
         self.predictor = Predictor(encoder.num_features, encoder.grid, cfg.predictor_dim, cfg.predictor_depth, heads)
         self.register_buffer("progress", torch.zeros(()))  # fraction of training done: the momentum's input
         self.momentum = cfg.momentum_base

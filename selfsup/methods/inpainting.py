@@ -20,6 +20,7 @@ fills. The hole is filled with 0, the dataset mean after normalisation. Logged:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -60,7 +61,7 @@ class ContextEncoder(Method):
         self.cfg = cfg
         self.encoder = encoder
         c, h, _ = image_shape
-        self.code = nn.Linear(encoder.num_features, cfg.code_dim)
+        self.code = nn.Linear(cast(int, encoder.num_features), cfg.code_dim)
         self.decoder = ConvDecoder(cfg.code_dim, c, h, cfg.decoder_width)
         self.discriminator = Discriminator(c, h, cfg.disc_width)
 

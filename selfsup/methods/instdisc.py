@@ -13,6 +13,7 @@ moves towards the new features with momentum 0.5, and a proximal term lambda*||f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,8 @@ class InstDiscConfig:
 class InstDisc(Method):
     """InstDisc: every image its own class; NCE against a memory bank of the whole training set."""
 
+    nce_z: torch.Tensor  # a buffer: NCE's normalising constant Z (0: not estimated yet)
+
     def __init__(self, encoder: nn.Module, cfg: InstDiscConfig = InstDiscConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         num_samples = ctx.require("num_samples")
@@ -47,7 +50,7 @@ class InstDisc(Method):
             raise SelfsupError(f"instdisc: method.loss must be 'nce' or 'softmax', got {cfg.loss!r}")
         self.cfg = cfg
         self.encoder = encoder
-        self.head = nn.Linear(encoder.num_features, cfg.dim)  # the paper's fc to 128-d
+        self.head = nn.Linear(cast(int, encoder.num_features), cfg.dim)  # the paper's fc to 128-d
         self.bank = MemoryBank(num_samples, cfg.dim)
         # Z of sec. 3.2, estimated on the first batch and fixed; 0 = not yet estimated. A buffer, so a
         # resumed run continues with the very same constant.
@@ -66,7 +69,7 @@ class InstDisc(Method):
         # Noise is shared by the batch (the official code draws m per image): the same unbiased
         # estimate of E_{P_n}, without a [B, m, D] gather (0.5 GB at B=256, m=4096).
         n, tau = len(self.bank), self.cfg.temperature
-        logs = {}
+        logs: dict[str, torch.Tensor | float] = {}
         if self.cfg.loss == "nce":
             if not self._z_ready:
                 if self.nce_z <= 0:

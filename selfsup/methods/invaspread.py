@@ -12,6 +12,7 @@ the "weights" never go stale the way a memory bank's do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ class InvaSpread(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.head = nn.Linear(encoder.num_features, cfg.dim)
+        self.head = nn.Linear(cast(int, encoder.num_features), cfg.dim)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.encoder(x)).float(), dim=1)

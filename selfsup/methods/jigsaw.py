@@ -16,6 +16,7 @@ classifier. Logged: ``pretext/jigsaw_acc``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,8 @@ class JigsawConfig:
 class Jigsaw(Method):
     """Predict which permutation shuffled the 3x3 tiles."""
 
+    perms: torch.Tensor  # a buffer: the permutations [P, 9]
+
     def __init__(self, encoder: nn.Module, cfg: JigsawConfig = JigsawConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
@@ -50,7 +53,7 @@ class Jigsaw(Method):
             "perms",
             maximal_hamming_permutations(cfg.num_permutations, 9, cfg.permutation_seed, cfg.permutation_criterion),
         )
-        self.head = mlp(9 * encoder.num_features, cfg.head_hidden, cfg.num_permutations, 2)
+        self.head = mlp(9 * cast(int, encoder.num_features), cfg.head_hidden, cfg.num_permutations, 2)
 
     def _tiles(self, x: torch.Tensor, gen: torch.Generator | None = None):
         x = resize(x, self.cfg.resize)

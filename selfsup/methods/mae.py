@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from functools import partial
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
 
-from selfsup.backbones.vit import patchify, sincos_2d, unpatchify
+from selfsup.backbones.vit import ViT, patchify, sincos_2d, unpatchify
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import BuildContext, Needs, register
@@ -57,7 +58,10 @@ def random_masking(
 class MAE(Method):
     """Masked autoencoder: encode the visible 25 %, decode all patches, MSE on the hidden ones."""
 
-    def __init__(self, encoder: nn.Module, cfg: MAEConfig = MAEConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+    decoder_pos: torch.Tensor  # [1, P, d] fixed sine-cosine positions (a buffer)
+
+    def __init__(self, encoder: ViT, cfg: MAEConfig = MAEConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         image_shape = ctx.require("image_shape")
         from timm.models.vision_transformer import Block
@@ -73,7 +77,13 @@ class MAE(Method):
         self.register_buffer("decoder_pos", sincos_2d(d, encoder.grid)[None])  # fixed, as in the paper
         self.decoder_blocks = nn.ModuleList(
             [
-                Block(d, cfg.decoder_heads, 4.0, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                Block(
+                    d,
+                    cfg.decoder_heads,
+                    4.0,
+                    qkv_bias=True,
+                    norm_layer=cast(type[nn.Module], partial(nn.LayerNorm, eps=1e-6)),
+                )
                 for _ in range(cfg.decoder_depth)
             ]
         )

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.backbones.vit import ViT
 from selfsup.errors import SelfsupError
 from selfsup.methods.base import Method, StepOutput
 from selfsup.nn.blockwise_masking import blockwise_mask
@@ -63,7 +64,9 @@ def hog_cell(patch_size: int, cell_size: int) -> int:
 class MaskFeat(Method):
     """Masked patches replaced by a mask token; a linear head regresses their HOG features; MSE."""
 
-    def __init__(self, encoder: nn.Module, cfg: MaskFeatConfig = MaskFeatConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+
+    def __init__(self, encoder: ViT, cfg: MaskFeatConfig = MaskFeatConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         image_shape = ctx.require("image_shape")
         if not 0.0 < cfg.mask_ratio < 1.0:

@@ -23,6 +23,7 @@ encoder, as the official linear probe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -61,8 +62,9 @@ class MMCR(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers)
-        self.projector[-1] = nn.Linear(self.projector[-1].in_features, cfg.proj_dim, bias=False)  # official: no bias
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers)
+        # official: no bias
+        self.projector[-1] = nn.Linear(cast(nn.Linear, self.projector[-1]).in_features, cfg.proj_dim, bias=False)
         self.target_encoder = frozen_copy(self.encoder) if cfg.momentum else None
         self.target_projector = frozen_copy(self.projector) if cfg.momentum else None
 
@@ -78,6 +80,7 @@ class MMCR(Method):
         z = self.projector(self.encoder(x)).view(k, n, -1).transpose(0, 1)  # [N, k, D]
         z_m = None
         if self.cfg.momentum:
+            assert self.target_encoder is not None and self.target_projector is not None  # built when cfg.momentum
             with torch.no_grad():
                 z_m = self.target_projector(self.target_encoder(x)).view(k, n, -1).transpose(0, 1)  # [N, k, D]
         loss, terms = mmcr_loss(z, z_m, self.cfg.lambd)
@@ -86,5 +89,6 @@ class MMCR(Method):
     @torch.no_grad()
     def on_step_end(self, progress: float) -> None:
         if self.cfg.momentum:
+            assert self.target_encoder is not None and self.target_projector is not None  # built when cfg.momentum
             ema_update(self.target_encoder, self.encoder, self.cfg.tau)
             ema_update(self.target_projector, self.projector, self.cfg.tau)

@@ -20,6 +20,7 @@ blur (plus a cosine learning-rate schedule, which is the loop's ``optim.schedule
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,7 @@ class MoCo(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        d = encoder.num_features
+        d = cast(int, encoder.num_features)
         # v1: Linear(d, 128); v2: Linear(d, d)-ReLU-Linear(d, 128), both without BN
         self.head = mlp(d, cfg.mlp_hidden or d, cfg.dim, num_layers=2 if cfg.mlp else 1, bn=False)
         self.key_encoder = frozen_copy(self.encoder)  # theta_k starts equal to theta_q

@@ -16,6 +16,7 @@ Selfsup's backbones are ResNets and convnets, so the default here is 1.0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -63,7 +64,9 @@ class MoCoV3(Method):
             for p in patch_embed.parameters():
                 p.requires_grad_(False)
         # every layer with BN; the projector ends in an affine-free BN (SimCLR v2's design, official code)
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers, last_bn=True)
+        self.projector = mlp(
+            cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers, last_bn=True
+        )
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, 2)
         self.momentum_encoder = frozen_copy(self.encoder)
         self.momentum_projector = frozen_copy(self.projector)

@@ -20,6 +20,7 @@ ResNet-50), the predictor the same shape (512 -> 4096 -> 512).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -52,7 +53,7 @@ class MSF(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim)  # Linear-BN-ReLU-Linear
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim)  # Linear-BN-ReLU-Linear
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim)
         self.target_encoder = frozen_copy(self.encoder)
         self.target_projector = frozen_copy(self.projector)

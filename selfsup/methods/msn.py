@@ -58,6 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import dist
+from selfsup.backbones.vit import ViT
 from selfsup.errors import SelfsupError
 from selfsup.losses.clustering import power_law_prior, prior_matching, sinkhorn
 from selfsup.methods.base import Method, StepOutput
@@ -151,7 +152,12 @@ def projection_head(in_dim: int, hidden_dim: int, out_dim: int, bn: bool) -> nn.
 class MSN(Method):
     """MSN: masked anchor views predict the prototype assignment of the unmasked target view (me-max against collapse)."""
 
-    def __init__(self, encoder: nn.Module, cfg: MSNConfig = MSNConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+    # buffers: the prototypes' prior (None: uniform, me-max), the fraction of training done
+    prior: torch.Tensor | None
+    progress: torch.Tensor
+
+    def __init__(self, encoder: ViT, cfg: MSNConfig = MSNConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if not 0.0 <= cfg.patch_drop < 1.0:
             raise SelfsupError(f"method.patch_drop={cfg.patch_drop}: a fraction of the patches, in [0, 1)")

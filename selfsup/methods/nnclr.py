@@ -16,6 +16,7 @@ receives z of view 1 after each step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ class NNCLR(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, num_layers=3, last_bn=True)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, num_layers=3, last_bn=True)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, num_layers=2)
         self.support = SupportSet(cfg.queue_size, cfg.proj_dim)  # Q, in buffers (checkpointed)
 
@@ -69,7 +70,7 @@ class NNCLR(Method):
         self.support.stage(z1)  # enqueued in on_step_end
         # how close the positives the loss uses are (1.0 = the image itself);
         # with labels one would log the neighbours' class agreement instead
-        logs = {"nn_cosine": (cos1.mean() + cos2.mean()) / 2}
+        logs: dict[str, torch.Tensor | float] = {"nn_cosine": (cos1.mean() + cos2.mean()) / 2}
         if not dcl:  # DCL's loss is no InfoNCE: log N - L would not bound anything
             logs["infonce_bound"] = infonce_bound(loss.detach(), candidates)
         return StepOutput(loss, logs)

@@ -22,6 +22,7 @@ the gray data sets here do not need and colour data may (a known shortcut on col
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,7 @@ class RelativePosition(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.head = mlp(2 * encoder.num_features, cfg.head_hidden, 8, 2)
+        self.head = mlp(2 * cast(int, encoder.num_features), cfg.head_hidden, 8, 2)
 
     def geometry(self, side: int) -> tuple[int, int, int]:
         """(patch, gap, jitter) in px for views of ``side`` px (after ``resize``)."""

@@ -20,6 +20,7 @@ symmetrised loss; EMA momentum 0.999, constant; queue K = 131,072.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +53,8 @@ class ReSSL(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, bn=False)  # Linear-ReLU-Linear
+        # Linear-ReLU-Linear
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, bn=False)
         self.teacher_encoder = frozen_copy(self.encoder)
         self.teacher_projector = frozen_copy(self.projector)
         self.queue = Queue(cfg.queue_size, cfg.proj_dim)  # unit teacher embeddings, in buffers (checkpointed)

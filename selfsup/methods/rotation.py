@@ -11,6 +11,7 @@ The pretext accuracy is logged as ``pretext/rotation_acc``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch.nn.functional as F
 from torch import nn
@@ -36,7 +37,7 @@ class Rotation(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        d = encoder.num_features
+        d = cast(int, encoder.num_features)
         self.head = mlp(d, cfg.head_hidden, 4, 2) if cfg.head_hidden else nn.Linear(d, 4)
 
     def training_step(self, batch) -> StepOutput:

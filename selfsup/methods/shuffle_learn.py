@@ -24,6 +24,7 @@ evaluated encoder reads frame 0 of each video's mosaic (pooled features, as ever
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +54,11 @@ TUPLES = torch.tensor([[[0, 1, 2], [0, 3, 2]], [[1, 2, 3], [1, 0, 3]]])  # [end 
 class ShuffleLearn(Method):
     """Temporal order verification: are these three frames of a video in order (or reversed)?"""
 
+    encoder: FirstFrame
+    # buffers: the views' normalisation [1, C, 1, 1]
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self, encoder: nn.Module, cfg: ShuffleLearnConfig = ShuffleLearnConfig(), ctx: BuildContext = BuildContext()
     ):
@@ -75,7 +81,7 @@ class ShuffleLearn(Method):
         self.fc7 = nn.Sequential(
             nn.AdaptiveAvgPool2d(cfg.grid),
             nn.Flatten(),
-            nn.Linear(encoder.num_features * cfg.grid**2, cfg.hidden),
+            nn.Linear(cast(int, encoder.num_features) * cfg.grid**2, cfg.hidden),
             nn.ReLU(inplace=True),
         )
         # "not in order" (0) / "in order" (1). A linear fc8 scores the three frames additively, w_a.h(a) +
@@ -108,7 +114,8 @@ class ShuffleLearn(Method):
         b = len(video)
         frames, label = self.draw(b, video.device)
         tuples = video[torch.arange(b, device=video.device)[:, None], frames]  # [B, 3, C, S, S]
-        f = self.fc7(self.encoder.net.forward_maps(tuples.flatten(0, 1)))  # [3B, H]: one encoder for the three frames
+        # [3B, H]: one encoder for the three frames
+        f = self.fc7(self.encoder.net.forward_maps(tuples.flatten(0, 1)))  # type: ignore[operator]  # a backbone's method
         logits = self.fc8(f.view(b, -1)).float()  # the three frames' features side by side: [B, 3F'] -> [B, 2]
         loss = F.cross_entropy(logits, label)
         acc = (logits.detach().argmax(1) == label).float().mean()

@@ -14,6 +14,7 @@ are not paired with each other). With the classic two views that is the single p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ class SimCLR(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        d = encoder.num_features
+        d = cast(int, encoder.num_features)
         self.projector = mlp(d, cfg.proj_hidden or d, cfg.proj_dim, cfg.proj_layers)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ The fine-tune and distillation steps are protocols in ``selfsup/eval/finetune.py
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -75,7 +76,7 @@ class SimCLRv2(Method):
             )
         self.cfg = cfg
         self.encoder = encoder
-        d = encoder.num_features
+        d = cast(int, encoder.num_features)
         self.hidden = cfg.proj_hidden or d
         # Linear-BN-ReLU, Linear-BN-ReLU, Linear-BN: BN in every layer, no biases (BN follows).
         # The last BN is affine-free here; the paper's keeps a scale, which a cosine loss ignores anyway.
@@ -86,7 +87,7 @@ class SimCLRv2(Method):
         """Backbone + the head up to its middle: built on demand (not a registered submodule), so the
         checkpoint holds each weight once. Every hidden layer of ``mlp`` is 3 modules: Linear, BN, ReLU."""
         k = self.cfg.finetune_layer
-        width = self.hidden if k > 0 else self.encoder.num_features
+        width = self.hidden if k > 0 else cast(int, self.encoder.num_features)
         return HeadPrefix(self.encoder, list(self.projector[: 3 * k]), width)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.backbones.vit import patchify, unpatchify
+from selfsup.backbones.vit import ViT, patchify, unpatchify
 from selfsup.methods.base import Method, Picture, StepOutput
 from selfsup.registry import BuildContext, Needs, register
 from selfsup.transforms import eval_view
@@ -54,7 +54,9 @@ def block_mask(
 class SimMIM(Method):
     """Masked patches replaced by a mask token in the encoder; a linear head predicts their pixels; L1."""
 
-    def __init__(self, encoder: nn.Module, cfg: SimMIMConfig = SimMIMConfig(), ctx: BuildContext = BuildContext()):
+    encoder: ViT  # the registry gives a ViT-only method a ViT
+
+    def __init__(self, encoder: ViT, cfg: SimMIMConfig = SimMIMConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         image_shape = ctx.require("image_shape")
         self.cfg = cfg

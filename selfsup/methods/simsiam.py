@@ -25,6 +25,7 @@ step: each z is then its own neighbour).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -57,7 +58,9 @@ class SimSiam(Method):
         self.cfg = cfg
         self.encoder = encoder
         # Linear-BN-ReLU x (layers-1), Linear-BN: the output BN is affine-free, as in the official code
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers, last_bn=True)
+        self.projector = mlp(
+            cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, cfg.proj_layers, last_bn=True
+        )
         # Linear-BN-ReLU, Linear: no BN or ReLU on the prediction
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, 2)
         if cfg.nn_support > 0 and not cfg.stop_gradient:
@@ -76,6 +79,7 @@ class SimSiam(Method):
         # one pass per view, as the official code: BatchNorm statistics are each view's own
         z1, z2 = self.projector(self.encoder(x1)), self.projector(self.encoder(x2))  # [N, D] each
         p1, p2 = self.predictor(z1), self.predictor(z2)  # [N, D] each
+        logs: dict[str, torch.Tensor | float]
         sg, logs = self.cfg.stop_gradient, {}
         if self.support is not None:  # NNSiam: each target -> its nearest neighbour in Q (before this step)
             self.support.stage(z1)  # enqueued in on_step_end

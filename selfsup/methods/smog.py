@@ -28,6 +28,7 @@ State — the groups, the memory, the momentum network, the step count — chang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +63,10 @@ class SMoGConfig:
 class SMoG(Method):
     """SMoG: predict the group of the other view's momentum embedding; the groups move every step."""
 
+    # buffers: the group features [K, D], the steps done
+    groups: torch.Tensor
+    steps: torch.Tensor
+
     def __init__(self, encoder: nn.Module, cfg: SMoGConfig = SMoGConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         if cfg.num_groups < 2 or cfg.memory_size < cfg.num_groups:
@@ -71,7 +76,7 @@ class SMoG(Method):
             )
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, last_bn=True)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, last_bn=True)
         self.predictor = mlp(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim)
         self.target_encoder = frozen_copy(self.encoder)
         self.target_projector = frozen_copy(self.projector)

@@ -11,6 +11,7 @@ registered with ``uses_labels=True`` so listings and benchmarks can tell.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ class SupCon(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim)
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.projector(self.encoder(x))

@@ -18,6 +18,7 @@ are used), from ``queue_start`` of training on and once it is full.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -51,11 +52,13 @@ class SwAVConfig:
 class SwAV(Method):
     """SwAV: swapped prediction of Sinkhorn cluster codes between crops."""
 
+    iteration: torch.Tensor  # a buffer: optimiser steps done
+
     def __init__(self, encoder: nn.Module, cfg: SwAVConfig = SwAVConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim)
         self.prototypes = nn.Linear(cfg.proj_dim, cfg.num_prototypes, bias=False)  # C: [K, D]
         self._normalize_prototypes()
         self.queues = nn.ModuleList(
@@ -95,14 +98,14 @@ class SwAV(Method):
             self._pending.append(z[: g * b].detach().view(g, b, -1))
         # mean entropy of one image's code: log K for undecided codes, 0 for hard assignments
         # (how the batch spreads over prototypes is fixed by the equal partition, so not worth logging)
-        logs = {"code_entropy": -(codes * codes.clamp_min(1e-12).log()).sum(-1).mean()}
+        logs: dict[str, torch.Tensor | float] = {"code_entropy": -(codes * codes.clamp_min(1e-12).log()).sum(-1).mean()}
         return StepOutput(loss, logs)
 
     @torch.no_grad()
     def _codes(self, scores: torch.Tensor, i: int) -> torch.Tensor:
         """Codes of global crop i: [B, K]. With a full queue, Sinkhorn runs on
         [queue scores; batch scores] and only the batch rows are kept."""
-        queue = self.queues[i] if self.queues else None
+        queue = cast(Queue, self.queues[i]) if self.queues else None
         shared = 0
         if queue is not None and len(queue) == queue.size:
             with torch.autocast(scores.device.type, enabled=False):
@@ -120,4 +123,4 @@ class SwAV(Method):
                 for queue, z_i in zip(self.queues, z):
                     # gathered from every process (the same queue everywhere); Sinkhorn counts
                     # these shared rows once (num_shared), so it is one global queue
-                    queue.push(z_i)
+                    cast(Queue, queue).push(z_i)

@@ -17,6 +17,7 @@ online encoder and projector, as in BYOL (no predictor); C_t is a buffer, stored
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -42,11 +43,13 @@ class TiCoConfig:
 class TiCo(Method):
     """TiCo: invariance to the momentum encoder's view plus contrast against a running covariance."""
 
+    covariance: torch.Tensor  # a buffer: C_{t-1} [D, D]
+
     def __init__(self, encoder: nn.Module, cfg: TiCoConfig = TiCoConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim)
         self.target_encoder = frozen_copy(self.encoder)
         self.target_projector = frozen_copy(self.projector)
         self.register_buffer("covariance", torch.zeros(cfg.proj_dim, cfg.proj_dim))  # C_{t-1}: [D, D], starts at 0

@@ -25,6 +25,7 @@ the evaluated encoder reads frame 0 of each video's mosaic (the patches are half
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +116,11 @@ def ranking_loss(
 class Tracking(Method):
     """Patches tracked through a video are the same thing: a triplet ranking loss on their embeddings."""
 
+    encoder: FirstFrame
+    # buffers: the views' normalisation [1, 1, C, 1, 1]
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, encoder: nn.Module, cfg: TrackingConfig = TrackingConfig(), ctx: BuildContext = BuildContext()):
         super().__init__()
         normalization = ctx.require("normalization")
@@ -130,7 +136,7 @@ class Tracking(Method):
         c = len(normalization[0])
         self.register_buffer("mean", torch.tensor(normalization[0], dtype=torch.float32).view(1, 1, c, 1, 1))
         self.register_buffer("std", torch.tensor(normalization[1], dtype=torch.float32).view(1, 1, c, 1, 1))
-        self.head = mlp(encoder.num_features, cfg.hidden, cfg.dim, bn=False)  # fc6-fc7 to the 1024-d f
+        self.head = mlp(cast(int, encoder.num_features), cfg.hidden, cfg.dim, bn=False)  # fc6-fc7 to the 1024-d f
 
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x))

@@ -16,6 +16,7 @@ The encoder evaluated downstream is the backbone before the mu / log sigma^2 lay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -45,7 +46,7 @@ class VAE(Method):
         image_shape = ctx.require("image_shape")
         self.cfg = cfg
         self.encoder = encoder
-        self.to_q = nn.Linear(encoder.num_features, 2 * cfg.latent_dim)  # -> (mu, log sigma^2)
+        self.to_q = nn.Linear(cast(int, encoder.num_features), 2 * cfg.latent_dim)  # -> (mu, log sigma^2)
         c, h, _ = image_shape
         self.decoder = ConvDecoder(cfg.latent_dim, c, h, cfg.decoder_width)
 

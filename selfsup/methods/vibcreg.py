@@ -30,6 +30,7 @@ MSF add-in (off by default there) is not included.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -62,7 +63,7 @@ class VIbCReg(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, num_layers=3)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, num_layers=3)
         # no biases after the last BN: the IterNorm centres away the Linear's, and every term of the loss is
         # blind to a shift shared by both views (the MSE of z - z', the centred std and correlations), so the
         # IterNorm's affine bias would get no gradient either (the official code keeps it, at 0 for ever)

@@ -18,6 +18,7 @@ weight decay 1e-6, 10-epoch warm-up, cosine. Views: BYOL's augmentations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -50,7 +51,7 @@ class VICReg(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.proj_dim, num_layers=3)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.proj_dim, num_layers=3)
         # no bias on the output, as in the official code: every term is blind to a shift shared by
         # both views (the MSE of z - z', the centred std and covariance), so it would get no gradient
         self.projector[-1] = nn.Linear(cfg.proj_hidden, cfg.proj_dim, bias=False)

@@ -27,6 +27,7 @@ grid) and utils.py (MLP: Linear-BN-ReLU x2, Linear without bias).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -76,7 +77,7 @@ class VICRegL(Method):
             )
         self.cfg = cfg
         self.encoder = encoder
-        d = encoder.num_features
+        d = cast(int, encoder.num_features)
         self.projector = _projector(d, cfg.proj_hidden, cfg.proj_dim)
         self.maps_projector = _projector(d, cfg.maps_hidden, cfg.maps_dim)
 
@@ -114,7 +115,8 @@ class VICRegL(Method):
                 "(Views(..., boxes=True); the training loop fills them for methods that declare needs.boxes)"
             )
         c = self.cfg
-        f1, f2 = self.encoder.forward_maps(x1), self.encoder.forward_maps(x2)  # [N, F, h, w]
+        # [N, F, h, w]
+        f1, f2 = self.encoder.forward_maps(x1), self.encoder.forward_maps(x2)  # type: ignore[operator]  # a backbone's method
         n, f, h, w = f1.shape
         z1, z2 = self.projector(f1.mean((2, 3))), self.projector(f2.mean((2, 3)))  # Z, Z': [N, D]
         # local projections of every location vector: [N, h w, D_loc]

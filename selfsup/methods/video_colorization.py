@@ -23,6 +23,8 @@ still: what no tracking gives).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +64,10 @@ def propagate(f_ref: torch.Tensor, f_tgt: torch.Tensor, values: torch.Tensor, te
 class VideoColorization(Method):
     """Colour the last frame by pointing at reference pixels; tracking by the same pointing."""
 
+    encoder: LabEncoder
+    colors: torch.Tensor  # a buffer: the ab colour clusters [K, 2]
+    colors_ready: torch.Tensor  # a buffer: whether k-means has run
+
     def __init__(
         self,
         encoder: nn.Module,
@@ -69,11 +75,11 @@ class VideoColorization(Method):
         ctx: BuildContext = BuildContext(),
     ):
         super().__init__()
-        normalization = ctx.require("normalization")
+        normalization: tuple[Sequence[float], Sequence[float]] = ctx.require("normalization")  # (mean, std)
         self.cfg = cfg
         net = clone_backbone(encoder, in_channels=1)
         self.encoder = LabEncoder(*normalization, {"L": net})  # evaluation: grey mosaic -> pooled features
-        self.embed = nn.Conv2d(net.num_features, cfg.embed_dim, 1)
+        self.embed = nn.Conv2d(cast(int, net.num_features), cfg.embed_dim, 1)
         # until k-means has run (first epoch): grey plus colours spread on a circle of the ab plane
         angle = torch.arange(cfg.num_colors - 1) * (2 * torch.pi / max(1, cfg.num_colors - 1))
         ring = 50 * torch.stack([angle.cos(), angle.sin()], 1)
@@ -83,7 +89,7 @@ class VideoColorization(Method):
     def embeddings(self, lab: torch.Tensor) -> torch.Tensor:
         """Lab frames [B, 3, S, S] -> per-pixel embeddings [B, map_size^2, D]."""
         x = F.interpolate(lab[:, :1] / 50 - 1, scale_factor=self.cfg.scale, mode="bilinear", align_corners=False)
-        maps = self.encoder.nets["L"].forward_maps(x)
+        maps = self.encoder.nets["L"].forward_maps(x)  # type: ignore[operator]  # a backbone's method
         maps = F.interpolate(maps, size=(self.cfg.map_size,) * 2, mode="bilinear", align_corners=False)
         return self.embed(maps).flatten(2).transpose(1, 2)
 

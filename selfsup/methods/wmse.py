@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -54,7 +55,7 @@ class WMSE(Method):
         super().__init__()
         self.cfg = cfg
         self.encoder = encoder
-        self.projector = mlp(encoder.num_features, cfg.proj_hidden, cfg.emb_dim)
+        self.projector = mlp(cast(int, encoder.num_features), cfg.proj_hidden, cfg.emb_dim)
         # whitening subtracts each sub-batch's mean, so an output bias would get no gradient
         self.projector[-1] = nn.Linear(cfg.proj_hidden, cfg.emb_dim, bias=False)
 

@@ -19,7 +19,7 @@ every micro-step would stall a GPU) until ``first_bad()`` reads it — before a 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -41,7 +41,7 @@ class Stepper:
         self,
         opt: torch.optim.Optimizer,
         total: int | None,
-        schedule: Callable[[int, int | None], float] | None,
+        schedule: Callable[[int, Any], float] | None,  # (step, total): total is the int given here (None: open)
         precision: str,
         device: torch.device | str,
         what: str,

@@ -125,10 +125,10 @@ class SemiMethod(abc.ABC):
 SEMI_METHODS: Registry[type[SemiMethod]] = Registry("semi-supervised method")
 
 
-def register_semi(name: str) -> Callable[[type], type]:
+def register_semi(name: str) -> Callable[[type[SemiMethod]], type[SemiMethod]]:
     """Class decorator registering a SemiMethod under ``name``."""
 
-    def wrap(cls: type) -> type:
+    def wrap(cls: type[SemiMethod]) -> type[SemiMethod]:
         SEMI_METHODS.add(name, cls)
         cls.name = name
         return cls

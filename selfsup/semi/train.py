@@ -57,6 +57,7 @@ def _optimizer(model: Classifier, cfg: SemiConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    e: torch.Tensor  # a parameter, then a buffer
     for e, p in zip(ema.parameters(), model.parameters()):
         e.lerp_(p, 1 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
