@@ -47,7 +47,8 @@ def test_not_lower_and_same_count_the_spread_against_the_claim():
 def test_a_ratio_a_constant_and_all_of_several():
     per_arm = {"a": [{"rank": 5.0, "ent": 6.5, "logk": 7.0}] * 2, "b": [{"rank": 30.0}, {"rank": 34.0}]}
     # 5 below 0.25 x 32 = 8 by more than twice the scaled std (0.25 x 2.83 x 2 = 1.41): holds
-    assert Diff("a", "rank", "b", expect="lower", factor=0.25, margin=0.0).judge(per_arm, 1.0)[0] == HOLDS
+    verdict, reading = Diff("a", "rank", "b", expect="lower", factor=0.25, margin=0.0).judge(per_arm, 1.0)
+    assert verdict == HOLDS and "a's rank 5 − 0.25 x b's rank 32 (= 8) = -3" in reading  # b's value, then scaled
     assert Diff("a", "ent", b_key="logk", factor=0.9, margin=0.0).judge(per_arm, 1.0)[0] == HOLDS  # 6.5 > 6.3
     assert Diff("a", "ent", const=7.0, margin=0.0).judge(per_arm, 1.0)[0] == FAILS
     yes, no, unsure = (Diff("a", "ent", const=c, margin=0.2) for c in (6.0, 7.0, 6.4))

@@ -89,9 +89,12 @@ class Diff:
         ma, sa = _mean_std(values[0])
         if self.const is not None:
             mb, sb = self.const, 0.0
+            rhs = f"{self._rhs()}"
         else:
             mb, sb = _mean_std(values[1])
+            rhs = f"{self._rhs()} {mb:.3g}"  # the measured value, then (scaled) what is compared
             mb, sb = self.factor * mb, self.factor * sb
+            rhs += f" (= {mb:.3g})" if self.factor != 1 else ""
         d, spread = ma - mb, 2 * max(sa, sb)
         need = max(m, spread)
         if self.expect == "higher":
@@ -103,7 +106,7 @@ class Diff:
         else:
             verdict = HOLDS if abs(d) + spread <= m else FAILS if abs(d) - spread > m else INCONCLUSIVE
         reading = (
-            f"{self.a}'s {self.key} {ma:.3g} − {self._rhs()} {mb:.3g} = {d:+.3g} (needed: "
+            f"{self.a}'s {self.key} {ma:.3g} − {rhs} = {d:+.3g} (needed: "
             f"{self.expect.replace('_', ' ')}, margin {m:g}, spread {spread:.2g})"
         )
         return verdict, reading
