@@ -1,9 +1,10 @@
 """The one training loop: it knows the method contract and nothing about any method.
 
-fit(): data -> batched views on the device -> method.training_step -> backward (bf16 autocast
-optional, gradient accumulation, clipping) -> optimiser + schedule -> method.on_step_end.
-Writes metrics.jsonl, TensorBoard events and atomic checkpoints; resumes exactly (weights,
-optimiser, RNG streams, data order, position in the epoch).
+fit(): data -> batched views on the device -> method.training_step -> one step of the shared
+selfsup.nn.stepper.Stepper (bf16 autocast, gradient accumulation, clipping, the schedule) -> the clock
+(selfsup.train.budget) -> method.on_step_end. The monitor, the pictures and the curves are callbacks
+(selfsup.train.callbacks). Writes metrics.jsonl, TensorBoard events and atomic checkpoints; resumes exactly
+(weights, optimiser, RNG streams, data order, position in the epoch).
 """
 
 from __future__ import annotations
