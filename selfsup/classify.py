@@ -101,6 +101,7 @@ def train_classifier(
         args = _backbone_args(run.encoder, run)
         est = score_user_labels(run, lab, tst, both, y, "linear", labels, test, folds, seed, linear_fit_predicts(seed))
         feats = both[: len(lab)]  # the labelled rows come first
+        assert lab.labels is not None and lab.classes is not None  # load_labelled sets both
         probe = fit_probe(
             feats, lab.labels, len(lab.classes), run.cfg.eval.linear_l2, run.cfg.eval.linear_val_fraction, seed
         )
@@ -171,7 +172,9 @@ def _semi_data(init: str | Path | None, data: str | None, data_dir: str | None, 
         unlabelled, test = load_data(cfg)
         spec = InputSpec.of(cfg, unlabelled.channels, unlabelled.image_size)
         encoder = build_method(cfg, spec.channels, len(unlabelled), spec.size).encoder
-        args = dict(encoder.backbone_args)
+        backbone_args = getattr(encoder, "backbone_args", None)
+        assert isinstance(backbone_args, dict)  # supcon's encoder is one backbone, built by create_backbone
+        args = dict(backbone_args)
         search = [Path(data_dir).expanduser()] if data_dir else []
     defaults = {"flip_p": cfg.views.flip_p, "precision": cfg.train.precision, "channels_last": cfg.train.channels_last}
     return encoder, args, spec, unlabelled, test, defaults, search
@@ -224,6 +227,7 @@ def semi_classifier(
     if labels is not None:
         lab = load_labelled(labels, spec.channels, spec.stored_size, search=search)
         tst = None if test is None else load_labelled(test, spec.channels, spec.stored_size, lab.classes, search)
+        assert lab.classes is not None  # load_labelled sets them
         classes = list(lab.classes)
     else:
         if unlabelled.labels is None:
@@ -232,10 +236,16 @@ def semi_classifier(
                 f"give --labels DIR|FILE.csv"
             )
         seed = int((overrides or {}).get("seed", 0))
-        frac = fraction if fraction is not None else per_class_fraction(unlabelled.labels, per_class)
+        if fraction is not None:
+            frac = fraction
+        else:
+            assert per_class is not None  # checked above: without --labels, --per-class or --fraction
+            frac = per_class_fraction(unlabelled.labels, per_class)
         lab = unlabelled.subset(balanced_indices(unlabelled.labels, frac, seed))
-        tst = data_test if test is None else load_labelled(test, spec.channels, spec.stored_size, unlabelled.classes)
         classes = list(unlabelled.classes or [str(i) for i in range(int(unlabelled.labels.max()) + 1)])
+        # the test set's label i is the dataset's class i (named by its index where the dataset names none),
+        # and its CSV paths may be relative to the pretraining folder, as with --labels
+        tst = data_test if test is None else load_labelled(test, spec.channels, spec.stored_size, classes, search)
     sm, scfg = create_semi_method(method, {**defaults, **(overrides or {})})
     model, res = train_semi(sm, scfg, encoder, lab, unlabelled, spec, len(classes), tst, from_scratch, device, progress)
     info = {
@@ -334,6 +344,6 @@ def predict(
     header = ["path", "label", "probability"] + [
         f"{k}_{j}" for j in range(2, top_k + 1) for k in ("label", "probability")
     ]
-    with open(out, "w", newline="") as f:
-        csv.writer(f).writerows([header, *rows])
+    with open(out, "w", newline="") as csv_file:
+        csv.writer(csv_file).writerows([header, *rows])
     return {"out": str(out), "rows": len(rows), "skipped": len(skipped), "classes": classes}

@@ -137,6 +137,7 @@ def _cmd_pretrain(args) -> None:
         if args.print_config:  # what would train, without training it (the recipe line above names its file)
             print(config_yaml(cfg), end="")
             return
+        assert cfg.out is not None  # build_config names a run directory where none was given
         run_dir = args.running = cfg.out  # (named by the Ctrl-C message)
         dist.init_from_env(cfg.train.device)  # under torchrun: join the group before anyone writes
         if dist.is_main():
@@ -430,15 +431,17 @@ def _cmd_demo(args) -> None:
         no_recipe=False,
     )
     cfg = build_config(ns)
+    run_dir = cfg.out
+    assert run_dir is not None  # build_config names a run directory where none was given
     print(
         f"run directory: {cfg.out}\npretraining {cfg.method_name} on {cfg.data.name} for {cfg.train.budget or cfg.train.epochs}"
     )
     t0 = time.time()
-    summary = fit(cfg, cfg.out)
+    summary = fit(cfg, run_dir)
     rows = []
     for name, get in (
         ("raw pixels", lambda p: evaluate_raw_pixels(cfg, p)),
-        (f"{cfg.method_name} ({cfg.backbone.name})", lambda p: evaluate(cfg.out, p)),
+        (f"{cfg.method_name} ({cfg.backbone.name})", lambda p: evaluate(run_dir, p)),
     ):
         knn, lin = get("knn"), get("linear")
         rows.append((name, 100 * knn["top1_k200"], 100 * knn["top1_k20"], 100 * lin["top1"]))
@@ -454,8 +457,9 @@ def _cmd_demo(args) -> None:
     # they take a minute or two on a CPU (up to 1 %); the rest with `selfsup eval semi RUN_DIR --per-class 10`.
     # 100 %: the table above's linear probes, the same protocol, not fitted twice.
     train_labels = labelled_splits(cfg)[0].labels
+    assert train_labels is not None  # labelled_splits refuses unlabelled splits
     small = max(0.01, per_class_fraction(train_labels, 10))  # 10 per class and 1 %, on any data set's size
-    semi = evaluate(cfg.out, "semi", fractions=(0.01, 0.1), per_class=10, finetune_up_to=small)
+    semi = evaluate(run_dir, "semi", fractions=(0.01, 0.1), per_class=10, finetune_up_to=small)
     few = [
         (r["num_labelled"], r["fraction"], 100 * r["raw_pixels"], r["scratch"], 100 * r["linear"], r["finetune"])
         for r in sorted(semi["rows"], key=lambda r: r["num_labelled"])
@@ -473,7 +477,7 @@ def _cmd_demo(args) -> None:
         labels = f"{n} ({100 * fraction:.3g} %)"
         print(f"{labels:<20}{raw:>11.2f}%{cell(scratch)}{lin:>11.2f}%{cell(tuned)}")
     print(f"\nrun directory: {cfg.out}  (curves.png, metrics.jsonl, tb/, checkpoints/)")
-    Path(cfg.out, "demo_table.json").write_text(
+    Path(run_dir, "demo_table.json").write_text(
         json.dumps(
             [{"features": r[0], "knn200": r[1], "knn20": r[2], "linear": r[3]} for r in rows]
             + [

@@ -36,6 +36,7 @@ from selfsup import __version__, create_backbone
 from selfsup.backbones import VIT_SIZES
 from selfsup.backbones.resnet import RESNET_LAYERS
 from selfsup.data import DatasetError
+from selfsup.config import RunConfig
 from selfsup.data.labelled import image_batches
 from selfsup.data.decode import warn_skipped
 from selfsup.data.folder import IMAGE_EXTENSIONS, list_image_files, list_other_files
@@ -50,7 +51,7 @@ _MAGIC = ("exported_by", "selfsup.export")  # the safetensors metadata entry tha
 class _Run:
     """What export and embedding need of a run: its config, the trained encoder and the input geometry."""
 
-    cfg: object
+    cfg: RunConfig
     encoder: nn.Module
     meta: dict  # the checkpoint's meta.json
     channels: int  # of the training images
@@ -87,13 +88,19 @@ def encoder_meta(run: _Run) -> dict:
             f"networks, not one backbone built by create_backbone, so no format can rebuild it from "
             f"constructor arguments; load it with selfsup.eval.run.load_run(RUN_DIR) instead"
         )
+    mean, std = run.cfg.data.mean, run.cfg.data.std
+    if mean is None or std is None:  # a run's config.yaml records them: this one was edited
+        raise SelfsupError(
+            "the run's config.yaml has no data.mean / data.std: add the normalisation the encoder was trained "
+            "with (per-channel lists)"
+        )
     return {
         "backbone": dict(args),
         "method": run.cfg.method_name,
         "in_channels": args["in_channels"],
         "image_size": run.size,
-        "mean": list(run.cfg.data.mean),
-        "std": list(run.cfg.data.std),
+        "mean": list(mean),
+        "std": list(std),
         "num_features": run.encoder.num_features,
         "step": run.meta.get("step"),
         "selfsup_version": __version__,
@@ -102,6 +109,7 @@ def encoder_meta(run: _Run) -> dict:
 
 def _resnet_stem(m: nn.Module, b: dict) -> None:
     """Make a torchvision/timm ResNet's stem the one ours was built with."""
+    assert isinstance(m.conv1, nn.Conv2d)  # torchvision's and timm's default ResNet stem: one convolution
     c, width = b["in_channels"], m.conv1.out_channels
     if b.get("small_stem", True):
         m.conv1 = nn.Conv2d(c, width, 3, b.get("stem_stride", 1), 1, bias=False)
@@ -129,6 +137,7 @@ def timm_model(meta: dict) -> nn.Module:
     encoder, with no classifier (``num_classes=0``): images -> pooled features."""
     b = meta["backbone"]
     _check_format(b["name"], "timm")
+    m: nn.Module
     if b["name"] in VIT_SIZES:
         from timm.models.vision_transformer import VisionTransformer
 
@@ -139,7 +148,10 @@ def timm_model(meta: dict) -> nn.Module:
 
         m = ResNet(**timm_args(b))
         _resnet_stem(m, b)
-    m.pretrained_cfg = m.default_cfg = timm_pretrained_cfg(meta)
+    # plain attributes (not parameters or submodules), which nn.Module's __setattr__ is not typed for
+    pretrained_cfg = timm_pretrained_cfg(meta)
+    setattr(m, "pretrained_cfg", pretrained_cfg)
+    setattr(m, "default_cfg", pretrained_cfg)
     return m.eval()
 
 
@@ -377,7 +389,7 @@ def load_encoder(path: str | Path) -> nn.Module:
     meta = read_export_meta(path)
     encoder = create_backbone(**meta["backbone"])
     encoder.load_state_dict(load_file(str(path)), strict=True)
-    encoder.export_meta = meta
+    setattr(encoder, "export_meta", meta)  # a plain attribute, which nn.Module's __setattr__ is not typed for
     return encoder.eval()
 
 
@@ -438,12 +450,12 @@ def embed_images(
     cfg = run.cfg
     run.encoder.to(device)
     feats, kept, skipped = [], [], []
-    for done, x, bad in image_batches(files, run.channels, run.stored_size, batch_size, "embedding", progress):
+    for done, batch, bad in image_batches(files, run.channels, run.stored_size, batch_size, "embedding", progress):
         skipped += bad
         if done:
             feats.append(
                 extract_features(
-                    run.encoder, x, cfg.data.mean, cfg.data.std, run.size, batch_size=len(x), device=device
+                    run.encoder, batch, cfg.data.mean, cfg.data.std, run.size, batch_size=len(batch), device=device
                 ).numpy()
             )
             kept += done

@@ -17,9 +17,10 @@ import functools
 import json
 import statistics
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from selfsup.config import ConfigError, RunConfig, compose, load_run_config
 from selfsup.errors import SelfsupError
@@ -284,7 +285,7 @@ def _write_leaderboard(out: Path, entries: list[Entry], seeds: int) -> dict:
     return board
 
 
-def build_leaderboard(out: Path, entries: list[Entry] = (), seeds: int = 1) -> dict:
+def build_leaderboard(out: Path, entries: Sequence[Entry] = (), seeds: int = 1) -> dict:
     """The leaderboard of OUT, computed from its run directories alone (OUT/<name>/seed<k>/ and
     OUT/raw_pixels.json): ``entries`` for ``seeds`` seeds each, and every other row already in OUT with
     however many seeds it ran. Nothing is written; a committed leaderboard must equal this (tested)."""
@@ -301,7 +302,7 @@ def build_leaderboard(out: Path, entries: list[Entry] = (), seeds: int = 1) -> d
         if e.name not in named:  # an earlier call's row: however many seeds it ran
             runs = sorted((out / e.name).glob("seed*"))
         done = [r for r in runs if (r / "summary.json").is_file() and not (r / "failed.txt").is_file()]
-        row = {
+        row: dict[str, Any] = {
             "name": e.name,
             "method": e.method,
             "config": e.config,

@@ -16,6 +16,7 @@ import io
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -189,7 +190,7 @@ def _fmt(v, kind: str = "auto") -> str:
     return str(v) if isinstance(v, int) else f"{v:.4g}" if abs(v) < 1e4 else f"{v:.0f}"
 
 
-def _table(header: list[str], rows: list[list], kinds: list[str] | None = None) -> str:
+def _table(header: list[str], rows: Sequence[Sequence[object]], kinds: list[str] | None = None) -> str:
     kinds = kinds or ["auto"] * len(header)
     return (
         "<table><tr>"

@@ -7,6 +7,7 @@ percent and margins in the same absolute points (a Diff on another unit states i
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from selfsup.engine import labelled_splits, run_split
@@ -65,8 +66,16 @@ def head_vs_features(run: Path) -> dict:
     """Linear probe on the encoder's features h and on the projection head's output z = g(h)."""
     cfg, method, _ = load_run(run)
     train, test = labelled_splits(cfg)
-    kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=eval_size(cfg, train.image_size), forward=method.embedding)
-    ztr, zte = extract_features(method, train.images, **kw), extract_features(method, test.images, **kw)
+    assert train.labels is not None and test.labels is not None  # labelled_splits refuses unlabelled splits
+    features = functools.partial(
+        extract_features,
+        method,
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        size=eval_size(cfg, train.image_size),
+        forward=method.embedding,
+    )
+    ztr, zte = features(train.images), features(test.images)
     return {
         "linear_h": 100 * _eval(run, "linear")["top1"],
         "linear_z": 100 * linear_probe(ztr, train.labels, zte, test.labels)["top1"],

@@ -140,16 +140,16 @@ def references(out: Path) -> dict[str, float]:
             continue
         cfg, method, _ = load_run(run)
         train, test = labelled_splits(cfg)
-        probe = dict(l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
+        assert train.labels is not None and test.labels is not None  # labelled_splits refuses unlabelled splits
+        probe = functools.partial(linear_probe, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction)
         if pixels not in refs:
             refs[pixels] = (
                 100
-                * linear_probe(
+                * probe(
                     raw_pixel_features(train.images),
                     train.labels,
                     raw_pixel_features(test.images),
                     test.labels,
-                    **probe,
                 )["top1"]
             )
         if arch not in refs:
@@ -161,15 +161,16 @@ def references(out: Path) -> dict[str, float]:
                 cfg.data.std,
                 size,
             )
-            kw = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, batch_size=cfg.eval.batch_size)
+            features = functools.partial(
+                extract_features, enc, mean=cfg.data.mean, std=cfg.data.std, size=size, batch_size=cfg.eval.batch_size
+            )
             refs[arch] = (
                 100
-                * linear_probe(
-                    extract_features(enc, train.images, **kw),
+                * probe(
+                    features(train.images),
                     train.labels,
-                    extract_features(enc, test.images, **kw),
+                    features(test.images),
                     test.labels,
-                    **probe,
                 )["top1"]
             )
         path.write_text(json.dumps(refs, indent=1, sort_keys=True))
