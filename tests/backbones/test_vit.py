@@ -129,7 +129,14 @@ def test_simmim_block_masks():
     assert (blocks.all(2).all(3) | (~blocks).all(2).all(3)).all()  # whole blocks, never split
 
 
-@pytest.mark.parametrize("name,key", [("mae", "pretext/recon_mse"), ("simmim", "pretext/recon_l1")])
+@pytest.mark.parametrize(
+    "name,key",
+    [
+        ("mae", "pretext/recon_mse"),
+        # ~31 s on the 2-core machine: run by `make test-slow` (MAE keeps masked modelling in the default suite)
+        pytest.param("simmim", "pretext/recon_l1", marks=pytest.mark.slow),
+    ],
+)
 def test_masked_image_modelling_learns_on_digits(tmp_path, name, key):
     from selfsup.config import resolve
     from selfsup.train import fit

@@ -148,6 +148,7 @@ def test_the_transformer_trains_at_a_tenth_of_the_rate():
     assert sum(len(g["params"]) for g in opt.param_groups) == len([p for p in m.parameters() if p.requires_grad])
 
 
+@pytest.mark.slow  # ~26 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 @pytest.mark.learning
 def test_learns_digits(tmp_path):
     trained, random = trained_vs_random(

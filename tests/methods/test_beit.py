@@ -106,6 +106,7 @@ def test_pictures_decode_the_predicted_tokens():
     assert all(r[1].shape == (4, 1, 8, 8) and 0 <= r[1].min() and r[1].max() <= 1 for r in pic.rows)
 
 
+@pytest.mark.slow  # ~30 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 def test_beit_learns_its_task_on_digits(tmp_path):
     """6 epochs of vit_micro on 8-px digits (2-px patches, 64 tokens): the masked tokens are predicted well above
     the most frequent token's share (seen: 8.2 % against 5.1 %, chance 1.6 %; the untrained network 1.4 %).

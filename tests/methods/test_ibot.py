@@ -208,6 +208,7 @@ def test_config_checks():
         selfsup.create_method("ibot", backbone="convnet", in_channels=1, width=0.25)
 
 
+@pytest.mark.slow  # ~20 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 def test_ibot_learns_on_digits(tmp_path):
     """~30 s on a loaded 2-core machine: 2 epochs (22 steps) of vit_micro on 8-px digits, K = 256, the
     paper's temperatures and masks. A random vit_micro's [CLS] gives ~34 % kNN-200 and ~50 % kNN-20 on

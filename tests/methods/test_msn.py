@@ -217,6 +217,7 @@ def test_momentum_schedule_ends_at_0_9992():
 # --- learning ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ~30 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 def test_msn_learns_on_digits(tmp_path):
     """A few seconds of MSN on digits (the msn_digits recipe's setting, 5 epochs): kNN of the trained anchor
     encoder above the same ViT at its random initialisation. On the 2-px-patch grid a random vit_micro's

@@ -275,7 +275,11 @@ def test_colour_datasets_are_synthetic_and_hue_follows_the_class_only_on_color(n
         assert ab.std(0).min() > 0.5  # and the hues spread around the circle (a unit vector's std per axis ~0.7)
 
 
-@pytest.mark.parametrize("name", ["colorization", "splitbrain"])
+@pytest.mark.parametrize(
+    # split-brain: ~30 s on the 2-core machine, run by `make test-slow` (colorization keeps the colour tasks here)
+    "name",
+    ["colorization", pytest.param("splitbrain", marks=pytest.mark.slow)],
+)
 def test_colour_tasks_learn(tmp_path, name):
     layers = digits_recipe(name, 25, {})
     layers[0]["data"] = {"name": "color-digits"}
@@ -350,6 +354,7 @@ def test_videos_mosaics_and_propagation():
     assert _mean_iou(torch.tensor([[[0, 1, 0, 2]]]), true) == pytest.approx((0.5 + 1.0) / 2)
 
 
+@pytest.mark.slow  # ~30 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 def test_video_colorization_learns_to_copy_colours_and_track(tmp_path):
     from selfsup.train import fit
 

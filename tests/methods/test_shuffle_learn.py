@@ -79,6 +79,7 @@ def test_refuses_a_fraction_outside_zero_one():
         make(positive_fraction=1.0)
 
 
+@pytest.mark.slow  # ~76 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 def test_shuffle_learn_learns_temporal_order(tmp_path):
     """24 epochs on 1,200 moving-shapes videos (~900 steps): the order accuracy of the last epoch is well above
     the 75 % that always answering "not in order" gets. Seen (2026-12-06, seed 0, 40 epochs): ~75 % for the

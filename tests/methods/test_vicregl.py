@@ -4,6 +4,7 @@ vectors, written out by hand; the views' crop boxes leave the draws unchanged; i
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from learning import digits_recipe
@@ -140,6 +141,7 @@ def test_local_terms_and_loss_are_the_officials():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # ~24 s on the 2-core machine: run by `make test-slow`; the training step is in the default suite
 def test_learns_on_digits(tmp_path):
     layers = digits_recipe("vicregl", 20, {"proj_hidden": 256, "proj_dim": 256, "maps_hidden": 128, "maps_dim": 128})
     layers[0]["views"]["size"] = 16  # a 2 x 2 map (the recipe's views.size), and kNN at 16 px too
