@@ -66,6 +66,7 @@ import torch
 
 from selfsup.data.dataset import balanced_indices, validation_split as carve_validation
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.distill import DistillConfig, distill, student_like
 from selfsup.eval.finetune import FinetuneConfig, finetune_classifier, run_finetune_config
@@ -267,7 +268,7 @@ def main() -> None:
                     model, _ = finetune_classifier(
                         encoder, labelled, labelled, spec.mean, spec.std, spec.size, replace(ft, **change), "cpu"
                     )
-                    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=ft.precision)
+                    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, runtime=Runtime("cpu", ft.precision))
                     arms[arm] = score(
                         extract_features(model, train.images[val], **kw).argmax(1),
                         extract_features(model, test.images, **kw).argmax(1),
@@ -296,7 +297,7 @@ def main() -> None:
                     student = student_like(encoder, 10, seed)
                     # on the pool's images without their labels (the validation images stay unseen)
                     distill(teacher[0], student, train.images[pool], test, spec.mean, spec.std, spec.size, dcfg, "cpu")
-                    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=ft.precision)
+                    kw = dict(mean=spec.mean, std=spec.std, size=spec.size, runtime=Runtime("cpu", ft.precision))
                     arms["distill"] = score(
                         extract_features(student, train.images[val], **kw).argmax(1),
                         extract_features(student, test.images, **kw).argmax(1),
@@ -319,7 +320,7 @@ def main() -> None:
                 model, res = train_semi(
                     m, scfg, encoder, train.subset(lab), train.subset(pool), spec, 10, from_scratch=scratch
                 )
-                kw = dict(mean=spec.mean, std=spec.std, size=spec.size, precision=scfg.precision)
+                kw = dict(mean=spec.mean, std=spec.std, size=spec.size, runtime=Runtime("cpu", scfg.precision))
                 arms[arm] = score(
                     extract_features(model, train.images[val], **kw).argmax(1),
                     extract_features(model, test.images, **kw).argmax(1),

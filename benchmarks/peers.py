@@ -46,6 +46,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from selfsup.backbones.tap_conv import use_tap_convs
+from selfsup.nn.runtime import Runtime
 from selfsup.config import load_yaml, recipe_path, resolve, eval_size
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
@@ -131,7 +132,10 @@ def scores(encoder, cfg, train, test, val: torch.Tensor, rest: torch.Tensor, fin
     was_training = encoder.training
     encoder.eval()
     kw = dict(
-        mean=cfg.data.mean, std=cfg.data.std, size=eval_size(cfg, train.image_size), precision=cfg.train.precision
+        mean=cfg.data.mean,
+        std=cfg.data.std,
+        size=eval_size(cfg, train.image_size),
+        runtime=Runtime("cpu", cfg.train.precision),
     )
     ftr = extract_features(encoder, train.images, **kw)
     out = {"knn200_val": knn_accuracy(ftr[rest], train.labels[rest], ftr[val], train.labels[val], ks=(200,))["top1"]}

@@ -25,6 +25,7 @@ from selfsup.data import DatasetError, ImageDataset
 from selfsup.data.dataset import match_channels, resize_images
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.methods.base import Method
 from selfsup.registry import BuildContext, get_method_spec, instantiate
 from selfsup.checkpoint import CheckpointDamaged, CheckpointError, load_checkpoint, read_meta
@@ -240,8 +241,7 @@ class Run:
             self.spec.std,
             self.spec.size,
             batch_size=batch_size or self.cfg.eval.batch_size,
-            device=device,
-            precision=self.cfg.train.precision,
+            runtime=Runtime(device, self.cfg.train.precision),
         )
 
 

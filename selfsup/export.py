@@ -455,7 +455,7 @@ def embed_images(
         if done:
             feats.append(
                 extract_features(
-                    run.encoder, batch, cfg.data.mean, cfg.data.std, run.size, batch_size=len(batch), device=device
+                    run.encoder, batch, cfg.data.mean, cfg.data.std, run.size, batch_size=len(batch), runtime=device
                 ).numpy()
             )
             kept += done

@@ -19,7 +19,7 @@ from selfsup.nn.features import extract_features
 
 def encode_images(method, images: torch.Tensor, mean, std, size: int, device="cpu", batch_size: int = 512):
     """Normalised image embeddings [N, D] of uint8 images."""
-    return extract_features(method, images, mean, std, size, batch_size, device, forward=method.encode_image)
+    return extract_features(method, images, mean, std, size, batch_size, runtime=device, forward=method.encode_image)
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ from selfsup.config import eval_size
 from selfsup.errors import SelfsupError
 from selfsup.nn.stepper import Stepper
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.eval.finetune import cosine, light_augment
 from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.backbones import create_backbone
@@ -107,11 +108,9 @@ def distill(
     if cfg.precision not in ("fp32", "bf16"):
         raise SelfsupError(f"precision {cfg.precision!r}: choose fp32 or bf16")
     t0 = time.time()
-    device = torch.device(device)
-    teacher = teacher.to(device).eval()
-    student = student.to(device)
-    if cfg.channels_last:
-        teacher, student = (m.to(memory_format=torch.channels_last) for m in (teacher, student))
+    rt = Runtime.of(cfg, device)
+    device = rt.device
+    teacher, student = rt.module(teacher).eval(), rt.module(student)
     decay = [p for p in student.parameters() if p.ndim > 1]
     no_decay = [p for p in student.parameters() if p.ndim <= 1]  # norms and biases: no weight decay
     groups: list[dict[str, Any]] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -131,8 +130,7 @@ def distill(
         opt,
         total,
         cosine,
-        cfg.precision,
-        device,
+        rt,
         "distillation",
         f"lower the learning rate (now {cfg.lr}) or use fp32",
         progress,
@@ -143,9 +141,7 @@ def distill(
         for idx in torch.randperm(n, generator=gen)[: steps_per_epoch * bs].split(bs):
             if not steps.left:
                 break
-            x = light_augment(train_images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = rt.inputs(light_augment(train_images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen))
             with steps.autocast():
                 with torch.no_grad():
                     t_logits = teacher(x)  # [B, K], same view as the student's
@@ -153,15 +149,7 @@ def distill(
             steps.update(distillation_loss(s_logits, t_logits, cfg.temperature))
     steps.close()
 
-    kw = dict(
-        mean=mean,
-        std=std,
-        size=size,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        precision=cfg.precision,
-        channels_last=cfg.channels_last,
-    )
+    kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, runtime=rt)
     t_pred = extract_features(teacher, test.images, **kw).argmax(1)
     s_pred = extract_features(student, test.images, **kw).argmax(1)
     settings = asdict(cfg)

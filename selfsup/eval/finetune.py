@@ -37,6 +37,7 @@ from selfsup.errors import SelfsupError
 from selfsup.nn.stepper import Stepper
 from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.eval.linear import fit_probe
 from selfsup.semi import create_semi_method
 from selfsup.semi.train import train_semi
@@ -185,7 +186,8 @@ def finetune_classifier(
     if not 0.0 < cfg.fraction <= 1.0:
         raise SelfsupError(f"fraction must be in (0, 1], e.g. 0.01, 0.1 or 1.0; got {cfg.fraction}")
     t0 = time.time()
-    device = torch.device(device)
+    rt = Runtime.of(cfg, device)
+    device = rt.device
     labelled = train.labelled_subset(cfg.fraction, cfg.seed)
     n = len(labelled)
     if n < 2:
@@ -214,14 +216,12 @@ def finetune_classifier(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = Classifier(enc, num_classes)
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = rt.module(model)
     if cfg.head_init not in ("random", "probe"):
         raise SelfsupError(f"head_init {cfg.head_init!r}: choose random or probe")
     if cfg.head_init == "probe" and not cfg.from_scratch:  # LP-FT: start from the probe on frozen features
-        feats = extract_features(
-            model.encoder, labelled.images, mean, std, size, cfg.eval_batch_size, device, cfg.precision
+        feats = extract_features(  # contiguous inputs here, as this start has always read them
+            model.encoder, labelled.images, mean, std, size, cfg.eval_batch_size, Runtime(device, cfg.precision)
         )
         model.head = fit_probe(feats, labelled.labels, num_classes, seed=cfg.seed).as_linear().to(device)
     for p in model.encoder.parameters():  # fine-tuning trains every encoder weight, even ones a method froze
@@ -245,8 +245,7 @@ def finetune_classifier(
         opt,
         total,
         cosine,
-        cfg.precision,
-        device,
+        rt,
         "fine-tuning",
         f"lower the learning rates (now {optimizer}, lr/encoder_lr {cfg.lr}/{cfg.encoder_lr} for sgd) or use fp32",
         progress,
@@ -258,23 +257,13 @@ def finetune_classifier(
         for idx in torch.randperm(n, generator=gen).tensor_split(steps_per_epoch):
             if not steps.left:
                 break
-            x = light_augment(images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = rt.inputs(light_augment(images[idx].to(device), mean, std, size, cfg.crop_scale, cfg.flip_p, gen))
             with steps.autocast():
                 logits = model(x)  # [B, K]
             steps.update(F.cross_entropy(logits.float(), labels[idx]))
     steps.close()
 
-    kw = dict(
-        mean=mean,
-        std=std,
-        size=size,
-        batch_size=cfg.eval_batch_size,
-        device=device,
-        precision=cfg.precision,
-        channels_last=cfg.channels_last,
-    )
+    kw = dict(mean=mean, std=std, size=size, batch_size=cfg.eval_batch_size, runtime=rt)
     top1 = (extract_features(model, test.images, **kw).argmax(1) == test.labels).float().mean().item()
     train_top1 = (extract_features(model, labelled.images, **kw).argmax(1) == labelled.labels).float().mean().item()
     per_class = torch.bincount(labelled.labels, minlength=num_classes)

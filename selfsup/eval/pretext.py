@@ -19,6 +19,7 @@ import torch
 
 from selfsup.engine import read_metrics
 from selfsup.data.batch import Batch
+from selfsup.nn.runtime import Runtime
 
 
 def pretext_metrics(run_dir: str | Path) -> dict[str, float]:
@@ -36,8 +37,7 @@ def heldout_metrics(
     views,
     texts: torch.Tensor | None = None,
     batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
+    runtime: Runtime | str | torch.device = "cpu",
     seed: int = 0,
 ) -> dict[str, float]:
     """Mean of every ``pretext/*`` value the method's own ``training_step`` reports, on ``images``
@@ -46,7 +46,9 @@ def heldout_metrics(
     ``batch_size`` (the training batch size, for metrics computed within a batch). Weighted by batch
     size; the views' random parameters are seeded, so the number is reproducible. Methods that
     measure their task once an epoch instead (BiGAN, video tracking) report nothing here.
-    ``texts``: caption tokens [N, L] for image-text methods."""
+    ``texts``: caption tokens [N, L] for image-text methods; ``runtime``: the device and precision (a device
+    alone: fp32)."""
+    rt = Runtime.coerce(runtime)
     was = method.training
     method.eval()
     gen = torch.Generator().manual_seed(seed)
@@ -58,11 +60,9 @@ def heldout_metrics(
         try:
             for i in range(0, len(images), batch_size):
                 idx = torch.arange(i, min(i + batch_size, len(images)))
-                batch = Batch(images[idx], idx, texts=None if texts is None else texts[idx]).to(device)
+                batch = Batch(images[idx], idx, texts=None if texts is None else texts[idx]).to(rt.device)
                 batch.views = views(batch.images, gen)
-                with torch.autocast(
-                    device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"
-                ):
+                with rt.autocast():
                     logs = method.training_step(batch).logs
                 for k, v in logs.items():
                     if k.startswith("pretext/"):

@@ -33,6 +33,7 @@ from selfsup.methods.base import EncodesText, FinetunesOwnEncoder, encoder_to_fi
 from selfsup.errors import SelfsupError
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled, plot_confusion
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_accuracy, knn_predict
 from selfsup.eval.linear import fit_probe, linear_probe
@@ -122,6 +123,12 @@ PROMPTS = Option(
 )
 
 
+def _runtime(cfg: RunConfig, device: str | torch.device) -> Runtime:
+    """How evaluation runs a trained network: the run's precision, on ``device``, contiguous inputs (the
+    network is not moved to channels_last here)."""
+    return Runtime(device, cfg.train.precision)
+
+
 def run_features(
     run_dir: str | Path, device: str = "cpu", loaded: tuple | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, RunConfig]:
@@ -144,8 +151,7 @@ def run_features(
         mean=cfg.data.mean,
         std=cfg.data.std,
         size=size,
-        device=device,
-        precision=cfg.train.precision,
+        runtime=_runtime(cfg, device),
         batch_size=cfg.eval.batch_size,
     )
     ftr = extract_features(method.evaluated_encoder, train.images, **kw)
@@ -389,7 +395,7 @@ def evaluate_finetune(
             model, _ = finetune_classifier(
                 encoder, both.subset(tr), both.subset(te), spec.mean, spec.std, spec.size, ft, device, progress
             )
-            return extract_features(model, both.images[te], spec.mean, spec.std, spec.size, device=device).argmax(1)
+            return extract_features(model, both.images[te], spec.mean, spec.std, spec.size, runtime=device).argmax(1)
 
         res = evaluate_labelled(fit_predict, lab, tst, folds, ft.seed, offset=len(lab))
         res.update(
@@ -531,7 +537,7 @@ def evaluate_diagnostics(run_dir, device: str = "cpu", num_images: int = 2048, s
     method.eval()
     with (
         torch.no_grad(),
-        torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"),
+        _runtime(cfg, device).autocast(),
     ):
         method.to(device)
         h1, h2 = (method.evaluated_encoder(v.to(device)).float().cpu() for v in (v1, v2))
@@ -700,8 +706,7 @@ def evaluate_robustness(run_dir, device: str = "cpu", kinds=None, seed: int = 0,
         mean=spec.mean,
         std=spec.std,
         size=spec.size,
-        device=device,
-        precision=cfg.train.precision,
+        runtime=_runtime(cfg, device),
         batch_size=cfg.eval.batch_size,
     )
     probe = fit_probe(ftr, ytr, l2_grid=cfg.eval.linear_l2, val_fraction=cfg.eval.linear_val_fraction, seed=seed)
@@ -791,8 +796,7 @@ def evaluate_transfer(
         spec.size,
         ks=cfg.eval.knn_k,
         knn_temperature=cfg.eval.knn_temperature,
-        device=device,
-        precision=cfg.train.precision,
+        runtime=_runtime(cfg, device),
         batch_size=cfg.eval.batch_size,
         seed=seed,
         folds=folds,
@@ -863,7 +867,7 @@ def evaluate_pretext(run_dir, device: str = "cpu", max_images: int = 2000) -> di
     views = Views(view_config(cfg), cfg.data.mean, cfg.data.std, train.image_size, method.needs.views)
     # batches of the training size: in-batch metrics (CLIP's caption accuracy, counting's contrast) depend on it
     heldout = heldout_metrics(
-        method.to(device), test.images[pick], views, texts, cfg.train.batch_size, device, cfg.train.precision
+        method.to(device), test.images[pick], views, texts, cfg.train.batch_size, _runtime(cfg, device)
     )
     lin = Path(run_dir) / "eval_linear.json"
     linear = json.loads(lin.read_text())["top1"] if lin.is_file() else evaluate_linear(run_dir, device)["top1"]

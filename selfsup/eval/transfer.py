@@ -18,6 +18,7 @@ import torch
 from selfsup.data.dataset import match_channels
 from selfsup.errors import SelfsupError
 from selfsup.nn.features import extract_features, recalibrate_batchnorm
+from selfsup.nn.runtime import Runtime
 from selfsup.eval.features import raw_pixel_features
 from selfsup.eval.knn import knn_predict
 from selfsup.eval.labelled import DEFAULT_FOLDS, evaluate_labelled
@@ -35,8 +36,7 @@ def transfer_scores(
     size: int,
     ks=(200, 20),
     knn_temperature: float = 0.07,
-    device="cpu",
-    precision: str = "fp32",
+    runtime: Runtime | str | torch.device = "cpu",
     batch_size: int = 512,
     seed: int = 0,
     folds: int = DEFAULT_FOLDS,
@@ -49,14 +49,15 @@ def transfer_scores(
     class by class: "classes", "per_class" (accuracy) and "confusion" (rows true, columns predicted)."""
     if target_train.labels is None or (target_test is not None and target_test.labels is None):
         raise SelfsupError(f"transfer needs labels on the target dataset {target_train.name!r}")
-    kw = dict(mean=mean, std=std, size=size, device=device, precision=precision, batch_size=batch_size)
+    rt = Runtime.coerce(runtime)
+    kw = dict(mean=mean, std=std, size=size, runtime=rt, batch_size=batch_size)
     both = target_train.images if target_test is None else torch.cat([target_train.images, target_test.images])
     y = target_train.labels if target_test is None else torch.cat([target_train.labels, target_test.labels])
     x = match_channels(both, channels)
     num_classes = int(y.max()) + 1
     # random weights, BN statistics of the target images: the architecture's own prior, not a handicap
     random_init = recalibrate_batchnorm(
-        reinitialise(copy.deepcopy(encoder), seed), x[: len(target_train)], mean, std, size, device=device
+        reinitialise(copy.deepcopy(encoder), seed), x[: len(target_train)], mean, std, size, device=rt.device
     )
     rows = {
         "pretrained": extract_features(encoder, x, **kw),

@@ -12,6 +12,7 @@ from torch import nn
 from selfsup.data.batch import Batch
 from selfsup.data.dataset import ImageDataset
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.registry import Needs
 
 
@@ -28,21 +29,15 @@ class EpochContext:
     mean: list[float]
     std: list[float]
     size: int
-    device: torch.device
-    precision: str = "fp32"
-    channels_last: bool = False
+    runtime: Runtime  # the training's device, precision and memory format
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     def features(self, module: nn.Module, batch_size: int = 512) -> torch.Tensor:
         return extract_features(
-            module,
-            self.dataset.images,
-            self.mean,
-            self.std,
-            self.size,
-            batch_size,
-            self.device,
-            self.precision,
-            self.channels_last,
+            module, self.dataset.images, self.mean, self.std, self.size, batch_size, runtime=self.runtime
         )
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from selfsup import dist
+from selfsup.nn.runtime import Runtime
 from selfsup.transforms import eval_view
 
 
@@ -19,13 +20,12 @@ def extract_features(
     std,
     size: int,
     batch_size: int = 512,
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    channels_last: bool = False,
+    runtime: Runtime | str | torch.device = "cpu",
     forward=None,
     shard: bool | None = None,
 ) -> torch.Tensor:
     """uint8 images [N,C,H,W] -> float32 features [N, F] from the encoder in eval mode.
+    ``runtime``: the device, precision and memory format (a device alone: fp32, contiguous).
     ``forward``: another function of the normalised views to read instead of ``encoder(x)`` (a
     method's projection ``method.embedding``, CLIP's ``encode_image``), with ``encoder`` the module
     it belongs to (put in eval mode for the extraction).
@@ -34,7 +34,7 @@ def extract_features(
     must then call it together."""
     was_training = encoder.training
     encoder.eval()
-    device = torch.device(device)
+    rt = Runtime.coerce(runtime)
     shard = dist.is_dist() if shard is None else shard
     lo, hi = 0, len(images)
     if shard:
@@ -43,14 +43,12 @@ def extract_features(
     out = []
     try:
         for i in range(lo, hi, batch_size):
-            x = eval_view(images[i : min(hi, i + batch_size)].to(device), mean, std, size)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            x = rt.inputs(eval_view(images[i : min(hi, i + batch_size)].to(rt.device), mean, std, size))
+            with rt.autocast():
                 out.append((forward or encoder)(x).float())
         if not out:  # an empty shard still has to know the feature width for the gather
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = [(forward or encoder)(eval_view(images[:1].to(device), mean, std, size)).float()[:0]]
+            with rt.autocast():
+                out = [(forward or encoder)(eval_view(images[:1].to(rt.device), mean, std, size)).float()[:0]]
     finally:
         encoder.train(was_training)
     feats = torch.cat(out)

@@ -4,7 +4,7 @@ forward pass, gradient accumulation (with DDP's no_sync on the micro-batches tha
 the learning-rate schedule as a function of the step, the finite check with an error that says what to lower,
 backward / step / zero_grad, the step count and the progress bar.
 
-    steps = Stepper(opt, total, cosine, "bf16", device, "fine-tuning", "lower the learning rates", progress)
+    steps = Stepper(opt, total, cosine, Runtime(device, "bf16"), "fine-tuning", "lower the learning rates", progress)
     while steps.left:
         with steps.autocast():
             logits = model(x)                      # [B, K]
@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from selfsup.errors import SelfsupError
+from selfsup.nn.runtime import Runtime
 
 
 def set_lr(opt: torch.optim.Optimizer, factor: float) -> None:
@@ -42,8 +43,7 @@ class Stepper:
         opt: torch.optim.Optimizer,
         total: int | None,
         schedule: Callable[[int, Any], float] | None,  # (step, total): total is the int given here (None: open)
-        precision: str,
-        device: torch.device | str,
+        runtime: Runtime,  # the device (the deferred flag lives there) and the autocast
         what: str,
         fix: str,
         progress: bool = False,
@@ -60,8 +60,8 @@ class Stepper:
         self.opt, self.total, self.schedule = opt, total, schedule
         for g in opt.param_groups:
             g.setdefault("base_lr", g["lr"])
-        self.device = torch.device(device)
-        self.bf16 = precision == "bf16"
+        self.runtime = runtime
+        self.device = runtime.device
         self.what, self.fix = what, fix  # "fine-tuning", "lower the learning rates (now ...) or use fp32"
         self.accumulate, self.clip_grad, self.deferred = accumulate, clip_grad, deferred
         # clipped together: the optimiser's parameters unless the caller names them (the loop: all the method's)
@@ -82,7 +82,7 @@ class Stepper:
         return (self.micro + 1) % self.accumulate == 0
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        return self.runtime.autocast()
 
     def no_sync(self, model: torch.nn.Module) -> contextlib.AbstractContextManager:
         """DDP's no_sync on a micro-batch that does not end a step (a no-op for a model outside DDP)."""

@@ -19,6 +19,7 @@ from torch import nn
 from selfsup.errors import SelfsupError
 from selfsup.nn.stepper import Stepper
 from selfsup.nn.features import extract_features
+from selfsup.nn.runtime import Runtime
 from selfsup.nn.classifier import Classifier, reinitialise
 from selfsup.semi.base import Batch, SemiConfig, SemiMethod, Views, lr_factor
 
@@ -64,9 +65,11 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.copy_(b)  # batch-norm statistics: the current ones, as the papers' EMA code
 
 
-def accuracy(model: nn.Module, data, spec, batch_size: int = 512, device="cpu", precision: str = "fp32") -> float:
+def accuracy(
+    model: nn.Module, data, spec, batch_size: int = 512, runtime: Runtime | str | torch.device = "cpu"
+) -> float:
     """Top-1 of ``model`` on a labelled ImageDataset, evaluated at the spec's side."""
-    logits = extract_features(model, data.images, spec.mean, spec.std, spec.size, batch_size, device, precision)
+    logits = extract_features(model, data.images, spec.mean, spec.std, spec.size, batch_size, runtime)
     return (logits.argmax(1) == data.labels).float().mean().item()
 
 
@@ -94,7 +97,8 @@ def train_semi(
     if labelled.labels is None or len(labelled) < 2:
         raise SelfsupError("semi-supervised training needs at least 2 labelled images")
     t0 = time.time()
-    device = torch.device(device)
+    rt = Runtime.of(cfg, device)
+    device = rt.device
     enc = copy.deepcopy(encoder)  # the caller's encoder is never touched
     if from_scratch:
         reinitialise(enc, cfg.seed)
@@ -103,9 +107,7 @@ def train_semi(
         model = Classifier(enc, num_classes)
     for p in model.parameters():  # every weight trains, even ones a pretraining method froze
         p.requires_grad_(True)
-    model = model.to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = rt.module(model)
     ema = copy.deepcopy(model).eval() if cfg.ema > 0 else None
     opt = _optimizer(model, cfg)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -117,8 +119,7 @@ def train_semi(
         opt,
         cfg.steps,
         lambda step, total: lr_factor(cfg.schedule, step, total),
-        cfg.precision,
-        device,
+        rt,
         method.name,
         f"lower lr (now {cfg.lr}) or use fp32",
         progress,
@@ -143,7 +144,7 @@ def train_semi(
     steps.close()
     train_seconds = time.time() - t0
     keep = (ema if ema is not None else model).eval()
-    kw = dict(spec=spec, device=device, precision=cfg.precision)
+    kw = dict(spec=spec, runtime=Runtime(device, cfg.precision))  # contiguous inputs, as this has always read them
     result = {
         "protocol": "semi-supervised",
         "method": method.name,

@@ -20,6 +20,7 @@ from selfsup.config import RunConfig
 from selfsup.data.dataset import validation_split
 from selfsup.eval import effective_rank, embedding_std, extract_features, knn_accuracy
 from selfsup.methods.base import EpochContext, Method
+from selfsup.nn.runtime import Runtime
 from selfsup.train.loggers import RunLogger
 from selfsup.train.pictures import draw, plot_curves
 from selfsup.transforms import eval_view
@@ -34,7 +35,7 @@ class Fit:
 
     cfg: RunConfig
     method: Method
-    device: torch.device
+    runtime: Runtime  # the training's device, precision and memory format
     run_dir: Path
     logger: RunLogger
     epoch_ctx: EpochContext
@@ -43,6 +44,10 @@ class Fit:
     resume: bool
     done: Callable[[], bool]
     summary: dict[str, Any] = field(default_factory=dict)  # the last monitor values; at close the run's summary
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
 
     def log(self, values: dict) -> None:
         """A metrics row at the loop's current step."""
@@ -91,7 +96,7 @@ class Monitor(Callback):
 
     def start(self, fit: Fit) -> None:
         if not fit.resume:  # the spread a random initialisation gives, for warn_collapse
-            z0 = self.embeddings(fit.method, fit.cfg, fit.device, fit.eval_size)
+            z0 = self.embeddings(fit.method, fit.cfg, fit.runtime, fit.eval_size)
             fit.state["initial_embedding_std"] = embedding_std(z0)
             fit.state["initial_embedding_rank"] = effective_rank(z0)
 
@@ -101,7 +106,7 @@ class Monitor(Callback):
             self.end(fit)
 
     def end(self, fit: Fit) -> None:
-        fit.summary.update(self(fit.method, fit.cfg, fit.device, fit.eval_size))
+        fit.summary.update(self(fit.method, fit.cfg, fit.runtime, fit.eval_size))
         fit.log(fit.summary)
 
     def close(self, fit: Fit) -> None:
@@ -109,20 +114,13 @@ class Monitor(Callback):
             warn_collapse(fit.summary)
 
     @torch.no_grad()
-    def __call__(self, method: Method, cfg: RunConfig, device: torch.device, size: int) -> dict:
+    def __call__(self, method: Method, cfg: RunConfig, runtime: Runtime, size: int) -> dict:
         was = method.training
-        kw: dict[str, Any] = dict(
-            mean=cfg.data.mean,
-            std=cfg.data.std,
-            size=size,
-            device=device,
-            precision=cfg.train.precision,
-            channels_last=cfg.train.channels_last,
-        )
+        kw: dict[str, Any] = dict(mean=cfg.data.mean, std=cfg.data.std, size=size, runtime=runtime)
         ftr = extract_features(method.evaluated_encoder, self.train_images, **kw)
         fte = extract_features(method.evaluated_encoder, self.val_images, **kw)
         res = knn_accuracy(ftr, self.train_labels, fte, self.val_labels, ks=(20,))
-        z = self.embeddings(method, cfg, device, size)
+        z = self.embeddings(method, cfg, runtime, size)
         method.train(was)
         return {
             "monitor/knn20_top1": res["top1"],
@@ -134,13 +132,13 @@ class Monitor(Callback):
         }
 
     @torch.no_grad()
-    def embeddings(self, method: Method, cfg: RunConfig, device: torch.device, size: int) -> torch.Tensor:
+    def embeddings(self, method: Method, cfg: RunConfig, runtime: Runtime, size: int) -> torch.Tensor:
         """What the loss acts on (the projection) for 512 validation images, in eval mode: [512, D] on the
         CPU."""
         was = method.training
         method.eval()
-        x = eval_view(self.val_images[:512].to(device), cfg.data.mean, cfg.data.std, size)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+        x = eval_view(self.val_images[:512].to(runtime.device), cfg.data.mean, cfg.data.std, size)
+        with runtime.autocast():
             z = method.embedding(x).float().cpu()
         method.train(was)
         return z

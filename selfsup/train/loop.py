@@ -32,6 +32,7 @@ from selfsup.log import console, logger as log  # `logger` in _fit is the run's 
 from selfsup.provenance import provenance
 from selfsup.methods.base import EpochContext, Method
 from selfsup.data.batch import Batch
+from selfsup.nn.runtime import Runtime
 from selfsup.nn.stepper import Stepper
 from selfsup.checkpoint import RunLock, load_checkpoint, read_meta, save_checkpoint
 from selfsup.train.loggers import RunLogger, check_loggers
@@ -206,9 +207,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
                 f"backbone: {got['loaded']} tensors from {cfg.backbone.weights}"
                 + (f" ({len(got['ignored'])} classifier tensors left out)" if got["ignored"] else "")
             )
-    method = build_method(cfg, train.channels, len(train), side, encoder=encoder).to(device)
-    if t_cfg.channels_last:
-        method = method.to(memory_format=torch.channels_last)
+    rt = Runtime.of(t_cfg, device)  # where and how every forward pass runs: the model, views, steps, monitor
+    method = rt.module(build_method(cfg, train.channels, len(train), side, encoder=encoder))
     model = distribute(method, device, t_cfg.sync_bn)  # before the optimiser: SyncBatchNorm keeps the same parameters
     if dist.world_size() > 1:  # other augmentations, masks and shuffles on every process (the weights stay equal)
         torch.manual_seed(t_cfg.seed + 1_000_003 * dist.rank())
@@ -252,9 +252,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
         method.param_groups(), cfg.optim, t_cfg.batch_size * t_cfg.accumulate * dist.world_size()
     )
     assert cfg.data.mean is not None and cfg.data.std is not None  # load_data measured them where unset
-    epoch_ctx = EpochContext(
-        train, cfg.data.mean, cfg.data.std, views.size, device, t_cfg.precision, t_cfg.channels_last
-    )
+    epoch_ctx = EpochContext(train, cfg.data.mean, cfg.data.std, views.size, rt)
     gen = torch.Generator().manual_seed(t_cfg.seed + 1 + 1_000_003 * dist.rank())
 
     budget = parse_duration(t_cfg.budget) if t_cfg.budget and not t_cfg.steps else None
@@ -307,8 +305,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             batch.views, batch.boxes = views(batch.images, g, boxes=True)
         else:
             batch.views = views(batch.images, g)
-        if t_cfg.channels_last:
-            batch.views = [v.contiguous(memory_format=torch.channels_last) for v in batch.views]
+        batch.views = [rt.inputs(v) for v in batch.views]
         return batch
 
     def stepper(opt: torch.optim.Optimizer, params, start: int, scheduled: bool = True) -> Stepper:
@@ -316,8 +313,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             opt,
             None,
             (lambda step, total: lr_factor(clock.progress(), cfg.optim)) if scheduled else None,  # the clock's
-            t_cfg.precision,
-            device,
+            rt,
             "training",
             "",
             start=start,
@@ -399,7 +395,7 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
     monitor = Monitor.build(train, cfg)
     shown = monitor.val_images[:16] if monitor is not None else train.images[:16]  # validation images
     callbacks: list[Callback] = [cb for cb in (monitor, Pictures(shown), Curves()) if cb is not None]
-    fit = Fit(cfg, method, device, run_dir, logger, epoch_ctx, eval_size(cfg, views.size), st, resume, clock.done)
+    fit = Fit(cfg, method, rt, run_dir, logger, epoch_ctx, eval_size(cfg, views.size), st, resume, clock.done)
     bar = None
     if progress_bar and dist.is_main():
         from tqdm.auto import tqdm

@@ -19,6 +19,7 @@ from selfsup.eval.pretext import correlation
 from selfsup.eval.robustness import CORRUPTIONS, SEVERITIES, corrupt
 from selfsup.eval.run import PROTOCOLS, evaluate, pretext_correlation
 from selfsup.data.dataset import match_channels
+from selfsup.nn.runtime import Runtime
 
 
 def cli(argv, capsys) -> tuple[int, str, str]:
@@ -442,6 +443,8 @@ def test_eval_size_encodes_test_images_at_its_own_side(run, tmp_path):
     ]
     _, method, _ = load_run(copy)
     _, test = labelled_splits(cfg)
-    want = extract_features(method.encoder, test.images, cfg.data.mean, cfg.data.std, 16, precision=cfg.train.precision)
+    want = extract_features(
+        method.encoder, test.images, cfg.data.mean, cfg.data.std, 16, runtime=Runtime("cpu", cfg.train.precision)
+    )
     torch.testing.assert_close(fte16, want)
     assert not torch.allclose(fte16, fte8, atol=1e-3)

@@ -12,6 +12,7 @@ import selfsup
 from selfsup.data import load_dataset
 from selfsup.data.batch import Batch
 from selfsup.methods.base import EpochContext
+from selfsup.nn.runtime import Runtime
 from selfsup.methods.beit import BEiT, BEiTConfig
 
 SMALL = {"vocab": 32, "code_dim": 8, "tokenizer_hidden": 16, "tokenizer_steps": 60, "tokenizer_batch": 64}
@@ -25,7 +26,7 @@ def make(**cfg) -> BEiT:
 
 def digits_context(n: int = 300) -> EpochContext:
     train = load_dataset("digits", "train")
-    return EpochContext(train.subset(torch.arange(n)), [0.3], [0.3], 8, torch.device("cpu"))
+    return EpochContext(train.subset(torch.arange(n)), [0.3], [0.3], 8, Runtime("cpu"))
 
 
 def batch(seed: int = 0, b: int = 12) -> Batch:

@@ -21,6 +21,7 @@ import selfsup
 from selfsup.data.batch import Batch
 from selfsup.data.loader import InMemoryLoader
 from selfsup.methods.base import EpochContext
+from selfsup.nn.runtime import Runtime
 from selfsup.nn.kmeans import kmeans, pca_whiten, split_empty_clusters, uniform_cluster_order
 from selfsup.train import fit, resume
 from selfsup.checkpoint import load_state
@@ -156,7 +157,7 @@ def make(k=8, n=64, **cfg):
 
 def context(n=64):
     images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    return EpochContext(SimpleNamespace(images=images), [0.3], [0.35], 8, torch.device("cpu"))
+    return EpochContext(SimpleNamespace(images=images), [0.3], [0.35], 8, Runtime("cpu"))
 
 
 def test_on_epoch_start_clusters_relabels_resets_the_classifier_and_logs_nmi():

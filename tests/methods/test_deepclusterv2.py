@@ -17,6 +17,7 @@ import selfsup
 from selfsup.config import deep_merge
 from selfsup.data.batch import Batch
 from selfsup.methods.base import EpochContext
+from selfsup.nn.runtime import Runtime
 from selfsup.nn.kmeans import spherical_kmeans
 from selfsup.train import fit, resume
 from selfsup.transforms import Views, view_preset
@@ -45,7 +46,7 @@ def batch(index, seed=0, num_local=2):
 
 
 def context():
-    return EpochContext(type("D", (), {"images": images()})(), [0.3], [0.35], 8, torch.device("cpu"))
+    return EpochContext(type("D", (), {"images": images()})(), [0.3], [0.35], 8, Runtime("cpu"))
 
 
 def official_cluster_memory(memory, k, iters, init_idx):

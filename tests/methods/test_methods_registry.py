@@ -11,7 +11,7 @@ from selfsup import registry
 from selfsup.data.batch import Batch
 from selfsup.data.dataset import ImageDataset
 from selfsup.methods import EpochContext, Method, StepOutput
-from selfsup.nn import cosine_momentum
+from selfsup.nn import Runtime, cosine_momentum
 from selfsup.registry import get_method_spec, register
 from selfsup.transforms import Views, view_preset
 
@@ -136,7 +136,7 @@ def test_on_step_end_moves_frozen_targets(name):
         c = channels(name)
         images = torch.randint(0, 256, (64, c, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         data = ImageDataset(images, torch.arange(64) % 10, [str(k) for k in range(10)], "random")
-        method.on_epoch_start(0, EpochContext(data, [0.3] * c, [0.35] * c, 8, torch.device("cpu")))
+        method.on_epoch_start(0, EpochContext(data, [0.3] * c, [0.35] * c, 8, Runtime("cpu")))
         after = dict(method.named_parameters())
         moved = [n for n, old in frozen.items() if not torch.equal(after[n].detach(), old)]
     assert moved, f"{name}: on_step_end and on_epoch_start left every frozen (target) parameter unchanged"
