@@ -20,10 +20,10 @@ for rev in "$before" "$after"; do
     git worktree add --detach "$wt" "$rev" >/dev/null
     # the worktree's package comes first on the path: that commit's code trains
     (cd "$wt" && PYTHONPATH="$wt" "$root/.venv/bin/python" -m selfsup pretrain --method "$method" \
-        --data fashion-mnist --epochs "$epochs" --out "$out/$sha") 2>&1 | tail -n 3
+        --data fashion-mnist --epochs "$epochs" --out "$out/$sha") 2>&1 | tr '\r' '\n' | grep -av "step/s" | tail -n 3
     git worktree remove --force "$wt"
-    for protocol in knn linear; do
-        "$root/.venv/bin/selfsup" eval "$protocol" "$out/$sha" --json | tail -n 1 >"$out/$sha/judged_$protocol.json"
+    for protocol in knn linear; do  # each writes eval_<protocol>.json into the run
+        "$root/.venv/bin/selfsup" eval "$protocol" "$out/$sha" >/dev/null
     done
 done
 "$root/.venv/bin/python" - "$out" "$before" "$after" <<'EOF'
@@ -36,8 +36,8 @@ for rev in sys.argv[2:]:
     sha = subprocess.run(["git", "rev-parse", "--short", rev], capture_output=True, text=True).stdout.strip()
     run = out / sha
     s = json.loads((run / "summary.json").read_text())
-    knn = json.loads((run / "judged_knn.json").read_text())
-    lin = json.loads((run / "judged_linear.json").read_text())
+    knn = json.loads((run / "eval_knn.json").read_text())
+    lin = json.loads((run / "eval_linear.json").read_text())
     print(
         f"{sha:<10}{s['train_seconds']:>10.0f}{s['steps']:>8}{100 * knn['top1_k200']:>10.2f}"
         f"{100 * knn['top1_k20']:>9.2f}{100 * lin['top1']:>9.2f}"
