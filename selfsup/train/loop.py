@@ -305,7 +305,8 @@ def _fit(cfg: RunConfig, run_dir: Path, resume: bool, progress_bar: bool, change
             batch.views, batch.boxes = views(batch.images, g, boxes=True)
         else:
             batch.views = views(batch.images, g)
-        batch.views = [rt.inputs(v) for v in batch.views]
+        if rt.channels_last:  # the views are made on the device; only the memory format may change
+            batch.views = [rt.inputs(v) for v in batch.views]
         return batch
 
     def stepper(opt: torch.optim.Optimizer, params, start: int, scheduled: bool = True) -> Stepper:
