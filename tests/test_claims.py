@@ -452,6 +452,39 @@ def test_a_rule_changed_after_its_runs_cannot_reuse_them(tmp_path, capsys):
     assert "## projection-head: not yet run" in page.read_text() and "--fresh" in page.read_text()
 
 
+def test_a_run_the_machine_slowed_is_found_and_trained_again(tmp_path, capsys):
+    """A wall-clock budget gives a run that other load slowed far fewer steps than its siblings: the page
+    does not judge with it, and the next `selfsup claims` moves it aside and trains it again."""
+    from selfsup.experiments.claims.harness import disturbed, run_claims
+
+    out, page = tmp_path / "claims", tmp_path / "claims.md"
+    kw = dict(
+        data="digits",
+        budget="3s",
+        seeds=3,
+        progress_bar=False,
+        extra_overrides=("backbone.width=0.25", "train.monitor_train=0", "train.steps=4"),
+    )
+    (claim,) = claims_by_name(["projection-head"])
+    run_claims([claim], out, **kw)
+    runs = sorted((out / "runs").glob("simclr-*/seed*"))
+    assert len(runs) == 3 and disturbed(runs) == []
+    slowed = runs[1] / "summary.json"  # as if the machine had stalled: 1 step where its siblings took 4
+    slowed.write_text(json.dumps({**json.loads(slowed.read_text()), "steps": 1}))
+    assert disturbed(runs) == [(runs[1], 1, 4)]
+    run_claims([], out, doc=page, **kw)
+    section = page.read_text().split("## projection-head:")[1].split("\n## ")[0]
+    assert section.startswith(" not yet run") and "the machine slowed 1 run(s)" in section and "seed1" in section
+    capsys.readouterr()
+    again = run_claims([claim], out, **kw)["projection-head"]
+    assert "the machine slowed it: 1 steps against its arm's median 4" in capsys.readouterr().out
+    assert runs[1].with_name("seed1.previous").is_dir() and disturbed(runs) == []
+    assert json.loads(slowed.read_text())["steps"] == 4 and again["verdict"] != "not yet run"
+    assert len(again["arms"]["simclr"]) == 3
+    # fewer than two finished seeds: nothing to compare with
+    assert disturbed(runs[:1]) == []
+
+
 def test_every_arm_of_every_claim_composes_on_its_data():
     """What `selfsup claims` will train on Fashion-MNIST composes (a recipe key or an override that no longer
     exists fails here, not hours into the runs), and arms a claim compares share an encoder and side."""

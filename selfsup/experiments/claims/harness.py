@@ -17,6 +17,8 @@ they cannot judge a rule written after they were seen. ``fresh=True`` (`--fresh`
 
 Verdicts: "holds", "does not hold", or "inconclusive" (selfsup.experiments.claims.rules: a difference counts only
 above the margin and twice the seeds' larger std; fewer seeds than registered give at most inconclusive).
+A run that the machine slowed (``disturbed``: far fewer steps in its budget than its arm's other seeds) is not
+judged with: the page says so, and the next `selfsup claims` of that claim moves it aside and trains it again.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import platform
+import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -38,7 +41,7 @@ from selfsup.eval.linear import linear_probe
 from selfsup.eval.run import load_run
 from selfsup.nn.features import extract_features, recalibrate_batchnorm
 from selfsup.experiments.claims.catalog import catalog
-from selfsup.experiments.claims.experiment import Claim, arm_key
+from selfsup.experiments.claims.experiment import Arm, Claim, arm_key
 from selfsup.errors import SelfsupError
 from selfsup.provenance import code_commit
 
@@ -206,12 +209,32 @@ def _judge(
             f"seen. Train new ones with `selfsup claims --only {c.name} --fresh` (the old runs are "
             f"kept as seed<k>.previous)"
         )
+
+    def train_and_measure(arm: Arm, seed: int, run: Path, overrides: list[str]) -> None:
+        if (run / "summary.json").is_file() and not _has_weights(run):
+            _retire(run, "finished, but its weights are not on this machine")
+        if not (run / "registered.json").is_file():
+            register(run, c)  # the rules as they stand, before the run is seen
+        train_or_resume(
+            run,
+            functools.partial(entry_config, arm.entry(), arm.data or data, None, arm.backbone, budget, None, overrides),
+            f"claim {c.name}: {arm.name} seed {seed}",
+            progress_bar,
+        )
+        t0 = time.time()
+        measured = c.measure(run)
+        (run / f"claim_{c.name}.json").write_text(
+            json.dumps({"fingerprint": fingerprint, "measured": measured, "seconds": time.time() - t0}, indent=1)
+        )
+
+    slowed: list[str] = []
     for arm in c.arms:
-        per_arm[arm.name] = []
         key = keys[arm.name]
+        arm_runs: dict[Path, tuple[int, list[str]]] = {}
         for seed in range(seeds):
             run = out / "runs" / key / f"seed{seed}"
             overrides = [*arm.overrides, *extra_overrides, f"train.seed={seed}", f"train.device={device}"]
+            arm_runs[run] = (seed, overrides)
             commands.append(
                 f"selfsup pretrain --method {arm.method} --data {arm.data or data} --budget {budget}"
                 + (f" --config configs/{arm.method}_{arm.recipe_of}.yaml" if arm.recipe_of else "")
@@ -224,31 +247,23 @@ def _judge(
                     stale.append(run)
                     continue
                 _retire(run, f"it was trained under another version of claim {c.name}'s rule")
-            cache = run / f"claim_{c.name}.json"
-            if not cache.is_file():
+            if not (run / f"claim_{c.name}.json").is_file():
                 if not train:
                     missing = True
                     continue
-                if (run / "summary.json").is_file() and not _has_weights(run):
-                    _retire(run, "finished, but its weights are not on this machine")
-                if not (run / "registered.json").is_file():
-                    register(run, c)  # the rules as they stand, before the run is seen
-                train_or_resume(
-                    run,
-                    functools.partial(
-                        entry_config, arm.entry(), arm.data or data, None, arm.backbone, budget, None, overrides
-                    ),
-                    f"claim {c.name}: {arm.name} seed {seed}",
-                    progress_bar,
-                )
-                t0 = time.time()
-                measured = c.measure(run)
-                cache.write_text(
-                    json.dumps(
-                        {"fingerprint": fingerprint, "measured": measured, "seconds": time.time() - t0}, indent=1
-                    )
-                )
-            per_arm[arm.name].append(json.loads(cache.read_text())["measured"])
+                train_and_measure(arm, seed, run, overrides)
+        for run, steps, median in disturbed(list(arm_runs)):
+            if not train:
+                slowed.append(f"{run} ({steps} steps against its arm's median {median:.0f})")
+                continue
+            _retire(run, f"the machine slowed it: {steps} steps against its arm's median {median:.0f}")
+            seed, overrides = arm_runs[run]
+            train_and_measure(arm, seed, run, overrides)
+        per_arm[arm.name] = [
+            json.loads(cache.read_text())["measured"]
+            for run in arm_runs
+            if (cache := run / f"claim_{c.name}.json").is_file() and run not in stale
+        ]
     result = {
         "statement": c.statement,
         "rule": c.describe(),
@@ -268,8 +283,35 @@ def _judge(
         }
     if missing:
         return {**result, "verdict": "not yet run", "reason": f"`selfsup claims --only {c.name}` has not finished."}
+    if slowed:
+        return {
+            **result,
+            "verdict": "not yet run",
+            "reason": f"the machine slowed {len(slowed)} run(s), so they trained another experiment than the "
+            f"registered one: {'; '.join(slowed)}. `selfsup claims --only {c.name}` trains them again.",
+        }
     verdict, reason = c.decide(per_arm)
     return {**result, "verdict": verdict, "reason": reason}
+
+
+DISTURBED = 0.5  # a run with fewer steps than this fraction of its arm's median was slowed by the machine
+
+
+def disturbed(runs: list[Path]) -> list[tuple[Path, int, float]]:
+    """The finished runs of one arm (its seeds, one budget) that the machine slowed down, as (run, steps, the
+    arm's median steps). A wall-clock budget turns into steps at the loop's measured rate, so a run that other
+    load on a shared machine slowed trains far fewer steps than its seeds' siblings: another experiment than
+    the registered one, which is trained again. The rule (fixed 2026-12-07, when a MoCo v2 run of
+    queue-decouples planned 23 steps against its siblings' 1,255 and 1,254, before that run was redone):
+    fewer than DISTURBED x the median steps of the arm's finished seeds, with two seeds or more."""
+    steps = {}
+    for run in runs:
+        if (run / "summary.json").is_file():
+            steps[run] = json.loads((run / "summary.json").read_text()).get("steps") or 0
+    if len(steps) < 2:
+        return []
+    median = statistics.median(steps.values())
+    return [(run, n, median) for run, n in steps.items() if n < DISTURBED * median]
 
 
 def _has_weights(run: Path) -> bool:
@@ -314,7 +356,8 @@ def write_doc(
         f"{budget} of training per run. Each claim's rule (arms, measure, direction, margin, seeds) was fixed "
         "in selfsup/experiments/claims/catalog.py before its runs, which record it (a rule changed later cannot reuse "
         "them). A difference counts only above the margin and twice the larger std over the seeds; fewer "
-        'seeds than registered, or a difference inside them, is "inconclusive".',
+        'seeds than registered, or a difference inside them, is "inconclusive". A run that the machine slowed '
+        f"to fewer than {DISTURBED:g} x its arm's median steps is trained again before the claim is judged.",
         "",
     ]
     if minutes:
