@@ -70,3 +70,28 @@ def test_leaderboard_rows_quoted_in_the_docs_are_rows_of_a_leaderboard():
     assert quoted  # docs/benchmarks.md quotes the 15-minute leaderboard's top rows
     for doc, line in quoted:
         assert line in rows, f"{doc.relative_to(ROOT)} quotes a leaderboard row that no leaderboard has: {line}"
+
+
+def test_method_pages_quote_their_leaderboard_rows():
+    """A method page's 15-minute figures (kNN-200, kNN-20, linear after the row's folder or its name) are its
+    row of benchmarks/results/fashion-mnist-15m/leaderboard.json, to the digit they are quoted at."""
+    board = json.loads((ROOT / "benchmarks/results/fashion-mnist-15m/leaderboard.json").read_text())
+    rows = {r["name"]: r for r in board["rows"]}
+    figure = re.compile(
+        r"(?:`benchmarks/results/fashion-mnist-15m/(\w+)/`\): |(\w+): )"
+        r"kNN-200 ([\d.]+) %, kNN-20 ([\d.]+) %, linear ([\d.]+) %"
+    )
+    checked = 0
+    for page in sorted((ROOT / "docs" / "methods").glob("*.md")):
+        text = " ".join(page.read_text().split())  # figures wrap across lines
+        for m in figure.finditer(text):
+            folder, name = m.group(1), m.group(2)
+            assert folder is None or folder in rows, f"{page.name} names a folder the leaderboard lacks: {folder}"
+            if (folder or name) not in rows:
+                continue
+            row = rows[folder or name]
+            for col, quoted in zip(("kNN-200", "kNN-20", "linear"), m.groups()[2:]):
+                digits = len(quoted.partition(".")[2])
+                assert float(quoted) == round(row[col], digits), (page.name, folder or name, col, quoted, row[col])
+            checked += 1
+    assert checked >= 12  # barlow, cmc, instdisc, invaspread, supcon, swav, vicreg, wmse, moco x2, mocov3 x2, ...
