@@ -16,6 +16,10 @@ The protocol, fixed here (2026-12-07) before any of its runs:
 - Reported: mean ± std over the seeds (selfsup bench's leaderboard.md); a difference between two rows is
   read as one only when it exceeds 1 point and twice the larger std (the claims' rule).
 
+A seed that the shared machine slowed to fewer than half its seeds' median steps (a wall-clock budget
+planned into steps) is another experiment: the next pass moves it aside and trains it again
+(selfsup.experiments.bench.disturbed, the claims' rule).
+
 Resumable (finished runs are skipped): run it in pieces, `--only a,b,c`, whenever the CPU is free.
 
     python benchmarks/like_for_like.py --family cnn [--budget 5m] [--seeds 2] [--only simclr,byol]

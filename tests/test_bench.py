@@ -135,6 +135,33 @@ def test_archived_run_without_weights_keeps_its_row(tmp_path, capsys):
     assert "archived run" in capsys.readouterr().out
 
 
+def test_a_seed_the_machine_slowed_is_trained_again(tmp_path, capsys):
+    """A wall-clock budget gives a seed that other load slowed far fewer steps than its siblings (another
+    experiment): the next `selfsup bench` moves it aside and trains it again; the others stay as they were."""
+    from selfsup.experiments.bench import disturbed
+
+    out = tmp_path / "bench"
+    # a budget's run (train.steps fixes its plan here, as a budget run's planned steps repeat it)
+    kw = dict(protocols=("knn",), backbone="convnet", overrides=(*TINY, "train.steps=3"), seeds=3, progress_bar=False)
+    bench([Entry("simclr", "simclr")], "digits", "3s", out=out, **kw)
+    runs = [out / "simclr" / f"seed{s}" for s in range(3)]
+    steps = json.loads((runs[0] / "summary.json").read_text())["steps"]
+    assert steps >= 2 and disturbed(runs) == []
+    slowed = runs[2] / "summary.json"  # as if the machine had stalled: 1 step where its siblings took more
+    slowed.write_text(json.dumps({**json.loads(slowed.read_text()), "steps": 1}))
+    assert disturbed(runs) == [(runs[2], 1, steps)]
+    stamp = (runs[0] / "summary.json").stat().st_mtime_ns
+    capsys.readouterr()
+    bench([Entry("simclr", "simclr")], "digits", None, out=out, epochs=1, **kw)  # epochs: the machine is no cause
+    assert not runs[2].with_name("seed2.previous").exists()
+    board = bench([Entry("simclr", "simclr")], "digits", "3s", out=out, **kw)
+    assert f"the machine slowed it: 1 steps against its seeds' median {steps}" in capsys.readouterr().out
+    assert json.loads((runs[2].with_name("seed2.previous") / "summary.json").read_text())["steps"] == 1
+    assert json.loads(slowed.read_text())["steps"] == steps and (runs[2] / "eval_knn.json").is_file()
+    assert (runs[0] / "summary.json").stat().st_mtime_ns == stamp and board["rows"][0]["seeds_done"] == 3
+    assert disturbed(runs) == [] and disturbed(runs[:1]) == []  # one seed: nothing to compare with
+
+
 def test_protocols_that_apply_only_to_some_methods(tmp_path, capsys):
     """`--protocols pretext` on a mixed list: the pretext-task run gets its pretext metrics next to its
     linear accuracy, the contrastive run leaves the protocol out and is not marked failed."""

@@ -5,9 +5,11 @@ Fair by construction: every method trains on the same data for the same wall-clo
 recipe (configs/<method>_<data>.yaml; a dataset's recipes share one backbone unless a recipe names its
 own — on Fashion-MNIST SimCLR's and NNCLR's are wider and train at 16 px — and ``--backbone`` forces one), and every encoder is measured by the same protocols on the same cached features.
 Re-running the same command resumes: finished runs and evaluations are skipped, a run stopped mid-way
-continues from its last checkpoint, and a run that fails is recorded as failed without stopping the
-others. Layout: OUT/<name>/seed<k>/ (an ordinary run directory each), OUT/leaderboard.{md,json,csv} (a row per
-method) and OUT/runs.csv (a row per run: selfsup.experiments.table).
+continues from its last checkpoint, a run that fails is recorded as failed without stopping the
+others, and a seed the machine slowed (``disturbed``: fewer than half its seeds' median steps in a
+wall-clock budget) is moved aside and trained again. Layout: OUT/<name>/seed<k>/ (an ordinary run
+directory each), OUT/leaderboard.{md,json,csv} (a row per method) and OUT/runs.csv (a row per run:
+selfsup.experiments.table).
 """
 
 from __future__ import annotations
@@ -119,50 +121,61 @@ def bench(
     out = Path(out or f"runs/bench-{data}-{budget or f'{epochs}ep'}")
     out.mkdir(parents=True, exist_ok=True)
     protocols = list(dict.fromkeys([*ALWAYS, *protocols]))
+
+    def train_and_evaluate(e: Entry, seed: int) -> None:
+        run = out / e.name / f"seed{seed}"
+        status = run / "failed.txt"
+        if status.is_file():
+            print(f"{e.name} seed {seed}: failed before (see {status}); delete that file to retry")
+            return
+        try:
+            train_or_resume(
+                run,
+                functools.partial(
+                    entry_config,
+                    e,
+                    data,
+                    data_dir,
+                    backbone,
+                    budget,
+                    epochs,
+                    [*overrides, f"train.seed={seed}", f"train.device={device}"],
+                ),
+                f"{e.name} seed {seed}",
+                progress_bar,
+            )
+            todo = [p for p in protocols if not (run / f"eval_{p}.json").is_file()]
+            if not (run / "checkpoints" / "last").is_dir() and any(p != "efficiency" for p in todo):
+                # an archived run (benchmarks/results keeps a run's small files, not its weights):
+                # what needs the encoder cannot be measured here, and the run is not a failure
+                print(
+                    f"{e.name} seed {seed}: no weights in {run / 'checkpoints'} (an archived run): "
+                    f"{', '.join(p for p in todo if p != 'efficiency')} left out"
+                )
+                todo = [p for p in todo if p == "efficiency"]
+            applies = _applies(run) if todo else set()
+            for p in todo:
+                if p not in applies:  # e.g. pretext on a contrastive run: not a failure, no row
+                    print(f"{e.name} seed {seed}: {p} does not apply to this method, left out")
+                    continue
+                evaluate(run, p, device=device)
+        except KeyboardInterrupt:
+            raise
+        except Exception as err:  # one bad method must not stop the others: record it, go on
+            run.mkdir(parents=True, exist_ok=True)
+            status.write_text(traceback.format_exc())
+            print(f"{e.name} seed {seed}: FAILED ({type(err).__name__}: {err}); details in {status}")
+
     for e in entries:
         for seed in range(seeds):
-            run = out / e.name / f"seed{seed}"
-            status = run / "failed.txt"
-            if status.is_file():
-                print(f"{e.name} seed {seed}: failed before (see {status}); delete that file to retry")
-                continue
-            try:
-                train_or_resume(
-                    run,
-                    functools.partial(
-                        entry_config,
-                        e,
-                        data,
-                        data_dir,
-                        backbone,
-                        budget,
-                        epochs,
-                        [*overrides, f"train.seed={seed}", f"train.device={device}"],
-                    ),
-                    f"{e.name} seed {seed}",
-                    progress_bar,
-                )
-                todo = [p for p in protocols if not (run / f"eval_{p}.json").is_file()]
-                if not (run / "checkpoints" / "last").is_dir() and any(p != "efficiency" for p in todo):
-                    # an archived run (benchmarks/results keeps a run's small files, not its weights):
-                    # what needs the encoder cannot be measured here, and the run is not a failure
-                    print(
-                        f"{e.name} seed {seed}: no weights in {run / 'checkpoints'} (an archived run): "
-                        f"{', '.join(p for p in todo if p != 'efficiency')} left out"
-                    )
-                    todo = [p for p in todo if p == "efficiency"]
-                applies = _applies(run) if todo else set()
-                for p in todo:
-                    if p not in applies:  # e.g. pretext on a contrastive run: not a failure, no row
-                        print(f"{e.name} seed {seed}: {p} does not apply to this method, left out")
-                        continue
-                    evaluate(run, p, device=device)
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:  # one bad method must not stop the others: record it, go on
-                run.mkdir(parents=True, exist_ok=True)
-                status.write_text(traceback.format_exc())
-                print(f"{e.name} seed {seed}: FAILED ({type(err).__name__}: {err}); details in {status}")
+            train_and_evaluate(e, seed)
+            _write_leaderboard(out, entries, seeds)
+        # a seed the machine slowed trained another experiment than its siblings: once per call, again
+        # (a wall-clock budget only: under epochs a run's steps do not depend on the machine)
+        slowed = disturbed([out / e.name / f"seed{s}" for s in range(seeds)]) if budget else []
+        for run, steps, median in slowed:
+            set_aside(run, f"the machine slowed it: {steps} steps against its seeds' median {median:.0f}")
+            train_and_evaluate(e, int(run.name.removeprefix("seed")))
             _write_leaderboard(out, entries, seeds)
     raw = out / "raw_pixels.json"
     first = next(
@@ -195,6 +208,38 @@ def train_or_resume(run: Path, make_config: Callable[[], RunConfig], label: str,
         cfg = make_config()
         cfg.out = str(run)
         fit(cfg, run, progress_bar=progress_bar)
+
+
+DISTURBED = 0.5  # a run with fewer steps than this fraction of its seeds' median was slowed by the machine
+
+
+def disturbed(runs: list[Path]) -> list[tuple[Path, int, float]]:
+    """The finished runs among the seeds of one entry or arm (one budget) that the machine slowed down, as
+    (run, steps, the seeds' median steps). A wall-clock budget turns into steps at the loop's measured
+    rate, so a run that other load on a shared machine slowed trains far fewer steps than its siblings:
+    another experiment than the one asked for, which is trained again. The rule (fixed 2026-12-07, when a
+    MoCo v2 run of the claims planned 23 steps against its siblings' 1,255 and 1,254, before that run was
+    redone): fewer than DISTURBED x the median steps of the finished seeds, with two seeds or more."""
+    steps = {}
+    for run in runs:
+        if (run / "summary.json").is_file() and not (run / "failed.txt").is_file():
+            steps[run] = json.loads((run / "summary.json").read_text()).get("steps") or 0
+    if len(steps) < 2:
+        return []
+    median = statistics.median(steps.values())
+    return [(run, n, median) for run, n in steps.items() if n < DISTURBED * median]
+
+
+def set_aside(run: Path, why: str) -> Path:
+    """Move ``run`` to ``seed<k>.previous`` (nothing lost; an older one there is replaced) so that it trains
+    again; says why. Returns the new place."""
+    import shutil
+
+    old = run.with_name(run.name + ".previous")
+    shutil.rmtree(old, ignore_errors=True)
+    run.rename(old)
+    print(f"== {run}: {why}; moved to {old.name} and training it again")
+    return old
 
 
 def _clear_unfinished(run: Path) -> None:

@@ -8,7 +8,11 @@ percent and margins in the same absolute points (a Diff on another unit states i
 from __future__ import annotations
 
 import functools
+import json
+import math
 from pathlib import Path
+
+import yaml
 
 from selfsup.engine import labelled_splits, run_split
 from selfsup.experiments.claims.experiment import Arm, Claim
@@ -24,8 +28,6 @@ from selfsup.nn.features import extract_features
 
 
 def _eval(run: Path, protocol: str, **opts) -> dict:
-    import json
-
     cached = run / f"eval_{protocol}.json"
     if cached.is_file() and not opts:
         return json.loads(cached.read_text())
@@ -41,8 +43,6 @@ def linear_knn(run: Path) -> dict:
 
 
 def collapse(run: Path) -> dict:
-    import json
-
     s = json.loads((run / "summary.json").read_text())
     return {**linear(run), "embedding_rank": s.get("diag/embedding_rank"), "embedding_std": s.get("diag/embedding_std")}
 
@@ -51,11 +51,6 @@ def teacher_entropy(run: Path) -> dict:
     """``collapse`` plus the two collapse modes of DINO (sec. 5.3, fig. 7): the entropy of the teacher's
     output distribution over the last logged steps, in nats — near 0 when one dimension dominates
     (sharpening alone), near log K when the output is uniform (centering alone)."""
-    import json
-    import math
-
-    import yaml
-
     logs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
     ent = [r["teacher_entropy"] for r in logs if isinstance(r.get("teacher_entropy"), (int, float))][-5:]
     k = yaml.safe_load((run / "config.yaml").read_text())["method"]["out_dim"]
@@ -92,8 +87,6 @@ def label_efficiency(run: Path) -> dict:
     """Linear probe, fine-tuning and a supervised model from scratch at 1 / 10 / 100 % of the labels, each
     trained for the same optimiser steps: as many as 2 epochs of all labels take. (At 300 steps the 100 %
     scratch model saw a third of an epoch, and the gap at 100 % measured its underfitting.)"""
-    import math
-
     n = len(run_split(load_run_config(run), "train"))
     res = _eval(run, "semi", steps=math.ceil(2 * n / FinetuneConfig.batch_size))
     out = {}

@@ -26,13 +26,12 @@ from __future__ import annotations
 import functools
 import json
 import platform
-import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from selfsup.engine import labelled_splits
-from selfsup.experiments.bench import entry_config, mean_std, train_or_resume
+from selfsup.experiments.bench import DISTURBED, disturbed, entry_config, mean_std, set_aside, train_or_resume
 from selfsup.experiments.table import write_table
 from selfsup.config import eval_size, load_run_config
 from selfsup.eval.features import raw_pixel_features
@@ -212,7 +211,7 @@ def _judge(
 
     def train_and_measure(arm: Arm, seed: int, run: Path, overrides: list[str]) -> None:
         if (run / "summary.json").is_file() and not _has_weights(run):
-            _retire(run, "finished, but its weights are not on this machine")
+            _retire(run, "finished, but its weights are not on this machine", c.name)
         if not (run / "registered.json").is_file():
             register(run, c)  # the rules as they stand, before the run is seen
         train_or_resume(
@@ -246,7 +245,7 @@ def _judge(
                 if not train:
                     stale.append(run)
                     continue
-                _retire(run, f"it was trained under another version of claim {c.name}'s rule")
+                _retire(run, f"it was trained under another version of claim {c.name}'s rule", c.name)
             if not (run / f"claim_{c.name}.json").is_file():
                 if not train:
                     missing = True
@@ -256,7 +255,7 @@ def _judge(
             if not train:
                 slowed.append(f"{run} ({steps} steps against its arm's median {median:.0f})")
                 continue
-            _retire(run, f"the machine slowed it: {steps} steps against its arm's median {median:.0f}")
+            _retire(run, f"the machine slowed it: {steps} steps against its arm's median {median:.0f}", c.name)
             seed, overrides = arm_runs[run]
             train_and_measure(arm, seed, run, overrides)
         per_arm[arm.name] = [
@@ -294,46 +293,20 @@ def _judge(
     return {**result, "verdict": verdict, "reason": reason}
 
 
-DISTURBED = 0.5  # a run with fewer steps than this fraction of its arm's median was slowed by the machine
-
-
-def disturbed(runs: list[Path]) -> list[tuple[Path, int, float]]:
-    """The finished runs of one arm (its seeds, one budget) that the machine slowed down, as (run, steps, the
-    arm's median steps). A wall-clock budget turns into steps at the loop's measured rate, so a run that other
-    load on a shared machine slowed trains far fewer steps than its seeds' siblings: another experiment than
-    the registered one, which is trained again. The rule (fixed 2026-12-07, when a MoCo v2 run of
-    queue-decouples planned 23 steps against its siblings' 1,255 and 1,254, before that run was redone):
-    fewer than DISTURBED x the median steps of the arm's finished seeds, with two seeds or more."""
-    steps = {}
-    for run in runs:
-        if (run / "summary.json").is_file():
-            steps[run] = json.loads((run / "summary.json").read_text()).get("steps") or 0
-    if len(steps) < 2:
-        return []
-    median = statistics.median(steps.values())
-    return [(run, n, median) for run, n in steps.items() if n < DISTURBED * median]
-
-
 def _has_weights(run: Path) -> bool:
     return any((run / "checkpoints" / d / "model.safetensors").is_file() for d in ("last", "previous"))
 
 
-def _retire(run: Path, why: str) -> None:
-    """Move ``run`` aside to ``seed<k>.previous`` (nothing lost) so that its arm trains again: its weights are
-    gone (weights are git-ignored, so a fresh checkout has a run's numbers but not its weights), or it was
-    trained under another version of a claim's rule. The other claims' measurements of the old run leave with
-    it (they measured another sample of the arm), so those claims read "not yet run" until they are run
-    again; say which."""
-    import shutil
-
-    old = run.with_name(run.name + ".previous")
-    shutil.rmtree(old, ignore_errors=True)
-    run.rename(old)
-    others = sorted(p.stem.removeprefix("claim_") for p in old.glob("claim_*.json"))
-    print(
-        f"== {run}: {why}; moved to {old.name} and training it again"
-        + (f"; run `selfsup claims --only {','.join(others)}` after this to re-measure the new run" if others else "")
-    )
+def _retire(run: Path, why: str, claim: str) -> None:
+    """Move ``run`` aside to ``seed<k>.previous`` (nothing lost) so that its arm trains again for ``claim``: its
+    weights are gone (weights are git-ignored, so a fresh checkout has a run's numbers but not its weights),
+    it was trained under another version of the claim's rule, or the machine slowed it. The other claims'
+    measurements of the old run leave with it (they measured another sample of the arm), so those claims
+    read "not yet run" until they are run again; say which."""
+    old = set_aside(run, why)
+    others = sorted(n for p in old.glob("claim_*.json") if (n := p.stem.removeprefix("claim_")) != claim)
+    if others:
+        print(f"   run `selfsup claims --only {','.join(others)}` after this to re-measure the new run")
 
 
 def write_doc(
