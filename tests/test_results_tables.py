@@ -36,6 +36,7 @@ def _run(root: Path, name: str, seed: int, lr: float, commit: str | None) -> Pat
         "data": {"name": "digits", "dir": f"/somewhere/{seed}"},
         "optim": {"lr": lr},
         "train": {"seed": seed, "device": "cpu", "budget": "3m"},
+        "out": f"/runs/{name}/seed{seed}",  # each seed's own directory
     }
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     (run / "summary.json").write_text(json.dumps({"train_seconds": 180.0, "steps": 400}))

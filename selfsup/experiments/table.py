@@ -40,6 +40,7 @@ def recipe_hash(cfg: dict) -> str:
     kept = {
         sec: {k: v for k, v in body.items() if (sec, k) not in NOT_RECIPE} if isinstance(body, dict) else body
         for sec, body in cfg.items()
+        if sec != "out"  # the run's own directory: a path, not the recipe
     }
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:10]
 
