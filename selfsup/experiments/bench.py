@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import shutil
 import statistics
 import traceback
 from collections.abc import Sequence
@@ -233,8 +234,6 @@ def disturbed(runs: list[Path]) -> list[tuple[Path, int, float]]:
 def set_aside(run: Path, why: str) -> Path:
     """Move ``run`` to ``seed<k>.previous`` (nothing lost; an older one there is replaced) so that it trains
     again; says why. Returns the new place."""
-    import shutil
-
     old = run.with_name(run.name + ".previous")
     shutil.rmtree(old, ignore_errors=True)
     run.rename(old)
@@ -245,8 +244,6 @@ def set_aside(run: Path, why: str) -> Path:
 def _clear_unfinished(run: Path) -> None:
     """Logs of a run killed before its first checkpoint: nothing to resume, and appending to them
     would make one metrics.jsonl tell two runs."""
-    import shutil
-
     (run / "metrics.jsonl").unlink(missing_ok=True)
     shutil.rmtree(run / "tb", ignore_errors=True)
 
