@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.config import eval_size
-from selfsup.engine import labelled_splits
+from selfsup.engine import labelled_splits, load_run
 from selfsup.errors import SelfsupError
 from selfsup.nn.classifier import reinitialise
-from selfsup.eval.run import load_run
 from selfsup.transforms import eval_view
 
 

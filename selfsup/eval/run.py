@@ -44,6 +44,7 @@ from selfsup.data.dataset import balanced_indices
 from selfsup.data.text import tokenize
 from selfsup.eval.clip import class_prompts, encode_images, encode_texts, retrieval, zero_shot
 from selfsup.eval.cluster import cluster_scores
+from selfsup.eval.dense import dense_report, has_dense_truth
 from selfsup.eval.diagnostics import (
     alignment,
     effective_rank,
@@ -670,6 +671,41 @@ def evaluate_semi(
     )
     res["picture"] = str(plot_semi(res["rows"], Path(run_dir) / f"{name}.png", title))
     return _save(run_dir, name if seed == 0 else f"{name}_seed{seed}", res, cfg)
+
+
+def _dense_summary(res: dict) -> str:
+    return (
+        f"linear segmentation on the {res['map']} feature map, {res['test_images']} test images: "
+        + "; ".join(
+            f"{name.replace('_', ' ')} mIoU {pct(res[name]['miou'])} (foreground IoU {pct(res[name]['foreground_iou'])})"
+            for name in ("trained", "random_init", "raw_pixels")
+        )
+        + (f"\n  picture: {res['picture']}" if res.get("picture") else "")
+    )
+
+
+def has_dense_ground_truth(run_dir) -> bool:
+    """Whether a run's dataset has the dense probe's ground truth (single objects on a dark background)."""
+    return has_dense_truth(load_run_config(run_dir).data.name)
+
+
+DENSE_IMAGES = Option(
+    "train_images", "training images the dense probe fits on (default 2000, a seeded sample)", type=int
+)
+
+
+@protocol(
+    "dense",
+    _dense_summary,
+    (DENSE_IMAGES, SEED),
+    applies=has_dense_ground_truth,
+    note="single objects on a dark background (fashion-mnist, digits and their colour variants)",
+)
+def evaluate_dense(run_dir, device: str = "cpu", train_images: int = 2000, seed: int = 0) -> dict:
+    """Linear segmentation (VICRegL's dense protocol): a linear layer on each location of the frozen feature map,
+    upsampled to pixels, labels object-of-class vs background; mIoU next to random init and raw pixels."""
+    run = Run(run_dir)
+    return _save(run_dir, "dense", dense_report(run, train_images, seed, device), run.cfg)
 
 
 def _robustness_summary(res: dict) -> str:

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from selfsup.config import load_run_config
 from selfsup.engine import labelled_splits
 from selfsup.cli import main
 from selfsup.eval.diagnostics import infonce_bound_curve, per_dimension_std
@@ -180,6 +181,18 @@ def test_cluster_and_embed2d_from_the_cli(run, capsys):
     assert rc == 0, err
     png = run / "embed2d_tsne.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and str(png) in out
+
+
+def test_dense_probe_from_the_cli(run, capsys):
+    rc, out, _ = cli(["eval", "dense", str(run), "--train-images", "300"], capsys)
+    assert rc == 0 and "trained mIoU" in out and "raw pixels mIoU" in out
+    res = json.loads((run / "eval_dense.json").read_text())
+    _, test = labelled_splits(load_run_config(run))
+    assert res["train_images"] == 300 and res["test_images"] == len(test)
+    # raw pixels find the object by its brightness, but one pixel's grey level cannot name the class
+    assert res["raw_pixels"]["foreground_iou"] > 0.8
+    assert res["trained"]["miou"] > res["raw_pixels"]["miou"] + 0.05
+    assert Path(res["picture"]).is_file()
 
 
 def test_diagnostics(run, capsys):
@@ -377,6 +390,7 @@ def test_protocol_options_are_checked(run, capsys):
         "embed2d",
         "diagnostics",
         "robustness",
+        "dense",
         "transfer",
         "pretext",
         "efficiency",
