@@ -100,6 +100,7 @@ def _upsample(s: torch.Tensor, side: int) -> torch.Tensor:
 def _fit(x: torch.Tensor, y: torch.Tensor, k: int, l2: float, max_iter: int) -> torch.nn.Conv2d:
     """Minimise per-pixel cross-entropy of upsampled scores + l2 ||W||^2; x standardised [N, D, g, g]."""
     lin = torch.nn.Conv2d(x.shape[1], k, 1)
+    assert lin.bias is not None  # built with a bias
     torch.nn.init.zeros_(lin.weight)
     torch.nn.init.zeros_(lin.bias)
     opt = torch.optim.LBFGS(
@@ -181,6 +182,7 @@ def dense_report(run: Run, train_images: int = 2000, seed: int = 0, device: str 
             f"variants, not {cfg.data.name!r}; measure this run with knn or linear instead"
         )
     train, test = labelled_splits(cfg)
+    assert train.labels is not None and test.labels is not None  # labelled_splits: both labelled
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=g)[: min(train_images, len(train))]
     tr_x, tr_y = spec.prepare(train.images[idx]), train.labels[idx]
