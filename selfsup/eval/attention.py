@@ -134,15 +134,24 @@ def _plot(vit, x, images, mass, path, title):
         norm = lambda a: (a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)  # noqa: E731  each head's own range
         panels = [("image", img, None)] + [(f"head {j}", img, norm(attn[i, j])) for j in range(h)]
         panels.append((f"{100 * mass:g} % mass", img, keep[i, 0]))  # 1 inside the mask, 0 outside
-        for ax, (name, im, overlay) in zip(axes[i], panels):
+        for ax, (_, im, overlay) in zip(axes[i], panels):
             ax.imshow(im, cmap="gray", vmin=0, vmax=1)
             if overlay is not None:
                 ov = F.interpolate(overlay[None, None], size=im.shape[:2], mode="nearest")[0, 0].numpy()
                 ax.imshow(ov, cmap="inferno", alpha=0.6, vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=7)
+    return save_grid(fig, axes, [name for name, _, _ in panels], title, path)
+
+
+def save_grid(fig, axes, titles, title: str, path):
+    """A grid of image panels finished the same way (attention.png, dense.png): no ticks, ``titles`` over the
+    first row, ``title`` over the figure; saved to ``path`` and closed. Returns ``path``."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, name in zip(axes[0], titles):
+        ax.set_title(name, fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

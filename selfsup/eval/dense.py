@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from selfsup.engine import Run, labelled_splits
 from selfsup.errors import SelfsupError
-from selfsup.eval.attention import foreground
+from selfsup.eval.attention import foreground, save_grid
 from selfsup.nn.classifier import reinitialise
 from selfsup.nn.features import extract_features
 from selfsup.nn.runtime import Runtime
@@ -240,17 +240,9 @@ def plot_dense(images, truth, preds: dict, k: int, path: Path, title: str) -> Pa
     fig, axes = plt.subplots(n, len(cols), figsize=(1.4 * len(cols), 1.4 * n), squeeze=False)
     for i in range(n):
         img = images[i].float().permute(1, 2, 0).squeeze(-1).numpy() / 255
-        for ax, (name, maps) in zip(axes[i], cols):
+        for ax, (_, maps) in zip(axes[i], cols):
             if maps is None:
                 ax.imshow(img, cmap="gray", vmin=0, vmax=1)
             else:
                 ax.imshow(maps[i].numpy(), cmap="tab20", vmin=0, vmax=max(k - 1, 1), interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(name, fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_grid(fig, axes, [name for name, _ in cols], title, path)
