@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from selfsup.engine import Run, labelled_splits
 from selfsup.errors import SelfsupError
 from selfsup.eval.attention import foreground, save_grid
+from selfsup.eval.linear import holdout_split
 from selfsup.nn.classifier import reinitialise
 from selfsup.nn.features import extract_features
 from selfsup.nn.runtime import Runtime
@@ -126,9 +127,7 @@ def fit_dense_probe(
     mean = maps.mean((0, 2, 3))
     std = maps.std(dim=(0, 2, 3)).clamp_min(1e-6)
     x = (maps - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, len(x) // 10)
-    va, tr = perm[:n_val], perm[n_val:]
+    tr, va = holdout_split(len(x), 0.1, seed)  # the global linear probe's validation share
     side = y.shape[-1]
     val = {}
     for l2 in l2_grid:
@@ -166,9 +165,11 @@ def dense_scores(
 ) -> tuple[dict, DenseProbe]:
     """Fit the dense probe on ``maps_of(train_images)`` and score it on the test images."""
     k = num_classes + 1
-    probe = fit_dense_probe(maps_of(train_images), pixel_labels(train_images, train_labels), k, seed)
+    train_maps = maps_of(train_images)
+    probe = fit_dense_probe(train_maps, pixel_labels(train_images, train_labels), k, seed)
     scores = segmentation_scores(probe.predict(maps_of(test_images)), pixel_labels(test_images, test_labels), k)
-    return {**scores, "l2": probe.l2, "val_miou": {str(l2): v for l2, v in probe.val.items()}}, probe
+    val = {str(l2): v for l2, v in probe.val.items()}
+    return {**scores, "l2": probe.l2, "val_miou": val, "map_side": train_maps.shape[-1]}, probe
 
 
 def dense_report(run: Run, train_images: int = 2000, seed: int = 0, device: str = "cpu", show: int = 6) -> dict:
@@ -202,7 +203,7 @@ def dense_report(run: Run, train_images: int = 2000, seed: int = 0, device: str 
     rows, probes = {}, {}
     for name, fn in inputs.items():
         rows[name], probes[name] = dense_scores(fn, tr_x, tr_y, te_x, te_y, num_classes, seed)
-    g_side = feature_maps(encoder, te_x[:1], spec.mean, spec.std, spec.size, rt, 1).shape[-1]
+    g_side = rows["trained"]["map_side"]
     result = {
         "protocol": "dense",
         "probe": "linear per location, scores upsampled bilinearly; L2 chosen on a tenth of the probe's images",

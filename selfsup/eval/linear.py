@@ -38,7 +38,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, 
     return lin
 
 
-def _split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def holdout_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     n_val = max(1, int(round(n * fraction)))
     return perm[n_val:], perm[:n_val]
@@ -84,7 +84,7 @@ def fit_probe(
     num_classes = num_classes or int(train_y.max()) + 1
     mean, std = train_f.mean(0), train_f.std(0).clamp_min(1e-6)
     xs = (train_f - mean) / std
-    tr, va = _split(len(xs), val_fraction, seed)
+    tr, va = holdout_split(len(xs), val_fraction, seed)
     val = {}
     with torch.enable_grad():
         for l2 in l2_grid:
